@@ -1,0 +1,44 @@
+# Anygate: `make demo` and `make test` do all set-up on a fresh Debian
+# machine with the Swift toolchain (see README.md).
+
+SWIFT ?= swift
+# System packages the build, the tests and the demo use.
+APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping
+
+.PHONY: all deps build test demo bench bench-callgrind clean
+
+all: build
+
+# Installs whatever of APT_PACKAGES is missing (apt-get update first, once).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing system packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "==> system packages present"; fi
+
+build: deps
+	@echo "==> building (debug)"
+	$(SWIFT) build
+
+test: deps
+	@echo "==> building tests"
+	$(SWIFT) build --build-tests
+	@echo "==> running unit, topology and property tests"
+	$(SWIFT) test --skip-build
+
+demo: deps
+	@echo "==> building the demo (release)"
+	$(SWIFT) build -c release --product anygate-demo
+	@echo "==> running the in-process demo"
+	./.build/release/anygate-demo
+
+# Benchmarks live in their own package so that `make test` does not build them.
+bench: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --format markdown
+
+clean:
+	rm -rf .build Benchmarks/.build

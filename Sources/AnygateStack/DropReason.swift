@@ -1,0 +1,173 @@
+/// Why the stack dropped a packet. Every drop has exactly one reason, and
+/// each reason has its own counter (see `counterIndex`), so adding a reason
+/// without a counter does not compile.
+public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertible {
+    // Link layer
+    case frameTruncated
+    case notForUs
+    case vlanNotConfigured
+    case unknownEtherType
+    case interfaceDown
+    // ARP
+    case arpMalformed
+    case arpNotForUs
+    case arpQueueOverflow
+    case neighborUnresolved
+    case neighborTableFull
+    // IPv4 validation (RFC 1812 section 5.2.2)
+    case ipTruncated
+    case ipBadVersion
+    case ipBadHeaderLength
+    case ipBadTotalLength
+    case ipBadChecksum
+    case ipBadOption
+    case martianSource
+    case martianDestination
+    case linkBroadcastNotForwarded
+    case multicastNotSupported
+    case ipv6NotSupported
+    // Forwarding
+    case notForwarding
+    case ttlExpired
+    case noRoute
+    case fragmentationNeeded
+    case blackhole
+    // Fragments and reassembly
+    case fragmentOverlap
+    case fragmentTooLarge
+    case fragmentTooManyPieces
+    case reassemblyTimeout
+    case reassemblyQueueEvicted
+    // Local delivery
+    case icmpMalformed
+    case protocolUnreachable
+    case portUnreachable
+    // Resources
+    case poolExhausted
+    case transmitQueueFull
+    case headroomExhausted
+
+    /// Position of this reason's counter in the stack's drop-counter array.
+    @inlinable public var counterIndex: Int {
+        switch self {
+        case .frameTruncated: 0
+        case .notForUs: 1
+        case .vlanNotConfigured: 2
+        case .unknownEtherType: 3
+        case .interfaceDown: 4
+        case .arpMalformed: 5
+        case .arpNotForUs: 6
+        case .arpQueueOverflow: 7
+        case .neighborUnresolved: 8
+        case .neighborTableFull: 9
+        case .ipTruncated: 10
+        case .ipBadVersion: 11
+        case .ipBadHeaderLength: 12
+        case .ipBadTotalLength: 13
+        case .ipBadChecksum: 14
+        case .ipBadOption: 15
+        case .martianSource: 16
+        case .martianDestination: 17
+        case .linkBroadcastNotForwarded: 18
+        case .multicastNotSupported: 19
+        case .ipv6NotSupported: 20
+        case .notForwarding: 21
+        case .ttlExpired: 22
+        case .noRoute: 23
+        case .fragmentationNeeded: 24
+        case .blackhole: 25
+        case .fragmentOverlap: 26
+        case .fragmentTooLarge: 27
+        case .fragmentTooManyPieces: 28
+        case .reassemblyTimeout: 29
+        case .reassemblyQueueEvicted: 30
+        case .icmpMalformed: 31
+        case .protocolUnreachable: 32
+        case .portUnreachable: 33
+        case .poolExhausted: 34
+        case .transmitQueueFull: 35
+        case .headroomExhausted: 36
+        }
+    }
+
+    public static let counterCount = 37
+
+    /// A stable name for logs, metrics and the CLI.
+    public var description: String {
+        switch self {
+        case .frameTruncated: "frame-truncated"
+        case .notForUs: "not-for-us"
+        case .vlanNotConfigured: "vlan-not-configured"
+        case .unknownEtherType: "unknown-ethertype"
+        case .interfaceDown: "interface-down"
+        case .arpMalformed: "arp-malformed"
+        case .arpNotForUs: "arp-not-for-us"
+        case .arpQueueOverflow: "arp-queue-overflow"
+        case .neighborUnresolved: "neighbor-unresolved"
+        case .neighborTableFull: "neighbor-table-full"
+        case .ipTruncated: "ip-truncated"
+        case .ipBadVersion: "ip-bad-version"
+        case .ipBadHeaderLength: "ip-bad-header-length"
+        case .ipBadTotalLength: "ip-bad-total-length"
+        case .ipBadChecksum: "ip-bad-checksum"
+        case .ipBadOption: "ip-bad-option"
+        case .martianSource: "martian-source"
+        case .martianDestination: "martian-destination"
+        case .linkBroadcastNotForwarded: "link-broadcast-not-forwarded"
+        case .multicastNotSupported: "multicast-not-supported"
+        case .ipv6NotSupported: "ipv6-not-supported"
+        case .notForwarding: "not-forwarding"
+        case .ttlExpired: "ttl-expired"
+        case .noRoute: "no-route"
+        case .fragmentationNeeded: "fragmentation-needed"
+        case .blackhole: "blackhole"
+        case .fragmentOverlap: "fragment-overlap"
+        case .fragmentTooLarge: "fragment-too-large"
+        case .fragmentTooManyPieces: "fragment-too-many-pieces"
+        case .reassemblyTimeout: "reassembly-timeout"
+        case .reassemblyQueueEvicted: "reassembly-queue-evicted"
+        case .icmpMalformed: "icmp-malformed"
+        case .protocolUnreachable: "protocol-unreachable"
+        case .portUnreachable: "port-unreachable"
+        case .poolExhausted: "pool-exhausted"
+        case .transmitQueueFull: "transmit-queue-full"
+        case .headroomExhausted: "headroom-exhausted"
+        }
+    }
+}
+
+/// Counters of one interface.
+public struct InterfaceCounters: Hashable, Sendable {
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    /// Packets received on this interface and dropped, for any reason.
+    public var rxDrops: UInt64 = 0
+    /// Packets meant for this interface and dropped before transmit.
+    public var txDrops: UInt64 = 0
+    public var forwarded: UInt64 = 0
+    public init() {}
+}
+
+/// Stack-wide event counters that are not drops.
+public struct StackCounters: Hashable, Sendable {
+    public var ipReceived: UInt64 = 0
+    public var ipDelivered: UInt64 = 0
+    public var ipForwarded: UInt64 = 0
+    public var ipSent: UInt64 = 0
+    public var fragmentsCreated: UInt64 = 0
+    public var fragmentsReceived: UInt64 = 0
+    public var datagramsReassembled: UInt64 = 0
+    public var arpRequestsSent: UInt64 = 0
+    public var arpRepliesSent: UInt64 = 0
+    public var arpRequestsReceived: UInt64 = 0
+    public var arpRepliesReceived: UInt64 = 0
+    public var neighborEvictions: UInt64 = 0
+    public var icmpEchoRepliesSent: UInt64 = 0
+    public var icmpErrorsSent: UInt64 = 0
+    public var icmpErrorsRateLimited: UInt64 = 0
+    public var icmpErrorsSuppressed: UInt64 = 0
+    public var eventsLost: UInt64 = 0
+    public init() {}
+}

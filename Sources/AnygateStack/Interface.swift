@@ -1,0 +1,76 @@
+public import AnygateWire
+
+/// The hot part of an interface, read and counted on every packet.
+@usableFromInline
+struct InterfaceSlot {
+    @usableFromInline var mac: UInt64
+    @usableFromInline var mtu: Int
+    @usableFromInline var up: Bool
+    @usableFromInline var exists: Bool
+    /// The first IPv4 address, or 0.
+    @usableFromInline var primaryAddress: UInt32
+    @usableFromInline var counters: InterfaceCounters
+    /// Frames waiting in this interface's transmit queue.
+    @usableFromInline var txCount: Int
+}
+
+/// An address configured on an interface, with its IPSELSRC preference.
+public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPv4InterfaceAddress
+    public var preference: Int16
+    public var description: String { preference == 0 ? "\(address)" : "\(address) preference \(preference)" }
+}
+
+/// One row of `show interfaces`.
+public struct InterfaceStatus: Hashable, Sendable {
+    public var name: String
+    public var index: InterfaceIndex
+    public var mac: MACAddress
+    public var mtu: Int
+    public var up: Bool
+    public var addresses: [InterfaceAddress]
+    public var counters: InterfaceCounters
+}
+
+/// Why an interface or address change was refused.
+public enum InterfaceError: Error, Equatable, Sendable, CustomStringConvertible {
+    case duplicateName(String)
+    case tooManyInterfaces(Int)
+    case noSuchInterface(InterfaceIndex)
+    case addressExists(IPv4InterfaceAddress)
+    case noSuchAddress(IPv4Address)
+    case mtuOutOfRange(Int)
+
+    public var description: String {
+        switch self {
+        case .duplicateName(let n): "interface \(n) already exists"
+        case .tooManyInterfaces(let n): "the stack holds at most \(n) interfaces"
+        case .noSuchInterface(let i): "no interface with index \(i)"
+        case .addressExists(let a): "address \(a.address) is already configured"
+        case .noSuchAddress(let a): "address \(a) is not configured on that interface"
+        case .mtuOutOfRange(let m): "MTU \(m) out of range (68 to the pool's buffer size)"
+        }
+    }
+}
+
+/// Why a packet the stack was asked to originate could not be sent.
+public enum SendError: Error, Equatable, Sendable, CustomStringConvertible {
+    case noRoute(IPv4Address)
+    case noSourceAddress
+    /// Don't-fragment was set and the packet exceeds the route's MTU.
+    case tooBig(mtu: Int)
+    case poolExhausted
+    case payloadTooLarge(max: Int)
+    case interfaceDown
+
+    public var description: String {
+        switch self {
+        case .noRoute(let a): "no route to \(a)"
+        case .noSourceAddress: "no source address on the outgoing interface"
+        case .tooBig(let mtu): "packet larger than the path MTU \(mtu) with don't-fragment set"
+        case .poolExhausted: "no free packet buffer"
+        case .payloadTooLarge(let m): "payload larger than \(m) bytes"
+        case .interfaceDown: "outgoing interface is down"
+        }
+    }
+}

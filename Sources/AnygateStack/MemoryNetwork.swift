@@ -1,0 +1,124 @@
+import AnygateWire
+
+/// Several stacks in one process, joined by in-memory point-to-point links
+/// and driven by a hand-advanced clock. Tests build topologies with it; the
+/// demo runs on it. Frames cross a link without copying: all stacks share
+/// one packet pool.
+///
+/// Delivery is deterministic: frames are delivered in the order they were
+/// transmitted, one batch per (stack, interface) at a time.
+public final class MemoryNetwork: Hypercalls {
+    public let pool: PacketPool
+    public private(set) var stacks: [Stack] = []
+    /// The network's clock; `advance(by:)` moves it.
+    public private(set) var clock = Timestamp(nanoseconds: 1_000_000_000)
+    private var rng: UInt64
+    /// Where a frame sent on (stack, interface) arrives.
+    private var peers: [Endpoint: Endpoint] = [:]
+    private var inFlight: [(to: Endpoint, packet: PacketHandle)] = []
+    /// Frames lost because their link end was not connected.
+    public private(set) var unconnectedDrops = 0
+    /// Frames delivered since creation.
+    public private(set) var delivered = 0
+    /// Sees every frame as it crosses a link (for tests and the demo's trace).
+    public var observer: ((_ from: Endpoint, _ to: Endpoint, _ frame: UnsafeMutableRawBufferPointer) -> Void)?
+
+    /// One end of a link: a stack (by position in `stacks`) and one of its interfaces.
+    public struct Endpoint: Hashable, Sendable {
+        public var stack: Int
+        public var interface: InterfaceIndex
+    }
+
+    public init(pool: PacketPool = PacketPool(capacity: 4096), seed: UInt64 = 0x5EED) {
+        self.pool = pool
+        self.rng = seed
+    }
+
+    /// Creates a stack on this network.
+    public func addStack(name: String, configuration: StackConfiguration = StackConfiguration()) -> Stack {
+        let s = Stack(name: name, configuration: configuration, pool: pool, hypercalls: self)
+        stacks.append(s)
+        return s
+    }
+
+    private func position(_ s: Stack) -> Int {
+        guard let i = stacks.firstIndex(where: { $0 === s }) else { preconditionFailure("stack not on this network") }
+        return i
+    }
+
+    /// Joins two interfaces with a link.
+    public func connect(_ a: Stack, _ ai: InterfaceIndex, _ b: Stack, _ bi: InterfaceIndex) {
+        let ea = Endpoint(stack: position(a), interface: ai), eb = Endpoint(stack: position(b), interface: bi)
+        peers[ea] = eb
+        peers[eb] = ea
+    }
+
+    /// Cuts the link at this interface (frames sent on it are lost and counted).
+    public func disconnect(_ s: Stack, _ i: InterfaceIndex) {
+        let e = Endpoint(stack: position(s), interface: i)
+        if let peer = peers.removeValue(forKey: e) { peers.removeValue(forKey: peer) }
+    }
+
+    // MARK: Hypercalls
+
+    public func now() -> Timestamp { clock }
+
+    public func random() -> UInt64 {
+        // SplitMix64: deterministic per seed.
+        rng &+= 0x9E37_79B9_7F4A_7C15
+        var z = rng
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    public func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
+        let from = Endpoint(stack: position(stack), interface: interface)
+        guard let to = peers[from] else {
+            for p in packets { pool.free(p) }
+            unconnectedDrops += packets.count
+            return
+        }
+        for p in packets {
+            observer?(from, to, pool.bytes(p))
+            inFlight.append((to, p))
+        }
+    }
+
+    // MARK: Driving
+
+    /// Delivers frames until none is in flight, or `limit` deliveries.
+    /// Returns how many were delivered.
+    @discardableResult
+    public func run(limit: Int = 1_000_000) -> Int {
+        var count = 0
+        while !inFlight.isEmpty && count < limit {
+            let batch = inFlight
+            inFlight.removeAll(keepingCapacity: true)
+            var i = 0
+            while i < batch.count && count < limit {
+                let (to, p) = batch[i]
+                stacks[to.stack].receive(p, on: to.interface)
+                i += 1
+                count += 1
+            }
+            if i < batch.count { inFlight.insert(contentsOf: batch[i...], at: 0) }
+        }
+        delivered += count
+        return count
+    }
+
+    /// Moves the clock forward in `step`s, ticking every stack and
+    /// delivering what the timers send, until `interval` has passed.
+    public func advance(by interval: Interval, step: Interval = .milliseconds(100)) {
+        let end = clock + interval
+        while clock < end {
+            clock = min(end, clock + step)
+            for s in stacks { s.tick() }
+            run()
+        }
+    }
+
+    /// Frames waiting to be delivered.
+    public var inFlightCount: Int { inFlight.count }
+}

@@ -1,0 +1,249 @@
+public import AnygateWire
+
+/// The state of one neighbour entry (RFC 826 cache, with the reachability
+/// states of RFC 4861 section 7.3.2 that Linux also uses for ARP).
+public enum NeighborState: UInt8, Hashable, Sendable, CustomStringConvertible {
+    /// Requests sent, no answer yet; packets wait in the entry's queue.
+    case incomplete
+    /// Confirmed within the reachable time.
+    case reachable
+    /// Not confirmed lately; still used, and re-probed when used.
+    case stale
+
+    public var description: String {
+        switch self {
+        case .incomplete: "incomplete"
+        case .reachable: "reachable"
+        case .stale: "stale"
+        }
+    }
+}
+
+/// One row of `show neighbors`.
+public struct Neighbor: Hashable, Sendable {
+    public var address: IPv4Address
+    public var interface: InterfaceIndex
+    public var mac: MACAddress?
+    public var state: NeighborState
+    public var pending: Int
+    /// Time since the entry was last confirmed (or created, if never).
+    public var age: Interval
+}
+
+/// A bounded ARP cache. Entries live in one preallocated array, chained in
+/// hash buckets and in an age list by 32-bit indices; the pending packets of
+/// an unresolved entry sit in a fixed per-entry ring. When the table is full
+/// the least recently confirmed entry is evicted (counted); nothing here
+/// allocates after `init`.
+@usableFromInline
+struct NeighborTable {
+    @usableFromInline static let none: UInt32 = .max
+
+    @usableFromInline
+    struct Entry {
+        @usableFromInline var address: UInt32
+        @usableFromInline var interface: UInt16
+        @usableFromInline var state: NeighborState
+        var inUse: Bool
+        @usableFromInline var mac: UInt64
+        /// Last confirmation (or creation).
+        var confirmed: Int64
+        /// When the next request may be sent.
+        @usableFromInline var nextProbe: Int64
+        var probes: UInt8
+        var pendingHead: UInt8
+        var pendingCount: UInt8
+        @usableFromInline var hashNext: UInt32
+        var agePrev: UInt32
+        var ageNext: UInt32
+    }
+
+    let capacity: Int
+    let pendingPerEntry: Int
+    @usableFromInline let bucketMask: Int
+    @usableFromInline let entries: UnsafeMutablePointer<Entry>
+    @usableFromInline let buckets: UnsafeMutablePointer<UInt32>
+    let pending: UnsafeMutablePointer<PacketHandle>
+    let freeList: UnsafeMutablePointer<UInt32>
+    @usableFromInline let meta: UnsafeMutablePointer<Meta>
+
+    @usableFromInline
+    struct Meta {
+        var freeCount: Int
+        /// Oldest entry (least recently confirmed), evicted first.
+        var ageHead: UInt32
+        var ageTail: UInt32
+        var count: Int
+    }
+
+    init(capacity: Int, pendingPerEntry: Int) {
+        precondition(capacity > 0 && capacity < Int(UInt32.max) && pendingPerEntry > 0 && pendingPerEntry < 256)
+        self.capacity = capacity
+        self.pendingPerEntry = pendingPerEntry
+        var b = 1
+        while b < capacity * 2 { b <<= 1 }
+        bucketMask = b - 1
+        entries = .allocate(capacity: capacity)
+        buckets = .allocate(capacity: b)
+        buckets.initialize(repeating: NeighborTable.none, count: b)
+        pending = .allocate(capacity: capacity * pendingPerEntry)
+        freeList = .allocate(capacity: capacity)
+        for i in 0..<capacity {
+            freeList[i] = UInt32(capacity - 1 - i)
+            (entries + i).initialize(to: Entry(address: 0, interface: 0, state: .incomplete, inUse: false, mac: 0,
+                                               confirmed: 0, nextProbe: 0, probes: 0, pendingHead: 0, pendingCount: 0,
+                                               hashNext: NeighborTable.none, agePrev: NeighborTable.none,
+                                               ageNext: NeighborTable.none))
+        }
+        meta = .allocate(capacity: 1)
+        meta.initialize(to: Meta(freeCount: capacity, ageHead: NeighborTable.none, ageTail: NeighborTable.none, count: 0))
+    }
+
+    func deallocate() {
+        entries.deallocate(); buckets.deallocate(); pending.deallocate(); freeList.deallocate(); meta.deallocate()
+    }
+
+    var count: Int { meta.pointee.count }
+
+    @inlinable @inline(__always)
+    func bucket(_ address: UInt32, _ interface: UInt16) -> Int {
+        let k = UInt64(address) | UInt64(interface) << 32
+        return Int(truncatingIfNeeded: (k &* 0x9E37_79B9_7F4A_7C15) >> 40) & bucketMask
+    }
+
+    /// The entry index for (address, interface), or `none`.
+    @inlinable @inline(__always)
+    func find(_ address: UInt32, _ interface: UInt16) -> UInt32 {
+        var i = buckets[bucket(address, interface)]
+        while i != NeighborTable.none {
+            let e = entries + Int(i)
+            if e.pointee.address == address && e.pointee.interface == interface { return i }
+            i = e.pointee.hashNext
+        }
+        return NeighborTable.none
+    }
+
+    /// Creates an entry, evicting the oldest when full. Returns the new index
+    /// and the packets the evicted entry still held (for the caller to drop).
+    func create(_ address: UInt32, _ interface: UInt16, now: Int64,
+                         evicted: (PacketHandle) -> Void) -> (index: UInt32, didEvict: Bool) {
+        var didEvict = false
+        if meta.pointee.freeCount == 0 {
+            let victim = meta.pointee.ageHead
+            drainPending(victim, evicted)
+            remove(victim)
+            didEvict = true
+        }
+        meta.pointee.freeCount -= 1
+        let i = freeList[meta.pointee.freeCount]
+        let b = bucket(address, interface)
+        entries[Int(i)] = Entry(address: address, interface: interface, state: .incomplete, inUse: true, mac: 0,
+                                confirmed: now, nextProbe: now, probes: 0, pendingHead: 0, pendingCount: 0,
+                                hashNext: buckets[b], agePrev: NeighborTable.none, ageNext: NeighborTable.none)
+        buckets[b] = i
+        appendAge(i)
+        meta.pointee.count += 1
+        return (i, didEvict)
+    }
+
+    /// Unlinks and frees an entry; its pending packets must have been drained.
+    func remove(_ i: UInt32) {
+        let e = entries[Int(i)]
+        precondition(e.inUse && e.pendingCount == 0)
+        let b = bucket(e.address, e.interface)
+        if buckets[b] == i {
+            buckets[b] = e.hashNext
+        } else {
+            var j = buckets[b]
+            while entries[Int(j)].hashNext != i { j = entries[Int(j)].hashNext }
+            entries[Int(j)].hashNext = e.hashNext
+        }
+        unlinkAge(i)
+        entries[Int(i)].inUse = false
+        freeList[meta.pointee.freeCount] = i
+        meta.pointee.freeCount += 1
+        meta.pointee.count -= 1
+    }
+
+    /// Marks the entry confirmed with `mac`, and moves it to the young end.
+    func confirm(_ i: UInt32, mac: UInt64, now: Int64) {
+        entries[Int(i)].mac = mac
+        entries[Int(i)].state = .reachable
+        entries[Int(i)].confirmed = now
+        entries[Int(i)].probes = 0
+        unlinkAge(i)
+        appendAge(i)
+    }
+
+    /// Queues a packet on an unresolved entry; when the ring is full the
+    /// oldest queued packet is returned to be dropped.
+    func enqueue(_ i: UInt32, _ packet: PacketHandle) -> PacketHandle? {
+        let base = Int(i) * pendingPerEntry
+        let e = entries + Int(i)
+        var dropped: PacketHandle? = nil
+        if Int(e.pointee.pendingCount) == pendingPerEntry {
+            dropped = pending[base + Int(e.pointee.pendingHead)]
+            e.pointee.pendingHead = UInt8((Int(e.pointee.pendingHead) + 1) % pendingPerEntry)
+            e.pointee.pendingCount -= 1
+        }
+        let slot = (Int(e.pointee.pendingHead) + Int(e.pointee.pendingCount)) % pendingPerEntry
+        pending[base + slot] = packet
+        e.pointee.pendingCount += 1
+        return dropped
+    }
+
+    /// Hands every queued packet of the entry to `body`, oldest first.
+    func drainPending(_ i: UInt32, _ body: (PacketHandle) -> Void) {
+        let base = Int(i) * pendingPerEntry
+        let e = entries + Int(i)
+        while e.pointee.pendingCount > 0 {
+            let p = pending[base + Int(e.pointee.pendingHead)]
+            e.pointee.pendingHead = UInt8((Int(e.pointee.pendingHead) + 1) % pendingPerEntry)
+            e.pointee.pendingCount -= 1
+            body(p)
+        }
+        e.pointee.pendingHead = 0
+    }
+
+    private func appendAge(_ i: UInt32) {
+        entries[Int(i)].agePrev = meta.pointee.ageTail
+        entries[Int(i)].ageNext = NeighborTable.none
+        if meta.pointee.ageTail != NeighborTable.none {
+            entries[Int(meta.pointee.ageTail)].ageNext = i
+        } else {
+            meta.pointee.ageHead = i
+        }
+        meta.pointee.ageTail = i
+    }
+
+    private func unlinkAge(_ i: UInt32) {
+        let e = entries[Int(i)]
+        if e.agePrev != NeighborTable.none { entries[Int(e.agePrev)].ageNext = e.ageNext } else { meta.pointee.ageHead = e.ageNext }
+        if e.ageNext != NeighborTable.none { entries[Int(e.ageNext)].agePrev = e.agePrev } else { meta.pointee.ageTail = e.agePrev }
+    }
+
+    /// Indices of live entries, oldest first.
+    var liveIndices: [UInt32] {
+        var out: [UInt32] = []
+        var i = meta.pointee.ageHead
+        while i != NeighborTable.none { out.append(i); i = entries[Int(i)].ageNext }
+        return out
+    }
+
+    /// Checks that hash chains, the age list and the free list agree.
+    func checkInvariants() {
+        var live = 0
+        for b in 0...bucketMask {
+            var i = buckets[b]
+            while i != NeighborTable.none {
+                precondition(entries[Int(i)].inUse, "neighbor: freed entry hashed")
+                precondition(bucket(entries[Int(i)].address, entries[Int(i)].interface) == b, "neighbor: wrong bucket")
+                live += 1
+                i = entries[Int(i)].hashNext
+            }
+        }
+        precondition(live == meta.pointee.count, "neighbor: hash count mismatch")
+        precondition(liveIndices.count == live, "neighbor: age list count mismatch")
+        precondition(live + meta.pointee.freeCount == capacity, "neighbor: free count mismatch")
+    }
+}

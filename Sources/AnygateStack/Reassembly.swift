@@ -1,0 +1,182 @@
+import AnygateWire
+
+/// IPv4 reassembly (RFC 791 section 3.2, RFC 815): a fixed number of
+/// queues, each building its datagram directly in one pool buffer.
+///
+/// Rules, chosen for a gateway that faces untrusted peers:
+/// - a queue is keyed by (source, destination, protocol, identification);
+/// - a fragment that overlaps bytes already received discards the whole
+///   datagram (`fragmentOverlap`) — overlaps are an attack pattern, never
+///   needed by an honest sender (the IPv6 rule of RFC 5722, applied to IPv4);
+/// - a datagram longer than 65535 bytes or than a pool buffer is discarded
+///   (`fragmentTooLarge`);
+/// - at most `maxPieces` disjoint ranges per datagram (`fragmentTooManyPieces`);
+/// - when every queue is busy, the oldest is discarded for the new one
+///   (`reassemblyQueueEvicted`); a queue older than the timeout is discarded
+///   (`reassemblyTimeout`) with an ICMP time exceeded (code 1) when its first
+///   fragment had arrived (RFC 792).
+struct ReassemblyTable {
+    /// Where the payload starts inside the buffer: room for the largest IPv4
+    /// header in front of it, after the pool's headroom.
+    static let maxHeader = 60
+
+    struct Range { var start: Int; var end: Int }
+
+    struct Queue {
+        var inUse = false
+        var source: UInt32 = 0
+        var destination: UInt32 = 0
+        var proto: UInt8 = 0
+        var identification: UInt16 = 0
+        var buffer = PacketHandle(index: 0, offset: 0, length: 0)
+        var headerLength = 0
+        /// Payload length, known once the last fragment (MF clear) arrived.
+        var payloadLength = -1
+        var received = 0
+        var created: Int64 = 0
+        var interface: InterfaceIndex = 0
+        var ranges: [Range] = []
+    }
+
+    enum Outcome {
+        /// The fragment was kept; the datagram is not complete yet.
+        case queued
+        /// The datagram is complete: a packet holding the whole IPv4 datagram.
+        case complete(PacketHandle, InterfaceIndex)
+        /// The fragment (and, for overlaps and oversize, its datagram) was dropped.
+        case dropped(DropReason)
+    }
+
+    let maxPieces: Int
+    let timeout: Int64
+    private(set) var queues: [Queue]
+
+    init(queues: Int, maxPieces: Int, timeout: Interval) {
+        self.maxPieces = maxPieces
+        self.timeout = timeout.nanoseconds
+        self.queues = Array(repeating: Queue(), count: queues)
+        for i in 0..<queues { self.queues[i].ranges.reserveCapacity(maxPieces) }
+    }
+
+    var active: Int { queues.reduce(0) { $0 + ($1.inUse ? 1 : 0) } }
+
+    /// Takes one fragment (`ip` views it inside `fragment`'s buffer). The
+    /// fragment's buffer is always consumed: freed, or kept as the queue's buffer.
+    mutating func add(_ fragment: PacketHandle, ip: IPv4Packet, interface: InterfaceIndex,
+                      pool: PacketPool, now: Int64, dropped: (DropReason, Queue) -> Void) -> Outcome {
+        let src = ip.source.rawValue, dst = ip.destination.rawValue
+        let proto = ip.proto.rawValue, id = ip.identification
+        let offset = ip.fragmentOffset
+        let hl = ip.headerLength
+        let len = ip.totalLength - hl
+        let last = !ip.moreFragments
+        let end = offset + len
+
+        var qi = queues.firstIndex { $0.inUse && $0.source == src && $0.destination == dst && $0.proto == proto && $0.identification == id }
+        if qi == nil {
+            let free = queues.firstIndex { !$0.inUse }
+            let slot: Int
+            if let free {
+                slot = free
+            } else {
+                slot = queues.indices.min { queues[$0].created < queues[$1].created }!
+                dropped(.reassemblyQueueEvicted, queues[slot])
+                release(slot, pool: pool)
+            }
+            guard let buf = pool.allocate() else {
+                pool.free(fragment)
+                return .dropped(.poolExhausted)
+            }
+            queues[slot] = Queue(inUse: true, source: src, destination: dst, proto: proto, identification: id,
+                                 buffer: buf, headerLength: 0, payloadLength: -1, received: 0,
+                                 created: now, interface: interface, ranges: queues[slot].ranges)
+            queues[slot].ranges.removeAll(keepingCapacity: true)
+            qi = slot
+        }
+        let q = qi!
+        let capacity = pool.dataCapacity - ReassemblyTable.maxHeader
+
+        func discard(_ reason: DropReason) -> Outcome {
+            pool.free(fragment)
+            release(q, pool: pool)
+            return .dropped(reason)
+        }
+
+        // A non-last fragment must carry a multiple of 8 bytes (RFC 791).
+        if !last && len % 8 != 0 { return discard(.ipBadTotalLength) }
+        if end > 65535 - 20 || end > capacity { return discard(.fragmentTooLarge) }
+        if last {
+            if queues[q].payloadLength >= 0 && queues[q].payloadLength != end { return discard(.fragmentOverlap) }
+            if queues[q].ranges.contains(where: { $0.end > end }) { return discard(.fragmentOverlap) }
+            queues[q].payloadLength = end
+        } else if queues[q].payloadLength >= 0 && end > queues[q].payloadLength {
+            return discard(.fragmentOverlap)
+        }
+        if len > 0 {
+            if queues[q].ranges.contains(where: { $0.start < end && offset < $0.end }) { return discard(.fragmentOverlap) }
+            // Insert, merging with touching neighbours, in place (no allocation).
+            var r = Range(start: offset, end: end)
+            var i = 0
+            while i < queues[q].ranges.count {
+                let x = queues[q].ranges[i]
+                if x.end == r.start {
+                    r.start = x.start; queues[q].ranges.remove(at: i)
+                } else if x.start == r.end {
+                    r.end = x.end; queues[q].ranges.remove(at: i)
+                } else {
+                    i += 1
+                }
+            }
+            if queues[q].ranges.count >= maxPieces { return discard(.fragmentTooManyPieces) }
+            queues[q].ranges.append(r)
+        }
+
+        let dataBase = pool.buffer(queues[q].buffer)
+        let payloadStart = pool.headroom + ReassemblyTable.maxHeader
+        if len > 0 {
+            (dataBase.baseAddress! + payloadStart + offset).copyMemory(from: ip.payload.baseAddress!, byteCount: len)
+        }
+        if offset == 0 {
+            // The first fragment's header (with its options) becomes the datagram's.
+            (dataBase.baseAddress! + payloadStart - hl).copyMemory(from: ip.bytes.baseAddress!, byteCount: hl)
+            queues[q].headerLength = hl
+        }
+        queues[q].received += len
+        pool.free(fragment)
+
+        let Q = queues[q]
+        guard Q.payloadLength >= 0, Q.headerLength > 0, Q.received == Q.payloadLength else { return .queued }
+        var out = Q.buffer
+        out.offset = UInt32(payloadStart - Q.headerLength)
+        out.length = UInt32(Q.headerLength + Q.payloadLength)
+        let header = IPv4Packet(unchecked: pool.bytes(out))
+        header.totalLength = Q.headerLength + Q.payloadLength
+        header.flagsAndFragment = header.flagsAndFragment & IPv4Packet.flagDontFragment
+        header.fillChecksum()
+        queues[q].inUse = false
+        return .complete(out, Q.interface)
+    }
+
+    /// Discards every queue older than the timeout.
+    mutating func expire(now: Int64, pool: PacketPool, expired: (Queue, PacketPool) -> Void) {
+        for i in queues.indices where queues[i].inUse && now - queues[i].created >= timeout {
+            expired(queues[i], pool)
+            release(i, pool: pool)
+        }
+    }
+
+    /// The earliest time a queue will expire, if any is active.
+    var nextDeadline: Int64? {
+        queues.lazy.filter(\.inUse).map { $0.created + timeout }.min()
+    }
+
+    private mutating func release(_ i: Int, pool: PacketPool) {
+        guard queues[i].inUse else { return }
+        pool.free(queues[i].buffer)
+        queues[i].inUse = false
+    }
+
+    mutating func releaseAll(pool: PacketPool) {
+        for i in queues.indices { release(i, pool: pool) }
+    }
+}

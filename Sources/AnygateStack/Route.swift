@@ -1,0 +1,113 @@
+public import AnygateWire
+
+/// The position of an interface in its stack; stable for the interface's life.
+public typealias InterfaceIndex = Int
+
+/// What a matching route does with a packet.
+public enum RouteKind: UInt8, Hashable, Sendable, CustomStringConvertible {
+    /// The destination is one of the stack's own addresses.
+    case local
+    /// The destination is a subnet's directed broadcast address.
+    case broadcast
+    /// The destination is on the attached link: the next hop is the destination itself.
+    case connected
+    /// Send to the route's gateway.
+    case gateway
+    /// Drop silently (counted).
+    case blackhole
+
+    public var description: String {
+        switch self {
+        case .local: "local"
+        case .broadcast: "broadcast"
+        case .connected: "connected"
+        case .gateway: "gateway"
+        case .blackhole: "blackhole"
+        }
+    }
+}
+
+/// Where a route came from.
+public enum RouteOrigin: UInt8, Hashable, Sendable, CustomStringConvertible {
+    /// Made by the stack from an interface address (subnet, local, broadcast).
+    case connected
+    /// Added by the operator (config or control socket).
+    case `static`
+    /// Mirrored from the host's routing table.
+    case mirror
+    /// Installed by a tunnel.
+    case tunnel
+
+    public var description: String {
+        switch self {
+        case .connected: "connected"
+        case .static: "static"
+        case .mirror: "mirror"
+        case .tunnel: "tunnel"
+        }
+    }
+}
+
+/// A route as the operator sees it.
+public struct Route: Hashable, Sendable, CustomStringConvertible {
+    public var prefix: IPv4Prefix
+    public var nextHop: IPv4Address?
+    public var interface: InterfaceIndex
+    public var metric: UInt32
+    public var origin: RouteOrigin
+    public var kind: RouteKind
+
+    public init(prefix: IPv4Prefix, nextHop: IPv4Address? = nil, interface: InterfaceIndex,
+                metric: UInt32 = 0, origin: RouteOrigin = .static, kind: RouteKind? = nil) {
+        self.prefix = prefix; self.nextHop = nextHop; self.interface = interface
+        self.metric = metric; self.origin = origin
+        self.kind = kind ?? (nextHop == nil ? .connected : .gateway)
+    }
+
+    /// Local and broadcast host routes are the stack's own bookkeeping, not
+    /// part of the routing table an operator manages.
+    public var isInternal: Bool { kind == .local || kind == .broadcast }
+
+    public var description: String {
+        var s = "\(prefix)"
+        if let nextHop { s += " via \(nextHop)" }
+        s += " dev#\(interface) metric \(metric) \(origin) \(kind)"
+        return s
+    }
+}
+
+/// Why a route change was refused.
+public enum RouteError: Error, Equatable, Sendable, CustomStringConvertible {
+    case exists(IPv4Prefix)
+    case notFound(IPv4Prefix)
+    case noSuchInterface(InterfaceIndex)
+    /// The gateway is not on any connected subnet (of the named interface, if one was given).
+    case nextHopUnreachable(IPv4Address)
+    /// A gateway route needs a next hop and a device route needs an interface.
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .exists(let p): "route \(p) already exists"
+        case .notFound(let p): "no such route \(p)"
+        case .noSuchInterface(let i): "no interface with index \(i)"
+        case .nextHopUnreachable(let a): "next hop \(a) is not on a connected subnet"
+        case .invalid(let why): why
+        }
+    }
+}
+
+/// The hot part of a route, read on every forwarded packet.
+@usableFromInline
+struct RouteSlot {
+    @usableFromInline var gateway: UInt32
+    @usableFromInline var interface: UInt16
+    @usableFromInline var kind: RouteKind
+    @usableFromInline var inUse: Bool
+    var origin: RouteOrigin
+    var prefixLength: UInt8
+    var prefixAddress: UInt32
+    var metric: UInt32
+    /// Insertion order, for the tie-break between equal-metric routes.
+    var sequence: UInt64
+}

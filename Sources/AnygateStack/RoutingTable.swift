@@ -1,0 +1,177 @@
+public import AnygateWire
+
+/// The IPv4 forwarding information base: every route the stack knows (the
+/// control-plane view, several per prefix) and the longest-prefix-match
+/// table holding the best route per prefix (the packet-path view).
+///
+/// Best route per prefix: local/broadcast before anything else, then the
+/// lowest metric, then the earliest added. `generation` advances on every
+/// change, so holders of a cached lookup can tell it is stale with one compare.
+public struct RoutingTable {
+    @usableFromInline var lpm = LPMTable()
+    @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
+    private var slotCapacity: Int
+    private var slotCount = 0
+    private var freeSlots: [UInt32] = []
+    private var byPrefix: [IPv4Prefix: [UInt32]] = [:]
+    private var nextSequence: UInt64 = 0
+    /// Advances on every change to the table.
+    public private(set) var generation: UInt64 = 1
+
+    init() {
+        slotCapacity = 64
+        slots = .allocate(capacity: slotCapacity)
+    }
+
+    func deallocate() {
+        lpm.deallocate()
+        slots.deallocate()
+    }
+
+    /// Number of routes, internal ones included.
+    public var count: Int { slotCount - freeSlots.count }
+    /// Number of distinct prefixes.
+    public var prefixCount: Int { byPrefix.count }
+    /// Bytes held by the lookup structure and route slots.
+    public var memoryBytes: Int { lpm.memoryBytes + slotCapacity * MemoryLayout<RouteSlot>.stride }
+
+    /// The slot index of the best route for `address`, or nil.
+    @inlinable @inline(__always)
+    func lookupSlot(_ address: IPv4Address) -> Int? {
+        let v = lpm.lookup(address.rawValue)
+        return v == 0 ? nil : Int(v &- 1)
+    }
+
+    /// The best route for `address`.
+    public func lookup(_ address: IPv4Address) -> Route? {
+        lookupSlot(address).map { route(at: $0) }
+    }
+
+    func route(at slot: Int) -> Route {
+        let s = slots[slot]
+        return Route(prefix: IPv4Prefix(address: IPv4Address(rawValue: s.prefixAddress), length: Int(s.prefixLength)),
+                     nextHop: s.kind == .gateway ? IPv4Address(rawValue: s.gateway) : nil,
+                     interface: Int(s.interface), metric: s.metric, origin: s.origin, kind: s.kind)
+    }
+
+    /// Every route, best first within a prefix, prefixes in address order.
+    public var routes: [Route] {
+        byPrefix.keys.sorted { ($0.address, $0.length) < ($1.address, $1.length) }
+            .flatMap { p in ranked(byPrefix[p]!).map { route(at: Int($0)) } }
+    }
+
+    /// The routes for exactly this prefix, best first.
+    public func routes(for prefix: IPv4Prefix) -> [Route] {
+        ranked(byPrefix[prefix] ?? []).map { route(at: Int($0)) }
+    }
+
+    private func rank(_ s: RouteSlot) -> (Int, UInt32, UInt64) {
+        let kindRank = (s.kind == .local || s.kind == .broadcast) ? 0 : 1
+        return (kindRank, s.metric, s.sequence)
+    }
+
+    private func ranked(_ list: [UInt32]) -> [UInt32] {
+        list.sorted { rank(slots[Int($0)]) < rank(slots[Int($1)]) }
+    }
+
+    private func same(_ s: RouteSlot, _ r: Route) -> Bool {
+        s.kind == r.kind && s.interface == UInt16(r.interface) && s.metric == r.metric
+            && (r.kind != .gateway || s.gateway == r.nextHop?.rawValue)
+    }
+
+    /// Adds a route; an identical one (prefix, kind, next hop, interface, metric) is refused.
+    mutating func add(_ r: Route) throws(RouteError) {
+        if let existing = byPrefix[r.prefix], existing.contains(where: { same(slots[Int($0)], r) }) {
+            throw .exists(r.prefix)
+        }
+        let slot = allocateSlot()
+        slots[slot] = RouteSlot(gateway: r.nextHop?.rawValue ?? 0, interface: UInt16(r.interface), kind: r.kind,
+                                inUse: true, origin: r.origin, prefixLength: r.prefix.length,
+                                prefixAddress: r.prefix.address.rawValue, metric: r.metric, sequence: nextSequence)
+        nextSequence += 1
+        byPrefix[r.prefix, default: []].append(UInt32(slot))
+        reinstall(r.prefix)
+    }
+
+    /// Removes the routes for `prefix` that match: all of them when both
+    /// filters are nil. Returns how many went.
+    @discardableResult
+    mutating func remove(_ prefix: IPv4Prefix, nextHop: IPv4Address? = nil, interface: InterfaceIndex? = nil,
+                         kind: RouteKind? = nil, origin: RouteOrigin? = nil) -> Int {
+        guard let list = byPrefix[prefix] else { return 0 }
+        var keep: [UInt32] = []
+        var removed = 0
+        for idx in list {
+            let s = slots[Int(idx)]
+            let matches = (nextHop == nil || (s.kind == .gateway && s.gateway == nextHop!.rawValue))
+                && (interface == nil || Int(s.interface) == interface!)
+                && (kind == nil || s.kind == kind!)
+                && (origin == nil || s.origin == origin!)
+            if matches {
+                slots[Int(idx)].inUse = false
+                freeSlots.append(idx)
+                removed += 1
+            } else {
+                keep.append(idx)
+            }
+        }
+        guard removed > 0 else { return 0 }
+        byPrefix[prefix] = keep.isEmpty ? nil : keep
+        reinstall(prefix)
+        return removed
+    }
+
+    /// Removes every route through `interface` (when it goes away).
+    mutating func removeAll(through interface: InterfaceIndex) {
+        for p in Array(byPrefix.keys) { remove(p, interface: interface) }
+    }
+
+    mutating func bumpGeneration() { generation &+= 1 }
+
+    /// Re-derives the prefix's LPM slots from its best route, or from the
+    /// covering prefix when none is left.
+    private mutating func reinstall(_ prefix: IPv4Prefix) {
+        generation &+= 1
+        let a = prefix.address.rawValue, len = Int(prefix.length)
+        if let best = ranked(byPrefix[prefix] ?? []).first {
+            lpm.insert(a, length: len, value: best + 1)
+            return
+        }
+        var l = len - 1
+        while l >= 0 {
+            let cover = IPv4Prefix(address: prefix.address, length: l)
+            if let best = ranked(byPrefix[cover] ?? []).first {
+                lpm.replace(a, length: len, with: best + 1, newDepth: l)
+                return
+            }
+            l -= 1
+        }
+        lpm.replace(a, length: len, with: 0, newDepth: 0)
+    }
+
+    private mutating func allocateSlot() -> Int {
+        if let s = freeSlots.popLast() { return Int(s) }
+        if slotCount == slotCapacity {
+            let cap = slotCapacity * 2
+            let n = UnsafeMutablePointer<RouteSlot>.allocate(capacity: cap)
+            n.moveInitialize(from: slots, count: slotCount)
+            slots.deallocate()
+            slots = n
+            slotCapacity = cap
+        }
+        slotCount += 1
+        return slotCount - 1
+    }
+
+    /// Checks the LPM against the route list: each prefix's best route is
+    /// what a lookup of the prefix's first address returns when no more
+    /// specific prefix covers that address.
+    public func checkInvariants() {
+        lpm.checkInvariants()
+        for (prefix, list) in byPrefix {
+            precondition(!list.isEmpty, "FIB: empty prefix list")
+            for idx in list { precondition(slots[Int(idx)].inUse, "FIB: freed slot still listed") }
+            _ = prefix
+        }
+    }
+}

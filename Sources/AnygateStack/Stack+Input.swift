@@ -1,0 +1,196 @@
+import AnygateWire
+
+extension Stack {
+    /// Processes a batch of frames received on `interface`, then flushes the
+    /// transmit queues. The stack takes ownership of every handle.
+    public func receive(_ packets: UnsafeBufferPointer<PacketHandle>, on interface: InterfaceIndex) {
+        enter()
+        for p in packets { input(p, on: interface) }
+        flush()
+    }
+
+    /// Processes one frame (a batch of one).
+    public func receive(_ packet: PacketHandle, on interface: InterfaceIndex) {
+        enter()
+        input(packet, on: interface)
+        flush()
+    }
+
+    /// Link-layer input: accept frames for our MAC, broadcast and multicast.
+    @inline(__always)
+    func input(_ packet: PacketHandle, on rx: InterfaceIndex) {
+        let slot = ifs + rx
+        guard slot.pointee.exists, slot.pointee.up else {
+            dropCounters[DropReason.interfaceDown.counterIndex] &+= 1
+            pool.free(packet)
+            return
+        }
+        slot.pointee.counters.rxPackets &+= 1
+        slot.pointee.counters.rxBytes &+= UInt64(packet.length)
+        let bytes = pool.bytes(packet)
+        guard bytes.count >= EthernetFrame.headerLength else { return drop(packet, .frameTruncated, rx: rx) }
+        let eth = EthernetFrame(unchecked: bytes)
+        let dst = eth.destination.rawValue
+        var linkBroadcast = false
+        if dst != slot.pointee.mac {
+            guard MACAddress(rawValue: dst).isMulticast else { return drop(packet, .notForUs, rx: rx) }
+            linkBroadcast = true
+        }
+        let type = eth.outerEtherType
+        var p = packet
+        if type == .ipv4 {
+            pool.consume(&p, EthernetFrame.headerLength)
+            ipv4Input(p, rx: rx, linkBroadcast: linkBroadcast)
+        } else if type == .arp {
+            pool.consume(&p, EthernetFrame.headerLength)
+            arpInput(p, rx: rx)
+        } else if type == .vlan || type == .qinq {
+            drop(packet, .vlanNotConfigured, rx: rx)
+        } else if type == .ipv6 {
+            drop(packet, .ipv6NotSupported, rx: rx)
+        } else {
+            drop(packet, .unknownEtherType, rx: rx)
+        }
+    }
+
+    // MARK: ARP (RFC 826)
+
+    func arpInput(_ p: PacketHandle, rx: InterfaceIndex) {
+        let arp: ARPRepr
+        do { arp = try ARPRepr(parsing: pool.bytes(p)) } catch { return drop(p, .arpMalformed, rx: rx) }
+        if arp.operation == .request { hot.pointee.counters.arpRequestsReceived += 1 }
+        if arp.operation == .reply { hot.pointee.counters.arpRepliesReceived += 1 }
+        let sender = arp.senderIP
+        let senderUsable = !sender.isUnspecified && !sender.isMulticast && !sender.isLimitedBroadcast
+            && !MACAddress(rawValue: arp.senderMAC.rawValue).isMulticast
+        let targetIsOurs = interfaceAddresses[rx].contains { $0.address.address == arp.targetIP }
+        let now = hot.pointee.now
+
+        // RFC 826 "merge": refresh an existing entry for the sender from any
+        // ARP packet; create one only when the packet was aimed at us.
+        var idx = senderUsable ? neighbors.find(sender.rawValue, UInt16(rx)) : NeighborTable.none
+        if idx != NeighborTable.none {
+            neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
+            releasePending(idx, interface: rx)
+        } else if targetIsOurs && senderUsable {
+            idx = createNeighbor(sender.rawValue, rx)
+            neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
+        }
+
+        guard arp.operation == .request, targetIsOurs else {
+            // A gratuitous announcement for an address we do not cache is
+            // simply consumed; anything else for someone else is counted.
+            let gratuitous = arp.senderIP == arp.targetIP
+            if idx == NeighborTable.none && !targetIsOurs && !gratuitous { return drop(p, .arpNotForUs, rx: rx) }
+            pool.free(p)
+            return
+        }
+        // Answer in place: the request's buffer becomes the reply.
+        let mac = MACAddress(rawValue: ifs[rx].mac)
+        let reply = ARPRepr(operation: .reply, senderMAC: mac, senderIP: arp.targetIP,
+                            targetMAC: arp.senderMAC, targetIP: arp.senderIP)
+        var out = p
+        pool.setLength(&out, ARPPacket.length)
+        reply.emit(into: pool.bytes(out))
+        hot.pointee.counters.arpRepliesSent += 1
+        sendFrame(out, on: rx, to: arp.senderMAC.rawValue, type: .arp)
+    }
+
+    func createNeighbor(_ address: UInt32, _ interface: InterfaceIndex) -> UInt32 {
+        let (i, evicted) = neighbors.create(address, UInt16(interface), now: hot.pointee.now) { p in
+            drop(p, .neighborTableFull, rx: nil)
+        }
+        if evicted { hot.pointee.counters.neighborEvictions += 1 }
+        return i
+    }
+
+    // MARK: IPv4 input (RFC 1812 section 5.2.2)
+
+    @inline(__always)
+    func ipv4Input(_ packet: PacketHandle, rx: InterfaceIndex, linkBroadcast: Bool) {
+        var p = packet
+        let ip = IPv4Packet(unchecked: pool.bytes(p))
+        if let error = ip.check() {
+            let reason: DropReason
+            switch error {
+            case .truncated: reason = .ipTruncated
+            case .badVersion: reason = .ipBadVersion
+            case .badHeaderLength: reason = .ipBadHeaderLength
+            case .badTotalLength: reason = .ipBadTotalLength
+            case .badChecksum: reason = .ipBadChecksum
+            case .badOption, .unsupported: reason = .ipBadOption
+            }
+            return drop(p, reason, rx: rx)
+        }
+        hot.pointee.counters.ipReceived &+= 1
+        // Drop link-layer padding beyond the IP total length.
+        let total = ip.totalLength
+        if total < Int(p.length) { p.length = UInt32(truncatingIfNeeded: total) }
+
+        let src = ip.source, dst = ip.destination
+        if src.isMulticast || src.isLimitedBroadcast || src.isLoopback {
+            return drop(p, .martianSource, rx: rx)
+        }
+        if dst.isLimitedBroadcast { return localInput(p, rx: rx, broadcast: true) }
+        if dst.isMulticast { return drop(p, .multicastNotSupported, rx: rx) }
+        if dst.isUnspecified || dst.isLoopback || src.isUnspecified { return drop(p, .martianDestination, rx: rx) }
+
+        let routes = fib.slots
+        guard let slot = fib.lookupSlot(dst) else {
+            guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }
+            sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.net, rx: rx, linkBroadcast: linkBroadcast)
+            return drop(p, .noRoute, rx: rx)
+        }
+        let route = routes + slot
+        switch route.pointee.kind {
+        case .local:
+            localInput(p, rx: rx, broadcast: false)
+        case .broadcast:
+            localInput(p, rx: rx, broadcast: true)
+        case .connected, .gateway, .blackhole:
+            guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }
+            guard !linkBroadcast else { return drop(p, .linkBroadcastNotForwarded, rx: rx) }
+            forward(p, route: route, rx: rx)
+        }
+    }
+
+    // MARK: Local delivery
+
+    func localInput(_ packet: PacketHandle, rx: InterfaceIndex, broadcast: Bool) {
+        var p = packet
+        var ip = IPv4Packet(unchecked: pool.bytes(p))
+        if ip.isFragment {
+            hot.pointee.counters.fragmentsReceived += 1
+            let outcome = reassembly.add(p, ip: ip, interface: rx, pool: pool, now: hot.pointee.now) { reason, _ in
+                dropCounters[reason.counterIndex] &+= 1
+            }
+            switch outcome {
+            case .queued:
+                return
+            case .dropped(let reason):
+                dropCounters[reason.counterIndex] &+= 1
+                ifs[rx].counters.rxDrops &+= 1
+                return
+            case .complete(let whole, _):
+                hot.pointee.counters.datagramsReassembled += 1
+                p = whole
+                ip = IPv4Packet(unchecked: pool.bytes(p))
+            }
+        }
+        hot.pointee.counters.ipDelivered &+= 1
+        switch ip.proto {
+        case .icmp:
+            icmpInput(p, rx: rx, broadcast: broadcast)
+        case .udp:
+            // No UDP listeners yet: every datagram is for a closed port.
+            if broadcast { return drop(p, .portUnreachable, rx: rx) }
+            sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.port, rx: rx, linkBroadcast: false)
+            drop(p, .portUnreachable, rx: rx)
+        default:
+            if !broadcast {
+                sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.protocol, rx: rx, linkBroadcast: false)
+            }
+            drop(p, .protocolUnreachable, rx: rx)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+import AnygateWire
+
+extension Stack {
+    // MARK: Forwarding (RFC 1812 section 5.2)
+
+    /// Forwards a validated packet (bytes start at the IP header) along `route`.
+    @inline(__always)
+    func forward(_ p: PacketHandle, route: UnsafeMutablePointer<RouteSlot>, rx: InterfaceIndex) {
+        let ip = IPv4Packet(unchecked: pool.bytes(p))
+        if route.pointee.kind == .blackhole { return drop(p, .blackhole, rx: rx) }
+        if ip.ttl <= 1 {
+            sendICMPError(about: p, type: .timeExceeded, code: ICMPv4TimeExceededCode.ttl, rx: rx, linkBroadcast: false)
+            return drop(p, .ttlExpired, rx: rx)
+        }
+        let out = Int(route.pointee.interface)
+        let outSlot = ifs + out
+        guard outSlot.pointee.up else {
+            sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.host, rx: rx, linkBroadcast: false)
+            return drop(p, .interfaceDown, rx: rx)
+        }
+        let mtu = outSlot.pointee.mtu
+        let nextHop = route.pointee.kind == .gateway ? route.pointee.gateway : ip.destination.rawValue
+        if ip.totalLength > mtu && ip.dontFragment {
+            sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.fragmentationNeeded,
+                          rest: UInt32(truncatingIfNeeded: mtu), rx: rx, linkBroadcast: false)
+            return drop(p, .fragmentationNeeded, rx: rx)
+        }
+        ip.decrementTTL()
+        hot.pointee.counters.ipForwarded &+= 1
+        ifs[rx].counters.forwarded &+= 1
+        if ip.totalLength > mtu {
+            fragment(p, mtu: mtu, out: out, nextHop: nextHop)
+        } else {
+            resolveAndSend(p, out: out, nextHop: nextHop)
+        }
+    }
+
+    /// Sends a packet the stack originated (bytes start at a complete IP
+    /// header with its checksum). Fragments it if needed and allowed.
+    func outputLocal(_ p: PacketHandle) throws(SendError) {
+        let ip = IPv4Packet(unchecked: pool.bytes(p))
+        let dst = ip.destination
+        guard let slot = fib.lookupSlot(dst) else {
+            pool.free(p)
+            dropCounters[DropReason.noRoute.counterIndex] &+= 1
+            throw .noRoute(dst)
+        }
+        let route = fib.slots[slot]
+        hot.pointee.counters.ipSent &+= 1
+        switch route.kind {
+        case .local, .broadcast:
+            // To ourselves: deliver without a wire.
+            localInput(p, rx: Int(route.interface), broadcast: route.kind == .broadcast)
+        case .blackhole:
+            drop(p, .blackhole, rx: nil)
+        case .connected, .gateway:
+            let out = Int(route.interface)
+            guard ifs[out].up else {
+                drop(p, .interfaceDown, rx: nil)
+                throw .interfaceDown
+            }
+            let mtu = ifs[out].mtu
+            let nextHop = route.kind == .gateway ? route.gateway : dst.rawValue
+            if ip.totalLength > mtu {
+                if ip.dontFragment {
+                    drop(p, .fragmentationNeeded, rx: nil)
+                    throw .tooBig(mtu: mtu)
+                }
+                fragment(p, mtu: mtu, out: out, nextHop: nextHop)
+            } else {
+                resolveAndSend(p, out: out, nextHop: nextHop)
+            }
+        }
+    }
+
+    /// Splits a datagram into fragments that fit `mtu` (RFC 791 section 3.2,
+    /// RFC 1812 section 5.2.6): the first keeps every option, later ones only
+    /// options with the copied flag. Consumes `p`.
+    func fragment(_ p: PacketHandle, mtu: Int, out: InterfaceIndex, nextHop: UInt32) {
+        let ip = IPv4Packet(unchecked: pool.bytes(p))
+        let hl = ip.headerLength
+        let payloadLength = ip.totalLength - hl
+        let baseOffset = ip.fragmentOffset
+        let baseMF = ip.moreFragments
+
+        // Header for fragments after the first: fixed part plus copied
+        // options, padded to 4. (Only packets with options allocate here.)
+        var laterOptions = 0
+        var copied: [(offset: Int, length: Int)] = []
+        if hl > IPv4Packet.minimumHeaderLength {
+            var it = IPv4OptionIterator(options: ip.options)
+            while let o = it.next() {
+                if o.isCopied { copied.append((o.offset, o.length)); laterOptions += o.length }
+            }
+        }
+        let laterHL = IPv4Packet.minimumHeaderLength + ((laterOptions + 3) & ~3)
+
+        guard mtu - hl >= 8, mtu - laterHL >= 8 else { return drop(p, .fragmentationNeeded, rx: nil) }
+        var offset = 0
+        var first = true
+        while offset < payloadLength {
+            let h = first ? hl : laterHL
+            var chunk = min((mtu - h) & ~7, payloadLength - offset)
+            if offset + chunk < payloadLength { chunk &= ~7 }
+            guard var f = pool.allocate() else {
+                dropCounters[DropReason.poolExhausted.counterIndex] &+= 1
+                break
+            }
+            pool.setLength(&f, h + chunk)
+            let fb = pool.bytes(f)
+            let src = pool.bytes(p)
+            if first {
+                fb.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: hl)
+            } else {
+                fb.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: IPv4Packet.minimumHeaderLength)
+                var at = IPv4Packet.minimumHeaderLength
+                for (o, l) in copied {
+                    (fb.baseAddress! + at).copyMemory(from: src.baseAddress! + IPv4Packet.minimumHeaderLength + o, byteCount: l)
+                    at += l
+                }
+                while at < laterHL { fb.storeBytes(of: 0, toByteOffset: at, as: UInt8.self); at += 1 }
+                fb.setBE8(0, 0x40 | UInt8(laterHL / 4))
+            }
+            (fb.baseAddress! + h).copyMemory(from: src.baseAddress! + hl + offset, byteCount: chunk)
+            let fh = IPv4Packet(unchecked: fb)
+            fh.totalLength = h + chunk
+            let more = offset + chunk < payloadLength || baseMF
+            var ff = UInt16((baseOffset + offset) >> 3)
+            if more { ff |= IPv4Packet.flagMoreFragments }
+            fh.flagsAndFragment = ff
+            fh.fillChecksum()
+            hot.pointee.counters.fragmentsCreated += 1
+            resolveAndSend(f, out: out, nextHop: nextHop)
+            offset += chunk
+            first = false
+        }
+        pool.free(p)
+    }
+
+    // MARK: Neighbour resolution and transmit
+
+    /// Puts an Ethernet header on `p` (bytes start at the IP header) for
+    /// `nextHop` and queues it on `out`, or parks it until ARP answers.
+    @inline(__always)
+    func resolveAndSend(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32) {
+        let idx = neighbors.find(nextHop, UInt16(truncatingIfNeeded: out))
+        if idx != NeighborTable.none {
+            let e = neighbors.entries + Int(idx)
+            if e.pointee.state != .incomplete {
+                if e.pointee.state == .stale && hot.pointee.now >= e.pointee.nextProbe {
+                    // Keep using the stale address while asking it to confirm (unicast probe).
+                    e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+                    sendARPRequest(for: IPv4Address(rawValue: nextHop), on: out, unicastTo: e.pointee.mac, gratuitous: false)
+                }
+                return sendFrame(p, on: out, to: e.pointee.mac, type: .ipv4)
+            }
+            if let dropped = neighbors.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, rx: nil) }
+            return
+        }
+        let n = createNeighbor(nextHop, out)
+        let e = neighbors.entries + Int(n)
+        e.pointee.probes = 1
+        e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+        _ = neighbors.enqueue(n, p)
+        sendARPRequest(for: IPv4Address(rawValue: nextHop), on: out, unicastTo: nil, gratuitous: false)
+    }
+
+    /// Sends what waited on a neighbour entry that just resolved.
+    func releasePending(_ idx: UInt32, interface: InterfaceIndex) {
+        let mac = neighbors.entries[Int(idx)].mac
+        neighbors.drainPending(idx) { p in sendFrame(p, on: interface, to: mac, type: .ipv4) }
+    }
+
+    /// Prepends an Ethernet header (from our MAC) and queues the frame.
+    @inline(__always)
+    func sendFrame(_ packet: PacketHandle, on out: InterfaceIndex, to mac: UInt64, type: EtherType) {
+        var p = packet
+        guard pool.prepend(&p, EthernetFrame.headerLength) else { return drop(p, .headroomExhausted, rx: nil) }
+        let b = pool.bytes(p)
+        let o = ifs + out
+        MACAddress(rawValue: mac).write(to: b, at: EthernetFrame.Field.destination)
+        MACAddress(rawValue: o.pointee.mac).write(to: b, at: EthernetFrame.Field.source)
+        b.setBE16(EthernetFrame.Field.etherType, type.rawValue)
+        enqueueTransmit(p, on: out)
+    }
+
+    /// Queues a complete frame for `out`; the queue is handed to the host at the next flush.
+    @inline(__always)
+    func enqueueTransmit(_ p: PacketHandle, on out: InterfaceIndex) {
+        let o = ifs + out
+        let n = o.pointee.txCount
+        guard n < txCapacity else {
+            o.pointee.counters.txDrops &+= 1
+            return drop(p, .transmitQueueFull, rx: nil)
+        }
+        if n == 0 {
+            dirty[hot.pointee.dirtyCount] = out
+            hot.pointee.dirtyCount &+= 1
+        }
+        txQueues[out &* txCapacity &+ n] = p
+        o.pointee.txCount = n &+ 1
+        o.pointee.counters.txPackets &+= 1
+        o.pointee.counters.txBytes &+= UInt64(p.length)
+    }
+
+    /// Sends an ARP request for `target`: broadcast, or unicast to a known
+    /// MAC to re-confirm a stale entry; gratuitous announces our own address.
+    func sendARPRequest(for target: IPv4Address, on out: InterfaceIndex, unicastTo: UInt64?, gratuitous: Bool) {
+        guard ifs[out].up, var p = pool.allocate() else {
+            if ifs[out].up { dropCounters[DropReason.poolExhausted.counterIndex] &+= 1 }
+            return
+        }
+        // Speak from the address on the target's subnet, else the first one.
+        let source = gratuitous ? target
+            : (interfaceAddresses[out].first { $0.address.subnet.contains(target) }?.address.address
+                ?? IPv4Address(rawValue: ifs[out].primaryAddress))
+        pool.setLength(&p, ARPPacket.length)
+        ARPRepr(operation: .request, senderMAC: MACAddress(rawValue: ifs[out].mac), senderIP: source,
+                targetMAC: .zero, targetIP: target).emit(into: pool.bytes(p))
+        hot.pointee.counters.arpRequestsSent += 1
+        sendFrame(p, on: out, to: unicastTo ?? MACAddress.broadcast.rawValue, type: .arp)
+    }
+}

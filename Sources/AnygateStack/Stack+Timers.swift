@@ -1,0 +1,84 @@
+import AnygateWire
+
+extension Stack {
+    /// Runs the timers due at the host's current time — ARP retransmission,
+    /// neighbour aging, reassembly timeouts — then flushes. Call it at
+    /// `nextDeadline` or on a fixed tick; calling it early is harmless.
+    public func tick() {
+        enter()
+        let now = hot.pointee.now
+        let arp = configuration.arp
+        for idx in neighbors.liveIndices {
+            let e = neighbors.entries + Int(idx)
+            switch e.pointee.state {
+            case .incomplete:
+                guard now >= e.pointee.nextProbe else { continue }
+                if Int(e.pointee.probes) >= arp.maxProbes {
+                    neighborFailed(idx)
+                } else {
+                    e.pointee.probes += 1
+                    e.pointee.nextProbe = now + arp.retransmitInterval.nanoseconds
+                    sendARPRequest(for: IPv4Address(rawValue: e.pointee.address), on: Int(e.pointee.interface),
+                                   unicastTo: nil, gratuitous: false)
+                }
+            case .reachable:
+                if now - e.pointee.confirmed >= arp.reachableTime.nanoseconds {
+                    e.pointee.state = .stale
+                    e.pointee.nextProbe = now
+                }
+            case .stale:
+                if now - e.pointee.confirmed >= arp.reachableTime.nanoseconds + arp.staleTime.nanoseconds {
+                    neighbors.remove(idx)
+                }
+            }
+        }
+        reassembly.expire(now: now, pool: pool) { q, pool in
+            dropCounters[DropReason.reassemblyTimeout.counterIndex] &+= 1
+            // Time exceeded in reassembly, only if the first fragment came (RFC 792).
+            guard q.headerLength > 0 else { return }
+            var first = q.buffer
+            first.offset = UInt32(pool.headroom + ReassemblyTable.maxHeader - q.headerLength)
+            first.length = UInt32(q.headerLength + min(8, max(0, q.ranges.first { $0.start == 0 }?.end ?? 0)))
+            let ip = IPv4Packet(unchecked: pool.bytes(first))
+            ip.totalLength = Int(first.length)
+            sendICMPError(about: first, type: .timeExceeded, code: ICMPv4TimeExceededCode.reassembly,
+                          rx: q.interface, linkBroadcast: false)
+        }
+        flush()
+    }
+
+    /// The packets waiting on a next hop that never answered are dropped,
+    /// each with an ICMP host unreachable to its sender (RFC 1812 section 5.2.7.1).
+    func neighborFailed(_ idx: UInt32) {
+        let e = neighbors.entries[Int(idx)]
+        var dropped = 0
+        neighbors.drainPending(idx) { p in
+            if isLocal(IPv4Packet(unchecked: pool.bytes(p)).source) {
+                // Our own packet: there is no one to tell but the owner (below).
+            } else {
+                sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.host,
+                              rx: Int(e.interface), linkBroadcast: false)
+            }
+            drop(p, .neighborUnresolved, rx: nil)
+            dropped += 1
+        }
+        neighbors.remove(idx)
+        report(.neighborUnreachable(address: IPv4Address(rawValue: e.address), interface: Int(e.interface), dropped: dropped))
+    }
+
+    /// The next time `tick` has work, or nil when no timer is armed.
+    public var nextDeadline: Timestamp? {
+        var next = Int64.max
+        let arp = configuration.arp
+        for idx in neighbors.liveIndices {
+            let e = neighbors.entries[Int(idx)]
+            switch e.state {
+            case .incomplete: next = min(next, e.nextProbe)
+            case .reachable: next = min(next, e.confirmed + arp.reachableTime.nanoseconds)
+            case .stale: next = min(next, e.confirmed + arp.reachableTime.nanoseconds + arp.staleTime.nanoseconds)
+            }
+        }
+        if let r = reassembly.nextDeadline { next = min(next, r) }
+        return next == .max ? nil : Timestamp(nanoseconds: next)
+    }
+}

@@ -1,0 +1,383 @@
+public import AnygateWire
+
+/// One virtual network kernel: interfaces, addresses, the FIB, the ARP
+/// cache, reassembly, ICMP and the forwarding path.
+///
+/// A stack never performs a syscall, reads a clock or starts a thread: its
+/// owner feeds it frames (`receive`) and timer ticks (`tick`), and it hands
+/// frames back through `Hypercalls.transmit`. It is not thread-safe by
+/// design — one stack runs on one thread (DESIGN.md, data-path rule 1).
+///
+/// State touched per packet sits behind raw pointers held in `let`
+/// properties (`Stack+Unsafe` conventions), so the packet path performs no
+/// allocation, reference counting or exclusivity checks.
+public final class Stack {
+    public let name: String
+    public let configuration: StackConfiguration
+    public let pool: PacketPool
+    unowned let hypercalls: any Hypercalls
+
+    // Packet-path state.
+    @usableFromInline let ifs: UnsafeMutablePointer<InterfaceSlot>
+    @usableFromInline let txQueues: UnsafeMutablePointer<PacketHandle>
+    @usableFromInline let dirty: UnsafeMutablePointer<Int>
+    @usableFromInline let dropCounters: UnsafeMutablePointer<UInt64>
+    @usableFromInline let hot: UnsafeMutablePointer<HotState>
+    @usableFromInline let neighbors: NeighborTable
+    @usableFromInline let txCapacity: Int
+
+    @usableFromInline
+    struct HotState {
+        @usableFromInline var now: Int64 = 0
+        @usableFromInline var counters = StackCounters()
+        @usableFromInline var dirtyCount = 0
+        var nextIPID: UInt16 = 0
+        var icmpTokens: Int64 = 0
+        var icmpLastRefill: Int64 = 0
+    }
+
+    // Control-plane state.
+    public internal(set) var fib = RoutingTable()
+    var reassembly: ReassemblyTable
+    var interfaceNames: [String] = []
+    var interfaceAddresses: [[InterfaceAddress]] = []
+    var events: [StackEvent] = []
+
+    public init(name: String, configuration: StackConfiguration = StackConfiguration(),
+                pool: PacketPool, hypercalls: any Hypercalls) {
+        self.name = name
+        self.configuration = configuration
+        self.pool = pool
+        self.hypercalls = hypercalls
+        let n = configuration.maxInterfaces
+        ifs = .allocate(capacity: n)
+        for i in 0..<n {
+            (ifs + i).initialize(to: InterfaceSlot(mac: 0, mtu: 1500, up: false, exists: false, primaryAddress: 0,
+                                                   counters: InterfaceCounters(), txCount: 0))
+        }
+        txCapacity = configuration.transmitQueueCapacity
+        txQueues = .allocate(capacity: n * txCapacity)
+        dirty = .allocate(capacity: n)
+        dropCounters = .allocate(capacity: DropReason.counterCount)
+        dropCounters.initialize(repeating: 0, count: DropReason.counterCount)
+        hot = .allocate(capacity: 1)
+        hot.initialize(to: HotState())
+        neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
+                                  pendingPerEntry: configuration.arp.pendingPerNeighbor)
+        reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
+                                     maxPieces: configuration.reassembly.maxPieces,
+                                     timeout: configuration.reassembly.timeout)
+        events.reserveCapacity(configuration.eventCapacity)
+        hot.pointee.nextIPID = UInt16(truncatingIfNeeded: hypercalls.random())
+        hot.pointee.now = hypercalls.now().nanoseconds
+        hot.pointee.icmpTokens = Int64(configuration.icmp.errorBurst)
+        hot.pointee.icmpLastRefill = hot.pointee.now
+    }
+
+    deinit {
+        releaseHeldPackets()
+        ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
+        dropCounters.deallocate(); hot.deallocate()
+        neighbors.deallocate(); fib.deallocate()
+    }
+
+    /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.
+    func releaseHeldPackets() {
+        for i in neighbors.liveIndices { neighbors.drainPending(i) { pool.free($0) } }
+        reassembly.releaseAll(pool: pool)
+        for i in 0..<configuration.maxInterfaces {
+            for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
+            ifs[i].txCount = 0
+        }
+        hot.pointee.dirtyCount = 0
+    }
+
+    // MARK: Observation
+
+    /// The stack's clock as of the last entry point.
+    public var now: Timestamp { Timestamp(nanoseconds: hot.pointee.now) }
+    public var counters: StackCounters { hot.pointee.counters }
+    /// Packets dropped for `reason` since the stack started.
+    public func drops(_ reason: DropReason) -> UInt64 { dropCounters[reason.counterIndex] }
+    /// Every non-zero drop counter.
+    public var dropCounts: [DropReason: UInt64] {
+        var d: [DropReason: UInt64] = [:]
+        for r in DropReason.allCases where dropCounters[r.counterIndex] != 0 { d[r] = dropCounters[r.counterIndex] }
+        return d
+    }
+    public var totalDrops: UInt64 { DropReason.allCases.reduce(0) { $0 + dropCounters[$1.counterIndex] } }
+
+    /// Takes the oldest pending event.
+    public func popEvent() -> StackEvent? { events.isEmpty ? nil : events.removeFirst() }
+    /// Takes every pending event.
+    public func drainEvents() -> [StackEvent] {
+        defer { events.removeAll(keepingCapacity: true) }
+        return events
+    }
+
+    func report(_ e: StackEvent) {
+        if events.count < configuration.eventCapacity { events.append(e) } else { hot.pointee.counters.eventsLost += 1 }
+    }
+
+    // MARK: Interfaces
+
+    public func interface(named name: String) -> InterfaceIndex? {
+        interfaceNames.indices.first { interfaceNames[$0] == name && ifs[$0].exists }
+    }
+
+    public func interfaceName(_ i: InterfaceIndex) -> String {
+        i < interfaceNames.count ? interfaceNames[i] : "#\(i)"
+    }
+
+    public var interfaces: [InterfaceStatus] {
+        interfaceNames.indices.filter { ifs[$0].exists }.map(status)
+    }
+
+    public func status(_ i: InterfaceIndex) -> InterfaceStatus {
+        InterfaceStatus(name: interfaceNames[i], index: i, mac: MACAddress(rawValue: ifs[i].mac), mtu: ifs[i].mtu,
+                        up: ifs[i].up, addresses: interfaceAddresses[i], counters: ifs[i].counters)
+    }
+
+    /// Adds an interface, down, with no addresses.
+    @discardableResult
+    public func addInterface(name: String, mac: MACAddress, mtu: Int = 1500) throws(InterfaceError) -> InterfaceIndex {
+        guard interface(named: name) == nil else { throw .duplicateName(name) }
+        guard mtu >= 68, mtu <= pool.dataCapacity - EthernetFrame.taggedHeaderLength else { throw .mtuOutOfRange(mtu) }
+        let index: Int
+        if let reuse = interfaceNames.indices.first(where: { !ifs[$0].exists }) {
+            index = reuse
+            interfaceNames[index] = name
+            interfaceAddresses[index] = []
+        } else {
+            guard interfaceNames.count < configuration.maxInterfaces else { throw .tooManyInterfaces(configuration.maxInterfaces) }
+            index = interfaceNames.count
+            interfaceNames.append(name)
+            interfaceAddresses.append([])
+        }
+        ifs[index] = InterfaceSlot(mac: mac.rawValue, mtu: mtu, up: false, exists: true, primaryAddress: 0,
+                                   counters: InterfaceCounters(), txCount: 0)
+        return index
+    }
+
+    /// Removes an interface with its addresses, routes and neighbours.
+    public func removeInterface(_ i: InterfaceIndex) throws(InterfaceError) {
+        try check(i)
+        for a in interfaceAddresses[i] { try removeAddress(a.address.address, from: i) }
+        fib.removeAll(through: i)
+        flushNeighbors(on: i)
+        for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
+        ifs[i].txCount = 0
+        ifs[i].exists = false
+        ifs[i].up = false
+    }
+
+    func check(_ i: InterfaceIndex) throws(InterfaceError) {
+        guard i >= 0, i < interfaceNames.count, ifs[i].exists else { throw .noSuchInterface(i) }
+    }
+
+    public func setUp(_ i: InterfaceIndex, _ up: Bool) throws(InterfaceError) {
+        try check(i)
+        guard ifs[i].up != up else { return }
+        enter()
+        ifs[i].up = up
+        if up {
+            for a in interfaceAddresses[i] { sendARPRequest(for: a.address.address, on: i, unicastTo: nil, gratuitous: true) }
+        } else {
+            flushNeighbors(on: i)
+        }
+        fibChanged()
+        flush()
+    }
+
+    public func setMTU(_ i: InterfaceIndex, _ mtu: Int) throws(InterfaceError) {
+        try check(i)
+        guard mtu >= 68, mtu <= pool.dataCapacity - EthernetFrame.taggedHeaderLength else { throw .mtuOutOfRange(mtu) }
+        ifs[i].mtu = mtu
+        fibChanged()
+    }
+
+    public func setMAC(_ i: InterfaceIndex, _ mac: MACAddress) throws(InterfaceError) {
+        try check(i)
+        ifs[i].mac = mac.rawValue
+    }
+
+    /// Adds an address: its subnet becomes a connected route, the address a
+    /// local route and the subnet broadcast a broadcast route. A gratuitous
+    /// ARP announces it when the interface is up.
+    public func addAddress(_ a: IPv4InterfaceAddress, to i: InterfaceIndex, preference: Int16 = 0) throws(InterfaceError) {
+        try check(i)
+        for list in interfaceAddresses where list.contains(where: { $0.address.address == a.address }) {
+            throw .addressExists(a)
+        }
+        enter()
+        interfaceAddresses[i].append(InterfaceAddress(address: a, preference: preference))
+        if ifs[i].primaryAddress == 0 { ifs[i].primaryAddress = a.address.rawValue }
+        try? fib.add(Route(prefix: IPv4Prefix(address: a.address, length: 32), interface: i, origin: .connected, kind: .local))
+        if a.prefixLength < 32 {
+            try? fib.add(Route(prefix: a.subnet, interface: i, origin: .connected, kind: .connected))
+        }
+        if let b = a.broadcast {
+            try? fib.add(Route(prefix: IPv4Prefix(address: b, length: 32), interface: i, origin: .connected, kind: .broadcast))
+        }
+        if ifs[i].up { sendARPRequest(for: a.address, on: i, unicastTo: nil, gratuitous: true) }
+        flush()
+    }
+
+    public func removeAddress(_ address: IPv4Address, from i: InterfaceIndex) throws(InterfaceError) {
+        try check(i)
+        guard let k = interfaceAddresses[i].firstIndex(where: { $0.address.address == address }) else {
+            throw .noSuchAddress(address)
+        }
+        let a = interfaceAddresses[i].remove(at: k).address
+        ifs[i].primaryAddress = interfaceAddresses[i].first?.address.address.rawValue ?? 0
+        fib.remove(IPv4Prefix(address: a.address, length: 32), interface: i, kind: .local)
+        if a.prefixLength < 32, !interfaceAddresses[i].contains(where: { $0.address.subnet == a.subnet }) {
+            fib.remove(a.subnet, interface: i, kind: .connected, origin: .connected)
+            // Gateway routes whose next hop was only reachable through this subnet go too.
+            for r in fib.routes where r.kind == .gateway && r.interface == i {
+                if let nh = r.nextHop, a.subnet.contains(nh) { fib.remove(r.prefix, nextHop: nh, interface: i) }
+            }
+        }
+        if let b = a.broadcast, !interfaceAddresses[i].contains(where: { $0.address.broadcast == b }) {
+            fib.remove(IPv4Prefix(address: b, length: 32), interface: i, kind: .broadcast)
+        }
+    }
+
+    /// Sets an address's IPSELSRC preference number.
+    public func setPreference(_ address: IPv4Address, on i: InterfaceIndex, _ preference: Int16) throws(InterfaceError) {
+        try check(i)
+        guard let k = interfaceAddresses[i].firstIndex(where: { $0.address.address == address }) else {
+            throw .noSuchAddress(address)
+        }
+        interfaceAddresses[i][k].preference = preference
+        fibChanged()
+    }
+
+    /// True when `address` is configured on any interface.
+    public func isLocal(_ address: IPv4Address) -> Bool {
+        fib.lookup(address)?.kind == .local
+    }
+
+    // MARK: Routes
+
+    /// Adds a route. With `via` and no interface, the interface is the one
+    /// whose connected subnet holds the gateway; with neither, it is refused.
+    public func addRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address? = nil, interface: InterfaceIndex? = nil,
+                         metric: UInt32 = 0, origin: RouteOrigin = .static) throws(RouteError) {
+        let r = try makeRoute(prefix, via: gateway, interface: interface, metric: metric, origin: origin)
+        try fib.add(r)
+    }
+
+    /// Replaces the routes for `prefix` with the same metric (and origin) by
+    /// this one, or adds it if there are none (`ip route replace`).
+    public func replaceRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address? = nil, interface: InterfaceIndex? = nil,
+                             metric: UInt32 = 0, origin: RouteOrigin = .static) throws(RouteError) {
+        let r = try makeRoute(prefix, via: gateway, interface: interface, metric: metric, origin: origin)
+        for old in fib.routes(for: prefix) where old.metric == metric && !old.isInternal && old.origin == origin {
+            fib.remove(prefix, nextHop: old.nextHop, interface: old.interface, kind: old.kind, origin: origin)
+        }
+        try fib.add(r)
+    }
+
+    /// Deletes the non-internal routes for `prefix` (only those via `gateway`, if given).
+    public func deleteRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address? = nil) throws(RouteError) {
+        var removed = 0
+        for old in fib.routes(for: prefix) where !old.isInternal {
+            if let g = gateway, old.nextHop != g { continue }
+            removed += fib.remove(prefix, nextHop: old.nextHop, interface: old.interface, kind: old.kind, origin: old.origin)
+        }
+        guard removed > 0 else { throw .notFound(prefix) }
+    }
+
+    func makeRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address?, interface: InterfaceIndex?,
+                   metric: UInt32, origin: RouteOrigin) throws(RouteError) -> Route {
+        if let i = interface {
+            guard i >= 0, i < interfaceNames.count, ifs[i].exists else { throw .noSuchInterface(i) }
+        }
+        guard let g = gateway else {
+            guard let i = interface else { throw .invalid("a route needs a next hop or an interface") }
+            return Route(prefix: prefix, interface: i, metric: metric, origin: origin, kind: .connected)
+        }
+        // The gateway must be on a connected subnet (of the given interface, if any).
+        let onLink = interfaceAddresses.indices.first { i in
+            ifs[i].exists && (interface == nil || interface == i)
+                && interfaceAddresses[i].contains { $0.address.subnet.contains(g) && $0.address.address != g }
+        }
+        guard let i = onLink else { throw .nextHopUnreachable(g) }
+        return Route(prefix: prefix, nextHop: g, interface: i, metric: metric, origin: origin, kind: .gateway)
+    }
+
+    /// The routes an operator manages (local and broadcast host routes left out).
+    public var routes: [Route] { fib.routes.filter { !$0.isInternal } }
+
+    /// The route a packet to `destination` would take.
+    public func lookup(_ destination: IPv4Address) -> Route? { fib.lookup(destination) }
+
+    /// Called after any change that can alter a forwarding decision.
+    func fibChanged() {
+        // Route holders compare against the FIB generation (issue: route caches);
+        // interface changes count as route changes for them.
+        fib.touch()
+    }
+
+    // MARK: Neighbours
+
+    public var neighborList: [Neighbor] {
+        neighbors.liveIndices.map { i in
+            let e = neighbors.entries[Int(i)]
+            return Neighbor(address: IPv4Address(rawValue: e.address), interface: Int(e.interface),
+                            mac: e.state == .incomplete ? nil : MACAddress(rawValue: e.mac), state: e.state,
+                            pending: Int(e.pendingCount),
+                            age: Interval(nanoseconds: hot.pointee.now - e.confirmed))
+        }
+    }
+
+    func flushNeighbors(on i: InterfaceIndex) {
+        for idx in neighbors.liveIndices where Int(neighbors.entries[Int(idx)].interface) == i {
+            neighbors.drainPending(idx) { p in drop(p, .interfaceDown, rx: nil) }
+            neighbors.remove(idx)
+        }
+    }
+
+    /// Checks every table's internal consistency (tests call this).
+    public func checkInvariants() {
+        fib.checkInvariants()
+        neighbors.checkInvariants()
+    }
+
+    // MARK: Entry bookkeeping
+
+    /// Reads the clock once for this entry point.
+    func enter() {
+        hot.pointee.now = hypercalls.now().nanoseconds
+    }
+
+    @inline(__always)
+    func drop(_ packet: PacketHandle, _ reason: DropReason, rx: InterfaceIndex?) {
+        dropCounters[reason.counterIndex] &+= 1
+        if let rx { ifs[rx].counters.rxDrops &+= 1 }
+        pool.free(packet)
+    }
+
+    /// Hands every queued frame to the host, one call per interface.
+    /// The host must not re-enter the stack from `transmit`.
+    public func flush() {
+        let n = hot.pointee.dirtyCount
+        guard n > 0 else { return }
+        for k in 0..<n {
+            let i = dirty[k]
+            let count = ifs[i].txCount
+            ifs[i].txCount = 0
+            if count > 0 {
+                hypercalls.transmit(UnsafeBufferPointer(start: txQueues + i &* txCapacity, count: count),
+                                    interface: i, stack: self)
+            }
+        }
+        hot.pointee.dirtyCount = 0
+    }
+}
+
+extension RoutingTable {
+    /// Advances the generation without a route change (interface state, MTU, preferences).
+    mutating func touch() { bumpGeneration() }
+}

@@ -1,0 +1,59 @@
+/// Limits and timers of one stack. Every table is sized here, up front.
+public struct StackConfiguration: Sendable {
+    /// Forward packets not addressed to the stack (a router); false makes a host.
+    public var forwarding = true
+    /// TTL of packets the stack originates.
+    public var defaultTTL: UInt8 = 64
+    public var maxInterfaces = 64
+    /// Frames an interface can hold between two flushes.
+    public var transmitQueueCapacity = 1024
+    /// Events kept until the owner reads them; more are counted and lost.
+    public var eventCapacity = 1024
+    public var arp = ARP()
+    public var icmp = ICMP()
+    public var reassembly = Reassembly()
+
+    public struct ARP: Sendable {
+        public var maxEntries = 4096
+        /// Packets held per unresolved next hop; the oldest is dropped beyond this.
+        public var pendingPerNeighbor = 8
+        /// A confirmed entry turns stale after this long.
+        public var reachableTime = Interval.seconds(30)
+        /// A stale entry is removed after this long without confirmation.
+        public var staleTime = Interval.seconds(60)
+        /// Time between requests for an unresolved next hop.
+        public var retransmitInterval = Interval.seconds(1)
+        /// Requests sent before the next hop is declared unreachable.
+        public var maxProbes = 3
+        public init() {}
+    }
+
+    public struct ICMP: Sendable {
+        /// Token-bucket rate for ICMP errors (RFC 1812 section 4.3.2.8).
+        public var errorsPerSecond = 100
+        /// Bucket depth: errors that may go out back to back.
+        public var errorBurst = 50
+        public init() {}
+    }
+
+    public struct Reassembly: Sendable {
+        /// Datagrams being reassembled at once.
+        public var maxQueues = 64
+        /// Disjoint pieces one datagram may arrive in.
+        public var maxPieces = 64
+        public var timeout = Interval.seconds(30)
+        public init() {}
+    }
+
+    public init() {}
+
+    /// A host: no forwarding, small tables.
+    public static var host: StackConfiguration {
+        var c = StackConfiguration()
+        c.forwarding = false
+        c.maxInterfaces = 8
+        c.arp.maxEntries = 256
+        c.reassembly.maxQueues = 16
+        return c
+    }
+}

@@ -1,0 +1,48 @@
+public import AnygateWire
+
+/// Something the stack reports to its owner: answers to the stack's own
+/// pings, ICMP errors addressed to it, and neighbour failures.
+public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
+    case echoReply(from: IPv4Address, identifier: UInt16, sequence: UInt16, payloadLength: Int, ttl: UInt8)
+    /// An ICMP error arrived for a datagram this stack had sent (or one it
+    /// forwarded, if the error was addressed to it).
+    case icmpError(ICMPErrorReport)
+    /// Resolution of a next hop failed; `dropped` packets were waiting for it.
+    case neighborUnreachable(address: IPv4Address, interface: InterfaceIndex, dropped: Int)
+
+    public var description: String {
+        switch self {
+        case let .echoReply(from, id, seq, len, ttl):
+            "echo-reply from \(from) id \(id) seq \(seq) \(len) bytes ttl \(ttl)"
+        case let .icmpError(r): r.description
+        case let .neighborUnreachable(a, i, d): "neighbor \(a) on #\(i) unreachable, \(d) dropped"
+        }
+    }
+}
+
+/// The useful content of an ICMP error: who sent it, what it says, and
+/// which datagram it is about.
+public struct ICMPErrorReport: Hashable, Sendable, CustomStringConvertible {
+    public var from: IPv4Address
+    public var type: ICMPv4Type
+    public var code: UInt8
+    /// For fragmentation needed (RFC 1191); 0 otherwise.
+    public var nextHopMTU: UInt16
+    public var originalSource: IPv4Address
+    public var originalDestination: IPv4Address
+    public var originalProtocol: IPProtocol
+    /// The ICMP echo identifier and sequence of the original, if it was an echo request.
+    public var originalEcho: EchoID?
+
+    public struct EchoID: Hashable, Sendable {
+        public var identifier: UInt16
+        public var sequence: UInt16
+    }
+
+    public var description: String {
+        var s = "\(type) code \(code) from \(from) about \(originalSource) -> \(originalDestination) \(originalProtocol)"
+        if nextHopMTU != 0 { s += " mtu \(nextHopMTU)" }
+        if let e = originalEcho { s += " echo \(e.identifier)/\(e.sequence)" }
+        return s
+    }
+}

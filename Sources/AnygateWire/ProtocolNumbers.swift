@@ -1,0 +1,155 @@
+// Protocol numbers are open structs, not closed enums: a value this code
+// does not know survives parse -> emit and prints as a number.
+
+/// An Ethernet II type field (IEEE 802.3, IANA "ieee-802-numbers").
+public struct EtherType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    public static let ipv4 = EtherType(rawValue: 0x0800)
+    public static let arp = EtherType(rawValue: 0x0806)
+    public static let vlan = EtherType(rawValue: 0x8100)
+    public static let qinq = EtherType(rawValue: 0x88A8)
+    public static let ipv6 = EtherType(rawValue: 0x86DD)
+    /// Transparent Ethernet bridging, carried in GRE (RFC 1701).
+    public static let transparentEthernet = EtherType(rawValue: 0x6558)
+
+    public var description: String {
+        switch self {
+        case .ipv4: "ipv4"
+        case .arp: "arp"
+        case .vlan: "802.1q"
+        case .qinq: "802.1ad"
+        case .ipv6: "ipv6"
+        case .transparentEthernet: "teb"
+        default: "0x" + String(rawValue, radix: 16)
+        }
+    }
+}
+
+/// An IP protocol / IPv6 next-header number (IANA "protocol-numbers").
+public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let icmp = IPProtocol(rawValue: 1)
+    public static let tcp = IPProtocol(rawValue: 6)
+    public static let udp = IPProtocol(rawValue: 17)
+    public static let ipv6 = IPProtocol(rawValue: 41)
+    public static let ipv6Fragment = IPProtocol(rawValue: 44)
+    public static let gre = IPProtocol(rawValue: 47)
+    public static let icmpv6 = IPProtocol(rawValue: 58)
+    public static let ipv6NoNext = IPProtocol(rawValue: 59)
+
+    public var description: String {
+        switch self {
+        case .icmp: "icmp"
+        case .tcp: "tcp"
+        case .udp: "udp"
+        case .ipv6: "ipv6"
+        case .ipv6Fragment: "ipv6-frag"
+        case .gre: "gre"
+        case .icmpv6: "icmpv6"
+        case .ipv6NoNext: "ipv6-nonxt"
+        default: String(rawValue)
+        }
+    }
+}
+
+/// An ARP operation code (RFC 826).
+public struct ARPOperation: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let request = ARPOperation(rawValue: 1)
+    public static let reply = ARPOperation(rawValue: 2)
+    public var description: String {
+        switch self {
+        case .request: "request"
+        case .reply: "reply"
+        default: String(rawValue)
+        }
+    }
+}
+
+/// An ICMPv4 message type (RFC 792).
+public struct ICMPv4Type: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let echoReply = ICMPv4Type(rawValue: 0)
+    public static let destinationUnreachable = ICMPv4Type(rawValue: 3)
+    public static let redirect = ICMPv4Type(rawValue: 5)
+    public static let echoRequest = ICMPv4Type(rawValue: 8)
+    public static let timeExceeded = ICMPv4Type(rawValue: 11)
+    public static let parameterProblem = ICMPv4Type(rawValue: 12)
+
+    /// Error messages (RFC 1122 section 3.2.2): never sent in reply to one.
+    @inlinable public var isError: Bool {
+        switch rawValue {
+        case 3, 4, 5, 11, 12: true
+        default: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .echoReply: "echo-reply"
+        case .destinationUnreachable: "unreachable"
+        case .redirect: "redirect"
+        case .echoRequest: "echo-request"
+        case .timeExceeded: "time-exceeded"
+        case .parameterProblem: "parameter-problem"
+        default: "type-\(rawValue)"
+        }
+    }
+}
+
+/// Codes of ICMPv4 destination unreachable (RFC 792, RFC 1812 section 5.2.7.1).
+public enum ICMPv4UnreachableCode {
+    public static let net: UInt8 = 0
+    public static let host: UInt8 = 1
+    public static let `protocol`: UInt8 = 2
+    public static let port: UInt8 = 3
+    public static let fragmentationNeeded: UInt8 = 4
+    public static let adminProhibited: UInt8 = 13
+}
+
+/// Codes of ICMPv4 time exceeded (RFC 792).
+public enum ICMPv4TimeExceededCode {
+    public static let ttl: UInt8 = 0
+    public static let reassembly: UInt8 = 1
+}
+
+/// An ICMPv6 message type (RFC 4443, RFC 4861).
+public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let destinationUnreachable = ICMPv6Type(rawValue: 1)
+    public static let packetTooBig = ICMPv6Type(rawValue: 2)
+    public static let timeExceeded = ICMPv6Type(rawValue: 3)
+    public static let parameterProblem = ICMPv6Type(rawValue: 4)
+    public static let echoRequest = ICMPv6Type(rawValue: 128)
+    public static let echoReply = ICMPv6Type(rawValue: 129)
+    public static let routerSolicitation = ICMPv6Type(rawValue: 133)
+    public static let routerAdvertisement = ICMPv6Type(rawValue: 134)
+    public static let neighborSolicitation = ICMPv6Type(rawValue: 135)
+    public static let neighborAdvertisement = ICMPv6Type(rawValue: 136)
+
+    /// Types below 128 are errors (RFC 4443 section 2.1).
+    @inlinable public var isError: Bool { rawValue < 128 }
+
+    public var description: String {
+        switch self {
+        case .destinationUnreachable: "unreachable"
+        case .packetTooBig: "packet-too-big"
+        case .timeExceeded: "time-exceeded"
+        case .parameterProblem: "parameter-problem"
+        case .echoRequest: "echo-request"
+        case .echoReply: "echo-reply"
+        case .routerSolicitation: "router-solicitation"
+        case .routerAdvertisement: "router-advertisement"
+        case .neighborSolicitation: "neighbor-solicitation"
+        case .neighborAdvertisement: "neighbor-advertisement"
+        default: "type-\(rawValue)"
+        }
+    }
+}
