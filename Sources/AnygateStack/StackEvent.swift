@@ -37,6 +37,7 @@ public struct ICMPErrorReport: Hashable, Sendable, CustomStringConvertible {
     public struct EchoID: Hashable, Sendable {
         public var identifier: UInt16
         public var sequence: UInt16
+        public init(identifier: UInt16, sequence: UInt16) { self.identifier = identifier; self.sequence = sequence }
     }
 
     public var description: String {

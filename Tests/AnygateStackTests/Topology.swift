@@ -56,6 +56,15 @@ struct Topology {
 
     var stacks: [Stack] { [a, r1, r2, b] }
 
+    /// One ping each way, so that every ARP cache on the path is filled;
+    /// the events it caused are discarded.
+    func warmUp() throws {
+        try a.ping(Topology.bAddr, identifier: 0xFFFF)
+        try b.ping(Topology.aAddr, identifier: 0xFFFF)
+        net.run()
+        for s in stacks { _ = s.drainEvents() }
+    }
+
     /// Every table consistent and no packet buffer leaked: what is in use is
     /// exactly what the stacks still hold.
     func checkInvariants() {
