@@ -2,6 +2,9 @@
 /// NetBSD's rumpuser hypercalls: the time, randomness, and a way to put
 /// frames on a wire. The stack calls nothing else; tests and the in-process
 /// network implement this with a hand-driven clock and memory links.
+///
+/// A stack holds its hypercalls strongly; an implementation that also owns
+/// stacks must hold them weakly (as `MemoryNetwork` does) to avoid a cycle.
 public protocol Hypercalls: AnyObject {
     /// The monotonic clock. Read once per batch or timer run.
     func now() -> Timestamp

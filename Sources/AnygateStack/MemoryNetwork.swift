@@ -9,7 +9,12 @@ import AnygateWire
 /// transmitted, one batch per (stack, interface) at a time.
 public final class MemoryNetwork: Hypercalls {
     public let pool: PacketPool
-    public private(set) var stacks: [Stack] = []
+    /// Stacks are held weakly: whoever created them owns them, and frames
+    /// for a stack that is gone are dropped like frames on a cut link.
+    private var members: [Weak] = []
+    private struct Weak { weak var stack: Stack? }
+    /// The live stacks, in creation order.
+    public var stacks: [Stack] { members.compactMap(\.stack) }
     /// The network's clock; `advance(by:)` moves it.
     public private(set) var clock = Timestamp(nanoseconds: 1_000_000_000)
     private var rng: UInt64
@@ -23,7 +28,7 @@ public final class MemoryNetwork: Hypercalls {
     /// Sees every frame as it crosses a link (for tests and the demo's trace).
     public var observer: ((_ from: Endpoint, _ to: Endpoint, _ frame: UnsafeMutableRawBufferPointer) -> Void)?
 
-    /// One end of a link: a stack (by position in `stacks`) and one of its interfaces.
+    /// One end of a link: a stack (by creation order on this network) and one of its interfaces.
     public struct Endpoint: Hashable, Sendable {
         public var stack: Int
         public var interface: InterfaceIndex
@@ -37,12 +42,12 @@ public final class MemoryNetwork: Hypercalls {
     /// Creates a stack on this network.
     public func addStack(name: String, configuration: StackConfiguration = StackConfiguration()) -> Stack {
         let s = Stack(name: name, configuration: configuration, pool: pool, hypercalls: self)
-        stacks.append(s)
+        members.append(Weak(stack: s))
         return s
     }
 
     private func position(_ s: Stack) -> Int {
-        guard let i = stacks.firstIndex(where: { $0 === s }) else { preconditionFailure("stack not on this network") }
+        guard let i = members.firstIndex(where: { $0.stack === s }) else { preconditionFailure("stack not on this network") }
         return i
     }
 
@@ -98,7 +103,12 @@ public final class MemoryNetwork: Hypercalls {
             var i = 0
             while i < batch.count && count < limit {
                 let (to, p) = batch[i]
-                stacks[to.stack].receive(p, on: to.interface)
+                if let s = members[to.stack].stack {
+                    s.receive(p, on: to.interface)
+                } else {
+                    pool.free(p)
+                    unconnectedDrops += 1
+                }
                 i += 1
                 count += 1
             }

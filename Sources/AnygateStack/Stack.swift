@@ -15,7 +15,7 @@ public final class Stack {
     public let name: String
     public let configuration: StackConfiguration
     public let pool: PacketPool
-    unowned let hypercalls: any Hypercalls
+    let hypercalls: any Hypercalls
 
     // Packet-path state.
     @usableFromInline let ifs: UnsafeMutablePointer<InterfaceSlot>
