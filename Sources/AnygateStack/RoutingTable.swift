@@ -42,6 +42,11 @@ public struct RoutingTable {
         return v == 0 ? nil : Int(v &- 1)
     }
 
+    /// Position of the best route for `address` in the table's slot array,
+    /// without building a `Route` value (the packet path's lookup).
+    @inlinable
+    public func bestRouteIndex(_ address: IPv4Address) -> Int? { lookupSlot(address) }
+
     /// The best route for `address`.
     public func lookup(_ address: IPv4Address) -> Route? {
         lookupSlot(address).map { route(at: $0) }

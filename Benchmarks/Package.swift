@@ -1,0 +1,26 @@
+// swift-tools-version: 6.1
+// The benchmarks are a package of their own so that `make test` does not
+// build the benchmark harness. Run them with `make bench` from the top.
+import PackageDescription
+
+let package = Package(
+    name: "anygate-benchmarks",
+    platforms: [.macOS(.v13)],
+    dependencies: [
+        .package(name: "anygate", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "Forwarding",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "AnygateStack", package: "anygate"),
+                .product(name: "AnygateWire", package: "anygate"),
+            ],
+            path: "Forwarding",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
