@@ -48,6 +48,13 @@ struct LPMTable {
     /// The route value for `address`, or 0.
     @inlinable @inline(__always)
     func lookup(_ address: UInt32) -> UInt32 {
+        LPMTable.lookup(address, level0: level0, nodes: nodes)
+    }
+
+    /// The lookup itself, over the two slot arrays (the packet path holds
+    /// these pointers directly; see `FIBView`).
+    @inlinable @inline(__always)
+    static func lookup(_ address: UInt32, level0: UnsafeMutablePointer<UInt32>, nodes: UnsafeMutablePointer<UInt32>) -> UInt32 {
         var v = level0[Int(address >> 16)]
         if v & LPMTable.childFlag != 0 {
             v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int((address >> 8) & 0xFF)]

@@ -180,3 +180,26 @@ public struct RoutingTable {
         }
     }
 }
+
+/// The FIB's packet-path pointers, refreshed by the stack after every table
+/// change. Reading them through one raw pointer keeps the per-packet lookup
+/// free of struct copies, reference counting and exclusivity checks.
+@usableFromInline
+struct FIBView {
+    @usableFromInline var level0: UnsafeMutablePointer<UInt32>
+    @usableFromInline var nodes: UnsafeMutablePointer<UInt32>
+    @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
+
+    init(_ table: RoutingTable) {
+        level0 = table.lpm.level0
+        nodes = table.lpm.nodes
+        slots = table.slots
+    }
+
+    /// The best route's slot for `address`, or nil.
+    @inlinable @inline(__always)
+    func lookup(_ address: UInt32) -> UnsafeMutablePointer<RouteSlot>? {
+        let v = LPMTable.lookup(address, level0: level0, nodes: nodes)
+        return v == 0 ? nil : slots + Int(v &- 1)
+    }
+}

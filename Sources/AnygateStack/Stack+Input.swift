@@ -135,13 +135,11 @@ extension Stack {
         if dst.isMulticast { return drop(p, .multicastNotSupported, rx: rx) }
         if dst.isUnspecified || dst.isLoopback || src.isUnspecified { return drop(p, .martianDestination, rx: rx) }
 
-        let routes = fib.slots
-        guard let slot = fib.lookupSlot(dst) else {
+        guard let route = fibView.pointee.lookup(dst.rawValue) else {
             guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }
             sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.net, rx: rx, linkBroadcast: linkBroadcast)
             return drop(p, .noRoute, rx: rx)
         }
-        let route = routes + slot
         switch route.pointee.kind {
         case .local:
             localInput(p, rx: rx, broadcast: false)

@@ -40,12 +40,12 @@ extension Stack {
     func outputLocal(_ p: PacketHandle) throws(SendError) {
         let ip = IPv4Packet(unchecked: pool.bytes(p))
         let dst = ip.destination
-        guard let slot = fib.lookupSlot(dst) else {
+        guard let slot = fibView.pointee.lookup(dst.rawValue) else {
             pool.free(p)
             dropCounters[DropReason.noRoute.counterIndex] &+= 1
             throw .noRoute(dst)
         }
-        let route = fib.slots[slot]
+        let route = slot.pointee
         hot.pointee.counters.ipSent &+= 1
         switch route.kind {
         case .local, .broadcast:

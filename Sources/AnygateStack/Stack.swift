@@ -36,8 +36,13 @@ public final class Stack {
         var icmpLastRefill: Int64 = 0
     }
 
+    @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
+
     // Control-plane state.
-    public internal(set) var fib = RoutingTable()
+    /// The routing table. Every change refreshes the packet path's view of it.
+    public internal(set) var fib = RoutingTable() {
+        didSet { fibView.pointee = FIBView(fib) }
+    }
     var reassembly: ReassemblyTable
     var interfaceNames: [String] = []
     var interfaceAddresses: [[InterfaceAddress]] = []
@@ -62,6 +67,8 @@ public final class Stack {
         dropCounters.initialize(repeating: 0, count: DropReason.counterCount)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
+        fibView = .allocate(capacity: 1)
+        fibView.initialize(to: FIBView(fib))
         neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
                                   pendingPerEntry: configuration.arp.pendingPerNeighbor)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
@@ -77,7 +84,7 @@ public final class Stack {
     deinit {
         releaseHeldPackets()
         ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
-        dropCounters.deallocate(); hot.deallocate()
+        dropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         neighbors.deallocate(); fib.deallocate()
     }
 
