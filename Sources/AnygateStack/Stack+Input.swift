@@ -4,6 +4,7 @@ extension Stack {
     /// Processes a batch of frames received on `interface`, then flushes the
     /// transmit queues. The stack takes ownership of every handle.
     public func receive(_ packets: UnsafeBufferPointer<PacketHandle>, on interface: InterfaceIndex) {
+        precondition(interface >= 0 && interface < configuration.maxInterfaces, "interface index out of range")
         enter()
         for p in packets { input(p, on: interface) }
         flush()
@@ -11,6 +12,7 @@ extension Stack {
 
     /// Processes one frame (a batch of one).
     public func receive(_ packet: PacketHandle, on interface: InterfaceIndex) {
+        precondition(interface >= 0 && interface < configuration.maxInterfaces, "interface index out of range")
         enter()
         input(packet, on: interface)
         flush()
@@ -131,9 +133,11 @@ extension Stack {
         if src.isMulticast || src.isLimitedBroadcast || src.isLoopback {
             return drop(p, .martianSource, rx: rx)
         }
+        // 0.0.0.0 is a valid source only towards the limited broadcast (RFC 1122 3.2.1.3, e.g. DHCP).
         if dst.isLimitedBroadcast { return localInput(p, rx: rx, broadcast: true) }
+        if src.isUnspecified { return drop(p, .martianSource, rx: rx) }
         if dst.isMulticast { return drop(p, .multicastNotSupported, rx: rx) }
-        if dst.isUnspecified || dst.isLoopback || src.isUnspecified { return drop(p, .martianDestination, rx: rx) }
+        if dst.isUnspecified || dst.isLoopback { return drop(p, .martianDestination, rx: rx) }
 
         guard let route = fibView.pointee.lookup(dst.rawValue) else {
             guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }

@@ -59,6 +59,22 @@ struct RoutingTests {
         #expect(s.lookup(IPv4Address(172, 16, 1, 1))?.nextHop == IPv4Address(10, 0, 0, 2))
     }
 
+    @Test("a device route sends to the destination itself as next hop")
+    func deviceRoute() throws {
+        let t = try Topology()
+        try t.warmUp()
+        // B is reachable on R2's LAN; tell R2 the whole 10.3/16 is on that LAN too.
+        try t.b.addAddress(IPv4InterfaceAddress("10.3.0.7/16"), to: t.bEth)
+        try t.r2.addRoute(IPv4Prefix("10.3.0.0/16"), interface: t.r2Lan)
+        try t.r1.addRoute(IPv4Prefix("10.3.0.0/16"), via: Topology.r2WanAddr)
+        #expect(t.r2.lookup(IPv4Address(10, 3, 0, 7))?.kind == .connected)
+        #expect(t.r2.lookup(IPv4Address(10, 3, 0, 7))?.nextHop == nil)
+        try t.a.ping(IPv4Address(10, 3, 0, 7))
+        t.net.run()
+        #expect(t.a.echoReplies().first?.from == IPv4Address(10, 3, 0, 7))
+        #expect(t.r2.neighborList.contains { $0.address == IPv4Address(10, 3, 0, 7) && $0.state == .reachable })
+    }
+
     @Test("refused route changes say why")
     func errors() throws {
         let (_, s, _) = try router()
