@@ -28,7 +28,7 @@ test: deps
 	@echo "==> building tests"
 	$(SWIFT) build --build-tests
 	@echo "==> running unit, topology and property tests"
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --disable-xctest
 
 demo: deps
 	@echo "==> building the demo (release)"
