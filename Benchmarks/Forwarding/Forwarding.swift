@@ -20,21 +20,10 @@ final class SinkHost: Hypercalls {
     }
 }
 
-struct Generator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Random prefixes shaped like a BGP table: mostly /24, then /17–/23, a
 /// few short and a few longer than /24.
 func randomPrefixes(_ count: Int, seed: UInt64) -> [IPv4Prefix] {
-    var g = Generator(state: seed)
+    var g = SplitMix64(seed: seed)
     var seen = Set<IPv4Prefix>()
     seen.reserveCapacity(count)
     var out: [IPv4Prefix] = []
@@ -86,7 +75,7 @@ final class Bench {
         precondition(router.neighborList.contains { $0.address == gw && $0.state == .reachable })
 
         // Destinations: half inside installed prefixes, half anywhere.
-        var g = Generator(state: 99)
+        var g = SplitMix64(seed: 99)
         var dsts: [IPv4Address] = []
         for i in 0..<flows {
             var a = UInt32(truncatingIfNeeded: g.next())
@@ -151,7 +140,7 @@ nonisolated(unsafe) var addressSets: [Int: [IPv4Address]] = [:]
 /// the deeper trie levels and miss the cache.
 func lookupAddresses(_ count: Int) -> [IPv4Address] {
     if let a = addressSets[count] { return a }
-    var g = Generator(state: 5)
+    var g = SplitMix64(seed: 5)
     let prefixes = randomPrefixes(count, seed: UInt64(count))
     let addrs = (0..<65536).map { _ in
         let p = prefixes[Int(g.next() % UInt64(prefixes.count))]

@@ -17,7 +17,7 @@ public final class MemoryNetwork: Hypercalls {
     public var stacks: [Stack] { members.compactMap(\.stack) }
     /// The network's clock; `advance(by:)` moves it.
     public private(set) var clock = Timestamp(nanoseconds: 1_000_000_000)
-    private var rng: UInt64
+    private var rng: SplitMix64
     /// Where a frame sent on (stack, interface) arrives.
     private var peers: [Endpoint: Endpoint] = [:]
     private var inFlight: [(to: Endpoint, packet: PacketHandle)] = []
@@ -36,7 +36,7 @@ public final class MemoryNetwork: Hypercalls {
 
     public init(pool: PacketPool = PacketPool(capacity: 4096), seed: UInt64 = 0x5EED) {
         self.pool = pool
-        self.rng = seed
+        self.rng = SplitMix64(seed: seed)
     }
 
     /// Creates a stack on this network.
@@ -68,14 +68,7 @@ public final class MemoryNetwork: Hypercalls {
 
     public func now() -> Timestamp { clock }
 
-    public func random() -> UInt64 {
-        // SplitMix64: deterministic per seed.
-        rng &+= 0x9E37_79B9_7F4A_7C15
-        var z = rng
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public func random() -> UInt64 { rng.next() }
 
     public func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
         let from = Endpoint(stack: position(stack), interface: interface)

@@ -101,11 +101,7 @@ struct FragmentationTests {
     func tooManyPieces() throws {
         var cfg = StackConfiguration.host
         cfg.reassembly.maxPieces = 4
-        let net = MemoryNetwork()
-        let b = net.addStack(name: "B", configuration: cfg)
-        let eth = try b.addInterface(name: "eth0", mac: MACAddress(2, 0, 0, 0, 0, 0x0B))
-        try b.addAddress(IPv4InterfaceAddress("10.2.0.2/24"), to: eth)
-        try b.setUp(eth, true)
+        let (net, b, eth) = try singleStack(cfg, mac: MACAddress(2, 0, 0, 0, 0, 0x0B), address: "10.2.0.2/24")
         for k in 0..<5 {
             let f = FrameBuilder.ipv4(to: MACAddress(2, 0, 0, 0, 0, 0x0B),
                                       IPv4Repr(source: IPv4Address(10, 2, 0, 9), destination: IPv4Address(10, 2, 0, 2),

@@ -81,11 +81,7 @@ struct NeighborTests {
     func eviction() throws {
         var cfg = StackConfiguration.host
         cfg.arp.maxEntries = 4
-        let net = MemoryNetwork()
-        let s = net.addStack(name: "S", configuration: cfg)
-        let eth = try s.addInterface(name: "eth0", mac: MACAddress(2, 0, 0, 0, 0, 1))
-        try s.addAddress(IPv4InterfaceAddress("10.0.0.1/24"), to: eth)
-        try s.setUp(eth, true)
+        let (net, s, eth) = try singleStack(cfg, mac: MACAddress(2, 0, 0, 0, 0, 1), address: "10.0.0.1/24")
         // Six hosts ask for us; each request creates an entry for its sender.
         for h in 2...7 {
             var f = [UInt8](repeating: 0, count: 14 + 28)

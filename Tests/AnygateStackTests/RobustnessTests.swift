@@ -58,7 +58,7 @@ struct RobustnessTests {
     func fuzzFrames() throws {
         let t = try Topology()
         try t.warmUp()
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let mac = t.r1.status(t.r1Lan).mac
         let good = validIPv4Frame(t)
         for n in 0..<5000 {

@@ -111,7 +111,7 @@ struct RoutingTests {
     @Test("the LPM agrees with a linear scan over random routes, adds and deletes")
     func lpmAgainstLinearScan() throws {
         let (_, s, _) = try router()
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var reference: [IPv4Prefix: IPv4Address] = [:]
         let gateway = { (k: UInt64) in IPv4Address(10, 0, UInt8(k % 200 + 1), UInt8(k % 250 + 2)) }
         func check() {
@@ -149,15 +149,3 @@ struct RoutingTests {
     }
 }
 
-/// A small deterministic generator for property tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -82,3 +82,14 @@ extension Stack {
         }
     }
 }
+
+/// One stack with one interface up on `address`, for tests of a single table.
+func singleStack(_ configuration: StackConfiguration, mac: MACAddress, address: String) throws
+    -> (net: MemoryNetwork, stack: Stack, eth: InterfaceIndex) {
+    let net = MemoryNetwork()
+    let s = net.addStack(name: "S", configuration: configuration)
+    let eth = try s.addInterface(name: "eth0", mac: mac)
+    try s.addAddress(IPv4InterfaceAddress(address), to: eth)
+    try s.setUp(eth, true)
+    return (net, s, eth)
+}

@@ -4,14 +4,14 @@ import Testing
 /// Parse -> emit -> parse is the identity, and no input traps (STYLE.md 14).
 @Suite("Wire properties")
 struct PropertyTests {
+    /// SplitMix64 (the wire tests do not depend on the stack module).
     struct Rand {
         var s: UInt64
         mutating func next() -> UInt64 {
             s &+= 0x9E37_79B9_7F4A_7C15
-            var z = s
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            let z = (s ^ (s >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            let y = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return y ^ (y >> 31)
         }
         mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
     }
