@@ -42,6 +42,7 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
     case icmpMalformed
     case protocolUnreachable
     case portUnreachable
+    case broadcastEchoIgnored
     // Resources
     case poolExhausted
     case transmitQueueFull
@@ -87,10 +88,11 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .poolExhausted: 34
         case .transmitQueueFull: 35
         case .headroomExhausted: 36
+        case .broadcastEchoIgnored: 37
         }
     }
 
-    public static let counterCount = 37
+    public static let counterCount = 38
 
     /// A stable name for logs, metrics and the CLI.
     public var description: String {
@@ -132,6 +134,7 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .poolExhausted: "pool-exhausted"
         case .transmitQueueFull: "transmit-queue-full"
         case .headroomExhausted: "headroom-exhausted"
+        case .broadcastEchoIgnored: "broadcast-echo-ignored"
         }
     }
 }

@@ -9,7 +9,7 @@ extension Stack {
         switch icmp.type {
         case .echoRequest:
             // Echo to a broadcast address is ignored (RFC 1122 section 3.2.2.6 allows it; smurf defence).
-            guard !broadcast else { pool.free(p); return }
+            guard !broadcast else { return drop(p, .broadcastEchoIgnored, rx: rx) }
             echoReply(p, ip: ip, icmp: icmp)
         case .echoReply:
             report(.echoReply(from: ip.source, identifier: icmp.identifier, sequence: icmp.sequence,
@@ -161,7 +161,8 @@ extension Stack {
             dropCounters[DropReason.noRoute.counterIndex] &+= 1
             throw .noRoute(destination)
         }
-        let from = source ?? IPv4Address(rawValue: route.isInternal ? route.prefix.address.rawValue : ifs[route.interface].primaryAddress)
+        // To ourselves the destination is its own source; otherwise the outgoing interface's first address.
+        let from = source ?? (route.kind == .local ? destination : IPv4Address(rawValue: ifs[route.interface].primaryAddress))
         guard !from.isUnspecified else { throw .noSourceAddress }
         guard var p = pool.allocate() else { throw .poolExhausted }
         let icmpLength = ICMPv4Packet.headerLength + payloadSize

@@ -48,9 +48,21 @@ extension Stack {
         let route = slot.pointee
         hot.pointee.counters.ipSent &+= 1
         switch route.kind {
-        case .local, .broadcast:
+        case .local:
             // To ourselves: deliver without a wire.
-            localInput(p, rx: Int(route.interface), broadcast: route.kind == .broadcast)
+            localInput(p, rx: Int(route.interface), broadcast: false)
+        case .broadcast:
+            // A subnet's directed broadcast goes out as a link-layer broadcast, unfragmented.
+            let out = Int(route.interface)
+            guard ifs[out].up else {
+                drop(p, .interfaceDown, rx: nil)
+                throw .interfaceDown
+            }
+            guard ip.totalLength <= ifs[out].mtu else {
+                drop(p, .fragmentationNeeded, rx: nil)
+                throw .tooBig(mtu: ifs[out].mtu)
+            }
+            sendFrame(p, on: out, to: MACAddress.broadcast.rawValue, type: .ipv4)
         case .blackhole:
             drop(p, .blackhole, rx: nil)
         case .connected, .gateway:

@@ -25,4 +25,25 @@ struct ForwardingTests {
         t.checkInvariants()
         #expect(t.net.pool.inUse == 0)
     }
+
+    @Test("a stack answers a ping to its own address without touching a wire")
+    func pingSelf() throws {
+        let t = try Topology()
+        let before = t.net.delivered
+        try t.r1.ping(Topology.r1WanAddr, sequence: 5)
+        t.net.run()
+        #expect(t.r1.echoReplies().map(\.sequence) == [5])
+        #expect(t.net.delivered == before)
+    }
+
+    @Test("routers answer pings to any of their addresses")
+    func pingRouterAddresses() throws {
+        let t = try Topology()
+        for (seq, target) in [Topology.r1LanAddr, Topology.r1WanAddr, Topology.r2WanAddr, Topology.r2LanAddr].enumerated() {
+            try t.a.ping(target, sequence: UInt16(seq))
+        }
+        t.net.run()
+        let replies = t.a.echoReplies()
+        #expect(replies.map(\.from) == [Topology.r1LanAddr, Topology.r1WanAddr, Topology.r2WanAddr, Topology.r2LanAddr])
+    }
 }

@@ -150,3 +150,30 @@ struct RobustnessTests {
         #expect(t.net.pool.inUse == 0)
     }
 }
+
+@Suite("Drop reasons")
+struct DropReasonTests {
+    @Test("every reason has its own counter slot and a distinct name")
+    func countersAreABijection() {
+        let indices = DropReason.allCases.map(\.counterIndex)
+        #expect(Set(indices) == Set(0..<DropReason.counterCount))
+        #expect(indices.count == DropReason.counterCount)
+        #expect(Set(DropReason.allCases.map(\.description)).count == DropReason.allCases.count)
+    }
+
+    @Test("an echo request to a broadcast address is dropped with its reason, not answered")
+    func broadcastEcho() throws {
+        let t = try Topology()
+        try t.warmUp()
+        var sources: [IPv4Address] = []
+        t.net.observer = { from, _, f in
+            if from.stack == 0, f.be16(12) == 0x0800 { sources.append(IPv4Address(rawValue: f.be32(14 + 12))) }
+        }
+        try t.a.ping(IPv4Address(10, 1, 0, 255))
+        t.net.run()
+        #expect(sources == [Topology.aAddr], "sent once, from A's own address, as a link broadcast")
+        #expect(t.r1.drops(.broadcastEchoIgnored) == 1)
+        #expect(t.a.echoReplies().isEmpty)
+        #expect(t.net.pool.inUse == 0)
+    }
+}
