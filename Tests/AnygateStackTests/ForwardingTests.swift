@@ -46,4 +46,23 @@ struct ForwardingTests {
         let replies = t.a.echoReplies()
         #expect(replies.map(\.from) == [Topology.r1LanAddr, Topology.r1WanAddr, Topology.r2WanAddr, Topology.r2LanAddr])
     }
+
+    @Test("an echo request with IP options is answered without them")
+    func echoWithOptions() throws {
+        let t = try Topology()
+        try t.warmUp()
+        var replyHeaderLength = 0
+        t.net.observer = { from, _, f in
+            if from.stack == 3, f.be16(12) == 0x0800 { replyHeaderLength = Int(f.be8(14) & 0x0F) * 4 }
+        }
+        let echo = FrameBuilder.echoRequest(identifier: 3, sequence: 9, payload: (0..<100).map { UInt8($0) })
+        let frame = FrameBuilder.ipv4(to: t.b.status(t.bEth).mac,
+                                      IPv4Repr(source: Topology.aAddr, destination: Topology.bAddr, proto: .icmp, payloadLength: 0),
+                                      payload: echo, options: [0x94, 4, 0, 0, 1, 1, 1, 0])
+        t.net.inject(frame, into: t.b, on: t.bEth)
+        let replies = t.a.echoReplies()
+        #expect(replies.map(\.sequence) == [9])
+        #expect(replies.first?.length == 100)
+        #expect(replyHeaderLength == 20)
+    }
 }
