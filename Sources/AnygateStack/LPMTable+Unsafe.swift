@@ -23,10 +23,6 @@ struct LPMTable {
     var nodeDepths: UnsafeMutablePointer<UInt8>
     private(set) var nodeCount = 0
     private(set) var nodeCapacity: Int
-    /// Nodes handed back; reused before growing. (Nodes are not yet
-    /// reclaimed when they become uniform: the count is bounded by the
-    /// routes ever installed, which only the operator controls.)
-    private var freeNodes: [UInt32] = []
 
     init(initialNodes: Int = 64) {
         level0 = .allocate(capacity: LPMTable.level0Slots)
@@ -42,7 +38,10 @@ struct LPMTable {
         level0.deallocate(); depth0.deallocate(); nodes.deallocate(); nodeDepths.deallocate()
     }
 
-    var nodesInUse: Int { nodeCount - freeNodes.count }
+    /// Nodes allocated so far. A node is not reclaimed when its routes go
+    /// (a later route in the same range reuses it); the count is bounded
+    /// by the routes ever installed, which only the operator controls.
+    var nodesInUse: Int { nodeCount }
     var memoryBytes: Int { LPMTable.level0Slots * 5 + nodeCapacity * 256 * 5 }
 
     /// The route value for `address`, or 0.
@@ -68,23 +67,18 @@ struct LPMTable {
     // MARK: Control plane
 
     private mutating func newNode(filledWith value: UInt32, depth: UInt8) -> UInt32 {
-        let index: UInt32
-        if let reused = freeNodes.popLast() {
-            index = reused
-        } else {
-            if nodeCount == nodeCapacity {
-                let newCap = nodeCapacity * 2
-                let n = UnsafeMutablePointer<UInt32>.allocate(capacity: newCap * 256)
-                n.moveInitialize(from: nodes, count: nodeCount * 256)
-                nodes.deallocate(); nodes = n
-                let d = UnsafeMutablePointer<UInt8>.allocate(capacity: newCap * 256)
-                d.moveInitialize(from: nodeDepths, count: nodeCount * 256)
-                nodeDepths.deallocate(); nodeDepths = d
-                nodeCapacity = newCap
-            }
-            index = UInt32(nodeCount)
-            nodeCount += 1
+        if nodeCount == nodeCapacity {
+            let newCap = nodeCapacity * 2
+            let n = UnsafeMutablePointer<UInt32>.allocate(capacity: newCap * 256)
+            n.moveInitialize(from: nodes, count: nodeCount * 256)
+            nodes.deallocate(); nodes = n
+            let d = UnsafeMutablePointer<UInt8>.allocate(capacity: newCap * 256)
+            d.moveInitialize(from: nodeDepths, count: nodeCount * 256)
+            nodeDepths.deallocate(); nodeDepths = d
+            nodeCapacity = newCap
         }
+        let index = UInt32(nodeCount)
+        nodeCount += 1
         (nodes + Int(index) * 256).update(repeating: value, count: 256)
         (nodeDepths + Int(index) * 256).update(repeating: depth, count: 256)
         return index
@@ -189,7 +183,7 @@ struct LPMTable {
                 if v & LPMTable.childFlag != 0 {
                     precondition(level < 2, "LPM: child below the last level")
                     let node = Int(v & ~LPMTable.childFlag)
-                    precondition(node < nodeCount && !freeNodes.contains(UInt32(node)), "LPM: dangling child")
+                    precondition(node < nodeCount, "LPM: dangling child")
                     walk(nodes + node * 256, nodeDepths + node * 256, 256, level + 1)
                 } else {
                     precondition(depths[i] <= 32, "LPM: depth out of range")

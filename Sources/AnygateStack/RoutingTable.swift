@@ -168,15 +168,19 @@ public struct RoutingTable {
         return slotCount - 1
     }
 
-    /// Checks the LPM against the route list: each prefix's best route is
-    /// what a lookup of the prefix's first address returns when no more
-    /// specific prefix covers that address.
+    /// Checks the LPM against the route list: every listed slot is live, and
+    /// a lookup of a prefix's own address lands on that prefix's best route
+    /// or on a more specific one.
     public func checkInvariants() {
         lpm.checkInvariants()
         for (prefix, list) in byPrefix {
             precondition(!list.isEmpty, "FIB: empty prefix list")
             for idx in list { precondition(slots[Int(idx)].inUse, "FIB: freed slot still listed") }
-            _ = prefix
+            guard let found = lookupSlot(prefix.address) else { preconditionFailure("FIB: \(prefix) not found") }
+            let s = slots[found]
+            precondition(s.prefixLength > prefix.length
+                         || (s.prefixLength == prefix.length && found == Int(ranked(list)[0])),
+                         "FIB: \(prefix) resolves to a less specific or worse route")
         }
     }
 }

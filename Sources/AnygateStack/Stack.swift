@@ -322,7 +322,7 @@ public final class Stack {
 
     /// Called after any change that can alter a forwarding decision.
     func fibChanged() {
-        // Route holders compare against the FIB generation (issue: route caches);
+        // Holders of cached routes compare against the FIB generation;
         // interface changes count as route changes for them.
         fib.touch()
     }
