@@ -1,9 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Layers (see DESIGN.md): AnygateWire knows bytes; AnygateStack is the virtual
-// network kernel built on it. Later layers (host, netlink, daemon, control)
-// arrive with their issues.
+// Layers (DESIGN.md): AnygateWire knows bytes; AnygateStack is the virtual
+// network kernel; AnygateHost runs a stack on Linux (epoll, TAP, AF_PACKET);
+// AnygateDaemon owns configuration, control and metrics; AnygateControl is
+// the control protocol shared with anygatectl.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
@@ -14,14 +15,43 @@ let package = Package(
     products: [
         .library(name: "AnygateWire", targets: ["AnygateWire"]),
         .library(name: "AnygateStack", targets: ["AnygateStack"]),
+        .executable(name: "anygated", targets: ["anygated"]),
+        .executable(name: "anygatectl", targets: ["anygatectl"]),
         .executable(name: "anygate-demo", targets: ["anygate-demo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .target(name: "AnygateWire", swiftSettings: strict),
         .target(name: "AnygateStack", dependencies: ["AnygateWire"], swiftSettings: strict),
+        .target(name: "CAnygateHost"),
+        .target(name: "AnygateHost", dependencies: ["AnygateStack", "AnygateWire", "CAnygateHost"], swiftSettings: strict),
+        .target(name: "AnygateControl", swiftSettings: strict),
+        .target(
+            name: "AnygateDaemon",
+            dependencies: [
+                "AnygateStack", "AnygateWire", "AnygateHost", "AnygateControl",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "anygated",
+            dependencies: ["AnygateDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "anygatectl",
+            dependencies: ["AnygateControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
         .executableTarget(name: "anygate-demo", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateWireTests", dependencies: ["AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
+        .testTarget(name: "AnygateDaemonTests", dependencies: ["AnygateDaemon", "AnygateControl", "AnygateStack", "AnygateWire"],
+                    swiftSettings: strict),
+        .testTarget(name: "AnygateSystemTests", dependencies: ["AnygateControl"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,123 @@
+public import AnygateWire
+
+/// The daemon's configuration, as read from YAML (DESIGN.md, "The config
+/// file"). Every optional key has the default shown in `etc/anygate/anygate.yaml`.
+public struct DaemonConfig: Equatable, Sendable {
+    public var controlSocket = "/run/anygate/control.sock"
+    /// Where to serve Prometheus metrics; nil (the default) serves none.
+    public var metricsListen: SocketAddress? = nil
+    public var logLevel: LogLevel = .info
+    public var logFormat: LogFormat = .text
+    public var arpMaxEntries = 4096
+    public var arpPendingPerNeighbor = 8
+    public var icmpErrorsPerSecond = 100
+    public var interfaces: [InterfaceConfig] = []
+    public var routes: [RouteConfig] = []
+
+    public init() {}
+
+    public enum LogLevel: String, CaseIterable, Sendable {
+        case trace, debug, info, notice, warning, error, critical
+    }
+
+    public enum LogFormat: String, CaseIterable, Sendable {
+        case text, json
+    }
+
+    /// A one-line summary for `anygated --check`.
+    public var summary: String {
+        let addresses = interfaces.reduce(0) { $0 + $1.addresses.count }
+        return "\(interfaces.count) interface\(interfaces.count == 1 ? "" : "s"), \(addresses) address\(addresses == 1 ? "" : "es"), "
+            + "\(routes.count) route\(routes.count == 1 ? "" : "s"), control socket \(controlSocket)"
+            + (metricsListen.map { ", metrics on \($0)" } ?? "")
+    }
+}
+
+/// An IPv4 host and TCP port ("127.0.0.1:9469").
+public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var host: IPv4Address
+    public var port: UInt16
+    public init(host: IPv4Address, port: UInt16) { self.host = host; self.port = port }
+    public var description: String { "\(host):\(port)" }
+}
+
+/// One interface of the stack and the host device it is attached to.
+public struct InterfaceConfig: Equatable, Sendable {
+    public enum Attachment: Equatable, Hashable, Sendable, CustomStringConvertible {
+        /// A TAP device the daemon creates, by host-side name.
+        case tap(String)
+        /// AF_PACKET on an existing host interface.
+        case packet(String)
+
+        public var hostName: String {
+            switch self {
+            case .tap(let n), .packet(let n): n
+            }
+        }
+        public var description: String {
+            switch self {
+            case .tap(let n): "tap \(n)"
+            case .packet(let n): "packet \(n)"
+            }
+        }
+    }
+
+    public var name: String
+    public var attach: Attachment
+    /// The configured MAC; nil means one derived from the name.
+    public var mac: MACAddress?
+    public var mtu = 1500
+    public var addresses: [AddressConfig] = []
+
+    public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
+        self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses
+    }
+
+    /// The MAC the interface uses: the configured one, or a locally
+    /// administered unicast address derived from the name, stable across restarts.
+    public var effectiveMAC: MACAddress {
+        if let mac { return mac }
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
+        for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return MACAddress(rawValue: 0x0200_0000_0000 | (h & 0x00FF_FFFF_FFFF))
+    }
+}
+
+public struct AddressConfig: Equatable, Hashable, Sendable {
+    public var address: IPv4InterfaceAddress
+    public var preference: Int16 = 0
+    public init(address: IPv4InterfaceAddress, preference: Int16 = 0) { self.address = address; self.preference = preference }
+}
+
+public struct RouteConfig: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var to: IPv4Prefix
+    public var via: IPv4Address?
+    public var interface: String?
+    public var metric: UInt32 = 0
+    public init(to: IPv4Prefix, via: IPv4Address? = nil, interface: String? = nil, metric: UInt32 = 0) {
+        self.to = to; self.via = via; self.interface = interface; self.metric = metric
+    }
+    public var description: String {
+        "\(to)" + (via.map { " via \($0)" } ?? "") + (interface.map { " dev \($0)" } ?? "") + " metric \(metric)"
+    }
+}
+
+/// A rejected configuration: the file, the key path, the line (when the
+/// YAML parser knows it) and the reason.
+public struct ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
+    public var file: String
+    public var keyPath: String
+    public var line: Int?
+    public var reason: String
+
+    public init(file: String, keyPath: String, line: Int?, reason: String) {
+        self.file = file; self.keyPath = keyPath; self.line = line; self.reason = reason
+    }
+
+    public var description: String {
+        var s = file
+        if let line { s += ":\(line)" }
+        if !keyPath.isEmpty { s += ": \(keyPath)" }
+        return s + ": " + reason
+    }
+}

@@ -1,0 +1,292 @@
+import AnygateWire
+import Foundation
+import Yams
+
+/// Reads and validates a `DaemonConfig` from YAML text. Every rejection
+/// names the key path and line; unknown keys and keys of features this
+/// build does not have are rejected rather than ignored.
+public struct ConfigReader {
+    public let file: String
+
+    public init(file: String) { self.file = file }
+
+    /// Keys of the contract whose features are not in this build.
+    static let notSupportedYet: [String: String] = [
+        "tunnels": "GRE tunnels",
+        "mirror": "the netlink mirror",
+        "stack.ipflow": "the ipflow fast path",
+        "stack.source-selection": "IPSELSRC source selection",
+        "interfaces[].source-selection": "IPSELSRC source selection",
+        "interfaces[].attach.mirror": "mirror attachments",
+    ]
+
+    /// Reads the file at `file`.
+    public static func load(path: String) throws(ConfigError) -> DaemonConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, keyPath: "", line: nil, reason: "cannot read: \((error as NSError).localizedDescription)")
+        }
+        return try ConfigReader(file: path).parse(text)
+    }
+
+    public func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let e as YamlError {
+            throw ConfigError(file: file, keyPath: "", line: yamlLine(e), reason: "not valid YAML: \(yamlProblem(e))")
+        } catch {
+            throw ConfigError(file: file, keyPath: "", line: nil, reason: "not valid YAML: \(error)")
+        }
+        guard let root else { throw fail("", nil, "the file is empty") }
+        var c = DaemonConfig()
+        let top = try mapping(root, "")
+        try checkKeys(top, "", allowed: ["control", "metrics", "log", "stack", "interfaces", "routes", "tunnels", "mirror"])
+        if let n = top["control"] {
+            let m = try mapping(n, "control")
+            try checkKeys(m, "control", allowed: ["socket"])
+            if let s = m["socket"] {
+                c.controlSocket = try string(s, "control.socket")
+                guard c.controlSocket.hasPrefix("/") else { throw fail("control.socket", s, "must be an absolute path") }
+            }
+        }
+        if let n = top["metrics"] {
+            let m = try mapping(n, "metrics")
+            try checkKeys(m, "metrics", allowed: ["listen"])
+            guard let l = m["listen"] else { throw fail("metrics", n, "needs listen: HOST:PORT") }
+            c.metricsListen = try socketAddress(l, "metrics.listen")
+        }
+        if let n = top["log"] {
+            let m = try mapping(n, "log")
+            try checkKeys(m, "log", allowed: ["level", "format"])
+            if let l = m["level"] { c.logLevel = try choice(l, "log.level") }
+            if let f = m["format"] { c.logFormat = try choice(f, "log.format") }
+        }
+        if let n = top["stack"] {
+            let m = try mapping(n, "stack")
+            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection"])
+            if let a = m["arp"] {
+                let am = try mapping(a, "stack.arp")
+                try checkKeys(am, "stack.arp", allowed: ["max-entries", "pending-per-neighbor"])
+                if let v = am["max-entries"] { c.arpMaxEntries = try int(v, "stack.arp.max-entries", 1...1_000_000) }
+                if let v = am["pending-per-neighbor"] { c.arpPendingPerNeighbor = try int(v, "stack.arp.pending-per-neighbor", 1...255) }
+            }
+            if let i = m["icmp"] {
+                let im = try mapping(i, "stack.icmp")
+                try checkKeys(im, "stack.icmp", allowed: ["errors-per-second"])
+                if let v = im["errors-per-second"] { c.icmpErrorsPerSecond = try int(v, "stack.icmp.errors-per-second", 0...1_000_000) }
+            }
+        }
+        if let n = top["interfaces"] {
+            guard case .sequence(let seq) = n else { throw fail("interfaces", n, "expected a list of interfaces") }
+            for (k, item) in seq.enumerated() { c.interfaces.append(try interface(item, "interfaces[\(k)]")) }
+        }
+        if let n = top["routes"] {
+            guard case .sequence(let seq) = n else { throw fail("routes", n, "expected a list of routes") }
+            for (k, item) in seq.enumerated() { c.routes.append(try route(item, "routes[\(k)]")) }
+        }
+        try validate(c, top)
+        return c
+    }
+
+    // MARK: Sections
+
+    func interface(_ node: Node, _ path: String) throws(ConfigError) -> InterfaceConfig {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection"])
+        guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
+        let name = try string(nameNode, path + ".name")
+        guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw fail(path + ".name", nameNode, "must be 1 to 15 letters, digits, '-', '_' or '.'")
+        }
+        guard let attachNode = m["attach"] else { throw fail(path, node, "needs attach: {tap: NAME} or {packet: NAME}") }
+        let am = try mapping(attachNode, path + ".attach")
+        try checkKeys(am, path + ".attach", allowed: ["tap", "packet", "mirror"], laterPrefix: "interfaces[].attach")
+        guard am.count == 1, let (kindNode, hostNode) = am.first, let kind = kindNode.string else {
+            throw fail(path + ".attach", attachNode, "give exactly one of tap or packet")
+        }
+        let host = try string(hostNode, path + ".attach.\(kind)")
+        guard !host.isEmpty, host.count <= 15, !host.contains("/"), !host.contains(" ") else {
+            throw fail(path + ".attach.\(kind)", hostNode, "must be a Linux interface name (1 to 15 characters, no '/' or spaces)")
+        }
+        var i = InterfaceConfig(name: name, attach: kind == "tap" ? .tap(host) : .packet(host))
+        if let macNode = m["mac"] {
+            let text = try string(macNode, path + ".mac")
+            guard let mac = MACAddress(text) else { throw fail(path + ".mac", macNode, "\"\(text)\" is not a MAC address") }
+            guard !mac.isMulticast, mac != .zero else { throw fail(path + ".mac", macNode, "must be a unicast, non-zero MAC address") }
+            i.mac = mac
+        }
+        if let mtuNode = m["mtu"] { i.mtu = try int(mtuNode, path + ".mtu", 68...9000) }
+        if let list = m["addresses"] {
+            guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
+            for (k, a) in seq.enumerated() {
+                let ap = "\(path).addresses[\(k)]"
+                if case .mapping(let am) = a {
+                    try checkKeys(am, ap, allowed: ["address", "preference"])
+                    guard let addrNode = am["address"] else { throw fail(ap, a, "needs address: A.B.C.D/LEN") }
+                    var ac = AddressConfig(address: try interfaceAddress(addrNode, ap + ".address"))
+                    if let p = am["preference"] { ac.preference = Int16(try int(p, ap + ".preference", -32768...32767)) }
+                    i.addresses.append(ac)
+                } else {
+                    i.addresses.append(AddressConfig(address: try interfaceAddress(a, ap)))
+                }
+            }
+        }
+        return i
+    }
+
+    func route(_ node: Node, _ path: String) throws(ConfigError) -> RouteConfig {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ["to", "via", "interface", "metric"])
+        guard let toNode = m["to"] else { throw fail(path, node, "needs to: PREFIX") }
+        let toText = try string(toNode, path + ".to")
+        let to: IPv4Prefix
+        do { to = try IPv4Prefix(toText) } catch { throw fail(path + ".to", toNode, error.description) }
+        var r = RouteConfig(to: to)
+        if let v = m["via"] {
+            let t = try string(v, path + ".via")
+            guard let a = IPv4Address(t) else { throw fail(path + ".via", v, "\"\(t)\" is not an IPv4 address") }
+            r.via = a
+        }
+        if let i = m["interface"] { r.interface = try string(i, path + ".interface") }
+        if let mt = m["metric"] { r.metric = UInt32(try int(mt, path + ".metric", 0...Int(UInt32.max))) }
+        if r.via == nil && r.interface == nil { throw fail(path, node, "needs via: NEXT-HOP or interface: NAME") }
+        return r
+    }
+
+    /// Checks that need the whole file: unique names, interfaces that routes
+    /// name, next hops on a connected subnet, addresses used once.
+    func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
+        let items = top["interfaces"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
+        var names: Set<String> = [], hosts: Set<String> = [], addresses: Set<IPv4Address> = []
+        for (k, i) in c.interfaces.enumerated() {
+            let node = k < items.count ? items[k] : nil
+            guard names.insert(i.name).inserted else { throw fail("interfaces[\(k)].name", node, "duplicate interface name \(i.name)") }
+            guard hosts.insert(i.attach.hostName).inserted else {
+                throw fail("interfaces[\(k)].attach", node, "host interface \(i.attach.hostName) is attached twice")
+            }
+            for (j, a) in i.addresses.enumerated() {
+                guard addresses.insert(a.address.address).inserted else {
+                    throw fail("interfaces[\(k)].addresses[\(j)]", node, "address \(a.address.address) is configured twice")
+                }
+            }
+        }
+        let routeItems = top["routes"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
+        var seen: Set<RouteConfig> = []
+        for (k, r) in c.routes.enumerated() {
+            let node = k < routeItems.count ? routeItems[k] : nil
+            let path = "routes[\(k)]"
+            if let n = r.interface, !names.contains(n) { throw fail(path + ".interface", node, "no interface named \(n)") }
+            if let via = r.via {
+                let candidates = c.interfaces.filter { r.interface == nil || $0.name == r.interface }
+                let onLink = candidates.contains { i in
+                    i.addresses.contains { $0.address.subnet.contains(via) && $0.address.address != via }
+                }
+                guard onLink else {
+                    let scope = r.interface.map { "interface \($0)" } ?? "any interface"
+                    throw fail(path + ".via", node, "next hop \(via) is not on a connected subnet of \(scope)")
+                }
+            }
+            guard seen.insert(r).inserted else { throw fail(path, node, "duplicate route \(r)") }
+        }
+    }
+
+    // MARK: Typed access with errors that say where
+
+    func fail(_ path: String, _ node: Node?, _ reason: String) -> ConfigError {
+        ConfigError(file: file, keyPath: path, line: node?.mark?.line, reason: reason)
+    }
+
+    func mapping(_ node: Node, _ path: String) throws(ConfigError) -> Node.Mapping {
+        guard case .mapping(let m) = node else { throw fail(path, node, "expected a mapping of keys") }
+        return m
+    }
+
+    func checkKeys(_ m: Node.Mapping, _ path: String, allowed: Set<String>, laterPrefix: String? = nil) throws(ConfigError) {
+        for (k, _) in m {
+            guard let key = k.string else { throw fail(path, k, "keys must be strings") }
+            let full = path.isEmpty ? key : "\(path).\(key)"
+            let generic = (laterPrefix ?? genericPath(path)).map { $0.isEmpty ? key : "\($0).\(key)" } ?? full
+            if let feature = ConfigReader.notSupportedYet[generic] {
+                throw fail(full, k, "not supported yet: \(feature) is not in this build")
+            }
+            guard allowed.contains(key) else {
+                throw fail(full, k, "unknown key (expected one of: \(allowed.subtracting(laterKeys(path)).sorted().joined(separator: ", ")))")
+            }
+        }
+    }
+
+    private func laterKeys(_ path: String) -> Set<String> {
+        ["tunnels", "mirror", "ipflow", "source-selection"]
+    }
+
+    /// "interfaces[3].attach" -> "interfaces[].attach", for the not-supported table.
+    private func genericPath(_ path: String) -> String? {
+        var out = ""
+        var skipping = false
+        for ch in path {
+            if ch == "[" { skipping = true; out.append("[") } else if ch == "]" { skipping = false; out.append("]") } else if !skipping { out.append(ch) }
+        }
+        return out
+    }
+
+    func string(_ node: Node, _ path: String) throws(ConfigError) -> String {
+        guard case .scalar(let s) = node else { throw fail(path, node, "expected a string") }
+        return s.string
+    }
+
+    func int(_ node: Node, _ path: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard case .scalar(let s) = node, let v = Int(s.string) else {
+            throw fail(path, node, "expected a whole number, got \(describe(node))")
+        }
+        guard range.contains(v) else { throw fail(path, node, "\(v) is out of range \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+
+    func choice<T: RawRepresentable & CaseIterable>(_ node: Node, _ path: String) throws(ConfigError) -> T where T.RawValue == String {
+        let s = try string(node, path)
+        guard let v = T(rawValue: s) else {
+            throw fail(path, node, "\"\(s)\" is not one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return v
+    }
+
+    func interfaceAddress(_ node: Node, _ path: String) throws(ConfigError) -> IPv4InterfaceAddress {
+        let text = try string(node, path)
+        do { return try IPv4InterfaceAddress(text) } catch { throw fail(path, node, error.description) }
+    }
+
+    func socketAddress(_ node: Node, _ path: String) throws(ConfigError) -> SocketAddress {
+        let text = try string(node, path)
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let host = IPv4Address(parts[0]), let port = UInt16(parts[1]), port > 0 else {
+            throw fail(path, node, "\"\(text)\" is not IPV4:PORT")
+        }
+        return SocketAddress(host: host, port: port)
+    }
+
+    func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let s): "\"\(s.string)\""
+        case .mapping: "a mapping"
+        case .sequence: "a list"
+        case .alias: "an alias"
+        }
+    }
+
+    func yamlLine(_ e: YamlError) -> Int? {
+        switch e {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        default: nil
+        }
+    }
+
+    func yamlProblem(_ e: YamlError) -> String {
+        switch e {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): problem
+        default: "\(e)"
+        }
+    }
+}

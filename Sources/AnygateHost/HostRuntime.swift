@@ -1,0 +1,134 @@
+public import AnygateStack
+
+/// Runs one stack on an event loop: reads ports in batches into the stack,
+/// hands the stack's frames to the ports, drives its timers from the
+/// monotonic clock, and copes with ports whose devices vanish.
+public final class HostRuntime {
+    public let loop: EventLoop
+    public let pool: PacketPool
+    public private(set) var stack: Stack!
+    private var ports: [InterfaceIndex: any Port] = [:]
+    /// Interfaces whose port lost its device; retried every second.
+    private var lostPorts: Set<InterfaceIndex> = []
+    private let batch: UnsafeMutableBufferPointer<PacketHandle>
+    /// Called with a human-readable line when a port is lost or comes back.
+    public var log: (String) -> Void = { _ in }
+    /// Frames the stack sent to an interface with no port.
+    public private(set) var unattachedDrops: UInt64 = 0
+
+    /// The stack's view of the host: clock, randomness, transmit.
+    final class Calls: Hypercalls {
+        weak var runtime: HostRuntime?
+        func now() -> Timestamp { Timestamp(nanoseconds: Sys.monotonicNanoseconds()) }
+        func random() -> UInt64 { Sys.randomUInt64() }
+        func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
+            runtime?.transmit(packets, interface: interface)
+        }
+    }
+
+    public init(loop: EventLoop, configuration: StackConfiguration, pool: PacketPool, batchSize: Int = 64) {
+        self.loop = loop
+        self.pool = pool
+        batch = .allocate(capacity: batchSize)
+        let calls = Calls()
+        stack = Stack(name: "anygated", configuration: configuration, pool: pool, hypercalls: calls)
+        calls.runtime = self
+        loop.every(nanoseconds: 1_000_000_000) { [weak self] in self?.retryLostPorts() }
+    }
+
+    deinit { batch.deallocate() }
+
+    /// The port serving `interface`, if any.
+    public func port(for interface: InterfaceIndex) -> (any Port)? { ports[interface] }
+    public var attachedPorts: [(InterfaceIndex, any Port)] { ports.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+
+    /// Connects a port to a stack interface and starts reading it.
+    public func attach(_ port: any Port, to interface: InterfaceIndex) throws(SystemError) {
+        ports[interface] = port
+        try watch(interface)
+    }
+
+    private func watch(_ interface: InterfaceIndex) throws(SystemError) {
+        guard let port = ports[interface], port.fd >= 0 else { return }
+        try loop.register(port.fd, events: EventLoop.readable) { [weak self] events in
+            self?.serve(interface, events: events)
+        }
+    }
+
+    /// Stops reading a port and releases it.
+    public func detach(_ interface: InterfaceIndex) {
+        guard let port = ports.removeValue(forKey: interface) else { return }
+        if port.fd >= 0 { loop.unregister(port.fd) }
+        port.close(pool: pool)
+        lostPorts.remove(interface)
+    }
+
+    /// Closes every port.
+    public func detachAll() {
+        for i in Array(ports.keys) { detach(i) }
+    }
+
+    private func serve(_ interface: InterfaceIndex, events: UInt32) {
+        guard let port = ports[interface] else { return }
+        if events & EventLoop.writable != 0 {
+            port.flushQueue(pool: pool)
+            if !port.hasQueued { loop.modify(port.fd, events: EventLoop.readable) }
+        }
+        if events & (EventLoop.readable | EventLoop.hangup) != 0 {
+            // A bounded number of batches per wake-up keeps other ports served.
+            for _ in 0..<16 {
+                switch port.receive(into: batch, pool: pool) {
+                case .frames(let n):
+                    if n > 0 { stack.receive(UnsafeBufferPointer(start: batch.baseAddress, count: n), on: interface) }
+                    if n < batch.count { return }
+                case .lost(let error):
+                    portLost(interface, error)
+                    return
+                }
+            }
+        }
+    }
+
+    func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex) {
+        guard let port = ports[interface], port.fd >= 0, !lostPorts.contains(interface) else {
+            for p in packets { pool.free(p) }
+            unattachedDrops += UInt64(packets.count)
+            return
+        }
+        if let error = port.send(packets, pool: pool) {
+            portLost(interface, error)
+        } else if port.hasQueued {
+            loop.modify(port.fd, events: EventLoop.readable | EventLoop.writable)
+        }
+    }
+
+    private func portLost(_ interface: InterfaceIndex, _ error: SystemError) {
+        guard let port = ports[interface], !lostPorts.contains(interface) else { return }
+        log("\(stack.interfaceName(interface)) (\(port.name)) lost: \(error); interface down until it returns")
+        lostPorts.insert(interface)
+        if port.fd >= 0 { loop.unregister(port.fd) }
+        (port as? TapPort)?.markLost(pool: pool)
+        try? stack.setUp(interface, false)
+    }
+
+    private func retryLostPorts() {
+        for interface in lostPorts {
+            guard let port = ports[interface], port.reattach() else { continue }
+            lostPorts.remove(interface)
+            try? watch(interface)
+            try? stack.setUp(interface, true)
+            log("\(stack.interfaceName(interface)) (\(port.name)) is back")
+        }
+    }
+
+    /// Whether `interface`'s port has lost its device.
+    public func isLost(_ interface: InterfaceIndex) -> Bool { lostPorts.contains(interface) }
+
+    /// Runs the stack's timers when they are due; call from the loop.
+    public func tickIfDue() {
+        if let d = stack.nextDeadline, d.nanoseconds <= Sys.monotonicNanoseconds() { stack.tick() }
+    }
+
+    /// The next time the stack's timers want to run.
+    public var nextDeadline: Int64? { stack.nextDeadline?.nanoseconds }
+}

@@ -1,0 +1,160 @@
+public import AnygateStack
+import CAnygateHost
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An AF_PACKET socket on an existing host interface. The stack is a
+/// separate host on that link with its own MAC: the socket asks the
+/// interface to accept that MAC as a secondary unicast address (the driver
+/// goes promiscuous only if it cannot filter), and ignores the frames this
+/// process itself transmits.
+///
+/// The peer on the link must not hand us TSO/GSO super-frames or frames
+/// with checksums left to offload: on a veth, turn `tx`, `tso` and `gso`
+/// off on the peer (`ethtool -K PEER tx off tso off gso off`).
+public final class PacketPort: Port {
+    public let name: String
+    public private(set) var fd: Int32 = -1
+    public private(set) var counters = PortCounters()
+    let mac: [UInt8]
+    private var ifindex: Int32 = 0
+    private var queue: [PacketHandle] = []
+    let queueCapacity: Int
+    private var filtersOutgoing = false
+
+    public init(interface name: String, mac: [UInt8], queueCapacity: Int = 1024) throws(SystemError) {
+        precondition(mac.count == 6)
+        self.name = name
+        self.mac = mac
+        self.queueCapacity = queueCapacity
+        try open()
+    }
+
+    private func open() throws(SystemError) {
+        let index = try HostInterface.index(name)
+        let proto = Int32(UInt16(ag_ETH_P_ALL).bigEndian)
+        let fd = try Sys.socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                                proto, name)
+        do {
+            var sll = sockaddr_ll()
+            sll.sll_family = UInt16(AF_PACKET)
+            sll.sll_protocol = UInt16(UInt16(ag_ETH_P_ALL).bigEndian)
+            sll.sll_ifindex = index
+            let r = withUnsafePointer(to: &sll) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
+            }
+            _ = try Sys.check(r, "bind AF_PACKET", name)
+            var mreq = packet_mreq()
+            mreq.mr_ifindex = index
+            mreq.mr_type = UInt16(ag_PACKET_MR_UNICAST)
+            mreq.mr_alen = 6
+            withUnsafeMutableBytes(of: &mreq.mr_address) { b in for i in 0..<6 { b[i] = mac[i] } }
+            try Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_ADD_MEMBERSHIP, mreq, "PACKET_ADD_MEMBERSHIP", name)
+            // Linux 4.20+: drop our own transmissions in the kernel; otherwise filter by packet type.
+            filtersOutgoing = (try? Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_IGNORE_OUTGOING, Int32(1),
+                                                   "PACKET_IGNORE_OUTGOING", name)) != nil
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        self.fd = fd
+        ifindex = index
+    }
+
+    public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
+        var n = 0
+        var from = sockaddr_ll()
+        while n < batch.count {
+            guard var p = pool.allocate() else {
+                var scratch = [UInt8](repeating: 0, count: 64)
+                if recv(fd, &scratch, 64, 0) > 0 { counters.rxNoBuffer += 1; continue }
+                break
+            }
+            var len = socklen_t(MemoryLayout<sockaddr_ll>.size)
+            let r = withUnsafeMutablePointer(to: &from) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity, 0, $0, &len)
+                }
+            }
+            if r > 0 {
+                if !filtersOutgoing && Int32(from.sll_pkttype) == ag_PACKET_OUTGOING {
+                    pool.free(p)
+                    continue
+                }
+                p.length = UInt32(r)
+                batch[n] = p
+                n += 1
+                counters.rxFrames += 1
+                counters.rxBytes += UInt64(r)
+                continue
+            }
+            pool.free(p)
+            let e = errno
+            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) { break }
+            if n > 0 { return .frames(n) }
+            counters.rxErrors += 1
+            return .lost(SystemError("recv", name, errno: r == 0 ? ENODEV : e))
+        }
+        return .frames(n)
+    }
+
+    public func send(_ packets: UnsafeBufferPointer<PacketHandle>, pool: PacketPool) -> SystemError? {
+        var lost: SystemError? = nil
+        for p in packets {
+            if !queue.isEmpty || lost != nil {
+                if lost == nil && queue.count < queueCapacity { queue.append(p) } else { counters.txQueueDrops += 1; pool.free(p) }
+                continue
+            }
+            let b = pool.bytes(p)
+            let r = Glibc.send(fd, b.baseAddress, b.count, 0)
+            if r == b.count {
+                counters.txFrames += 1
+                counters.txBytes += UInt64(r)
+                pool.free(p)
+                continue
+            }
+            let e = errno
+            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+                if queue.count < queueCapacity { queue.append(p) } else { counters.txQueueDrops += 1; pool.free(p) }
+            } else {
+                counters.txErrors += 1
+                pool.free(p)
+                if r < 0 && (e == ENXIO || e == ENETDOWN || e == ENODEV) { lost = SystemError("send", name, errno: e) }
+            }
+        }
+        return lost
+    }
+
+    public var hasQueued: Bool { !queue.isEmpty }
+
+    public func flushQueue(pool: PacketPool) {
+        var sent = 0
+        for p in queue {
+            let b = pool.bytes(p)
+            let r = Glibc.send(fd, b.baseAddress, b.count, 0)
+            if r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) { break }
+            if r == b.count { counters.txFrames += 1; counters.txBytes += UInt64(r) } else { counters.txErrors += 1 }
+            pool.free(p)
+            sent += 1
+        }
+        queue.removeFirst(sent)
+    }
+
+    /// Rebinds when the interface exists (again) and is up.
+    public func reattach() -> Bool {
+        guard HostInterface.exists(name), (try? HostInterface.isUp(name)) == true else { return false }
+        if let index = try? HostInterface.index(name), index == ifindex, fd >= 0 { return true }
+        if fd >= 0 { Sys.close(fd); fd = -1 }
+        do { try open() } catch { return false }
+        counters.reattaches += 1
+        return true
+    }
+
+    public func close(pool: PacketPool) {
+        for p in queue { pool.free(p) }
+        queue.removeAll()
+        if fd >= 0 { Sys.close(fd) }
+        fd = -1
+    }
+}

@@ -1,0 +1,48 @@
+public import AnygateStack
+
+/// Counters kept by a port, beside the stack's own interface counters.
+public struct PortCounters: Sendable, Hashable {
+    public var rxFrames: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    /// Frames the kernel had but no pool buffer was free for.
+    public var rxNoBuffer: UInt64 = 0
+    public var rxErrors: UInt64 = 0
+    public var txFrames: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var txErrors: UInt64 = 0
+    /// Frames dropped because the port's own transmit queue was full.
+    public var txQueueDrops: UInt64 = 0
+    /// Times the port lost its device (deleted or gone down) and came back.
+    public var detaches: UInt64 = 0
+    public var reattaches: UInt64 = 0
+    public init() {}
+}
+
+/// What a read from a port found.
+public enum PortRead: Equatable {
+    /// `count` frames were read; the port may have more.
+    case frames(Int)
+    /// The device behind the port is gone or unusable.
+    case lost(SystemError)
+}
+
+/// A source and sink of Ethernet frames on the host: a TAP device or an
+/// AF_PACKET socket on an existing interface.
+public protocol Port: AnyObject {
+    /// The host-side interface name.
+    var name: String { get }
+    /// The descriptor to watch for readability; -1 while detached.
+    var fd: Int32 { get }
+    var counters: PortCounters { get }
+    /// Reads frames into new pool buffers, at most `into.count` of them.
+    func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead
+    /// Sends frames, taking ownership. Returns an error when the device is gone.
+    func send(_ packets: UnsafeBufferPointer<PacketHandle>, pool: PacketPool) -> SystemError?
+    /// Sends what an earlier `send` could not (the descriptor became writable).
+    func flushQueue(pool: PacketPool)
+    var hasQueued: Bool { get }
+    /// Tries to get the device back after it was lost. True on success.
+    func reattach() -> Bool
+    /// Releases the descriptor (and, for a TAP, deletes the device).
+    func close(pool: PacketPool)
+}

@@ -1,0 +1,114 @@
+import CAnygateHost
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every system call the host layer makes goes through here, so failures
+/// carry errno and the object's name, and nothing else in the module
+/// touches errno.
+enum Sys {
+    static func check(_ result: Int32, _ op: String, _ object: String) throws(SystemError) -> Int32 {
+        if result < 0 { throw SystemError(op, object) }
+        return result
+    }
+
+    static func open(_ path: String, _ flags: Int32) throws(SystemError) -> Int32 {
+        try check(Glibc.open(path, flags), "open", path)
+    }
+
+    static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    static func ioctl(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer, _ what: String, _ object: String) throws(SystemError) {
+        _ = try check(Glibc.ioctl(fd, request, arg), what, object)
+    }
+
+    static func socket(_ domain: Int32, _ type: Int32, _ proto: Int32, _ object: String) throws(SystemError) -> Int32 {
+        try check(Glibc.socket(domain, type, proto), "socket", object)
+    }
+
+    static func setsockopt<T>(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: T, _ what: String, _ object: String) throws(SystemError) {
+        var v = value
+        let r = withUnsafePointer(to: &v) { Glibc.setsockopt(fd, level, name, $0, socklen_t(MemoryLayout<T>.size)) }
+        _ = try check(r, "setsockopt \(what)", object)
+    }
+
+    /// A datagram socket for interface ioctls.
+    static func controlSocket() throws(SystemError) -> Int32 {
+        try socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, "interface control")
+    }
+
+    static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    /// Monotonic time in nanoseconds.
+    static func monotonicNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    static func randomUInt64() -> UInt64 {
+        var v: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &v) { getrandom($0.baseAddress, 8, 0) }
+        return v
+    }
+}
+
+/// Host network interfaces, by name, in the daemon's namespace.
+public enum HostInterface {
+    static func withIfreq<R>(_ name: String, _ body: (Int32, inout ifreq) throws(SystemError) -> R) throws(SystemError) -> R {
+        let fd = try Sys.controlSocket()
+        defer { Sys.close(fd) }
+        var ifr = ifreq()
+        ag_ifreq_set_name(&ifr, name)
+        return try body(fd, &ifr)
+    }
+
+    /// The kernel's interface index of `name`.
+    public static func index(_ name: String) throws(SystemError) -> Int32 {
+        try withIfreq(name) { (fd, ifr) throws(SystemError) in
+            try Sys.ioctl(fd, ag_SIOCGIFINDEX, &ifr, "SIOCGIFINDEX", name)
+            return ag_ifreq_ifindex(&ifr)
+        }
+    }
+
+    /// The hardware address of `name`, as six bytes.
+    public static func hardwareAddress(_ name: String) throws(SystemError) -> [UInt8] {
+        try withIfreq(name) { (fd, ifr) throws(SystemError) in
+            try Sys.ioctl(fd, ag_SIOCGIFHWADDR, &ifr, "SIOCGIFHWADDR", name)
+            let p = ag_ifreq_hwaddr(&ifr)!
+            return (0..<6).map { p[$0] }
+        }
+    }
+
+    /// Whether `name` is administratively up.
+    public static func isUp(_ name: String) throws(SystemError) -> Bool {
+        try withIfreq(name) { (fd, ifr) throws(SystemError) in
+            try Sys.ioctl(fd, ag_SIOCGIFFLAGS, &ifr, "SIOCGIFFLAGS", name)
+            return ag_ifreq_flags(&ifr) & ag_IFF_UP != 0
+        }
+    }
+
+    /// Brings `name` up (or down).
+    public static func setUp(_ name: String, _ up: Bool) throws(SystemError) {
+        try withIfreq(name) { (fd, ifr) throws(SystemError) in
+            try Sys.ioctl(fd, ag_SIOCGIFFLAGS, &ifr, "SIOCGIFFLAGS", name)
+            var flags = ag_ifreq_flags(&ifr)
+            flags = up ? (flags | ag_IFF_UP) : (flags & ~ag_IFF_UP)
+            ag_ifreq_set_flags(&ifr, flags)
+            try Sys.ioctl(fd, ag_SIOCSIFFLAGS, &ifr, "SIOCSIFFLAGS", name)
+        }
+    }
+
+    /// Sets the MTU of `name`.
+    public static func setMTU(_ name: String, _ mtu: Int) throws(SystemError) {
+        try withIfreq(name) { (fd, ifr) throws(SystemError) in
+            ag_ifreq_set_mtu(&ifr, Int32(mtu))
+            try Sys.ioctl(fd, ag_SIOCSIFMTU, &ifr, "SIOCSIFMTU", name)
+        }
+    }
+
+    public static func exists(_ name: String) -> Bool { (try? index(name)) != nil }
+}

@@ -1,0 +1,61 @@
+// Linux constants and structs that Swift cannot import directly (ioctl
+// numbers built by _IOW-style macros, struct ifreq field macros), wrapped
+// as constants and tiny inline functions. No logic lives here.
+#ifndef ANYGATE_HOST_H
+#define ANYGATE_HOST_H
+
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/random.h>
+
+static const unsigned long ag_TUNSETIFF = TUNSETIFF;
+static const unsigned long ag_TUNGETIFF = TUNGETIFF;
+static const unsigned long ag_SIOCGIFFLAGS = SIOCGIFFLAGS;
+static const unsigned long ag_SIOCSIFFLAGS = SIOCSIFFLAGS;
+static const unsigned long ag_SIOCGIFINDEX = SIOCGIFINDEX;
+static const unsigned long ag_SIOCGIFMTU = SIOCGIFMTU;
+static const unsigned long ag_SIOCSIFMTU = SIOCSIFMTU;
+static const unsigned long ag_SIOCGIFHWADDR = SIOCGIFHWADDR;
+static const short ag_IFF_TAP = IFF_TAP;
+static const short ag_IFF_NO_PI = IFF_NO_PI;
+static const short ag_IFF_UP = IFF_UP;
+static const short ag_IFF_RUNNING = IFF_RUNNING;
+static const int ag_ETH_P_ALL = ETH_P_ALL;
+static const int ag_PACKET_ADD_MEMBERSHIP = PACKET_ADD_MEMBERSHIP;
+static const int ag_PACKET_MR_UNICAST = PACKET_MR_UNICAST;
+static const int ag_PACKET_MR_PROMISC = PACKET_MR_PROMISC;
+static const int ag_PACKET_IGNORE_OUTGOING = 23;  /* PACKET_IGNORE_OUTGOING, Linux 4.20 */
+static const int ag_PACKET_OUTGOING = PACKET_OUTGOING;
+static const int ag_SOL_PACKET = 263;
+
+/// Sets the interface name of an ifreq (truncated to IFNAMSIZ-1).
+static inline void ag_ifreq_set_name(struct ifreq *ifr, const char *name) {
+    memset(ifr->ifr_name, 0, IFNAMSIZ);
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+}
+static inline const char *ag_ifreq_name(const struct ifreq *ifr) { return ifr->ifr_name; }
+static inline void ag_ifreq_set_flags(struct ifreq *ifr, short flags) { ifr->ifr_flags = flags; }
+static inline short ag_ifreq_flags(const struct ifreq *ifr) { return ifr->ifr_flags; }
+static inline int ag_ifreq_ifindex(const struct ifreq *ifr) { return ifr->ifr_ifindex; }
+static inline int ag_ifreq_mtu(const struct ifreq *ifr) { return ifr->ifr_mtu; }
+static inline void ag_ifreq_set_mtu(struct ifreq *ifr, int mtu) { ifr->ifr_mtu = mtu; }
+static inline const unsigned char *ag_ifreq_hwaddr(const struct ifreq *ifr) {
+    return (const unsigned char *)ifr->ifr_hwaddr.sa_data;
+}
+
+/// A signal set holding the given signals, for signalfd.
+static inline void ag_sigset(sigset_t *set, int a, int b, int c) {
+    sigemptyset(set); sigaddset(set, a); sigaddset(set, b); sigaddset(set, c);
+}
+static inline int ag_block_signals(const sigset_t *set) { return sigprocmask(SIG_BLOCK, set, NULL); }
+
+#endif

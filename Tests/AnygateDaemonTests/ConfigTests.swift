@@ -1,0 +1,114 @@
+import AnygateDaemon
+import AnygateWire
+import Testing
+
+@Suite("Config: reading and rejecting")
+struct ConfigTests {
+    let reader = ConfigReader(file: "test.yaml")
+
+    static let minimal = """
+    interfaces:
+      - name: lan0
+        attach: {tap: ag-lan0}
+        addresses: [10.1.0.1/24]
+      - name: wan0
+        attach: {packet: eth1}
+        mac: 02:00:00:00:00:02
+        mtu: 1400
+        addresses:
+          - {address: 192.0.2.1/24, preference: 10}
+    routes:
+      - {to: 0.0.0.0/0, via: 192.0.2.254, interface: wan0, metric: 10}
+      - {to: 10.9.0.0/16, interface: lan0}
+    """
+
+    @Test("a valid file reads into typed values with defaults")
+    func valid() throws {
+        let c = try reader.parse(Self.minimal)
+        #expect(c.interfaces.count == 2)
+        #expect(c.interfaces[0].attach == .tap("ag-lan0") && c.interfaces[0].mtu == 1500)
+        #expect(c.interfaces[1].attach == .packet("eth1") && c.interfaces[1].mtu == 1400)
+        #expect(c.interfaces[1].addresses == [AddressConfig(address: try IPv4InterfaceAddress("192.0.2.1/24"), preference: 10)])
+        #expect(c.routes[0] == RouteConfig(to: .any, via: IPv4Address(192, 0, 2, 254), interface: "wan0", metric: 10))
+        #expect(c.controlSocket == "/run/anygate/control.sock" && c.metricsListen == nil)
+        #expect(c.logLevel == .info && c.logFormat == .text && c.arpMaxEntries == 4096)
+        // Without a configured MAC a stable locally administered one is derived.
+        let mac = c.interfaces[0].effectiveMAC
+        #expect(!mac.isMulticast && mac.rawValue & 0x0200_0000_0000 != 0)
+        #expect(mac == c.interfaces[0].effectiveMAC)
+    }
+
+    @Test("the shipped example config is valid")
+    func shippedExample() throws {
+        let c = try ConfigReader.load(path: #filePath.replacingOccurrences(of: "Tests/AnygateDaemonTests/ConfigTests.swift",
+                                                                            with: "etc/anygate/anygate.yaml"))
+        #expect(c.interfaces.count == 2)
+    }
+
+    /// Each rejection: the YAML, the key path it must name, the line, and words the reason must contain.
+    static let rejections: [(String, String, Int?, String)] = [
+        ("interfaces: [", "", 2, "not valid YAML"),  // the parser notices at the end of input
+        ("", "", nil, "empty"),
+        ("- 1\n- 2", "", 1, "expected a mapping"),
+        ("colour: blue", "colour", 1, "unknown key"),
+        ("log: {level: chatty}", "log.level", 1, "is not one of"),
+        ("log: {format: xml}", "log.format", 1, "is not one of"),
+        ("control: {socket: run/x.sock}", "control.socket", 1, "absolute path"),
+        ("metrics: {listen: localhost}", "metrics.listen", 1, "IPV4:PORT"),
+        ("stack: {arp: {max-entries: lots}}", "stack.arp.max-entries", 1, "expected a whole number"),
+        ("stack: {arp: {pending-per-neighbor: 0}}", "stack.arp.pending-per-neighbor", 1, "out of range"),
+        ("stack: {ipflow: {enabled: true}}", "stack.ipflow", 1, "not supported yet"),
+        ("tunnels: []", "tunnels", 1, "not supported yet"),
+        ("mirror: {routes: {table: main}}", "mirror", 1, "not supported yet"),
+        ("interfaces: {name: x}", "interfaces", 1, "expected a list"),
+        ("interfaces:\n  - attach: {tap: t0}", "interfaces[0]", 2, "needs a name"),
+        ("interfaces:\n  - name: this-name-is-far-too-long\n    attach: {tap: t0}", "interfaces[0].name", 2, "1 to 15"),
+        ("interfaces:\n  - name: a\n", "interfaces[0]", 2, "needs attach"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0, packet: eth0}", "interfaces[0].attach", 3, "exactly one"),
+        ("interfaces:\n  - name: a\n    attach: {mirror: eth0}", "interfaces[0].attach.mirror", 3, "not supported yet"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    source-selection: [index]", "interfaces[0].source-selection", 4, "not supported yet"),
+        ("interfaces:\n  - name: a\n    attach: {bridge: br0}", "interfaces[0].attach.bridge", 3, "unknown key"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    mac: 01:00:5e:00:00:01", "interfaces[0].mac", 4, "unicast"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    mac: 02:00:00:zz:00:01", "interfaces[0].mac", 4, "not a MAC"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    mtu: 20", "interfaces[0].mtu", 4, "out of range"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    mtu: big", "interfaces[0].mtu", 4, "whole number"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    addresses: [10.1.0.1]", "interfaces[0].addresses[0]", 4, "missing /length"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    addresses: [10.1.0.300/24]", "interfaces[0].addresses[0]", 4, "not an IPv4 address"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n  - name: a\n    attach: {tap: t1}", "interfaces[1].name", 4, "duplicate interface name"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n  - name: b\n    attach: {tap: t0}", "interfaces[1].attach", 4, "attached twice"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    addresses: [10.0.0.1/24]\n  - name: b\n    attach: {tap: t1}\n    addresses: [10.0.0.1/24]",
+         "interfaces[1].addresses[0]", 5, "configured twice"),
+        ("routes:\n  - {to: 10.0.0.1/8, interface: x}", "routes[0].to", 2, "host bits set"),
+        ("routes:\n  - {to: 10.0.0.0/8}", "routes[0]", 2, "needs via"),
+        ("routes:\n  - {to: 10.0.0.0/8, via: 10.1.0.300}", "routes[0].via", 2, "not an IPv4 address"),
+        ("routes:\n  - {to: 10.0.0.0/8, interface: nowhere}", "routes[0].interface", 2, "no interface named nowhere"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    addresses: [10.1.0.1/24]\nroutes:\n  - {to: 0.0.0.0/0, via: 192.0.2.1}",
+         "routes[0].via", 6, "not on a connected subnet"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    addresses: [10.1.0.1/24]\nroutes:\n  - {to: 0.0.0.0/0, via: 10.1.0.9}\n  - {to: 0.0.0.0/0, via: 10.1.0.9}",
+         "routes[1]", 7, "duplicate route"),
+        ("routes:\n  - {to: 10.0.0.0/8, via: 10.0.0.1, weight: 3}", "routes[0].weight", 2, "unknown key"),
+    ]
+
+    @Test("each rejection names the file, key path, line and reason", arguments: ConfigTests.rejections.indices)
+    func rejection(_ k: Int) {
+        let (yaml, path, line, words) = Self.rejections[k]
+        do {
+            let c = try reader.parse(yaml)
+            Issue.record("accepted: \(yaml) -> \(c)")
+        } catch {
+            #expect(error.file == "test.yaml")
+            #expect(error.keyPath == path, "for: \(yaml)")
+            #expect(error.line == line, "for: \(yaml)")
+            #expect(error.reason.contains(words), "reason was: \(error.reason)")
+            #expect(error.description.hasPrefix("test.yaml"))
+        }
+    }
+
+    @Test("a missing file is a config error naming it")
+    func missingFile() {
+        #expect(throws: ConfigError.self) { try ConfigReader.load(path: "/nonexistent/anygate.yaml") }
+        do { _ = try ConfigReader.load(path: "/nonexistent/anygate.yaml") } catch {
+            #expect(error.description.hasPrefix("/nonexistent/anygate.yaml: cannot read"))
+        }
+    }
+}
