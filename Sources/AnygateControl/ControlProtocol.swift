@@ -1,1 +1,158 @@
-public enum ControlProtocol {}
+public import Foundation
+
+/// The control protocol between `anygatectl` and `anygated`, over a Unix
+/// stream socket (default `/run/anygate/control.sock`, mode 0600):
+///
+/// 1. the client connects and writes one request: a JSON object on one line;
+/// 2. the daemon answers with one JSON object on one line and closes.
+///
+/// A response is `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`;
+/// the result's shape depends on the request (the `*Info` types below).
+/// Keys are lowerCamelCase. See docs/control-protocol.md.
+public struct ControlRequest: Codable, Equatable, Sendable {
+    public var verb: Verb
+    /// For `show`: interfaces, addresses, routes, neighbors or stats.
+    public var what: String?
+    /// For routes: the prefix, next hop, interface and metric.
+    public var prefix: String?
+    public var via: String?
+    public var dev: String?
+    public var metric: UInt32?
+
+    public enum Verb: String, Codable, Sendable {
+        case show
+        case routeAdd = "route-add"
+        case routeDel = "route-del"
+        case reload
+    }
+
+    public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil) {
+        self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
+    }
+
+    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "stats"]
+}
+
+public struct ControlResponse<Result: Codable>: Codable {
+    public var ok: Bool
+    public var error: String?
+    public var result: Result?
+
+    public init(ok: Bool, error: String? = nil, result: Result? = nil) {
+        self.ok = ok; self.error = error; self.result = result
+    }
+}
+
+/// An empty result, for requests that only succeed or fail.
+public struct Done: Codable, Equatable, Sendable {
+    public var message: String
+    public init(message: String) { self.message = message }
+}
+
+public struct RouteInfo: Codable, Equatable, Sendable {
+    public var prefix: String
+    public var nextHop: String?
+    public var interface: String
+    public var metric: UInt32
+    /// connected | static | mirror | tunnel
+    public var origin: String
+    public init(prefix: String, nextHop: String?, interface: String, metric: UInt32, origin: String) {
+        self.prefix = prefix; self.nextHop = nextHop; self.interface = interface; self.metric = metric; self.origin = origin
+    }
+
+    // nextHop is always present, as null for on-link routes.
+    enum CodingKeys: String, CodingKey { case prefix, nextHop, interface, metric, origin }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(prefix, forKey: .prefix)
+        try c.encode(nextHop, forKey: .nextHop)
+        try c.encode(interface, forKey: .interface)
+        try c.encode(metric, forKey: .metric)
+        try c.encode(origin, forKey: .origin)
+    }
+}
+
+public struct AddressInfo: Codable, Equatable, Sendable {
+    /// "10.1.0.1/24"
+    public var address: String
+    public var preference: Int
+    /// Only in `show addresses`: the interface that holds it.
+    public var interface: String?
+    public init(address: String, preference: Int, interface: String? = nil) {
+        self.address = address; self.preference = preference; self.interface = interface
+    }
+}
+
+public struct InterfaceCountersInfo: Codable, Equatable, Sendable {
+    public var rxPackets: UInt64
+    public var rxBytes: UInt64
+    public var txPackets: UInt64
+    public var txBytes: UInt64
+    public var rxDrops: UInt64
+    public var txDrops: UInt64
+    public var forwarded: UInt64
+    /// Port (host device) counters.
+    public var txErrors: UInt64
+    public var rxNoBuffer: UInt64
+    public init(rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64, rxDrops: UInt64, txDrops: UInt64,
+                forwarded: UInt64, txErrors: UInt64, rxNoBuffer: UInt64) {
+        self.rxPackets = rxPackets; self.rxBytes = rxBytes; self.txPackets = txPackets; self.txBytes = txBytes
+        self.rxDrops = rxDrops; self.txDrops = txDrops; self.forwarded = forwarded; self.txErrors = txErrors
+        self.rxNoBuffer = rxNoBuffer
+    }
+}
+
+public struct InterfaceInfo: Codable, Equatable, Sendable {
+    public var name: String
+    public var index: Int
+    public var mac: String
+    public var mtu: Int
+    public var up: Bool
+    /// "tap ag-lan0" or "packet eth1".
+    public var attach: String
+    /// False while the host device is gone.
+    public var attached: Bool
+    public var addresses: [AddressInfo]
+    public var counters: InterfaceCountersInfo
+    public init(name: String, index: Int, mac: String, mtu: Int, up: Bool, attach: String, attached: Bool,
+                addresses: [AddressInfo], counters: InterfaceCountersInfo) {
+        self.name = name; self.index = index; self.mac = mac; self.mtu = mtu; self.up = up; self.attach = attach
+        self.attached = attached; self.addresses = addresses; self.counters = counters
+    }
+}
+
+public struct NeighborInfo: Codable, Equatable, Sendable {
+    public var address: String
+    public var mac: String?
+    public var interface: String
+    /// incomplete | reachable | stale
+    public var state: String
+    public var ageSeconds: Double
+    public init(address: String, mac: String?, interface: String, state: String, ageSeconds: Double) {
+        self.address = address; self.mac = mac; self.interface = interface; self.state = state; self.ageSeconds = ageSeconds
+    }
+}
+
+public struct StatsInfo: Codable, Equatable, Sendable {
+    /// Stack-wide counters by name (ipForwarded, icmpErrorsSent, …).
+    public var counters: [String: UInt64]
+    /// Drop counters by reason (no-route, ttl-expired, …); zero ones left out.
+    public var drops: [String: UInt64]
+    public var poolBuffersInUse: Int
+    public var poolBuffers: Int
+    public var uptimeSeconds: Double
+    public init(counters: [String: UInt64], drops: [String: UInt64], poolBuffersInUse: Int, poolBuffers: Int, uptimeSeconds: Double) {
+        self.counters = counters; self.drops = drops; self.poolBuffersInUse = poolBuffersInUse
+        self.poolBuffers = poolBuffers; self.uptimeSeconds = uptimeSeconds
+    }
+}
+
+/// JSON coding as the protocol uses it: compact on the wire, sorted keys.
+public enum ControlCoding {
+    public static func encoder(pretty: Bool = false) -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+    public static let decoder = JSONDecoder()
+}

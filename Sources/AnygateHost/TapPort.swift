@@ -122,13 +122,17 @@ public final class TapPort: Port {
         queue.removeFirst(sent)
     }
 
+    /// A frame the host side drops without effect: addressed to a MAC no
+    /// one has, with the IEEE local experimental EtherType 0x88B5. Writing
+    /// it fails with EIO while the host side is down.
+    private static let probeFrame: [UInt8] = [0x02, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0x88, 0xB5] + [UInt8](repeating: 0, count: 46)
+
     public func reattach() -> Bool {
         if fd >= 0 {
-            // Still open: the device may only have been down. A zero-length
-            // write is refused with EIO while it is down.
-            var probe: UInt8 = 0
-            if write(fd, &probe, 0) >= 0 || errno == EINVAL { return true }
-            if errno == EIO { return false }
+            // Still open: the device may only have been down.
+            let r = TapPort.probeFrame.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if r == TapPort.probeFrame.count { counters.reattaches += 1; return true }
+            if r < 0 && errno == EIO { return false }
             Sys.close(fd)
             fd = -1
         }

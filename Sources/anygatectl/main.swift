@@ -1,1 +1,181 @@
-print("anygatectl")
+// anygatectl: shows and changes the state of a running anygated through
+// its control socket. Human output is aligned tables; --json prints one
+// JSON document. Exit status: 0 ok, 1 the daemon refused or is not
+// running, 2 bad usage.
+import AnygateControl
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes one line to standard error.
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+struct Anygatectl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "anygatectl",
+        abstract: "Show and change the state of a running anygated.",
+        subcommands: [Show.self, RouteCommand.self, Reload.self])
+
+    @Option(name: .long, help: "The daemon's control socket.")
+    var socket = "/run/anygate/control.sock"
+
+    @Flag(name: .long, help: "Print one JSON document instead of a table.")
+    var json = false
+}
+
+/// Exit 1 with the daemon's (or the connection's) message, verbatim.
+func fail(_ error: any Error) -> Never {
+    printError("anygatectl: \(error)")
+    exit(1)
+}
+
+func call<T: Codable>(_ request: ControlRequest, _ parent: Anygatectl, as type: T.Type) -> T {
+    do { return try ControlClient.call(request, socketPath: parent.socket, as: type) } catch { fail(error) }
+}
+
+func printJSON<T: Encodable>(_ value: T) {
+    do {
+        let data = try ControlCoding.encoder(pretty: true).encode(value)
+        print(String(decoding: data, as: UTF8.self))
+    } catch {
+        fail(error)
+    }
+}
+
+/// Prints rows as columns padded to the widest cell.
+func table(_ header: [String], _ rows: [[String]]) {
+    let all = [header] + rows
+    let widths = header.indices.map { c in all.map { $0[c].count }.max() ?? 0 }
+    for row in all {
+        let cells = row.enumerated().map { c, s in c == row.count - 1 ? s : s.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+        print(cells.joined(separator: "  "))
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show interfaces, addresses, routes, neighbors or stats.")
+
+    @ParentCommand var parent: Anygatectl
+
+    @Argument(help: "interfaces | addresses | routes | neighbors | stats")
+    var topic: String
+
+    func validate() throws {
+        guard ControlRequest.showTopics.contains(topic) else {
+            throw ValidationError("cannot show \"\(topic)\": choose one of \(ControlRequest.showTopics.joined(separator: ", "))")
+        }
+    }
+
+    func run() {
+        let request = ControlRequest(verb: .show, what: topic)
+        switch topic {
+        case "interfaces":
+            let r = call(request, parent, as: [InterfaceInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["NAME", "INDEX", "MAC", "MTU", "STATE", "ATTACH", "ADDRESSES", "RX-PKTS", "TX-PKTS", "RX-DROP", "TX-DROP"],
+                  r.map { i in
+                      [i.name, "\(i.index)", i.mac, "\(i.mtu)", i.up ? "up" : (i.attached ? "down" : "down (detached)"), i.attach,
+                       i.addresses.map(\.address).joined(separator: ","), "\(i.counters.rxPackets)", "\(i.counters.txPackets)",
+                       "\(i.counters.rxDrops)", "\(i.counters.txDrops)"]
+                  })
+        case "addresses":
+            let r = call(request, parent, as: [AddressInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["INTERFACE", "ADDRESS", "PREFERENCE"], r.map { [$0.interface ?? "-", $0.address, "\($0.preference)"] })
+        case "routes":
+            let r = call(request, parent, as: [RouteInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["PREFIX", "NEXT-HOP", "INTERFACE", "METRIC", "ORIGIN"],
+                  r.map { [$0.prefix, $0.nextHop ?? "-", $0.interface, "\($0.metric)", $0.origin] })
+        case "neighbors":
+            let r = call(request, parent, as: [NeighborInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["ADDRESS", "MAC", "INTERFACE", "STATE", "AGE"],
+                  r.map { [$0.address, $0.mac ?? "-", $0.interface, $0.state, String(format: "%.1fs", $0.ageSeconds)] })
+        default:
+            let r = call(request, parent, as: StatsInfo.self)
+            if parent.json { return printJSON(r) }
+            table(["COUNTER", "VALUE"], r.counters.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
+            print("")
+            table(["DROP REASON", "PACKETS"], r.drops.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
+            print("\npool buffers in use: \(r.poolBuffersInUse) of \(r.poolBuffers); up \(Int(r.uptimeSeconds))s")
+        }
+    }
+}
+
+struct RouteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "route", abstract: "Add or delete a static route.", subcommands: [Add.self, Del.self])
+
+    /// Reads `[via ADDR] [dev IF] [metric N]` in any order.
+    static func words(_ w: [String], allowMetric: Bool) throws -> (via: String?, dev: String?, metric: UInt32?) {
+        var via: String?, dev: String?, metric: UInt32?
+        var i = 0
+        while i < w.count {
+            guard i + 1 < w.count else { throw ValidationError("\"\(w[i])\" needs a value") }
+            switch w[i] {
+            case "via": via = w[i + 1]
+            case "dev": dev = w[i + 1]
+            case "metric" where allowMetric:
+                guard let m = UInt32(w[i + 1]) else { throw ValidationError("metric must be a whole number") }
+                metric = m
+            default: throw ValidationError("unexpected \"\(w[i])\" (expected via, dev\(allowMetric ? " or metric" : ""))")
+            }
+            i += 2
+        }
+        return (via, dev, metric)
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "route add PREFIX [via ADDR] [dev IF] [metric N]")
+        @ParentCommand var root: Anygatectl
+        @Argument(help: "The prefix, as 10.2.0.0/16.") var prefix: String
+        @Argument(help: "via ADDR, dev IF, metric N") var rest: [String] = []
+
+        func run() throws {
+            let (via, dev, metric) = try RouteCommand.words(rest, allowMetric: true)
+            let r = call(ControlRequest(verb: .routeAdd, prefix: prefix, via: via, dev: dev, metric: metric), root, as: Done.self)
+            if root.json { printJSON(r) } else { print(r.message) }
+        }
+    }
+
+    struct Del: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "route del PREFIX [via ADDR]")
+        @ParentCommand var root: Anygatectl
+        @Argument(help: "The prefix, as 10.2.0.0/16.") var prefix: String
+        @Argument(help: "via ADDR") var rest: [String] = []
+
+        func run() throws {
+            let (via, dev, _) = try RouteCommand.words(rest, allowMetric: false)
+            let r = call(ControlRequest(verb: .routeDel, prefix: prefix, via: via, dev: dev), root, as: Done.self)
+            if root.json { printJSON(r) } else { print(r.message) }
+        }
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Re-read the daemon's config file and apply the changes.")
+    @ParentCommand var parent: Anygatectl
+
+    func run() {
+        let r = call(ControlRequest(verb: .reload), parent, as: Done.self)
+        if parent.json { printJSON(r) } else { print(r.message) }
+    }
+}
+
+do {
+    var command = try Anygatectl.parseAsRoot()
+    try command.run()
+} catch {
+    let code = Anygatectl.exitCode(for: error)
+    if code == .success {
+        print(Anygatectl.fullMessage(for: error))
+        exit(0)
+    }
+    printError(Anygatectl.fullMessage(for: error))
+    exit(code == .validationFailure ? 2 : code.rawValue)
+}

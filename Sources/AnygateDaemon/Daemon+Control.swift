@@ -1,0 +1,153 @@
+import AnygateControl
+import AnygateHost
+import AnygateStack
+import AnygateWire
+import Foundation
+
+extension Daemon {
+    /// Opens the control socket (mode 0600).
+    func openControl() throws(DaemonError) {
+        do {
+            control = try StreamServer.unix(path: config.controlSocket, mode: 0o600, loop: loop,
+                                            isComplete: { $0.contains(0x0A) },
+                                            respond: { [weak self] in self?.handleControl($0) ?? [] })
+            control?.log = { [weak self] in self?.logger.warning("\($0)") }
+        } catch {
+            throw DaemonError("control socket \(config.controlSocket): \(error)")
+        }
+    }
+
+    /// Decodes one request line and encodes one response line. Nothing a
+    /// client sends can stop the daemon: bad requests get an error answer.
+    func handleControl(_ input: [UInt8]) -> [UInt8] {
+        let line = input.prefix { $0 != 0x0A }
+        let request: ControlRequest
+        do {
+            request = try ControlCoding.decoder.decode(ControlRequest.self, from: Data(line))
+        } catch {
+            return encode(ControlResponse<Done>(ok: false, error: "malformed request: \(describe(error))"))
+        }
+        logger.debug("control request", metadata: ["verb": "\(request.verb.rawValue)"])
+        switch request.verb {
+        case .show:
+            switch request.what ?? "" {
+            case "interfaces": return encode(ControlResponse(ok: true, result: interfaceInfos()))
+            case "addresses": return encode(ControlResponse(ok: true, result: addressInfos()))
+            case "routes": return encode(ControlResponse(ok: true, result: routeInfos()))
+            case "neighbors": return encode(ControlResponse(ok: true, result: neighborInfos()))
+            case "stats": return encode(ControlResponse(ok: true, result: statsInfo()))
+            case let other:
+                return fail("cannot show \"\(other)\": choose one of \(ControlRequest.showTopics.joined(separator: ", "))")
+            }
+        case .routeAdd, .routeDel:
+            return routeChange(request)
+        case .reload:
+            switch reload() {
+            case .success(let s): return encode(ControlResponse(ok: true, result: Done(message: s)))
+            case .failure(let e): return fail(e.description)
+            }
+        }
+    }
+
+    func routeChange(_ r: ControlRequest) -> [UInt8] {
+        guard let text = r.prefix else { return fail("a route needs a prefix") }
+        let prefix: IPv4Prefix
+        do { prefix = try IPv4Prefix(text) } catch { return fail("bad prefix \(error)") }
+        var via: IPv4Address? = nil
+        if let v = r.via {
+            guard let a = IPv4Address(v) else { return fail("bad next hop \"\(v)\": not an IPv4 address") }
+            via = a
+        }
+        var dev: InterfaceIndex? = nil
+        if let d = r.dev {
+            guard let i = stack.interface(named: d) else { return fail("no interface named \(d)") }
+            dev = i
+        }
+        do {
+            if r.verb == .routeAdd {
+                guard via != nil || dev != nil else { return fail("a route needs via ADDR or dev IF") }
+                try stack.addRoute(prefix, via: via, interface: dev, metric: r.metric ?? 0)
+                logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
+                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
+            } else {
+                try stack.deleteRoute(prefix, via: via)
+                logger.notice("route deleted", metadata: ["prefix": "\(prefix)"])
+                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) deleted")))
+            }
+        } catch {
+            return fail(error.description)
+        }
+    }
+
+    func fail(_ message: String) -> [UInt8] { encode(ControlResponse<Done>(ok: false, error: message)) }
+
+    func encode<T: Codable>(_ response: ControlResponse<T>) -> [UInt8] {
+        var out = (try? ControlCoding.encoder().encode(response)).map { [UInt8]($0) }
+            ?? Array(#"{"ok":false,"error":"internal: cannot encode response"}"#.utf8)
+        out.append(0x0A)
+        return out
+    }
+
+    func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let c): return c.debugDescription
+        case DecodingError.keyNotFound(let k, _): return "missing key \(k.stringValue)"
+        case DecodingError.typeMismatch(_, let c): return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case DecodingError.valueNotFound(_, let c): return "missing value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        default: return "\(error)"
+        }
+    }
+
+    // MARK: Status
+
+    func interfaceInfos() -> [InterfaceInfo] {
+        stack.interfaces.map { s in
+            let port = runtime.port(for: s.index)
+            let pc = port?.counters ?? PortCounters()
+            return InterfaceInfo(
+                name: s.name, index: s.index, mac: "\(s.mac)", mtu: s.mtu, up: s.up,
+                attach: attachments[s.index].map { "\($0)" } ?? "none", attached: port != nil && !runtime.isLost(s.index),
+                addresses: s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference)) },
+                counters: InterfaceCountersInfo(
+                    rxPackets: s.counters.rxPackets, rxBytes: s.counters.rxBytes, txPackets: s.counters.txPackets,
+                    txBytes: s.counters.txBytes, rxDrops: s.counters.rxDrops, txDrops: s.counters.txDrops + pc.txQueueDrops,
+                    forwarded: s.counters.forwarded, txErrors: pc.txErrors, rxNoBuffer: pc.rxNoBuffer))
+        }
+    }
+
+    func addressInfos() -> [AddressInfo] {
+        stack.interfaces.flatMap { s in
+            s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference), interface: s.name) }
+        }
+    }
+
+    func routeInfos() -> [RouteInfo] {
+        stack.routes.map {
+            RouteInfo(prefix: "\($0.prefix)", nextHop: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface),
+                      metric: $0.metric, origin: "\($0.origin)")
+        }
+    }
+
+    func neighborInfos() -> [NeighborInfo] {
+        stack.neighborList.map {
+            NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
+                         state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
+        }
+    }
+
+    /// Stack-wide counters by name.
+    func stackCounters() -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for child in Mirror(reflecting: stack.counters).children {
+            if let name = child.label, let v = child.value as? UInt64 { out[name] = v }
+        }
+        return out
+    }
+
+    func statsInfo() -> StatsInfo {
+        StatsInfo(counters: stackCounters(),
+                  drops: Dictionary(uniqueKeysWithValues: stack.dropCounts.map { ("\($0.key)", $0.value) }),
+                  poolBuffersInUse: runtime.pool.inUse, poolBuffers: runtime.pool.capacity,
+                  uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10)
+    }
+}

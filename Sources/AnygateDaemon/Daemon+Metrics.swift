@@ -1,0 +1,77 @@
+import AnygateHost
+import AnygateStack
+
+extension Daemon {
+    /// Serves the Prometheus text exposition format (version 0.0.4) at
+    /// `/metrics` on `metrics.listen`, when configured. Written directly
+    /// rather than through swift-metrics and swift-prometheus: every value
+    /// already lives in the stack's counters, so a registry would only copy
+    /// them, and the text format is a few lines.
+    func openMetrics() throws(DaemonError) {
+        guard let listen = config.metricsListen else { return }
+        do {
+            metrics = try StreamServer.tcp(host: listen.host.rawValue, port: listen.port, loop: loop,
+                                           isComplete: { Daemon.headersComplete($0) },
+                                           respond: { [weak self] in self?.handleMetrics($0) ?? [] })
+        } catch {
+            throw DaemonError("metrics listener \(listen): \(error)")
+        }
+        logger.info("metrics", metadata: ["listen": "\(listen)"])
+    }
+
+    static func headersComplete(_ b: [UInt8]) -> Bool {
+        guard b.count >= 4 else { return false }
+        for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return true }
+        return false
+    }
+
+    func handleMetrics(_ request: [UInt8]) -> [UInt8] {
+        let firstLine = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
+        let parts = firstLine.split(separator: " ")
+        guard parts.count >= 2, parts[0] == "GET" || parts[0] == "HEAD" else {
+            return Array("HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+        }
+        guard parts[1] == "/metrics" || parts[1].hasPrefix("/metrics?") else {
+            return Array("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+        }
+        let body = metricsText()
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        return Array((head + (parts[0] == "HEAD" ? "" : body)).utf8)
+    }
+
+    /// The metrics, one family per counter (names in README.md).
+    public func metricsText() -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String, _ samples: [(String, UInt64)]) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for (labels, v) in samples { out += "\(name)\(labels) \(v)\n" }
+        }
+        let ifs = stack.interfaces
+        func perInterface(_ name: String, _ help: String, _ value: (InterfaceStatus) -> UInt64) {
+            family(name, "counter", help, ifs.map { ("{interface=\"\($0.name)\"}", value($0)) })
+        }
+        perInterface("anygate_interface_rx_packets_total", "Frames received on the interface.") { $0.counters.rxPackets }
+        perInterface("anygate_interface_rx_bytes_total", "Bytes received on the interface.") { $0.counters.rxBytes }
+        perInterface("anygate_interface_tx_packets_total", "Frames queued for transmit on the interface.") { $0.counters.txPackets }
+        perInterface("anygate_interface_tx_bytes_total", "Bytes queued for transmit on the interface.") { $0.counters.txBytes }
+        perInterface("anygate_interface_rx_drops_total", "Frames received on the interface and dropped.") { $0.counters.rxDrops }
+        perInterface("anygate_interface_tx_drops_total", "Frames for the interface dropped before transmit.") { $0.counters.txDrops }
+        perInterface("anygate_interface_forwarded_total", "Packets received on the interface and forwarded.") { $0.counters.forwarded }
+        perInterface("anygate_port_tx_errors_total", "Frames the host device refused.") {
+            self.runtime.port(for: $0.index)?.counters.txErrors ?? 0
+        }
+        family("anygate_interface_up", "gauge", "1 when the interface is up.", ifs.map { ("{interface=\"\($0.name)\"}", $0.up ? 1 : 0) })
+        family("anygate_drops_total", "counter", "Packets dropped, by reason.",
+               DropReason.allCases.map { ("{reason=\"\($0)\"}", stack.drops($0)) })
+        for (name, v) in stackCounters().sorted(by: { $0.key < $1.key }) {
+            let snake = name.reduce(into: "") { s, c in
+                if c.isUppercase { s += "_" + c.lowercased() } else { s.append(c) }
+            }
+            family("anygate_\(snake)_total", "counter", "Stack counter \(name).", [("", v)])
+        }
+        family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(runtime.pool.inUse))])
+        family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", runtime.pool.exhaustedCount)])
+        return out
+    }
+}

@@ -1,0 +1,244 @@
+import AnygateControl
+import AnygateHost
+public import AnygateStack
+import AnygateWire
+import Foundation
+public import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why the daemon could not start: one line for the operator.
+public struct DaemonError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ s: String) { description = s }
+}
+
+/// The running appliance: one stack on one event loop, its ports, the
+/// control socket, metrics, and the configuration it was built from.
+public final class Daemon {
+    public let configPath: String
+    public private(set) var config: DaemonConfig
+    public var logger: Logger
+    let loop: EventLoop
+    let runtime: HostRuntime
+    public var stack: Stack { runtime.stack }
+    var control: StreamServer?
+    var metrics: StreamServer?
+    let started = Date()
+    /// Stack interface index of each configured interface, by name.
+    var interfaceIndex: [String: InterfaceIndex] = [:]
+    /// How each interface is attached (for status output).
+    var attachments: [InterfaceIndex: InterfaceConfig.Attachment] = [:]
+
+    /// Builds the stack, attaches every interface, installs routes, and
+    /// opens the control socket and metrics listener.
+    public init(config: DaemonConfig, configPath: String, logger: Logger) throws(DaemonError) {
+        self.config = config
+        self.configPath = configPath
+        self.logger = logger
+        do { loop = try EventLoop() } catch { throw DaemonError("cannot start the event loop: \(error)") }
+        var sc = StackConfiguration()
+        sc.arp.maxEntries = config.arpMaxEntries
+        sc.arp.pendingPerNeighbor = config.arpPendingPerNeighbor
+        sc.icmp.errorsPerSecond = config.icmpErrorsPerSecond
+        runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192))
+        runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
+        do throws(DaemonError) {
+            for i in config.interfaces { try addInterface(i) }
+            for r in config.routes {
+                do { try addRoute(r) } catch { throw DaemonError("route \(r): \(error)") }
+            }
+            try openControl()
+            try openMetrics()
+        } catch {
+            runtime.detachAll()
+            throw error
+        }
+    }
+
+    // MARK: Interfaces and routes
+
+    func makePort(_ i: InterfaceConfig) throws(DaemonError) -> any AnygateHost.Port {
+        do {
+            switch i.attach {
+            case .tap(let name): return try TapPort(name: name, mtu: i.mtu)
+            case .packet(let name):
+                let m = i.effectiveMAC.rawValue
+                let mac = (0..<6).map { UInt8(truncatingIfNeeded: m >> UInt64(40 - 8 * $0)) }
+                return try PacketPort(interface: name, mac: mac)
+            }
+        } catch {
+            throw DaemonError(Daemon.explain(error, attach: i.attach, interface: i.name))
+        }
+    }
+
+    /// One clear line for the usual start-up failures.
+    static func explain(_ e: SystemError, attach: InterfaceConfig.Attachment, interface: String) -> String {
+        let what = "interface \(interface) (\(attach))"
+        switch (e.errno, attach) {
+        case (ENOENT, .tap) where e.object == "/dev/net/tun", (ENODEV, .tap) where e.object == "/dev/net/tun":
+            return "\(what): /dev/net/tun is missing (load the tun module, or give the container /dev/net/tun)"
+        case (EPERM, _), (EACCES, _):
+            return "\(what): permission denied (anygated needs CAP_NET_ADMIN, and CAP_NET_RAW for packet attachments)"
+        case (ENODEV, .packet), (ENXIO, .packet):
+            return "\(what): host interface \(attach.hostName) not found"
+        case (EBUSY, .tap):
+            return "\(what): \(attach.hostName) exists and is not a free TAP device"
+        default:
+            return "\(what): \(e)"
+        }
+    }
+
+    func addInterface(_ i: InterfaceConfig) throws(DaemonError) {
+        let port = try makePort(i)
+        do {
+            let idx = try stack.addInterface(name: i.name, mac: i.effectiveMAC, mtu: i.mtu)
+            for a in i.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
+            try runtime.attach(port, to: idx)
+            interfaceIndex[i.name] = idx
+            attachments[idx] = i.attach
+            try stack.setUp(idx, true)
+        } catch let e as InterfaceError {
+            port.close(pool: runtime.pool)
+            throw DaemonError("interface \(i.name): \(e)")
+        } catch {
+            port.close(pool: runtime.pool)
+            throw DaemonError("interface \(i.name): \(error)")
+        }
+        logger.info("interface up", metadata: ["interface": "\(i.name)", "attach": "\(i.attach)", "mac": "\(i.effectiveMAC)"])
+    }
+
+    func removeInterface(_ name: String) {
+        guard let idx = interfaceIndex.removeValue(forKey: name) else { return }
+        runtime.detach(idx)
+        attachments[idx] = nil
+        try? stack.removeInterface(idx)
+        logger.info("interface removed", metadata: ["interface": "\(name)"])
+    }
+
+    func addRoute(_ r: RouteConfig) throws(RouteError) {
+        try stack.addRoute(r.to, via: r.via, interface: r.interface.flatMap { interfaceIndex[$0] }, metric: r.metric)
+    }
+
+    // MARK: Running
+
+    /// Runs until SIGTERM or SIGINT; SIGHUP reloads the config file.
+    public func run() throws(DaemonError) {
+        do {
+            try loop.handleSignals { [weak self] sig in
+                guard let self else { return }
+                if sig == SIGHUP {
+                    self.logger.notice("SIGHUP: reloading \(self.configPath)")
+                    _ = self.reload()
+                } else {
+                    self.logger.notice("signal \(sig): shutting down")
+                    self.loop.stop()
+                }
+            }
+        } catch {
+            throw DaemonError("cannot install signal handling: \(error)")
+        }
+        logger.notice("anygated running", metadata: ["config": "\(configPath)", "control": "\(config.controlSocket)"])
+        loop.run { [runtime] in
+            runtime.tickIfDue()
+            return runtime.nextDeadline
+        }
+        shutdown()
+    }
+
+    /// Closes the ports (which deletes the TAP devices the daemon created)
+    /// and removes the control socket.
+    public func shutdown() {
+        control?.close(removing: config.controlSocket)
+        control = nil
+        metrics?.close()
+        metrics = nil
+        runtime.detachAll()
+        logger.notice("anygated stopped")
+    }
+
+    // MARK: Reload
+
+    /// Reads the config file again and applies the difference. An invalid
+    /// file changes nothing; the reason is logged and returned.
+    @discardableResult
+    public func reload() -> Result<String, DaemonError> {
+        let next: DaemonConfig
+        do {
+            next = try ConfigReader.load(path: configPath)
+        } catch {
+            logger.error("reload refused, keeping the running config: \(error)")
+            return .failure(DaemonError("reload refused, running config kept: \(error)"))
+        }
+        do {
+            try apply(next)
+        } catch {
+            logger.error("reload partly applied: \(error)")
+            return .failure(DaemonError("reload partly applied: \(error)"))
+        }
+        logger.notice("reloaded: \(next.summary)")
+        return .success("reloaded: \(next.summary)")
+    }
+
+    /// Moves the running state from `config` to `next` without restarting
+    /// the stack: interfaces, addresses and routes are diffed; settings that
+    /// need a restart (stack limits, control socket, metrics) are logged.
+    func apply(_ next: DaemonConfig) throws(DaemonError) {
+        let old = config
+        // Routes of the old config go first, so none points at a vanished address.
+        let oldRoutes = Set(old.routes), newRoutes = Set(next.routes)
+        for r in old.routes where !newRoutes.contains(r) {
+            try? stack.deleteRoute(r.to, via: r.via)
+        }
+        let newByName = Dictionary(uniqueKeysWithValues: next.interfaces.map { ($0.name, $0) })
+        for i in old.interfaces where newByName[i.name] == nil || newByName[i.name]!.attach != i.attach
+            || newByName[i.name]!.effectiveMAC != i.effectiveMAC {
+            removeInterface(i.name)
+        }
+        config.interfaces = old.interfaces.filter { interfaceIndex[$0.name] != nil }
+        for i in next.interfaces {
+            guard let idx = interfaceIndex[i.name], let was = old.interfaces.first(where: { $0.name == i.name }) else {
+                try addInterface(i)
+                continue
+            }
+            if was.mtu != i.mtu {
+                try? stack.setMTU(idx, i.mtu)
+                if case .tap(let n) = i.attach { try? HostInterface.setMTU(n, i.mtu) }
+            }
+            let wanted = Dictionary(i.addresses.map { ($0.address.address, $0) }) { a, _ in a }
+            for a in was.addresses where wanted[a.address.address]?.address != a.address {
+                try? stack.removeAddress(a.address.address, from: idx)
+            }
+            let have = Set(stack.status(idx).addresses.map(\.address))
+            for a in i.addresses {
+                if !have.contains(a.address) {
+                    do { try stack.addAddress(a.address, to: idx, preference: a.preference) } catch {
+                        throw DaemonError("interface \(i.name): \(error)")
+                    }
+                } else if was.addresses.first(where: { $0.address == a.address })?.preference != a.preference {
+                    try? stack.setPreference(a.address.address, on: idx, a.preference)
+                }
+            }
+        }
+        for r in next.routes where !oldRoutes.contains(r) {
+            do { try addRoute(r) } catch {
+                if case .exists = error { continue }
+                throw DaemonError("route \(r): \(error)")
+            }
+        }
+        if next.arpMaxEntries != old.arpMaxEntries || next.arpPendingPerNeighbor != old.arpPendingPerNeighbor
+            || next.icmpErrorsPerSecond != old.icmpErrorsPerSecond {
+            logger.warning("stack limits changed in the config; they take effect when anygated restarts")
+        }
+        if next.controlSocket != old.controlSocket || next.metricsListen != old.metricsListen {
+            logger.warning("control socket or metrics address changed; they take effect when anygated restarts")
+        }
+        if next.logLevel != old.logLevel { logger.logLevel = next.logLevel.loggerLevel }
+        var applied = next
+        applied.controlSocket = old.controlSocket
+        applied.metricsListen = old.metricsListen
+        config = applied
+    }
+}
+
