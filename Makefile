@@ -5,7 +5,7 @@ SWIFT ?= swift
 # System packages the build, the tests and the demo use.
 APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl
 
-.PHONY: all deps build test demo bench bench-callgrind clean
+.PHONY: all deps build test demo bench bench-e2e clean
 
 all: build
 
@@ -30,15 +30,26 @@ test: deps
 	@echo "==> running unit, topology and property tests"
 	$(SWIFT) test --skip-build --disable-xctest
 
+# As root with /dev/net/tun: the real daemon between network namespaces.
+# Otherwise: the in-process demo (four stacks joined by memory links).
 demo: deps
-	@echo "==> building the demo (release)"
-	$(SWIFT) build -c release --product anygate-demo
-	@echo "==> running the in-process demo"
-	./.build/release/anygate-demo
+	@echo "==> building (release)"
+	$(SWIFT) build -c release
+	@if [ "$$(id -u)" = 0 ] && [ -c /dev/net/tun ]; then \
+	  echo "==> running anygated between network namespaces (root and /dev/net/tun present)"; \
+	  ./scripts/demo-namespaces.sh .build/release; \
+	else \
+	  echo "==> running the in-process demo (the namespace demo needs root and /dev/net/tun)"; \
+	  ./.build/release/anygate-demo; \
+	fi
 
 # Benchmarks live in their own package so that `make test` does not build them.
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --format markdown
+
+# End-to-end: anygated between namespaces against Linux forwarding (root).
+bench-e2e: deps
+	./Benchmarks/e2e.sh
 
 clean:
 	rm -rf .build Benchmarks/.build

@@ -1,3 +1,4 @@
+import CAnygateHost
 #if canImport(Glibc)
 import Glibc
 #endif
