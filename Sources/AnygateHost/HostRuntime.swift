@@ -107,7 +107,7 @@ public final class HostRuntime {
         log("\(stack.interfaceName(interface)) (\(port.name)) lost: \(error); interface down until it returns")
         lostPorts.insert(interface)
         if port.fd >= 0 { loop.unregister(port.fd) }
-        (port as? TapPort)?.markLost(pool: pool)
+        port.markLost(pool: pool)
         try? stack.setUp(interface, false)
     }
 

@@ -141,6 +141,13 @@ public final class PacketPort: Port {
         queue.removeFirst(sent)
     }
 
+    public func markLost(pool: PacketPool) {
+        counters.detaches += 1
+        for p in queue { pool.free(p) }
+        counters.txQueueDrops += UInt64(queue.count)
+        queue.removeAll(keepingCapacity: true)
+    }
+
     /// Rebinds when the interface exists (again) and is up.
     public func reattach() -> Bool {
         guard HostInterface.exists(name), (try? HostInterface.isUp(name)) == true else { return false }

@@ -41,6 +41,8 @@ public protocol Port: AnyObject {
     /// Sends what an earlier `send` could not (the descriptor became writable).
     func flushQueue(pool: PacketPool)
     var hasQueued: Bool { get }
+    /// Records that the device was lost and drops what waits to be sent.
+    func markLost(pool: PacketPool)
     /// Tries to get the device back after it was lost. True on success.
     func reattach() -> Bool
     /// Releases the descriptor (and, for a TAP, deletes the device).

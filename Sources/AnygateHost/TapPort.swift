@@ -141,7 +141,7 @@ public final class TapPort: Port {
         return true
     }
 
-    func markLost(pool: PacketPool) {
+    public func markLost(pool: PacketPool) {
         counters.detaches += 1
         for p in queue { pool.free(p) }
         counters.txQueueDrops += UInt64(queue.count)

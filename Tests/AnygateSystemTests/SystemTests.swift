@@ -217,6 +217,20 @@ struct SystemTests {
         #expect(missing.output.contains("host interface \(p)-nothere not found"), "\(missing.output)")
         #expect(missing.output.split(separator: "\n").count == 1, "one line: \(missing.output)")
 
+        // No /dev/net/tun (hidden in a private mount namespace), then no CAP_NET_ADMIN.
+        try """
+        control: {socket: \(socket)}
+        interfaces:
+          - name: lan0
+            attach: {tap: \(p)-t0}
+        """.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let noTun = inNS(ns.r, "unshare -m sh -c 'mount -t tmpfs none /dev/net && exec \(anygated) --config \(configPath)'")
+        #expect(noTun.status == 1)
+        #expect(noTun.output.contains("/dev/net/tun is missing"), "\(noTun.output)")
+        let noCap = inNS(ns.r, "setpriv --bounding-set -net_admin \(anygated) --config \(configPath)")
+        #expect(noCap.status == 1)
+        #expect(noCap.output.contains("needs CAP_NET_ADMIN"), "\(noCap.output)")
+
         try "interfaces:\n  - name: a\n    attach: {tap: t0}\n    mtu: huge\n".write(toFile: configPath, atomically: true, encoding: .utf8)
         let bad = sh("\(anygated) --config \(configPath) --check")
         #expect(bad.status == 2)
