@@ -1,5 +1,6 @@
 import AnygateDaemon
 import AnygateWire
+import Foundation
 import Testing
 
 @Suite("Config: reading and rejecting")
@@ -43,6 +44,14 @@ struct ConfigTests {
         let c = try ConfigReader.load(path: #filePath.replacingOccurrences(of: "Tests/AnygateDaemonTests/ConfigTests.swift",
                                                                             with: "etc/anygate/anygate.yaml"))
         #expect(c.interfaces.count == 2)
+    }
+
+    @Test("every example under etc/anygate/examples is valid")
+    func examples() throws {
+        let dir = #filePath.replacingOccurrences(of: "Tests/AnygateDaemonTests/ConfigTests.swift", with: "etc/anygate/examples")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }
+        #expect(files.count >= 2)
+        for f in files { _ = try ConfigReader.load(path: dir + "/" + f) }
     }
 
     /// Each rejection: the YAML, the key path it must name, the line, and words the reason must contain.
