@@ -27,7 +27,7 @@ build: deps
 test: deps
 	@echo "==> building tests"
 	$(SWIFT) build --build-tests
-	@echo "==> running unit, topology and property tests"
+	@echo "==> running unit, topology, property, daemon and system tests (system tests need root and /dev/net/tun)"
 	$(SWIFT) test --skip-build --disable-xctest
 
 # As root with /dev/net/tun: the real daemon between network namespaces.

@@ -184,6 +184,19 @@ struct SystemTests {
         #expect(ctl("show routes").output.contains("10.30.0.0/16"))
         #expect(ping(ns.a, "10.3.0.2", count: 1).status == 0)
 
+        // Reload adding an address and changing an MTU, then taking the address away again.
+        let withAddress = good.replacingOccurrences(of: "addresses: [10.1.0.1/24]", with: "mtu: 1400\n    addresses: [10.1.0.1/24, 10.1.1.1/24]")
+        try withAddress.write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(ctl("reload").status == 0)
+        #expect(ping(ns.a, "10.1.1.1", count: 1).status == 0, "new address answers")
+        let lan0 = try JSONDecoder().decode([InterfaceInfo].self, from: Data(ctl("--json show interfaces").output.utf8))
+            .first { $0.name == "lan0" }
+        #expect(lan0?.mtu == 1400 && lan0?.addresses.map(\.address) == ["10.1.0.1/24", "10.1.1.1/24"])
+        try good.write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(ctl("reload").status == 0)
+        #expect(ping(ns.a, "10.1.1.1", count: 1).status != 0, "removed address no longer answers")
+        #expect(!ctl("show routes").output.contains("10.30.0.0/16"), "the route only the previous file had is gone")
+
         // Deleting a TAP from outside does not stop the daemon.
         #expect(sh("ip -n \(ns.b) link del \(p)-tb").status == 0)
         _ = ping(ns.a, "10.2.0.2", count: 2)
