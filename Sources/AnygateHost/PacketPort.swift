@@ -13,13 +13,13 @@ import Glibc
 /// The peer on the link must not hand us TSO/GSO super-frames or frames
 /// with checksums left to offload: on a veth, turn `tx`, `tso` and `gso`
 /// off on the peer (`ethtool -K PEER tx off tso off gso off`).
-public final class PacketPort: Port {
+public final class PacketPort: FramePort {
     public let name: String
     public private(set) var fd: Int32 = -1
-    public private(set) var counters = PortCounters()
+    public internal(set) var counters = PortCounters()
     let mac: [UInt8]
     private var ifindex: Int32 = 0
-    private var queue: [PacketHandle] = []
+    var queue: [PacketHandle] = []
     let queueCapacity: Int
     private var filtersOutgoing = false
 
@@ -62,91 +62,22 @@ public final class PacketPort: Port {
         ifindex = index
     }
 
-    public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
-        var n = 0
+    func rawRead(into buffer: UnsafeMutableRawPointer, capacity: Int) -> RawRead {
         var from = sockaddr_ll()
-        while n < batch.count {
-            guard var p = pool.allocate() else {
-                var scratch = [UInt8](repeating: 0, count: 64)
-                if recv(fd, &scratch, 64, 0) > 0 { counters.rxNoBuffer += 1; continue }
-                break
-            }
-            var len = socklen_t(MemoryLayout<sockaddr_ll>.size)
-            let r = withUnsafeMutablePointer(to: &from) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    recvfrom(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity, 0, $0, &len)
-                }
-            }
-            if r > 0 {
-                if !filtersOutgoing && Int32(from.sll_pkttype) == ag_PACKET_OUTGOING {
-                    pool.free(p)
-                    continue
-                }
-                p.length = UInt32(r)
-                batch[n] = p
-                n += 1
-                counters.rxFrames += 1
-                counters.rxBytes += UInt64(r)
-                continue
-            }
-            pool.free(p)
-            let e = errno
-            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) { break }
-            if n > 0 { return .frames(n) }
-            counters.rxErrors += 1
-            return .lost(SystemError("recv", name, errno: r == 0 ? ENODEV : e))
+        var len = socklen_t(MemoryLayout<sockaddr_ll>.size)
+        let r = withUnsafeMutablePointer(to: &from) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, buffer, capacity, 0, $0, &len) }
         }
-        return .frames(n)
-    }
-
-    public func send(_ packets: UnsafeBufferPointer<PacketHandle>, pool: PacketPool) -> SystemError? {
-        var lost: SystemError? = nil
-        for p in packets {
-            if !queue.isEmpty || lost != nil {
-                if lost == nil && queue.count < queueCapacity { queue.append(p) } else { counters.txQueueDrops += 1; pool.free(p) }
-                continue
-            }
-            let b = pool.bytes(p)
-            let r = Glibc.send(fd, b.baseAddress, b.count, 0)
-            if r == b.count {
-                counters.txFrames += 1
-                counters.txBytes += UInt64(r)
-                pool.free(p)
-                continue
-            }
-            let e = errno
-            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
-                if queue.count < queueCapacity { queue.append(p) } else { counters.txQueueDrops += 1; pool.free(p) }
-            } else {
-                counters.txErrors += 1
-                pool.free(p)
-                if r < 0 && (e == ENXIO || e == ENETDOWN || e == ENODEV) { lost = SystemError("send", name, errno: e) }
-            }
+        if r > 0 {
+            if !filtersOutgoing && Int32(from.sll_pkttype) == ag_PACKET_OUTGOING { return .skip }
+            return .frame(r)
         }
-        return lost
+        return .error(r == 0 ? ENODEV : errno)
     }
 
-    public var hasQueued: Bool { !queue.isEmpty }
+    func rawWrite(_ bytes: UnsafeRawPointer, count: Int) -> Int { Glibc.send(fd, bytes, count, 0) }
 
-    public func flushQueue(pool: PacketPool) {
-        var sent = 0
-        for p in queue {
-            let b = pool.bytes(p)
-            let r = Glibc.send(fd, b.baseAddress, b.count, 0)
-            if r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) { break }
-            if r == b.count { counters.txFrames += 1; counters.txBytes += UInt64(r) } else { counters.txErrors += 1 }
-            pool.free(p)
-            sent += 1
-        }
-        queue.removeFirst(sent)
-    }
-
-    public func markLost(pool: PacketPool) {
-        counters.detaches += 1
-        for p in queue { pool.free(p) }
-        counters.txQueueDrops += UInt64(queue.count)
-        queue.removeAll(keepingCapacity: true)
-    }
+    func writeLost(_ errno: Int32) -> Bool { errno == ENXIO || errno == ENETDOWN || errno == ENODEV }
 
     /// Rebinds when the interface exists (again) and is up.
     public func reattach() -> Bool {
@@ -159,9 +90,7 @@ public final class PacketPort: Port {
     }
 
     public func close(pool: PacketPool) {
-        for p in queue { pool.free(p) }
-        queue.removeAll()
-        if fd >= 0 { Sys.close(fd) }
+        closeDescriptor(fd, pool: pool)
         fd = -1
     }
 }

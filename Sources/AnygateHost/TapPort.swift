@@ -8,12 +8,12 @@ import Glibc
 /// side is an ordinary Linux interface: it can be moved to a namespace,
 /// bridged or given addresses. When it is deleted from outside, the port
 /// reports it lost and `reattach` creates it again under the same name.
-public final class TapPort: Port {
+public final class TapPort: FramePort {
     public let name: String
     public private(set) var fd: Int32 = -1
-    public private(set) var counters = PortCounters()
+    public internal(set) var counters = PortCounters()
     let mtu: Int
-    private var queue: [PacketHandle] = []
+    var queue: [PacketHandle] = []
     let queueCapacity: Int
 
     /// Creates the device, brings its host side up and sets its MTU.
@@ -42,85 +42,16 @@ public final class TapPort: Port {
         try? HostInterface.setUp(name, true)
     }
 
-    public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
-        var n = 0
-        while n < batch.count {
-            guard var p = pool.allocate() else {
-                // Drain one frame so the kernel queue moves, and count it.
-                var scratch = [UInt8](repeating: 0, count: 64)
-                if read(fd, &scratch, 64) > 0 { counters.rxNoBuffer += 1; continue }
-                break
-            }
-            let r = read(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity)
-            if r > 0 {
-                p.length = UInt32(r)
-                batch[n] = p
-                n += 1
-                counters.rxFrames += 1
-                counters.rxBytes += UInt64(r)
-                continue
-            }
-            pool.free(p)
-            let e = errno
-            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) { break }
-            if n > 0 { return .frames(n) }
-            counters.rxErrors += 1
-            return .lost(SystemError("read", name, errno: r == 0 ? EBADFD : e))
-        }
-        return .frames(n)
+    func rawRead(into buffer: UnsafeMutableRawPointer, capacity: Int) -> RawRead {
+        let r = read(fd, buffer, capacity)
+        if r > 0 { return .frame(r) }
+        return .error(r == 0 ? EBADFD : errno)
     }
 
-    public func send(_ packets: UnsafeBufferPointer<PacketHandle>, pool: PacketPool) -> SystemError? {
-        var lost: SystemError? = nil
-        for p in packets {
-            if !queue.isEmpty || lost != nil {
-                enqueue(p, pool: pool, lost: lost != nil)
-                continue
-            }
-            let b = pool.bytes(p)
-            let r = write(fd, b.baseAddress, b.count)
-            if r == b.count {
-                counters.txFrames += 1
-                counters.txBytes += UInt64(r)
-                pool.free(p)
-                continue
-            }
-            let e = errno
-            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK) {
-                enqueue(p, pool: pool, lost: false)
-            } else {
-                counters.txErrors += 1
-                pool.free(p)
-                // EIO: the host side is down; EBADFD: the device is gone.
-                if r < 0 && (e == EIO || e == EBADFD || e == ENODEV) { lost = SystemError("write", name, errno: e) }
-            }
-        }
-        return lost
-    }
+    func rawWrite(_ bytes: UnsafeRawPointer, count: Int) -> Int { write(fd, bytes, count) }
 
-    private func enqueue(_ p: PacketHandle, pool: PacketPool, lost: Bool) {
-        if lost || queue.count >= queueCapacity {
-            counters.txQueueDrops += 1
-            pool.free(p)
-        } else {
-            queue.append(p)
-        }
-    }
-
-    public var hasQueued: Bool { !queue.isEmpty }
-
-    public func flushQueue(pool: PacketPool) {
-        var sent = 0
-        for p in queue {
-            let b = pool.bytes(p)
-            let r = write(fd, b.baseAddress, b.count)
-            if r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-            if r == b.count { counters.txFrames += 1; counters.txBytes += UInt64(r) } else { counters.txErrors += 1 }
-            pool.free(p)
-            sent += 1
-        }
-        queue.removeFirst(sent)
-    }
+    /// EIO: the host side is down; EBADFD: the device is gone.
+    func writeLost(_ errno: Int32) -> Bool { errno == EIO || errno == EBADFD || errno == ENODEV }
 
     /// A frame the host side drops without effect: addressed to a MAC no
     /// one has, with the IEEE local experimental EtherType 0x88B5. Writing
@@ -141,17 +72,8 @@ public final class TapPort: Port {
         return true
     }
 
-    public func markLost(pool: PacketPool) {
-        counters.detaches += 1
-        for p in queue { pool.free(p) }
-        counters.txQueueDrops += UInt64(queue.count)
-        queue.removeAll(keepingCapacity: true)
-    }
-
     public func close(pool: PacketPool) {
-        for p in queue { pool.free(p) }
-        queue.removeAll()
-        if fd >= 0 { Sys.close(fd) }
+        closeDescriptor(fd, pool: pool)
         fd = -1
     }
 }
