@@ -172,5 +172,18 @@ public struct StackCounters: Hashable, Sendable {
     public var icmpErrorsRateLimited: UInt64 = 0
     public var icmpErrorsSuppressed: UInt64 = 0
     public var eventsLost: UInt64 = 0
+    /// ipflow: packets forwarded by a flow.
+    public var flowHits: UInt64 = 0
+    /// ipflow: IPv4 packets for which no flow existed.
+    public var flowMisses: UInt64 = 0
+    public var flowsCreated: UInt64 = 0
+    /// ipflow: flows removed to make room for a new one.
+    public var flowsEvicted: UInt64 = 0
+    /// ipflow: flows removed by the timer (idle, or stale since a change).
+    public var flowsExpired: UInt64 = 0
+    /// ipflow: packets whose flow was stale (FIB or neighbour changed): they took the slow path.
+    public var flowsInvalidated: UInt64 = 0
+    /// ipflow: flows removed by a flush.
+    public var flowsFlushed: UInt64 = 0
     public init() {}
 }

@@ -56,6 +56,9 @@ struct NeighborTable {
         @usableFromInline var hashNext: UInt32
         var agePrev: UInt32
         var ageNext: UInt32
+        /// Advances whenever what this slot resolves to changes: a new MAC,
+        /// removal, reuse. Holders of a cached rewrite (flows) compare it.
+        @usableFromInline var generation: UInt32
     }
 
     let capacity: Int
@@ -93,7 +96,7 @@ struct NeighborTable {
             (entries + i).initialize(to: Entry(address: 0, interface: 0, state: .incomplete, inUse: false, mac: 0,
                                                confirmed: 0, nextProbe: 0, probes: 0, pendingHead: 0, pendingCount: 0,
                                                hashNext: NeighborTable.none, agePrev: NeighborTable.none,
-                                               ageNext: NeighborTable.none))
+                                               ageNext: NeighborTable.none, generation: 1))
         }
         meta = .allocate(capacity: 1)
         meta.initialize(to: Meta(freeCount: capacity, ageHead: NeighborTable.none, ageTail: NeighborTable.none, count: 0))
@@ -139,7 +142,8 @@ struct NeighborTable {
         let b = bucket(address, interface)
         entries[Int(i)] = Entry(address: address, interface: interface, state: .incomplete, inUse: true, mac: 0,
                                 confirmed: now, nextProbe: now, probes: 0, pendingHead: 0, pendingCount: 0,
-                                hashNext: buckets[b], agePrev: NeighborTable.none, ageNext: NeighborTable.none)
+                                hashNext: buckets[b], agePrev: NeighborTable.none, ageNext: NeighborTable.none,
+                                generation: entries[Int(i)].generation &+ 1)
         buckets[b] = i
         appendAge(i)
         meta.pointee.count += 1
@@ -160,6 +164,7 @@ struct NeighborTable {
         }
         unlinkAge(i)
         entries[Int(i)].inUse = false
+        entries[Int(i)].generation &+= 1
         freeList[meta.pointee.freeCount] = i
         meta.pointee.freeCount += 1
         meta.pointee.count -= 1
@@ -167,6 +172,7 @@ struct NeighborTable {
 
     /// Marks the entry confirmed with `mac`, and moves it to the young end.
     func confirm(_ i: UInt32, mac: UInt64, now: Int64) {
+        if entries[Int(i)].mac != mac || entries[Int(i)].state == .incomplete { entries[Int(i)].generation &+= 1 }
         entries[Int(i)].mac = mac
         entries[Int(i)].state = .reachable
         entries[Int(i)].confirmed = now

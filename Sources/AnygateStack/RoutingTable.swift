@@ -52,7 +52,7 @@ public struct RoutingTable {
         lookupSlot(address).map { route(at: $0) }
     }
 
-    func route(at slot: Int) -> Route {
+    public func route(at slot: Int) -> Route {
         let s = slots[slot]
         return Route(prefix: IPv4Prefix(address: IPv4Address(rawValue: s.prefixAddress), length: Int(s.prefixLength)),
                      nextHop: s.kind == .gateway ? IPv4Address(rawValue: s.gateway) : nil,
@@ -193,11 +193,13 @@ struct FIBView {
     @usableFromInline var level0: UnsafeMutablePointer<UInt32>
     @usableFromInline var nodes: UnsafeMutablePointer<UInt32>
     @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
+    @usableFromInline var generation: UInt64
 
     init(_ table: RoutingTable) {
         level0 = table.lpm.level0
         nodes = table.lpm.nodes
         slots = table.slots
+        generation = table.generation
     }
 
     /// The best route's slot for `address`, or nil.

@@ -41,6 +41,7 @@ extension Stack {
         let type = eth.outerEtherType
         var p = packet
         if type == .ipv4 {
+            if !linkBroadcast && flows.meta.pointee.count > 0 && fastForward(packet, rx: rx) { return }
             pool.consume(&p, EthernetFrame.headerLength)
             ipv4Input(p, rx: rx, linkBroadcast: linkBroadcast)
         } else if type == .arp {

@@ -31,7 +31,14 @@ extension Stack {
         if ip.totalLength > mtu {
             fragment(p, mtu: mtu, out: out, nextHop: nextHop)
         } else {
-            resolveAndSend(p, out: out, nextHop: nextHop)
+            // Read the flow key before the packet leaves our hands.
+            let dst = ip.destination.rawValue, src = ip.source.rawValue, tos = ip.tos
+            let proto = ip.proto, hl = ip.headerLength, isFragment = ip.isFragment
+            let neighbor = resolveAndSend(p, out: out, nextHop: nextHop)
+            if neighbor != NeighborTable.none {
+                installFlow(destination: dst, source: src, tos: tos, proto: proto, headerLength: hl,
+                            fragment: isFragment, neighbor: neighbor)
+            }
         }
     }
 
@@ -153,8 +160,10 @@ extension Stack {
 
     /// Puts an Ethernet header on `p` (bytes start at the IP header) for
     /// `nextHop` and queues it on `out`, or parks it until ARP answers.
-    @inline(__always)
-    func resolveAndSend(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32) {
+    /// Returns the neighbour entry when the packet went out at once, or
+    /// `NeighborTable.none` when it waits for resolution.
+    @inline(__always) @discardableResult
+    func resolveAndSend(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32) -> UInt32 {
         let idx = neighbors.find(nextHop, UInt16(truncatingIfNeeded: out))
         if idx != NeighborTable.none {
             let e = neighbors.entries + Int(idx)
@@ -164,10 +173,11 @@ extension Stack {
                     e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
                     sendARPRequest(for: IPv4Address(rawValue: nextHop), on: out, unicastTo: e.pointee.mac, gratuitous: false)
                 }
-                return sendFrame(p, on: out, to: e.pointee.mac, type: .ipv4)
+                sendFrame(p, on: out, to: e.pointee.mac, type: .ipv4)
+                return idx
             }
             if let dropped = neighbors.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, rx: nil) }
-            return
+            return NeighborTable.none
         }
         let n = createNeighbor(nextHop, out)
         let e = neighbors.entries + Int(n)
@@ -175,6 +185,7 @@ extension Stack {
         e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
         _ = neighbors.enqueue(n, p)
         sendARPRequest(for: IPv4Address(rawValue: nextHop), on: out, unicastTo: nil, gratuitous: false)
+        return NeighborTable.none
     }
 
     /// Sends what waited on a neighbour entry that just resolved.

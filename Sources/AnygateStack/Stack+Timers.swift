@@ -32,6 +32,7 @@ extension Stack {
                 }
             }
         }
+        sweepFlows()
         reassembly.expire(now: now, pool: pool) { q, pool in
             dropCounters[DropReason.reassemblyTimeout.counterIndex] &+= 1
             // Time exceeded in reassembly, only if the first fragment came (RFC 792).
@@ -79,6 +80,7 @@ extension Stack {
             }
         }
         if let r = reassembly.nextDeadline { next = min(next, r) }
+        if hot.pointee.nextFlowSweep != 0 { next = min(next, hot.pointee.nextFlowSweep) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 }

@@ -24,6 +24,7 @@ public final class Stack {
     @usableFromInline let dropCounters: UnsafeMutablePointer<UInt64>
     @usableFromInline let hot: UnsafeMutablePointer<HotState>
     @usableFromInline let neighbors: NeighborTable
+    @usableFromInline let flows: FlowTable
     @usableFromInline let txCapacity: Int
 
     @usableFromInline
@@ -34,6 +35,7 @@ public final class Stack {
         var nextIPID: UInt16 = 0
         var icmpTokens: Int64 = 0
         var icmpLastRefill: Int64 = 0
+        var nextFlowSweep: Int64 = 0
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
@@ -71,6 +73,7 @@ public final class Stack {
         fibView.initialize(to: FIBView(fib))
         neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
                                   pendingPerEntry: configuration.arp.pendingPerNeighbor)
+        flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
                                      maxPieces: configuration.reassembly.maxPieces,
                                      timeout: configuration.reassembly.timeout)
@@ -85,7 +88,7 @@ public final class Stack {
         releaseHeldPackets()
         ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
         dropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
-        neighbors.deallocate(); fib.deallocate()
+        neighbors.deallocate(); flows.deallocate(); fib.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.
@@ -350,6 +353,7 @@ public final class Stack {
     public func checkInvariants() {
         fib.checkInvariants()
         neighbors.checkInvariants()
+        flows.checkInvariants()
     }
 
     // MARK: Entry bookkeeping

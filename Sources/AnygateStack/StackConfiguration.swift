@@ -12,6 +12,7 @@ public struct StackConfiguration: Sendable {
     public var arp = ARP()
     public var icmp = ICMP()
     public var reassembly = Reassembly()
+    public var ipflow = IPFlow()
 
     public struct ARP: Sendable {
         public var maxEntries = 4096
@@ -45,6 +46,17 @@ public struct StackConfiguration: Sendable {
         public init() {}
     }
 
+    /// The ipflow fast path: remembered forwarding decisions per
+    /// (destination, source, TOS).
+    public struct IPFlow: Sendable {
+        public var enabled = true
+        /// Flows kept; the oldest is evicted when a new one needs room.
+        public var maxFlows = 65536
+        /// A flow unused this long is removed.
+        public var idleTimeout = Interval.seconds(30)
+        public init() {}
+    }
+
     public init() {}
 
     /// A host: no forwarding, small tables.
@@ -54,6 +66,8 @@ public struct StackConfiguration: Sendable {
         c.maxInterfaces = 8
         c.arp.maxEntries = 256
         c.reassembly.maxQueues = 16
+        c.ipflow.enabled = false
+        c.ipflow.maxFlows = 0
         return c
     }
 }
