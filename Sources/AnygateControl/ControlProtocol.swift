@@ -24,13 +24,14 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         case routeAdd = "route-add"
         case routeDel = "route-del"
         case reload
+        case flowsFlush = "flows-flush"
     }
 
     public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil) {
         self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
     }
 
-    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "stats"]
+    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "stats"]
 }
 
 public struct ControlResponse<Result: Codable>: Codable {
@@ -130,6 +131,25 @@ public struct NeighborInfo: Codable, Equatable, Sendable {
     public var ageSeconds: Double
     public init(address: String, mac: String?, interface: String, state: String, ageSeconds: Double) {
         self.address = address; self.mac = mac; self.interface = interface; self.state = state; self.ageSeconds = ageSeconds
+    }
+}
+
+/// One ipflow entry.
+public struct FlowInfo: Codable, Equatable, Sendable {
+    public var source: String
+    public var destination: String
+    public var tos: Int
+    public var interface: String
+    public var nextHop: String
+    public var packets: UInt64
+    public var bytes: UInt64
+    public var idleSeconds: Double
+    /// False when a change has made it stale (its next packet refreshes it).
+    public var valid: Bool
+    public init(source: String, destination: String, tos: Int, interface: String, nextHop: String, packets: UInt64,
+                bytes: UInt64, idleSeconds: Double, valid: Bool) {
+        self.source = source; self.destination = destination; self.tos = tos; self.interface = interface
+        self.nextHop = nextHop; self.packets = packets; self.bytes = bytes; self.idleSeconds = idleSeconds; self.valid = valid
     }
 }
 

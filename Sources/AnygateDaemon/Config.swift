@@ -1,3 +1,4 @@
+public import AnygateStack
 public import AnygateWire
 
 /// The daemon's configuration, as read from YAML (DESIGN.md, "The config
@@ -11,6 +12,9 @@ public struct DaemonConfig: Equatable, Sendable {
     public var arpMaxEntries = 4096
     public var arpPendingPerNeighbor = 8
     public var icmpErrorsPerSecond = 100
+    public var ipflowEnabled = true
+    public var ipflowMaxFlows = 65536
+    public var ipflowIdleTimeout = Interval.seconds(30)
     public var interfaces: [InterfaceConfig] = []
     public var routes: [RouteConfig] = []
 

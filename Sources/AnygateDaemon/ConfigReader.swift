@@ -1,3 +1,4 @@
+import AnygateStack
 import AnygateWire
 import Foundation
 import Yams
@@ -14,7 +15,6 @@ public struct ConfigReader {
     static let notSupportedYet: [String: String] = [
         "tunnels": "GRE tunnels",
         "mirror": "the netlink mirror",
-        "stack.ipflow": "the ipflow fast path",
         "stack.source-selection": "IPSELSRC source selection",
         "interfaces[].source-selection": "IPSELSRC source selection",
         "interfaces[].attach.mirror": "mirror attachments",
@@ -72,6 +72,16 @@ public struct ConfigReader {
                 try checkKeys(am, "stack.arp", allowed: ["max-entries", "pending-per-neighbor"])
                 if let v = am["max-entries"] { c.arpMaxEntries = try int(v, "stack.arp.max-entries", 1...1_000_000) }
                 if let v = am["pending-per-neighbor"] { c.arpPendingPerNeighbor = try int(v, "stack.arp.pending-per-neighbor", 1...255) }
+            }
+            if let f = m["ipflow"] {
+                let fm = try mapping(f, "stack.ipflow")
+                try checkKeys(fm, "stack.ipflow", allowed: ["enabled", "max-flows", "idle-timeout"])
+                if let v = fm["enabled"] { c.ipflowEnabled = try bool(v, "stack.ipflow.enabled") }
+                if let v = fm["max-flows"] { c.ipflowMaxFlows = try int(v, "stack.ipflow.max-flows", 0...16_777_216) }
+                if let v = fm["idle-timeout"] {
+                    c.ipflowIdleTimeout = try duration(v, "stack.ipflow.idle-timeout")
+                    guard c.ipflowIdleTimeout >= .seconds(1) else { throw fail("stack.ipflow.idle-timeout", v, "must be at least 1s") }
+                }
             }
             if let i = m["icmp"] {
                 let im = try mapping(i, "stack.icmp")
@@ -243,6 +253,26 @@ public struct ConfigReader {
         }
         guard range.contains(v) else { throw fail(path, node, "\(v) is out of range \(range.lowerBound)...\(range.upperBound)") }
         return v
+    }
+
+    func bool(_ node: Node, _ path: String) throws(ConfigError) -> Bool {
+        guard case .scalar(let s) = node else { throw fail(path, node, "expected true or false") }
+        switch s.string {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw fail(path, node, "expected true or false, got \(describe(node))")
+        }
+    }
+
+    /// Durations are a whole number with a unit: ms, s, m or h ("500ms", "30s", "5m").
+    func duration(_ node: Node, _ path: String) throws(ConfigError) -> Interval {
+        let text = try string(node, path)
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+        for (unit, scale) in units where text.hasSuffix(unit) {
+            let number = text.dropLast(unit.count)
+            if let n = Int64(number), n >= 0, n <= 1_000_000 { return Interval(nanoseconds: n * scale) }
+        }
+        throw fail(path, node, "\"\(text)\" is not a duration (a whole number with ms, s, m or h, as 30s)")
     }
 
     func choice<T: RawRepresentable & CaseIterable>(_ node: Node, _ path: String) throws(ConfigError) -> T where T.RawValue == String {

@@ -35,12 +35,17 @@ extension Daemon {
             case "addresses": return encode(ControlResponse(ok: true, result: addressInfos()))
             case "routes": return encode(ControlResponse(ok: true, result: routeInfos()))
             case "neighbors": return encode(ControlResponse(ok: true, result: neighborInfos()))
+            case "flows": return encode(ControlResponse(ok: true, result: flowInfos()))
             case "stats": return encode(ControlResponse(ok: true, result: statsInfo()))
             case let other:
                 return fail("cannot show \"\(other)\": choose one of \(ControlRequest.showTopics.joined(separator: ", "))")
             }
         case .routeAdd, .routeDel:
             return routeChange(request)
+        case .flowsFlush:
+            let n = stack.flushFlows()
+            logger.notice("flows flushed", metadata: ["flows": "\(n)"])
+            return encode(ControlResponse(ok: true, result: Done(message: "\(n) flow\(n == 1 ? "" : "s") flushed")))
         case .reload:
             switch reload() {
             case .success(let s): return encode(ControlResponse(ok: true, result: Done(message: s)))
@@ -132,6 +137,14 @@ extension Daemon {
         stack.neighborList.map {
             NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
                          state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
+        }
+    }
+
+    func flowInfos() -> [FlowInfo] {
+        stack.flowList.map {
+            FlowInfo(source: "\($0.source)", destination: "\($0.destination)", tos: Int($0.tos),
+                     interface: stack.interfaceName($0.interface), nextHop: "\($0.nextHop)", packets: $0.packets,
+                     bytes: $0.bytes, idleSeconds: ($0.idle.seconds * 10).rounded() / 10, valid: $0.valid)
         }
     }
 

@@ -70,6 +70,7 @@ extension Daemon {
             }
             family("anygate_\(snake)_total", "counter", "Stack counter \(name).", [("", v)])
         }
+        family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(stack.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(runtime.pool.inUse))])
         family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", runtime.pool.exhaustedCount)])
         return out

@@ -42,6 +42,9 @@ public final class Daemon {
         sc.arp.maxEntries = config.arpMaxEntries
         sc.arp.pendingPerNeighbor = config.arpPendingPerNeighbor
         sc.icmp.errorsPerSecond = config.icmpErrorsPerSecond
+        sc.ipflow.enabled = config.ipflowEnabled
+        sc.ipflow.maxFlows = config.ipflowMaxFlows
+        sc.ipflow.idleTimeout = config.ipflowIdleTimeout
         runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192))
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
         do throws(DaemonError) {
@@ -228,8 +231,9 @@ public final class Daemon {
             }
         }
         if next.arpMaxEntries != old.arpMaxEntries || next.arpPendingPerNeighbor != old.arpPendingPerNeighbor
-            || next.icmpErrorsPerSecond != old.icmpErrorsPerSecond {
-            logger.warning("stack limits changed in the config; they take effect when anygated restarts")
+            || next.icmpErrorsPerSecond != old.icmpErrorsPerSecond || next.ipflowEnabled != old.ipflowEnabled
+            || next.ipflowMaxFlows != old.ipflowMaxFlows || next.ipflowIdleTimeout != old.ipflowIdleTimeout {
+            logger.warning("stack limits (arp, icmp, ipflow) changed in the config; they take effect when anygated restarts")
         }
         if next.controlSocket != old.controlSocket || next.metricsListen != old.metricsListen {
             logger.warning("control socket or metrics address changed; they take effect when anygated restarts")

@@ -18,7 +18,7 @@ struct Anygatectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "anygatectl",
         abstract: "Show and change the state of a running anygated.",
-        subcommands: [Show.self, RouteCommand.self, Reload.self])
+        subcommands: [Show.self, RouteCommand.self, Flows.self, Reload.self])
 
     @Option(name: .long, help: "The daemon's control socket.")
     var socket = "/run/anygate/control.sock"
@@ -57,11 +57,11 @@ func table(_ header: [String], _ rows: [[String]]) {
 }
 
 struct Show: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show interfaces, addresses, routes, neighbors or stats.")
+    static let configuration = CommandConfiguration(abstract: "Show interfaces, addresses, routes, neighbors, flows or stats.")
 
     @ParentCommand var parent: Anygatectl
 
-    @Argument(help: "interfaces | addresses | routes | neighbors | stats")
+    @Argument(help: "interfaces | addresses | routes | neighbors | flows | stats")
     var topic: String
 
     func validate() throws {
@@ -96,6 +96,12 @@ struct Show: ParsableCommand {
             if parent.json { return printJSON(r) }
             table(["ADDRESS", "MAC", "INTERFACE", "STATE", "AGE"],
                   r.map { [$0.address, $0.mac ?? "-", $0.interface, $0.state, String(format: "%.1fs", $0.ageSeconds)] })
+        case "flows":
+            let r = call(request, parent, as: [FlowInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["SOURCE", "DESTINATION", "TOS", "INTERFACE", "NEXT-HOP", "PACKETS", "BYTES", "IDLE", "STATE"],
+                  r.map { [$0.source, $0.destination, "\($0.tos)", $0.interface, $0.nextHop, "\($0.packets)", "\($0.bytes)",
+                           String(format: "%.1fs", $0.idleSeconds), $0.valid ? "valid" : "stale"] })
         default:
             let r = call(request, parent, as: StatsInfo.self)
             if parent.json { return printJSON(r) }
@@ -152,6 +158,20 @@ struct RouteCommand: ParsableCommand {
         func run() throws {
             let (via, dev, _) = try RouteCommand.words(rest, allowMetric: false)
             let r = call(ControlRequest(verb: .routeDel, prefix: prefix, via: via, dev: dev), root, as: Done.self)
+            if root.json { printJSON(r) } else { print(r.message) }
+        }
+    }
+}
+
+struct Flows: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage the ipflow fast-path table.", subcommands: [Flush.self])
+
+    struct Flush: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove every flow; the next packets take the slow path.")
+        @ParentCommand var root: Anygatectl
+
+        func run() {
+            let r = call(ControlRequest(verb: .flowsFlush), root, as: Done.self)
             if root.json { printJSON(r) } else { print(r.message) }
         }
     }

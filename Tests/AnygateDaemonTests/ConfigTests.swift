@@ -1,4 +1,5 @@
 import AnygateDaemon
+import AnygateStack
 import AnygateWire
 import Foundation
 import Testing
@@ -39,6 +40,14 @@ struct ConfigTests {
         #expect(mac == c.interfaces[0].effectiveMAC)
     }
 
+    @Test("ipflow keys and durations")
+    func ipflow() throws {
+        let c = try reader.parse("stack: {ipflow: {enabled: false, max-flows: 1024, idle-timeout: 5m}}")
+        #expect(c.ipflowEnabled == false && c.ipflowMaxFlows == 1024 && c.ipflowIdleTimeout == .seconds(300))
+        let d = try reader.parse("stack: {ipflow: {idle-timeout: 1500ms}}")
+        #expect(d.ipflowEnabled && d.ipflowMaxFlows == 65536 && d.ipflowIdleTimeout == .milliseconds(1500))
+    }
+
     @Test("the shipped example config is valid")
     func shippedExample() throws {
         let c = try ConfigReader.load(path: #filePath.replacingOccurrences(of: "Tests/AnygateDaemonTests/ConfigTests.swift",
@@ -66,7 +75,12 @@ struct ConfigTests {
         ("metrics: {listen: localhost}", "metrics.listen", 1, "IPV4:PORT"),
         ("stack: {arp: {max-entries: lots}}", "stack.arp.max-entries", 1, "expected a whole number"),
         ("stack: {arp: {pending-per-neighbor: 0}}", "stack.arp.pending-per-neighbor", 1, "out of range"),
-        ("stack: {ipflow: {enabled: true}}", "stack.ipflow", 1, "not supported yet"),
+        ("stack: {source-selection: {default: [index]}}", "stack.source-selection", 1, "not supported yet"),
+        ("stack: {ipflow: {enabled: maybe}}", "stack.ipflow.enabled", 1, "expected true or false"),
+        ("stack: {ipflow: {idle-timeout: soon}}", "stack.ipflow.idle-timeout", 1, "not a duration"),
+        ("stack: {ipflow: {idle-timeout: 10ms}}", "stack.ipflow.idle-timeout", 1, "at least 1s"),
+        ("stack: {ipflow: {max-flows: -1}}", "stack.ipflow.max-flows", 1, "out of range"),
+        ("stack: {ipflow: {buckets: 64}}", "stack.ipflow.buckets", 1, "unknown key"),
         ("tunnels: []", "tunnels", 1, "not supported yet"),
         ("mirror: {routes: {table: main}}", "mirror", 1, "not supported yet"),
         ("interfaces: {name: x}", "interfaces", 1, "expected a list"),

@@ -145,6 +145,38 @@ struct SystemTests {
             #expect(sums.count == 2 && sums[0] == sums[1], "\(size) bytes \(from) -> \(to): checksums differ")
         }
 
+        // ipflow: a UDP stream A -> 10.3.0.2 (C) runs on a flow; a more specific
+        // route towards B (which takes 10.3.0.2 too) moves it, and after
+        // `route add` returns not one more datagram reaches C.
+        func udpIn(_ n: String) -> Int {
+            let lines = inNS(n, "cat /proc/net/snmp").output.split(separator: "\n").filter { $0.hasPrefix("Udp:") }
+            guard lines.count == 2 else { return -1 }
+            let f = lines[1].split(separator: " ")
+            return (Int(f[1]) ?? 0) + (Int(f[2]) ?? 0)  // InDatagrams + NoPorts
+        }
+        #expect(sh("ip -n \(ns.b) addr add 10.3.0.2/32 dev \(p)-tb").status == 0)
+        let c0 = udpIn(ns.c), b0 = udpIn(ns.b)
+        let stream = try Shell.spawn(
+            "exec ip netns exec \(ns.a) bash -c 'exec 3>/dev/udp/10.3.0.2/9999; for i in $(seq 1500); do echo x >&3; sleep 0.002; done'",
+            output: dir + "/stream.log")
+        defer { if stream.isRunning { stream.terminate() } }
+        #expect(DaemonProcess.wait(seconds: 20) { udpIn(ns.c) - c0 >= 100 }, "the stream reaches C")
+        let flowsBefore = try JSONDecoder().decode([FlowInfo].self, from: Data(ctl("--json show flows").output.utf8))
+        #expect(flowsBefore.contains { $0.destination == "10.3.0.2" && $0.interface == "lan2" && $0.packets > 0 }, "\(flowsBefore)")
+        #expect(ctl("route add 10.3.0.2/32 dev lan1").status == 0)
+        let c1 = udpIn(ns.c)
+        _ = DaemonProcess.wait(seconds: 30) { !stream.isRunning }
+        let c2 = udpIn(ns.c), b2 = udpIn(ns.b)
+        #expect(c2 == c1, "\(c2 - c1) datagrams took the old path after the route change")
+        #expect(b2 - b0 > 100, "the rest went to B (\(b2 - b0))")
+        let flowsAfter = try JSONDecoder().decode([FlowInfo].self, from: Data(ctl("--json show flows").output.utf8))
+        #expect(flowsAfter.contains { $0.destination == "10.3.0.2" && $0.interface == "lan1" }, "\(flowsAfter)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect((stats.counters["flowHits"] ?? 0) > 1000 && (stats.counters["flowsInvalidated"] ?? 0) >= 1)
+        #expect(ctl("flows flush").output.contains("flushed"))
+        #expect(ctl("route del 10.3.0.2/32").status == 0)
+        #expect(sh("ip -n \(ns.b) addr del 10.3.0.2/32 dev \(p)-tb").status == 0)
+
         // show routes --json, parsed.
         let routes = ctl("--json show routes")
         #expect(routes.status == 0)
@@ -167,6 +199,7 @@ struct SystemTests {
         #expect(metrics.status == 0)
         #expect(metrics.output.contains("anygate_interface_rx_packets_total{interface=\"lan0\"}"))
         #expect(metrics.output.contains("anygate_drops_total{reason=\"no-route\"}"))
+        #expect(metrics.output.contains("anygate_flow_hits_total "))
 
         // SIGHUP with a broken config keeps the running one, and forwarding.
         let good = try String(contentsOfFile: configPath, encoding: .utf8)
