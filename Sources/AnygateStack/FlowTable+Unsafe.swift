@@ -27,7 +27,8 @@ struct FlowTable {
         @usableFromInline var rewrite: UInt64
         @usableFromInline var packets: UInt64
         @usableFromInline var bytes: UInt64
-        /// Last use, in milliseconds on the stack clock (wrapping).
+        /// Last use, in ticks of 2^20 ns (about 1.05 ms) on the stack clock,
+        /// wrapping after about 52 days; idle times are differences.
         @usableFromInline var lastUsed: UInt32
         @usableFromInline var hashNext: UInt32
         var agePrev: UInt32
@@ -73,6 +74,13 @@ struct FlowTable {
     }
 
     var count: Int { meta.pointee.count }
+
+    /// Flow times are kept in 2^20 ns ticks: a shift, where milliseconds
+    /// would cost a division on every packet.
+    @usableFromInline static let tickShift: Int64 = 20
+
+    @inlinable @inline(__always)
+    static func ticks(_ nanoseconds: Int64) -> UInt32 { UInt32(truncatingIfNeeded: nanoseconds >> tickShift) }
 
     @inlinable @inline(__always)
     static func key(_ destination: UInt32, _ source: UInt32, _ tos: UInt8) -> UInt64 {

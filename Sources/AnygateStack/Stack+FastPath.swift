@@ -40,7 +40,7 @@ extension Stack {
             hot.pointee.counters.flowMisses &+= 1
             return false
         }
-        guard InternetChecksum.verifies(ip.bytes.slice(0, IPv4Packet.minimumHeaderLength)) else { return false }
+        guard InternetChecksum.verifiesIPv4Header(ip.bytes.baseAddress!) else { return false }
         let f = flows.entries + Int(fi)
         let n = neighbors.entries + Int(f.pointee.neighbor)
         guard f.pointee.fibGeneration == fibView.pointee.generation,
@@ -59,7 +59,7 @@ extension Stack {
         MACAddress(rawValue: o.pointee.mac).write(to: frame, at: EthernetFrame.Field.source)
         f.pointee.packets &+= 1
         f.pointee.bytes &+= UInt64(total)
-        f.pointee.lastUsed = UInt32(truncatingIfNeeded: hot.pointee.now / 1_000_000)
+        f.pointee.lastUsed = FlowTable.ticks(hot.pointee.now)
         hot.pointee.counters.flowHits &+= 1
         hot.pointee.counters.ipReceived &+= 1
         hot.pointee.counters.ipForwarded &+= 1
@@ -82,7 +82,7 @@ extension Stack {
         let r = flows.install(destination: destination, source: source, tos: tos, neighbor: neighbor,
                               neighborGeneration: n.pointee.generation, mac: n.pointee.mac,
                               fibGeneration: fibView.pointee.generation,
-                              now: UInt32(truncatingIfNeeded: hot.pointee.now / 1_000_000))
+                              now: FlowTable.ticks(hot.pointee.now))
         if r.created { hot.pointee.counters.flowsCreated &+= 1 }
         if r.evicted { hot.pointee.counters.flowsEvicted &+= 1 }
         if hot.pointee.nextFlowSweep == 0 { hot.pointee.nextFlowSweep = hot.pointee.now + 1_000_000_000 }
@@ -95,13 +95,13 @@ extension Stack {
         guard flows.count > 0 else { hot.pointee.nextFlowSweep = 0; return }
         guard now >= hot.pointee.nextFlowSweep else { return }
         hot.pointee.nextFlowSweep = now + 1_000_000_000
-        let nowMs = UInt32(truncatingIfNeeded: now / 1_000_000)
-        let idleMs = UInt32(clamping: configuration.ipflow.idleTimeout.nanoseconds / 1_000_000)
+        let nowTicks = FlowTable.ticks(now)
+        let idleTicks = UInt32(clamping: configuration.ipflow.idleTimeout.nanoseconds >> FlowTable.tickShift)
         let generation = fibView.pointee.generation
         for i in flows.liveIndices {
             let f = flows.entries[Int(i)]
             let stale = f.fibGeneration != generation || neighbors.entries[Int(f.neighbor)].generation != f.neighborGeneration
-            if stale || nowMs &- f.lastUsed >= idleMs {
+            if stale || nowTicks &- f.lastUsed >= idleTicks {
                 flows.remove(i)
                 hot.pointee.counters.flowsExpired &+= 1
             }
@@ -119,17 +119,20 @@ extension Stack {
 
     /// The flows, oldest first.
     public var flowList: [Flow] {
-        let nowMs = UInt32(truncatingIfNeeded: hot.pointee.now / 1_000_000)
+        let nowTicks = FlowTable.ticks(hot.pointee.now)
         return flows.liveIndices.map { i in
             let f = flows.entries[Int(i)]
             let n = neighbors.entries[Int(f.neighbor)]
             return Flow(source: IPv4Address(rawValue: f.source), destination: IPv4Address(rawValue: f.destination), tos: f.tos,
                         interface: Int(n.interface), nextHop: IPv4Address(rawValue: n.address), packets: f.packets, bytes: f.bytes,
-                        idle: .milliseconds(Int64(nowMs &- f.lastUsed)),
+                        idle: Interval(nanoseconds: Int64(nowTicks &- f.lastUsed) << FlowTable.tickShift),
                         valid: f.fibGeneration == fibView.pointee.generation && f.neighborGeneration == n.generation)
         }
     }
 
     /// Number of flows in the table.
     public var flowCount: Int { flows.count }
+
+    /// Bytes one flow entry takes in the preallocated table.
+    public static var flowEntryBytes: Int { MemoryLayout<FlowTable.Entry>.stride }
 }

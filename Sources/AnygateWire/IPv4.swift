@@ -62,7 +62,11 @@ public struct IPv4Packet {
         let tl = Int(bytes.be16(Field.totalLength))
         guard tl >= hl, tl <= bytes.count else { return .badTotalLength }
         if hl > IPv4Packet.minimumHeaderLength, !optionsAreWellFormed { return .badOption }
-        if verifyChecksum, !InternetChecksum.verifies(bytes.slice(0, hl)) { return .badChecksum }
+        if verifyChecksum {
+            let ok = hl == IPv4Packet.minimumHeaderLength ? InternetChecksum.verifiesIPv4Header(bytes.baseAddress!)
+                : InternetChecksum.verifies(bytes.slice(0, hl))
+            if !ok { return .badChecksum }
+        }
         return nil
     }
 
@@ -119,7 +123,7 @@ public struct IPv4Packet {
 
     /// Decrements TTL by one and patches the checksum (RFC 1624 equation 3;
     /// TTL is the high byte of its 16-bit word with the protocol).
-    @inlinable public func decrementTTL() {
+    @inlinable @inline(__always) public func decrementTTL() {
         let word = bytes.be16(Field.ttl)
         bytes.setBE16(Field.ttl, word &- 0x0100)
         checksum = InternetChecksum.update(checksum, old: word, new: word &- 0x0100)

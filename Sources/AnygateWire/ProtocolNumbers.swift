@@ -6,13 +6,13 @@ public struct EtherType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public var rawValue: UInt16
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
 
-    public static let ipv4 = EtherType(rawValue: 0x0800)
-    public static let arp = EtherType(rawValue: 0x0806)
-    public static let vlan = EtherType(rawValue: 0x8100)
-    public static let qinq = EtherType(rawValue: 0x88A8)
-    public static let ipv6 = EtherType(rawValue: 0x86DD)
+    @inlinable public static var ipv4: EtherType { EtherType(rawValue: 0x0800) }
+    @inlinable public static var arp: EtherType { EtherType(rawValue: 0x0806) }
+    @inlinable public static var vlan: EtherType { EtherType(rawValue: 0x8100) }
+    @inlinable public static var qinq: EtherType { EtherType(rawValue: 0x88A8) }
+    @inlinable public static var ipv6: EtherType { EtherType(rawValue: 0x86DD) }
     /// Transparent Ethernet bridging, carried in GRE (RFC 1701).
-    public static let transparentEthernet = EtherType(rawValue: 0x6558)
+    @inlinable public static var transparentEthernet: EtherType { EtherType(rawValue: 0x6558) }
 
     public var description: String {
         switch self {
@@ -32,14 +32,14 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConv
     public var rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    public static let icmp = IPProtocol(rawValue: 1)
-    public static let tcp = IPProtocol(rawValue: 6)
-    public static let udp = IPProtocol(rawValue: 17)
-    public static let ipv6 = IPProtocol(rawValue: 41)
-    public static let ipv6Fragment = IPProtocol(rawValue: 44)
-    public static let gre = IPProtocol(rawValue: 47)
-    public static let icmpv6 = IPProtocol(rawValue: 58)
-    public static let ipv6NoNext = IPProtocol(rawValue: 59)
+    @inlinable public static var icmp: IPProtocol { IPProtocol(rawValue: 1) }
+    @inlinable public static var tcp: IPProtocol { IPProtocol(rawValue: 6) }
+    @inlinable public static var udp: IPProtocol { IPProtocol(rawValue: 17) }
+    @inlinable public static var ipv6: IPProtocol { IPProtocol(rawValue: 41) }
+    @inlinable public static var ipv6Fragment: IPProtocol { IPProtocol(rawValue: 44) }
+    @inlinable public static var gre: IPProtocol { IPProtocol(rawValue: 47) }
+    @inlinable public static var icmpv6: IPProtocol { IPProtocol(rawValue: 58) }
+    @inlinable public static var ipv6NoNext: IPProtocol { IPProtocol(rawValue: 59) }
 
     public var description: String {
         switch self {
@@ -60,8 +60,8 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConv
 public struct ARPOperation: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
-    public static let request = ARPOperation(rawValue: 1)
-    public static let reply = ARPOperation(rawValue: 2)
+    @inlinable public static var request: ARPOperation { ARPOperation(rawValue: 1) }
+    @inlinable public static var reply: ARPOperation { ARPOperation(rawValue: 2) }
     public var description: String {
         switch self {
         case .request: "request"
@@ -75,12 +75,12 @@ public struct ARPOperation: RawRepresentable, Hashable, Sendable, CustomStringCo
 public struct ICMPv4Type: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
-    public static let echoReply = ICMPv4Type(rawValue: 0)
-    public static let destinationUnreachable = ICMPv4Type(rawValue: 3)
-    public static let redirect = ICMPv4Type(rawValue: 5)
-    public static let echoRequest = ICMPv4Type(rawValue: 8)
-    public static let timeExceeded = ICMPv4Type(rawValue: 11)
-    public static let parameterProblem = ICMPv4Type(rawValue: 12)
+    @inlinable public static var echoReply: ICMPv4Type { ICMPv4Type(rawValue: 0) }
+    @inlinable public static var destinationUnreachable: ICMPv4Type { ICMPv4Type(rawValue: 3) }
+    @inlinable public static var redirect: ICMPv4Type { ICMPv4Type(rawValue: 5) }
+    @inlinable public static var echoRequest: ICMPv4Type { ICMPv4Type(rawValue: 8) }
+    @inlinable public static var timeExceeded: ICMPv4Type { ICMPv4Type(rawValue: 11) }
+    @inlinable public static var parameterProblem: ICMPv4Type { ICMPv4Type(rawValue: 12) }
 
     /// Error messages (RFC 1122 section 3.2.2): never sent in reply to one.
     @inlinable public var isError: Bool {
@@ -123,16 +123,16 @@ public enum ICMPv4TimeExceededCode {
 public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
-    public static let destinationUnreachable = ICMPv6Type(rawValue: 1)
-    public static let packetTooBig = ICMPv6Type(rawValue: 2)
-    public static let timeExceeded = ICMPv6Type(rawValue: 3)
-    public static let parameterProblem = ICMPv6Type(rawValue: 4)
-    public static let echoRequest = ICMPv6Type(rawValue: 128)
-    public static let echoReply = ICMPv6Type(rawValue: 129)
-    public static let routerSolicitation = ICMPv6Type(rawValue: 133)
-    public static let routerAdvertisement = ICMPv6Type(rawValue: 134)
-    public static let neighborSolicitation = ICMPv6Type(rawValue: 135)
-    public static let neighborAdvertisement = ICMPv6Type(rawValue: 136)
+    @inlinable public static var destinationUnreachable: ICMPv6Type { ICMPv6Type(rawValue: 1) }
+    @inlinable public static var packetTooBig: ICMPv6Type { ICMPv6Type(rawValue: 2) }
+    @inlinable public static var timeExceeded: ICMPv6Type { ICMPv6Type(rawValue: 3) }
+    @inlinable public static var parameterProblem: ICMPv6Type { ICMPv6Type(rawValue: 4) }
+    @inlinable public static var echoRequest: ICMPv6Type { ICMPv6Type(rawValue: 128) }
+    @inlinable public static var echoReply: ICMPv6Type { ICMPv6Type(rawValue: 129) }
+    @inlinable public static var routerSolicitation: ICMPv6Type { ICMPv6Type(rawValue: 133) }
+    @inlinable public static var routerAdvertisement: ICMPv6Type { ICMPv6Type(rawValue: 134) }
+    @inlinable public static var neighborSolicitation: ICMPv6Type { ICMPv6Type(rawValue: 135) }
+    @inlinable public static var neighborAdvertisement: ICMPv6Type { ICMPv6Type(rawValue: 136) }
 
     /// Types below 128 are errors (RFC 4443 section 2.1).
     @inlinable public var isError: Bool { rawValue < 128 }

@@ -198,6 +198,11 @@ struct FlowTests {
         #expect(t.r1.counters.flowHits == hits + 1)
     }
 
+    @Test("a flow entry is one 64-byte cache line")
+    func entrySize() {
+        #expect(Stack.flowEntryBytes == 64)
+    }
+
     @Test("flush empties the table and counts it")
     func flush() throws {
         let t = try Topology()

@@ -70,6 +70,19 @@ struct ChecksumTests {
         }
     }
 
+    @Test("the unrolled 20-byte header check agrees with the general sum")
+    func unrolledHeaderCheck() {
+        var seed: UInt64 = 9
+        for k in 0..<5000 {
+            var h = [UInt8](repeating: 0, count: 20)
+            for i in 0..<20 { seed = seed &* 6364136223846793005 &+ 1442695040888963407; h[i] = UInt8(truncatingIfNeeded: seed >> 40) }
+            if k % 2 == 0 { h.withUnsafeMutableBytes { IPv4Packet(unchecked: $0).fillChecksum() } }
+            h.withUnsafeMutableBytes { b in
+                #expect(InternetChecksum.verifiesIPv4Header(b.baseAddress!) == InternetChecksum.verifies(b))
+            }
+        }
+    }
+
     @Test("pseudo-header sums")
     func pseudoHeader() {
         let s = InternetChecksum.pseudoHeaderSum(source: IPv4Address(192, 0, 2, 1), destination: IPv4Address(198, 51, 100, 2),
