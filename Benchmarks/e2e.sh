@@ -9,10 +9,13 @@
 # Reports TCP throughput (iperf3, one stream) and 64-byte UDP packets/s
 # (iperf3 -u, 22-byte payloads: 64-byte Ethernet frames), and their ratio.
 # Needs root, /dev/net/tun and iperf3 (make bench-e2e installs it).
-# Usage: Benchmarks/e2e.sh [SECONDS]
+# Each measurement runs ROUNDS times, the two paths alternating, and the
+# median is reported (this machine's figures vary from run to run).
+# Usage: Benchmarks/e2e.sh [SECONDS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
+ROUNDS=${2:-3}
 [ "$(id -u)" = 0 ] || { echo "e2e.sh needs root"; exit 1; }
 [ -c /dev/net/tun ] || { echo "e2e.sh needs /dev/net/tun"; exit 1; }
 swift build -c release --product anygated >/dev/null
@@ -58,10 +61,18 @@ udp() {
         | awk -v secs="$SECS" '/receiver/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, a, "/"); printf "%d", (a[2] - a[1]) / secs } }'
 }
 
-echo "== ${SECS}s per measurement; $(nproc) cores; $(uname -r)"
-AT=$(tcp 10.2.0.2); LT=$(tcp 10.6.0.2)
-AU=$(udp 10.2.0.2); LU=$(udp 10.6.0.2)
-printf "%-34s %14s %14s %8s\n" "measurement" "anygated" "linux" "ratio"
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+echo "== ${SECS}s per measurement, median of ${ROUNDS} rounds; $(nproc) cores; $(uname -r)"
+: > "$DIR/at"; : > "$DIR/lt"; : > "$DIR/au"; : > "$DIR/lu"
+for r in $(seq "$ROUNDS"); do
+    tcp 10.2.0.2 >> "$DIR/at"; echo >> "$DIR/at"
+    tcp 10.6.0.2 >> "$DIR/lt"; echo >> "$DIR/lt"
+    udp 10.2.0.2 >> "$DIR/au"; echo >> "$DIR/au"
+    udp 10.6.0.2 >> "$DIR/lu"; echo >> "$DIR/lu"
+    echo "   round $r: anygated $(tail -1 "$DIR/at") Gbit/s $(tail -1 "$DIR/au") pps; linux $(tail -1 "$DIR/lt") Gbit/s $(tail -1 "$DIR/lu") pps"
+done
+AT=$(median < "$DIR/at"); LT=$(median < "$DIR/lt"); AU=$(median < "$DIR/au"); LU=$(median < "$DIR/lu")
+printf "%-34s %14s %14s %8s\n" "measurement (median)" "anygated" "linux" "ratio"
 printf "%-34s %14s %14s %8s\n" "TCP throughput, 1 stream (Gbit/s)" "$AT" "$LT" "$(awk -v a="$AT" -v l="$LT" 'BEGIN { if (l > 0) printf "%.2f", a / l }')"
 printf "%-34s %14s %14s %8s\n" "UDP 64-byte frames (packets/s)" "$AU" "$LU" "$(awk -v a="$AU" -v l="$LU" 'BEGIN { if (l > 0) printf "%.2f", a / l }')"
 echo "== anygated after the run:"
