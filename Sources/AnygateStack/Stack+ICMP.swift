@@ -94,11 +94,11 @@ extension Stack {
             hot.pointee.counters.icmpErrorsRateLimited += 1
             return
         }
-        // Source: an address of the interface the error leaves by, else of
-        // the interface the packet came in on.
+        // Source: chosen by IPSELSRC among the addresses of the interface the
+        // error leaves by, else the first address of the one it came in on.
         var from = IPv4Address.any
         if let back = fib.lookup(src), back.kind != .local {
-            from = IPv4Address(rawValue: ifs[back.interface].primaryAddress)
+            from = selectSource(destination: src, route: back)
         }
         if from.isUnspecified { from = IPv4Address(rawValue: ifs[rx].primaryAddress) }
         guard !from.isUnspecified else { hot.pointee.counters.icmpErrorsSuppressed += 1; return }
@@ -161,8 +161,8 @@ extension Stack {
             dropCounters[DropReason.noRoute.counterIndex] &+= 1
             throw .noRoute(destination)
         }
-        // To ourselves the destination is its own source; otherwise the outgoing interface's first address.
-        let from = source ?? (route.kind == .local ? destination : IPv4Address(rawValue: ifs[route.interface].primaryAddress))
+        // A given (bound) source is never changed; otherwise IPSELSRC chooses.
+        let from = source ?? selectSource(destination: destination, route: route)
         guard !from.isUnspecified else { throw .noSourceAddress }
         guard var p = pool.allocate() else { throw .poolExhausted }
         let icmpLength = ICMPv4Packet.headerLength + payloadSize

@@ -233,10 +233,10 @@ extension Stack {
             if ifs[out].up { dropCounters[DropReason.poolExhausted.counterIndex] &+= 1 }
             return
         }
-        // Speak from the address on the target's subnet, else the first one.
+        // Speak from the address on the target's subnet (else the first), as
+        // IPSELSRC may change it; an announcement speaks for its own address.
         let source = gratuitous ? target
-            : (interfaceAddresses[out].first { $0.address.subnet.contains(target) }?.address.address
-                ?? IPv4Address(rawValue: ifs[out].primaryAddress))
+            : selectSource(destination: target, interface: out, incumbent: routeAddress(interface: out, nextHop: target))
         pool.setLength(&p, ARPPacket.length)
         ARPRepr(operation: .request, senderMAC: MACAddress(rawValue: ifs[out].mac), senderIP: source,
                 targetMAC: .zero, targetIP: target).emit(into: pool.bytes(p))

@@ -49,6 +49,7 @@ public final class Stack {
     var interfaceNames: [String] = []
     var interfaceAddresses: [[InterfaceAddress]] = []
     var events: [StackEvent] = []
+    var sourcePolicies = SourcePolicies()
 
     public init(name: String, configuration: StackConfiguration = StackConfiguration(),
                 pool: PacketPool, hypercalls: any Hypercalls) {
@@ -179,6 +180,7 @@ public final class Stack {
         ifs[i].txCount = 0
         ifs[i].exists = false
         ifs[i].up = false
+        sourcePolicies.perInterface[i] = nil
     }
 
     func check(_ i: InterfaceIndex) throws(InterfaceError) {
