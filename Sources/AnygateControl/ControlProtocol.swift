@@ -18,6 +18,11 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     public var via: String?
     public var dev: String?
     public var metric: UInt32?
+    /// For `address-preference`: the address and its new preference.
+    public var address: String?
+    public var preference: Int?
+    /// For `explain-source`: the destination.
+    public var destination: String?
 
     public enum Verb: String, Codable, Sendable {
         case show
@@ -25,10 +30,14 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         case routeDel = "route-del"
         case reload
         case flowsFlush = "flows-flush"
+        case addressPreference = "address-preference"
+        case explainSource = "explain-source"
     }
 
-    public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil) {
+    public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil,
+                address: String? = nil, preference: Int? = nil, destination: String? = nil) {
         self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
+        self.address = address; self.preference = preference; self.destination = destination
     }
 
     public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "stats"]
@@ -77,10 +86,15 @@ public struct AddressInfo: Codable, Equatable, Sendable {
     /// "10.1.0.1/24"
     public var address: String
     public var preference: Int
-    /// Only in `show addresses`: the interface that holds it.
+    /// Only in `show addresses`: the interface that holds it, and the
+    /// IPSELSRC policy in force there ("none" without one) and its origin
+    /// (interface, default or none).
     public var interface: String?
-    public init(address: String, preference: Int, interface: String? = nil) {
+    public var policy: String?
+    public var policyOrigin: String?
+    public init(address: String, preference: Int, interface: String? = nil, policy: String? = nil, policyOrigin: String? = nil) {
         self.address = address; self.preference = preference; self.interface = interface
+        self.policy = policy; self.policyOrigin = policyOrigin
     }
 }
 
@@ -150,6 +164,38 @@ public struct FlowInfo: Codable, Equatable, Sendable {
                 bytes: UInt64, idleSeconds: Double, valid: Bool) {
         self.source = source; self.destination = destination; self.tos = tos; self.interface = interface
         self.nextHop = nextHop; self.packets = packets; self.bytes = bytes; self.idleSeconds = idleSeconds; self.valid = valid
+    }
+}
+
+/// The answer to `explain-source`: every candidate's score vector under the
+/// policy in force, and which one wins and why.
+public struct ExplainInfo: Codable, Equatable, Sendable {
+    public struct Candidate: Codable, Equatable, Sendable {
+        public var address: String
+        public var preference: Int
+        public var index: Int
+        public var scores: [Int]
+        public init(address: String, preference: Int, index: Int, scores: [Int]) {
+            self.address = address; self.preference = preference; self.index = index; self.scores = scores
+        }
+    }
+    public var destination: String
+    public var interface: String
+    /// The route that chose the interface; null when the interface was given.
+    public var route: RouteInfo?
+    public var policy: String
+    public var policyOrigin: String
+    public var scorers: [String]
+    /// The address the route itself would use.
+    public var incumbent: String
+    public var candidates: [Candidate]
+    public var chosen: String
+    public var reason: String
+    public init(destination: String, interface: String, route: RouteInfo?, policy: String, policyOrigin: String, scorers: [String],
+                incumbent: String, candidates: [Candidate], chosen: String, reason: String) {
+        self.destination = destination; self.interface = interface; self.route = route; self.policy = policy
+        self.policyOrigin = policyOrigin; self.scorers = scorers; self.incumbent = incumbent; self.candidates = candidates
+        self.chosen = chosen; self.reason = reason
     }
 }
 

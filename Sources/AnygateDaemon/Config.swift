@@ -15,6 +15,8 @@ public struct DaemonConfig: Equatable, Sendable {
     public var ipflowEnabled = true
     public var ipflowMaxFlows = 65536
     public var ipflowIdleTimeout = Interval.seconds(30)
+    /// The stack-wide IPSELSRC policy; nil: none.
+    public var sourcePolicy: SourcePolicy? = nil
     public var interfaces: [InterfaceConfig] = []
     public var routes: [RouteConfig] = []
 
@@ -72,6 +74,8 @@ public struct InterfaceConfig: Equatable, Sendable {
     public var mac: MACAddress?
     public var mtu = 1500
     public var addresses: [AddressConfig] = []
+    /// The interface's own IPSELSRC policy; nil: the stack default.
+    public var sourcePolicy: SourcePolicy? = nil
 
     public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
         self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses

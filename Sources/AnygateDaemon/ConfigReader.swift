@@ -15,8 +15,6 @@ public struct ConfigReader {
     static let notSupportedYet: [String: String] = [
         "tunnels": "GRE tunnels",
         "mirror": "the netlink mirror",
-        "stack.source-selection": "IPSELSRC source selection",
-        "interfaces[].source-selection": "IPSELSRC source selection",
         "interfaces[].attach.mirror": "mirror attachments",
     ]
 
@@ -72,6 +70,11 @@ public struct ConfigReader {
                 try checkKeys(am, "stack.arp", allowed: ["max-entries", "pending-per-neighbor"])
                 if let v = am["max-entries"] { c.arpMaxEntries = try int(v, "stack.arp.max-entries", 1...1_000_000) }
                 if let v = am["pending-per-neighbor"] { c.arpPendingPerNeighbor = try int(v, "stack.arp.pending-per-neighbor", 1...255) }
+            }
+            if let sel = m["source-selection"] {
+                let sm = try mapping(sel, "stack.source-selection")
+                try checkKeys(sm, "stack.source-selection", allowed: ["default"])
+                if let d = sm["default"] { c.sourcePolicy = try policy(d, "stack.source-selection.default") }
             }
             if let f = m["ipflow"] {
                 let fm = try mapping(f, "stack.ipflow")
@@ -129,6 +132,7 @@ public struct ConfigReader {
             i.mac = mac
         }
         if let mtuNode = m["mtu"] { i.mtu = try int(mtuNode, path + ".mtu", 68...9000) }
+        if let sel = m["source-selection"] { i.sourcePolicy = try policy(sel, path + ".source-selection") }
         if let list = m["addresses"] {
             guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
             for (k, a) in seq.enumerated() {
@@ -253,6 +257,27 @@ public struct ConfigReader {
         }
         guard range.contains(v) else { throw fail(path, node, "\(v) is out of range \(range.lowerBound)...\(range.upperBound)") }
         return v
+    }
+
+    /// A list of scorer names: at most eight, each one known; an empty list means no policy.
+    func policy(_ node: Node, _ path: String) throws(ConfigError) -> SourcePolicy? {
+        guard case .sequence(let seq) = node else {
+            throw fail(path, node, "expected a list of scorers (\(SourceScorer.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        var scorers: [SourceScorer] = []
+        for (k, item) in seq.enumerated() {
+            let name = try string(item, "\(path)[\(k)]")
+            guard let s = SourceScorer(rawValue: name) else {
+                throw fail("\(path)[\(k)]", item, SourcePolicyError.unknownScorer(name).description)
+            }
+            scorers.append(s)
+        }
+        do {
+            let p = try SourcePolicy(scorers)
+            return p.isEmpty ? nil : p
+        } catch {
+            throw fail(path, node, error.description)
+        }
     }
 
     func bool(_ node: Node, _ path: String) throws(ConfigError) -> Bool {

@@ -42,6 +42,10 @@ extension Daemon {
             }
         case .routeAdd, .routeDel:
             return routeChange(request)
+        case .addressPreference:
+            return addressPreference(request)
+        case .explainSource:
+            return explainSource(request)
         case .flowsFlush:
             let n = stack.flushFlows()
             logger.notice("flows flushed", metadata: ["flows": "\(n)"])
@@ -84,6 +88,48 @@ extension Daemon {
         }
     }
 
+    /// Sets an address's preference at run time (the appliance's SIOCSIFADDRPREF).
+    func addressPreference(_ r: ControlRequest) -> [UInt8] {
+        guard let dev = r.dev, let text = r.address, let pref = r.preference else {
+            return fail("address preference needs an interface, an address and a number")
+        }
+        guard let i = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
+        let bare = text.split(separator: "/").first.map(String.init) ?? text
+        guard let a = IPv4Address(bare) else { return fail("\"\(text)\" is not an IPv4 address") }
+        guard let p = Int16(exactly: pref) else { return fail("preference \(pref) is out of range -32768...32767") }
+        do { try stack.setPreference(a, on: i, p) } catch {
+            if case .noSuchAddress = error { return fail("address \(a) is not configured on \(dev)") }
+            return fail(error.description)
+        }
+        logger.notice("address preference", metadata: ["interface": "\(dev)", "address": "\(a)", "preference": "\(p)"])
+        return encode(ControlResponse(ok: true, result: Done(message: "\(a) on \(dev): preference \(p)")))
+    }
+
+    func explainSource(_ r: ControlRequest) -> [UInt8] {
+        guard let text = r.destination, let d = IPv4Address(text) else {
+            return fail("explain source needs a destination IPv4 address")
+        }
+        var i: Int? = nil
+        if let dev = r.dev {
+            guard let idx = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
+            i = idx
+        }
+        guard let e = stack.explainSource(d, interface: i) else { return fail("no route to \(d)") }
+        let route = e.route.map {
+            RouteInfo(prefix: "\($0.prefix)", nextHop: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface),
+                      metric: $0.metric, origin: "\($0.origin)")
+        }
+        let candidates = e.candidates.enumerated().map { k, c in
+            ExplainInfo.Candidate(address: "\(c.address)", preference: Int(c.preference), index: c.index,
+                                  scores: k < e.vectors.count ? e.vectors[k] : [])
+        }
+        return encode(ControlResponse(ok: true, result: ExplainInfo(
+            destination: "\(d)", interface: stack.interfaceName(e.interface), route: route,
+            policy: e.policy?.description ?? "none", policyOrigin: e.policyOrigin,
+            scorers: e.policy?.scorers.map(\.rawValue) ?? [], incumbent: "\(e.incumbent)", candidates: candidates,
+            chosen: "\(e.chosen)", reason: e.reason)))
+    }
+
     func fail(_ message: String) -> [UInt8] { encode(ControlResponse<Done>(ok: false, error: message)) }
 
     func encode<T: Codable>(_ response: ControlResponse<T>) -> [UInt8] {
@@ -122,7 +168,11 @@ extension Daemon {
 
     func addressInfos() -> [AddressInfo] {
         stack.interfaces.flatMap { s in
-            s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference), interface: s.name) }
+            let (policy, origin) = stack.effectiveSourcePolicy(for: s.index)
+            return s.addresses.map {
+                AddressInfo(address: "\($0.address)", preference: Int($0.preference), interface: s.name,
+                            policy: policy?.description ?? "none", policyOrigin: origin)
+            }
         }
     }
 

@@ -46,6 +46,7 @@ public final class Daemon {
         sc.ipflow.maxFlows = config.ipflowMaxFlows
         sc.ipflow.idleTimeout = config.ipflowIdleTimeout
         runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192))
+        runtime.stack.setDefaultSourcePolicy(config.sourcePolicy)
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
         do throws(DaemonError) {
             for i in config.interfaces { try addInterface(i) }
@@ -98,6 +99,7 @@ public final class Daemon {
         do {
             let idx = try stack.addInterface(name: i.name, mac: i.effectiveMAC, mtu: i.mtu)
             for a in i.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
+            try stack.setSourcePolicy(i.sourcePolicy, for: idx)
             try runtime.attach(port, to: idx)
             interfaceIndex[i.name] = idx
             attachments[idx] = i.attach
@@ -205,6 +207,7 @@ public final class Daemon {
                 try addInterface(i)
                 continue
             }
+            if was.sourcePolicy != i.sourcePolicy { try? stack.setSourcePolicy(i.sourcePolicy, for: idx) }
             if was.mtu != i.mtu {
                 try? stack.setMTU(idx, i.mtu)
                 if case .tap(let n) = i.attach { try? HostInterface.setMTU(n, i.mtu) }
@@ -239,6 +242,7 @@ public final class Daemon {
             logger.warning("control socket or metrics address changed; they take effect when anygated restarts")
         }
         if next.logLevel != old.logLevel { logger.logLevel = next.logLevel.loggerLevel }
+        if next.sourcePolicy != old.sourcePolicy { stack.setDefaultSourcePolicy(next.sourcePolicy) }
         var applied = next
         applied.controlSocket = old.controlSocket
         applied.metricsListen = old.metricsListen

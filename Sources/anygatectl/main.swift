@@ -18,7 +18,7 @@ struct Anygatectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "anygatectl",
         abstract: "Show and change the state of a running anygated.",
-        subcommands: [Show.self, RouteCommand.self, Flows.self, Reload.self])
+        subcommands: [Show.self, RouteCommand.self, AddressCommand.self, Explain.self, Flows.self, Reload.self])
 
     @Option(name: .long, help: "The daemon's control socket.")
     var socket = "/run/anygate/control.sock"
@@ -85,7 +85,9 @@ struct Show: ParsableCommand {
         case "addresses":
             let r = call(request, parent, as: [AddressInfo].self)
             if parent.json { return printJSON(r) }
-            table(["INTERFACE", "ADDRESS", "PREFERENCE"], r.map { [$0.interface ?? "-", $0.address, "\($0.preference)"] })
+            table(["INTERFACE", "ADDRESS", "PREFERENCE", "POLICY"],
+                  r.map { [$0.interface ?? "-", $0.address, "\($0.preference)",
+                           ($0.policy ?? "none") + ($0.policyOrigin.map { $0 == "none" ? "" : " (\($0))" } ?? "")] })
         case "routes":
             let r = call(request, parent, as: [RouteInfo].self)
             if parent.json { return printJSON(r) }
@@ -159,6 +161,56 @@ struct RouteCommand: ParsableCommand {
             let (via, dev, _) = try RouteCommand.words(rest, allowMetric: false)
             let r = call(ControlRequest(verb: .routeDel, prefix: prefix, via: via, dev: dev), root, as: Done.self)
             if root.json { printJSON(r) } else { print(r.message) }
+        }
+    }
+}
+
+struct AddressCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "address", abstract: "Change an address's settings.", subcommands: [Preference.self])
+
+    struct Preference: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "address preference IF ADDR N: set the IPSELSRC preference.")
+        @ParentCommand var root: Anygatectl
+        @Argument(help: "The interface.") var interface: String
+        @Argument(help: "The address (with or without /LEN).") var address: String
+        @Argument(help: "The preference, -32768...32767 (higher wins).") var preference: Int
+
+        func run() {
+            let r = call(ControlRequest(verb: .addressPreference, dev: interface, address: address, preference: preference), root,
+                         as: Done.self)
+            if root.json { printJSON(r) } else { print(r.message) }
+        }
+    }
+}
+
+struct Explain: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Explain a decision.", subcommands: [Source.self])
+
+    struct Source: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "explain source DST [--interface IF]: which address a packet to DST would leave from, and why.")
+        @ParentCommand var root: Anygatectl
+        @Argument(help: "The destination.") var destination: String
+        @Option(name: .long, help: "Choose on this interface instead of by route.") var interface: String?
+
+        func run() {
+            let e = call(ControlRequest(verb: .explainSource, dev: interface, destination: destination), root, as: ExplainInfo.self)
+            if root.json { return printJSON(e) }
+            if let r = e.route {
+                print("route:      \(r.prefix)\(r.nextHop.map { " via \($0)" } ?? "") dev \(r.interface) (\(r.origin))")
+            } else {
+                print("interface:  \(e.interface) (given)")
+            }
+            print("policy:     \(e.policy)\(e.policyOrigin == "none" ? "" : " (\(e.policyOrigin))")")
+            print("incumbent:  \(e.incumbent) (the route's own address)")
+            print("")
+            table(["", "ADDRESS", "INDEX", "PREFERENCE"] + e.scorers.map { $0.uppercased() },
+                  e.candidates.map { c in
+                      [c.address == e.chosen ? "*" : "", c.address, "\(c.index)", "\(c.preference)"] + c.scores.map { "\($0)" }
+                  })
+            print("")
+            print("chosen:     \(e.chosen): \(e.reason)")
         }
     }
 }

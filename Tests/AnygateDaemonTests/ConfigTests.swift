@@ -40,6 +40,23 @@ struct ConfigTests {
         #expect(mac == c.interfaces[0].effectiveMAC)
     }
 
+    @Test("source-selection policies")
+    func sourceSelection() throws {
+        let c = try reader.parse("""
+        stack: {source-selection: {default: [same-category, common-prefix-len, preference]}}
+        interfaces:
+          - name: a
+            attach: {tap: t0}
+            source-selection: [preference, index]
+          - name: b
+            attach: {tap: t1}
+            source-selection: []
+        """)
+        #expect(c.sourcePolicy?.description == "same-category,common-prefix-len,preference")
+        #expect(c.interfaces[0].sourcePolicy?.description == "preference,index")
+        #expect(c.interfaces[1].sourcePolicy == nil)
+    }
+
     @Test("ipflow keys and durations")
     func ipflow() throws {
         let c = try reader.parse("stack: {ipflow: {enabled: false, max-flows: 1024, idle-timeout: 5m}}")
@@ -75,7 +92,11 @@ struct ConfigTests {
         ("metrics: {listen: localhost}", "metrics.listen", 1, "IPV4:PORT"),
         ("stack: {arp: {max-entries: lots}}", "stack.arp.max-entries", 1, "expected a whole number"),
         ("stack: {arp: {pending-per-neighbor: 0}}", "stack.arp.pending-per-neighbor", 1, "out of range"),
-        ("stack: {source-selection: {default: [index]}}", "stack.source-selection", 1, "not supported yet"),
+        ("stack: {source-selection: {default: [index, fastest]}}", "stack.source-selection.default[1]", 1, "unknown scorer \"fastest\""),
+        ("stack: {source-selection: {default: [index, index, index, index, index, index, index, index, index]}}",
+         "stack.source-selection.default", 1, "at most 8"),
+        ("stack: {source-selection: {default: index}}", "stack.source-selection.default", 1, "expected a list of scorers"),
+        ("stack: {source-selection: {per-interface: []}}", "stack.source-selection.per-interface", 1, "unknown key"),
         ("stack: {ipflow: {enabled: maybe}}", "stack.ipflow.enabled", 1, "expected true or false"),
         ("stack: {ipflow: {idle-timeout: soon}}", "stack.ipflow.idle-timeout", 1, "not a duration"),
         ("stack: {ipflow: {idle-timeout: 10ms}}", "stack.ipflow.idle-timeout", 1, "at least 1s"),
@@ -89,7 +110,7 @@ struct ConfigTests {
         ("interfaces:\n  - name: a\n", "interfaces[0]", 2, "needs attach"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0, packet: eth0}", "interfaces[0].attach", 3, "exactly one"),
         ("interfaces:\n  - name: a\n    attach: {mirror: eth0}", "interfaces[0].attach.mirror", 3, "not supported yet"),
-        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    source-selection: [index]", "interfaces[0].source-selection", 4, "not supported yet"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    source-selection: [index, bogus]", "interfaces[0].source-selection[1]", 4, "unknown scorer"),
         ("interfaces:\n  - name: a\n    attach: {bridge: br0}", "interfaces[0].attach.bridge", 3, "unknown key"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    mac: 01:00:5e:00:00:01", "interfaces[0].mac", 4, "unicast"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    mac: 02:00:00:zz:00:01", "interfaces[0].mac", 4, "not a MAC"),

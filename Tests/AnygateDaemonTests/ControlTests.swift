@@ -47,6 +47,9 @@ struct ControlTests {
                     #"{"verb":"route-add","prefix":"10.0.0.0/8","via":"nowhere"}"#,
                     #"{"verb":"route-add","prefix":"10.0.0.0/8","dev":"eth9"}"#,
                     #"{"verb":"route-add","prefix":"10.0.0.0/8"}"#, #"{"verb":"route-del","prefix":"10.0.0.0/8"}"#,
+                    #"{"verb":"address-preference","dev":"lan0","address":"10.0.0.1","preference":3}"#,
+                    #"{"verb":"address-preference","dev":"lan0"}"#, #"{"verb":"explain-source"}"#,
+                    #"{"verb":"explain-source","destination":"10.0.0.300"}"#, #"{"verb":"explain-source","destination":"8.8.8.8"}"#,
                     String(repeating: "x", count: 10000)] {
             let r = ask(d, bad)
             #expect(r["ok"] as? Bool == false, "accepted: \(bad.prefix(40))")

@@ -201,8 +201,30 @@ struct SystemTests {
         #expect(metrics.output.contains("anygate_drops_total{reason=\"no-route\"}"))
         #expect(metrics.output.contains("anygate_flow_hits_total "))
 
-        // SIGHUP with a broken config keeps the running one, and forwarding.
+        // IPSELSRC: lan0 gets a second address and a preference policy; the
+        // time-exceeded a `ping -t 1` from A receives comes from the route's
+        // own address until `address preference` raises the other one.
         let good = try String(contentsOfFile: configPath, encoding: .utf8)
+        try good.replacingOccurrences(of: "addresses: [10.1.0.1/24]",
+                                      with: "addresses: [10.1.0.1/24, 10.1.9.1/24]\n    source-selection: [preference]")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(ctl("reload").status == 0)
+        let before = inNS(ns.a, "ping -c 1 -t 1 -W 2 10.2.0.2", timeout: 10).output
+        #expect(before.contains("From 10.1.0.1 ") && before.contains("Time to live exceeded"), "\(before)")
+        let pref = ctl("address preference lan0 10.1.9.1 10")
+        #expect(pref.status == 0, "\(pref.output)")
+        let after = inNS(ns.a, "ping -c 1 -t 1 -W 2 10.2.0.2", timeout: 10).output
+        #expect(after.contains("From 10.1.9.1 ") && after.contains("Time to live exceeded"), "\(after)")
+        let explained = ctl("explain source 10.1.0.2")
+        #expect(explained.output.contains("chosen:     10.1.9.1"), "\(explained.output)")
+        #expect(ctl("show addresses").output.contains("preference (interface)"))
+        let wrong = ctl("address preference lan0 10.2.0.1 5")
+        #expect(wrong.status == 1 && wrong.output.contains("not configured on lan0"), "\(wrong.output)")
+        #expect(ctl("address preference nosuch 10.2.0.1 5").output.contains("no interface named nosuch"))
+        try good.write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(ctl("reload").status == 0)
+
+        // SIGHUP with a broken config keeps the running one, and forwarding.
         try (good + "\nbogus: [\n").write(toFile: configPath, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         #expect(DaemonProcess.wait(seconds: 10) { daemon.log.contains("reload refused") }, "\(daemon.log)")
