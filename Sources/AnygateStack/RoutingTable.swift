@@ -15,6 +15,9 @@ public struct RoutingTable {
     private var freeSlots: [UInt32] = []
     private var byPrefix: [IPv4Prefix: [UInt32]] = [:]
     private var nextSequence: UInt64 = 0
+    /// Interfaces that are down: their routes stay listed but are withdrawn
+    /// from forwarding until the interface comes back.
+    private var downInterfaces: Set<UInt16> = []
     /// Advances on every change to the table.
     public private(set) var generation: UInt64 = 1
 
@@ -79,6 +82,33 @@ public struct RoutingTable {
         list.sorted { rank(slots[Int($0)]) < rank(slots[Int($1)]) }
     }
 
+    /// The routes of a prefix that may forward: ranked, without those
+    /// through a down interface (local and broadcast ones always stay).
+    private func usable(_ list: [UInt32]) -> [UInt32] {
+        ranked(list).filter {
+            let s = slots[Int($0)]
+            return s.kind == .local || s.kind == .broadcast || !downInterfaces.contains(s.interface)
+        }
+    }
+
+    /// Marks an interface up or down; routes through a down interface are
+    /// withdrawn from the lookup (a less specific route takes over) and
+    /// return when it comes up.
+    mutating func setInterface(_ i: InterfaceIndex, up: Bool) {
+        let k = UInt16(i)
+        let changed = up ? downInterfaces.remove(k) != nil : downInterfaces.insert(k).inserted
+        guard changed else { return }
+        for (prefix, list) in byPrefix where list.contains(where: { slots[Int($0)].interface == k }) {
+            reinstall(prefix)
+        }
+        bumpGeneration()
+    }
+
+    /// Whether a route is withdrawn because its interface is down.
+    public func isWithdrawn(_ r: Route) -> Bool {
+        !r.isInternal && downInterfaces.contains(UInt16(r.interface))
+    }
+
     private func same(_ s: RouteSlot, _ r: Route) -> Bool {
         s.kind == r.kind && s.interface == UInt16(r.interface) && s.metric == r.metric
             && (r.kind != .gateway || s.gateway == r.nextHop?.rawValue)
@@ -138,14 +168,14 @@ public struct RoutingTable {
     private mutating func reinstall(_ prefix: IPv4Prefix) {
         generation &+= 1
         let a = prefix.address.rawValue, len = Int(prefix.length)
-        if let best = ranked(byPrefix[prefix] ?? []).first {
+        if let best = usable(byPrefix[prefix] ?? []).first {
             lpm.insert(a, length: len, value: best + 1)
             return
         }
         var l = len - 1
         while l >= 0 {
             let cover = IPv4Prefix(address: prefix.address, length: l)
-            if let best = ranked(byPrefix[cover] ?? []).first {
+            if let best = usable(byPrefix[cover] ?? []).first {
                 lpm.replace(a, length: len, with: best + 1, newDepth: l)
                 return
             }
@@ -176,10 +206,10 @@ public struct RoutingTable {
         for (prefix, list) in byPrefix {
             precondition(!list.isEmpty, "FIB: empty prefix list")
             for idx in list { precondition(slots[Int(idx)].inUse, "FIB: freed slot still listed") }
+            guard let best = usable(list).first else { continue }
             guard let found = lookupSlot(prefix.address) else { preconditionFailure("FIB: \(prefix) not found") }
             let s = slots[found]
-            precondition(s.prefixLength > prefix.length
-                         || (s.prefixLength == prefix.length && found == Int(ranked(list)[0])),
+            precondition(s.prefixLength > prefix.length || (s.prefixLength == prefix.length && found == Int(best)),
                          "FIB: \(prefix) resolves to a less specific or worse route")
         }
     }

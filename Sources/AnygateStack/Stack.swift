@@ -167,6 +167,7 @@ public final class Stack {
         }
         ifs[index] = InterfaceSlot(mac: mac.rawValue, mtu: mtu, up: false, exists: true, primaryAddress: 0,
                                    counters: InterfaceCounters(), txCount: 0)
+        fib.setInterface(index, up: false)
         return index
     }
 
@@ -180,6 +181,7 @@ public final class Stack {
         ifs[i].txCount = 0
         ifs[i].exists = false
         ifs[i].up = false
+        fib.setInterface(i, up: true)
         sourcePolicies.perInterface[i] = nil
     }
 
@@ -192,6 +194,7 @@ public final class Stack {
         guard ifs[i].up != up else { return }
         enter()
         ifs[i].up = up
+        fib.setInterface(i, up: up)
         if up {
             for a in interfaceAddresses[i] { sendARPRequest(for: a.address.address, on: i, unicastTo: nil, gratuitous: true) }
         } else {

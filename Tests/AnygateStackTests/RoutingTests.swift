@@ -75,6 +75,28 @@ struct RoutingTests {
         #expect(t.r2.neighborList.contains { $0.address == IPv4Address(10, 3, 0, 7) && $0.state == .reachable })
     }
 
+    @Test("routes through a down interface are withdrawn; a backup takes over and they return on link up")
+    func withdrawal() throws {
+        let (_, s, ifs) = try router(interfaces: 2)
+        let p = try IPv4Prefix("203.0.113.0/24")
+        try s.addRoute(p, via: IPv4Address(10, 0, 0, 2), metric: 10)
+        try s.addRoute(p, via: IPv4Address(10, 1, 0, 2), metric: 20)
+        try s.addRoute(.any, via: IPv4Address(10, 1, 0, 3))
+        let d = IPv4Address(203, 0, 113, 9)
+        #expect(s.lookup(d)?.nextHop == IPv4Address(10, 0, 0, 2))
+        try s.setUp(ifs[0], false)
+        #expect(s.lookup(d)?.nextHop == IPv4Address(10, 1, 0, 2), "the backup of the same prefix")
+        #expect(s.lookup(IPv4Address(10, 0, 0, 9))?.prefix == .any, "the connected subnet is withdrawn too: the default catches it")
+        #expect(s.routes.contains { $0.prefix == p && $0.nextHop == IPv4Address(10, 0, 0, 2) }, "still listed")
+        try s.setUp(ifs[1], false)
+        #expect(s.lookup(d) == nil)
+        try s.setUp(ifs[1], true)
+        #expect(s.lookup(d)?.nextHop == IPv4Address(10, 1, 0, 2))
+        try s.setUp(ifs[0], true)
+        #expect(s.lookup(d)?.nextHop == IPv4Address(10, 0, 0, 2))
+        s.checkInvariants()
+    }
+
     @Test("refused route changes say why")
     func errors() throws {
         let (_, s, _) = try router()
