@@ -43,6 +43,17 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
     case protocolUnreachable
     case portUnreachable
     case broadcastEchoIgnored
+    // Sockets and tunnels
+    case socketQueueFull
+    case greMalformed
+    case greBadChecksum
+    case greUnsupported
+    case greKeyMismatch
+    case greSequence
+    case greUnknownProtocol
+    case tunnelNesting
+    case tunnelDown
+    case tunnelSendFailed
     // Resources
     case poolExhausted
     case transmitQueueFull
@@ -89,10 +100,20 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .transmitQueueFull: 35
         case .headroomExhausted: 36
         case .broadcastEchoIgnored: 37
+        case .socketQueueFull: 38
+        case .greMalformed: 39
+        case .greBadChecksum: 40
+        case .greUnsupported: 41
+        case .greKeyMismatch: 42
+        case .greSequence: 43
+        case .greUnknownProtocol: 44
+        case .tunnelNesting: 45
+        case .tunnelDown: 46
+        case .tunnelSendFailed: 47
         }
     }
 
-    public static let counterCount = 38
+    public static let counterCount = 48
 
     /// A stable name for logs, metrics and the CLI.
     public var description: String {
@@ -135,6 +156,16 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .transmitQueueFull: "transmit-queue-full"
         case .headroomExhausted: "headroom-exhausted"
         case .broadcastEchoIgnored: "broadcast-echo-ignored"
+        case .socketQueueFull: "socket-queue-full"
+        case .greMalformed: "gre-malformed"
+        case .greBadChecksum: "gre-bad-checksum"
+        case .greUnsupported: "gre-unsupported"
+        case .greKeyMismatch: "gre-key-mismatch"
+        case .greSequence: "gre-sequence"
+        case .greUnknownProtocol: "gre-unknown-protocol"
+        case .tunnelNesting: "tunnel-nesting"
+        case .tunnelDown: "tunnel-down"
+        case .tunnelSendFailed: "tunnel-send-failed"
         }
     }
 }

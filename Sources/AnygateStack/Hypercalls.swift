@@ -1,3 +1,5 @@
+public import AnygateWire
+
 /// Everything a stack needs from the world outside it, in the role of
 /// NetBSD's rumpuser hypercalls: the time, randomness, and a way to put
 /// frames on a wire. The stack calls nothing else; tests and the in-process
@@ -13,4 +15,28 @@ public protocol Hypercalls: AnyObject {
     /// Takes ownership of `packets`, Ethernet frames to send on `interface`
     /// of `stack`, in order. Called once per interface at the end of a batch.
     func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack)
+
+    /// Opens (binds, connects) a host socket carrying `socket`'s payloads;
+    /// returns nil on success or the reason it failed.
+    func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
+                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String?
+    func closeHostSocket(_ socket: SocketID)
+    /// Sends a payload through the host socket and takes ownership of it;
+    /// returns false, leaving the payload to the caller, if it refused.
+    func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool
+}
+
+/// Host sockets (the `host` socket backend, in the role of rump's sockin):
+/// a stack asks its host to carry a socket's payloads through a socket of
+/// the host kernel. Hosts without them refuse, which these defaults do.
+extension Hypercalls {
+    /// Opens (and binds and connects) a host socket for `socket`; returns
+    /// nil on success or the reason it failed.
+    public func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
+                               remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
+        "this host has no host sockets"
+    }
+    public func closeHostSocket(_ socket: SocketID) {}
+    /// Sends a payload (taking ownership); false if the host refused it.
+    public func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool { false }
 }

@@ -12,6 +12,8 @@ struct InterfaceSlot {
     @usableFromInline var counters: InterfaceCounters
     /// Frames waiting in this interface's transmit queue.
     @usableFromInline var txCount: Int
+    /// The tunnel this interface is, or -1 for an Ethernet interface.
+    @usableFromInline var tunnel: Int32 = -1
 }
 
 /// An address configured on an interface, with its IPSELSRC preference.

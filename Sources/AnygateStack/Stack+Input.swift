@@ -181,11 +181,12 @@ extension Stack {
             }
         }
         hot.pointee.counters.ipDelivered &+= 1
+        if !sockets.isEmpty && socketInput(p, ip: ip, rx: rx) { return }
         switch ip.proto {
         case .icmp:
             icmpInput(p, rx: rx, broadcast: broadcast)
         case .udp:
-            // No UDP listeners yet: every datagram is for a closed port.
+            // No socket took it: the port is closed.
             if broadcast { return drop(p, .portUnreachable, rx: rx) }
             sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.port, rx: rx, linkBroadcast: false)
             drop(p, .portUnreachable, rx: rx)
@@ -195,5 +196,33 @@ extension Stack {
             }
             drop(p, .protocolUnreachable, rx: rx)
         }
+    }
+}
+
+extension Stack {
+    /// Gives a locally addressed datagram to the socket it belongs to.
+    /// Returns false when no socket takes it (the caller answers as for a
+    /// closed port or unknown protocol).
+    func socketInput(_ packet: PacketHandle, ip: IPv4Packet, rx: InterfaceIndex) -> Bool {
+        var p = packet
+        let src = ip.source, dst = ip.destination
+        if ip.proto == .udp {
+            let udp: UDPDatagram
+            do { udp = try UDPDatagram(validating: ip.payload, source: src, destination: dst) } catch { return false }
+            guard let k = demux(.udp, destination: dst, destinationPort: udp.destinationPort, source: src,
+                                sourcePort: udp.sourcePort) else { return false }
+            let port = udp.sourcePort
+            let payloadLength = udp.length - UDPDatagram.headerLength
+            pool.consume(&p, ip.headerLength + UDPDatagram.headerLength)
+            p.length = UInt32(payloadLength)
+            deliver(p, to: k, from: src, port: port)
+            return true
+        }
+        guard let k = demux(.raw(ip.proto), destination: dst, destinationPort: 0, source: src, sourcePort: 0) else { return false }
+        let payloadLength = ip.totalLength - ip.headerLength
+        pool.consume(&p, ip.headerLength)
+        p.length = UInt32(payloadLength)
+        deliver(p, to: k, from: src, port: 0)
+        return true
     }
 }

@@ -164,6 +164,14 @@ extension Stack {
     /// `NeighborTable.none` when it waits for resolution.
     @inline(__always) @discardableResult
     func resolveAndSend(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32) -> UInt32 {
+        let tunnel = ifs[out].tunnel
+        if tunnel >= 0 {
+            // A tunnel has no link layer: hand the IP packet to its encapsulation.
+            ifs[out].counters.txPackets &+= 1
+            ifs[out].counters.txBytes &+= UInt64(p.length)
+            tunnelOutput(Int(tunnel), p)
+            return NeighborTable.none
+        }
         let idx = neighbors.find(nextHop, UInt16(truncatingIfNeeded: out))
         if idx != NeighborTable.none {
             let e = neighbors.entries + Int(idx)

@@ -33,6 +33,7 @@ extension Stack {
             }
         }
         sweepFlows()
+        if !tunnels.isEmpty { tunnelTimers() }
         reassembly.expire(now: now, pool: pool) { q, pool in
             dropCounters[DropReason.reassemblyTimeout.counterIndex] &+= 1
             // Time exceeded in reassembly, only if the first fragment came (RFC 792).
@@ -81,6 +82,7 @@ extension Stack {
         }
         if let r = reassembly.nextDeadline { next = min(next, r) }
         if hot.pointee.nextFlowSweep != 0 { next = min(next, hot.pointee.nextFlowSweep) }
+        if let t = nextTunnelDeadline { next = min(next, max(t, hot.pointee.now + 100_000_000)) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 }

@@ -36,6 +36,8 @@ public final class Stack {
         var icmpTokens: Int64 = 0
         var icmpLastRefill: Int64 = 0
         var nextFlowSweep: Int64 = 0
+        /// How many tunnel encapsulations the current packet is inside.
+        var tunnelDepth = 0
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
@@ -50,6 +52,10 @@ public final class Stack {
     var interfaceAddresses: [[InterfaceAddress]] = []
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
+    var sockets: [PCB?] = []
+    var tunnels: [TunnelState?] = []
+    /// Route-cache counters of the stack's sockets.
+    public internal(set) var routeCacheStatistics = RouteCache.Statistics()
 
     public init(name: String, configuration: StackConfiguration = StackConfiguration(),
                 pool: PacketPool, hypercalls: any Hypercalls) {

@@ -1,0 +1,125 @@
+public import AnygateWire
+
+/// An address of either family. IPv4 only for now: the socket API is
+/// written against this type so that IPv6 adds a case, not a new API.
+public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
+    case v4(IPv4Address)
+
+    public var v4: IPv4Address? {
+        switch self {
+        case .v4(let a): a
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .v4(let a): "\(a)"
+        }
+    }
+}
+
+/// What a socket carries.
+public enum SocketProtocol: Hashable, Sendable, CustomStringConvertible {
+    /// UDP datagrams; the socket sends and receives payloads.
+    case udp
+    /// IP packets of one protocol; the socket sends and receives the IP
+    /// payload, never the IP header (NetBSD's SO_NOHEADER).
+    case raw(IPProtocol)
+
+    public var description: String {
+        switch self {
+        case .udp: "udp"
+        case .raw(let p): "raw/\(p)"
+        }
+    }
+}
+
+/// Where a socket's packets really go: through the stack's own IP layer
+/// (the underlay is an interface of the stack), or through a socket of the
+/// host kernel (the host owns the underlay; `Hypercalls` carries them).
+public enum SocketBackend: String, Hashable, Sendable {
+    case stack
+    case host
+}
+
+public struct SocketID: Hashable, Sendable, CustomStringConvertible {
+    public let value: Int
+    public var description: String { "socket#\(value)" }
+}
+
+/// Why a socket operation failed.
+public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
+    case noSuchSocket
+    case addressInUse(UInt16)
+    case notConnected
+    case noRoute(IPAddress)
+    case noSourceAddress
+    case poolExhausted
+    case tooBig(mtu: Int)
+    /// The host refused or lacks the socket (the reason as the host gave it).
+    case host(String)
+    case interfaceDown
+
+    public var description: String {
+        switch self {
+        case .noSuchSocket: "no such socket"
+        case .addressInUse(let p): "port \(p) is in use"
+        case .notConnected: "socket has no peer"
+        case .noRoute(let a): "no route to \(a)"
+        case .noSourceAddress: "no source address"
+        case .poolExhausted: "no free packet buffer"
+        case .tooBig(let mtu): "larger than the path MTU \(mtu)"
+        case .host(let s): s
+        case .interfaceDown: "outgoing interface is down"
+        }
+    }
+}
+
+/// Per-socket counters.
+public struct SocketCounters: Hashable, Sendable {
+    public var sent: UInt64 = 0
+    public var received: UInt64 = 0
+    public var sendErrors: UInt64 = 0
+    /// Datagrams dropped because the receive queue was full.
+    public var queueDrops: UInt64 = 0
+    public init() {}
+}
+
+/// Who takes a socket's received packets: its own bounded queue (read
+/// with `Stack.socketReceive`), or a tunnel, called directly (no closure
+/// or existential per packet).
+enum SocketReceiver {
+    case queue
+    case tunnel(Int)
+}
+
+/// A protocol control block: one socket's addresses, its cached route and
+/// its receive side.
+struct PCB {
+    var proto: SocketProtocol
+    var backend: SocketBackend
+    var localAddress: IPv4Address = .any
+    var localPort: UInt16 = 0
+    var remoteAddress: IPv4Address = .any
+    var remotePort: UInt16 = 0
+    /// Whether datagrams must come from `remotePort` (GRE-in-UDP peers
+    /// send from per-flow ports, so tunnels accept any).
+    var matchRemotePort = true
+    var route = RouteCache()
+    var receiver: SocketReceiver = .queue
+    var queue: [(packet: PacketHandle, from: IPAddress, port: UInt16)] = []
+    var queueCapacity = 64
+    var counters = SocketCounters()
+    /// Outer header settings: nil means the stack default.
+    var ttl: UInt8? = nil
+    var tos: UInt8 = 0
+}
+
+/// A datagram taken from a socket's queue.
+public struct ReceivedDatagram {
+    /// The payload (UDP payload, or the IP payload of a raw socket); the
+    /// caller owns it and frees it to the pool.
+    public var packet: PacketHandle
+    public var from: IPAddress
+    public var port: UInt16
+}

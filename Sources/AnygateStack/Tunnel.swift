@@ -1,0 +1,109 @@
+public import AnygateWire
+
+/// How a tunnel carries its packets.
+public enum TunnelEncapsulation: String, Hashable, Sendable {
+    /// GRE directly over IP, protocol 47 (RFC 2784, RFC 2890).
+    case gre
+    /// GRE over UDP, destination port 4754, source port from a flow hash (RFC 8086).
+    case greInUDP = "gre-in-udp"
+
+    public static let greInUDPPort: UInt16 = 4754
+}
+
+/// TCP MSS clamping on SYNs entering or leaving a tunnel.
+public enum MSSClamp: Hashable, Sendable, CustomStringConvertible {
+    case off
+    /// The tunnel MTU minus 40 (IPv4 and TCP headers).
+    case auto
+    case fixed(UInt16)
+
+    public var description: String {
+        switch self {
+        case .off: "off"
+        case .auto: "auto"
+        case .fixed(let n): "\(n)"
+        }
+    }
+}
+
+/// GRE keepalives: every `interval` the tunnel sends one; after `retries`
+/// without an answer the line goes down, and up again on the first answer.
+public struct TunnelKeepalive: Hashable, Sendable {
+    public var interval: Interval
+    public var retries: Int
+    public init(interval: Interval, retries: Int) { self.interval = interval; self.retries = retries }
+}
+
+/// A GRE tunnel's settings.
+public struct TunnelConfiguration: Hashable, Sendable {
+    public var name: String
+    public var encapsulation: TunnelEncapsulation = .gre
+    public var backend: SocketBackend = .stack
+    public var local: IPv4Address
+    public var remote: IPv4Address
+    /// RFC 2890 key; packets must carry exactly this key (or none when nil).
+    public var key: UInt32? = nil
+    /// RFC 2890 sequence numbers: sent, and checked (out of order and duplicates dropped).
+    public var sequence = false
+    /// Outer TTL: nil copies the inner packet's.
+    public var ttl: UInt8? = 64
+    /// Outer TOS: nil copies the inner packet's.
+    public var tos: UInt8? = nil
+    /// Tunnel MTU: nil derives it from the underlay path.
+    public var mtu: Int? = nil
+    public var mssClamp: MSSClamp = .off
+    public var keepalive: TunnelKeepalive? = nil
+
+    public init(name: String, local: IPv4Address, remote: IPv4Address) {
+        self.name = name; self.local = local; self.remote = remote
+    }
+
+    /// Bytes the tunnel adds in front of an inner packet.
+    public var overhead: Int {
+        IPv4Packet.minimumHeaderLength + 4 + (key == nil ? 0 : 4) + (sequence ? 4 : 0)
+            + (encapsulation == .greInUDP ? UDPDatagram.headerLength : 0)
+    }
+}
+
+/// Counters of one tunnel.
+public struct TunnelCounters: Hashable, Sendable {
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    public var keepalivesSent: UInt64 = 0
+    public var keepalivesReceived: UInt64 = 0
+    /// Keepalives of the peer's, sent back to it.
+    public var keepalivesAnswered: UInt64 = 0
+    public var mssClamped: UInt64 = 0
+    public var sendErrors: UInt64 = 0
+    public var stateChanges: UInt64 = 0
+    public init() {}
+}
+
+/// One row of `show tunnels`.
+public struct TunnelStatus: Hashable, Sendable {
+    public var configuration: TunnelConfiguration
+    public var interface: InterfaceIndex
+    public var up: Bool
+    public var mtu: Int
+    /// Why it is down, when it is.
+    public var reason: String?
+    public var counters: TunnelCounters
+}
+
+/// A tunnel's running state.
+struct TunnelState {
+    var config: TunnelConfiguration
+    var interface: InterfaceIndex
+    var socket: SocketID
+    var txSequence: UInt32 = 0
+    /// The last sequence number accepted; nil before the first.
+    var rxSequence: UInt32? = nil
+    /// Line state from keepalives (true without keepalives).
+    var alive = true
+    var missed = 0
+    var nextKeepalive: Int64 = 0
+    var downReason: String? = nil
+    var counters = TunnelCounters()
+}
