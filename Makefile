@@ -3,7 +3,7 @@
 
 SWIFT ?= swift
 # System packages the build, the tests and the demo use.
-APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl
+APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark
 
 .PHONY: all deps build test demo bench bench-e2e clean
 
@@ -17,7 +17,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing system packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	else echo "==> system packages present"; fi
 
 build: deps

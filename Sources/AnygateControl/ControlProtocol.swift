@@ -40,7 +40,7 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         self.address = address; self.preference = preference; self.destination = destination
     }
 
-    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "stats"]
+    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "stats"]
 }
 
 public struct ControlResponse<Result: Codable>: Codable {
@@ -196,6 +196,32 @@ public struct ExplainInfo: Codable, Equatable, Sendable {
         self.destination = destination; self.interface = interface; self.route = route; self.policy = policy
         self.policyOrigin = policyOrigin; self.scorers = scorers; self.incumbent = incumbent; self.candidates = candidates
         self.chosen = chosen; self.reason = reason
+    }
+}
+
+/// One GRE tunnel.
+public struct TunnelInfo: Codable, Equatable, Sendable {
+    public var name: String
+    /// up | down
+    public var state: String
+    /// Why it is down, when it is.
+    public var reason: String?
+    public var local: String
+    public var remote: String
+    public var key: UInt32?
+    /// gre | gre-in-udp
+    public var encapsulation: String
+    /// stack | host
+    public var backend: String
+    public var mtu: Int
+    public var sequence: Bool
+    public var keepalive: String?
+    public var counters: [String: UInt64]
+    public init(name: String, state: String, reason: String?, local: String, remote: String, key: UInt32?, encapsulation: String,
+                backend: String, mtu: Int, sequence: Bool, keepalive: String?, counters: [String: UInt64]) {
+        self.name = name; self.state = state; self.reason = reason; self.local = local; self.remote = remote; self.key = key
+        self.encapsulation = encapsulation; self.backend = backend; self.mtu = mtu; self.sequence = sequence
+        self.keepalive = keepalive; self.counters = counters
     }
 }
 

@@ -18,6 +18,7 @@ public struct DaemonConfig: Equatable, Sendable {
     /// The stack-wide IPSELSRC policy; nil: none.
     public var sourcePolicy: SourcePolicy? = nil
     public var interfaces: [InterfaceConfig] = []
+    public var tunnels: [TunnelConfig] = []
     public var routes: [RouteConfig] = []
 
     public init() {}
@@ -34,6 +35,7 @@ public struct DaemonConfig: Equatable, Sendable {
     public var summary: String {
         let addresses = interfaces.reduce(0) { $0 + $1.addresses.count }
         return "\(interfaces.count) interface\(interfaces.count == 1 ? "" : "s"), \(addresses) address\(addresses == 1 ? "" : "es"), "
+            + (tunnels.isEmpty ? "" : "\(tunnels.count) tunnel\(tunnels.count == 1 ? "" : "s"), ")
             + "\(routes.count) route\(routes.count == 1 ? "" : "s"), control socket \(controlSocket)"
             + (metricsListen.map { ", metrics on \($0)" } ?? "")
     }
@@ -89,6 +91,14 @@ public struct InterfaceConfig: Equatable, Sendable {
         for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
         return MACAddress(rawValue: 0x0200_0000_0000 | (h & 0x00FF_FFFF_FFFF))
     }
+}
+
+/// A GRE tunnel: its settings and the addresses of its interface.
+public struct TunnelConfig: Equatable, Sendable {
+    public var tunnel: TunnelConfiguration
+    public var addresses: [AddressConfig] = []
+    public init(tunnel: TunnelConfiguration, addresses: [AddressConfig] = []) { self.tunnel = tunnel; self.addresses = addresses }
+    public var name: String { tunnel.name }
 }
 
 public struct AddressConfig: Equatable, Hashable, Sendable {

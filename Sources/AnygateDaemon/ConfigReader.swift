@@ -13,7 +13,6 @@ public struct ConfigReader {
 
     /// Keys of the contract whose features are not in this build.
     static let notSupportedYet: [String: String] = [
-        "tunnels": "GRE tunnels",
         "mirror": "the netlink mirror",
         "interfaces[].attach.mirror": "mirror attachments",
     ]
@@ -96,6 +95,10 @@ public struct ConfigReader {
             guard case .sequence(let seq) = n else { throw fail("interfaces", n, "expected a list of interfaces") }
             for (k, item) in seq.enumerated() { c.interfaces.append(try interface(item, "interfaces[\(k)]")) }
         }
+        if let n = top["tunnels"] {
+            guard case .sequence(let seq) = n else { throw fail("tunnels", n, "expected a list of tunnels") }
+            for (k, item) in seq.enumerated() { c.tunnels.append(try tunnel(item, "tunnels[\(k)]")) }
+        }
         if let n = top["routes"] {
             guard case .sequence(let seq) = n else { throw fail("routes", n, "expected a list of routes") }
             for (k, item) in seq.enumerated() { c.routes.append(try route(item, "routes[\(k)]")) }
@@ -151,6 +154,78 @@ public struct ConfigReader {
         return i
     }
 
+    func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ["name", "encapsulation", "backend", "local", "remote", "key", "sequence", "ttl", "tos",
+                                         "mtu", "mss-clamp", "keepalive", "addresses"])
+        guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
+        let name = try string(nameNode, path + ".name")
+        guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw fail(path + ".name", nameNode, "must be 1 to 15 letters, digits, '-', '_' or '.'")
+        }
+        func address(_ key: String) throws(ConfigError) -> IPv4Address {
+            guard let n = m[key] else { throw fail(path, node, "needs \(key): ADDRESS") }
+            let t = try string(n, path + "." + key)
+            guard let a = IPv4Address(t), !a.isUnspecified, !a.isMulticast, !a.isLimitedBroadcast else {
+                throw fail(path + "." + key, n, "\"\(t)\" is not a unicast IPv4 address")
+            }
+            return a
+        }
+        var t = TunnelConfiguration(name: name, local: try address("local"), remote: try address("remote"))
+        if let e = m["encapsulation"] {
+            let text = try string(e, path + ".encapsulation")
+            guard let v = TunnelEncapsulation(rawValue: text) else { throw fail(path + ".encapsulation", e, "\"\(text)\" is not one of gre, gre-in-udp") }
+            t.encapsulation = v
+        }
+        if let b = m["backend"] {
+            let text = try string(b, path + ".backend")
+            guard let v = SocketBackend(rawValue: text) else { throw fail(path + ".backend", b, "\"\(text)\" is not one of stack, host") }
+            t.backend = v
+        }
+        if let k = m["key"] { t.key = UInt32(try int(k, path + ".key", 0...Int(UInt32.max))) }
+        if let sq = m["sequence"] { t.sequence = try bool(sq, path + ".sequence") }
+        if let n = m["ttl"] { t.ttl = try inheritOr(n, path + ".ttl", 1...255).map { UInt8($0) } }
+        if let n = m["tos"] { t.tos = try inheritOr(n, path + ".tos", 0...255).map { UInt8($0) } }
+        if let n = m["mtu"] { t.mtu = try int(n, path + ".mtu", 68...9000) }
+        if let n = m["mss-clamp"] {
+            let text = try string(n, path + ".mss-clamp")
+            switch text {
+            case "off": t.mssClamp = .off
+            case "auto": t.mssClamp = .auto
+            default:
+                guard let v = Int(text), (536...65535).contains(v) else {
+                    throw fail(path + ".mss-clamp", n, "expected off, auto or a number 536...65535")
+                }
+                t.mssClamp = .fixed(UInt16(v))
+            }
+        }
+        if let n = m["keepalive"] {
+            let km = try mapping(n, path + ".keepalive")
+            try checkKeys(km, path + ".keepalive", allowed: ["interval", "retries"])
+            var ka = TunnelKeepalive(interval: .seconds(10), retries: 3)
+            if let i = km["interval"] {
+                ka.interval = try duration(i, path + ".keepalive.interval")
+                guard ka.interval >= .seconds(1) else { throw fail(path + ".keepalive.interval", i, "must be at least 1s") }
+            }
+            if let r = km["retries"] { ka.retries = try int(r, path + ".keepalive.retries", 1...255) }
+            t.keepalive = ka
+        }
+        var tc = TunnelConfig(tunnel: t)
+        if let list = m["addresses"] {
+            guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
+            for (k, a) in seq.enumerated() {
+                tc.addresses.append(AddressConfig(address: try interfaceAddress(a, "\(path).addresses[\(k)]")))
+            }
+        }
+        return tc
+    }
+
+    /// "inherit" (nil) or a number in `range`.
+    func inheritOr(_ node: Node, _ path: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+        if case .scalar(let s) = node, s.string == "inherit" { return nil }
+        return try int(node, path, range)
+    }
+
     func route(_ node: Node, _ path: String) throws(ConfigError) -> RouteConfig {
         let m = try mapping(node, path)
         try checkKeys(m, path, allowed: ["to", "via", "interface", "metric"])
@@ -187,6 +262,20 @@ public struct ConfigReader {
                 }
             }
         }
+        let tunnelItems = top["tunnels"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
+        for (k, t) in c.tunnels.enumerated() {
+            let node = k < tunnelItems.count ? tunnelItems[k] : nil
+            guard names.insert(t.name).inserted else { throw fail("tunnels[\(k)].name", node, "duplicate interface name \(t.name)") }
+            for (j, a) in t.addresses.enumerated() {
+                guard addresses.insert(a.address.address).inserted else {
+                    throw fail("tunnels[\(k)].addresses[\(j)]", node, "address \(a.address.address) is configured twice")
+                }
+            }
+            if t.tunnel.backend == .stack, !c.interfaces.contains(where: { $0.addresses.contains { $0.address.address == t.tunnel.local } }) {
+                throw fail("tunnels[\(k)].local", node,
+                           "\(t.tunnel.local) is not an address of any interface (a stack-backed tunnel sends from the stack's own address; use backend: host for the host's)")
+            }
+        }
         let routeItems = top["routes"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
         var seen: Set<RouteConfig> = []
         for (k, r) in c.routes.enumerated() {
@@ -194,9 +283,10 @@ public struct ConfigReader {
             let path = "routes[\(k)]"
             if let n = r.interface, !names.contains(n) { throw fail(path + ".interface", node, "no interface named \(n)") }
             if let via = r.via {
-                let candidates = c.interfaces.filter { r.interface == nil || $0.name == r.interface }
-                let onLink = candidates.contains { i in
-                    i.addresses.contains { $0.address.subnet.contains(via) && $0.address.address != via }
+                let candidates = c.interfaces.filter { r.interface == nil || $0.name == r.interface }.map(\.addresses)
+                    + c.tunnels.filter { r.interface == nil || $0.name == r.interface }.map(\.addresses)
+                let onLink = candidates.contains { list in
+                    list.contains { $0.address.subnet.contains(via) && $0.address.address != via }
                 }
                 guard onLink else {
                     let scope = r.interface.map { "interface \($0)" } ?? "any interface"
@@ -233,7 +323,7 @@ public struct ConfigReader {
     }
 
     private func laterKeys(_ path: String) -> Set<String> {
-        ["tunnels", "mirror", "ipflow", "source-selection"]
+        ["mirror"]
     }
 
     /// "interfaces[3].attach" -> "interfaces[].attach", for the not-supported table.

@@ -36,6 +36,7 @@ extension Daemon {
             case "routes": return encode(ControlResponse(ok: true, result: routeInfos()))
             case "neighbors": return encode(ControlResponse(ok: true, result: neighborInfos()))
             case "flows": return encode(ControlResponse(ok: true, result: flowInfos()))
+            case "tunnels": return encode(ControlResponse(ok: true, result: tunnelInfos()))
             case "stats": return encode(ControlResponse(ok: true, result: statsInfo()))
             case let other:
                 return fail("cannot show \"\(other)\": choose one of \(ControlRequest.showTopics.joined(separator: ", "))")
@@ -187,6 +188,20 @@ extension Daemon {
         stack.neighborList.map {
             NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
                          state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
+        }
+    }
+
+    func tunnelInfos() -> [TunnelInfo] {
+        stack.tunnelList.map { t in
+            var counters: [String: UInt64] = [:]
+            for child in Mirror(reflecting: t.counters).children {
+                if let name = child.label, let v = child.value as? UInt64 { counters[name] = v }
+            }
+            let c = t.configuration
+            return TunnelInfo(name: c.name, state: t.up ? "up" : "down", reason: t.reason, local: "\(c.local)", remote: "\(c.remote)",
+                              key: c.key, encapsulation: c.encapsulation.rawValue, backend: c.backend.rawValue, mtu: t.mtu,
+                              sequence: c.sequence,
+                              keepalive: c.keepalive.map { "every \($0.interval), down after \($0.retries)" }, counters: counters)
         }
     }
 

@@ -70,6 +70,21 @@ extension Daemon {
             }
             family("anygate_\(snake)_total", "counter", "Stack counter \(name).", [("", v)])
         }
+        let tunnels = stack.tunnelList
+        if !tunnels.isEmpty {
+            func perTunnel(_ name: String, _ help: String, _ value: (TunnelStatus) -> UInt64) {
+                family(name, "counter", help, tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", value($0)) })
+            }
+            perTunnel("anygate_tunnel_tx_packets_total", "Packets encapsulated into the tunnel.") { $0.counters.txPackets }
+            perTunnel("anygate_tunnel_rx_packets_total", "Packets decapsulated from the tunnel.") { $0.counters.rxPackets }
+            perTunnel("anygate_tunnel_tx_bytes_total", "Inner bytes encapsulated.") { $0.counters.txBytes }
+            perTunnel("anygate_tunnel_rx_bytes_total", "Inner bytes decapsulated.") { $0.counters.rxBytes }
+            perTunnel("anygate_tunnel_keepalives_sent_total", "Keepalives sent.") { $0.counters.keepalivesSent }
+            perTunnel("anygate_tunnel_keepalives_received_total", "Answers to our keepalives.") { $0.counters.keepalivesReceived }
+            perTunnel("anygate_tunnel_mss_clamped_total", "TCP SYNs whose MSS was lowered.") { $0.counters.mssClamped }
+            family("anygate_tunnel_up", "gauge", "1 when the tunnel's line is up.",
+                   tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", $0.up ? 1 : 0) })
+        }
         family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(stack.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(runtime.pool.inUse))])
         family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", runtime.pool.exhaustedCount)])

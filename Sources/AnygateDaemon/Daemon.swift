@@ -50,6 +50,7 @@ public final class Daemon {
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
         do throws(DaemonError) {
             for i in config.interfaces { try addInterface(i) }
+            for t in config.tunnels { try addTunnel(t) }
             for r in config.routes {
                 do { try addRoute(r) } catch { throw DaemonError("route \(r): \(error)") }
             }
@@ -112,6 +113,21 @@ public final class Daemon {
             throw DaemonError("interface \(i.name): \(error)")
         }
         logger.info("interface up", metadata: ["interface": "\(i.name)", "attach": "\(i.attach)", "mac": "\(i.effectiveMAC)"])
+    }
+
+    func addTunnel(_ t: TunnelConfig) throws(DaemonError) {
+        do {
+            let idx = try stack.addTunnel(t.tunnel)
+            for a in t.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
+        } catch let e as TunnelError {
+            try? stack.removeTunnel(named: t.name)
+            throw DaemonError("tunnel \(t.name): \(e)")
+        } catch {
+            try? stack.removeTunnel(named: t.name)
+            throw DaemonError("tunnel \(t.name): \(error)")
+        }
+        logger.info("tunnel up", metadata: ["tunnel": "\(t.name)", "encapsulation": "\(t.tunnel.encapsulation.rawValue)",
+                                            "backend": "\(t.tunnel.backend.rawValue)", "remote": "\(t.tunnel.remote)"])
     }
 
     func removeInterface(_ name: String) {
@@ -202,6 +218,12 @@ public final class Daemon {
             removeInterface(i.name)
         }
         config.interfaces = old.interfaces.filter { interfaceIndex[$0.name] != nil }
+        // Tunnels: removed or changed ones go, new or changed ones come; the others are untouched.
+        let newTunnels = Dictionary(uniqueKeysWithValues: next.tunnels.map { ($0.name, $0) })
+        for t in old.tunnels where newTunnels[t.name] != t {
+            try? stack.removeTunnel(named: t.name)
+            logger.info("tunnel removed", metadata: ["tunnel": "\(t.name)"])
+        }
         for i in next.interfaces {
             guard let idx = interfaceIndex[i.name], let was = old.interfaces.first(where: { $0.name == i.name }) else {
                 try addInterface(i)
@@ -227,7 +249,11 @@ public final class Daemon {
                 }
             }
         }
-        for r in next.routes where !oldRoutes.contains(r) {
+        let oldTunnels = Dictionary(uniqueKeysWithValues: old.tunnels.map { ($0.name, $0) })
+        for t in next.tunnels where oldTunnels[t.name] != t {
+            try addTunnel(t)
+        }
+        for r in next.routes where !oldRoutes.contains(r) || stack.routes(for: r.to).isEmpty {
             do { try addRoute(r) } catch {
                 if case .exists = error { continue }
                 throw DaemonError("route \(r): \(error)")

@@ -1,4 +1,5 @@
 public import AnygateStack
+import AnygateWire
 
 /// Runs one stack on an event loop: reads ports in batches into the stack,
 /// hands the stack's frames to the ports, drives its timers from the
@@ -10,7 +11,8 @@ public final class HostRuntime {
     private var ports: [InterfaceIndex: any Port] = [:]
     /// Interfaces whose port lost its device; retried every second.
     private var lostPorts: Set<InterfaceIndex> = []
-    private let batch: UnsafeMutableBufferPointer<PacketHandle>
+    let batch: UnsafeMutableBufferPointer<PacketHandle>
+    var hostSockets: [SocketID: HostSocket] = [:]
     /// Called with a human-readable line when a port is lost or comes back.
     public var log: (String) -> Void = { _ in }
     /// Frames the stack sent to an interface with no port.
@@ -23,6 +25,15 @@ public final class HostRuntime {
         func random() -> UInt64 { Sys.randomUInt64() }
         func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
             runtime?.transmit(packets, interface: interface)
+        }
+        func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
+                            remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
+            runtime?.openHostSocket(socket, protocol: `protocol`, local: local, localPort: localPort, remote: remote,
+                                    remotePort: remotePort, ttl: ttl, tos: tos) ?? "no runtime"
+        }
+        func closeHostSocket(_ socket: SocketID) { runtime?.closeHostSocket(socket) }
+        func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool {
+            runtime?.sendHostSocket(socket, payload) ?? false
         }
     }
 
@@ -63,9 +74,10 @@ public final class HostRuntime {
         lostPorts.remove(interface)
     }
 
-    /// Closes every port.
+    /// Closes every port and host socket.
     public func detachAll() {
         for i in Array(ports.keys) { detach(i) }
+        for id in Array(hostSockets.keys) { closeHostSocket(id) }
     }
 
     private func serve(_ interface: InterfaceIndex, events: UInt32) {

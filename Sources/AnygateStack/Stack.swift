@@ -328,6 +328,9 @@ public final class Stack {
         return Route(prefix: prefix, nextHop: g, interface: i, metric: metric, origin: origin, kind: .gateway)
     }
 
+    /// The operator's routes for exactly `prefix`.
+    public func routes(for prefix: IPv4Prefix) -> [Route] { fib.routes(for: prefix).filter { !$0.isInternal } }
+
     /// The routes an operator manages (local and broadcast host routes left out).
     public var routes: [Route] { fib.routes.filter { !$0.isInternal } }
 

@@ -61,7 +61,7 @@ struct Show: ParsableCommand {
 
     @ParentCommand var parent: Anygatectl
 
-    @Argument(help: "interfaces | addresses | routes | neighbors | flows | stats")
+    @Argument(help: "interfaces | addresses | routes | neighbors | flows | tunnels | stats")
     var topic: String
 
     func validate() throws {
@@ -98,6 +98,17 @@ struct Show: ParsableCommand {
             if parent.json { return printJSON(r) }
             table(["ADDRESS", "MAC", "INTERFACE", "STATE", "AGE"],
                   r.map { [$0.address, $0.mac ?? "-", $0.interface, $0.state, String(format: "%.1fs", $0.ageSeconds)] })
+        case "tunnels":
+            let r = call(request, parent, as: [TunnelInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["NAME", "STATE", "ENCAP", "BACKEND", "LOCAL", "REMOTE", "KEY", "MTU", "TX-PKTS", "RX-PKTS", "KEEPALIVE"],
+                  r.map { t in
+                      let ka = t.keepalive == nil ? "off"
+                          : "\(t.counters["keepalivesSent"] ?? 0) sent/\(t.counters["keepalivesReceived"] ?? 0) answered"
+                      return [t.name, t.state + (t.reason.map { " (\($0))" } ?? ""), t.encapsulation, t.backend, t.local, t.remote,
+                              t.key.map { "\($0)" } ?? "-", "\(t.mtu)", "\(t.counters["txPackets"] ?? 0)",
+                              "\(t.counters["rxPackets"] ?? 0)", ka]
+                  })
         case "flows":
             let r = call(request, parent, as: [FlowInfo].self)
             if parent.json { return printJSON(r) }

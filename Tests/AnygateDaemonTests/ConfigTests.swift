@@ -57,6 +57,38 @@ struct ConfigTests {
         #expect(c.interfaces[1].sourcePolicy == nil)
     }
 
+    @Test("a tunnel with every key")
+    func tunnels() throws {
+        let c = try reader.parse("""
+        interfaces:
+          - name: wan0
+            attach: {tap: t0}
+            addresses: [192.0.2.1/24]
+        tunnels:
+          - name: gre0
+            encapsulation: gre-in-udp
+            backend: stack
+            local: 192.0.2.1
+            remote: 198.51.100.7
+            key: 42
+            sequence: true
+            ttl: inherit
+            tos: 16
+            mtu: 1400
+            mss-clamp: auto
+            keepalive: {interval: 5s, retries: 4}
+            addresses: [172.16.0.1/30]
+        routes:
+          - {to: 10.2.0.0/16, via: 172.16.0.2}
+        """)
+        let t = try #require(c.tunnels.first)
+        #expect(t.tunnel.encapsulation == .greInUDP && t.tunnel.backend == .stack && t.tunnel.key == 42 && t.tunnel.sequence)
+        #expect(t.tunnel.ttl == nil && t.tunnel.tos == 16 && t.tunnel.mtu == 1400 && t.tunnel.mssClamp == .auto)
+        #expect(t.tunnel.keepalive == TunnelKeepalive(interval: .seconds(5), retries: 4))
+        #expect(t.addresses.map(\.address.description) == ["172.16.0.1/30"])
+        #expect(c.routes.count == 1, "a next hop on the tunnel's subnet is on-link")
+    }
+
     @Test("ipflow keys and durations")
     func ipflow() throws {
         let c = try reader.parse("stack: {ipflow: {enabled: false, max-flows: 1024, idle-timeout: 5m}}")
@@ -102,7 +134,17 @@ struct ConfigTests {
         ("stack: {ipflow: {idle-timeout: 10ms}}", "stack.ipflow.idle-timeout", 1, "at least 1s"),
         ("stack: {ipflow: {max-flows: -1}}", "stack.ipflow.max-flows", 1, "out of range"),
         ("stack: {ipflow: {buckets: 64}}", "stack.ipflow.buckets", 1, "unknown key"),
-        ("tunnels: []", "tunnels", 1, "not supported yet"),
+        ("tunnels: {name: x}", "tunnels", 1, "expected a list of tunnels"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1}", "tunnels[0]", 2, "needs remote"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 224.0.0.1, backend: host}", "tunnels[0].remote", 2, "not a unicast"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, encapsulation: vxlan}", "tunnels[0].encapsulation", 2, "not one of gre, gre-in-udp"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, backend: kernel}", "tunnels[0].backend", 2, "not one of stack, host"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7}", "tunnels[0].local", 2, "not an address of any interface"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, backend: host, ttl: 0}", "tunnels[0].ttl", 2, "out of range"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, backend: host, mss-clamp: tiny}", "tunnels[0].mss-clamp", 2, "off, auto or a number"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, backend: host, keepalive: {interval: 100ms}}", "tunnels[0].keepalive.interval", 2, "at least 1s"),
+        ("tunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, backend: host, colour: red}", "tunnels[0].colour", 2, "unknown key"),
+        ("interfaces:\n  - name: gre0\n    attach: {tap: t0}\ntunnels:\n  - {name: gre0, local: 192.0.2.1, remote: 198.51.100.7, backend: host}", "tunnels[0].name", 5, "duplicate interface name"),
         ("mirror: {routes: {table: main}}", "mirror", 1, "not supported yet"),
         ("interfaces: {name: x}", "interfaces", 1, "expected a list"),
         ("interfaces:\n  - attach: {tap: t0}", "interfaces[0]", 2, "needs a name"),

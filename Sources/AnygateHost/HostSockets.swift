@@ -1,0 +1,164 @@
+public import AnygateStack
+import AnygateWire
+import CAnygateHost
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `host` socket backend: a stack socket carried by a socket of the
+/// host kernel (rump's sockin role). A raw IPPROTO_GRE socket is bound to
+/// the local address and connected to the remote, so the kernel gives it
+/// only that peer's GRE and, because a raw socket takes the packets, does
+/// not answer them with protocol unreachable. A UDP socket is bound to the
+/// local port and not connected, so peers may send from any source port
+/// (GRE-in-UDP varies it per flow); datagrams from others are dropped.
+final class HostSocket {
+    let fd: Int32
+    let raw: Bool
+    let remote: IPv4Address
+    let remotePort: UInt16
+    var received: UInt64 = 0
+    var foreign: UInt64 = 0
+
+    init(fd: Int32, raw: Bool, remote: IPv4Address, remotePort: UInt16) {
+        self.fd = fd; self.raw = raw; self.remote = remote; self.remotePort = remotePort
+    }
+
+    static func sockaddr(_ a: IPv4Address, _ port: UInt16) -> sockaddr_in {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        sin.sin_addr.s_addr = a.rawValue.bigEndian
+        return sin
+    }
+
+    static func open(protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16, remote: IPv4Address,
+                     remotePort: UInt16, ttl: UInt8, tos: UInt8) throws(SystemError) -> HostSocket {
+        let what = "\(proto) \(local) -> \(remote)"
+        let raw: Bool
+        let fd: Int32
+        switch proto {
+        case .raw(let p):
+            raw = true
+            fd = try Sys.socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                                Int32(p.rawValue), what)
+        case .udp:
+            raw = false
+            fd = try Sys.socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                                0, what)
+        }
+        do {
+            try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl), "IP_TTL", what)
+            try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos), "IP_TOS", what)
+            if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
+            var l = sockaddr(local, raw ? 0 : localPort)
+            let b = withUnsafePointer(to: &l) {
+                $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            _ = try Sys.check(b, "bind", what)
+            if raw {
+                var r = sockaddr(remote, 0)
+                let c = withUnsafePointer(to: &r) {
+                    $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                _ = try Sys.check(c, "connect", what)
+            }
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        return HostSocket(fd: fd, raw: raw, remote: remote, remotePort: remotePort)
+    }
+
+    /// Sends a payload; the kernel adds the IP (and UDP) header.
+    func send(_ bytes: UnsafeMutableRawBufferPointer) -> Bool {
+        if raw { return Glibc.send(fd, bytes.baseAddress, bytes.count, 0) == bytes.count }
+        var to = HostSocket.sockaddr(remote, remotePort)
+        let n = withUnsafePointer(to: &to) {
+            $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {
+                sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        return n == bytes.count
+    }
+
+    /// Reads datagrams into pool buffers: payloads (a raw socket's IP header removed).
+    func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> (count: Int, port: UInt16) {
+        var n = 0
+        var port: UInt16 = 0
+        while n < batch.count {
+            guard var p = pool.allocate() else { break }
+            var from = sockaddr_in()
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let r = withUnsafeMutablePointer(to: &from) {
+                $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {
+                    recvfrom(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity, 0, $0, &len)
+                }
+            }
+            guard r > 0 else { pool.free(p); break }
+            p.length = UInt32(r)
+            if UInt32(bigEndian: from.sin_addr.s_addr) != remote.rawValue {
+                foreign += 1
+                pool.free(p)
+                continue
+            }
+            if raw {
+                let hl = Int(pool.bytes(p).be8(0) & 0x0F) * 4
+                guard hl >= 20, hl <= r else { pool.free(p); continue }
+                pool.consume(&p, hl)
+            }
+            port = UInt16(bigEndian: from.sin_port)
+            batch[n] = p
+            n += 1
+            received += 1
+        }
+        return (n, port)
+    }
+
+    func close() { Sys.close(fd) }
+}
+
+extension HostRuntime {
+    func openHostSocket(_ id: SocketID, protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16,
+                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
+        closeHostSocket(id)
+        let s: HostSocket
+        do {
+            s = try HostSocket.open(protocol: proto, local: local, localPort: localPort, remote: remote, remotePort: remotePort,
+                                    ttl: ttl, tos: tos)
+        } catch {
+            return "host socket: \(error)"
+        }
+        hostSockets[id] = s
+        do {
+            try loop.register(s.fd) { [weak self] _ in self?.serveHostSocket(id) }
+        } catch {
+            s.close()
+            hostSockets[id] = nil
+            return "host socket: \(error)"
+        }
+        return nil
+    }
+
+    func closeHostSocket(_ id: SocketID) {
+        guard let s = hostSockets.removeValue(forKey: id) else { return }
+        loop.unregister(s.fd)
+        s.close()
+    }
+
+    func sendHostSocket(_ id: SocketID, _ payload: PacketHandle) -> Bool {
+        guard let s = hostSockets[id] else { return false }
+        let ok = s.send(pool.bytes(payload))
+        if ok { pool.free(payload) }
+        return ok
+    }
+
+    private func serveHostSocket(_ id: SocketID) {
+        guard let s = hostSockets[id] else { return }
+        for _ in 0..<16 {
+            let (n, port) = s.receive(into: batch, pool: pool)
+            if n > 0 { stack.hostSocketReceived(id, UnsafeBufferPointer(start: batch.baseAddress, count: n), from: .v4(s.remote), port: port) }
+            if n < batch.count { return }
+        }
+    }
+}
