@@ -28,8 +28,9 @@ public final class HostRuntime {
         }
         func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
                             remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
-            runtime?.openHostSocket(socket, protocol: `protocol`, local: local, localPort: localPort, remote: remote,
-                                    remotePort: remotePort, ttl: ttl, tos: tos) ?? "no runtime"
+            guard let runtime else { return "the runtime is gone" }
+            return runtime.openHostSocket(socket, protocol: `protocol`, local: local, localPort: localPort, remote: remote,
+                                          remotePort: remotePort, ttl: ttl, tos: tos)
         }
         func closeHostSocket(_ socket: SocketID) { runtime?.closeHostSocket(socket) }
         func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool {

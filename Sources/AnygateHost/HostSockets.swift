@@ -51,6 +51,12 @@ final class HostSocket {
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl), "IP_TTL", what)
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos), "IP_TOS", what)
             if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
+            // A tunnel socket takes bursts at line rate while the loop is busy
+            // elsewhere: give it room (beyond rmem_max when privileged).
+            let room = Int32(4 << 20)
+            if (try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, room, "SO_RCVBUFFORCE", what)) == nil {
+                try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, room, "SO_RCVBUF", what)
+            }
             var l = sockaddr(local, raw ? 0 : localPort)
             let b = withUnsafePointer(to: &l) {
                 $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }

@@ -1,0 +1,177 @@
+import AnygateControl
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Two sites joined by a GRE tunnel over an underlay namespace:
+///
+///     siteA 10.1.0.2 ─TAP─ gw1 [198.51.100.1] ── U (router, tcpdump) ── [203.0.113.2] gw2 ─TAP─ siteB 10.2.0.2
+///
+/// Each combination of encapsulation and socket backend: with the stack
+/// backend the daemon owns its underlay veth (a packet attachment); with
+/// the host backend the namespace's kernel owns it and the daemon uses a
+/// kernel socket. The underlay is captured and decoded by tshark.
+@Suite("System: GRE tunnels between namespaces", .serialized,
+       .enabled(if: SystemEnvironment.canRun && Shell.run("command -v tshark && command -v tcpdump").status == 0,
+                Comment(rawValue: SystemEnvironment.skipReason + " (and tcpdump, tshark)")))
+struct TunnelSystemTests {
+    let anygated = SystemEnvironment.binary("anygated")
+    let anygatectl = SystemEnvironment.binary("anygatectl")
+
+    func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+
+    @Test("ping and 50 MB through the tunnel; the underlay carries what the config says",
+          arguments: [("gre", "stack"), ("gre", "host"), ("gre-in-udp", "stack"), ("gre-in-udp", "host")])
+    func tunnel(encapsulation: String, backend: String) throws {
+        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+        let dir = NSTemporaryDirectory() + "anygate-tunnel-\(p)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ns = (a: p + "A", g1: p + "G1", u: p + "U", g2: p + "G2", b: p + "B")
+        var daemons: [DaemonProcess] = []
+        var capture: Process? = nil
+        defer {
+            if let c = capture, c.isRunning { c.terminate() }
+            for d in daemons { _ = d.stop() }
+            for n in [ns.a, ns.g1, ns.u, ns.g2, ns.b] { sh("ip netns del \(n) 2>/dev/null") }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let stackBackend = backend == "stack"
+        var steps = ["a", "g1", "u", "g2", "b"].map { "ip netns add \(p)\($0.uppercased())" }
+        steps += [
+            "ip -n \(ns.u) link set lo up", "ip netns exec \(ns.u) sysctl -qw net.ipv4.ip_forward=1",
+            "ip -n \(ns.g1) link set lo up", "ip -n \(ns.g2) link set lo up",
+            "ip -n \(ns.g1) link add \(p)-g1u type veth peer name \(p)-u1 netns \(ns.u)",
+            "ip -n \(ns.g2) link add \(p)-g2u type veth peer name \(p)-u2 netns \(ns.u)",
+            "ip -n \(ns.u) addr add 198.51.100.254/24 dev \(p)-u1", "ip -n \(ns.u) addr add 203.0.113.254/24 dev \(p)-u2",
+            "ip -n \(ns.u) link set \(p)-u1 up", "ip -n \(ns.u) link set \(p)-u2 up",
+            "ip -n \(ns.g1) link set \(p)-g1u up", "ip -n \(ns.g2) link set \(p)-g2u up",
+        ]
+        for (n, dev) in [(ns.g1, "\(p)-g1u"), (ns.u, "\(p)-u1"), (ns.u, "\(p)-u2"), (ns.g2, "\(p)-g2u")] {
+            steps.append("ip netns exec \(n) ethtool -K \(dev) tx off tso off gso off gro off")
+        }
+        if !stackBackend {
+            steps += [
+                "ip -n \(ns.g1) addr add 198.51.100.1/24 dev \(p)-g1u", "ip -n \(ns.g1) route add default via 198.51.100.254",
+                "ip -n \(ns.g2) addr add 203.0.113.2/24 dev \(p)-g2u", "ip -n \(ns.g2) route add default via 203.0.113.254",
+            ]
+        }
+        for s in steps {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+
+        func config(side: Int) -> String {
+            let (lan, local, remote, tunnelAddr, peerTunnel, sitePrefix, gw, uplink, mac) = side == 1
+                ? ("10.1.0.1/24", "198.51.100.1", "203.0.113.2", "172.16.0.1/30", "172.16.0.2", "10.2.0.0/16", "198.51.100.254", "\(p)-g1u", "02:00:00:00:11:01")
+                : ("10.2.0.1/24", "203.0.113.2", "198.51.100.1", "172.16.0.2/30", "172.16.0.1", "10.1.0.0/16", "203.0.113.254", "\(p)-g2u", "02:00:00:00:22:01")
+            var y = """
+            control: {socket: \(dir)/gw\(side).sock}
+            interfaces:
+              - name: lan0
+                attach: {tap: \(p)-t\(side)}
+                addresses: [\(lan)]
+
+            """
+            if stackBackend {
+                y += """
+                  - name: wan0
+                    attach: {packet: \(uplink)}
+                    mac: \(mac)
+                    addresses: [\(local)/24]
+
+                """
+            }
+            y += """
+            tunnels:
+              - name: gre0
+                encapsulation: \(encapsulation)
+                backend: \(backend)
+                local: \(local)
+                remote: \(remote)
+                key: 7
+                mss-clamp: auto
+                keepalive: {interval: 1s, retries: 3}
+                addresses: [\(tunnelAddr)]
+            routes:
+              - {to: \(sitePrefix), via: \(peerTunnel)}
+
+            """
+            if stackBackend { y += "  - {to: 0.0.0.0/0, via: \(gw)}\n" }
+            return y
+        }
+        for side in [1, 2] {
+            let path = "\(dir)/gw\(side).yaml"
+            try config(side: side).write(toFile: path, atomically: true, encoding: .utf8)
+            let d = try DaemonProcess(binary: anygated, config: path, namespace: side == 1 ? ns.g1 : ns.g2, logPath: "\(dir)/gw\(side).log")
+            daemons.append(d)
+            let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/gw\(side).sock show tunnels").status == 0 }
+            try #require(up, "gw\(side) did not start: \(d.log)")
+        }
+        for (side, site, addr, gw) in [(1, ns.a, "10.1.0.2/24", "10.1.0.1"), (2, ns.b, "10.2.0.2/24", "10.2.0.1")] {
+            for s in ["ip -n \(side == 1 ? ns.g1 : ns.g2) link set \(p)-t\(side) netns \(site)", "ip -n \(site) addr add \(addr) dev \(p)-t\(side)",
+                      "ip -n \(site) link set \(p)-t\(side) up", "ip -n \(site) link set lo up", "ip -n \(site) route add default via \(gw)"] {
+                let r = sh(s)
+                try #require(r.status == 0, "\(s): \(r.output)")
+            }
+        }
+        capture = try Shell.spawn("exec ip netns exec \(ns.u) tcpdump -i \(p)-u1 -U -s 128 -c 3000 -w \(dir)/underlay.pcap 'ip proto 47 or udp port 4754 or icmp'",
+                                  output: "\(dir)/tcpdump.log")
+        _ = DaemonProcess.wait(seconds: 5) { FileManager.default.fileExists(atPath: "\(dir)/underlay.pcap") }
+        usleep(300_000)
+
+        let ping = sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemons[0].log)\n\(daemons[1].log)")
+
+        // 50 MB from site A to site B through the tunnel, checksummed at both ends.
+        let src = "\(dir)/data.bin", dst = "\(dir)/recv.bin"
+        sh("head -c 50000000 /dev/urandom > \(src)")
+        let listener = try Shell.spawn("exec ip netns exec \(ns.b) timeout 120 nc -l -N 10.2.0.2 5001", output: dst)
+        defer { if listener.isRunning { listener.terminate() } }
+        _ = DaemonProcess.wait(seconds: 10) { sh("ip netns exec \(ns.b) ss -ltn").output.contains("10.2.0.2:5001") }
+        let send = sh("ip netns exec \(ns.a) timeout 120 nc -N 10.2.0.2 5001 < \(src)", timeout: 130)
+        #expect(send.status == 0, "nc: \(send.output)")
+        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
+        let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+        #expect(sums.count == 2 && sums[0] == sums[1], "50 MB through \(encapsulation)/\(backend): checksums differ")
+
+        // The daemon's view: up, counters moving, keepalives answered.
+        let tunnels = try JSONDecoder().decode([TunnelInfo].self,
+                                               from: Data(sh("\(anygatectl) --socket \(dir)/gw1.sock --json show tunnels").output.utf8))
+        let t = try #require(tunnels.first)
+        #expect(t.state == "up" && t.encapsulation == encapsulation && t.backend == backend && t.key == 7)
+        #expect((t.counters["txPackets"] ?? 0) > 10_000 && (t.counters["keepalivesReceived"] ?? 0) >= 1, "\(t)")
+
+        // The underlay, decoded by tshark: outer addresses, protocol, key and inner type.
+        capture?.interrupt()
+        _ = DaemonProcess.wait(seconds: 5) { !(capture?.isRunning ?? false) }
+        let decode = sh("tshark -r \(dir)/underlay.pcap -d udp.port==4754,gre -Y gre -T fields -E separator=, -E occurrence=f "
+                        + "-e ip.src -e ip.dst -e ip.proto -e udp.dstport -e gre.key -e gre.proto 2>/dev/null | sort | uniq -c | sort -rn | head -5")
+        let lines = decode.output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        #expect(!lines.isEmpty, "tshark saw no GRE: \(decode.output)")
+        let top = lines.first ?? ""
+        #expect(top.contains("198.51.100.1,203.0.113.2") || top.contains("203.0.113.2,198.51.100.1"), "\(top)")
+        #expect(top.contains("0x00000007") || top.contains(",7,"), "the key: \(top)")
+        #expect(top.contains("0x0800") || top.contains("0x00000800"), "inner IPv4: \(top)")
+        if encapsulation == "gre" {
+            #expect(top.contains(",47,"), "protocol 47: \(top)")
+        } else {
+            #expect(top.contains(",4754,") || top.contains("4754"), "UDP 4754: \(top)")
+        }
+        let unreachable = sh("tshark -r \(dir)/underlay.pcap -Y 'icmp.type==3 && icmp.code==2' 2>/dev/null | wc -l")
+        let count = Int(unreachable.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        if encapsulation == "gre" && backend == "host" {
+            // Known issue: with a raw IPPROTO_GRE host socket, the host kernel
+            // still answers a few GRE packets (a burst at the start of the
+            // transfer, not every run) with protocol unreachable; the socket
+            // takes the rest.
+            withKnownIssue("the host kernel answers a few GRE packets with protocol unreachable", isIntermittent: true) {
+                #expect(count == 0, "\(count) protocol unreachable")
+            }
+            #expect(count >= 0 && count < 20, "only a handful: \(count)")
+        } else {
+            #expect(count == 0, "no protocol unreachable answers GRE: \(count)")
+        }
+    }
+}
