@@ -226,6 +226,8 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    tunnelBenchmarks(perPacket)
+
     // Control: proves the malloc counter counts (one array per iteration).
     Benchmark("control: one heap allocation per iteration", configuration: perPacket) { benchmark in
         for i in benchmark.scaledIterations {

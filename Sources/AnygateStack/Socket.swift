@@ -59,9 +59,11 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The host refused or lacks the socket (the reason as the host gave it).
     case host(String)
     case interfaceDown
+    case tableFull(Int)
 
     public var description: String {
         switch self {
+        case .tableFull(let n): "the stack holds at most \(n) sockets"
         case .noSuchSocket: "no such socket"
         case .addressInUse(let p): "port \(p) is in use"
         case .notConnected: "socket has no peer"
@@ -96,6 +98,7 @@ enum SocketReceiver {
 /// A protocol control block: one socket's addresses, its cached route and
 /// its receive side.
 struct PCB {
+    var inUse = false
     var proto: SocketProtocol
     var backend: SocketBackend
     var localAddress: IPv4Address = .any
@@ -107,7 +110,8 @@ struct PCB {
     var matchRemotePort = true
     var route = RouteCache()
     var receiver: SocketReceiver = .queue
-    var queue: [(packet: PacketHandle, from: IPAddress, port: UInt16)] = []
+    /// Datagrams waiting in `Stack.socketQueues` (kept apart so that a PCB
+    /// is a plain value, copied without reference counting).
     var queueCapacity = 64
     var counters = SocketCounters()
     /// Outer header settings: nil means the stack default.

@@ -181,7 +181,7 @@ extension Stack {
             }
         }
         hot.pointee.counters.ipDelivered &+= 1
-        if !sockets.isEmpty && socketInput(p, ip: ip, rx: rx) { return }
+        if socketCount > 0 && socketInput(p, ip: ip, rx: rx) { return }
         switch ip.proto {
         case .icmp:
             icmpInput(p, rx: rx, broadcast: broadcast)

@@ -5,21 +5,26 @@ extension Stack {
 
     /// Opens a socket. Host-backed sockets are opened by the host when
     /// they are connected.
-    public func openSocket(_ proto: SocketProtocol, backend: SocketBackend = .stack, queueCapacity: Int = 64) -> SocketID {
-        var pcb = PCB(proto: proto, backend: backend)
-        pcb.queueCapacity = queueCapacity
-        pcb.queue.reserveCapacity(queueCapacity)
-        if let free = sockets.firstIndex(where: { $0 == nil }) {
-            sockets[free] = pcb
-            return SocketID(value: free)
+    public func openSocket(_ proto: SocketProtocol, backend: SocketBackend = .stack,
+                           queueCapacity: Int = 64) throws(SocketError) -> SocketID {
+        guard let index = (0..<configuration.maxSockets).first(where: { !socketTable[$0].inUse }) else {
+            throw .tableFull(configuration.maxSockets)
         }
-        sockets.append(pcb)
-        return SocketID(value: sockets.count - 1)
+        var pcb = PCB(proto: proto, backend: backend)
+        pcb.inUse = true
+        pcb.queueCapacity = queueCapacity
+        socketTable[index] = pcb
+        socketCount = max(socketCount, index + 1)
+        socketQueues[index] = []
+        socketQueues[index]?.reserveCapacity(queueCapacity)
+        return SocketID(value: index)
     }
 
+    func valid(_ id: SocketID) -> Bool { id.value >= 0 && id.value < socketCount && socketTable[id.value].inUse }
+
     func pcb(_ id: SocketID) throws(SocketError) -> PCB {
-        guard id.value >= 0, id.value < sockets.count, let p = sockets[id.value] else { throw .noSuchSocket }
-        return p
+        guard valid(id) else { throw .noSuchSocket }
+        return socketTable[id.value]
     }
 
     /// Binds a local address (0.0.0.0 for any) and, for UDP, a port.
@@ -27,14 +32,15 @@ extension Stack {
         var p = try pcb(id)
         p.localAddress = address.v4 ?? .any
         p.localPort = port
-        sockets[id.value] = p
+        socketTable[id.value] = p
     }
 
     /// Whether another stack socket already has this protocol, local
     /// address and port, and peer (sockets differing in peer may share a port).
     func inUse(_ id: SocketID, _ p: PCB) -> Bool {
-        sockets.indices.contains { k in
-            guard k != id.value, let s = sockets[k], s.backend == .stack, p.backend == .stack, s.proto == p.proto else { return false }
+        (0..<socketCount).contains { k in
+            let s = socketTable[k]
+            guard k != id.value, s.inUse, s.backend == .stack, p.backend == .stack, s.proto == p.proto else { return false }
             if case .udp = p.proto, s.localPort != p.localPort { return false }
             let sameLocal = s.localAddress == p.localAddress || s.localAddress.isUnspecified || p.localAddress.isUnspecified
             return sameLocal && s.remoteAddress == p.remoteAddress
@@ -52,7 +58,7 @@ extension Stack {
             if case .udp = p.proto { throw .addressInUse(p.localPort) }
             throw .addressInUse(0)
         }
-        sockets[id.value] = p
+        socketTable[id.value] = p
         if p.backend == .host {
             if let error = hypercalls.openHostSocket(id, protocol: p.proto, local: p.localAddress, localPort: p.localPort,
                                                      remote: p.remoteAddress, remotePort: port, ttl: p.ttl ?? configuration.defaultTTL,
@@ -68,27 +74,27 @@ extension Stack {
         var p = try pcb(id)
         p.ttl = ttl
         p.tos = tos
-        sockets[id.value] = p
+        socketTable[id.value] = p
     }
 
     /// Closes a socket, dropping what it had queued.
     public func closeSocket(_ id: SocketID) {
-        guard id.value >= 0, id.value < sockets.count, let p = sockets[id.value] else { return }
-        for d in p.queue { pool.free(d.packet) }
-        if p.backend == .host { hypercalls.closeHostSocket(id) }
-        sockets[id.value] = nil
+        guard valid(id) else { return }
+        for d in socketQueues[id.value] ?? [] { pool.free(d.packet) }
+        socketQueues[id.value] = nil
+        if socketTable[id.value].backend == .host { hypercalls.closeHostSocket(id) }
+        socketTable[id.value].inUse = false
     }
 
     public func socketCounters(_ id: SocketID) -> SocketCounters? {
-        guard id.value >= 0, id.value < sockets.count else { return nil }
-        return sockets[id.value]?.counters
+        guard valid(id) else { return nil }
+        return socketTable[id.value].counters
     }
 
     /// Takes the oldest queued datagram.
     public func socketReceive(_ id: SocketID) -> ReceivedDatagram? {
-        guard id.value >= 0, id.value < sockets.count, var p = sockets[id.value], !p.queue.isEmpty else { return nil }
-        let d = p.queue.removeFirst()
-        sockets[id.value] = p
+        guard valid(id), let d = socketQueues[id.value]?.first else { return nil }
+        socketQueues[id.value]?.removeFirst()
         return ReceivedDatagram(packet: d.packet, from: d.from, port: d.port)
     }
 
@@ -103,51 +109,50 @@ extension Stack {
     /// The send path, with per-packet outer overrides (tunnels inherit the
     /// inner TTL/TOS, and GRE-in-UDP varies the source port per flow).
     func socketSend(_ id: SocketID, _ payload: PacketHandle, ttl: UInt8?, tos: UInt8?, sourcePort: UInt16?) throws(SocketError) {
-        guard id.value >= 0, id.value < sockets.count, var p = sockets[id.value] else {
+        let k = id.value
+        guard valid(id) else {
             pool.free(payload)
             throw .noSuchSocket
         }
-        guard !p.remoteAddress.isUnspecified else {
+        let remote = socketTable[k].remoteAddress
+        guard !remote.isUnspecified else {
             pool.free(payload)
             throw .notConnected
         }
-        if p.backend == .host {
+        if socketTable[k].backend == .host {
             let ok = hypercalls.sendHostSocket(id, payload, sourcePort: sourcePort)
-            if ok { p.counters.sent &+= 1 } else { p.counters.sendErrors &+= 1 }
-            sockets[id.value] = p
+            if ok { socketTable[k].counters.sent &+= 1 } else { socketTable[k].counters.sendErrors &+= 1 }
             if !ok {
                 pool.free(payload)
                 throw .host("the host socket refused the packet")
             }
             return
         }
-        var stats = routeCacheStatistics
-        let route = p.route.route(to: p.remoteAddress, in: fib, statistics: &stats)
-        routeCacheStatistics = stats
+        let route = socketTable[k].route.route(to: remote, in: fib, statistics: &routeCacheStatistics)
         guard let route else {
-            p.counters.sendErrors &+= 1
-            sockets[id.value] = p
+            socketTable[k].counters.sendErrors &+= 1
             pool.free(payload)
             dropCounters[DropReason.noRoute.counterIndex] &+= 1
-            throw .noRoute(.v4(p.remoteAddress))
+            throw .noRoute(.v4(remote))
         }
-        let source = p.localAddress.isUnspecified ? selectSource(destination: p.remoteAddress, route: route) : p.localAddress
+        let local = socketTable[k].localAddress
+        let source = local.isUnspecified ? selectSource(destination: remote, route: route) : local
         guard !source.isUnspecified else {
-            p.counters.sendErrors &+= 1
-            sockets[id.value] = p
+            socketTable[k].counters.sendErrors &+= 1
             pool.free(payload)
             throw .noSourceAddress
         }
         var packet = payload
         let proto: IPProtocol
-        switch p.proto {
+        switch socketTable[k].proto {
         case .udp:
             guard pool.prepend(&packet, UDPDatagram.headerLength) else {
                 pool.free(payload)
                 throw .poolExhausted
             }
-            UDPRepr(sourcePort: sourcePort ?? p.localPort, destinationPort: p.remotePort, payloadLength: Int(payload.length))
-                .emit(into: pool.bytes(packet), source: source, destination: p.remoteAddress)
+            UDPRepr(sourcePort: sourcePort ?? socketTable[k].localPort, destinationPort: socketTable[k].remotePort,
+                    payloadLength: Int(payload.length))
+                .emit(into: pool.bytes(packet), source: source, destination: remote)
             proto = .udp
         case .raw(let pr):
             proto = pr
@@ -157,15 +162,14 @@ extension Stack {
             pool.free(payload)
             throw .poolExhausted
         }
-        IPv4Repr(source: source, destination: p.remoteAddress, proto: proto, payloadLength: length,
-                 ttl: ttl ?? p.ttl ?? configuration.defaultTTL, tos: tos ?? p.tos, identification: nextIPID())
+        IPv4Repr(source: source, destination: remote, proto: proto, payloadLength: length,
+                 ttl: ttl ?? socketTable[k].ttl ?? configuration.defaultTTL, tos: tos ?? socketTable[k].tos, identification: nextIPID())
             .emit(into: pool.bytes(packet))
-        p.counters.sent &+= 1
-        sockets[id.value] = p
+        socketTable[k].counters.sent &+= 1
         do {
             try outputLocal(packet)
         } catch {
-            sockets[id.value]?.counters.sendErrors &+= 1
+            socketTable[k].counters.sendErrors &+= 1
             switch error {
             case .noRoute(let a): throw .noRoute(.v4(a))
             case .tooBig(let mtu): throw .tooBig(mtu: mtu)
@@ -182,12 +186,13 @@ extension Stack {
     /// address if any, connected peer if any.
     func demux(_ proto: SocketProtocol, destination: IPv4Address, destinationPort: UInt16, source: IPv4Address,
                sourcePort: UInt16) -> Int? {
-        for (k, s) in sockets.enumerated() {
-            guard let s, s.backend == .stack, s.proto == proto else { continue }
-            if case .udp = proto, s.localPort != destinationPort { continue }
-            if !s.localAddress.isUnspecified && s.localAddress != destination { continue }
-            if !s.remoteAddress.isUnspecified && s.remoteAddress != source { continue }
-            if case .udp = proto, s.matchRemotePort, s.remotePort != 0, s.remotePort != sourcePort { continue }
+        for k in 0..<socketCount {
+            let s = socketTable + k
+            guard s.pointee.inUse, s.pointee.backend == .stack, s.pointee.proto == proto else { continue }
+            if case .udp = proto, s.pointee.localPort != destinationPort { continue }
+            if !s.pointee.localAddress.isUnspecified && s.pointee.localAddress != destination { continue }
+            if !s.pointee.remoteAddress.isUnspecified && s.pointee.remoteAddress != source { continue }
+            if case .udp = proto, s.pointee.matchRemotePort, s.pointee.remotePort != 0, s.pointee.remotePort != sourcePort { continue }
             return k
         }
         return nil
@@ -195,20 +200,17 @@ extension Stack {
 
     /// Hands a datagram to a socket: its tunnel, or its queue (bounded).
     func deliver(_ packet: PacketHandle, to k: Int, from: IPv4Address, port: UInt16) {
-        guard var s = sockets[k] else { return pool.free(packet) }
-        s.counters.received &+= 1
-        switch s.receiver {
+        guard socketTable[k].inUse else { return pool.free(packet) }
+        socketTable[k].counters.received &+= 1
+        switch socketTable[k].receiver {
         case .tunnel(let t):
-            sockets[k] = s
             tunnelReceive(t, packet, from: from, sourcePort: port)
         case .queue:
-            if s.queue.count >= s.queueCapacity {
-                s.counters.queueDrops &+= 1
-                sockets[k] = s
+            if (socketQueues[k]?.count ?? 0) >= socketTable[k].queueCapacity {
+                socketTable[k].counters.queueDrops &+= 1
                 return drop(packet, .socketQueueFull, rx: nil)
             }
-            s.queue.append((packet, .v4(from), port))
-            sockets[k] = s
+            socketQueues[k, default: []].append((packet, .v4(from), port))
         }
     }
 
@@ -217,7 +219,7 @@ extension Stack {
     public func hostSocketReceived(_ id: SocketID, _ packets: UnsafeBufferPointer<PacketHandle>, from: IPAddress, port: UInt16) {
         enter()
         for p in packets {
-            guard id.value >= 0, id.value < sockets.count, sockets[id.value] != nil, let a = from.v4 else {
+            guard valid(id), let a = from.v4 else {
                 pool.free(p)
                 continue
             }

@@ -33,7 +33,7 @@ extension Stack {
             }
         }
         sweepFlows()
-        if !tunnels.isEmpty { tunnelTimers() }
+        if !tunnelConfigs.isEmpty { tunnelTimers() }
         reassembly.expire(now: now, pool: pool) { q, pool in
             dropCounters[DropReason.reassemblyTimeout.counterIndex] &+= 1
             // Time exceeded in reassembly, only if the first fragment came (RFC 792).

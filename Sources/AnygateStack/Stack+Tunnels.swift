@@ -32,44 +32,52 @@ extension Stack {
         let i: InterfaceIndex
         do { i = try addInterface(name: config.name, mac: .zero, mtu: max(68, mtu)) } catch { throw .interface(error) }
         let proto: SocketProtocol = config.encapsulation == .gre ? .raw(.gre) : .udp
-        let s = openSocket(proto, backend: config.backend, queueCapacity: 1)
-        let t = tunnels.firstIndex { $0 == nil } ?? tunnels.count
-        if t == tunnels.count { tunnels.append(nil) }
-        do {
+        // A tunnel's slot is its interface's index: both tables have maxInterfaces rows.
+        let t = i
+        let s: SocketID
+        do throws(SocketError) {
+            s = try openSocket(proto, backend: config.backend, queueCapacity: 1)
             let port = config.encapsulation == .greInUDP ? TunnelEncapsulation.greInUDPPort : 0
             try bind(s, address: .v4(config.local), port: port)
             try setSocketOptions(s, ttl: config.ttl, tos: config.tos ?? 0)
-            sockets[s.value]?.receiver = .tunnel(t)
-            sockets[s.value]?.matchRemotePort = false
-            try connect(s, to: .v4(config.remote), port: port)
+            socketTable[s.value].receiver = .tunnel(t)
+            socketTable[s.value].matchRemotePort = false
+            do throws(SocketError) { try connect(s, to: .v4(config.remote), port: port) } catch {
+                closeSocket(s)
+                throw error
+            }
         } catch {
-            closeSocket(s)
             try? removeInterface(i)
             throw .socket(error)
         }
         ifs[i].tunnel = Int32(t)
-        var state = TunnelState(config: config, interface: i, socket: s)
-        state.nextKeepalive = hot.pointee.now
-        tunnels[t] = state
+        tunnelStates[t] = TunnelState(config, interface: i, socket: s)
+        tunnelStates[t].nextKeepalive = hot.pointee.now
+        tunnelConfigs[t] = config
         do { try setUp(i, true) } catch { throw .interface(error) }
         return i
     }
 
     /// Removes a tunnel with its interface, routes and socket.
     public func removeTunnel(named name: String) throws(TunnelError) {
-        guard let t = tunnels.firstIndex(where: { $0?.config.name == name }), let state = tunnels[t] else {
+        guard let t = tunnelConfigs.first(where: { $0.value.name == name })?.key else {
             throw .invalid("no tunnel named \(name)")
         }
+        let state = tunnelStates[t]
         closeSocket(state.socket)
         ifs[state.interface].tunnel = -1
-        tunnels[t] = nil
+        tunnelStates[t].inUse = false
+        tunnelConfigs[t] = nil
+        tunnelDownReasons[t] = nil
         do { try removeInterface(state.interface) } catch { throw .interface(error) }
     }
 
     public var tunnelList: [TunnelStatus] {
-        tunnels.compactMap { $0 }.map {
-            TunnelStatus(configuration: $0.config, interface: $0.interface, up: ifs[$0.interface].up, mtu: ifs[$0.interface].mtu,
-                         reason: ifs[$0.interface].up ? nil : ($0.downReason ?? "down"), counters: $0.counters)
+        tunnelConfigs.keys.sorted().map { t in
+            let s = tunnelStates[t]
+            return TunnelStatus(configuration: tunnelConfigs[t]!, interface: s.interface, up: ifs[s.interface].up,
+                                mtu: ifs[s.interface].mtu, reason: ifs[s.interface].up ? nil : (tunnelDownReasons[t] ?? "down"),
+                                counters: s.counters)
         }
     }
 
@@ -88,30 +96,31 @@ extension Stack {
 
     /// Sends an inner IPv4 packet (bytes start at its header) through tunnel `t`.
     func tunnelOutput(_ t: Int, _ packet: PacketHandle) {
-        guard var state = tunnels[t] else { return drop(packet, .tunnelDown, rx: nil) }
+        let st = tunnelStates + t
+        guard st.pointee.inUse else { return drop(packet, .tunnelDown, rx: nil) }
         hot.pointee.tunnelDepth += 1
         defer { hot.pointee.tunnelDepth -= 1 }
         guard hot.pointee.tunnelDepth <= Stack.maxTunnelNesting else { return drop(packet, .tunnelNesting, rx: nil) }
-        let c = state.config
+        let key = st.pointee.key, sequenced = st.pointee.sequence
+        let ttl = st.pointee.ttl, tos = st.pointee.tos
+        let udp = st.pointee.udp
         let inner = IPv4Packet(unchecked: pool.bytes(packet))
-        if c.mssClamp != .off { clampMSS(inner, tunnel: &state) }
+        if st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
         let innerTTL = inner.ttl, innerTOS = inner.tos
-        let flowHash = Stack.flowHash(inner)
         var p = packet
-        let g = GRERepr(protocolType: .ipv4, key: c.key, sequence: c.sequence ? state.txSequence : nil)
+        let g = GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? st.pointee.txSequence : nil)
         guard pool.prepend(&p, g.headerLength) else { return drop(packet, .headroomExhausted, rx: nil) }
         g.emit(into: pool.bytes(p))
-        if c.sequence { state.txSequence &+= 1 }
-        state.counters.txPackets &+= 1
-        state.counters.txBytes &+= UInt64(packet.length)
-        tunnels[t] = state
+        if sequenced { st.pointee.txSequence &+= 1 }
+        st.pointee.counters.txPackets &+= 1
+        st.pointee.counters.txBytes &+= UInt64(packet.length)
         // RFC 8086: a source port from the inner flow, in the dynamic range.
-        let sourcePort: UInt16? = c.encapsulation == .greInUDP ? 49152 | UInt16(truncatingIfNeeded: flowHash) & 0x3FFF : nil
+        let sourcePort: UInt16? = udp ? 49152 | UInt16(truncatingIfNeeded: Stack.flowHash(inner)) & 0x3FFF : nil
         do {
-            try socketSend(state.socket, p, ttl: c.ttl == nil ? innerTTL : nil, tos: c.tos == nil ? innerTOS : nil,
+            try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: tos == nil ? innerTOS : nil,
                            sourcePort: sourcePort)
         } catch {
-            tunnels[t]?.counters.sendErrors &+= 1
+            st.pointee.counters.sendErrors &+= 1
             dropCounters[DropReason.tunnelSendFailed.counterIndex] &+= 1
         }
     }
@@ -128,27 +137,28 @@ extension Stack {
     }
 
     /// Lowers the MSS of a TCP SYN to fit the tunnel.
-    func clampMSS(_ ip: IPv4Packet, tunnel state: inout TunnelState) {
+    func clampMSS(_ ip: IPv4Packet, tunnel t: Int) {
         guard ip.proto == .tcp, !ip.isFragment else { return }
         let payload = ip.payload
         guard payload.count >= TCPHeader.minimumLength else { return }
         let tcp = TCPHeader(unchecked: payload)
         guard tcp.isSYN, tcp.headerLength >= TCPHeader.minimumLength, tcp.headerLength <= payload.count else { return }
         let limit: UInt16
-        switch state.config.mssClamp {
+        switch tunnelStates[t].mssClamp {
         case .off: return
-        case .auto: limit = UInt16(clamping: ifs[state.interface].mtu - IPv4Packet.minimumHeaderLength - TCPHeader.minimumLength)
+        case .auto: limit = UInt16(clamping: ifs[tunnelStates[t].interface].mtu - IPv4Packet.minimumHeaderLength - TCPHeader.minimumLength)
         case .fixed(let n): limit = n
         }
-        if tcp.clampMSS(to: limit) != nil { state.counters.mssClamped &+= 1 }
+        if tcp.clampMSS(to: limit) != nil { tunnelStates[t].counters.mssClamped &+= 1 }
     }
 
     // MARK: Receive
 
     /// A GRE packet from tunnel `t`'s socket (bytes start at the GRE header).
     func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPv4Address, sourcePort: UInt16) {
-        guard var state = tunnels[t] else { return drop(packet, .tunnelDown, rx: nil) }
-        let c = state.config
+        let st = tunnelStates + t
+        guard st.pointee.inUse else { return drop(packet, .tunnelDown, rx: nil) }
+        let interface = st.pointee.interface
         let bytes = pool.bytes(packet)
         let gre: GREHeader
         do {
@@ -160,55 +170,47 @@ extension Stack {
             case .badVersion, .unsupported: reason = .greUnsupported
             default: reason = .greMalformed
             }
-            return drop(packet, reason, rx: state.interface)
+            return drop(packet, reason, rx: interface)
         }
-        guard gre.key == c.key else { return drop(packet, .greKeyMismatch, rx: state.interface) }
-        if c.sequence {
+        guard gre.key == st.pointee.key else { return drop(packet, .greKeyMismatch, rx: interface) }
+        if st.pointee.sequence {
             // RFC 2890 section 2.2: accept only sequence numbers after the last one.
-            guard let seq = gre.sequence else { return drop(packet, .greSequence, rx: state.interface) }
-            if let last = state.rxSequence, Int32(bitPattern: seq &- last) <= 0 {
-                return drop(packet, .greSequence, rx: state.interface)
+            guard let seq = gre.sequence else { return drop(packet, .greSequence, rx: interface) }
+            if let last = st.pointee.rxSequence, Int32(bitPattern: seq &- last) <= 0 {
+                return drop(packet, .greSequence, rx: interface)
             }
-            state.rxSequence = seq
+            st.pointee.rxSequence = seq
         }
         let type = gre.protocolType
         var p = packet
         pool.consume(&p, gre.headerLength)
         if type.rawValue == 0 {
             // The answer to one of our keepalives.
-            state.counters.keepalivesReceived &+= 1
-            state.missed = 0
-            tunnels[t] = state
+            st.pointee.counters.keepalivesReceived &+= 1
+            st.pointee.missed = 0
             pool.free(p)
-            if !state.alive { setTunnelAlive(t, true) }
+            if !st.pointee.alive { setTunnelAlive(t, true) }
             return
         }
-        guard type == .ipv4 else {
-            tunnels[t] = state
-            return drop(p, .greUnknownProtocol, rx: state.interface)
-        }
+        guard type == .ipv4 else { return drop(p, .greUnknownProtocol, rx: interface) }
         let inner = IPv4Packet(unchecked: pool.bytes(p))
-        state.counters.rxPackets &+= 1
-        state.counters.rxBytes &+= UInt64(p.length)
-        if inner.bytes.count >= IPv4Packet.minimumHeaderLength, inner.version == 4, inner.proto == .gre,
-           inner.source == c.local, inner.destination == c.remote {
+        st.pointee.counters.rxPackets &+= 1
+        st.pointee.counters.rxBytes &+= UInt64(p.length)
+        let wellFormed = inner.bytes.count >= IPv4Packet.minimumHeaderLength && inner.version == 4
+            && inner.headerLength <= inner.bytes.count && inner.totalLength <= inner.bytes.count
+        if wellFormed, inner.proto == .gre, inner.source == st.pointee.local, inner.destination == st.pointee.remote {
             // A keepalive of the peer's: send its inner GRE packet back.
-            state.counters.keepalivesAnswered &+= 1
-            tunnels[t] = state
+            st.pointee.counters.keepalivesAnswered &+= 1
             var reply = p
-            pool.consume(&reply, min(inner.headerLength, Int(reply.length)))
-            try? socketSend(state.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
+            pool.consume(&reply, inner.headerLength)
+            try? socketSend(st.pointee.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
             return
         }
-        if c.mssClamp != .off, inner.bytes.count >= IPv4Packet.minimumHeaderLength, inner.version == 4,
-           inner.headerLength <= inner.bytes.count, inner.totalLength <= inner.bytes.count {
-            clampMSS(inner, tunnel: &state)
-        }
-        tunnels[t] = state
-        ifs[state.interface].counters.rxPackets &+= 1
-        ifs[state.interface].counters.rxBytes &+= UInt64(p.length)
-        guard ifs[state.interface].up else { return drop(p, .tunnelDown, rx: state.interface) }
-        ipv4Input(p, rx: state.interface, linkBroadcast: false)
+        if wellFormed, st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
+        ifs[interface].counters.rxPackets &+= 1
+        ifs[interface].counters.rxBytes &+= UInt64(p.length)
+        guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
+        ipv4Input(p, rx: interface, linkBroadcast: false)
     }
 
     // MARK: Keepalives and MTU
@@ -216,48 +218,52 @@ extension Stack {
     /// Runs each tunnel's keepalive schedule and follows underlay MTU changes.
     func tunnelTimers() {
         let now = hot.pointee.now
-        for t in tunnels.indices {
-            guard let state = tunnels[t] else { continue }
-            if state.config.mtu == nil {
-                let mtu = max(68, derivedTunnelMTU(state.config))
-                if mtu != ifs[state.interface].mtu { try? setMTU(state.interface, mtu) }
+        for t in tunnelConfigs.keys {
+            let st = tunnelStates + t
+            if !st.pointee.fixedMTU, let c = tunnelConfigs[t] {
+                let mtu = max(68, derivedTunnelMTU(c))
+                if mtu != ifs[st.pointee.interface].mtu { try? setMTU(st.pointee.interface, mtu) }
             }
-            guard let ka = state.config.keepalive, now >= state.nextKeepalive else { continue }
-            tunnels[t]?.nextKeepalive = now + ka.interval.nanoseconds
-            if state.missed >= ka.retries && state.alive {
+            guard let ka = st.pointee.keepalive, now >= st.pointee.nextKeepalive else { continue }
+            st.pointee.nextKeepalive = now + ka.interval.nanoseconds
+            if st.pointee.missed >= ka.retries && st.pointee.alive {
                 setTunnelAlive(t, false)
             }
             sendKeepalive(t)
-            tunnels[t]?.missed += 1
+            st.pointee.missed += 1
         }
     }
 
     /// Sends one keepalive: a GRE packet addressed from the peer back to
     /// us, inside the tunnel, which the peer decapsulates and returns.
     func sendKeepalive(_ t: Int) {
-        guard let state = tunnels[t], var p = pool.allocate() else { return }
-        let g = GRERepr(protocolType: EtherType(rawValue: 0), key: state.config.key)
+        let state = tunnelStates[t]
+        guard state.inUse, var p = pool.allocate() else { return }
+        let g = GRERepr(protocolType: EtherType(rawValue: 0), key: state.key)
         pool.setLength(&p, IPv4Packet.minimumHeaderLength + g.headerLength)
         let b = pool.bytes(p)
         g.emit(into: b.tail(from: IPv4Packet.minimumHeaderLength))
-        IPv4Repr(source: state.config.remote, destination: state.config.local, proto: .gre, payloadLength: g.headerLength,
+        IPv4Repr(source: state.remote, destination: state.local, proto: .gre, payloadLength: g.headerLength,
                  ttl: 255, identification: nextIPID()).emit(into: b)
-        tunnels[t]?.counters.keepalivesSent &+= 1
+        tunnelStates[t].counters.keepalivesSent &+= 1
         tunnelOutput(t, p)
     }
 
     /// The tunnel's line state: down withdraws its routes, up restores them.
     func setTunnelAlive(_ t: Int, _ alive: Bool) {
-        guard var state = tunnels[t], state.alive != alive else { return }
-        state.alive = alive
-        state.counters.stateChanges &+= 1
-        state.downReason = alive ? nil : "\(state.config.keepalive?.retries ?? 0) keepalives unanswered"
-        tunnels[t] = state
-        try? setUp(state.interface, alive)
+        let st = tunnelStates + t
+        guard st.pointee.inUse, st.pointee.alive != alive else { return }
+        st.pointee.alive = alive
+        st.pointee.counters.stateChanges &+= 1
+        tunnelDownReasons[t] = alive ? nil : "\(st.pointee.keepalive?.retries ?? 0) keepalives unanswered"
+        try? setUp(st.pointee.interface, alive)
     }
 
     /// The next time a tunnel timer is due.
     var nextTunnelDeadline: Int64? {
-        tunnels.compactMap { $0 }.compactMap { $0.config.keepalive == nil && $0.config.mtu != nil ? nil : $0.nextKeepalive }.min()
+        tunnelConfigs.keys.compactMap { t -> Int64? in
+            let s = tunnelStates[t]
+            return s.keepalive == nil && s.fixedMTU ? nil : s.nextKeepalive
+        }.min()
     }
 }

@@ -52,8 +52,14 @@ public final class Stack {
     var interfaceAddresses: [[InterfaceAddress]] = []
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
-    var sockets: [PCB?] = []
-    var tunnels: [TunnelState?] = []
+    /// Sockets and tunnels: fixed tables of plain values, read and written
+    /// in place on the packet path (no copies, no reference counting).
+    let socketTable: UnsafeMutablePointer<PCB>
+    var socketCount = 0
+    var socketQueues: [Int: [(packet: PacketHandle, from: IPAddress, port: UInt16)]] = [:]
+    let tunnelStates: UnsafeMutablePointer<TunnelState>
+    var tunnelConfigs: [Int: TunnelConfiguration] = [:]
+    var tunnelDownReasons: [Int: String] = [:]
     /// Route-cache counters of the stack's sockets.
     public internal(set) var routeCacheStatistics = RouteCache.Statistics()
 
@@ -78,6 +84,10 @@ public final class Stack {
         hot.initialize(to: HotState())
         fibView = .allocate(capacity: 1)
         fibView.initialize(to: FIBView(fib))
+        socketTable = .allocate(capacity: configuration.maxSockets)
+        socketTable.initialize(repeating: PCB(proto: .udp, backend: .stack), count: configuration.maxSockets)
+        tunnelStates = .allocate(capacity: configuration.maxInterfaces)
+        tunnelStates.initialize(repeating: TunnelState(), count: configuration.maxInterfaces)
         neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
                                   pendingPerEntry: configuration.arp.pendingPerNeighbor)
         flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0)
@@ -95,11 +105,15 @@ public final class Stack {
         releaseHeldPackets()
         ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
         dropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
+        socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
+        tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
         neighbors.deallocate(); flows.deallocate(); fib.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.
     func releaseHeldPackets() {
+        for (_, q) in socketQueues { for d in q { pool.free(d.packet) } }
+        socketQueues.removeAll()
         for i in neighbors.liveIndices { neighbors.drainPending(i) { pool.free($0) } }
         reassembly.releaseAll(pool: pool)
         for i in 0..<configuration.maxInterfaces {

@@ -5,6 +5,8 @@ public struct StackConfiguration: Sendable {
     /// TTL of packets the stack originates.
     public var defaultTTL: UInt8 = 64
     public var maxInterfaces = 64
+    /// Sockets the stack can hold (tunnels use one each).
+    public var maxSockets = 256
     /// Frames an interface can hold between two flushes.
     public var transmitQueueCapacity = 1024
     /// Events kept until the owner reads them; more are counted and lost.

@@ -92,11 +92,23 @@ public struct TunnelStatus: Hashable, Sendable {
     public var counters: TunnelCounters
 }
 
-/// A tunnel's running state.
+/// A tunnel's running state: plain data (no references), read and written
+/// in place on the packet path. Its configuration, names and all, lives in
+/// `Stack.tunnelConfigs`.
 struct TunnelState {
-    var config: TunnelConfiguration
-    var interface: InterfaceIndex
-    var socket: SocketID
+    var inUse = false
+    var interface: InterfaceIndex = 0
+    var socket = SocketID(value: -1)
+    var local: IPv4Address = .any
+    var remote: IPv4Address = .any
+    var key: UInt32? = nil
+    var sequence = false
+    var ttl: UInt8? = nil
+    var tos: UInt8? = nil
+    var udp = false
+    var mssClamp: MSSClamp = .off
+    var keepalive: TunnelKeepalive? = nil
+    var fixedMTU = false
     var txSequence: UInt32 = 0
     /// The last sequence number accepted; nil before the first.
     var rxSequence: UInt32? = nil
@@ -104,6 +116,15 @@ struct TunnelState {
     var alive = true
     var missed = 0
     var nextKeepalive: Int64 = 0
-    var downReason: String? = nil
     var counters = TunnelCounters()
+
+    init() {}
+
+    init(_ c: TunnelConfiguration, interface: InterfaceIndex, socket: SocketID) {
+        inUse = true
+        self.interface = interface
+        self.socket = socket
+        local = c.local; remote = c.remote; key = c.key; sequence = c.sequence; ttl = c.ttl; tos = c.tos
+        udp = c.encapsulation == .greInUDP; mssClamp = c.mssClamp; keepalive = c.keepalive; fixedMTU = c.mtu != nil
+    }
 }

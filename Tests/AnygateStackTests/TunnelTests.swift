@@ -270,9 +270,9 @@ struct TunnelTests {
     func udpSockets() throws {
         let t = try Topology()
         try t.warmUp()
-        let server = t.b.openSocket(.udp)
+        let server = try t.b.openSocket(.udp)
         try t.b.bind(server, address: .v4(Topology.bAddr), port: 9000)
-        let client = t.a.openSocket(.udp)
+        let client = try t.a.openSocket(.udp)
         try t.a.bind(client, address: .v4(.any), port: 5555)
         try t.a.connect(client, to: .v4(Topology.bAddr), port: 9000)
         var p = t.net.pool.allocate()!
