@@ -5,7 +5,7 @@ SWIFT ?= swift
 # System packages the build, the tests and the demo use.
 APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark
 
-.PHONY: all deps build test demo bench bench-e2e clean
+.PHONY: all deps build test demo bench bench-e2e bench-e2e-tunnel clean
 
 all: build
 
@@ -50,6 +50,11 @@ bench: deps
 # End-to-end: anygated between namespaces against Linux forwarding (root).
 bench-e2e: deps
 	./Benchmarks/e2e.sh
+
+# End-to-end GRE: plain forwarding and the tunnel through the same two daemons (root).
+bench-e2e-tunnel: deps
+	./Benchmarks/e2e-tunnel.sh
+	ENCAP=gre-in-udp ./Benchmarks/e2e-tunnel.sh
 
 clean:
 	rm -rf .build Benchmarks/.build

@@ -52,7 +52,10 @@ final class HostSocket {
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos), "IP_TOS", what)
             if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
             // A tunnel socket takes bursts at line rate while the loop is busy
-            // elsewhere: give it room (beyond rmem_max when privileged).
+            // elsewhere: give it room (beyond rmem_max when privileged). For a
+            // raw GRE socket this also matters for correctness: Linux passes
+            // over a raw socket whose buffer is full, and then answers the
+            // packet with protocol unreachable.
             let room = Int32(4 << 20)
             if (try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, room, "SO_RCVBUFFORCE", what)) == nil {
                 try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, room, "SO_RCVBUF", what)
