@@ -30,10 +30,12 @@ let package = Package(
         .target(name: "CAnygateHost"),
         .target(name: "AnygateHost", dependencies: ["AnygateStack", "AnygateWire", "CAnygateHost"], swiftSettings: strict),
         .target(name: "AnygateControl", swiftSettings: strict),
+        .systemLibrary(name: "CNetlink", pkgConfig: "libnl-route-3.0", providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .target(name: "AnygateNetlink", dependencies: ["CNetlink", "AnygateWire"], swiftSettings: strict),
         .target(
             name: "AnygateDaemon",
             dependencies: [
-                "AnygateStack", "AnygateWire", "AnygateHost", "AnygateControl",
+                "AnygateStack", "AnygateWire", "AnygateHost", "AnygateControl", "AnygateNetlink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -53,6 +55,8 @@ let package = Package(
                                                              .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
         .testTarget(name: "AnygateSystemTests", dependencies: ["AnygateControl"], swiftSettings: strict),
+        .testTarget(name: "AnygateNetlinkTests", dependencies: ["AnygateNetlink", "AnygateDaemon", "AnygateStack", "AnygateWire"],
+                    swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,184 @@
+import AnygateWire
+import CNetlink
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why the netlink monitor failed.
+public struct NetlinkError: Error, CustomStringConvertible, Sendable {
+    public var operation: String
+    public var code: Int32
+    public var description: String { "\(operation): \(String(cString: nl_geterror(code))) (libnl \(code))" }
+}
+
+/// Follows the host's links, IPv4 addresses, routes and neighbours through
+/// a libnl cache manager whose descriptor sits in the caller's event loop
+/// (no thread of its own). Each readable wake-up yields typed events; a
+/// lost message (ENOBUFS) or libnl error asks for a resync: refill every
+/// cache and take a fresh `snapshot()`.
+public final class NetlinkMonitor {
+    private var manager: OpaquePointer?
+    private var syncSocket: OpaquePointer?
+    private var caches: [OpaquePointer] = []
+    private var pending: [NetlinkEvent] = []
+    private var context: Unmanaged<NetlinkMonitor>? = nil
+    /// Changes processed since start.
+    public private(set) var eventsProcessed: UInt64 = 0
+
+    /// What a wake-up found.
+    public enum Update {
+        case events([NetlinkEvent])
+        /// Messages were lost or libnl failed: resync (the caller refills and diffs).
+        case resync(String)
+    }
+
+    public init(receiveBuffer: Int32? = nil) throws(NetlinkError) {
+        var m: OpaquePointer? = nil
+        var r = nl_cache_mngr_alloc(nil, Int32(NETLINK_ROUTE), Int32(ag_NL_AUTO_PROVIDE), &m)
+        guard r == 0, let mgr = m else { throw NetlinkError(operation: "nl_cache_mngr_alloc", code: r) }
+        manager = mgr
+        syncSocket = nl_socket_alloc()
+        guard let sync = syncSocket else { throw NetlinkError(operation: "nl_socket_alloc", code: -Int32(ag_NLE_NOMEM)) }
+        r = nl_connect(sync, Int32(NETLINK_ROUTE))
+        guard r == 0 else { throw NetlinkError(operation: "nl_connect", code: r) }
+        let ctx = Unmanaged.passUnretained(self)
+        context = ctx
+        for name in ["route/link", "route/addr", "route/route", "route/neigh"] {
+            var c: OpaquePointer? = nil
+            r = nl_cache_alloc_name(name, &c)
+            guard r == 0, let cache = c else { throw NetlinkError(operation: "nl_cache_alloc_name \(name)", code: r) }
+            r = nl_cache_mngr_add_cache_v2(mgr, cache, { _, old, new, _, action, data in
+                guard let data else { return }
+                Unmanaged<NetlinkMonitor>.fromOpaque(data).takeUnretainedValue().changed(old: old, new: new, action: action)
+            }, ctx.toOpaque())
+            guard r == 0 else { throw NetlinkError(operation: "nl_cache_mngr_add_cache_v2 \(name)", code: r) }
+            caches.append(cache)
+        }
+        if let size = receiveBuffer {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, [size], socklen_t(MemoryLayout<Int32>.size))
+        } else {
+            // Route bursts from a routing daemon are large: ask for room.
+            var size: Int32 = 8 << 20
+            if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+                _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            }
+        }
+        pending.removeAll()  // the initial fill is read through snapshot()
+    }
+
+    deinit {
+        if let m = manager { nl_cache_mngr_free(m) }
+        if let s = syncSocket { nl_socket_free(s) }
+    }
+
+    /// The descriptor to watch for readability.
+    public var fd: Int32 { manager.map { nl_cache_mngr_get_fd($0) } ?? -1 }
+
+    /// Reads what netlink has and returns the changes, or asks for a resync.
+    public func receive() -> Update {
+        guard let m = manager else { return .resync("no cache manager") }
+        pending.removeAll(keepingCapacity: true)
+        let r = nl_cache_mngr_data_ready(m)
+        if r < 0 {
+            return .resync(String(cString: nl_geterror(r)))
+        }
+        eventsProcessed &+= UInt64(pending.count)
+        return .events(pending)
+    }
+
+    /// Dumps every cache afresh from the kernel.
+    public func refill() throws(NetlinkError) {
+        guard let s = syncSocket else { return }
+        for c in caches {
+            let r = nl_cache_refill(s, c)
+            if r < 0 { throw NetlinkError(operation: "nl_cache_refill", code: r) }
+        }
+    }
+
+    /// Every object in the caches now, as events (links first, then
+    /// addresses, neighbours and routes).
+    public func snapshot() -> [NetlinkEvent] {
+        var out: [NetlinkEvent] = []
+        for c in caches {
+            var o = nl_cache_get_first(c)
+            while let obj = o {
+                if let e = NetlinkMonitor.translate(obj, removed: false) { out.append(e) }
+                o = nl_cache_get_next(obj)
+            }
+        }
+        return out
+    }
+
+    private func changed(old: OpaquePointer?, new: OpaquePointer?, action: Int32) {
+        switch action {
+        case Int32(ag_NL_ACT_DEL):
+            if let o = old ?? new, let e = NetlinkMonitor.translate(o, removed: true) { pending.append(e) }
+        case Int32(ag_NL_ACT_CHANGE):
+            // A changed route or address is the old one gone and the new one come.
+            if let o = old, let e = NetlinkMonitor.translate(o, removed: true) {
+                if case .linkRemoved = e {} else { pending.append(e) }
+            }
+            if let n = new, let e = NetlinkMonitor.translate(n, removed: false) { pending.append(e) }
+        default:
+            if let n = new, let e = NetlinkMonitor.translate(n, removed: false) { pending.append(e) }
+        }
+    }
+
+    // MARK: Translation (libnl objects stay in here)
+
+    static func ipv4(_ a: OpaquePointer?) -> IPv4Address? {
+        guard let a, nl_addr_get_family(a) == AF_INET, nl_addr_get_len(a) == 4, let p = nl_addr_get_binary_addr(a) else { return nil }
+        let b = p.assumingMemoryBound(to: UInt8.self)
+        return IPv4Address(b[0], b[1], b[2], b[3])
+    }
+
+    static func mac(_ a: OpaquePointer?) -> MACAddress? {
+        guard let a, nl_addr_get_len(a) == 6, let p = nl_addr_get_binary_addr(a) else { return nil }
+        let b = p.assumingMemoryBound(to: UInt8.self)
+        return MACAddress(b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+
+    static func translate(_ obj: OpaquePointer, removed: Bool) -> NetlinkEvent? {
+        let type = String(cString: ag_object_type(obj))
+        switch type {
+        case "route/link":
+            let index = rtnl_link_get_ifindex(obj)
+            let name = rtnl_link_get_name(obj).map { String(cString: $0) } ?? "if\(index)"
+            if removed { return .linkRemoved(index: index, name: name) }
+            let flags = rtnl_link_get_flags(obj)
+            return .linkChanged(HostLink(index: index, name: name, mac: mac(rtnl_link_get_addr(obj)),
+                                         mtu: Int(rtnl_link_get_mtu(obj)), adminUp: flags & ag_IFF_UP != 0,
+                                         operUp: flags & (ag_IFF_LOWER_UP | ag_IFF_RUNNING) != 0))
+        case "route/addr":
+            guard rtnl_addr_get_family(obj) == AF_INET, let a = ipv4(rtnl_addr_get_local(obj)) else { return nil }
+            let len = Int(rtnl_addr_get_prefixlen(obj))
+            guard len >= 0, len <= 32 else { return nil }
+            let address = IPv4InterfaceAddress(address: a, prefixLength: len)
+            let index = Int32(rtnl_addr_get_ifindex(obj))
+            return removed ? .addressRemoved(index: index, address: address) : .addressAdded(index: index, address: address)
+        case "route/route":
+            guard rtnl_route_get_family(obj) == UInt8(AF_INET), rtnl_route_get_type(obj) == 1 /* RTN_UNICAST */ else { return nil }
+            let dst = rtnl_route_get_dst(obj)
+            let len = dst.map { Int(nl_addr_get_prefixlen($0)) } ?? 0
+            let base = ipv4(dst) ?? .any
+            guard len >= 0, len <= 32 else { return nil }
+            var hops = Set<HostNextHop>()
+            for i in 0..<rtnl_route_get_nnexthops(obj) {
+                guard let nh = rtnl_route_nexthop_n(obj, i) else { continue }
+                hops.insert(HostNextHop(gateway: ipv4(rtnl_route_nh_get_gateway(nh)), interface: Int32(rtnl_route_nh_get_ifindex(nh))))
+            }
+            let route = HostRoute(table: rtnl_route_get_table(obj), prefix: IPv4Prefix(address: base, length: len), nextHops: hops,
+                                  metric: rtnl_route_get_priority(obj), proto: rtnl_route_get_protocol(obj))
+            return removed ? .routeRemoved(route) : .routeAdded(route)
+        case "route/neigh":
+            guard rtnl_neigh_get_family(obj) == AF_INET, let a = ipv4(rtnl_neigh_get_dst(obj)) else { return nil }
+            let index = Int32(rtnl_neigh_get_ifindex(obj))
+            if removed { return .neighborRemoved(index: index, address: a) }
+            let state = rtnl_neigh_get_state(obj)
+            let usable = state & (Int32(ag_NUD_INCOMPLETE) | Int32(ag_NUD_FAILED)) == 0
+            return .neighborChanged(index: index, address: a, mac: usable ? mac(rtnl_neigh_get_lladdr(obj)) : nil)
+        default:
+            return nil
+        }
+    }
+}
