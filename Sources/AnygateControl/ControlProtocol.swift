@@ -40,7 +40,7 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         self.address = address; self.preference = preference; self.destination = destination
     }
 
-    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "stats"]
+    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats"]
 }
 
 public struct ControlResponse<Result: Codable>: Codable {
@@ -222,6 +222,35 @@ public struct TunnelInfo: Codable, Equatable, Sendable {
         self.name = name; self.state = state; self.reason = reason; self.local = local; self.remote = remote; self.key = key
         self.encapsulation = encapsulation; self.backend = backend; self.mtu = mtu; self.sequence = sequence
         self.keepalive = keepalive; self.counters = counters
+    }
+}
+
+/// The netlink mirror's state.
+public struct MirrorInfo: Codable, Equatable, Sendable {
+    public struct Interface: Codable, Equatable, Sendable {
+        public var name: String
+        public var host: String
+        /// Whether the host interface exists now.
+        public var present: Bool
+        public var up: Bool
+        public init(name: String, host: String, present: Bool, up: Bool) {
+            self.name = name; self.host = host; self.present = present; self.up = up
+        }
+    }
+    public var enabled: Bool
+    public var interfaces: [Interface]
+    /// Imported host routes per "table/protocol".
+    public var importedRoutes: [String: Int]
+    public var skippedRoutes: UInt64
+    public var eventsProcessed: UInt64
+    public var resyncs: UInt64
+    /// ISO 8601 time and reason of the last full resync.
+    public var lastResync: String?
+    public var lastResyncReason: String?
+    public init(enabled: Bool, interfaces: [Interface], importedRoutes: [String: Int], skippedRoutes: UInt64, eventsProcessed: UInt64,
+                resyncs: UInt64, lastResync: String?, lastResyncReason: String?) {
+        self.enabled = enabled; self.interfaces = interfaces; self.importedRoutes = importedRoutes; self.skippedRoutes = skippedRoutes
+        self.eventsProcessed = eventsProcessed; self.resyncs = resyncs; self.lastResync = lastResync; self.lastResyncReason = lastResyncReason
     }
 }
 

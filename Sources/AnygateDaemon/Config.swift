@@ -17,6 +17,8 @@ public struct DaemonConfig: Equatable, Sendable {
     public var ipflowIdleTimeout = Interval.seconds(30)
     /// The stack-wide IPSELSRC policy; nil: none.
     public var sourcePolicy: SourcePolicy? = nil
+    /// Host routes to import; nil: none.
+    public var mirrorRoutes: MirrorRoutesConfig? = nil
     public var interfaces: [InterfaceConfig] = []
     public var tunnels: [TunnelConfig] = []
     public var routes: [RouteConfig] = []
@@ -56,16 +58,20 @@ public struct InterfaceConfig: Equatable, Sendable {
         case tap(String)
         /// AF_PACKET on an existing host interface.
         case packet(String)
+        /// AF_PACKET on a host interface whose MAC, MTU, state, addresses
+        /// and neighbours the stack follows through netlink.
+        case mirror(String)
 
         public var hostName: String {
             switch self {
-            case .tap(let n), .packet(let n): n
+            case .tap(let n), .packet(let n), .mirror(let n): n
             }
         }
         public var description: String {
             switch self {
             case .tap(let n): "tap \(n)"
             case .packet(let n): "packet \(n)"
+            case .mirror(let n): "mirror \(n)"
             }
         }
     }
@@ -91,6 +97,18 @@ public struct InterfaceConfig: Equatable, Sendable {
         for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
         return MACAddress(rawValue: 0x0200_0000_0000 | (h & 0x00FF_FFFF_FFFF))
     }
+}
+
+/// Which host routes become the stack's.
+public struct MirrorRoutesConfig: Equatable, Sendable {
+    /// The host routing table (254 is main).
+    public var table: UInt32 = 254
+    /// Routing protocols to import; nil: every one but `kernel` (the
+    /// connected routes the stack makes from mirrored addresses itself).
+    public var protocols: Set<UInt8>? = nil
+    /// Prefixes never imported (exact matches).
+    public var exclude: Set<IPv4Prefix> = []
+    public init() {}
 }
 
 /// A GRE tunnel: its settings and the addresses of its interface.

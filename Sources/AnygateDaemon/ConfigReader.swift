@@ -1,3 +1,4 @@
+import AnygateNetlink
 import AnygateStack
 import AnygateWire
 import Foundation
@@ -10,12 +11,6 @@ public struct ConfigReader {
     public let file: String
 
     public init(file: String) { self.file = file }
-
-    /// Keys of the contract whose features are not in this build.
-    static let notSupportedYet: [String: String] = [
-        "mirror": "the netlink mirror",
-        "interfaces[].attach.mirror": "mirror attachments",
-    ]
 
     /// Reads the file at `file`.
     public static func load(path: String) throws(ConfigError) -> DaemonConfig {
@@ -95,6 +90,40 @@ public struct ConfigReader {
             guard case .sequence(let seq) = n else { throw fail("interfaces", n, "expected a list of interfaces") }
             for (k, item) in seq.enumerated() { c.interfaces.append(try interface(item, "interfaces[\(k)]")) }
         }
+        if let n = top["mirror"] {
+            let m = try mapping(n, "mirror")
+            try checkKeys(m, "mirror", allowed: ["routes"])
+            if let r = m["routes"] {
+                let rm = try mapping(r, "mirror.routes")
+                try checkKeys(rm, "mirror.routes", allowed: ["table", "protocols", "exclude"])
+                var mr = MirrorRoutesConfig()
+                if let t = rm["table"] {
+                    let text = try string(t, "mirror.routes.table")
+                    if let v = RouteTables.byName[text] { mr.table = v } else if let v = UInt32(text), v > 0 { mr.table = v } else {
+                        throw fail("mirror.routes.table", t, "\"\(text)\" is not main, local, default or a table number")
+                    }
+                }
+                if let p = rm["protocols"] {
+                    guard case .sequence(let seq) = p else { throw fail("mirror.routes.protocols", p, "expected a list of protocols") }
+                    var set = Set<UInt8>()
+                    for (k, item) in seq.enumerated() {
+                        let text = try string(item, "mirror.routes.protocols[\(k)]")
+                        if let v = RouteProtocols.byName[text] { set.insert(v) } else if let v = UInt8(text) { set.insert(v) } else {
+                            throw fail("mirror.routes.protocols[\(k)]", item, "\"\(text)\" is not a routing protocol name or number")
+                        }
+                    }
+                    mr.protocols = set
+                }
+                if let x = rm["exclude"] {
+                    guard case .sequence(let seq) = x else { throw fail("mirror.routes.exclude", x, "expected a list of prefixes") }
+                    for (k, item) in seq.enumerated() {
+                        let text = try string(item, "mirror.routes.exclude[\(k)]")
+                        do { mr.exclude.insert(try IPv4Prefix(text)) } catch { throw fail("mirror.routes.exclude[\(k)]", item, error.description) }
+                    }
+                }
+                c.mirrorRoutes = mr
+            }
+        }
         if let n = top["tunnels"] {
             guard case .sequence(let seq) = n else { throw fail("tunnels", n, "expected a list of tunnels") }
             for (k, item) in seq.enumerated() { c.tunnels.append(try tunnel(item, "tunnels[\(k)]")) }
@@ -121,13 +150,13 @@ public struct ConfigReader {
         let am = try mapping(attachNode, path + ".attach")
         try checkKeys(am, path + ".attach", allowed: ["tap", "packet", "mirror"], laterPrefix: "interfaces[].attach")
         guard am.count == 1, let (kindNode, hostNode) = am.first, let kind = kindNode.string else {
-            throw fail(path + ".attach", attachNode, "give exactly one of tap or packet")
+            throw fail(path + ".attach", attachNode, "give exactly one of tap, packet or mirror")
         }
         let host = try string(hostNode, path + ".attach.\(kind)")
         guard !host.isEmpty, host.count <= 15, !host.contains("/"), !host.contains(" ") else {
             throw fail(path + ".attach.\(kind)", hostNode, "must be a Linux interface name (1 to 15 characters, no '/' or spaces)")
         }
-        var i = InterfaceConfig(name: name, attach: kind == "tap" ? .tap(host) : .packet(host))
+        var i = InterfaceConfig(name: name, attach: kind == "tap" ? .tap(host) : kind == "packet" ? .packet(host) : .mirror(host))
         if let macNode = m["mac"] {
             let text = try string(macNode, path + ".mac")
             guard let mac = MACAddress(text) else { throw fail(path + ".mac", macNode, "\"\(text)\" is not a MAC address") }
@@ -136,6 +165,15 @@ public struct ConfigReader {
         }
         if let mtuNode = m["mtu"] { i.mtu = try int(mtuNode, path + ".mtu", 68...9000) }
         if let sel = m["source-selection"] { i.sourcePolicy = try policy(sel, path + ".source-selection") }
+        if case .mirror = i.attach, let list = m["addresses"] {
+            throw fail(path + ".addresses", list, "a mirrored interface takes its addresses from the host")
+        }
+        if case .mirror = i.attach, let mtu = m["mtu"] {
+            throw fail(path + ".mtu", mtu, "a mirrored interface takes its MTU from the host")
+        }
+        if case .mirror = i.attach, let macNode = m["mac"] {
+            throw fail(path + ".mac", macNode, "a mirrored interface takes its MAC from the host")
+        }
         if let list = m["addresses"] {
             guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
             for (k, a) in seq.enumerated() {
@@ -312,28 +350,10 @@ public struct ConfigReader {
         for (k, _) in m {
             guard let key = k.string else { throw fail(path, k, "keys must be strings") }
             let full = path.isEmpty ? key : "\(path).\(key)"
-            let generic = (laterPrefix ?? genericPath(path)).map { $0.isEmpty ? key : "\($0).\(key)" } ?? full
-            if let feature = ConfigReader.notSupportedYet[generic] {
-                throw fail(full, k, "not supported yet: \(feature) is not in this build")
-            }
             guard allowed.contains(key) else {
-                throw fail(full, k, "unknown key (expected one of: \(allowed.subtracting(laterKeys(path)).sorted().joined(separator: ", ")))")
+                throw fail(full, k, "unknown key (expected one of: \(allowed.sorted().joined(separator: ", ")))")
             }
         }
-    }
-
-    private func laterKeys(_ path: String) -> Set<String> {
-        ["mirror"]
-    }
-
-    /// "interfaces[3].attach" -> "interfaces[].attach", for the not-supported table.
-    private func genericPath(_ path: String) -> String? {
-        var out = ""
-        var skipping = false
-        for ch in path {
-            if ch == "[" { skipping = true; out.append("[") } else if ch == "]" { skipping = false; out.append("]") } else if !skipping { out.append(ch) }
-        }
-        return out
     }
 
     func string(_ node: Node, _ path: String) throws(ConfigError) -> String {

@@ -37,6 +37,7 @@ extension Daemon {
             case "neighbors": return encode(ControlResponse(ok: true, result: neighborInfos()))
             case "flows": return encode(ControlResponse(ok: true, result: flowInfos()))
             case "tunnels": return encode(ControlResponse(ok: true, result: tunnelInfos()))
+            case "mirror": return encode(ControlResponse(ok: true, result: mirrorInfo()))
             case "stats": return encode(ControlResponse(ok: true, result: statsInfo()))
             case let other:
                 return fail("cannot show \"\(other)\": choose one of \(ControlRequest.showTopics.joined(separator: ", "))")
@@ -189,6 +190,20 @@ extension Daemon {
             NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
                          state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
         }
+    }
+
+    func mirrorInfo() -> MirrorInfo {
+        guard let m = mirror else {
+            return MirrorInfo(enabled: false, interfaces: [], importedRoutes: [:], skippedRoutes: 0, eventsProcessed: 0, resyncs: 0,
+                              lastResync: nil, lastResyncReason: nil)
+        }
+        let interfaces = config.interfaces.compactMap { i -> MirrorInfo.Interface? in
+            guard case .mirror(let host) = i.attach, let idx = interfaceIndex[i.name] else { return nil }
+            return MirrorInfo.Interface(name: i.name, host: host, present: m.isPresent(host), up: stack.status(idx).up)
+        }
+        return MirrorInfo(enabled: true, interfaces: interfaces, importedRoutes: m.importedCounts, skippedRoutes: m.skippedRoutes,
+                          eventsProcessed: m.eventsApplied, resyncs: m.resyncs,
+                          lastResync: m.lastResync.map { ISO8601DateFormatter().string(from: $0.date) }, lastResyncReason: m.lastResync?.reason)
     }
 
     func tunnelInfos() -> [TunnelInfo] {

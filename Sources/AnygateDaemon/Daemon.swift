@@ -1,5 +1,6 @@
 import AnygateControl
 import AnygateHost
+import AnygateNetlink
 public import AnygateStack
 import AnygateWire
 import Foundation
@@ -30,6 +31,9 @@ public final class Daemon {
     var interfaceIndex: [String: InterfaceIndex] = [:]
     /// How each interface is attached (for status output).
     var attachments: [InterfaceIndex: InterfaceConfig.Attachment] = [:]
+    /// The netlink mirror, when the config mirrors anything.
+    var mirror: HostMirror?
+    var netlink: NetlinkMonitor?
 
     /// Builds the stack, attaches every interface, installs routes, and
     /// opens the control socket and metrics listener.
@@ -56,6 +60,7 @@ public final class Daemon {
             }
             try openControl()
             try openMetrics()
+            try startMirror()
         } catch {
             runtime.detachAll()
             throw error
@@ -68,7 +73,7 @@ public final class Daemon {
         do {
             switch i.attach {
             case .tap(let name): return try TapPort(name: name, mtu: i.mtu)
-            case .packet(let name):
+            case .packet(let name), .mirror(let name):
                 let m = i.effectiveMAC.rawValue
                 let mac = (0..<6).map { UInt8(truncatingIfNeeded: m >> UInt64(40 - 8 * $0)) }
                 return try PacketPort(interface: name, mac: mac)
@@ -86,7 +91,7 @@ public final class Daemon {
             return "\(what): /dev/net/tun is missing (load the tun module, or give the container /dev/net/tun)"
         case (EPERM, _), (EACCES, _):
             return "\(what): permission denied (anygated needs CAP_NET_ADMIN, and CAP_NET_RAW for packet attachments)"
-        case (ENODEV, .packet), (ENXIO, .packet):
+        case (ENODEV, .packet), (ENXIO, .packet), (ENODEV, .mirror), (ENXIO, .mirror):
             return "\(what): host interface \(attach.hostName) not found"
         case (EBUSY, .tap):
             return "\(what): \(attach.hostName) exists and is not a free TAP device"
@@ -95,12 +100,24 @@ public final class Daemon {
         }
     }
 
-    func addInterface(_ i: InterfaceConfig) throws(DaemonError) {
+    func addInterface(_ config: InterfaceConfig) throws(DaemonError) {
+        var i = config
+        if case .mirror(let host) = i.attach {
+            // The host's identity: its MAC and MTU (then followed through netlink).
+            do {
+                let b = try HostInterface.hardwareAddress(host)
+                i.mac = MACAddress(b[0], b[1], b[2], b[3], b[4], b[5])
+                i.mtu = try HostInterface.mtu(host)
+            } catch {
+                throw DaemonError(Daemon.explain(error, attach: i.attach, interface: i.name))
+            }
+        }
         let port = try makePort(i)
         do {
             let idx = try stack.addInterface(name: i.name, mac: i.effectiveMAC, mtu: i.mtu)
             for a in i.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
             try stack.setSourcePolicy(i.sourcePolicy, for: idx)
+            if case .mirror = i.attach { try stack.setHostOwned(idx, true) }
             try runtime.attach(port, to: idx)
             interfaceIndex[i.name] = idx
             attachments[idx] = i.attach

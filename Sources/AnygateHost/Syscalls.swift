@@ -83,6 +83,14 @@ public enum HostInterface {
         }
     }
 
+    /// The MTU of `name`.
+    public static func mtu(_ name: String) throws(SystemError) -> Int {
+        try withIfreq(name) { (fd, ifr) throws(SystemError) in
+            try Sys.ioctl(fd, ag_SIOCGIFMTU, &ifr, "SIOCGIFMTU", name)
+            return Int(ag_ifreq_mtu(&ifr))
+        }
+    }
+
     /// Whether `name` is administratively up.
     public static func isUp(_ name: String) throws(SystemError) -> Bool {
         try withIfreq(name) { (fd, ifr) throws(SystemError) in

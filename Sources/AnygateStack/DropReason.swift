@@ -54,6 +54,7 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
     case tunnelNesting
     case tunnelDown
     case tunnelSendFailed
+    case hostOwned
     // Resources
     case poolExhausted
     case transmitQueueFull
@@ -110,10 +111,11 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .tunnelNesting: 45
         case .tunnelDown: 46
         case .tunnelSendFailed: 47
+        case .hostOwned: 48
         }
     }
 
-    public static let counterCount = 48
+    public static let counterCount = 49
 
     /// A stable name for logs, metrics and the CLI.
     public var description: String {
@@ -166,6 +168,7 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .tunnelNesting: "tunnel-nesting"
         case .tunnelDown: "tunnel-down"
         case .tunnelSendFailed: "tunnel-send-failed"
+        case .hostOwned: "host-owned"
         }
     }
 }

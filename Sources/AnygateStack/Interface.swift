@@ -14,6 +14,10 @@ struct InterfaceSlot {
     @usableFromInline var txCount: Int
     /// The tunnel this interface is, or -1 for an Ethernet interface.
     @usableFromInline var tunnel: Int32 = -1
+    /// A mirrored interface: the host keeps the control plane on its link
+    /// (it answers ARP and ICMP for its addresses); the stack forwards
+    /// transit traffic and terminates its own sockets' traffic only.
+    @usableFromInline var hostOwned = false
 }
 
 /// An address configured on an interface, with its IPSELSRC preference.

@@ -80,11 +80,13 @@ extension Stack {
             neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
         }
 
-        guard arp.operation == .request, targetIsOurs else {
+        // On a mirrored interface the host answers for its addresses.
+        guard arp.operation == .request, targetIsOurs, !ifs[rx].hostOwned else {
             // A gratuitous announcement for an address we do not cache is
             // simply consumed; anything else for someone else is counted.
             let gratuitous = arp.senderIP == arp.targetIP
             if idx == NeighborTable.none && !targetIsOurs && !gratuitous { return drop(p, .arpNotForUs, rx: rx) }
+            if ifs[rx].hostOwned && targetIsOurs && arp.operation == .request { return drop(p, .hostOwned, rx: rx) }
             pool.free(p)
             return
         }
@@ -180,8 +182,14 @@ extension Stack {
                 ip = IPv4Packet(unchecked: pool.bytes(p))
             }
         }
+        if socketCount > 0 && socketInput(p, ip: ip, rx: rx) {
+            hot.pointee.counters.ipDelivered &+= 1
+            return
+        }
+        // On a mirrored interface, what is addressed to the host's addresses
+        // and not to one of the stack's sockets is the host's to answer.
+        if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }
         hot.pointee.counters.ipDelivered &+= 1
-        if socketCount > 0 && socketInput(p, ip: ip, rx: rx) { return }
         switch ip.proto {
         case .icmp:
             icmpInput(p, rx: rx, broadcast: broadcast)

@@ -236,6 +236,36 @@ public final class Stack {
         ifs[i].mac = mac.rawValue
     }
 
+    /// Marks an interface as mirrored from the host: the host answers ARP
+    /// and ICMP for its addresses; the stack forwards and runs its sockets.
+    public func setHostOwned(_ i: InterfaceIndex, _ owned: Bool) throws(InterfaceError) {
+        try check(i)
+        ifs[i].hostOwned = owned
+    }
+
+    /// Records a neighbour learnt elsewhere (the host's table): reachable
+    /// now, aging as usual; packets waiting for it go out.
+    public func learnNeighbor(_ address: IPv4Address, on i: InterfaceIndex, mac: MACAddress) throws(InterfaceError) {
+        try check(i)
+        enter()
+        var idx = neighbors.find(address.rawValue, UInt16(i))
+        if idx == NeighborTable.none { idx = createNeighbor(address.rawValue, i) }
+        neighbors.confirm(idx, mac: mac.rawValue, now: hot.pointee.now)
+        releasePending(idx, interface: i)
+        flush()
+    }
+
+    /// Removes the routes of one origin for a prefix (with this metric, if
+    /// given). Returns how many went.
+    @discardableResult
+    public func removeRoutes(_ prefix: IPv4Prefix, origin: RouteOrigin, metric: UInt32? = nil) -> Int {
+        var n = 0
+        for r in fib.routes(for: prefix) where r.origin == origin && (metric == nil || r.metric == metric!) && !r.isInternal {
+            n += fib.remove(prefix, nextHop: r.nextHop, interface: r.interface, kind: r.kind, origin: origin)
+        }
+        return n
+    }
+
     /// Adds an address: its subnet becomes a connected route, the address a
     /// local route and the subnet broadcast a broadcast route. A gratuitous
     /// ARP announces it when the interface is up.

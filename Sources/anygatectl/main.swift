@@ -61,7 +61,7 @@ struct Show: ParsableCommand {
 
     @ParentCommand var parent: Anygatectl
 
-    @Argument(help: "interfaces | addresses | routes | neighbors | flows | tunnels | stats")
+    @Argument(help: "interfaces | addresses | routes | neighbors | flows | tunnels | mirror | stats")
     var topic: String
 
     func validate() throws {
@@ -109,6 +109,15 @@ struct Show: ParsableCommand {
                               t.key.map { "\($0)" } ?? "-", "\(t.mtu)", "\(t.counters["txPackets"] ?? 0)",
                               "\(t.counters["rxPackets"] ?? 0)", ka]
                   })
+        case "mirror":
+            let m = call(request, parent, as: MirrorInfo.self)
+            if parent.json { return printJSON(m) }
+            guard m.enabled else { return print("mirror: off (no mirror attachments or mirror.routes in the config)") }
+            table(["INTERFACE", "HOST", "PRESENT", "STATE"], m.interfaces.map { [$0.name, $0.host, $0.present ? "yes" : "no", $0.up ? "up" : "down"] })
+            print("")
+            table(["TABLE/PROTOCOL", "ROUTES"], m.importedRoutes.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
+            print("\nevents \(m.eventsProcessed), skipped routes \(m.skippedRoutes), resyncs \(m.resyncs)"
+                  + (m.lastResync.map { ", last \($0) (\(m.lastResyncReason ?? ""))" } ?? ""))
         case "flows":
             let r = call(request, parent, as: [FlowInfo].self)
             if parent.json { return printJSON(r) }

@@ -1,0 +1,196 @@
+import AnygateHost
+public import AnygateNetlink
+public import AnygateStack
+import AnygateWire
+public import Foundation
+import Logging
+
+/// Applies host changes (netlink events) to the stack: mirrored interfaces
+/// follow their host interface's MAC, MTU, state, addresses and neighbours;
+/// selected host routes become the stack's (origin `mirror`). Works on
+/// events alone, so tests drive it without netlink.
+///
+/// The daemon never writes to the host's netlink, so there are no echoes
+/// of its own changes to ignore.
+public final class HostMirror {
+    /// Stack interface of each mirrored host interface, by host name.
+    let mirrored: [String: InterfaceIndex]
+    let routes: MirrorRoutesConfig?
+    /// Host interface index -> name, as far as netlink has told us.
+    private(set) var hostNames: [Int32: String] = [:]
+    /// Host routes imported, by their identity in the host table.
+    private(set) var imported: [HostRouteKey: HostRoute] = [:]
+    public private(set) var eventsApplied: UInt64 = 0
+    public private(set) var resyncs: UInt64 = 0
+    public private(set) var lastResync: (date: Date, reason: String)? = nil
+    /// Host routes that could not be installed (no mirrored interface for a next hop, ...).
+    public private(set) var skippedRoutes: UInt64 = 0
+    var log: (String) -> Void = { _ in }
+
+    public init(mirrored: [String: InterfaceIndex], routes: MirrorRoutesConfig?) {
+        self.mirrored = mirrored
+        self.routes = routes
+    }
+
+    /// Stack interface for a host interface index, when it is mirrored.
+    func stackInterface(_ hostIndex: Int32) -> InterfaceIndex? {
+        hostNames[hostIndex].flatMap { mirrored[$0] }
+    }
+
+    /// Whether netlink currently shows a host interface of that name.
+    public func isPresent(_ host: String) -> Bool { hostNames.values.contains(host) }
+
+    /// Imported routes per "table/protocol".
+    public var importedCounts: [String: Int] {
+        var out: [String: Int] = [:]
+        for r in imported.values { out["\(r.table)/\(RouteProtocols.name(r.proto))", default: 0] += 1 }
+        return out
+    }
+
+    public func apply(_ events: [NetlinkEvent], to stack: Stack) {
+        for e in events { apply(e, to: stack) }
+    }
+
+    public func apply(_ e: NetlinkEvent, to stack: Stack) {
+        eventsApplied &+= 1
+        switch e {
+        case .linkChanged(let l):
+            hostNames[l.index] = l.name
+            guard let i = mirrored[l.name] else { return }
+            if let mac = l.mac { try? stack.setMAC(i, mac) }
+            if l.mtu != stack.status(i).mtu { try? stack.setMTU(i, l.mtu) }
+            let up = l.adminUp && l.operUp
+            if up != stack.status(i).up { try? stack.setUp(i, up) }
+        case .linkRemoved(let index, let name):
+            hostNames[index] = nil
+            if let i = mirrored[name] { try? stack.setUp(i, false) }
+        case .addressAdded(let index, let a):
+            guard let i = stackInterface(index) else { return }
+            if !stack.status(i).addresses.contains(where: { $0.address == a }) {
+                do { try stack.addAddress(a, to: i) } catch { log("mirror: address \(a) on \(stack.interfaceName(i)): \(error)") }
+            }
+        case .addressRemoved(let index, let a):
+            guard let i = stackInterface(index) else { return }
+            try? stack.removeAddress(a.address, from: i)
+        case .neighborChanged(let index, let address, let mac):
+            guard let i = stackInterface(index), let mac else { return }
+            try? stack.learnNeighbor(address, on: i, mac: mac)
+        case .neighborRemoved:
+            return  // the stack's own entry ages out, or its own resolution keeps it
+        case .routeAdded(let r):
+            guard wanted(r) else { return }
+            if let old = imported[r.key] { uninstall(old, from: stack) }
+            install(r, into: stack)
+        case .routeRemoved(let r):
+            guard let old = imported[r.key] else { return }
+            uninstall(old, from: stack)
+        }
+    }
+
+    /// Whether a host route is one the config imports.
+    func wanted(_ r: HostRoute) -> Bool {
+        guard let cfg = routes, r.table == cfg.table, !cfg.exclude.contains(r.prefix) else { return false }
+        if let protocols = cfg.protocols { return protocols.contains(r.proto) }
+        return r.proto != RouteProtocols.byName["kernel"]!
+    }
+
+    private func install(_ r: HostRoute, into stack: Stack) {
+        var installed = 0
+        for hop in r.nextHops.sorted(by: { ($0.gateway?.rawValue ?? 0, $0.interface) < ($1.gateway?.rawValue ?? 0, $1.interface) }) {
+            guard let i = stackInterface(hop.interface) else { continue }
+            do {
+                try stack.addRoute(r.prefix, via: hop.gateway, interface: i, metric: r.metric, origin: .mirror)
+                installed += 1
+            } catch {
+                if case .exists = error { installed += 1; continue }
+                log("mirror: route \(r): \(error)")
+            }
+        }
+        if installed > 0 { imported[r.key] = r } else { skippedRoutes &+= 1 }
+    }
+
+    private func uninstall(_ r: HostRoute, from stack: Stack) {
+        stack.removeRoutes(r.prefix, origin: .mirror, metric: r.metric)
+        imported[r.key] = nil
+    }
+
+    /// Makes the stack match a full dump of the host: applies every object,
+    /// then removes what the dump no longer shows (addresses on mirrored
+    /// interfaces, imported routes).
+    public func resync(snapshot: [NetlinkEvent], to stack: Stack, reason: String) {
+        resyncs &+= 1
+        lastResync = (Date(), reason)
+        // Links first, so interface names are known for the rest.
+        let links = snapshot.filter { if case .linkChanged = $0 { return true } else { return false } }
+        var names: [Int32: String] = [:]
+        for case .linkChanged(let l) in links { names[l.index] = l.name }
+        for (index, name) in hostNames where names[index] == nil {
+            apply(.linkRemoved(index: index, name: name), to: stack)
+        }
+        apply(links, to: stack)
+        // Addresses: exactly the host's on each mirrored interface.
+        var wantedAddresses: [InterfaceIndex: Set<IPv4InterfaceAddress>] = [:]
+        for i in mirrored.values { wantedAddresses[i] = [] }
+        for case .addressAdded(let index, let a) in snapshot {
+            if let i = stackInterface(index) { wantedAddresses[i, default: []].insert(a) }
+        }
+        for (i, want) in wantedAddresses {
+            for a in stack.status(i).addresses.map(\.address) where !want.contains(a) { try? stack.removeAddress(a.address, from: i) }
+            for a in want where !stack.status(i).addresses.contains(where: { $0.address == a }) { try? stack.addAddress(a, to: i) }
+        }
+        // Routes: exactly the wanted host routes.
+        var seen = Set<HostRouteKey>()
+        for case .routeAdded(let r) in snapshot where wanted(r) {
+            seen.insert(r.key)
+            if imported[r.key] != r {
+                if let old = imported[r.key] { uninstall(old, from: stack) }
+                install(r, into: stack)
+            }
+        }
+        for (key, r) in imported where !seen.contains(key) { uninstall(r, from: stack) }
+        // Neighbours: learn what the host knows.
+        for e in snapshot { if case .neighborChanged = e { apply(e, to: stack) } }
+    }
+}
+
+extension Daemon {
+    /// Starts following the host through netlink when the config mirrors
+    /// interfaces or routes: a full sync first, then the change stream.
+    func startMirror() throws(DaemonError) {
+        var mirrored: [String: InterfaceIndex] = [:]
+        for i in config.interfaces {
+            if case .mirror(let host) = i.attach, let idx = interfaceIndex[i.name] { mirrored[host] = idx }
+        }
+        guard !mirrored.isEmpty || config.mirrorRoutes != nil else { return }
+        let monitor: NetlinkMonitor
+        do { monitor = try NetlinkMonitor() } catch { throw DaemonError("netlink: \(error)") }
+        let m = HostMirror(mirrored: mirrored, routes: config.mirrorRoutes)
+        m.log = { [weak self] in self?.logger.warning("\($0)") }
+        mirror = m
+        netlink = monitor
+        m.resync(snapshot: monitor.snapshot(), to: stack, reason: "start")
+        do {
+            try loop.register(monitor.fd) { [weak self] _ in self?.netlinkReadable() }
+        } catch {
+            throw DaemonError("netlink: \(error)")
+        }
+        logger.info("mirror", metadata: ["interfaces": "\(mirrored.keys.sorted())", "routes": "\(m.imported.count) imported"])
+    }
+
+    func netlinkReadable() {
+        guard let monitor = netlink, let m = mirror else { return }
+        switch monitor.receive() {
+        case .events(let events):
+            m.apply(events, to: stack)
+        case .resync(let reason):
+            logger.warning("netlink: \(reason); resyncing from a full dump")
+            do {
+                try monitor.refill()
+                m.resync(snapshot: monitor.snapshot(), to: stack, reason: reason)
+            } catch {
+                logger.error("netlink resync failed: \(error); retrying in 1s")
+                loop.after(nanoseconds: 1_000_000_000) { [weak self] in self?.netlinkReadable() }
+            }
+        }
+    }
+}
