@@ -163,7 +163,10 @@ extension Daemon {
         }
         guard !mirrored.isEmpty || config.mirrorRoutes != nil else { return }
         let monitor: NetlinkMonitor
-        do { monitor = try NetlinkMonitor() } catch { throw DaemonError("netlink: \(error)") }
+        // ANYGATE_NETLINK_RCVBUF (bytes) shrinks the netlink receive buffer,
+        // for tests that must provoke lost messages and a resync.
+        let rcvbuf = ProcessInfo.processInfo.environment["ANYGATE_NETLINK_RCVBUF"].flatMap { Int32($0) }
+        do { monitor = try NetlinkMonitor(receiveBuffer: rcvbuf) } catch { throw DaemonError("netlink: \(error)") }
         let m = HostMirror(mirrored: mirrored, routes: config.mirrorRoutes)
         m.log = { [weak self] in self?.logger.warning("\($0)") }
         mirror = m

@@ -80,18 +80,36 @@ public final class NetlinkMonitor {
         pending.removeAll(keepingCapacity: true)
         let r = nl_cache_mngr_data_ready(m)
         if r < 0 {
+            // libnl reports the kernel's ENOBUFS as "out of memory".
+            if r == -Int32(ag_NLE_NOMEM) { return .resync("netlink messages lost (receive buffer overflowed)") }
             return .resync(String(cString: nl_geterror(r)))
         }
         eventsProcessed &+= UInt64(pending.count)
         return .events(pending)
     }
 
-    /// Dumps every cache afresh from the kernel.
+    /// Dumps every cache afresh from the kernel. Whatever still sits in the
+    /// event socket is thrown away first: after a lost message those events
+    /// are older than the dump, and replaying them on top of it would bring
+    /// back a route whose deletion was the message lost.
     public func refill() throws(NetlinkError) {
         guard let s = syncSocket else { return }
+        drainEvents()
         for c in caches {
             let r = nl_cache_refill(s, c)
             if r < 0 { throw NetlinkError(operation: "nl_cache_refill", code: r) }
+        }
+    }
+
+    private func drainEvents() {
+        let d = fd
+        guard d >= 0 else { return }
+        var scratch = [UInt8](repeating: 0, count: 65536)
+        // Bounded: a host changing faster than this is read is resynced again.
+        for _ in 0..<100_000 {
+            let n = scratch.withUnsafeMutableBytes { recv(d, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && errno == ENOBUFS { continue }
+            if n <= 0 { break }
         }
     }
 

@@ -69,13 +69,13 @@ final class DaemonProcess {
     let process = Process()
     let logPath: String
 
-    init(binary: String, config: String, namespace: String, logPath: String) throws {
+    init(binary: String, config: String, namespace: String, logPath: String, arguments: [String]? = nil) throws {
         self.logPath = logPath
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         if !FileManager.default.fileExists(atPath: "/usr/sbin/ip") { process.executableURL = URL(fileURLWithPath: "/sbin/ip") }
-        process.arguments = ["netns", "exec", namespace, binary, "--config", config]
+        process.arguments = ["netns", "exec", namespace] + (arguments ?? [binary, "--config", config])
         process.standardOutput = log
         process.standardError = log
         try process.run()

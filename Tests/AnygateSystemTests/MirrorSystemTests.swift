@@ -1,0 +1,171 @@
+import AnygateControl
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The netlink mirror against a real kernel:
+///
+///     ns A: 10.1.0.2 ─TAP─ ns M: anygated (lan0 10.1.0.1; wan0 mirrors veth m0) ─veth─ ns H: 192.0.2.1, far 10.9.0.1
+///
+/// Changes made with `ip` in ns M show up in `anygatectl show … --json`
+/// within a second, and forwarding follows the imported routes.
+@Suite("System: netlink mirror", .serialized, .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+struct MirrorSystemTests {
+    let anygated = SystemEnvironment.binary("anygated")
+    let anygatectl = SystemEnvironment.binary("anygatectl")
+
+    func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+
+    @Test("addresses, MTU, link state, routes (multipath too) and neighbours follow the host; traffic follows imported routes")
+    func mirror() throws {
+        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+        let dir = NSTemporaryDirectory() + "anygate-mirror-\(p)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ns = (a: p + "A", m: p + "M", h: p + "H")
+        var daemon: DaemonProcess? = nil
+        defer {
+            if let d = daemon { _ = d.stop() }
+            for n in [ns.a, ns.m, ns.h] { sh("ip netns del \(n) 2>/dev/null") }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        for s in ["ip netns add \(ns.a)", "ip netns add \(ns.m)", "ip netns add \(ns.h)",
+                  "ip -n \(ns.m) link set lo up", "ip -n \(ns.h) link set lo up",
+                  "ip -n \(ns.m) link add \(p)-m0 type veth peer name \(p)-h0 netns \(ns.h)",
+                  "ip netns exec \(ns.m) ethtool -K \(p)-m0 tx off tso off gso off gro off",
+                  "ip netns exec \(ns.h) ethtool -K \(p)-h0 tx off tso off gso off gro off",
+                  "ip -n \(ns.m) link set \(p)-m0 up", "ip -n \(ns.h) link set \(p)-h0 up",
+                  "ip -n \(ns.h) addr add 192.0.2.1/24 dev \(p)-h0", "ip -n \(ns.h) addr add 10.9.0.1/32 dev lo",
+                  "ip -n \(ns.h) route add 10.1.0.0/24 via 192.0.2.10"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+        let config = """
+        control: {socket: \(dir)/control.sock}
+        interfaces:
+          - name: lan0
+            attach: {tap: \(p)-ta}
+            addresses: [10.1.0.1/24]
+          - name: wan0
+            attach: {mirror: \(p)-m0}
+        mirror:
+          routes: {table: main, protocols: [static, bird]}
+        """
+        try config.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
+        daemon = try DaemonProcess(binary: anygated, config: "\(dir)/anygate.yaml", namespace: ns.m, logPath: "\(dir)/anygated.log")
+        let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/control.sock show mirror").status == 0 }
+        try #require(up, "daemon: \(daemon?.log ?? "")")
+        for s in ["ip -n \(ns.m) link set \(p)-ta netns \(ns.a)", "ip -n \(ns.a) addr add 10.1.0.2/24 dev \(p)-ta",
+                  "ip -n \(ns.a) link set \(p)-ta up", "ip -n \(ns.a) route add default via 10.1.0.1"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+
+        func json<T: Decodable>(_ what: String, _ type: T.Type) -> T? {
+            try? JSONDecoder().decode(type, from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show \(what)").output.utf8))
+        }
+        func within1s(_ what: String, _ condition: () -> Bool) {
+            #expect(DaemonProcess.wait(seconds: 1) { condition() }, "\(what) did not show within 1 s\n\(daemon?.log ?? "")")
+        }
+        func wan() -> InterfaceInfo? { json("interfaces", [InterfaceInfo].self)?.first { $0.name == "wan0" } }
+        func routes() -> [RouteInfo] { json("routes", [RouteInfo].self) ?? [] }
+
+        // The interface's identity.
+        let hostMAC = sh("ip -n \(ns.m) -br link show \(p)-m0 | awk '{print $3}'").output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(wan()?.mac == hostMAC)
+        #expect(sh("ip -n \(ns.m) addr add 192.0.2.10/24 dev \(p)-m0").status == 0)
+        within1s("address add") { wan()?.addresses.map(\.address) == ["192.0.2.10/24"] }
+        #expect(sh("ip -n \(ns.m) link set \(p)-m0 mtu 1400").status == 0)
+        within1s("mtu") { wan()?.mtu == 1400 }
+        #expect(sh("ip -n \(ns.m) link set \(p)-m0 down").status == 0)
+        within1s("link down") { wan()?.up == false }
+        #expect(sh("ip -n \(ns.m) link set \(p)-m0 up").status == 0)
+        within1s("link up") { wan()?.up == true }
+
+        // Routes: add, replace, multipath, delete.
+        #expect(sh("ip -n \(ns.m) route add 10.9.0.0/16 via 192.0.2.1 proto static").status == 0)
+        within1s("route add") { routes().contains(RouteInfo(prefix: "10.9.0.0/16", nextHop: "192.0.2.1", interface: "wan0", metric: 0, origin: "mirror")) }
+        #expect(sh("ip -n \(ns.m) route replace 10.9.0.0/16 via 192.0.2.2 proto static").status == 0)
+        within1s("route replace") { routes().filter { $0.prefix == "10.9.0.0/16" }.map(\.nextHop) == ["192.0.2.2"] }
+        #expect(sh("ip -n \(ns.m) route add 10.8.0.0/16 proto static nexthop via 192.0.2.1 nexthop via 192.0.2.2").status == 0)
+        within1s("multipath") { Set(routes().filter { $0.prefix == "10.8.0.0/16" }.compactMap(\.nextHop)) == ["192.0.2.1", "192.0.2.2"] }
+        #expect(sh("ip -n \(ns.m) route del 10.8.0.0/16").status == 0)
+        within1s("route del") { !routes().contains { $0.prefix == "10.8.0.0/16" } }
+        #expect(sh("ip -n \(ns.m) route add 10.7.0.0/16 via 192.0.2.1 proto kernel").status == 0)
+        usleep(500_000)
+        #expect(!routes().contains { $0.prefix == "10.7.0.0/16" }, "protocols not configured are not imported")
+
+        // Neighbours.
+        #expect(sh("ip -n \(ns.m) neigh add 192.0.2.77 lladdr 02:00:00:00:99:01 dev \(p)-m0").status == 0)
+        within1s("neighbour") {
+            (json("neighbors", [NeighborInfo].self) ?? []).contains { $0.address == "192.0.2.77" && $0.mac == "02:00:00:00:99:01" }
+        }
+
+        // Traffic follows the imported route: 10.9.0.0/16 via 192.0.2.1 (H).
+        #expect(sh("ip -n \(ns.m) route replace 10.9.0.0/16 via 192.0.2.1 proto static").status == 0)
+        within1s("route back to H") { routes().filter { $0.prefix == "10.9.0.0/16" }.map(\.nextHop) == ["192.0.2.1"] }
+        let ping = sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.9.0.1", timeout: 15)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemon?.log ?? "")")
+        #expect(sh("ip -n \(ns.m) route del 10.9.0.0/16").status == 0)
+        within1s("route gone") { !routes().contains { $0.prefix == "10.9.0.0/16" } }
+        let gone = sh("ip netns exec \(ns.a) ping -c 1 -W 1 10.9.0.1", timeout: 10)
+        #expect(gone.output.contains("Unreachable"), "\(gone.output)")
+
+        let m = json("mirror", MirrorInfo.self)
+        #expect(m?.enabled == true && m?.interfaces.first?.present == true && (m?.eventsProcessed ?? 0) > 0)
+    }
+
+    @Test("lost netlink messages trigger a resync; afterwards the stack's routes equal the host table")
+    func overflow() throws {
+        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+        let dir = NSTemporaryDirectory() + "anygate-mirror-\(p)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let nsM = p + "M"
+        var daemon: DaemonProcess? = nil
+        defer {
+            if let d = daemon { _ = d.stop() }
+            sh("ip netns del \(nsM) 2>/dev/null")
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        for s in ["ip netns add \(nsM)", "ip -n \(nsM) link set lo up", "ip -n \(nsM) link add \(p)-m0 type veth peer name \(p)-m1", "ip -n \(nsM) link set \(p)-m1 up",
+                  "ip -n \(nsM) link set \(p)-m0 up", "ip -n \(nsM) addr add 192.0.2.10/24 dev \(p)-m0"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        try """
+        control: {socket: \(dir)/control.sock}
+        interfaces:
+          - name: wan0
+            attach: {mirror: \(p)-m0}
+        mirror:
+          routes: {table: main, protocols: [static]}
+        """.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
+        // A tiny netlink buffer: a burst of route changes must overflow it.
+        daemon = try DaemonProcess(binary: "/usr/bin/env", config: "", namespace: nsM, logPath: "\(dir)/anygated.log",
+                                   arguments: ["/usr/bin/env", "ANYGATE_NETLINK_RCVBUF=4096", anygated, "--config", "\(dir)/anygate.yaml"])
+        try #require(DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/control.sock show mirror").status == 0 },
+                     "\(daemon?.log ?? "")")
+        // 20 000 routes added, then every other one deleted, as fast as ip can.
+        var add = "", del = ""
+        for k in 0..<20_000 {
+            add += "route add 10.\(100 + k / 256).\(k % 256).0/24 via 192.0.2.1 proto static\n"
+            if k % 2 == 0 { del += "route del 10.\(100 + k / 256).\(k % 256).0/24\n" }
+        }
+        try add.write(toFile: "\(dir)/add.batch", atomically: true, encoding: .utf8)
+        try del.write(toFile: "\(dir)/del.batch", atomically: true, encoding: .utf8)
+        #expect(sh("ip -n \(nsM) -batch \(dir)/add.batch").status == 0)
+        #expect(sh("ip -n \(nsM) -batch \(dir)/del.batch").status == 0)
+        let host = Set(sh("ip -n \(nsM) route show proto static | awk '{print $1}'").output.split(separator: "\n").map(String.init))
+        #expect(host.count == 10_000)
+        func stackRoutes() -> Set<String> {
+            let r = (try? JSONDecoder().decode([RouteInfo].self,
+                                               from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show routes").output.utf8))) ?? []
+            return Set(r.filter { $0.origin == "mirror" }.map(\.prefix))
+        }
+        let converged = DaemonProcess.wait(seconds: 30) { stackRoutes() == host }
+        let stack = stackRoutes()
+        let log = daemon?.log ?? ""
+        #expect(converged, "stack has \(stack.count) mirrored routes, host \(host.count); \(stack.subtracting(host).count) extra, \(host.subtracting(stack).count) missing; log: \(log.suffix(1500))")
+        let m = try JSONDecoder().decode(MirrorInfo.self, from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show mirror").output.utf8))
+        #expect(m.resyncs >= 2, "the start-up sync and at least one after lost messages: \(m.resyncs), last \(m.lastResyncReason ?? "-")")
+    }
+}
