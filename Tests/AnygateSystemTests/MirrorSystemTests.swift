@@ -113,6 +113,33 @@ struct MirrorSystemTests {
 
         let m = json("mirror", MirrorInfo.self)
         #expect(m?.enabled == true && m?.interfaces.first?.present == true && (m?.eventsProcessed ?? 0) > 0)
+
+        // The host interface vanishes: the stack interface goes down, the daemon stays.
+        #expect(sh("ip -n \(ns.m) link del \(p)-m0").status == 0)
+        within1s("host interface gone") {
+            let i = json("mirror", MirrorInfo.self)?.interfaces.first
+            return i?.present == false && wan()?.up == false
+        }
+        // It comes back (new index, new MAC): mirrored again, and traffic flows again.
+        for s in ["ip -n \(ns.m) link add \(p)-m0 type veth peer name \(p)-h0 netns \(ns.h)",
+                  "ip netns exec \(ns.m) ethtool -K \(p)-m0 tx off tso off gso off gro off",
+                  "ip netns exec \(ns.h) ethtool -K \(p)-h0 tx off tso off gso off gro off",
+                  "ip -n \(ns.h) link set \(p)-h0 up", "ip -n \(ns.h) addr add 192.0.2.1/24 dev \(p)-h0",
+                  "ip -n \(ns.h) route add 10.1.0.0/24 via 192.0.2.10",
+                  "ip -n \(ns.m) link set \(p)-m0 up", "ip -n \(ns.m) addr add 192.0.2.10/24 dev \(p)-m0",
+                  "ip -n \(ns.m) route add 10.9.0.0/16 via 192.0.2.1 proto static"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+        let newMAC = sh("ip -n \(ns.m) -br link show \(p)-m0 | awk '{print $3}'").output
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let back = DaemonProcess.wait(seconds: 5) {
+            json("mirror", MirrorInfo.self)?.interfaces.first?.present == true && wan()?.up == true
+                && wan()?.mac == newMAC && routes().contains { $0.prefix == "10.9.0.0/16" && $0.interface == "wan0" }
+        }
+        #expect(back, "mirror after the host interface returned: \(String(describing: wan())), mac \(newMAC)\n\(daemon?.log.suffix(1500) ?? "")")
+        let again = sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.9.0.1", timeout: 15)
+        #expect(again.status == 0 && again.output.contains(" 0% packet loss"), "\(again.output)\n\(daemon?.log.suffix(1500) ?? "")")
     }
 
     @Test("lost netlink messages trigger a resync; afterwards the stack's routes equal the host table")
