@@ -247,10 +247,15 @@ public struct MirrorInfo: Codable, Equatable, Sendable {
     /// ISO 8601 time and reason of the last full resync.
     public var lastResync: String?
     public var lastResyncReason: String?
+    /// The whole FIB (not only imported routes): prefixes and the bytes its
+    /// lookup structure, route slots and prefix index hold.
+    public var fibPrefixes: Int?
+    public var fibBytes: Int?
     public init(enabled: Bool, interfaces: [Interface], importedRoutes: [String: Int], skippedRoutes: UInt64, eventsProcessed: UInt64,
-                resyncs: UInt64, lastResync: String?, lastResyncReason: String?) {
+                resyncs: UInt64, lastResync: String?, lastResyncReason: String?, fibPrefixes: Int? = nil, fibBytes: Int? = nil) {
         self.enabled = enabled; self.interfaces = interfaces; self.importedRoutes = importedRoutes; self.skippedRoutes = skippedRoutes
         self.eventsProcessed = eventsProcessed; self.resyncs = resyncs; self.lastResync = lastResync; self.lastResyncReason = lastResyncReason
+        self.fibPrefixes = fibPrefixes; self.fibBytes = fibBytes
     }
 }
 

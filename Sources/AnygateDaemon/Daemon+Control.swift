@@ -203,7 +203,8 @@ extension Daemon {
         }
         return MirrorInfo(enabled: true, interfaces: interfaces, importedRoutes: m.importedCounts, skippedRoutes: m.skippedRoutes,
                           eventsProcessed: m.eventsApplied, resyncs: m.resyncs,
-                          lastResync: m.lastResync.map { ISO8601DateFormatter().string(from: $0.date) }, lastResyncReason: m.lastResync?.reason)
+                          lastResync: m.lastResync.map { ISO8601DateFormatter().string(from: $0.date) }, lastResyncReason: m.lastResync?.reason,
+                          fibPrefixes: stack.fib.prefixCount, fibBytes: stack.fib.memoryBytes)
     }
 
     func tunnelInfos() -> [TunnelInfo] {

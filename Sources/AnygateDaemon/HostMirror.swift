@@ -18,8 +18,9 @@ public final class HostMirror {
     let routes: MirrorRoutesConfig?
     /// Host interface index -> name, as far as netlink has told us.
     private(set) var hostNames: [Int32: String] = [:]
-    /// Host routes imported, by their identity in the host table.
-    private(set) var imported: [HostRouteKey: HostRoute] = [:]
+    /// Host routes imported, by their identity in the host table; the value
+    /// is a compact fingerprint (a million routes are held here too).
+    private(set) var imported: [HostRouteKey: ImportedRoute] = [:]
     public private(set) var eventsApplied: UInt64 = 0
     public private(set) var resyncs: UInt64 = 0
     public private(set) var lastResync: (date: Date, reason: String)? = nil
@@ -43,7 +44,7 @@ public final class HostMirror {
     /// Imported routes per "table/protocol".
     public var importedCounts: [String: Int] {
         var out: [String: Int] = [:]
-        for r in imported.values { out["\(r.table)/\(RouteProtocols.name(r.proto))", default: 0] += 1 }
+        for (k, r) in imported { out["\(k.table)/\(RouteProtocols.name(r.proto))", default: 0] += 1 }
         return out
     }
 
@@ -79,11 +80,11 @@ public final class HostMirror {
             return  // the stack's own entry ages out, or its own resolution keeps it
         case .routeAdded(let r):
             guard wanted(r) else { return }
-            if let old = imported[r.key] { uninstall(old, from: stack) }
+            if imported[r.key] != nil { uninstall(r.key, from: stack) }
             install(r, into: stack)
         case .routeRemoved(let r):
-            guard let old = imported[r.key] else { return }
-            uninstall(old, from: stack)
+            guard imported[r.key] != nil else { return }
+            uninstall(r.key, from: stack)
         }
     }
 
@@ -106,12 +107,12 @@ public final class HostMirror {
                 log("mirror: route \(r): \(error)")
             }
         }
-        if installed > 0 { imported[r.key] = r } else { skippedRoutes &+= 1 }
+        if installed > 0 { imported[r.key] = ImportedRoute(r) } else { skippedRoutes &+= 1 }
     }
 
-    private func uninstall(_ r: HostRoute, from stack: Stack) {
-        stack.removeRoutes(r.prefix, origin: .mirror, metric: r.metric)
-        imported[r.key] = nil
+    private func uninstall(_ key: HostRouteKey, from stack: Stack) {
+        stack.removeRoutes(key.prefix, origin: .mirror, metric: key.metric)
+        imported[key] = nil
     }
 
     /// Makes the stack match a full dump of the host: applies every object,
@@ -142,12 +143,12 @@ public final class HostMirror {
         var seen = Set<HostRouteKey>()
         for case .routeAdded(let r) in snapshot where wanted(r) {
             seen.insert(r.key)
-            if imported[r.key] != r {
-                if let old = imported[r.key] { uninstall(old, from: stack) }
+            if imported[r.key] != ImportedRoute(r) {
+                if imported[r.key] != nil { uninstall(r.key, from: stack) }
                 install(r, into: stack)
             }
         }
-        for (key, r) in imported where !seen.contains(key) { uninstall(r, from: stack) }
+        for key in Array(imported.keys) where !seen.contains(key) { uninstall(key, from: stack) }
         // Neighbours: learn what the host knows.
         for e in snapshot { if case .neighborChanged = e { apply(e, to: stack) } }
     }
@@ -173,7 +174,7 @@ extension Daemon {
         netlink = monitor
         m.resync(snapshot: monitor.snapshot(), to: stack, reason: "start")
         do {
-            try loop.register(monitor.fd) { [weak self] _ in self?.netlinkReadable() }
+            for fd in monitor.fds { try loop.register(fd) { [weak self] _ in self?.netlinkReadable() } }
         } catch {
             throw DaemonError("netlink: \(error)")
         }
@@ -194,6 +195,31 @@ extension Daemon {
                 logger.error("netlink resync failed: \(error); retrying in 1s")
                 loop.after(nanoseconds: 1_000_000_000) { [weak self] in self?.netlinkReadable() }
             }
+        }
+    }
+}
+
+/// What the mirror remembers of an imported host route: its protocol and
+/// its next hops (exactly for one next hop, by a hash of the set for ECMP),
+/// enough to tell in a resync whether the host's route changed.
+struct ImportedRoute: Equatable {
+    var proto: UInt8
+    var hopCount: UInt16
+    var gateway: UInt32
+    var interface: Int32
+    var hopsHash: Int
+
+    init(_ r: HostRoute) {
+        proto = r.proto
+        hopCount = UInt16(clamping: r.nextHops.count)
+        if r.nextHops.count == 1, let h = r.nextHops.first {
+            gateway = h.gateway?.rawValue ?? 0
+            interface = h.interface
+            hopsHash = 0
+        } else {
+            gateway = 0
+            interface = 0
+            hopsHash = r.nextHops.hashValue
         }
     }
 }

@@ -11,19 +11,28 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(operation): \(String(cString: nl_geterror(code))) (libnl \(code))" }
 }
 
-/// Follows the host's links, IPv4 addresses, routes and neighbours through
-/// a libnl cache manager whose descriptor sits in the caller's event loop
-/// (no thread of its own). Each readable wake-up yields typed events; a
-/// lost message (ENOBUFS) or libnl error asks for a resync: refill every
-/// cache and take a fresh `snapshot()`.
+/// Follows the host's links, IPv4 addresses, routes and neighbours on the
+/// caller's event loop (no thread of its own). Links, addresses and
+/// neighbours come through a libnl cache manager; IPv4 routes through a
+/// socket of their own whose messages libnl parses one by one, without a
+/// route cache (a full table is a million routes: libnl's cache would hold
+/// hundreds of MB and slow down as it grows). Each readable wake-up yields
+/// typed events; a lost message (ENOBUFS) or libnl error asks for a
+/// resync: `refill()` then a fresh `snapshot()`.
 public final class NetlinkMonitor {
     private var manager: OpaquePointer?
     private var syncSocket: OpaquePointer?
+    private var routeSocket: OpaquePointer?
+    private let sink: UnsafeMutablePointer<ag_route_sink>
     private var caches: [OpaquePointer] = []
     private var pending: [NetlinkEvent] = []
-    private var context: Unmanaged<NetlinkMonitor>? = nil
+    /// Routes from the last dump, until `snapshot()` hands them over.
+    private var dumped: [NetlinkEvent] = []
+    private var dumping = false
     /// Changes processed since start.
     public private(set) var eventsProcessed: UInt64 = 0
+    /// Route message batches read per wake-up before the loop gets a turn.
+    static let batchesPerWakeup = 64
 
     /// What a wake-up found.
     public enum Update {
@@ -33,6 +42,12 @@ public final class NetlinkMonitor {
     }
 
     public init(receiveBuffer: Int32? = nil) throws(NetlinkError) {
+        sink = .allocate(capacity: 1)
+        sink.initialize(to: ag_route_sink(fn: { obj, removed, ctx in
+            guard let obj, let ctx else { return }
+            Unmanaged<NetlinkMonitor>.fromOpaque(ctx).takeUnretainedValue().routeMessage(obj, removed: removed != 0)
+        }, ctx: nil, removed: 0))
+        sink.pointee.ctx = Unmanaged.passUnretained(self).toOpaque()
         var m: OpaquePointer? = nil
         var r = nl_cache_mngr_alloc(nil, Int32(NETLINK_ROUTE), Int32(ag_NL_AUTO_PROVIDE), &m)
         guard r == 0, let mgr = m else { throw NetlinkError(operation: "nl_cache_mngr_alloc", code: r) }
@@ -42,8 +57,7 @@ public final class NetlinkMonitor {
         r = nl_connect(sync, Int32(NETLINK_ROUTE))
         guard r == 0 else { throw NetlinkError(operation: "nl_connect", code: r) }
         let ctx = Unmanaged.passUnretained(self)
-        context = ctx
-        for name in ["route/link", "route/addr", "route/route", "route/neigh"] {
+        for name in ["route/link", "route/addr", "route/neigh"] {
             var c: OpaquePointer? = nil
             r = nl_cache_alloc_name(name, &c)
             guard r == 0, let cache = c else { throw NetlinkError(operation: "nl_cache_alloc_name \(name)", code: r) }
@@ -54,31 +68,50 @@ public final class NetlinkMonitor {
             guard r == 0 else { throw NetlinkError(operation: "nl_cache_mngr_add_cache_v2 \(name)", code: r) }
             caches.append(cache)
         }
-        if let size = receiveBuffer {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, [size], socklen_t(MemoryLayout<Int32>.size))
-        } else {
-            // Route bursts from a routing daemon are large: ask for room.
-            var size: Int32 = 8 << 20
-            if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-                _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        routeSocket = nl_socket_alloc()
+        guard let rs = routeSocket else { throw NetlinkError(operation: "nl_socket_alloc", code: -Int32(ag_NLE_NOMEM)) }
+        r = ag_route_listen(rs, sink)
+        guard r == 0 else { throw NetlinkError(operation: "route socket", code: r) }
+        for d in fds {
+            if let size = receiveBuffer {
+                _ = setsockopt(d, SOL_SOCKET, SO_RCVBUF, [size], socklen_t(MemoryLayout<Int32>.size))
+            } else {
+                // Route bursts from a routing daemon are large: ask for room.
+                var size: Int32 = 8 << 20
+                if setsockopt(d, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+                    _ = setsockopt(d, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+                }
             }
         }
         pending.removeAll()  // the initial fill is read through snapshot()
+        try dumpRoutes()
     }
 
     deinit {
         if let m = manager { nl_cache_mngr_free(m) }
         if let s = syncSocket { nl_socket_free(s) }
+        if let s = routeSocket { nl_socket_free(s) }
+        sink.deallocate()
     }
 
-    /// The descriptor to watch for readability.
-    public var fd: Int32 { manager.map { nl_cache_mngr_get_fd($0) } ?? -1 }
+    /// The descriptors to watch for readability.
+    public var fds: [Int32] {
+        [manager.map { nl_cache_mngr_get_fd($0) } ?? -1, routeSocket.map { nl_socket_get_fd($0) } ?? -1].filter { $0 >= 0 }
+    }
 
     /// Reads what netlink has and returns the changes, or asks for a resync.
+    /// Route messages are read a bounded number of batches at a time; the
+    /// rest waits for the next wake-up (the descriptor stays readable).
     public func receive() -> Update {
-        guard let m = manager else { return .resync("no cache manager") }
+        guard let m = manager, let rs = routeSocket else { return .resync("no netlink sockets") }
         pending.removeAll(keepingCapacity: true)
-        let r = nl_cache_mngr_data_ready(m)
+        var r = nl_cache_mngr_data_ready(m)
+        if r >= 0 {
+            for _ in 0..<NetlinkMonitor.batchesPerWakeup {
+                r = ag_route_read(rs)
+                if r <= 0 { break }
+            }
+        }
         if r < 0 {
             // libnl reports the kernel's ENOBUFS as "out of memory".
             if r == -Int32(ag_NLE_NOMEM) { return .resync("netlink messages lost (receive buffer overflowed)") }
@@ -88,22 +121,36 @@ public final class NetlinkMonitor {
         return .events(pending)
     }
 
-    /// Dumps every cache afresh from the kernel. Whatever still sits in the
-    /// event socket is thrown away first: after a lost message those events
-    /// are older than the dump, and replaying them on top of it would bring
-    /// back a route whose deletion was the message lost.
+    /// Dumps every cache and the route table afresh from the kernel.
+    /// Whatever still sits in the event sockets is thrown away first: after
+    /// a lost message those events are older than the dump, and replaying
+    /// them on top of it would bring back a route whose deletion was the
+    /// message lost.
     public func refill() throws(NetlinkError) {
         guard let s = syncSocket else { return }
-        drainEvents()
+        for d in fds { drain(d) }
         for c in caches {
             let r = nl_cache_refill(s, c)
             if r < 0 { throw NetlinkError(operation: "nl_cache_refill", code: r) }
         }
+        try dumpRoutes()
     }
 
-    private func drainEvents() {
-        let d = fd
-        guard d >= 0 else { return }
+    private func dumpRoutes() throws(NetlinkError) {
+        guard let s = syncSocket else { return }
+        var r: Int32 = 0
+        // A dump interrupted by a change is started again.
+        for _ in 0..<5 {
+            dumped.removeAll(keepingCapacity: true)
+            dumping = true
+            r = ag_route_dump(s, sink)
+            dumping = false
+            if r != -Int32(ag_NLE_DUMP_INTR) { break }
+        }
+        if r < 0 { throw NetlinkError(operation: "route dump", code: r) }
+    }
+
+    private func drain(_ d: Int32) {
         var scratch = [UInt8](repeating: 0, count: 65536)
         // Bounded: a host changing faster than this is read is resynced again.
         for _ in 0..<100_000 {
@@ -113,8 +160,8 @@ public final class NetlinkMonitor {
         }
     }
 
-    /// Every object in the caches now, as events (links first, then
-    /// addresses, neighbours and routes).
+    /// Every object now, as events: links first, then addresses and
+    /// neighbours from the caches, then the routes of the last dump.
     public func snapshot() -> [NetlinkEvent] {
         var out: [NetlinkEvent] = []
         for c in caches {
@@ -124,7 +171,14 @@ public final class NetlinkMonitor {
                 o = nl_cache_get_next(obj)
             }
         }
+        out.append(contentsOf: dumped)
+        dumped = []
         return out
+    }
+
+    private func routeMessage(_ obj: OpaquePointer, removed: Bool) {
+        guard let e = NetlinkMonitor.translate(obj, removed: removed) else { return }
+        if dumping { dumped.append(e) } else { pending.append(e) }
     }
 
     private func changed(old: OpaquePointer?, new: OpaquePointer?, action: Int32) {

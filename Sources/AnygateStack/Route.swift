@@ -108,6 +108,11 @@ struct RouteSlot {
     var prefixLength: UInt8
     var prefixAddress: UInt32
     var metric: UInt32
+    /// Next route of the same prefix (`RouteSlot.end` for none): a prefix's
+    /// routes are a chain through the slot array, not an array of their own.
+    var next: UInt32 = RouteSlot.end
     /// Insertion order, for the tie-break between equal-metric routes.
     var sequence: UInt64
+
+    static let end = UInt32.max
 }

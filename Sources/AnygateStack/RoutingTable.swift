@@ -13,7 +13,8 @@ public struct RoutingTable {
     private var slotCapacity: Int
     private var slotCount = 0
     private var freeSlots: [UInt32] = []
-    private var byPrefix: [IPv4Prefix: [UInt32]] = [:]
+    /// First slot of each prefix's chain of routes.
+    private var byPrefix: [IPv4Prefix: UInt32] = [:]
     private var nextSequence: UInt64 = 0
     /// Interfaces that are down: their routes stay listed but are withdrawn
     /// from forwarding until the interface comes back.
@@ -35,8 +36,12 @@ public struct RoutingTable {
     public var count: Int { slotCount - freeSlots.count }
     /// Number of distinct prefixes.
     public var prefixCount: Int { byPrefix.count }
-    /// Bytes held by the lookup structure and route slots.
-    public var memoryBytes: Int { lpm.memoryBytes + slotCapacity * MemoryLayout<RouteSlot>.stride }
+    /// Bytes held by the lookup structure, the route slots and the prefix
+    /// index (its buckets: key, value and a bit of occupancy each).
+    public var memoryBytes: Int {
+        lpm.memoryBytes + slotCapacity * MemoryLayout<RouteSlot>.stride + freeSlots.capacity * 4
+            + byPrefix.capacity * 4 / 3 * (MemoryLayout<IPv4Prefix>.stride + MemoryLayout<UInt32>.stride) + byPrefix.capacity / 6
+    }
 
     /// The slot index of the best route for `address`, or nil.
     @inlinable @inline(__always)
@@ -65,12 +70,12 @@ public struct RoutingTable {
     /// Every route, best first within a prefix, prefixes in address order.
     public var routes: [Route] {
         byPrefix.keys.sorted { ($0.address, $0.length) < ($1.address, $1.length) }
-            .flatMap { p in ranked(byPrefix[p]!).map { route(at: Int($0)) } }
+            .flatMap { p in ranked(members(p)).map { route(at: Int($0)) } }
     }
 
     /// The routes for exactly this prefix, best first.
     public func routes(for prefix: IPv4Prefix) -> [Route] {
-        ranked(byPrefix[prefix] ?? []).map { route(at: Int($0)) }
+        ranked(members(prefix)).map { route(at: Int($0)) }
     }
 
     private func rank(_ s: RouteSlot) -> (Int, UInt32, UInt64) {
@@ -98,7 +103,7 @@ public struct RoutingTable {
         let k = UInt16(i)
         let changed = up ? downInterfaces.remove(k) != nil : downInterfaces.insert(k).inserted
         guard changed else { return }
-        for (prefix, list) in byPrefix where list.contains(where: { slots[Int($0)].interface == k }) {
+        for prefix in byPrefix.keys where members(prefix).contains(where: { slots[Int($0)].interface == k }) {
             reinstall(prefix)
         }
         bumpGeneration()
@@ -116,7 +121,8 @@ public struct RoutingTable {
 
     /// Adds a route; an identical one (prefix, kind, next hop, interface, metric) is refused.
     mutating func add(_ r: Route) throws(RouteError) {
-        if let existing = byPrefix[r.prefix], existing.contains(where: { same(slots[Int($0)], r) }) {
+        let existing = members(r.prefix)
+        if existing.contains(where: { same(slots[Int($0)], r) }) {
             throw .exists(r.prefix)
         }
         let slot = allocateSlot()
@@ -124,7 +130,7 @@ public struct RoutingTable {
                                 inUse: true, origin: r.origin, prefixLength: r.prefix.length,
                                 prefixAddress: r.prefix.address.rawValue, metric: r.metric, sequence: nextSequence)
         nextSequence += 1
-        byPrefix[r.prefix, default: []].append(UInt32(slot))
+        setMembers(r.prefix, existing + [UInt32(slot)])
         reinstall(r.prefix)
     }
 
@@ -133,7 +139,8 @@ public struct RoutingTable {
     @discardableResult
     mutating func remove(_ prefix: IPv4Prefix, nextHop: IPv4Address? = nil, interface: InterfaceIndex? = nil,
                          kind: RouteKind? = nil, origin: RouteOrigin? = nil) -> Int {
-        guard let list = byPrefix[prefix] else { return 0 }
+        let list = members(prefix)
+        guard !list.isEmpty else { return 0 }
         var keep: [UInt32] = []
         var removed = 0
         for idx in list {
@@ -151,7 +158,7 @@ public struct RoutingTable {
             }
         }
         guard removed > 0 else { return 0 }
-        byPrefix[prefix] = keep.isEmpty ? nil : keep
+        setMembers(prefix, keep)
         reinstall(prefix)
         return removed
     }
@@ -168,14 +175,14 @@ public struct RoutingTable {
     private mutating func reinstall(_ prefix: IPv4Prefix) {
         generation &+= 1
         let a = prefix.address.rawValue, len = Int(prefix.length)
-        if let best = usable(byPrefix[prefix] ?? []).first {
+        if let best = usable(members(prefix)).first {
             lpm.insert(a, length: len, value: best + 1)
             return
         }
         var l = len - 1
         while l >= 0 {
             let cover = IPv4Prefix(address: prefix.address, length: l)
-            if let best = usable(byPrefix[cover] ?? []).first {
+            if let best = usable(members(cover)).first {
                 lpm.replace(a, length: len, with: best + 1, newDepth: l)
                 return
             }
@@ -184,10 +191,34 @@ public struct RoutingTable {
         lpm.replace(a, length: len, with: 0, newDepth: 0)
     }
 
+    /// The slots of a prefix's routes, in insertion order.
+    private func members(_ prefix: IPv4Prefix) -> [UInt32] {
+        guard var i = byPrefix[prefix] else { return [] }
+        var out: [UInt32] = []
+        while i != RouteSlot.end {
+            out.append(i)
+            i = slots[Int(i)].next
+        }
+        return out
+    }
+
+    /// Relinks a prefix's chain (none left: the prefix goes).
+    private mutating func setMembers(_ prefix: IPv4Prefix, _ list: [UInt32]) {
+        guard let first = list.first else {
+            byPrefix[prefix] = nil
+            return
+        }
+        for (k, i) in list.enumerated() {
+            slots[Int(i)].next = k + 1 < list.count ? list[k + 1] : RouteSlot.end
+        }
+        byPrefix[prefix] = first
+    }
+
     private mutating func allocateSlot() -> Int {
         if let s = freeSlots.popLast() { return Int(s) }
         if slotCount == slotCapacity {
-            let cap = slotCapacity * 2
+            // 1.5×: a million routes should not cost room for two million.
+            let cap = slotCapacity + slotCapacity / 2
             let n = UnsafeMutablePointer<RouteSlot>.allocate(capacity: cap)
             n.moveInitialize(from: slots, count: slotCount)
             slots.deallocate()
@@ -203,7 +234,8 @@ public struct RoutingTable {
     /// or on a more specific one.
     public func checkInvariants() {
         lpm.checkInvariants()
-        for (prefix, list) in byPrefix {
+        for prefix in byPrefix.keys {
+            let list = members(prefix)
             precondition(!list.isEmpty, "FIB: empty prefix list")
             for idx in list { precondition(slots[Int(idx)].inUse, "FIB: freed slot still listed") }
             guard let best = usable(list).first else { continue }

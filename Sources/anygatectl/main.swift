@@ -118,6 +118,9 @@ struct Show: ParsableCommand {
             table(["TABLE/PROTOCOL", "ROUTES"], m.importedRoutes.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
             print("\nevents \(m.eventsProcessed), skipped routes \(m.skippedRoutes), resyncs \(m.resyncs)"
                   + (m.lastResync.map { ", last \($0) (\(m.lastResyncReason ?? ""))" } ?? ""))
+            if let p = m.fibPrefixes, let b = m.fibBytes {
+                print("FIB \(p) prefixes, \(String(format: "%.1f", Double(b) / 1_048_576)) MiB")
+            }
         case "flows":
             let r = call(request, parent, as: [FlowInfo].self)
             if parent.json { return printJSON(r) }
