@@ -5,7 +5,7 @@ SWIFT ?= swift
 # System packages the build, the tests and the demo use.
 APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark
 
-.PHONY: all deps build test demo bench bench-e2e bench-e2e-tunnel clean
+.PHONY: all deps build test demo bench bench-e2e bench-e2e-tunnel bench-mirror clean
 
 all: build
 
@@ -55,6 +55,10 @@ bench-e2e: deps
 bench-e2e-tunnel: deps
 	./Benchmarks/e2e-tunnel.sh
 	ENCAP=gre-in-udp ./Benchmarks/e2e-tunnel.sh
+
+# Route import through the netlink mirror: 100k and 1M routes (root).
+bench-mirror: deps
+	./Benchmarks/mirror-import.sh 100000 1000000
 
 clean:
 	rm -rf .build Benchmarks/.build
