@@ -43,8 +43,11 @@ public final class HostMirror {
 
     /// Imported routes per "table/protocol".
     public var importedCounts: [String: Int] {
+        struct Group: Hashable { var table: UInt32; var proto: UInt8 }
+        var counts: [Group: Int] = [:]
+        for (k, r) in imported { counts[Group(table: k.table, proto: r.proto), default: 0] += 1 }
         var out: [String: Int] = [:]
-        for (k, r) in imported { out["\(k.table)/\(RouteProtocols.name(r.proto))", default: 0] += 1 }
+        for (g, n) in counts { out["\(g.table)/\(RouteProtocols.name(g.proto))"] = n }
         return out
     }
 
