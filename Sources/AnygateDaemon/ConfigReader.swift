@@ -309,7 +309,11 @@ public struct ConfigReader {
                     throw fail("tunnels[\(k)].addresses[\(j)]", node, "address \(a.address.address) is configured twice")
                 }
             }
-            if t.tunnel.backend == .stack, !c.interfaces.contains(where: { $0.addresses.contains { $0.address.address == t.tunnel.local } }) {
+            // A mirrored interface's addresses come from the host at run time,
+            // so with one in the config the local address cannot be checked here.
+            let mirrors = c.interfaces.contains { if case .mirror = $0.attach { return true } else { return false } }
+            if t.tunnel.backend == .stack, !mirrors,
+               !c.interfaces.contains(where: { $0.addresses.contains { $0.address.address == t.tunnel.local } }) {
                 throw fail("tunnels[\(k)].local", node,
                            "\(t.tunnel.local) is not an address of any interface (a stack-backed tunnel sends from the stack's own address; use backend: host for the host's)")
             }

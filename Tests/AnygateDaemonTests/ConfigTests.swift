@@ -57,6 +57,18 @@ struct ConfigTests {
         #expect(c.interfaces[1].sourcePolicy == nil)
     }
 
+    @Test("a stack tunnel may start from an address a mirrored interface will learn from the host")
+    func tunnelOnMirror() throws {
+        let c = try reader.parse("""
+        interfaces:
+          - name: wan0
+            attach: {mirror: eth0}
+        tunnels:
+          - {name: gre0, local: 198.51.100.10, remote: 203.0.113.2, addresses: [172.16.0.1/30]}
+        """)
+        #expect(c.tunnels.first?.tunnel.local == IPv4Address(198, 51, 100, 10))
+    }
+
     @Test("a tunnel with every key")
     func tunnels() throws {
         let c = try reader.parse("""
