@@ -5,7 +5,7 @@ SWIFT ?= swift
 # System packages the build, the tests and the demo use.
 APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark systemd libcap2-bin util-linux
 
-.PHONY: all deps build test demo bench bench-e2e bench-e2e-tunnel bench-mirror clean
+.PHONY: all deps build test demo demo-router bench bench-e2e bench-e2e-tunnel bench-mirror clean
 
 all: build
 
@@ -30,18 +30,24 @@ test: deps
 	@echo "==> running unit, topology, property, daemon and system tests (system tests need root and /dev/net/tun)"
 	$(SWIFT) test --skip-build --disable-xctest
 
-# As root with /dev/net/tun: the real daemon between network namespaces.
-# Otherwise: the in-process demo (four stacks joined by memory links).
+# The appliance's main job: two sites joined by a GRE tunnel between two
+# gateways. As root with /dev/net/tun, real anygated daemons between
+# network namespaces; otherwise the same topology in-process.
 demo: deps
 	@echo "==> building (release)"
 	$(SWIFT) build -c release
 	@if [ "$$(id -u)" = 0 ] && [ -c /dev/net/tun ]; then \
-	  echo "==> running anygated between network namespaces (root and /dev/net/tun present)"; \
-	  ./scripts/demo-namespaces.sh .build/release; \
+	  echo "==> two gateways and a GRE tunnel between network namespaces (root and /dev/net/tun present)"; \
+	  ./scripts/demo-two-sites.sh .build/release; \
 	else \
-	  echo "==> running the in-process demo (the namespace demo needs root and /dev/net/tun)"; \
+	  echo "==> the two-site GRE demo in-process (the namespace demo needs root and /dev/net/tun)"; \
 	  ./.build/release/anygate-demo; \
 	fi
+
+# One gateway between two hosts, on real interfaces (root).
+demo-router: deps
+	$(SWIFT) build -c release
+	./scripts/demo-namespaces.sh .build/release
 
 # Benchmarks live in their own package so that `make test` does not build them.
 bench: deps

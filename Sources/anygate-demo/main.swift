@@ -1,12 +1,18 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-// The in-process demo: four stacks in one process joined by memory links,
+// The in-process demo: the appliance's main job with five stacks in one
+// process joined by memory links. Two sites, each a host behind its own
+// gateway, the gateways joined by a GRE tunnel across an "internet" router
+// that knows nothing of the sites' prefixes:
 //
-//   A 10.1.0.2 ── R1 ── 10.12.0.0/30 (MTU 1400) ── R2 ── B 10.2.0.2
+//   A 10.1.0.2 ── GW1 198.51.100.1 ── U ── 203.0.113.2 GW2 ── B 10.2.0.2
+//                   ╚═══════ GRE key 7, 172.16.0.1 ⇄ 172.16.0.2 ═══════╝
 //
-// pinging across, provoking each kind of ICMP error, sending a datagram
-// that must be fragmented, and printing the routers' tables and counters.
+// Pings across (the first one traced frame by frame, GRE on the underlay),
+// a bulk of large pings that the tunnel's smaller MTU fragments, TTL and
+// unreachable errors through the tunnel, garbage into a gateway, then each
+// gateway's tunnels, flows, routes and counters.
 import AnygateStack
 import AnygateWire
 
@@ -21,13 +27,14 @@ func must<T, E: Error>(_ what: String, _ body: () throws(E) -> T) -> T {
 
 let net = MemoryNetwork()
 let a = net.addStack(name: "A", configuration: .host)
-let r1 = net.addStack(name: "R1")
-let r2 = net.addStack(name: "R2")
+let gw1 = net.addStack(name: "GW1")
+let u = net.addStack(name: "U")
+let gw2 = net.addStack(name: "GW2")
 let b = net.addStack(name: "B", configuration: .host)
 
-func iface(_ s: Stack, _ name: String, _ mac: String, _ addr: String, mtu: Int = 1500) -> InterfaceIndex {
+func iface(_ s: Stack, _ name: String, _ mac: String, _ addr: String) -> InterfaceIndex {
     must("interface \(s.name)/\(name)") { () throws -> InterfaceIndex in
-        let i = try s.addInterface(name: name, mac: MACAddress(mac)!, mtu: mtu)
+        let i = try s.addInterface(name: name, mac: MACAddress(mac)!)
         try s.addAddress(IPv4InterfaceAddress(addr), to: i)
         try s.setUp(i, true)
         return i
@@ -35,23 +42,41 @@ func iface(_ s: Stack, _ name: String, _ mac: String, _ addr: String, mtu: Int =
 }
 
 let aEth = iface(a, "eth0", "02:00:00:00:00:0a", "10.1.0.2/24")
-let r1Lan = iface(r1, "lan0", "02:00:00:00:01:01", "10.1.0.1/24")
-let r1Wan = iface(r1, "wan0", "02:00:00:00:01:02", "10.12.0.1/30", mtu: 1400)
-let r2Wan = iface(r2, "wan0", "02:00:00:00:02:02", "10.12.0.2/30", mtu: 1400)
-let r2Lan = iface(r2, "lan0", "02:00:00:00:02:01", "10.2.0.1/24")
+let gw1Lan = iface(gw1, "lan0", "02:00:00:00:11:01", "10.1.0.1/24")
+let gw1Wan = iface(gw1, "wan0", "02:00:00:00:11:02", "198.51.100.1/24")
+let uWest = iface(u, "west", "02:00:00:00:99:01", "198.51.100.254/24")
+let uEast = iface(u, "east", "02:00:00:00:99:02", "203.0.113.254/24")
+let gw2Wan = iface(gw2, "wan0", "02:00:00:00:22:02", "203.0.113.2/24")
+let gw2Lan = iface(gw2, "lan0", "02:00:00:00:22:01", "10.2.0.1/24")
 let bEth = iface(b, "eth0", "02:00:00:00:00:0b", "10.2.0.2/24")
-net.connect(a, aEth, r1, r1Lan)
-net.connect(r1, r1Wan, r2, r2Wan)
-net.connect(r2, r2Lan, b, bEth)
+net.connect(a, aEth, gw1, gw1Lan)
+net.connect(gw1, gw1Wan, u, uWest)
+net.connect(u, uEast, gw2, gw2Wan)
+net.connect(gw2, gw2Lan, b, bEth)
+
+func tunnel(_ s: Stack, local: IPv4Address, remote: IPv4Address, address: String) -> InterfaceIndex {
+    must("tunnel on \(s.name)") { () throws -> InterfaceIndex in
+        var c = TunnelConfiguration(name: "gre0", local: local, remote: remote)
+        c.key = 7
+        c.mssClamp = .auto
+        let t = try s.addTunnel(c)
+        try s.addAddress(IPv4InterfaceAddress(address), to: t)
+        return t
+    }
+}
+let gw1Tunnel = tunnel(gw1, local: IPv4Address(198, 51, 100, 1), remote: IPv4Address(203, 0, 113, 2), address: "172.16.0.1/30")
+let gw2Tunnel = tunnel(gw2, local: IPv4Address(203, 0, 113, 2), remote: IPv4Address(198, 51, 100, 1), address: "172.16.0.2/30")
 must("routes") { () throws in
     try a.addRoute(.any, via: IPv4Address(10, 1, 0, 1))
     try b.addRoute(.any, via: IPv4Address(10, 2, 0, 1))
-    try r1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(10, 12, 0, 2))
-    try r2.addRoute(IPv4Prefix("10.1.0.0/16"), via: IPv4Address(10, 12, 0, 1))
+    try gw1.addRoute(.any, via: IPv4Address(198, 51, 100, 254))
+    try gw2.addRoute(.any, via: IPv4Address(203, 0, 113, 254))
+    try gw1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(172, 16, 0, 2))
+    try gw2.addRoute(IPv4Prefix("10.1.0.0/16"), via: IPv4Address(172, 16, 0, 1))
 }
 net.run()
 
-let names = ["A", "R1", "R2", "B"]
+let names = ["A", "GW1", "U", "GW2", "B"]
 var tracing = true
 net.observer = { from, to, frame in
     guard tracing else { return }
@@ -62,7 +87,16 @@ func printEvents(_ s: Stack) {
     for e in s.drainEvents() { print("  \(s.name) event: \(e)") }
 }
 
-print("== 1. ping A -> B (the first one resolves ARP on every hop; frames shown)")
+func replies(_ s: Stack) -> (count: Int, bytes: Int) {
+    var n = 0, bytes = 0
+    for case let .echoReply(_, _, _, len, _) in s.drainEvents() { n += 1; bytes += len }
+    return (n, bytes)
+}
+
+print("== U, the internet, routes only the underlay:")
+for r in u.routes where !r.isInternal { print("  \(r.prefix) dev \(u.interfaceName(r.interface))") }
+
+print("\n== 1. ping A -> B through the tunnel (the first one resolves ARP on every hop; frames shown)")
 must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 1, sequence: 1) }
 net.run()
 printEvents(a)
@@ -73,67 +107,66 @@ for seq in 1...5 { must("ping") { () throws in try b.ping(IPv4Address(10, 1, 0, 
 net.run()
 printEvents(b)
 
-print("\n== 3. TTL 2 from A: R2 answers time exceeded")
-must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 3, sequence: 1, ttl: 2) }
+print("\n== 3. 1000 pings of 1472 bytes A -> B: bigger than the tunnel MTU, so fragmented at GW1 and reassembled by B")
+for seq in 1...1000 {
+    must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 3, sequence: UInt16(seq), payloadSize: 1472) }
+    if seq % 50 == 0 { net.run() }
+}
+net.run()
+let bulk = replies(a)
+print("  \(bulk.count) of 1000 answered, \(bulk.bytes) payload bytes back")
+if bulk.count != 1000 { fail("only \(bulk.count) of 1000 large pings were answered") }
+
+print("\n== 4. TTL 2 from A: GW2 answers time exceeded, back through the tunnel")
+must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 4, sequence: 1, ttl: 2) }
 net.run()
 printEvents(a)
 
-print("\n== 4. ping to 192.0.2.1: R1 has no route, answers net unreachable")
-must("ping") { () throws in try a.ping(IPv4Address(192, 0, 2, 1), identifier: 4, sequence: 1) }
-net.run()
-printEvents(a)
-
-print("\n== 5. 1472-byte payload with DF set: the 1400-byte link needs fragmentation")
+print("\n== 5. 1472 bytes with DF set: the tunnel's MTU is smaller, GW1 says so")
 must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 5, sequence: 1, payloadSize: 1472, dontFragment: true) }
 net.run()
 printEvents(a)
 
-print("\n== 6. 4000-byte datagram without DF: fragmented by A and R1, reassembled by B")
-tracing = true
-must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 6, sequence: 1, payloadSize: 3972) }
-net.run()
-tracing = false
-printEvents(a)
-
-print("\n== 7. 20 frames of garbage into R1: counted, not fatal")
+print("\n== 6. 20 frames of garbage into GW1: counted, not fatal")
 var seed: UInt64 = 1
 for n in 0..<20 {
     var f = [UInt8](repeating: 0, count: 14 + n * 3)
     for i in f.indices { seed = seed &* 6364136223846793005 &+ 1; f[i] = UInt8(truncatingIfNeeded: seed >> 33) }
-    f.withUnsafeMutableBytes { MACAddress("02:00:00:00:01:01")!.write(to: $0, at: 0) }
+    f.withUnsafeMutableBytes { MACAddress("02:00:00:00:11:01")!.write(to: $0, at: 0) }
     if f.count >= 14 { f[12] = 0x08; f[13] = 0x00 }
     guard let p = net.pool.make(copying: f) else { fail("pool empty") }
-    r1.receive(p, on: r1Lan)
+    gw1.receive(p, on: gw1Lan)
 }
 net.run()
-must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 7, sequence: 1) }
+must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 6, sequence: 1) }
 net.run()
 printEvents(a)
 
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 
-for s in [r1, r2] {
-    print("\n== \(s.name): interfaces")
-    print("  " + pad("name", 7) + pad("mac", 19) + pad("mtu", 6) + pad("state", 7) + pad("addresses", 18) + "rx/tx packets  rx drops")
-    for i in s.interfaces {
-        print("  " + pad(i.name, 7) + pad("\(i.mac)", 19) + pad("\(i.mtu)", 6) + pad(i.up ? "up" : "down", 7)
-              + pad(i.addresses.map(\.description).joined(separator: ","), 18)
-              + pad("\(i.counters.rxPackets)/\(i.counters.txPackets)", 15) + "\(i.counters.rxDrops)")
+for s in [gw1, gw2] {
+    print("\n== \(s.name): tunnels")
+    for t in s.tunnelList {
+        let c = t.counters
+        print("  \(t.configuration.name) \(t.up ? "up" : "down") \(t.configuration.local) -> \(t.configuration.remote) key \(t.configuration.key.map { "\($0)" } ?? "-")"
+              + " mtu \(t.mtu)  tx \(c.txPackets) pkts/\(c.txBytes) B  rx \(c.rxPackets) pkts/\(c.rxBytes) B  mss clamped \(c.mssClamped)")
+    }
+    print("== \(s.name): flows (ipflow)")
+    for f in s.flowList {
+        print("  " + pad("\(f.source) -> \(f.destination)", 24) + pad("dev \(s.interfaceName(f.interface))", 10)
+              + pad("via \(f.nextHop)", 18) + "\(f.packets) pkts \(f.valid ? "valid" : "stale")")
     }
     print("== \(s.name): routes")
-    for r in s.routes {
-        print("  " + pad("\(r.prefix)", 16) + pad(r.nextHop.map { "via \($0)" } ?? "", 16)
-              + pad("dev \(s.interfaceName(r.interface))", 10) + pad("metric \(r.metric)", 10) + "\(r.origin)")
-    }
-    print("== \(s.name): neighbors")
-    for n in s.neighborList {
-        print("  " + pad("\(n.address)", 16) + pad(n.mac.map(\.description) ?? "-", 19) + pad(s.interfaceName(n.interface), 7) + "\(n.state)")
+    for r in s.routes where !r.isInternal {
+        print("  " + pad("\(r.prefix)", 16) + pad(r.nextHop.map { "via \($0)" } ?? "", 21)
+              + pad("dev \(s.interfaceName(r.interface))", 10) + "\(r.origin)")
     }
     let c = s.counters
     print("== \(s.name): counters")
-    print("  forwarded \(c.ipForwarded)  delivered \(c.ipDelivered)  fragments created \(c.fragmentsCreated)"
-          + "  icmp errors sent \(c.icmpErrorsSent)  arp requests sent \(c.arpRequestsSent)")
+    print("  received \(c.ipReceived)  forwarded \(c.ipForwarded)  delivered \(c.ipDelivered)  sent \(c.ipSent)"
+          + "  fragments created \(c.fragmentsCreated)  icmp errors sent \(c.icmpErrorsSent)")
     print("  drops: " + s.dropCounts.sorted { $0.key.description < $1.key.description }
         .map { "\($0.key) \($0.value)" }.joined(separator: ", "))
 }
+_ = (gw1Tunnel, gw2Tunnel, uWest, uEast, gw2Wan, gw1Wan, bEth)
 print("\npool: \(net.pool.inUse) of \(net.pool.capacity) buffers in use after the run")

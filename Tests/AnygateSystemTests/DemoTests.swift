@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+
+/// `make demo`'s two halves: the namespace script (root) and the in-process
+/// program, each run to the end with its checks.
+@Suite("Demo: two sites joined by GRE", .serialized)
+struct DemoTests {
+    @Test("in-process: pings and 1000 fragmented pings cross the tunnel, the pool ends empty")
+    func inProcess() {
+        let r = Shell.run(SystemEnvironment.binary("anygate-demo"), timeout: 60)
+        #expect(r.status == 0, "\(r.output.suffix(2000))")
+        #expect(r.output.contains("1000 of 1000 answered"))
+        #expect(r.output.contains("gre ipv4 key 7"), "the underlay trace shows GRE")
+        #expect(r.output.contains("pool: 0 of"))
+    }
+
+    @Test("namespaces: the script pings across, moves 4 MB intact, shows both gateways and leaves nothing behind",
+          .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+    func namespaces() {
+        let bin = URL(fileURLWithPath: SystemEnvironment.binary("anygated")).deletingLastPathComponent().path
+        // Other suites run beside this one with namespaces of their own: look at the demo's (ag2s…) only.
+        func demoNamespaces() -> Set<Substring> { Set(Shell.run("ip netns list").output.split(separator: "\n").filter { $0.hasPrefix("ag2s") }) }
+        let before = demoNamespaces()
+        let r = Shell.run("cd \(SystemEnvironment.root) && scripts/demo-two-sites.sh \(bin) 2>&1", timeout: 120)
+        #expect(r.status == 0, "\(r.output.suffix(3000))")
+        #expect(r.output.contains(" 0% packet loss"))
+        #expect(r.output.contains("sha256 matches at both ends"), "\(r.output.suffix(3000))")
+        #expect(r.output.components(separatedBy: "anygatectl show tunnels").count == 3)
+        #expect(r.output.contains("GREv0, key=0x7"), "tcpdump saw GRE in the internet namespace")
+        let after = demoNamespaces()
+        #expect(after.subtracting(before).isEmpty, "left behind: \(after.subtracting(before))")
+    }
+}
