@@ -79,6 +79,56 @@ struct EntrypointTests {
         #expect(status == 0)
     }
 
+    @Test("with a packet attachment the entrypoint turns host forwarding and redirects off in the namespace")
+    func sysctls() throws {
+        let s = try Scratch()
+        var d: DaemonProcess? = nil
+        defer { if let d { _ = d.stop() }; s.done() }
+        #expect(sh("ip -n \(s.ns) link add \(s.prefix)-v type veth peer name \(s.prefix)-w && ip -n \(s.ns) link set \(s.prefix)-v up").status == 0)
+        #expect(sh("ip netns exec \(s.ns) sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=1").status == 0)
+        let cfg = try s.config(packet: "\(s.prefix)-v")
+        d = try DaemonProcess(binary: anygated, config: cfg, namespace: s.ns, logPath: s.dir + "/log",
+                              arguments: ["env", "ANYGATED=\(anygated)", entrypoint, "--config", cfg])
+        let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(s.dir)/control.sock show interfaces").status == 0 }
+        try #require(up, "\(d?.log ?? "")")
+        #expect(sh("ip netns exec \(s.ns) sysctl -n net.ipv4.ip_forward").output.hasPrefix("0"))
+        #expect(sh("ip netns exec \(s.ns) sysctl -n net.ipv4.conf.all.send_redirects").output.hasPrefix("0"))
+        #expect(d!.log.contains("set net.ipv4.ip_forward=0") && d!.log.contains("set net.ipv4.conf.all.send_redirects=0"), "\(d!.log)")
+    }
+
+    @Test("as a non-root user (the image's way): the daemon's file capabilities count, and it runs")
+    func nonRootWithFileCapabilities() throws {
+        let s = try Scratch()
+        var d: DaemonProcess? = nil
+        defer { if let d { _ = d.stop() }; s.done() }
+        try #require(sh("command -v setcap && command -v getcap").status == 0, "setcap/getcap missing (libcap2-bin)")
+        #expect(sh("ip -n \(s.ns) link add \(s.prefix)-v type veth peer name \(s.prefix)-w && ip -n \(s.ns) link set \(s.prefix)-v up").status == 0)
+        // A packet-only config (no TAP: /dev/net/tun may be root's alone here) in a directory the user can write.
+        try """
+        control: {socket: \(s.dir)/control.sock}
+        interfaces:
+          - name: wan0
+            attach: {packet: \(s.prefix)-v}
+            addresses: [192.0.2.10/24]
+        """.write(toFile: s.dir + "/packet.yaml", atomically: true, encoding: .utf8)
+        let binary = s.dir + "/anygated"
+        #expect(sh("cp \(anygated) \(binary) && chmod 0755 \(binary) && chmod 0644 \(s.dir)/packet.yaml && chown 65534:65534 \(s.dir)").status == 0)
+        let user = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        // Without file capabilities the unprivileged entrypoint refuses, naming both.
+        let bare = sh("ip netns exec \(s.ns) \(user) env ANYGATED=\(binary) \(entrypoint) --config \(s.dir)/packet.yaml")
+        #expect(bare.status == 1 && bare.output.contains("NET_ADMIN") && bare.output.contains("NET_RAW"), "\(bare.output)")
+        // With them, it starts, and the daemon works.
+        #expect(sh("setcap cap_net_admin,cap_net_raw+ep \(binary)").status == 0)
+        d = try DaemonProcess(binary: binary, config: "", namespace: s.ns, logPath: s.dir + "/log",
+                              arguments: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                          "env", "ANYGATED=\(binary)", entrypoint, "--config", s.dir + "/packet.yaml"])
+        let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(s.dir)/control.sock show interfaces").status == 0 }
+        #expect(up, "\(d?.log ?? "")")
+        #expect(d!.log.contains("could not set net.ipv4.conf.all.send_redirects=0"), "unprivileged: says it could not, and goes on: \(d!.log)")
+        let ping = sh("ip netns exec \(s.ns) ip addr add 192.0.2.1/24 dev \(s.prefix)-w && ip -n \(s.ns) link set \(s.prefix)-w up && ip netns exec \(s.ns) ping -c 2 -i 0.2 -W 2 -I \(s.prefix)-w 192.0.2.10")
+        #expect(ping.status == 0, "\(ping.output)\n\(d?.log ?? "")")
+    }
+
     @Test("a bad config: exit 2 with the daemon's file:line message; a missing one: exit 2 saying what to do")
     func badAndMissing() throws {
         let s = try Scratch()
