@@ -1,0 +1,80 @@
+# Shared by scripts/demo-two-sites.sh and Benchmarks/e2e-tunnel.sh (sourced, not run).
+#
+# Two sites, each a host behind its own anygated gateway, the gateways'
+# uplinks on an "internet" namespace U that routes only the underlay:
+#
+#   ns ${P}A 10.1.0.2 ─TAP─ ns ${P}G1 198.51.100.1 ─veth─ ns ${P}U ─veth─ 203.0.113.2 ns ${P}G2 ─TAP─ ns ${P}B 10.2.0.2
+#
+# Each gateway has tunnel gre0 (key 7, encapsulation $ENCAP, default gre;
+# 172.16.0.1/30 ⇄ 172.16.0.2/30) and a default route into U. With
+# ROUTE_SITES=1 each also routes the other site through the tunnel, and
+# with KEEPALIVE set (e.g. "{interval: 2s, retries: 3}") the tunnel sends
+# keepalives. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
+
+SITES_PIDS=()
+
+sites_cleanup() {
+    for p in "${SITES_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${SITES_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for n in A G1 U G2 B; do ip netns del "${P}$n" 2>/dev/null || true; done
+    rm -rf "$DIR"
+}
+
+sites_config() { # side lan-address underlay-address remote tunnel-address tunnel-peer underlay-gateway uplink mac other-site
+    {
+        cat <<YAML
+control: {socket: $DIR/gw$1.sock}
+log: {level: warning}
+interfaces:
+  - name: lan0
+    attach: {tap: ${P}-t$1}
+    addresses: [$2]
+  - name: wan0
+    attach: {packet: $8}
+    mac: $9
+    addresses: [$3/24]
+tunnels:
+  - name: gre0
+    encapsulation: ${ENCAP:-gre}
+    local: $3
+    remote: $4
+    key: 7
+    mss-clamp: auto
+    addresses: [$5]
+YAML
+        [ -n "${KEEPALIVE:-}" ] && echo "    keepalive: $KEEPALIVE"
+        echo "routes:"
+        echo "  - {to: 0.0.0.0/0, via: $7}"
+        [ "${ROUTE_SITES:-0}" = 1 ] && echo "  - {to: ${10}, via: $6}"
+        true
+    } > "$DIR/gw$1.yaml"
+}
+
+sites_start() {
+    for n in A G1 U G2 B; do ip netns add "${P}$n"; ip -n "${P}$n" link set lo up; done
+    ip netns exec "${P}U" sysctl -qw net.ipv4.ip_forward=1
+    ip -n "${P}G1" link add "${P}-g1u" type veth peer name "${P}-u1" netns "${P}U"
+    ip -n "${P}G2" link add "${P}-g2u" type veth peer name "${P}-u2" netns "${P}U"
+    local x
+    for x in "G1 ${P}-g1u" "U ${P}-u1" "U ${P}-u2" "G2 ${P}-g2u"; do
+        set -- $x
+        ip netns exec "${P}$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true
+        ip -n "${P}$1" link set "$2" up
+    done
+    ip -n "${P}U" addr add 198.51.100.254/24 dev "${P}-u1"
+    ip -n "${P}U" addr add 203.0.113.254/24 dev "${P}-u2"
+    sites_config 1 10.1.0.1/24 198.51.100.1 203.0.113.2 172.16.0.1/30 172.16.0.2 198.51.100.254 "${P}-g1u" 02:00:00:00:11:01 10.2.0.0/16
+    sites_config 2 10.2.0.1/24 203.0.113.2 198.51.100.1 172.16.0.2/30 172.16.0.1 203.0.113.254 "${P}-g2u" 02:00:00:00:22:01 10.1.0.0/16
+    local side
+    for side in 1 2; do
+        ip netns exec "${P}G$side" "$BIN/anygated" --config "$DIR/gw$side.yaml" 2>"$DIR/gw$side.log" &
+        SITES_PIDS+=($!)
+        for _ in $(seq 100); do [ -S "$DIR/gw$side.sock" ] && break; sleep 0.1; done
+        [ -S "$DIR/gw$side.sock" ] || { echo "gateway $side did not start:"; cat "$DIR/gw$side.log"; return 1; }
+    done
+    ip -n "${P}G1" link set "${P}-t1" netns "${P}A"; ip -n "${P}G2" link set "${P}-t2" netns "${P}B"
+    ip -n "${P}A" addr add 10.1.0.2/24 dev "${P}-t1"; ip -n "${P}A" link set "${P}-t1" up; ip -n "${P}A" route add default via 10.1.0.1
+    ip -n "${P}B" addr add 10.2.0.2/24 dev "${P}-t2"; ip -n "${P}B" link set "${P}-t2" up; ip -n "${P}B" route add default via 10.2.0.1
+    CTL1="$BIN/anygatectl --socket $DIR/gw1.sock"
+    CTL2="$BIN/anygatectl --socket $DIR/gw2.sock"
+}
