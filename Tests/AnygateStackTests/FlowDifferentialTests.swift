@@ -14,14 +14,7 @@ struct FlowDifferentialTests {
         cfg.ipflow.enabled = ipflow
         cfg.ipflow.maxFlows = 64  // small, so eviction happens too
         let t = try Topology(routerConfig: cfg)
-        let r3 = t.net.addStack(name: "R3")
-        let alt = try t.r1.addInterface(name: "alt", mac: MACAddress(2, 0, 0, 0, 1, 4))
-        let r3e = try r3.addInterface(name: "e0", mac: MACAddress(2, 0, 0, 0, 3, 1))
-        t.net.connect(t.r1, alt, r3, r3e)
-        try t.r1.addAddress(IPv4InterfaceAddress("10.13.0.1/30"), to: alt)
-        try r3.addAddress(IPv4InterfaceAddress("10.13.0.2/30"), to: r3e)
-        try t.r1.setUp(alt, true)
-        try r3.setUp(r3e, true)
+        let (r3, alt) = try t.addSideRouter()
         try r3.addRoute(.any, via: IPv4Address(10, 13, 0, 1))
         try t.warmUp()
         t.net.observer = { from, _, f in if from.stack == 1 { capture.frames.append(Array(f)) } }

@@ -56,6 +56,21 @@ struct Topology {
 
     var stacks: [Stack] { [a, r1, r2, b] }
 
+    /// A second way out of R1: its interface `alt` (10.13.0.1/30) to a new
+    /// stack R3 (10.13.0.2/30), both up, for tests that move traffic there.
+    /// The caller keeps R3 alive (the network holds stacks weakly).
+    func addSideRouter() throws -> (r3: Stack, alt: InterfaceIndex) {
+        let r3 = net.addStack(name: "R3")
+        let alt = try r1.addInterface(name: "alt", mac: MACAddress(2, 0, 0, 0, 1, 4))
+        let r3e = try r3.addInterface(name: "e0", mac: MACAddress(2, 0, 0, 0, 3, 1))
+        net.connect(r1, alt, r3, r3e)
+        try r1.addAddress(IPv4InterfaceAddress("10.13.0.1/30"), to: alt)
+        try r3.addAddress(IPv4InterfaceAddress("10.13.0.2/30"), to: r3e)
+        try r1.setUp(alt, true)
+        try r3.setUp(r3e, true)
+        return (r3, alt)
+    }
+
     /// One ping each way, so that every ARP cache on the path is filled;
     /// the events it caused are discarded.
     func warmUp() throws {
