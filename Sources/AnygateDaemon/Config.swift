@@ -33,6 +33,23 @@ public struct DaemonConfig: Equatable, Sendable {
         case text, json
     }
 
+    /// What running this config asks of the host, in the words an operator
+    /// grants them: always `NET_ADMIN`; `NET_RAW` for AF_PACKET (packet and
+    /// mirror attachments) and host-backed tunnel sockets; `/dev/net/tun`
+    /// for TAP attachments; and, when the stack shares host interfaces
+    /// (packet, mirror), `sysctl:KEY=VALUE` settings that keep the host's
+    /// kernel from forwarding or redirecting the traffic the stack forwards.
+    /// `anygated --check` prints it on a `needs:` line, which the container
+    /// entrypoint reads.
+    public var hostRequirements: [String] {
+        var needs = ["NET_ADMIN"]
+        let sharesHostInterfaces = interfaces.contains { if case .tap = $0.attach { return false } else { return true } }
+        if sharesHostInterfaces || tunnels.contains(where: { $0.tunnel.backend == .host }) { needs.append("NET_RAW") }
+        if interfaces.contains(where: { if case .tap = $0.attach { return true } else { return false } }) { needs.append("/dev/net/tun") }
+        if sharesHostInterfaces { needs += ["sysctl:net.ipv4.ip_forward=0", "sysctl:net.ipv4.conf.all.send_redirects=0"] }
+        return needs
+    }
+
     /// A one-line summary for `anygated --check`.
     public var summary: String {
         let addresses = interfaces.reduce(0) { $0 + $1.addresses.count }

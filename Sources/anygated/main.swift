@@ -39,6 +39,7 @@ struct Anygated: ParsableCommand {
         }
         if check {
             print("\(config): OK: \(cfg.summary)")
+            print("needs: \(cfg.hostRequirements.joined(separator: " "))")
             return
         }
         var json = cfg.logFormat == .json

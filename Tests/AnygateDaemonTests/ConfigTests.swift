@@ -57,6 +57,29 @@ struct ConfigTests {
         #expect(c.interfaces[1].sourcePolicy == nil)
     }
 
+    @Test("what a config asks of the host: TUN for TAPs, NET_RAW and the sysctls for shared host interfaces, NET_RAW for host tunnels")
+    func hostRequirements() throws {
+        // Comments naming other attachments do not count: the parsed config decides.
+        let tapOnly = try reader.parse("""
+        interfaces:
+          - name: lan0
+            attach: {tap: t0}   # or {packet: eth1}
+            addresses: [10.1.0.1/24]
+        """)
+        #expect(tapOnly.hostRequirements == ["NET_ADMIN", "/dev/net/tun"])
+        let mirror = try reader.parse("interfaces:\n  - name: wan0\n    attach: {mirror: eth0}\n")
+        #expect(mirror.hostRequirements == ["NET_ADMIN", "NET_RAW", "sysctl:net.ipv4.ip_forward=0", "sysctl:net.ipv4.conf.all.send_redirects=0"])
+        let hostTunnel = try reader.parse("""
+        interfaces:
+          - name: lan0
+            attach: {tap: t0}
+            addresses: [10.1.0.1/24]
+        tunnels:
+          - {name: gre0, backend: host, local: 192.0.2.1, remote: 198.51.100.7}
+        """)
+        #expect(hostTunnel.hostRequirements == ["NET_ADMIN", "NET_RAW", "/dev/net/tun"])
+    }
+
     @Test("a stack tunnel may start from an address a mirrored interface will learn from the host")
     func tunnelOnMirror() throws {
         let c = try reader.parse("""
