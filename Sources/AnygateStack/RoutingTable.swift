@@ -103,7 +103,7 @@ public struct RoutingTable {
         let k = UInt16(i)
         let changed = up ? downInterfaces.remove(k) != nil : downInterfaces.insert(k).inserted
         guard changed else { return }
-        for prefix in byPrefix.keys where members(prefix).contains(where: { slots[Int($0)].interface == k }) {
+        for (prefix, first) in byPrefix where chain(from: first, contains: { $0.interface == k }) {
             reinstall(prefix)
         }
         bumpGeneration()
@@ -165,7 +165,9 @@ public struct RoutingTable {
 
     /// Removes every route through `interface` (when it goes away).
     mutating func removeAll(through interface: InterfaceIndex) {
-        for p in Array(byPrefix.keys) { remove(p, interface: interface) }
+        let k = UInt16(interface)
+        let affected = byPrefix.filter { chain(from: $0.value, contains: { $0.interface == k }) }.keys
+        for p in affected { remove(p, interface: interface) }
     }
 
     mutating func bumpGeneration() { generation &+= 1 }
@@ -189,6 +191,17 @@ public struct RoutingTable {
             l -= 1
         }
         lpm.replace(a, length: len, with: 0, newDepth: 0)
+    }
+
+    /// Whether a route in the chain starting at `first` matches; walks the
+    /// slots in place (interface changes test every prefix of a full table).
+    private func chain(from first: UInt32, contains match: (RouteSlot) -> Bool) -> Bool {
+        var i = first
+        while i != RouteSlot.end {
+            if match(slots[Int(i)]) { return true }
+            i = slots[Int(i)].next
+        }
+        return false
     }
 
     /// The slots of a prefix's routes, in insertion order.
