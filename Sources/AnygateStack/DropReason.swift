@@ -1,13 +1,17 @@
 /// Why the stack dropped a packet. Every drop has exactly one reason, and
-/// each reason has its own counter (see `counterIndex`), so adding a reason
-/// without a counter does not compile.
-public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertible {
+/// each reason has its own counter (see `counterIndex`): the counter's
+/// index is the case's position, and `description` is one exhaustive
+/// switch, so a new reason cannot lack a counter or a name.
+public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConvertible {
     // Link layer
     case frameTruncated
     case notForUs
     case vlanNotConfigured
     case unknownEtherType
     case interfaceDown
+    /// A frame whose source MAC is the receiving interface's own: another
+    /// device on the link uses our address (or the link loops).
+    case ownSourceMAC
     // ARP
     case arpMalformed
     case arpNotForUs
@@ -43,6 +47,9 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
     case protocolUnreachable
     case portUnreachable
     case broadcastEchoIgnored
+    /// A UDP datagram for us with a bad checksum: discarded silently (RFC 1122 4.1.3.4).
+    case udpBadChecksum
+    case udpMalformed
     // Sockets and tunnels
     case socketQueueFull
     case greMalformed
@@ -55,67 +62,22 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
     case tunnelDown
     case tunnelSendFailed
     case hostOwned
+    /// The source would not be routed back through the arrival interface
+    /// (strict) or has no route at all (loose): RFC 3704 reverse-path check.
+    case rpfFailed
+    /// Outer CE over a Not-ECT inner packet at decapsulation (RFC 6040 4.2).
+    case ecnNotECT
     // Resources
     case poolExhausted
     case transmitQueueFull
     case headroomExhausted
 
-    /// Position of this reason's counter in the stack's drop-counter array.
-    @inlinable public var counterIndex: Int {
-        switch self {
-        case .frameTruncated: 0
-        case .notForUs: 1
-        case .vlanNotConfigured: 2
-        case .unknownEtherType: 3
-        case .interfaceDown: 4
-        case .arpMalformed: 5
-        case .arpNotForUs: 6
-        case .arpQueueOverflow: 7
-        case .neighborUnresolved: 8
-        case .neighborTableFull: 9
-        case .ipTruncated: 10
-        case .ipBadVersion: 11
-        case .ipBadHeaderLength: 12
-        case .ipBadTotalLength: 13
-        case .ipBadChecksum: 14
-        case .ipBadOption: 15
-        case .martianSource: 16
-        case .martianDestination: 17
-        case .linkBroadcastNotForwarded: 18
-        case .multicastNotSupported: 19
-        case .ipv6NotSupported: 20
-        case .notForwarding: 21
-        case .ttlExpired: 22
-        case .noRoute: 23
-        case .fragmentationNeeded: 24
-        case .blackhole: 25
-        case .fragmentOverlap: 26
-        case .fragmentTooLarge: 27
-        case .fragmentTooManyPieces: 28
-        case .reassemblyTimeout: 29
-        case .reassemblyQueueEvicted: 30
-        case .icmpMalformed: 31
-        case .protocolUnreachable: 32
-        case .portUnreachable: 33
-        case .poolExhausted: 34
-        case .transmitQueueFull: 35
-        case .headroomExhausted: 36
-        case .broadcastEchoIgnored: 37
-        case .socketQueueFull: 38
-        case .greMalformed: 39
-        case .greBadChecksum: 40
-        case .greUnsupported: 41
-        case .greKeyMismatch: 42
-        case .greSequence: 43
-        case .greUnknownProtocol: 44
-        case .tunnelNesting: 45
-        case .tunnelDown: 46
-        case .tunnelSendFailed: 47
-        case .hostOwned: 48
-        }
-    }
+    /// Position of this reason's counter in the stack's drop-counter array:
+    /// the case's declaration order, so the counters cannot fall out of step
+    /// with the reasons.
+    @inlinable public var counterIndex: Int { rawValue }
 
-    public static let counterCount = 49
+    public static let counterCount = allCases.count
 
     /// A stable name for logs, metrics and the CLI.
     public var description: String {
@@ -125,6 +87,7 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .vlanNotConfigured: "vlan-not-configured"
         case .unknownEtherType: "unknown-ethertype"
         case .interfaceDown: "interface-down"
+        case .ownSourceMAC: "own-source-mac"
         case .arpMalformed: "arp-malformed"
         case .arpNotForUs: "arp-not-for-us"
         case .arpQueueOverflow: "arp-queue-overflow"
@@ -158,6 +121,8 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .transmitQueueFull: "transmit-queue-full"
         case .headroomExhausted: "headroom-exhausted"
         case .broadcastEchoIgnored: "broadcast-echo-ignored"
+        case .udpBadChecksum: "udp-bad-checksum"
+        case .udpMalformed: "udp-malformed"
         case .socketQueueFull: "socket-queue-full"
         case .greMalformed: "gre-malformed"
         case .greBadChecksum: "gre-bad-checksum"
@@ -169,6 +134,8 @@ public enum DropReason: CaseIterable, Hashable, Sendable, CustomStringConvertibl
         case .tunnelDown: "tunnel-down"
         case .tunnelSendFailed: "tunnel-send-failed"
         case .hostOwned: "host-owned"
+        case .rpfFailed: "rpf-failed"
+        case .ecnNotECT: "ecn-not-ect"
         }
     }
 }

@@ -182,6 +182,13 @@ extension Stack {
                 ip = IPv4Packet(unchecked: pool.bytes(p))
             }
         }
+        if ip.proto == .udp {
+            // A datagram that fails its checksum is discarded silently: it
+            // may not be for the port it names (RFC 1122 4.1.3.4).
+            do { _ = try UDPDatagram(validating: ip.payload, source: ip.source, destination: ip.destination) } catch {
+                return drop(p, error == .badChecksum ? .udpBadChecksum : .udpMalformed, rx: rx)
+            }
+        }
         if socketCount > 0 && socketInput(p, ip: ip, rx: rx) {
             hot.pointee.counters.ipDelivered &+= 1
             return
@@ -215,8 +222,8 @@ extension Stack {
         var p = packet
         let src = ip.source, dst = ip.destination
         if ip.proto == .udp {
-            let udp: UDPDatagram
-            do { udp = try UDPDatagram(validating: ip.payload, source: src, destination: dst) } catch { return false }
+            // Validated by `localInput`.
+            let udp = UDPDatagram(unchecked: ip.payload)
             guard let k = demux(.udp, destination: dst, destinationPort: udp.destinationPort, source: src,
                                 sourcePort: udp.sourcePort) else { return false }
             let port = udp.sourcePort

@@ -237,6 +237,8 @@ extension Stack {
     /// Sends an ARP request for `target`: broadcast, or unicast to a known
     /// MAC to re-confirm a stale entry; gratuitous announces our own address.
     func sendARPRequest(for target: IPv4Address, on out: InterfaceIndex, unicastTo: UInt64?, gratuitous: Bool) {
+        // A tunnel has no link layer to resolve or announce on.
+        guard ifs[out].tunnel < 0 else { return }
         guard ifs[out].up, var p = pool.allocate() else {
             if ifs[out].up { dropCounters[DropReason.poolExhausted.counterIndex] &+= 1 }
             return

@@ -173,7 +173,10 @@ extension Stack {
             return drop(packet, reason, rx: interface)
         }
         guard gre.key == st.pointee.key else { return drop(packet, .greKeyMismatch, rx: interface) }
-        if st.pointee.sequence {
+        // A keepalive answer is our own inner packet reflected by the peer
+        // and carries no sequence number of its own: it is recognised before
+        // the sequence check (RFC 2890 numbers the peer's data, not our echo).
+        if st.pointee.sequence && gre.protocolType.rawValue != 0 {
             // RFC 2890 section 2.2: accept only sequence numbers after the last one.
             guard let seq = gre.sequence else { return drop(packet, .greSequence, rx: interface) }
             if let last = st.pointee.rxSequence, Int32(bitPattern: seq &- last) <= 0 {
@@ -197,7 +200,8 @@ extension Stack {
         st.pointee.counters.rxPackets &+= 1
         st.pointee.counters.rxBytes &+= UInt64(p.length)
         let wellFormed = inner.bytes.count >= IPv4Packet.minimumHeaderLength && inner.version == 4
-            && inner.headerLength <= inner.bytes.count && inner.totalLength <= inner.bytes.count
+            && inner.headerLength >= IPv4Packet.minimumHeaderLength && inner.headerLength <= inner.totalLength
+            && inner.totalLength <= inner.bytes.count
         if wellFormed, inner.proto == .gre, inner.source == st.pointee.local, inner.destination == st.pointee.remote {
             // A keepalive of the peer's: send its inner GRE packet back.
             st.pointee.counters.keepalivesAnswered &+= 1

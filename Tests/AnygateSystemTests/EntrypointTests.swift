@@ -111,8 +111,13 @@ struct EntrypointTests {
             attach: {packet: \(s.prefix)-v}
             addresses: [192.0.2.10/24]
         """.write(toFile: s.dir + "/packet.yaml", atomically: true, encoding: .utf8)
+        // Everything the unprivileged user runs is copied into the scratch
+        // directory: the checkout may sit where that user cannot enter
+        // (under /root, or in a `mktemp -d` folder).
         let binary = s.dir + "/anygated"
-        #expect(sh("cp \(anygated) \(binary) && chmod 0755 \(binary) && chmod 0644 \(s.dir)/packet.yaml && chown 65534:65534 \(s.dir)").status == 0)
+        let entrypoint = s.dir + "/entrypoint"
+        #expect(sh("cp \(anygated) \(binary) && cp \(self.entrypoint) \(entrypoint) && chmod 0755 \(binary) \(entrypoint) \(s.dir)"
+                   + " && chmod 0644 \(s.dir)/packet.yaml && chown 65534:65534 \(s.dir)").status == 0)
         let user = "setpriv --reuid=65534 --regid=65534 --clear-groups"
         // Without file capabilities the unprivileged entrypoint refuses, naming both.
         let bare = sh("ip netns exec \(s.ns) \(user) env ANYGATED=\(binary) \(entrypoint) --config \(s.dir)/packet.yaml")
