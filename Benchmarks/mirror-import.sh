@@ -37,6 +37,7 @@ for N in "${SIZES[@]}"; do
     ip -n "${P}M" addr add 192.0.2.10/24 dev "${P}-m0"
     cat > "$DIR/anygate.yaml" <<YAML
 control: {socket: $DIR/control.sock}
+state: {directory: $DIR/state}
 interfaces:
   - name: wan0
     attach: {mirror: ${P}-m0}

@@ -19,6 +19,7 @@ ns_cleanup() {
 ns_config() {
     cat > "$DIR/anygate.yaml" <<YAML
 control: {socket: $DIR/control.sock}
+state: {directory: $DIR/state}
 log: {level: warning}
 interfaces:
   - name: lan0

@@ -20,10 +20,11 @@ sites_cleanup() {
     rm -rf "$DIR"
 }
 
-sites_config() { # side lan-address underlay-address remote tunnel-address tunnel-peer underlay-gateway uplink mac other-site
+sites_config() { # side lan-address underlay-address remote tunnel-address tunnel-peer underlay-gateway uplink other-site
     {
         cat <<YAML
 control: {socket: $DIR/gw$1.sock}
+state: {directory: $DIR/state$1}
 log: {level: warning}
 interfaces:
   - name: lan0
@@ -31,7 +32,6 @@ interfaces:
     addresses: [$2]
   - name: wan0
     attach: {packet: $8}
-    mac: $9
     addresses: [$3/24]
 tunnels:
   - name: gre0
@@ -45,7 +45,7 @@ YAML
         [ -n "${KEEPALIVE:-}" ] && echo "    keepalive: $KEEPALIVE"
         echo "routes:"
         echo "  - {to: 0.0.0.0/0, via: $7}"
-        [ "${ROUTE_SITES:-0}" = 1 ] && echo "  - {to: ${10}, via: $6}"
+        [ "${ROUTE_SITES:-0}" = 1 ] && echo "  - {to: $9, via: $6}"
         true
     } > "$DIR/gw$1.yaml"
 }
@@ -63,8 +63,8 @@ sites_start() {
     done
     ip -n "${P}U" addr add 198.51.100.254/24 dev "${P}-u1"
     ip -n "${P}U" addr add 203.0.113.254/24 dev "${P}-u2"
-    sites_config 1 10.1.0.1/24 198.51.100.1 203.0.113.2 172.16.0.1/30 172.16.0.2 198.51.100.254 "${P}-g1u" 02:00:00:00:11:01 10.2.0.0/16
-    sites_config 2 10.2.0.1/24 203.0.113.2 198.51.100.1 172.16.0.2/30 172.16.0.1 203.0.113.254 "${P}-g2u" 02:00:00:00:22:01 10.1.0.0/16
+    sites_config 1 10.1.0.1/24 198.51.100.1 203.0.113.2 172.16.0.1/30 172.16.0.2 198.51.100.254 "${P}-g1u" 10.2.0.0/16
+    sites_config 2 10.2.0.1/24 203.0.113.2 198.51.100.1 172.16.0.2/30 172.16.0.1 203.0.113.254 "${P}-g2u" 10.1.0.0/16
     local side
     for side in 1 2; do
         ip netns exec "${P}G$side" "$BIN/anygated" --config "$DIR/gw$side.yaml" 2>"$DIR/gw$side.log" &

@@ -9,6 +9,9 @@ public struct DaemonConfig: Equatable, Sendable {
     public var metricsListen: SocketAddress? = nil
     public var logLevel: LogLevel = .info
     public var logFormat: LogFormat = .text
+    /// Where state that must survive restarts is kept: the MACs generated
+    /// for interfaces configured without one (`StateDirectory`).
+    public var stateDirectory = "/var/lib/anygate"
     public var arpMaxEntries = 4096
     public var arpPendingPerNeighbor = 8
     public var icmpErrorsPerSecond = 100
@@ -95,7 +98,8 @@ public struct InterfaceConfig: Equatable, Sendable {
 
     public var name: String
     public var attach: Attachment
-    /// The configured MAC; nil means one derived from the name.
+    /// The configured MAC; nil: a random locally administered one, generated
+    /// once and kept in the state directory (`StateDirectory`).
     public var mac: MACAddress?
     public var mtu = 1500
     public var addresses: [AddressConfig] = []
@@ -104,15 +108,6 @@ public struct InterfaceConfig: Equatable, Sendable {
 
     public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
         self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses
-    }
-
-    /// The MAC the interface uses: the configured one, or a locally
-    /// administered unicast address derived from the name, stable across restarts.
-    public var effectiveMAC: MACAddress {
-        if let mac { return mac }
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
-        for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        return MACAddress(rawValue: 0x0200_0000_0000 | (h & 0x00FF_FFFF_FFFF))
     }
 }
 

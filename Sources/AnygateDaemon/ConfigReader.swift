@@ -35,13 +35,21 @@ public struct ConfigReader {
         guard let root else { throw fail("", nil, "the file is empty") }
         var c = DaemonConfig()
         let top = try mapping(root, "")
-        try checkKeys(top, "", allowed: ["control", "metrics", "log", "stack", "interfaces", "routes", "tunnels", "mirror"])
+        try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "interfaces", "routes", "tunnels", "mirror"])
         if let n = top["control"] {
             let m = try mapping(n, "control")
             try checkKeys(m, "control", allowed: ["socket"])
             if let s = m["socket"] {
                 c.controlSocket = try string(s, "control.socket")
                 guard c.controlSocket.hasPrefix("/") else { throw fail("control.socket", s, "must be an absolute path") }
+            }
+        }
+        if let n = top["state"] {
+            let m = try mapping(n, "state")
+            try checkKeys(m, "state", allowed: ["directory"])
+            if let d = m["directory"] {
+                c.stateDirectory = try string(d, "state.directory")
+                guard c.stateDirectory.hasPrefix("/") else { throw fail("state.directory", d, "must be an absolute path") }
             }
         }
         if let n = top["metrics"] {

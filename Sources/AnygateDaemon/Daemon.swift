@@ -34,6 +34,10 @@ public final class Daemon {
     /// The netlink mirror, when the config mirrors anything.
     var mirror: HostMirror?
     var netlink: NetlinkMonitor?
+    /// Generated MACs and other state kept across restarts.
+    let state: StateDirectory
+    /// The state directory's problem already logged, so it is said once.
+    var stateProblemLogged: String?
 
     /// Builds the stack, attaches every interface, installs routes, and
     /// opens the control socket and metrics listener.
@@ -41,6 +45,7 @@ public final class Daemon {
         self.config = config
         self.configPath = configPath
         self.logger = logger
+        state = StateDirectory(path: config.stateDirectory)
         do { loop = try EventLoop() } catch { throw DaemonError("cannot start the event loop: \(error)") }
         var sc = StackConfiguration()
         sc.arp.maxEntries = config.arpMaxEntries
@@ -61,6 +66,7 @@ public final class Daemon {
             try openControl()
             try openMetrics()
             try startMirror()
+            logStateProblem()
         } catch {
             runtime.detachAll()
             throw error
@@ -74,7 +80,7 @@ public final class Daemon {
             switch i.attach {
             case .tap(let name): return try TapPort(name: name, mtu: i.mtu)
             case .packet(let name), .mirror(let name):
-                let m = i.effectiveMAC.rawValue
+                let m = (i.mac ?? .zero).rawValue
                 let mac = (0..<6).map { UInt8(truncatingIfNeeded: m >> UInt64(40 - 8 * $0)) }
                 return try PacketPort(interface: name, mac: mac)
             }
@@ -112,9 +118,11 @@ public final class Daemon {
                 throw DaemonError(Daemon.explain(error, attach: i.attach, interface: i.name))
             }
         }
+        if i.mac == nil { i.mac = state.mac(for: i.name) }
+        let mac = i.mac!
         let port = try makePort(i)
         do {
-            let idx = try stack.addInterface(name: i.name, mac: i.effectiveMAC, mtu: i.mtu)
+            let idx = try stack.addInterface(name: i.name, mac: mac, mtu: i.mtu)
             for a in i.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
             try stack.setSourcePolicy(i.sourcePolicy, for: idx)
             if case .mirror = i.attach { try stack.setHostOwned(idx, true) }
@@ -129,7 +137,7 @@ public final class Daemon {
             port.close(pool: runtime.pool)
             throw DaemonError("interface \(i.name): \(error)")
         }
-        logger.info("interface up", metadata: ["interface": "\(i.name)", "attach": "\(i.attach)", "mac": "\(i.effectiveMAC)"])
+        logger.info("interface up", metadata: ["interface": "\(i.name)", "attach": "\(i.attach)", "mac": "\(mac)"])
     }
 
     func addTunnel(_ t: TunnelConfig) throws(DaemonError) {
@@ -145,6 +153,13 @@ public final class Daemon {
         }
         logger.info("tunnel up", metadata: ["tunnel": "\(t.name)", "encapsulation": "\(t.tunnel.encapsulation.rawValue)",
                                             "backend": "\(t.tunnel.backend.rawValue)", "remote": "\(t.tunnel.remote)"])
+    }
+
+    /// Says once why generated MACs will not survive a restart.
+    func logStateProblem() {
+        guard let p = state.problem, p != stateProblemLogged else { return }
+        stateProblemLogged = p
+        logger.warning("state directory: \(p); interfaces without mac: in the config get a random MAC that changes at every start")
     }
 
     func removeInterface(_ name: String) {
@@ -178,8 +193,9 @@ public final class Daemon {
             throw DaemonError("cannot install signal handling: \(error)")
         }
         logger.notice("anygated running", metadata: ["config": "\(configPath)", "control": "\(config.controlSocket)"])
-        loop.run { [runtime] in
+        loop.run { [self] in
             runtime.tickIfDue()
+            if stack.hasEvents { handleStackEvents() }
             return runtime.nextDeadline
         }
         shutdown()
@@ -194,6 +210,23 @@ public final class Daemon {
         metrics = nil
         runtime.detachAll()
         logger.notice("anygated stopped")
+    }
+
+    /// Logs what the stack reported: warnings an operator must see, the
+    /// rest at debug level.
+    func handleStackEvents() {
+        while let e = stack.popEvent() {
+            switch e {
+            case let .duplicateMAC(i, mac):
+                logger.warning("duplicate MAC \(mac): another device on \(stack.interfaceName(i)) uses it",
+                               metadata: ["interface": "\(stack.interfaceName(i))", "mac": "\(mac)"])
+            case let .neighborUnreachable(address, i, dropped):
+                logger.debug("neighbor unreachable", metadata: ["address": "\(address)", "interface": "\(stack.interfaceName(i))",
+                                                                "dropped": "\(dropped)"])
+            case .echoReply, .icmpError:
+                logger.trace("\(e)")
+            }
+        }
     }
 
     // MARK: Reload
@@ -231,7 +264,7 @@ public final class Daemon {
         }
         let newByName = Dictionary(uniqueKeysWithValues: next.interfaces.map { ($0.name, $0) })
         for i in old.interfaces where newByName[i.name] == nil || newByName[i.name]!.attach != i.attach
-            || newByName[i.name]!.effectiveMAC != i.effectiveMAC {
+            || newByName[i.name]!.mac != i.mac {
             removeInterface(i.name)
         }
         config.interfaces = old.interfaces.filter { interfaceIndex[$0.name] != nil }
@@ -284,6 +317,7 @@ public final class Daemon {
         if next.controlSocket != old.controlSocket || next.metricsListen != old.metricsListen {
             logger.warning("control socket or metrics address changed; they take effect when anygated restarts")
         }
+        logStateProblem()
         if next.logLevel != old.logLevel { logger.logLevel = next.logLevel.loggerLevel }
         if next.sourcePolicy != old.sourcePolicy { stack.setDefaultSourcePolicy(next.sourcePolicy) }
         var applied = next

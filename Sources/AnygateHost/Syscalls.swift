@@ -16,7 +16,18 @@ enum Sys {
         try check(Glibc.open(path, flags), "open", path)
     }
 
+    static func open(_ path: String, _ flags: Int32, mode: mode_t) throws(SystemError) -> Int32 {
+        try check(Glibc.open(path, flags, mode), "open", path)
+    }
+
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// `flock`; false when a non-blocking request finds the lock taken.
+    static func flock(_ fd: Int32, _ operation: Int32, _ object: String) throws(SystemError) -> Bool {
+        if ag_flock(fd, operation) == 0 { return true }
+        if errno == EWOULDBLOCK { return false }
+        throw SystemError("flock", object)
+    }
 
     static func ioctl(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer, _ what: String, _ object: String) throws(SystemError) {
         _ = try check(Glibc.ioctl(fd, request, arg), what, object)

@@ -18,6 +18,8 @@ struct InterfaceSlot {
     /// (it answers ARP and ICMP for its addresses); the stack forwards
     /// transit traffic and terminates its own sockets' traffic only.
     @usableFromInline var hostOwned = false
+    /// When a frame from our own MAC was last reported (rate limit).
+    var ownMACReported: Int64 = .min
 }
 
 /// An address configured on an interface, with its IPSELSRC preference.

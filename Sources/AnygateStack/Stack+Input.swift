@@ -32,6 +32,7 @@ extension Stack {
         let bytes = pool.bytes(packet)
         guard bytes.count >= EthernetFrame.headerLength else { return drop(packet, .frameTruncated, rx: rx) }
         let eth = EthernetFrame(unchecked: bytes)
+        if eth.source.rawValue == slot.pointee.mac && !slot.pointee.hostOwned { return ownSourceMAC(packet, rx: rx) }
         let dst = eth.destination.rawValue
         var linkBroadcast = false
         if dst != slot.pointee.mac {
@@ -54,6 +55,17 @@ extension Stack {
         } else {
             drop(packet, .unknownEtherType, rx: rx)
         }
+    }
+
+    /// A frame sent from our own MAC: another device on the link uses it
+    /// (two gateways given one address), or the link loops our frames back.
+    /// Counted, and reported at most every 10 seconds per interface.
+    func ownSourceMAC(_ packet: PacketHandle, rx: InterfaceIndex) {
+        drop(packet, .ownSourceMAC, rx: rx)
+        let now = hot.pointee.now
+        guard ifs[rx].ownMACReported == .min || now - ifs[rx].ownMACReported >= 10_000_000_000 else { return }
+        ifs[rx].ownMACReported = now
+        report(.duplicateMAC(interface: rx, mac: MACAddress(rawValue: ifs[rx].mac)))
     }
 
     // MARK: ARP (RFC 826)

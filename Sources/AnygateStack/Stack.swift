@@ -138,6 +138,8 @@ public final class Stack {
     }
     public var totalDrops: UInt64 { DropReason.allCases.reduce(0) { $0 + dropCounters[$1.counterIndex] } }
 
+    /// Whether events are waiting (one compare; the owner polls it per wake-up).
+    public var hasEvents: Bool { !events.isEmpty }
     /// Takes the oldest pending event.
     public func popEvent() -> StackEvent? { events.isEmpty ? nil : events.removeFirst() }
     /// Takes every pending event.

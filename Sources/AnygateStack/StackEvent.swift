@@ -1,7 +1,8 @@
 public import AnygateWire
 
 /// Something the stack reports to its owner: answers to the stack's own
-/// pings, ICMP errors addressed to it, and neighbour failures.
+/// pings, ICMP errors addressed to it, neighbour failures, and another
+/// device using one of its MACs.
 public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     case echoReply(from: IPv4Address, identifier: UInt16, sequence: UInt16, payloadLength: Int, ttl: UInt8)
     /// An ICMP error arrived for a datagram this stack had sent (or one it
@@ -9,6 +10,8 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     case icmpError(ICMPErrorReport)
     /// Resolution of a next hop failed; `dropped` packets were waiting for it.
     case neighborUnreachable(address: IPv4Address, interface: InterfaceIndex, dropped: Int)
+    /// Frames arrived on `interface` from its own MAC: another device there uses it.
+    case duplicateMAC(interface: InterfaceIndex, mac: MACAddress)
 
     public var description: String {
         switch self {
@@ -16,6 +19,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
             "echo-reply from \(from) id \(id) seq \(seq) \(len) bytes ttl \(ttl)"
         case let .icmpError(r): r.description
         case let .neighborUnreachable(a, i, d): "neighbor \(a) on #\(i) unreachable, \(d) dropped"
+        case let .duplicateMAC(i, mac): "duplicate MAC \(mac) on #\(i)"
         }
     }
 }

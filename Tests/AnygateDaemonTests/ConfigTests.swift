@@ -34,10 +34,10 @@ struct ConfigTests {
         #expect(c.routes[0] == RouteConfig(to: .any, via: IPv4Address(192, 0, 2, 254), interface: "wan0", metric: 10))
         #expect(c.controlSocket == "/run/anygate/control.sock" && c.metricsListen == nil)
         #expect(c.logLevel == .info && c.logFormat == .text && c.arpMaxEntries == 4096)
-        // Without a configured MAC a stable locally administered one is derived.
-        let mac = c.interfaces[0].effectiveMAC
-        #expect(!mac.isMulticast && mac.rawValue & 0x0200_0000_0000 != 0)
-        #expect(mac == c.interfaces[0].effectiveMAC)
+        // Without a configured MAC the daemon generates one (StateDirectoryTests).
+        #expect(c.interfaces[0].mac == nil && c.stateDirectory == "/var/lib/anygate")
+        #expect(try reader.parse("state: {directory: /srv/ag}\n").stateDirectory == "/srv/ag")
+        #expect(throws: ConfigError.self) { try reader.parse("state: {directory: relative}\n") }
     }
 
     @Test("source-selection policies")

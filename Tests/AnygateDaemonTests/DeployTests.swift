@@ -56,6 +56,10 @@ struct DeployTests {
         let volumes = pod["volumes"] as? [[String: Any]] ?? []
         #expect(volumes.contains { ($0["hostPath"] as? [String: Any])?["path"] as? String == "/dev/net/tun" })
         #expect(volumes.contains { ($0["configMap"] as? [String: Any])?["name"] as? String == "anygate-config" })
+        // Generated MACs persist: the state directory is a node directory, not the container's layer.
+        let state = try #require(volumes.first { ($0["hostPath"] as? [String: Any])?["path"] as? String == "/var/lib/anygate" })
+        let mounts = container["volumeMounts"] as? [[String: Any]] ?? []
+        #expect(mounts.contains { $0["name"] as? String == state["name"] as? String && $0["mountPath"] as? String == "/var/lib/anygate" })
     }
 
     @Test("compose: both gateways get the capabilities; the sites' tunnels point at each other")
@@ -65,6 +69,8 @@ struct DeployTests {
         for gw in ["gw-a", "gw-b"] {
             let s = services[gw] as? [String: Any] ?? [:]
             #expect(Set(s["cap_add"] as? [String] ?? []) == ["NET_ADMIN", "NET_RAW"], "\(gw)")
+            let volumes = s["volumes"] as? [String] ?? []
+            #expect(volumes.contains { $0.hasSuffix(":/var/lib/anygate") }, "\(gw): its own state volume")
         }
         let a = try ConfigReader(file: "a").parse(String(contentsOf: deploy.appendingPathComponent("compose/site-a.yaml"), encoding: .utf8))
         let b = try ConfigReader(file: "b").parse(String(contentsOf: deploy.appendingPathComponent("compose/site-b.yaml"), encoding: .utf8))

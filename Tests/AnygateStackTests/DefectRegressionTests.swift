@@ -87,4 +87,24 @@ struct DefectRegressionTests {
         #expect(s.gw2.tunnelList.first?.counters.mssClamped == 0)
         #expect(s.net.pool.inUse == 0)
     }
+
+    @Test("a frame from our own MAC is counted and reported, at most every 10 s per interface")
+    func ownSourceMAC() throws {
+        let t = try Topology()
+        try t.warmUp()
+        let mine = t.b.status(t.bEth).mac
+        let frame = FrameBuilder.ipv4(to: .broadcast, from: mine,
+                                      IPv4Repr(source: IPv4Address(10, 2, 0, 9), destination: Topology.bAddr, proto: .udp,
+                                               payloadLength: 0), payload: [])
+        for _ in 0..<3 { t.net.inject(frame, into: t.b, on: t.bEth) }
+        #expect(t.b.drops(.ownSourceMAC) == 3)
+        var reports = t.b.drainEvents().filter { if case .duplicateMAC = $0 { true } else { false } }
+        #expect(reports == [.duplicateMAC(interface: t.bEth, mac: mine)])
+        t.net.advance(by: .seconds(11))
+        t.net.inject(frame, into: t.b, on: t.bEth)
+        reports = t.b.drainEvents().filter { if case .duplicateMAC = $0 { true } else { false } }
+        #expect(reports.count == 1, "reported again after the interval")
+        #expect(t.b.status(t.bEth).counters.rxDrops >= 4)
+        t.checkInvariants()
+    }
 }

@@ -33,6 +33,7 @@ struct EntrypointTests {
         func config(packet: String? = nil) throws -> String {
             var text = """
             control: {socket: \(dir)/control.sock}
+            state: {directory: \(dir)/state}
             interfaces:
               - name: lan0
                 attach: {tap: \(prefix)-t}
@@ -106,6 +107,7 @@ struct EntrypointTests {
         // A packet-only config (no TAP: /dev/net/tun may be root's alone here) in a directory the user can write.
         try """
         control: {socket: \(s.dir)/control.sock}
+        state: {directory: \(s.dir)/state}
         interfaces:
           - name: wan0
             attach: {packet: \(s.prefix)-v}

@@ -43,6 +43,7 @@ struct MirrorSystemTests {
         }
         let config = """
         control: {socket: \(dir)/control.sock}
+        state: {directory: \(dir)/state}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-ta}
@@ -160,6 +161,7 @@ struct MirrorSystemTests {
         }
         try """
         control: {socket: \(dir)/control.sock}
+        state: {directory: \(dir)/state}
         interfaces:
           - name: wan0
             attach: {mirror: \(p)-m0}

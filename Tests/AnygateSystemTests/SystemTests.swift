@@ -34,6 +34,7 @@ struct SystemTests {
     func config(metricsPort: Int, extraRoute: Bool = true) -> String {
         """
         control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
         metrics: {listen: 127.0.0.1:\(metricsPort)}
         log: {level: info, format: json}
         interfaces:
@@ -275,6 +276,7 @@ struct SystemTests {
         #expect(sh("ip netns add \(ns.r)").status == 0)
         try """
         control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
         interfaces:
           - name: wan0
             attach: {packet: \(p)-nothere}
@@ -288,6 +290,7 @@ struct SystemTests {
         // No /dev/net/tun (hidden in a private mount namespace), then no CAP_NET_ADMIN.
         try """
         control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-t0}

@@ -63,11 +63,12 @@ struct TunnelSystemTests {
         }
 
         func config(side: Int) -> String {
-            let (lan, local, remote, tunnelAddr, peerTunnel, sitePrefix, gw, uplink, mac) = side == 1
-                ? ("10.1.0.1/24", "198.51.100.1", "203.0.113.2", "172.16.0.1/30", "172.16.0.2", "10.2.0.0/16", "198.51.100.254", "\(p)-g1u", "02:00:00:00:11:01")
-                : ("10.2.0.1/24", "203.0.113.2", "198.51.100.1", "172.16.0.2/30", "172.16.0.1", "10.1.0.0/16", "203.0.113.254", "\(p)-g2u", "02:00:00:00:22:01")
+            let (lan, local, remote, tunnelAddr, peerTunnel, sitePrefix, gw, uplink) = side == 1
+                ? ("10.1.0.1/24", "198.51.100.1", "203.0.113.2", "172.16.0.1/30", "172.16.0.2", "10.2.0.0/16", "198.51.100.254", "\(p)-g1u")
+                : ("10.2.0.1/24", "203.0.113.2", "198.51.100.1", "172.16.0.2/30", "172.16.0.1", "10.1.0.0/16", "203.0.113.254", "\(p)-g2u")
             var y = """
             control: {socket: \(dir)/gw\(side).sock}
+            state: {directory: \(dir)/state\(side)}
             interfaces:
               - name: lan0
                 attach: {tap: \(p)-t\(side)}
@@ -78,7 +79,6 @@ struct TunnelSystemTests {
                 y += """
                   - name: wan0
                     attach: {packet: \(uplink)}
-                    mac: \(mac)
                     addresses: [\(local)/24]
 
                 """

@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/file.h>
 
 static const unsigned long ag_TUNSETIFF = TUNSETIFF;
 static const unsigned long ag_TUNGETIFF = TUNGETIFF;
@@ -56,6 +57,8 @@ static inline const unsigned char *ag_ifreq_hwaddr(const struct ifreq *ifr) {
 static inline void ag_sigset(sigset_t *set, int a, int b, int c) {
     sigemptyset(set); sigaddset(set, a); sigaddset(set, b); sigaddset(set, c);
 }
+/// flock(2): Swift sees the name as `struct flock` first.
+static inline int ag_flock(int fd, int operation) { return flock(fd, operation); }
 static inline int ag_block_signals(const sigset_t *set) { return sigprocmask(SIG_BLOCK, set, NULL); }
 
 #endif
