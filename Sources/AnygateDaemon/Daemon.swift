@@ -194,9 +194,9 @@ public final class Daemon {
         }
         logger.notice("anygated running", metadata: ["config": "\(configPath)", "control": "\(config.controlSocket)"])
         loop.run { [self] in
-            runtime.tickIfDue()
+            let next = runtime.runTimers()
             if stack.hasEvents { handleStackEvents() }
-            return runtime.nextDeadline
+            return next
         }
         shutdown()
     }

@@ -137,11 +137,9 @@ public final class HostRuntime {
     /// Whether `interface`'s port has lost its device.
     public func isLost(_ interface: InterfaceIndex) -> Bool { lostPorts.contains(interface) }
 
-    /// Runs the stack's timers when they are due; call from the loop.
-    public func tickIfDue() {
-        if let d = stack.nextDeadline, d.nanoseconds <= Sys.monotonicNanoseconds() { stack.tick() }
+    /// Runs the stack's timers if one is due; returns when they next want
+    /// to run (one call per wake-up).
+    public func runTimers() -> Int64? {
+        stack.runTimers(now: Sys.monotonicNanoseconds())
     }
-
-    /// The next time the stack's timers want to run.
-    public var nextDeadline: Int64? { stack.nextDeadline?.nanoseconds }
 }

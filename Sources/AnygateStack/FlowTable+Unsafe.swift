@@ -160,6 +160,17 @@ struct FlowTable {
         meta.pointee.count -= 1
     }
 
+    /// Calls `body` with each live flow, oldest first, without building a
+    /// list; `body` may remove the flow it is given.
+    func forEachLive(_ body: (UInt32) -> Void) {
+        var i = meta.pointee.ageHead
+        while i != FlowTable.none {
+            let next = entries[Int(i)].ageNext
+            body(i)
+            i = next
+        }
+    }
+
     /// Live flows, oldest first.
     var liveIndices: [UInt32] {
         var out: [UInt32] = []

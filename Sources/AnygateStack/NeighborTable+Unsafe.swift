@@ -63,6 +63,16 @@ struct NeighborTable {
 
     let capacity: Int
     let pendingPerEntry: Int
+    /// How long an entry stays reachable, then stale, after a confirmation.
+    let reachableTime: Int64
+    let staleTime: Int64
+    /// Each live entry's next timer (probe, reachable → stale, stale →
+    /// gone) in a binary min-heap of entry indices: the earliest is read in
+    /// O(1) and a change costs O(log n), so a wake-up never walks the table.
+    let deadlines: UnsafeMutablePointer<Int64>
+    let heap: UnsafeMutablePointer<UInt32>
+    /// Where each entry sits in `heap`, or -1.
+    let heapPosition: UnsafeMutablePointer<Int32>
     @usableFromInline let bucketMask: Int
     @usableFromInline let entries: UnsafeMutablePointer<Entry>
     @usableFromInline let buckets: UnsafeMutablePointer<UInt32>
@@ -77,12 +87,20 @@ struct NeighborTable {
         var ageHead: UInt32
         var ageTail: UInt32
         var count: Int
+        var heapCount = 0
     }
 
-    init(capacity: Int, pendingPerEntry: Int) {
+    init(capacity: Int, pendingPerEntry: Int, reachableTime: Int64 = 30_000_000_000, staleTime: Int64 = 60_000_000_000) {
         precondition(capacity > 0 && capacity < Int(UInt32.max) && pendingPerEntry > 0 && pendingPerEntry < 256)
         self.capacity = capacity
         self.pendingPerEntry = pendingPerEntry
+        self.reachableTime = reachableTime
+        self.staleTime = staleTime
+        deadlines = .allocate(capacity: capacity)
+        deadlines.initialize(repeating: 0, count: capacity)
+        heap = .allocate(capacity: capacity)
+        heapPosition = .allocate(capacity: capacity)
+        heapPosition.initialize(repeating: -1, count: capacity)
         var b = 1
         while b < capacity * 2 { b <<= 1 }
         bucketMask = b - 1
@@ -104,6 +122,7 @@ struct NeighborTable {
 
     func deallocate() {
         entries.deallocate(); buckets.deallocate(); pending.deallocate(); freeList.deallocate(); meta.deallocate()
+        deadlines.deallocate(); heap.deallocate(); heapPosition.deallocate()
     }
 
     var count: Int { meta.pointee.count }
@@ -147,6 +166,7 @@ struct NeighborTable {
         buckets[b] = i
         appendAge(i)
         meta.pointee.count += 1
+        schedule(i)
         return (i, didEvict)
     }
 
@@ -163,6 +183,7 @@ struct NeighborTable {
             entries[Int(j)].hashNext = e.hashNext
         }
         unlinkAge(i)
+        unschedule(i)
         entries[Int(i)].inUse = false
         entries[Int(i)].generation &+= 1
         freeList[meta.pointee.freeCount] = i
@@ -179,6 +200,91 @@ struct NeighborTable {
         entries[Int(i)].probes = 0
         unlinkAge(i)
         appendAge(i)
+        schedule(i)
+    }
+
+    // MARK: Timers
+
+    /// When the entry's state next needs the timer: its next probe while
+    /// incomplete, the end of its reachable time, or the end of its stale time.
+    func deadline(of i: UInt32) -> Int64 {
+        let e = entries[Int(i)]
+        switch e.state {
+        case .incomplete: return e.nextProbe
+        case .reachable: return e.confirmed &+ reachableTime
+        case .stale: return e.confirmed &+ reachableTime &+ staleTime
+        }
+    }
+
+    /// The entry with the earliest timer and that time, or nil. O(1).
+    var nextTimer: (index: UInt32, deadline: Int64)? {
+        meta.pointee.heapCount == 0 ? nil : (heap[0], deadlines[Int(heap[0])])
+    }
+
+    /// Places the entry in the timer heap at its current deadline (call
+    /// after any change to its state, probe time or confirmation).
+    func schedule(_ i: UInt32) {
+        let d = deadline(of: i)
+        let pos = heapPosition[Int(i)]
+        if pos < 0 {
+            let n = meta.pointee.heapCount
+            heap[n] = i
+            heapPosition[Int(i)] = Int32(n)
+            deadlines[Int(i)] = d
+            meta.pointee.heapCount = n + 1
+            siftUp(n)
+            return
+        }
+        let old = deadlines[Int(i)]
+        deadlines[Int(i)] = d
+        if d < old { siftUp(Int(pos)) } else if d > old { siftDown(Int(pos)) }
+    }
+
+    private func unschedule(_ i: UInt32) {
+        let pos = Int(heapPosition[Int(i)])
+        guard pos >= 0 else { return }
+        heapPosition[Int(i)] = -1
+        let last = meta.pointee.heapCount - 1
+        meta.pointee.heapCount = last
+        guard pos != last else { return }
+        let moved = heap[last]
+        heap[pos] = moved
+        heapPosition[Int(moved)] = Int32(pos)
+        siftUp(pos)
+        siftDown(Int(heapPosition[Int(moved)]))
+    }
+
+    private func siftUp(_ start: Int) {
+        var k = start
+        let item = heap[k], key = deadlines[Int(item)]
+        while k > 0 {
+            let parent = (k - 1) / 2
+            let p = heap[parent]
+            guard deadlines[Int(p)] > key else { break }
+            heap[k] = p
+            heapPosition[Int(p)] = Int32(k)
+            k = parent
+        }
+        heap[k] = item
+        heapPosition[Int(item)] = Int32(k)
+    }
+
+    private func siftDown(_ start: Int) {
+        var k = start
+        let n = meta.pointee.heapCount
+        let item = heap[k], key = deadlines[Int(item)]
+        while true {
+            var child = 2 * k + 1
+            guard child < n else { break }
+            if child + 1 < n && deadlines[Int(heap[child + 1])] < deadlines[Int(heap[child])] { child += 1 }
+            let c = heap[child]
+            guard deadlines[Int(c)] < key else { break }
+            heap[k] = c
+            heapPosition[Int(c)] = Int32(k)
+            k = child
+        }
+        heap[k] = item
+        heapPosition[Int(item)] = Int32(k)
     }
 
     /// Queues a packet on an unresolved entry; when the ring is full the
@@ -228,6 +334,17 @@ struct NeighborTable {
         if e.ageNext != NeighborTable.none { entries[Int(e.ageNext)].agePrev = e.agePrev } else { meta.pointee.ageTail = e.agePrev }
     }
 
+    /// Calls `body` with each live entry, oldest first, without building a
+    /// list; `body` must not remove entries other than the one it is given.
+    func forEachLive(_ body: (UInt32) -> Void) {
+        var i = meta.pointee.ageHead
+        while i != NeighborTable.none {
+            let next = entries[Int(i)].ageNext
+            body(i)
+            i = next
+        }
+    }
+
     /// Indices of live entries, oldest first.
     var liveIndices: [UInt32] {
         var out: [UInt32] = []
@@ -251,5 +368,14 @@ struct NeighborTable {
         precondition(live == meta.pointee.count, "neighbor: hash count mismatch")
         precondition(liveIndices.count == live, "neighbor: age list count mismatch")
         precondition(live + meta.pointee.freeCount == capacity, "neighbor: free count mismatch")
+        // The timer heap holds exactly the live entries, each at its current
+        // deadline, in heap order.
+        precondition(meta.pointee.heapCount == live, "neighbor: timer heap count mismatch")
+        for k in 0..<meta.pointee.heapCount {
+            let i = heap[k]
+            precondition(entries[Int(i)].inUse && heapPosition[Int(i)] == Int32(k), "neighbor: timer heap position")
+            precondition(deadlines[Int(i)] == deadline(of: i), "neighbor: timer out of date")
+            if k > 0 { precondition(deadlines[Int(heap[(k - 1) / 2])] <= deadlines[Int(i)], "neighbor: heap order") }
+        }
     }
 }

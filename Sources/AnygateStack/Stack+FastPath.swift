@@ -98,7 +98,7 @@ extension Stack {
         let nowTicks = FlowTable.ticks(now)
         let idleTicks = UInt32(clamping: configuration.ipflow.idleTimeout.nanoseconds >> FlowTable.tickShift)
         let generation = fibView.pointee.generation
-        for i in flows.liveIndices {
+        flows.forEachLive { i in
             let f = flows.entries[Int(i)]
             let stale = f.fibGeneration != generation || neighbors.entries[Int(f.neighbor)].generation != f.neighborGeneration
             if stale || nowTicks &- f.lastUsed >= idleTicks {

@@ -191,6 +191,7 @@ extension Stack {
         let e = neighbors.entries + Int(n)
         e.pointee.probes = 1
         e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+        neighbors.schedule(n)
         _ = neighbors.enqueue(n, p)
         sendARPRequest(for: IPv4Address(rawValue: nextHop), on: out, unicastTo: nil, gratuitous: false)
         return NeighborTable.none

@@ -53,6 +53,7 @@ extension Stack {
         ifs[i].tunnel = Int32(t)
         tunnelStates[t] = TunnelState(config, interface: i, socket: s)
         tunnelStates[t].nextKeepalive = hot.pointee.now
+        hot.pointee.nextTunnelTimer = hot.pointee.now
         tunnelConfigs[t] = config
         do { try setUp(i, true) } catch { throw .interface(error) }
         return i
@@ -219,23 +220,30 @@ extension Stack {
 
     // MARK: Keepalives and MTU
 
-    /// Runs each tunnel's keepalive schedule and follows underlay MTU changes.
+    /// Runs each tunnel's keepalive schedule and follows underlay MTU
+    /// changes, then notes when a tunnel next needs the timer.
     func tunnelTimers() {
         let now = hot.pointee.now
-        for t in tunnelConfigs.keys {
+        var next = Int64.max
+        for (t, c) in tunnelConfigs {
             let st = tunnelStates + t
-            if !st.pointee.fixedMTU, let c = tunnelConfigs[t] {
+            if !st.pointee.fixedMTU {
                 let mtu = max(68, derivedTunnelMTU(c))
                 if mtu != ifs[st.pointee.interface].mtu { try? setMTU(st.pointee.interface, mtu) }
+                next = min(next, now + 1_000_000_000)
             }
-            guard let ka = st.pointee.keepalive, now >= st.pointee.nextKeepalive else { continue }
-            st.pointee.nextKeepalive = now + ka.interval.nanoseconds
-            if st.pointee.missed >= ka.retries && st.pointee.alive {
-                setTunnelAlive(t, false)
+            guard let ka = st.pointee.keepalive else { continue }
+            if now >= st.pointee.nextKeepalive {
+                st.pointee.nextKeepalive = now + ka.interval.nanoseconds
+                if st.pointee.missed >= ka.retries && st.pointee.alive {
+                    setTunnelAlive(t, false)
+                }
+                sendKeepalive(t)
+                st.pointee.missed += 1
             }
-            sendKeepalive(t)
-            st.pointee.missed += 1
+            next = min(next, st.pointee.nextKeepalive)
         }
+        hot.pointee.nextTunnelTimer = next == .max ? 0 : next
     }
 
     /// Sends one keepalive: a GRE packet addressed from the peer back to
@@ -263,11 +271,8 @@ extension Stack {
         try? setUp(st.pointee.interface, alive)
     }
 
-    /// The next time a tunnel timer is due.
+    /// The next time a tunnel timer is due (kept by `tunnelTimers`, O(1)).
     var nextTunnelDeadline: Int64? {
-        tunnelConfigs.keys.compactMap { t -> Int64? in
-            let s = tunnelStates[t]
-            return s.keepalive == nil && s.fixedMTU ? nil : s.nextKeepalive
-        }.min()
+        hot.pointee.nextTunnelTimer == 0 ? nil : hot.pointee.nextTunnelTimer
     }
 }

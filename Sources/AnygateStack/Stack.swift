@@ -38,6 +38,10 @@ public final class Stack {
         var nextFlowSweep: Int64 = 0
         /// How many tunnel encapsulations the current packet is inside.
         var tunnelDepth = 0
+        /// Neighbour entries the timers looked at (each one was due).
+        var timerVisits: UInt64 = 0
+        /// The earliest keepalive or MTU check of any tunnel; 0 when none.
+        var nextTunnelTimer: Int64 = 0
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
@@ -89,7 +93,9 @@ public final class Stack {
         tunnelStates = .allocate(capacity: configuration.maxInterfaces)
         tunnelStates.initialize(repeating: TunnelState(), count: configuration.maxInterfaces)
         neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
-                                  pendingPerEntry: configuration.arp.pendingPerNeighbor)
+                                  pendingPerEntry: configuration.arp.pendingPerNeighbor,
+                                  reachableTime: configuration.arp.reachableTime.nanoseconds,
+                                  staleTime: configuration.arp.staleTime.nanoseconds)
         flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
                                      maxPieces: configuration.reassembly.maxPieces,
@@ -114,7 +120,7 @@ public final class Stack {
     func releaseHeldPackets() {
         for (_, q) in socketQueues { for d in q { pool.free(d.packet) } }
         socketQueues.removeAll()
-        for i in neighbors.liveIndices { neighbors.drainPending(i) { pool.free($0) } }
+        neighbors.forEachLive { i in neighbors.drainPending(i) { pool.free($0) } }
         reassembly.releaseAll(pool: pool)
         for i in 0..<configuration.maxInterfaces {
             for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
@@ -403,7 +409,8 @@ public final class Stack {
     }
 
     func flushNeighbors(on i: InterfaceIndex) {
-        for idx in neighbors.liveIndices where Int(neighbors.entries[Int(idx)].interface) == i {
+        neighbors.forEachLive { idx in
+            guard Int(neighbors.entries[Int(idx)].interface) == i else { return }
             neighbors.drainPending(idx) { p in drop(p, .interfaceDown, rx: nil) }
             neighbors.remove(idx)
         }
