@@ -1,29 +1,41 @@
 /// The ipflow fast-forward cache (after NetBSD's sys/netinet/ip_flow.c):
-/// flows keyed by (destination, source, TOS), each remembering the
-/// forwarding decision the slow path made for it — the neighbour entry to
-/// send to, its MAC as a ready-made rewrite, and the generations of the FIB
-/// and of that neighbour entry it was made under.
+/// flows keyed by (destination, source, TOS) — and the TCP/UDP ports when
+/// ECMP hashes on them (`FlowKey`) — each remembering the forwarding
+/// decision the slow path made for it: where the packet goes (a neighbour
+/// entry, with its MAC as a ready-made rewrite, or a tunnel) and the
+/// generations of the FIB and of that neighbour entry or tunnel it was made
+/// under.
 ///
 /// A preallocated pool of 64-byte entries, linked by 32-bit indices into
 /// hash chains and into one list in creation order; when the pool is full
 /// the oldest flow is evicted (NetBSD's 2024 choice: FIFO, not LRU, so a hit
-/// never has to relink the list). Nothing here allocates after `init`.
+/// never has to relink the list). Buckets are chosen by a hash keyed with
+/// random secrets drawn at start-up, so a sender cannot craft keys that
+/// share a chain. Nothing here allocates after `init`.
 @usableFromInline
 struct FlowTable {
     @usableFromInline static let none: UInt32 = .max
+    /// Marks an egress that is a tunnel slot rather than a neighbour entry.
+    @usableFromInline static let tunnelTag: UInt32 = 0x8000_0000
 
     /// One flow: 64 bytes, one cache line.
     @usableFromInline
     struct Entry {
         @usableFromInline var source: UInt32
         @usableFromInline var destination: UInt32
-        /// The neighbour entry the flow sends to, and its generation then.
-        @usableFromInline var neighbor: UInt32
-        @usableFromInline var neighborGeneration: UInt32
-        /// The FIB generation the decision was made under (the route cache).
-        @usableFromInline var fibGeneration: UInt64
-        /// Destination MAC in the low 48 bits, the key's TOS in bits 48–55,
-        /// bit 56 set while the entry is in use.
+        /// Source port << 16 | destination port; 0 when the key has no ports.
+        @usableFromInline var ports: UInt32
+        /// The neighbour entry the flow sends to, or `tunnelTag | tunnel`.
+        @usableFromInline var egress: UInt32
+        /// That neighbour entry's or tunnel's generation at install.
+        @usableFromInline var egressGeneration: UInt32
+        /// The low 32 bits of the FIB generation the decision was made under
+        /// (the route cache). Stale flows are swept within a second, long
+        /// before 2^32 route changes could alias a generation.
+        @usableFromInline var fibGeneration: UInt32
+        /// Low 48 bits: the destination MAC (neighbour egress) or the next
+        /// hop address (tunnel egress); bits 48–55 the key's TOS; bit 56 set
+        /// while the entry is in use.
         @usableFromInline var rewrite: UInt64
         @usableFromInline var packets: UInt64
         @usableFromInline var bytes: UInt64
@@ -37,6 +49,8 @@ struct FlowTable {
         @inlinable var tos: UInt8 { UInt8(truncatingIfNeeded: rewrite >> 48) }
         @inlinable var mac: UInt64 { rewrite & 0xFFFF_FFFF_FFFF }
         @inlinable var inUse: Bool { rewrite & (1 << 56) != 0 }
+        @inlinable var isTunnel: Bool { egress & FlowTable.tunnelTag != 0 }
+        @inlinable var key: FlowKey { FlowKey(destination: destination, source: source, ports: ports, tos: tos) }
     }
 
     @usableFromInline
@@ -49,17 +63,21 @@ struct FlowTable {
 
     let capacity: Int
     @usableFromInline let bucketMask: Int
+    @usableFromInline let bucketShift: UInt64
+    @usableFromInline let seed: FlowSeed
     @usableFromInline let entries: UnsafeMutablePointer<Entry>
     @usableFromInline let buckets: UnsafeMutablePointer<UInt32>
     let freeList: UnsafeMutablePointer<UInt32>
     @usableFromInline let meta: UnsafeMutablePointer<Meta>
 
-    init(capacity: Int) {
+    init(capacity: Int, seed: FlowSeed = FlowSeed()) {
         precondition(capacity >= 0 && capacity < Int(UInt32.max))
         self.capacity = capacity
-        var b = 1
-        while b < max(1, capacity) { b <<= 1 }
+        self.seed = seed
+        var b = 1, bits: UInt64 = 0
+        while b < max(1, capacity) { b <<= 1; bits += 1 }
         bucketMask = b - 1
+        bucketShift = 64 - max(1, bits)
         entries = .allocate(capacity: max(1, capacity))
         buckets = .allocate(capacity: b)
         buckets.initialize(repeating: FlowTable.none, count: b)
@@ -83,39 +101,36 @@ struct FlowTable {
     static func ticks(_ nanoseconds: Int64) -> UInt32 { UInt32(truncatingIfNeeded: nanoseconds >> tickShift) }
 
     @inlinable @inline(__always)
-    static func key(_ destination: UInt32, _ source: UInt32, _ tos: UInt8) -> UInt64 {
-        UInt64(destination) << 32 | UInt64(source ^ UInt32(tos) &* 0x9E37_79B9)
-    }
-
-    @inlinable @inline(__always)
-    func bucket(_ destination: UInt32, _ source: UInt32, _ tos: UInt8) -> Int {
-        let k = FlowTable.key(destination, source, tos) &* 0x9E37_79B9_7F4A_7C15
-        return Int(truncatingIfNeeded: k >> 32) & bucketMask
+    func bucket(_ k: FlowKey) -> Int {
+        Int(truncatingIfNeeded: seed.hash(k) >> bucketShift) & bucketMask
     }
 
     /// The flow for the key, or `none`.
     @inlinable @inline(__always)
-    func find(_ destination: UInt32, _ source: UInt32, _ tos: UInt8) -> UInt32 {
-        var i = buckets[bucket(destination, source, tos)]
+    func find(_ k: FlowKey) -> UInt32 {
+        var i = buckets[bucket(k)]
         while i != FlowTable.none {
             let e = entries + Int(i)
-            if e.pointee.destination == destination && e.pointee.source == source && e.pointee.tos == tos { return i }
+            if e.pointee.destination == k.destination && e.pointee.source == k.source && e.pointee.ports == k.ports
+                && e.pointee.tos == k.tos { return i }
             i = e.pointee.hashNext
         }
         return FlowTable.none
     }
 
-    /// Installs or refreshes the flow for the key. Returns whether an
-    /// existing flow was evicted to make room.
-    func install(destination: UInt32, source: UInt32, tos: UInt8, neighbor: UInt32, neighborGeneration: UInt32,
-                 mac: UInt64, fibGeneration: UInt64, now: UInt32) -> (created: Bool, evicted: Bool) {
-        let rewrite = (mac & 0xFFFF_FFFF_FFFF) | UInt64(tos) << 48 | 1 << 56
-        let existing = find(destination, source, tos)
+    /// Installs or refreshes the flow for the key. `rewrite` is the MAC (or
+    /// next hop) to keep. Returns whether a flow was created, and whether an
+    /// existing one was evicted to make room.
+    func install(_ k: FlowKey, egress: UInt32, egressGeneration: UInt32, rewrite value: UInt64, fibGeneration: UInt64,
+                 now: UInt32) -> (created: Bool, evicted: Bool) {
+        let rewrite = (value & 0xFFFF_FFFF_FFFF) | UInt64(k.tos) << 48 | 1 << 56
+        let gen = UInt32(truncatingIfNeeded: fibGeneration)
+        let existing = find(k)
         if existing != FlowTable.none {
             let e = entries + Int(existing)
-            e.pointee.neighbor = neighbor
-            e.pointee.neighborGeneration = neighborGeneration
-            e.pointee.fibGeneration = fibGeneration
+            e.pointee.egress = egress
+            e.pointee.egressGeneration = egressGeneration
+            e.pointee.fibGeneration = gen
             e.pointee.rewrite = rewrite
             e.pointee.lastUsed = now
             return (false, false)
@@ -128,9 +143,9 @@ struct FlowTable {
         }
         meta.pointee.freeCount -= 1
         let i = freeList[meta.pointee.freeCount]
-        let b = bucket(destination, source, tos)
-        entries[Int(i)] = Entry(source: source, destination: destination, neighbor: neighbor,
-                                neighborGeneration: neighborGeneration, fibGeneration: fibGeneration, rewrite: rewrite,
+        let b = bucket(k)
+        entries[Int(i)] = Entry(source: k.source, destination: k.destination, ports: k.ports, egress: egress,
+                                egressGeneration: egressGeneration, fibGeneration: gen, rewrite: rewrite,
                                 packets: 0, bytes: 0, lastUsed: now, hashNext: buckets[b],
                                 agePrev: meta.pointee.ageTail, ageNext: FlowTable.none)
         buckets[b] = i
@@ -144,7 +159,7 @@ struct FlowTable {
     func remove(_ i: UInt32) {
         let e = entries[Int(i)]
         precondition(e.inUse, "flow removed twice")
-        let b = bucket(e.destination, e.source, e.tos)
+        let b = bucket(e.key)
         if buckets[b] == i {
             buckets[b] = e.hashNext
         } else {
@@ -188,6 +203,17 @@ struct FlowTable {
         return n
     }
 
+    /// The longest hash chain (tests check that crafted keys stay spread).
+    var longestChain: Int {
+        var longest = 0
+        for b in 0...bucketMask {
+            var n = 0, i = buckets[b]
+            while i != FlowTable.none { n += 1; i = entries[Int(i)].hashNext }
+            longest = max(longest, n)
+        }
+        return longest
+    }
+
     /// Checks that hash chains, the age list and the free list agree.
     func checkInvariants() {
         var live = 0
@@ -196,7 +222,7 @@ struct FlowTable {
             while i != FlowTable.none {
                 let e = entries[Int(i)]
                 precondition(e.inUse, "flow: freed entry hashed")
-                precondition(bucket(e.destination, e.source, e.tos) == b, "flow: wrong bucket")
+                precondition(bucket(e.key) == b, "flow: wrong bucket")
                 live += 1
                 i = e.hashNext
             }
@@ -204,5 +230,57 @@ struct FlowTable {
         precondition(live == count, "flow: hash count mismatch")
         precondition(liveIndices.count == live, "flow: age list mismatch")
         precondition(live + meta.pointee.freeCount == capacity, "flow: free count mismatch")
+    }
+}
+
+/// A flow's key: NetBSD ipflow's (destination, source, TOS), plus the ports
+/// of TCP and UDP packets when ECMP hashes on them (`ecmp-hash: l4`), so
+/// that a flow never spans two ECMP members.
+@usableFromInline
+struct FlowKey: Equatable {
+    @usableFromInline var destination: UInt32
+    @usableFromInline var source: UInt32
+    @usableFromInline var ports: UInt32
+    @usableFromInline var tos: UInt8
+
+    @inlinable init(destination: UInt32, source: UInt32, ports: UInt32, tos: UInt8) {
+        self.destination = destination; self.source = source; self.ports = ports; self.tos = tos
+    }
+}
+
+/// Secrets for the flow and neighbour hashes, drawn once per stack from
+/// the host's random source. With them a table's bucket is a keyed
+/// multiply-xorshift of the key: two multiplications, cheap enough for the
+/// per-packet budget (SipHash would take about half of it), and a sender
+/// who does not know the secrets cannot aim many keys at one chain.
+@usableFromInline
+struct FlowSeed {
+    @usableFromInline let k0: UInt64
+    @usableFromInline let k1: UInt64
+    @usableFromInline let k2: UInt64
+
+    /// Fixed secrets: for tests and benchmarks that need repeatable tables.
+    init() { self.init(0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344, 0xA409_3822_299F_31D0) }
+
+    init(_ a: UInt64, _ b: UInt64, _ c: UInt64) {
+        k0 = a; k1 = b | 1; k2 = c | 1  // odd multipliers
+    }
+
+    /// 64 well-mixed bits of a flow key; buckets take the top bits.
+    @inlinable @inline(__always)
+    func hash(_ k: FlowKey) -> UInt64 {
+        let a = (UInt64(k.destination) << 32 | UInt64(k.source)) ^ k0
+        let b = UInt64(k.ports) << 8 | UInt64(k.tos)
+        var h = a &* k1
+        h = (h ^ (h >> 29) ^ b) &* k2
+        return h ^ (h >> 32)
+    }
+
+    /// The same for a neighbour key (address, interface).
+    @inlinable @inline(__always)
+    func hash(address: UInt32, interface: UInt16) -> UInt64 {
+        var h = ((UInt64(address) << 16 | UInt64(interface)) ^ k0) &* k1
+        h = (h ^ (h >> 29)) &* k2
+        return h ^ (h >> 32)
     }
 }

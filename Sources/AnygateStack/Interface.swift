@@ -18,6 +18,8 @@ struct InterfaceSlot {
     /// (it answers ARP and ICMP for its addresses); the stack forwards
     /// transit traffic and terminates its own sockets' traffic only.
     @usableFromInline var hostOwned = false
+    /// The reverse-path check on packets arriving here (RFC 3704).
+    @usableFromInline var rpf = ReversePathFilter.off
     /// When a frame from our own MAC was last reported (rate limit).
     var ownMACReported: Int64 = .min
 }
@@ -81,4 +83,16 @@ public enum SendError: Error, Equatable, Sendable, CustomStringConvertible {
         case .interfaceDown: "outgoing interface is down"
         }
     }
+}
+
+/// Source address validation on ingress (RFC 3704 unicast reverse-path
+/// forwarding): a packet whose source the FIB would not route back through
+/// the interface it came in on (strict), or would not route at all (loose),
+/// is dropped and counted as `rpf-failed`.
+public enum ReversePathFilter: String, Hashable, Sendable, CaseIterable {
+    case off
+    /// The source's best route (any member of its ECMP set) leaves by the arrival interface.
+    case strict
+    /// The source has a route (the default route counts), other than a blackhole.
+    case loose
 }

@@ -74,6 +74,9 @@ struct NeighborTable {
     /// Where each entry sits in `heap`, or -1.
     let heapPosition: UnsafeMutablePointer<Int32>
     @usableFromInline let bucketMask: Int
+    @usableFromInline let bucketShift: UInt64
+    /// Keys the bucket hash (`FlowSeed`): senders cannot pile entries into one chain.
+    @usableFromInline let seed: FlowSeed
     @usableFromInline let entries: UnsafeMutablePointer<Entry>
     @usableFromInline let buckets: UnsafeMutablePointer<UInt32>
     let pending: UnsafeMutablePointer<PacketHandle>
@@ -90,7 +93,8 @@ struct NeighborTable {
         var heapCount = 0
     }
 
-    init(capacity: Int, pendingPerEntry: Int, reachableTime: Int64 = 30_000_000_000, staleTime: Int64 = 60_000_000_000) {
+    init(capacity: Int, pendingPerEntry: Int, reachableTime: Int64 = 30_000_000_000, staleTime: Int64 = 60_000_000_000,
+         seed: FlowSeed = FlowSeed()) {
         precondition(capacity > 0 && capacity < Int(UInt32.max) && pendingPerEntry > 0 && pendingPerEntry < 256)
         self.capacity = capacity
         self.pendingPerEntry = pendingPerEntry
@@ -101,9 +105,11 @@ struct NeighborTable {
         heap = .allocate(capacity: capacity)
         heapPosition = .allocate(capacity: capacity)
         heapPosition.initialize(repeating: -1, count: capacity)
-        var b = 1
-        while b < capacity * 2 { b <<= 1 }
+        self.seed = seed
+        var b = 1, bits: UInt64 = 0
+        while b < capacity * 2 { b <<= 1; bits += 1 }
         bucketMask = b - 1
+        bucketShift = 64 - max(1, bits)
         entries = .allocate(capacity: capacity)
         buckets = .allocate(capacity: b)
         buckets.initialize(repeating: NeighborTable.none, count: b)
@@ -129,8 +135,7 @@ struct NeighborTable {
 
     @inlinable @inline(__always)
     func bucket(_ address: UInt32, _ interface: UInt16) -> Int {
-        let k = UInt64(address) | UInt64(interface) << 32
-        return Int(truncatingIfNeeded: (k &* 0x9E37_79B9_7F4A_7C15) >> 40) & bucketMask
+        Int(truncatingIfNeeded: seed.hash(address: address, interface: interface) >> bucketShift) & bucketMask
     }
 
     /// The entry index for (address, interface), or `none`.
@@ -351,6 +356,17 @@ struct NeighborTable {
         var i = meta.pointee.ageHead
         while i != NeighborTable.none { out.append(i); i = entries[Int(i)].ageNext }
         return out
+    }
+
+    /// The longest hash chain (tests check that crafted keys stay spread).
+    var longestChain: Int {
+        var longest = 0
+        for b in 0...bucketMask {
+            var n = 0, i = buckets[b]
+            while i != NeighborTable.none { n += 1; i = entries[Int(i)].hashNext }
+            longest = max(longest, n)
+        }
+        return longest
     }
 
     /// Checks that hash chains, the age list and the free list agree.

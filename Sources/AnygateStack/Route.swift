@@ -56,13 +56,18 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     public var metric: UInt32
     public var origin: RouteOrigin
     public var kind: RouteKind
+    /// Share of an ECMP set's flows, relative to the other members (1–64).
+    public var weight: UInt8
 
     public init(prefix: IPv4Prefix, nextHop: IPv4Address? = nil, interface: InterfaceIndex,
-                metric: UInt32 = 0, origin: RouteOrigin = .static, kind: RouteKind? = nil) {
+                metric: UInt32 = 0, origin: RouteOrigin = .static, kind: RouteKind? = nil, weight: UInt8 = 1) {
         self.prefix = prefix; self.nextHop = nextHop; self.interface = interface
         self.metric = metric; self.origin = origin
         self.kind = kind ?? (nextHop == nil ? .connected : .gateway)
+        self.weight = min(max(weight, 1), Route.maxWeight)
     }
+
+    public static let maxWeight: UInt8 = 64
 
     /// Local and broadcast host routes are the stack's own bookkeeping, not
     /// part of the routing table an operator manages.
@@ -113,6 +118,14 @@ struct RouteSlot {
     var next: UInt32 = RouteSlot.end
     /// Insertion order, for the tie-break between equal-metric routes.
     var sequence: UInt64
+    /// ECMP: on the slot the lookup returns, how many usable members its
+    /// equal-cost set has (1: a single path) and the next member; the
+    /// members are chained through `memberNext` (`end` after the last).
+    @usableFromInline var memberCount: UInt16 = 1
+    @usableFromInline var memberNext: UInt32 = RouteSlot.end
+    @usableFromInline var weight: UInt8 = 1
+    /// The next hop did not answer ARP: withdrawn from its ECMP set until it does.
+    var nextHopFailed = false
 
-    static let end = UInt32.max
+    @usableFromInline static let end = UInt32.max
 }

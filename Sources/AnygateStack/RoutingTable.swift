@@ -19,6 +19,9 @@ public struct RoutingTable {
     /// Interfaces that are down: their routes stay listed but are withdrawn
     /// from forwarding until the interface comes back.
     private var downInterfaces: Set<UInt16> = []
+    /// Prefixes with two or more gateway routes: the only ones a failed
+    /// next hop can change (so a failure never walks the whole table).
+    private var multipathPrefixes: Set<IPv4Prefix> = []
     /// Advances on every change to the table.
     public private(set) var generation: UInt64 = 1
 
@@ -64,7 +67,7 @@ public struct RoutingTable {
         let s = slots[slot]
         return Route(prefix: IPv4Prefix(address: IPv4Address(rawValue: s.prefixAddress), length: Int(s.prefixLength)),
                      nextHop: s.kind == .gateway ? IPv4Address(rawValue: s.gateway) : nil,
-                     interface: Int(s.interface), metric: s.metric, origin: s.origin, kind: s.kind)
+                     interface: Int(s.interface), metric: s.metric, origin: s.origin, kind: s.kind, weight: s.weight)
     }
 
     /// Every route, best first within a prefix, prefixes in address order.
@@ -128,9 +131,11 @@ public struct RoutingTable {
         let slot = allocateSlot()
         slots[slot] = RouteSlot(gateway: r.nextHop?.rawValue ?? 0, interface: UInt16(r.interface), kind: r.kind,
                                 inUse: true, origin: r.origin, prefixLength: r.prefix.length,
-                                prefixAddress: r.prefix.address.rawValue, metric: r.metric, sequence: nextSequence)
+                                prefixAddress: r.prefix.address.rawValue, metric: r.metric, sequence: nextSequence,
+                                weight: r.weight)
         nextSequence += 1
         setMembers(r.prefix, existing + [UInt32(slot)])
+        noteMultipath(r.prefix)
         reinstall(r.prefix)
     }
 
@@ -159,6 +164,7 @@ public struct RoutingTable {
         }
         guard removed > 0 else { return 0 }
         setMembers(prefix, keep)
+        noteMultipath(prefix)
         reinstall(prefix)
         return removed
     }
@@ -177,20 +183,105 @@ public struct RoutingTable {
     private mutating func reinstall(_ prefix: IPv4Prefix) {
         generation &+= 1
         let a = prefix.address.rawValue, len = Int(prefix.length)
-        if let best = usable(members(prefix)).first {
+        if let best = linkEqualCostSet(usable(members(prefix))) {
             lpm.insert(a, length: len, value: best + 1)
             return
         }
         var l = len - 1
         while l >= 0 {
             let cover = IPv4Prefix(address: prefix.address, length: l)
-            if let best = usable(members(cover)).first {
+            if let best = equalCostMembers(usable(members(cover))).first {
                 lpm.replace(a, length: len, with: best + 1, newDepth: l)
                 return
             }
             l -= 1
         }
         lpm.replace(a, length: len, with: 0, newDepth: 0)
+    }
+
+    // MARK: Equal-cost multipath
+
+    private func sameCost(_ a: RouteSlot, _ b: RouteSlot) -> Bool {
+        a.metric == b.metric && (a.kind == .gateway || a.kind == .connected) && (b.kind == .gateway || b.kind == .connected)
+    }
+
+    /// The usable routes that tie with the best one (same metric,
+    /// forwarding kinds), leaving out next hops that failed to resolve
+    /// unless every member has: the prefix's ECMP set, head first.
+    private func equalCostMembers(_ ranked: [UInt32]) -> [UInt32] {
+        guard let first = ranked.first else { return [] }
+        let head = slots[Int(first)]
+        let set = ranked.prefix { sameCost(slots[Int($0)], head) }
+        guard !set.isEmpty else { return [first] }
+        let live = set.filter { !slots[Int($0)].nextHopFailed }
+        return live.isEmpty ? Array(set) : live
+    }
+
+    /// Chains the prefix's ECMP set through `memberNext`; returns the slot
+    /// the lookup should find (the set's head).
+    private mutating func linkEqualCostSet(_ ranked: [UInt32]) -> UInt32? {
+        let members = equalCostMembers(ranked)
+        for (k, i) in members.enumerated() {
+            slots[Int(i)].memberNext = k + 1 < members.count ? members[k + 1] : RouteSlot.end
+            slots[Int(i)].memberCount = UInt16(clamping: members.count)
+        }
+        return members.first
+    }
+
+    private mutating func noteMultipath(_ prefix: IPv4Prefix) {
+        var gateways = 0
+        var i = byPrefix[prefix] ?? RouteSlot.end
+        while i != RouteSlot.end {
+            if slots[Int(i)].kind == .gateway { gateways += 1 }
+            i = slots[Int(i)].next
+        }
+        if gateways >= 2 { multipathPrefixes.insert(prefix) } else { multipathPrefixes.remove(prefix) }
+    }
+
+    /// Marks a next hop as failed (it did not answer ARP) or alive again.
+    /// A failed next hop leaves every ECMP set it is in — only its flows
+    /// move — unless it is the set's last member. Returns whether any
+    /// forwarding decision changed.
+    @discardableResult
+    mutating func setNextHop(_ gateway: IPv4Address, interface: InterfaceIndex, failed: Bool) -> Bool {
+        var changed = false
+        for prefix in multipathPrefixes {
+            var hit = false
+            var i = byPrefix[prefix] ?? RouteSlot.end
+            while i != RouteSlot.end {
+                let s = slots + Int(i)
+                if s.pointee.kind == .gateway && s.pointee.gateway == gateway.rawValue && Int(s.pointee.interface) == interface
+                    && s.pointee.nextHopFailed != failed {
+                    s.pointee.nextHopFailed = failed
+                    hit = true
+                }
+                i = s.pointee.next
+            }
+            if hit { reinstall(prefix); changed = true }
+        }
+        return changed
+    }
+
+    /// The next hops an ECMP set withdrew because they failed to resolve.
+    public var failedNextHops: [(gateway: IPv4Address, interface: InterfaceIndex)] {
+        var out: [(IPv4Address, InterfaceIndex)] = []
+        for prefix in multipathPrefixes {
+            var i = byPrefix[prefix] ?? RouteSlot.end
+            while i != RouteSlot.end {
+                let s = slots[Int(i)]
+                if s.nextHopFailed && !out.contains(where: { $0.0.rawValue == s.gateway && $0.1 == Int(s.interface) }) {
+                    out.append((IPv4Address(rawValue: s.gateway), Int(s.interface)))
+                }
+                i = s.next
+            }
+        }
+        return out
+    }
+
+    /// The members of the ECMP set forwarding for `prefix` (one route for a
+    /// single path; empty when nothing for exactly this prefix forwards).
+    public func equalCostSet(for prefix: IPv4Prefix) -> [Route] {
+        equalCostMembers(usable(members(prefix))).map { route(at: Int($0)) }
     }
 
     /// Whether a route in the chain starting at `first` matches; walks the
@@ -282,5 +373,41 @@ struct FIBView {
     func lookup(_ address: UInt32) -> UnsafeMutablePointer<RouteSlot>? {
         let v = LPMTable.lookup(address, level0: level0, nodes: nodes)
         return v == 0 ? nil : slots + Int(v &- 1)
+    }
+
+    /// The member of `head`'s ECMP set that a packet with this hash takes:
+    /// rendezvous (highest-random-weight) hashing over the members' next
+    /// hops, so a member that leaves moves only its own flows and one that
+    /// returns takes back only its own. A member of weight w draws w scores.
+    @inlinable @inline(__always)
+    func member(of head: UnsafeMutablePointer<RouteSlot>, hash: UInt64) -> UnsafeMutablePointer<RouteSlot> {
+        guard head.pointee.memberCount > 1 else { return head }
+        var chosen = head, top: UInt64 = 0
+        var s = head
+        while true {
+            let id = (UInt64(s.pointee.gateway) << 16 | UInt64(s.pointee.interface)) &* 0x9E37_79B9_7F4A_7C15
+            for k in 0..<UInt64(s.pointee.weight) {
+                var x = hash ^ id ^ (k &* 0xC2B2_AE3D_27D4_EB4F)
+                x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+                x ^= x >> 31
+                if x >= top { top = x; chosen = s }
+            }
+            guard s.pointee.memberNext != RouteSlot.end else { break }
+            s = slots + Int(s.pointee.memberNext)
+        }
+        return chosen
+    }
+
+    /// Whether the route at `slot` or any member of its ECMP set leaves by
+    /// `interface` (the strict reverse-path check).
+    @inlinable @inline(__always)
+    func anyMember(of slot: UnsafeMutablePointer<RouteSlot>, leavesBy interface: InterfaceIndex) -> Bool {
+        var s = slot
+        while true {
+            if Int(s.pointee.interface) == interface { return true }
+            guard s.pointee.memberCount > 1, s.pointee.memberNext != RouteSlot.end else { return false }
+            s = slots + Int(s.pointee.memberNext)
+        }
     }
 }

@@ -5,6 +5,9 @@ public struct Flow: Hashable, Sendable {
     public var source: IPv4Address
     public var destination: IPv4Address
     public var tos: UInt8
+    /// The ports in the flow's key (`ecmp-hash: l4`, TCP and UDP); nil otherwise.
+    public var sourcePort: UInt16?
+    public var destinationPort: UInt16?
     public var interface: InterfaceIndex
     public var nextHop: IPv4Address
     public var packets: UInt64
@@ -18,45 +21,90 @@ public struct Flow: Hashable, Sendable {
 extension Stack {
     // MARK: The fast path (NetBSD ipflow_fastforward)
 
+    /// The flow key of an IPv4 packet: (destination, source, TOS), and with
+    /// `ecmp-hash: l4` the ports of a TCP or UDP packet that is not a
+    /// fragment. The slow path keys the flows it installs the same way.
+    @inline(__always)
+    func flowKey(_ ip: IPv4Packet) -> FlowKey {
+        var ports: UInt32 = 0
+        if configuration.ecmpHash == .l4 {
+            let proto = ip.proto, hl = ip.headerLength
+            if (proto == .tcp || proto == .udp) && !ip.isFragment && ip.totalLength >= hl &+ 4 && ip.bytes.count >= hl &+ 4 {
+                ports = ip.bytes.be32(hl)
+            }
+        }
+        return FlowKey(destination: ip.destination.rawValue, source: ip.source.rawValue, ports: ports, tos: ip.tos)
+    }
+
+    /// The hash an ECMP set picks a member by: the flow key without its
+    /// TOS (ECN marks must not move a connection), keyed by the stack's
+    /// secrets. Fast and slow path agree because the flow key holds
+    /// everything hashed.
+    @inline(__always)
+    func ecmpHash(_ key: FlowKey) -> UInt64 {
+        var k = key
+        k.tos = 0
+        return flows.seed.hash(k)
+    }
+
     /// Forwards `packet` by its flow, or returns false for the slow path.
     /// Any doubt means false: the slow path decides, counts and answers.
+    /// `linkHeader` is 14 for an Ethernet frame and 0 for a packet that
+    /// starts at its IP header (decapsulated from a tunnel).
+    ///
     /// Eligible (NetBSD ip_flow.c, plus: not a fragment, and a reachable
-    /// neighbour): unicast frame, IPv4 with a 20-byte header, total length
-    /// within the frame, a flow for (destination, source, TOS), a verified
-    /// header checksum, a flow no route/address/interface/neighbour change
-    /// has made stale, the outgoing interface up, the packet within its
-    /// MTU, and TTL above 1.
+    /// neighbour or a live tunnel): unicast frame, IPv4 with a 20-byte
+    /// header, total length within the buffer, a flow for the key, a
+    /// verified header checksum, a source the interface's reverse-path
+    /// check accepts, a flow no route/address/interface/neighbour/tunnel
+    /// change has made stale, the outgoing interface up, the packet within
+    /// its MTU, and TTL above 1.
     @inline(__always)
-    func fastForward(_ packet: PacketHandle, rx: InterfaceIndex) -> Bool {
+    func fastForward(_ packet: PacketHandle, linkHeader: Int, rx: InterfaceIndex) -> Bool {
         var p = packet
-        let frame = pool.bytes(p)
-        guard frame.count >= EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength else { return false }
-        let ip = IPv4Packet(unchecked: frame.tail(from: EthernetFrame.headerLength))
+        let buffer = pool.bytes(p)
+        guard buffer.count >= linkHeader &+ IPv4Packet.minimumHeaderLength else { return false }
+        let ip = IPv4Packet(unchecked: buffer.tail(from: linkHeader))
         guard ip.bytes.be8(IPv4Packet.Field.versionIHL) == 0x45, !ip.isFragment else { return false }
         let total = ip.totalLength
         guard total >= IPv4Packet.minimumHeaderLength, total <= ip.bytes.count else { return false }
-        let fi = flows.find(ip.destination.rawValue, ip.source.rawValue, ip.tos)
+        let fi = flows.find(flowKey(ip))
         guard fi != FlowTable.none else {
             hot.pointee.counters.flowMisses &+= 1
             return false
         }
         guard InternetChecksum.verifiesIPv4Header(ip.bytes.baseAddress!) else { return false }
+        if ifs[rx].rpf != .off && !reversePathAccepts(ip.source.rawValue, rx: rx) { return false }
         let f = flows.entries + Int(fi)
-        let n = neighbors.entries + Int(f.pointee.neighbor)
-        guard f.pointee.fibGeneration == fibView.pointee.generation,
-              f.pointee.neighborGeneration == n.pointee.generation,
-              n.pointee.state == .reachable else {
+        guard f.pointee.fibGeneration == UInt32(truncatingIfNeeded: fibView.pointee.generation) else {
             hot.pointee.counters.flowsInvalidated &+= 1
             return false
         }
-        let out = Int(n.pointee.interface)
+        let out: Int
+        if f.pointee.isTunnel {
+            let t = Int(f.pointee.egress & ~FlowTable.tunnelTag)
+            let st = tunnelStates + t
+            guard st.pointee.inUse, st.pointee.alive, st.pointee.generation == f.pointee.egressGeneration else {
+                hot.pointee.counters.flowsInvalidated &+= 1
+                return false
+            }
+            out = st.pointee.interface
+        } else {
+            let n = neighbors.entries + Int(f.pointee.egress)
+            guard n.pointee.generation == f.pointee.egressGeneration, n.pointee.state == .reachable else {
+                hot.pointee.counters.flowsInvalidated &+= 1
+                return false
+            }
+            out = Int(n.pointee.interface)
+        }
         let o = ifs + out
         guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1 else { return false }
+        if !f.pointee.isTunnel && linkHeader == 0 {
+            // A decapsulated packet going out on Ethernet needs a link header.
+            guard pool.prepend(&p, EthernetFrame.headerLength) else { return false }
+        }
 
         ip.decrementTTL()
-        p.length = UInt32(truncatingIfNeeded: EthernetFrame.headerLength + total)  // drop link padding
-        MACAddress(rawValue: f.pointee.mac).write(to: frame, at: EthernetFrame.Field.destination)
-        MACAddress(rawValue: o.pointee.mac).write(to: frame, at: EthernetFrame.Field.source)
         f.pointee.packets &+= 1
         f.pointee.bytes &+= UInt64(total)
         f.pointee.lastUsed = FlowTable.ticks(hot.pointee.now)
@@ -64,28 +112,65 @@ extension Stack {
         hot.pointee.counters.ipReceived &+= 1
         hot.pointee.counters.ipForwarded &+= 1
         ifs[rx].counters.forwarded &+= 1
+        if f.pointee.isTunnel {
+            // The tunnel takes the IP packet; its encapsulation does the rest.
+            if linkHeader > 0 { pool.consume(&p, linkHeader) }
+            p.length = UInt32(truncatingIfNeeded: total)  // drop link padding
+            o.pointee.counters.txPackets &+= 1
+            o.pointee.counters.txBytes &+= UInt64(total)
+            tunnelOutput(Int(f.pointee.egress & ~FlowTable.tunnelTag), p)
+            return true
+        }
+        p.length = UInt32(truncatingIfNeeded: EthernetFrame.headerLength &+ total)  // drop link padding
+        let frame = pool.bytes(p)
+        MACAddress(rawValue: f.pointee.mac).write(to: frame, at: EthernetFrame.Field.destination)
+        MACAddress(rawValue: o.pointee.mac).write(to: frame, at: EthernetFrame.Field.source)
+        if linkHeader == 0 { frame.setBE16(EthernetFrame.Field.etherType, EtherType.ipv4.rawValue) }
         enqueueTransmit(p, on: out)
         return true
     }
 
     /// Called by the slow path after it forwarded a packet whole through a
-    /// reachable neighbour: remembers the decision for the packet's key.
-    /// No flow for ICMP (NetBSD's rule: errors and echoes stay visible to
-    /// the slow path), nor for packets with options or fragments, which the
-    /// fast path never takes.
+    /// reachable neighbour or a tunnel: remembers the decision for the
+    /// packet's key. No flow for ICMP (NetBSD's rule: errors and echoes stay
+    /// visible to the slow path), nor for packets with options or
+    /// fragments, which the fast path never takes.
     @inline(__always)
-    func installFlow(destination: UInt32, source: UInt32, tos: UInt8, proto: IPProtocol, headerLength: Int,
-                     fragment: Bool, neighbor: UInt32) {
+    func installFlow(_ key: FlowKey, proto: IPProtocol, headerLength: Int, fragment: Bool, out: InterfaceIndex,
+                     neighbor: UInt32, nextHop: UInt32) {
         guard flows.capacity > 0, proto != .icmp, headerLength == IPv4Packet.minimumHeaderLength, !fragment else { return }
-        let n = neighbors.entries + Int(neighbor)
-        guard n.pointee.state == .reachable else { return }
-        let r = flows.install(destination: destination, source: source, tos: tos, neighbor: neighbor,
-                              neighborGeneration: n.pointee.generation, mac: n.pointee.mac,
-                              fibGeneration: fibView.pointee.generation,
-                              now: FlowTable.ticks(hot.pointee.now))
+        let egress: UInt32, generation: UInt32, rewrite: UInt64
+        let tunnel = ifs[out].tunnel
+        if tunnel >= 0 {
+            let st = tunnelStates + Int(tunnel)
+            guard st.pointee.inUse, st.pointee.alive else { return }
+            egress = FlowTable.tunnelTag | UInt32(tunnel)
+            generation = st.pointee.generation
+            rewrite = UInt64(nextHop)
+        } else {
+            guard neighbor != NeighborTable.none else { return }
+            let n = neighbors.entries + Int(neighbor)
+            guard n.pointee.state == .reachable else { return }
+            egress = neighbor
+            generation = n.pointee.generation
+            rewrite = n.pointee.mac
+        }
+        let r = flows.install(key, egress: egress, egressGeneration: generation, rewrite: rewrite,
+                              fibGeneration: fibView.pointee.generation, now: FlowTable.ticks(hot.pointee.now))
         if r.created { hot.pointee.counters.flowsCreated &+= 1 }
         if r.evicted { hot.pointee.counters.flowsEvicted &+= 1 }
         if hot.pointee.nextFlowSweep == 0 { hot.pointee.nextFlowSweep = hot.pointee.now + 1_000_000_000 }
+    }
+
+    /// Whether a flow still holds: same FIB generation, and its neighbour
+    /// entry or tunnel unchanged since it was installed.
+    func flowIsCurrent(_ f: FlowTable.Entry) -> Bool {
+        guard f.fibGeneration == UInt32(truncatingIfNeeded: fibView.pointee.generation) else { return false }
+        if f.isTunnel {
+            let st = tunnelStates[Int(f.egress & ~FlowTable.tunnelTag)]
+            return st.inUse && st.alive && st.generation == f.egressGeneration
+        }
+        return neighbors.entries[Int(f.egress)].generation == f.egressGeneration
     }
 
     /// Removes flows idle longer than the timeout, and stale ones (once a
@@ -97,11 +182,9 @@ extension Stack {
         hot.pointee.nextFlowSweep = now + 1_000_000_000
         let nowTicks = FlowTable.ticks(now)
         let idleTicks = UInt32(clamping: configuration.ipflow.idleTimeout.nanoseconds >> FlowTable.tickShift)
-        let generation = fibView.pointee.generation
         flows.forEachLive { i in
             let f = flows.entries[Int(i)]
-            let stale = f.fibGeneration != generation || neighbors.entries[Int(f.neighbor)].generation != f.neighborGeneration
-            if stale || nowTicks &- f.lastUsed >= idleTicks {
+            if !flowIsCurrent(f) || nowTicks &- f.lastUsed >= idleTicks {
                 flows.remove(i)
                 hot.pointee.counters.flowsExpired &+= 1
             }
@@ -122,11 +205,21 @@ extension Stack {
         let nowTicks = FlowTable.ticks(hot.pointee.now)
         return flows.liveIndices.map { i in
             let f = flows.entries[Int(i)]
-            let n = neighbors.entries[Int(f.neighbor)]
+            let interface: InterfaceIndex, nextHop: UInt32
+            if f.isTunnel {
+                interface = tunnelStates[Int(f.egress & ~FlowTable.tunnelTag)].interface
+                nextHop = UInt32(truncatingIfNeeded: f.mac)
+            } else {
+                let n = neighbors.entries[Int(f.egress)]
+                interface = Int(n.interface)
+                nextHop = n.address
+            }
             return Flow(source: IPv4Address(rawValue: f.source), destination: IPv4Address(rawValue: f.destination), tos: f.tos,
-                        interface: Int(n.interface), nextHop: IPv4Address(rawValue: n.address), packets: f.packets, bytes: f.bytes,
+                        sourcePort: f.ports == 0 ? nil : UInt16(truncatingIfNeeded: f.ports >> 16),
+                        destinationPort: f.ports == 0 ? nil : UInt16(truncatingIfNeeded: f.ports),
+                        interface: interface, nextHop: IPv4Address(rawValue: nextHop), packets: f.packets, bytes: f.bytes,
                         idle: Interval(nanoseconds: Int64(nowTicks &- f.lastUsed) << FlowTable.tickShift),
-                        valid: f.fibGeneration == fibView.pointee.generation && f.neighborGeneration == n.generation)
+                        valid: flowIsCurrent(f))
         }
     }
 

@@ -42,7 +42,8 @@ extension Stack {
         let type = eth.outerEtherType
         var p = packet
         if type == .ipv4 {
-            if !linkBroadcast && flows.meta.pointee.count > 0 && fastForward(packet, rx: rx) { return }
+            if !linkBroadcast && flows.meta.pointee.count > 0
+                && fastForward(packet, linkHeader: EthernetFrame.headerLength, rx: rx) { return }
             pool.consume(&p, EthernetFrame.headerLength)
             ipv4Input(p, rx: rx, linkBroadcast: linkBroadcast)
         } else if type == .arp {
@@ -86,10 +87,12 @@ extension Stack {
         var idx = senderUsable ? neighbors.find(sender.rawValue, UInt16(rx)) : NeighborTable.none
         if idx != NeighborTable.none {
             neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
+            nextHopAnswered(sender.rawValue, on: rx)
             releasePending(idx, interface: rx)
         } else if targetIsOurs && senderUsable {
             idx = createNeighbor(sender.rawValue, rx)
             neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
+            nextHopAnswered(sender.rawValue, on: rx)
         }
 
         // On a mirrored interface the host answers for its addresses.
@@ -151,6 +154,7 @@ extension Stack {
         // 0.0.0.0 is a valid source only towards the limited broadcast (RFC 1122 3.2.1.3, e.g. DHCP).
         if dst.isLimitedBroadcast { return localInput(p, rx: rx, broadcast: true) }
         if src.isUnspecified { return drop(p, .martianSource, rx: rx) }
+        if ifs[rx].rpf != .off && !reversePathAccepts(src.rawValue, rx: rx) { return drop(p, .rpfFailed, rx: rx) }
         if dst.isMulticast { return drop(p, .multicastNotSupported, rx: rx) }
         if dst.isUnspecified || dst.isLoopback { return drop(p, .martianDestination, rx: rx) }
 
@@ -252,4 +256,29 @@ extension Stack {
         deliver(p, to: k, from: src, port: 0)
         return true
     }
+}
+
+extension Stack {
+    // MARK: Reverse-path check (RFC 3704)
+
+    /// Whether `source` passes the arrival interface's reverse-path check.
+    @inline(__always)
+    func reversePathAccepts(_ source: UInt32, rx: InterfaceIndex) -> Bool {
+        guard let r = fibView.pointee.lookup(source) else { return false }
+        switch r.pointee.kind {
+        case .local, .broadcast, .blackhole: return false
+        case .connected, .gateway: break
+        }
+        if ifs[rx].rpf == .loose { return true }
+        return fibView.pointee.anyMember(of: r, leavesBy: rx)
+    }
+
+    /// Sets the reverse-path check of an interface or tunnel.
+    public func setReversePathFilter(_ i: InterfaceIndex, _ mode: ReversePathFilter) throws(InterfaceError) {
+        try check(i)
+        ifs[i].rpf = mode
+    }
+
+    /// The reverse-path check of an interface.
+    public func reversePathFilter(_ i: InterfaceIndex) -> ReversePathFilter { ifs[i].rpf }
 }

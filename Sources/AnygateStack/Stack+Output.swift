@@ -5,9 +5,11 @@ extension Stack {
 
     /// Forwards a validated packet (bytes start at the IP header) along `route`.
     @inline(__always)
-    func forward(_ p: PacketHandle, route: UnsafeMutablePointer<RouteSlot>, rx: InterfaceIndex) {
+    func forward(_ p: PacketHandle, route best: UnsafeMutablePointer<RouteSlot>, rx: InterfaceIndex) {
         let ip = IPv4Packet(unchecked: pool.bytes(p))
-        if route.pointee.kind == .blackhole { return drop(p, .blackhole, rx: rx) }
+        if best.pointee.kind == .blackhole { return drop(p, .blackhole, rx: rx) }
+        let key = flowKey(ip)
+        let route = best.pointee.memberCount > 1 ? fibView.pointee.member(of: best, hash: ecmpHash(key)) : best
         if ip.ttl <= 1 {
             sendICMPError(about: p, type: .timeExceeded, code: ICMPv4TimeExceededCode.ttl, rx: rx, linkBroadcast: false)
             return drop(p, .ttlExpired, rx: rx)
@@ -31,14 +33,11 @@ extension Stack {
         if ip.totalLength > mtu {
             fragment(p, mtu: mtu, out: out, nextHop: nextHop)
         } else {
-            // Read the flow key before the packet leaves our hands.
-            let dst = ip.destination.rawValue, src = ip.source.rawValue, tos = ip.tos
+            // Read the flow's facts before the packet leaves our hands.
             let proto = ip.proto, hl = ip.headerLength, isFragment = ip.isFragment
             let neighbor = resolveAndSend(p, out: out, nextHop: nextHop)
-            if neighbor != NeighborTable.none {
-                installFlow(destination: dst, source: src, tos: tos, proto: proto, headerLength: hl,
-                            fragment: isFragment, neighbor: neighbor)
-            }
+            installFlow(key, proto: proto, headerLength: hl, fragment: isFragment, out: out, neighbor: neighbor,
+                        nextHop: nextHop)
         }
     }
 
@@ -47,11 +46,12 @@ extension Stack {
     func outputLocal(_ p: PacketHandle) throws(SendError) {
         let ip = IPv4Packet(unchecked: pool.bytes(p))
         let dst = ip.destination
-        guard let slot = fibView.pointee.lookup(dst.rawValue) else {
+        guard let best = fibView.pointee.lookup(dst.rawValue) else {
             pool.free(p)
             dropCounters[DropReason.noRoute.counterIndex] &+= 1
             throw .noRoute(dst)
         }
+        let slot = best.pointee.memberCount > 1 ? fibView.pointee.member(of: best, hash: ecmpHash(flowKey(ip))) : best
         let route = slot.pointee
         hot.pointee.counters.ipSent &+= 1
         switch route.kind {

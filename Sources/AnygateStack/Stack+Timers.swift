@@ -34,6 +34,7 @@ extension Stack {
         }
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
+        if !failedNextHops.isEmpty { retryFailedNextHops() }
         reassembly.expire(now: now, pool: pool) { q, pool in
             dropCounters[DropReason.reassemblyTimeout.counterIndex] &+= 1
             // Time exceeded in reassembly, only if the first fragment came (RFC 792).
@@ -65,6 +66,7 @@ extension Stack {
             dropped += 1
         }
         neighbors.remove(idx)
+        nextHopFailed(e.address, on: Int(e.interface))
         report(.neighborUnreachable(address: IPv4Address(rawValue: e.address), interface: Int(e.interface), dropped: dropped))
     }
 
@@ -75,6 +77,7 @@ extension Stack {
         if let r = reassembly.nextDeadline { next = min(next, r) }
         if hot.pointee.nextFlowSweep != 0 { next = min(next, hot.pointee.nextFlowSweep) }
         if let t = nextTunnelDeadline { next = min(next, max(t, hot.pointee.now + 100_000_000)) }
+        if hot.pointee.nextHopRetry != 0 { next = min(next, hot.pointee.nextHopRetry) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 

@@ -51,10 +51,13 @@ extension Stack {
             throw .socket(error)
         }
         ifs[i].tunnel = Int32(t)
+        let generation = tunnelStates[t].generation &+ 1
         tunnelStates[t] = TunnelState(config, interface: i, socket: s)
+        tunnelStates[t].generation = generation
         tunnelStates[t].nextKeepalive = hot.pointee.now
         hot.pointee.nextTunnelTimer = hot.pointee.now
         tunnelConfigs[t] = config
+        ifs[i].rpf = config.rpf
         do { try setUp(i, true) } catch { throw .interface(error) }
         return i
     }
@@ -68,6 +71,7 @@ extension Stack {
         closeSocket(state.socket)
         ifs[state.interface].tunnel = -1
         tunnelStates[t].inUse = false
+        tunnelStates[t].generation &+= 1
         tunnelConfigs[t] = nil
         tunnelDownReasons[t] = nil
         do { try removeInterface(state.interface) } catch { throw .interface(error) }
@@ -215,6 +219,9 @@ extension Stack {
         ifs[interface].counters.rxPackets &+= 1
         ifs[interface].counters.rxBytes &+= UInt64(p.length)
         guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
+        // Decapsulated packets meet the flow cache at the top of IP input,
+        // like any other (NetBSD: ipflow at the head of ip_input).
+        if flows.meta.pointee.count > 0 && fastForward(p, linkHeader: 0, rx: interface) { return }
         ipv4Input(p, rx: interface, linkBroadcast: false)
     }
 
@@ -266,6 +273,7 @@ extension Stack {
         let st = tunnelStates + t
         guard st.pointee.inUse, st.pointee.alive != alive else { return }
         st.pointee.alive = alive
+        st.pointee.generation &+= 1
         st.pointee.counters.stateChanges &+= 1
         tunnelDownReasons[t] = alive ? nil : "\(st.pointee.keepalive?.retries ?? 0) keepalives unanswered"
         try? setUp(st.pointee.interface, alive)

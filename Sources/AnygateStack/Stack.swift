@@ -42,6 +42,8 @@ public final class Stack {
         var timerVisits: UInt64 = 0
         /// The earliest keepalive or MTU check of any tunnel; 0 when none.
         var nextTunnelTimer: Int64 = 0
+        /// When a withdrawn ECMP next hop is next asked again; 0 when none is.
+        var nextHopRetry: Int64 = 0
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
@@ -64,6 +66,9 @@ public final class Stack {
     let tunnelStates: UnsafeMutablePointer<TunnelState>
     var tunnelConfigs: [Int: TunnelConfiguration] = [:]
     var tunnelDownReasons: [Int: String] = [:]
+    /// ECMP next hops withdrawn because they did not answer ARP, with when
+    /// to ask them again.
+    var failedNextHops: [NextHopKey: Int64] = [:]
     /// Route-cache counters of the stack's sockets.
     public internal(set) var routeCacheStatistics = RouteCache.Statistics()
 
@@ -92,11 +97,12 @@ public final class Stack {
         socketTable.initialize(repeating: PCB(proto: .udp, backend: .stack), count: configuration.maxSockets)
         tunnelStates = .allocate(capacity: configuration.maxInterfaces)
         tunnelStates.initialize(repeating: TunnelState(), count: configuration.maxInterfaces)
+        let seed = FlowSeed(hypercalls.random(), hypercalls.random(), hypercalls.random())
         neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
                                   pendingPerEntry: configuration.arp.pendingPerNeighbor,
                                   reachableTime: configuration.arp.reachableTime.nanoseconds,
-                                  staleTime: configuration.arp.staleTime.nanoseconds)
-        flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0)
+                                  staleTime: configuration.arp.staleTime.nanoseconds, seed: seed)
+        flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0, seed: seed)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
                                      maxPieces: configuration.reassembly.maxPieces,
                                      timeout: configuration.reassembly.timeout)
@@ -259,6 +265,7 @@ public final class Stack {
         var idx = neighbors.find(address.rawValue, UInt16(i))
         if idx == NeighborTable.none { idx = createNeighbor(address.rawValue, i) }
         neighbors.confirm(idx, mac: mac.rawValue, now: hot.pointee.now)
+        nextHopAnswered(address.rawValue, on: i)
         releasePending(idx, interface: i)
         flush()
     }
@@ -335,11 +342,18 @@ public final class Stack {
 
     /// Adds a route. With `via` and no interface, the interface is the one
     /// whose connected subnet holds the gateway; with neither, it is refused.
+    /// Routes to one prefix with the same metric form an ECMP set: each
+    /// flow takes one member, chosen by a hash (`StackConfiguration.ecmpHash`),
+    /// members drawing flows in proportion to their `weight`.
     public func addRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address? = nil, interface: InterfaceIndex? = nil,
-                         metric: UInt32 = 0, origin: RouteOrigin = .static) throws(RouteError) {
-        let r = try makeRoute(prefix, via: gateway, interface: interface, metric: metric, origin: origin)
+                         metric: UInt32 = 0, origin: RouteOrigin = .static, weight: UInt8 = 1) throws(RouteError) {
+        var r = try makeRoute(prefix, via: gateway, interface: interface, metric: metric, origin: origin)
+        r.weight = min(max(weight, 1), Route.maxWeight)
         try fib.add(r)
     }
+
+    /// The ECMP set that forwards for `prefix` (a single route when there is one path).
+    public func equalCostSet(for prefix: IPv4Prefix) -> [Route] { fib.equalCostSet(for: prefix) }
 
     /// Replaces the routes for `prefix` with the same metric (and origin) by
     /// this one, or adds it if there are none (`ip route replace`).

@@ -15,6 +15,17 @@ public struct StackConfiguration: Sendable {
     public var icmp = ICMP()
     public var reassembly = Reassembly()
     public var ipflow = IPFlow()
+    /// What an ECMP set hashes to pick a member (and what keys ipflow flows).
+    public var ecmpHash = ECMPHash.l4
+
+    /// The fields of a packet an equal-cost multipath set hashes on.
+    public enum ECMPHash: String, Sendable, CaseIterable {
+        /// Source and destination address.
+        case l3
+        /// Addresses, and the ports of TCP and UDP packets that are not
+        /// fragments; flows are then keyed by the ports too.
+        case l4
+    }
 
     public struct ARP: Sendable {
         public var maxEntries = 4096

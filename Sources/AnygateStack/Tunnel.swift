@@ -53,6 +53,9 @@ public struct TunnelConfiguration: Hashable, Sendable {
     public var mtu: Int? = nil
     public var mssClamp: MSSClamp = .off
     public var keepalive: TunnelKeepalive? = nil
+    /// The reverse-path check on decapsulated packets: strict by default, so
+    /// a tunnel peer cannot inject inner sources the site does not route to it.
+    public var rpf = ReversePathFilter.strict
 
     public init(name: String, local: IPv4Address, remote: IPv4Address) {
         self.name = name; self.local = local; self.remote = remote
@@ -117,6 +120,9 @@ struct TunnelState {
     var missed = 0
     var nextKeepalive: Int64 = 0
     var counters = TunnelCounters()
+    /// Advances when the slot is reused or the line state changes; flows
+    /// through the tunnel compare it.
+    var generation: UInt32 = 0
 
     init() {}
 

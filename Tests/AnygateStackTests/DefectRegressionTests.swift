@@ -107,4 +107,30 @@ struct DefectRegressionTests {
         #expect(t.b.status(t.bEth).counters.rxDrops >= 4)
         t.checkInvariants()
     }
+
+    @Test("ipflow serves tunnels both ways: encapsulation on one gateway, decapsulated packets on the other", arguments: [TunnelEncapsulation.gre, .greInUDP])
+    func flowsThroughTunnels(_ encapsulation: TunnelEncapsulation) throws {
+        let s = try TwoSites(encapsulation: encapsulation)
+        try s.a.ping(IPv4Address(10, 2, 0, 2))
+        s.net.run()
+        _ = s.a.drainEvents()
+        let gw1Lan = s.gw1.status(s.gw1Lan).mac, aMAC = s.a.status(0).mac
+        for k in 0..<10 {
+            let f = TunnelECMPDifferentialTests.udp(to: gw1Lan, from: aMAC, IPv4Address(10, 1, 0, 2), IPv4Address(10, 2, 0, 2),
+                                                    sport: 7000, dport: 9, size: 24 + k)
+            s.net.inject(f, into: s.gw1, on: s.gw1Lan)
+        }
+        #expect(s.gw1.counters.flowHits == 9, "the first packet installs the flow towards gre0; nine hit it")
+        #expect(s.gw2.counters.flowHits == 9, "the same for the decapsulated packets on the other side")
+        let f1 = try #require(s.gw1.flowList.first { $0.destination == IPv4Address(10, 2, 0, 2) && $0.sourcePort == 7000 })
+        #expect(f1.interface == s.gw1Tunnel && f1.nextHop == IPv4Address(172, 16, 0, 2) && f1.valid)
+        let f2 = try #require(s.gw2.flowList.first { $0.destination == IPv4Address(10, 2, 0, 2) && $0.sourcePort == 7000 })
+        #expect(f2.interface == s.gw2Lan && f2.packets == 9)
+        #expect(s.b.drops(.portUnreachable) == 10, "all ten arrived")
+        // The tunnel going down makes its flows stale at once.
+        s.net.disconnect(s.gw1, s.gw1Wan)
+        try s.gw1.setUp(s.gw1Tunnel, false)
+        #expect(s.gw1.flowList.first { $0.interface == s.gw1Tunnel }?.valid == false)
+        s.checkInvariants()
+    }
 }

@@ -54,6 +54,11 @@ struct TwoSites {
     }
 
     var stacks: [Stack] { [a, gw1, gw2, b] }
+
+    func checkInvariants() {
+        for s in stacks { s.checkInvariants() }
+        net.pool.checkInvariants()
+    }
 }
 
 @Suite("GRE tunnels in-process")
