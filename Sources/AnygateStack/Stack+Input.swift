@@ -246,14 +246,14 @@ extension Stack {
             let payloadLength = udp.length - UDPDatagram.headerLength
             pool.consume(&p, ip.headerLength + UDPDatagram.headerLength)
             p.length = UInt32(payloadLength)
-            deliver(p, to: k, from: src, port: port)
+            deliver(p, to: k, from: src, port: port, outerTOS: ip.tos)
             return true
         }
         guard let k = demux(.raw(ip.proto), destination: dst, destinationPort: 0, source: src, sourcePort: 0) else { return false }
         let payloadLength = ip.totalLength - ip.headerLength
         pool.consume(&p, ip.headerLength)
         p.length = UInt32(payloadLength)
-        deliver(p, to: k, from: src, port: 0)
+        deliver(p, to: k, from: src, port: 0, outerTOS: ip.tos)
         return true
     }
 }

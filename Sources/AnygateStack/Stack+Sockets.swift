@@ -199,12 +199,14 @@ extension Stack {
     }
 
     /// Hands a datagram to a socket: its tunnel, or its queue (bounded).
-    func deliver(_ packet: PacketHandle, to k: Int, from: IPv4Address, port: UInt16) {
+    /// `outerTOS` is the TOS of the IP header the datagram came in (the
+    /// ECN a tunnel combines with its inner packet's); 0 when unknown.
+    func deliver(_ packet: PacketHandle, to k: Int, from: IPv4Address, port: UInt16, outerTOS: UInt8 = 0) {
         guard socketTable[k].inUse else { return pool.free(packet) }
         socketTable[k].counters.received &+= 1
         switch socketTable[k].receiver {
         case .tunnel(let t):
-            tunnelReceive(t, packet, from: from, sourcePort: port)
+            tunnelReceive(t, packet, from: from, sourcePort: port, outerTOS: outerTOS)
         case .queue:
             if (socketQueues[k]?.count ?? 0) >= socketTable[k].queueCapacity {
                 socketTable[k].counters.queueDrops &+= 1

@@ -121,9 +121,11 @@ extension Stack {
         st.pointee.counters.txBytes &+= UInt64(packet.length)
         // RFC 8086: a source port from the inner flow, in the dynamic range.
         let sourcePort: UInt16? = udp ? 49152 | UInt16(truncatingIfNeeded: Stack.flowHash(inner)) & 0x3FFF : nil
+        // RFC 6040 normal mode: the outer header carries the inner ECN
+        // field, whatever DSCP the tunnel sets.
+        let outerTOS = (tos ?? innerTOS) & 0xFC | innerTOS & 3
         do {
-            try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: tos == nil ? innerTOS : nil,
-                           sourcePort: sourcePort)
+            try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort)
         } catch {
             st.pointee.counters.sendErrors &+= 1
             dropCounters[DropReason.tunnelSendFailed.counterIndex] &+= 1
@@ -160,7 +162,7 @@ extension Stack {
     // MARK: Receive
 
     /// A GRE packet from tunnel `t`'s socket (bytes start at the GRE header).
-    func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPv4Address, sourcePort: UInt16) {
+    func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPv4Address, sourcePort: UInt16, outerTOS: UInt8) {
         let st = tunnelStates + t
         guard st.pointee.inUse else { return drop(packet, .tunnelDown, rx: nil) }
         let interface = st.pointee.interface
@@ -214,6 +216,15 @@ extension Stack {
             pool.consume(&reply, inner.headerLength)
             try? socketSend(st.pointee.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
             return
+        }
+        if wellFormed, outerTOS & 3 != 0 {
+            // RFC 6040 normal mode: a congestion mark on the outer header
+            // reaches the inner packet; one the inner packet cannot carry
+            // (Not-ECT) means the packet is dropped.
+            guard let ecn = ECN.decapsulated(outer: outerTOS, inner: inner.tos) else {
+                return drop(p, .ecnNotECT, rx: interface)
+            }
+            if ecn != inner.tos & 3 { inner.setTOS(inner.tos & 0xFC | ecn) }
         }
         if wellFormed, st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
         ifs[interface].counters.rxPackets &+= 1

@@ -123,6 +123,14 @@ public struct IPv4Packet {
 
     /// Decrements TTL by one and patches the checksum (RFC 1624 equation 3;
     /// TTL is the high byte of its 16-bit word with the protocol).
+    /// Rewrites the TOS byte, keeping the header checksum right (RFC 1624).
+    @inlinable @inline(__always) public func setTOS(_ value: UInt8) {
+        let word = bytes.be16(0)
+        let new = word & 0xFF00 | UInt16(value)
+        bytes.setBE16(0, new)
+        checksum = InternetChecksum.update(checksum, old: word, new: new)
+    }
+
     @inlinable @inline(__always) public func decrementTTL() {
         let word = bytes.be16(Field.ttl)
         bytes.setBE16(Field.ttl, word &- 0x0100)

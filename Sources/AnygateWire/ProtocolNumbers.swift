@@ -153,3 +153,21 @@ public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, CustomStringConv
         }
     }
 }
+
+/// The ECN field: the low two bits of the IPv4 TOS / IPv6 traffic class (RFC 3168).
+public enum ECN {
+    public static let notECT: UInt8 = 0
+    public static let ect1: UInt8 = 1
+    public static let ect0: UInt8 = 2
+    public static let ce: UInt8 = 3
+
+    /// RFC 6040 section 4.2, normal mode: the inner ECN field after
+    /// decapsulation, or nil when the packet must be dropped (CE outside,
+    /// Not-ECT inside: the congestion signal cannot be passed on).
+    @inlinable public static func decapsulated(outer: UInt8, inner: UInt8) -> UInt8? {
+        let o = outer & 3, i = inner & 3
+        if o == ce { return i == notECT ? nil : ce }
+        if o == ect1 && i == ect0 { return ect1 }
+        return i
+    }
+}
