@@ -13,6 +13,9 @@ public final class HostRuntime {
     private var lostPorts: Set<InterfaceIndex> = []
     let batch: UnsafeMutableBufferPointer<PacketHandle>
     var hostSockets: [SocketID: HostSocket] = [:]
+    /// Path MTUs host sockets reported during a send, handed to the stack
+    /// at the next wake-up (it must not be re-entered from a send).
+    var pendingPathMTU: [SocketID: Int] = [:]
     /// Called with a human-readable line when a port is lost or comes back.
     public var log: (String) -> Void = { _ in }
     /// Frames the stack sent to an interface with no port.
@@ -27,10 +30,10 @@ public final class HostRuntime {
             runtime?.transmit(packets, interface: interface)
         }
         func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                            remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
+                            remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
             guard let runtime else { return "the runtime is gone" }
             return runtime.openHostSocket(socket, protocol: `protocol`, local: local, localPort: localPort, remote: remote,
-                                          remotePort: remotePort, ttl: ttl, tos: tos)
+                                          remotePort: remotePort, ttl: ttl, tos: tos, dontFragment: dontFragment)
         }
         func closeHostSocket(_ socket: SocketID) { runtime?.closeHostSocket(socket) }
         func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool {
@@ -140,6 +143,11 @@ public final class HostRuntime {
     /// Runs the stack's timers if one is due; returns when they next want
     /// to run (one call per wake-up).
     public func runTimers() -> Int64? {
-        stack.runTimers(now: Sys.monotonicNanoseconds())
+        if !pendingPathMTU.isEmpty {
+            let reports = pendingPathMTU
+            pendingPathMTU.removeAll()
+            for (id, mtu) in reports { stack.hostSocketPathMTU(id, mtu) }
+        }
+        return stack.runTimers(now: Sys.monotonicNanoseconds())
     }
 }

@@ -33,7 +33,7 @@ final class HostSocket {
     }
 
     static func open(protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16, remote: IPv4Address,
-                     remotePort: UInt16, ttl: UInt8, tos: UInt8) throws(SystemError) -> HostSocket {
+                     remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) throws(SystemError) -> HostSocket {
         let what = "\(proto) \(local) -> \(remote)"
         let raw: Bool
         let fd: Int32
@@ -50,6 +50,10 @@ final class HostSocket {
         do {
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl), "IP_TTL", what)
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos), "IP_TOS", what)
+            // DF and the kernel's path MTU for the peer: a send larger than
+            // it fails with EMSGSIZE, and IP_MTU then says the path MTU.
+            try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, Int32(dontFragment ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT),
+                               "IP_MTU_DISCOVER", what)
             if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
             // A tunnel socket takes bursts at line rate while the loop is busy
             // elsewhere: give it room (beyond rmem_max when privileged). For a
@@ -80,16 +84,14 @@ final class HostSocket {
     }
 
     /// Sends a payload; the kernel adds the IP (and UDP) header.
-    func send(_ bytes: UnsafeMutableRawBufferPointer) -> Bool {
-        if raw { return Glibc.send(fd, bytes.baseAddress, bytes.count, 0) == bytes.count }
-        var to = HostSocket.sockaddr(remote, remotePort)
-        let n = withUnsafePointer(to: &to) {
-            $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {
-                sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        return n == bytes.count
+    /// Sends one payload; on failure, the errno.
+    func send(_ bytes: UnsafeMutableRawBufferPointer) -> Int32? {
+        let n = Sys.sendto(fd, bytes, to: raw ? nil : HostSocket.sockaddr(remote, remotePort))
+        return n.count == bytes.count ? nil : n.errno
     }
+
+    /// The kernel's path MTU towards the peer (the socket is connected).
+    var pathMTU: Int? { Sys.getsockoptInt(fd, Int32(IPPROTO_IP), IP_MTU).map(Int.init) }
 
     /// Reads datagrams into pool buffers: payloads (a raw socket's IP header removed).
     func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> (count: Int, port: UInt16) {
@@ -129,12 +131,12 @@ final class HostSocket {
 
 extension HostRuntime {
     func openHostSocket(_ id: SocketID, protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
+                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
         closeHostSocket(id)
         let s: HostSocket
         do {
             s = try HostSocket.open(protocol: proto, local: local, localPort: localPort, remote: remote, remotePort: remotePort,
-                                    ttl: ttl, tos: tos)
+                                    ttl: ttl, tos: tos, dontFragment: dontFragment)
         } catch {
             return "host socket: \(error)"
         }
@@ -157,9 +159,15 @@ extension HostRuntime {
 
     func sendHostSocket(_ id: SocketID, _ payload: PacketHandle) -> Bool {
         guard let s = hostSockets[id] else { return false }
-        let ok = s.send(pool.bytes(payload))
-        if ok { pool.free(payload) }
-        return ok
+        guard let error = s.send(pool.bytes(payload)) else {
+            pool.free(payload)
+            return true
+        }
+        // Too big for the path the kernel knows (it took the ICMP): tell
+        // the stack, which lowers the tunnel MTU. Deferred: the stack is
+        // in the middle of sending.
+        if error == EMSGSIZE, let mtu = s.pathMTU { pendingPathMTU[id] = mtu }
+        return false
     }
 
     private func serveHostSocket(_ id: SocketID) {

@@ -43,6 +43,27 @@ enum Sys {
         _ = try check(r, "setsockopt \(what)", object)
     }
 
+    static func getsockoptInt(_ fd: Int32, _ level: Int32, _ name: Int32) -> Int32? {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return Glibc.getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
+    }
+
+    /// `send` on a connected socket (`to` nil) or `sendto`; the byte count, or -1 and the errno.
+    static func sendto(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer, to: sockaddr_in?) -> (count: Int, errno: Int32) {
+        let n: Int
+        if var to {
+            n = withUnsafePointer(to: &to) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        } else {
+            n = Glibc.send(fd, bytes.baseAddress, bytes.count, 0)
+        }
+        return (n, n < 0 ? Glibc.errno : 0)
+    }
+
     /// A datagram socket for interface ioctls.
     static func controlSocket() throws(SystemError) -> Int32 {
         try socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, "interface control")

@@ -186,5 +186,7 @@ public struct StackCounters: Hashable, Sendable {
     public var flowsInvalidated: UInt64 = 0
     /// ipflow: flows removed by a flush.
     public var flowsFlushed: UInt64 = 0
+    /// ICMP fragmentation-needed that matched no tunnel's outer packets (ignored).
+    public var pathMTUReportsIgnored: UInt64 = 0
     public init() {}
 }

@@ -19,7 +19,7 @@ public protocol Hypercalls: AnyObject {
     /// Opens (binds, connects) a host socket carrying `socket`'s payloads;
     /// returns nil on success or the reason it failed.
     func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String?
+                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String?
     func closeHostSocket(_ socket: SocketID)
     /// Sends a payload through the host socket and takes ownership of it;
     /// returns false, leaving the payload to the caller, if it refused.
@@ -33,7 +33,7 @@ extension Hypercalls {
     /// Opens (and binds and connects) a host socket for `socket`; returns
     /// nil on success or the reason it failed.
     public func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                               remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8) -> String? {
+                               remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
         "this host has no host sockets"
     }
     public func closeHostSocket(_ socket: SocketID) {}

@@ -117,6 +117,8 @@ struct PCB {
     /// Outer header settings: nil means the stack default.
     var ttl: UInt8? = nil
     var tos: UInt8 = 0
+    /// Set DF on what the socket sends (path MTU discovery).
+    var dontFragment = false
 }
 
 /// A datagram taken from a socket's queue.

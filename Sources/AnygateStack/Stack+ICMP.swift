@@ -27,6 +27,10 @@ extension Stack {
                     echo = .init(identifier: q.be16(4), sequence: q.be16(6))
                 }
             }
+            if icmp.type == .destinationUnreachable && icmp.code == ICMPv4UnreachableCode.fragmentationNeeded
+                && !tunnelConfigs.isEmpty {
+                pathMTUReport(quoted: quoted, mtu: Int(icmp.sequence), from: ip.source)
+            }
             report(.icmpError(ICMPErrorReport(
                 from: ip.source, type: icmp.type, code: icmp.code,
                 nextHopMTU: icmp.type == .destinationUnreachable && icmp.code == ICMPv4UnreachableCode.fragmentationNeeded

@@ -62,7 +62,7 @@ extension Stack {
         if p.backend == .host {
             if let error = hypercalls.openHostSocket(id, protocol: p.proto, local: p.localAddress, localPort: p.localPort,
                                                      remote: p.remoteAddress, remotePort: port, ttl: p.ttl ?? configuration.defaultTTL,
-                                                     tos: p.tos) {
+                                                     tos: p.tos, dontFragment: p.dontFragment) {
                 throw .host(error)
             }
         }
@@ -70,10 +70,11 @@ extension Stack {
 
     /// Outer header settings for what the socket sends: TTL (nil: the
     /// stack default) and TOS.
-    public func setSocketOptions(_ id: SocketID, ttl: UInt8?, tos: UInt8) throws(SocketError) {
+    public func setSocketOptions(_ id: SocketID, ttl: UInt8?, tos: UInt8, dontFragment: Bool = false) throws(SocketError) {
         var p = try pcb(id)
         p.ttl = ttl
         p.tos = tos
+        p.dontFragment = dontFragment
         socketTable[id.value] = p
     }
 
@@ -163,7 +164,8 @@ extension Stack {
             throw .poolExhausted
         }
         IPv4Repr(source: source, destination: remote, proto: proto, payloadLength: length,
-                 ttl: ttl ?? socketTable[k].ttl ?? configuration.defaultTTL, tos: tos ?? socketTable[k].tos, identification: nextIPID())
+                 ttl: ttl ?? socketTable[k].ttl ?? configuration.defaultTTL, tos: tos ?? socketTable[k].tos, identification: nextIPID(),
+                 dontFragment: socketTable[k].dontFragment)
             .emit(into: pool.bytes(packet))
         socketTable[k].counters.sent &+= 1
         do {
@@ -214,6 +216,15 @@ extension Stack {
             }
             socketQueues[k, default: []].append((packet, .v4(from), port))
         }
+    }
+
+    /// The host learnt a smaller path MTU for a host-backed socket's peer
+    /// (a send refused with EMSGSIZE, the kernel having taken the ICMP).
+    public func hostSocketPathMTU(_ id: SocketID, _ mtu: Int) {
+        enter()
+        guard let t = tunnelConfigs.keys.first(where: { tunnelStates[$0].socket == id }) else { return }
+        learnPathMTU(t, mtu, source: "host socket")
+        flush()
     }
 
     /// Packets the host read from a host-backed socket (payloads, as the

@@ -39,7 +39,7 @@ extension Stack {
             s = try openSocket(proto, backend: config.backend, queueCapacity: 1)
             let port = config.encapsulation == .greInUDP ? TunnelEncapsulation.greInUDPPort : 0
             try bind(s, address: .v4(config.local), port: port)
-            try setSocketOptions(s, ttl: config.ttl, tos: config.tos ?? 0)
+            try setSocketOptions(s, ttl: config.ttl, tos: config.tos ?? 0, dontFragment: config.pmtuDiscovery)
             socketTable[s.value].receiver = .tunnel(t)
             socketTable[s.value].matchRemotePort = false
             do throws(SocketError) { try connect(s, to: .v4(config.remote), port: port) } catch {
@@ -74,14 +74,18 @@ extension Stack {
         tunnelStates[t].generation &+= 1
         tunnelConfigs[t] = nil
         tunnelDownReasons[t] = nil
+        pathMTUSources[t] = nil
         do { try removeInterface(state.interface) } catch { throw .interface(error) }
     }
 
     public var tunnelList: [TunnelStatus] {
         tunnelConfigs.keys.sorted().map { t in
             let s = tunnelStates[t]
-            return TunnelStatus(configuration: tunnelConfigs[t]!, interface: s.interface, up: ifs[s.interface].up,
-                                mtu: ifs[s.interface].mtu, reason: ifs[s.interface].up ? nil : (tunnelDownReasons[t] ?? "down"),
+            let c = tunnelConfigs[t]!
+            let path = outerPathMTU(t)
+            return TunnelStatus(configuration: c, interface: s.interface, up: ifs[s.interface].up,
+                                mtu: ifs[s.interface].mtu, pathMTU: path.mtu, pathMTUSource: path.source,
+                                reason: ifs[s.interface].up ? nil : (tunnelDownReasons[t] ?? "down"),
                                 counters: s.counters)
         }
     }
@@ -90,11 +94,96 @@ extension Stack {
     /// to the remote leaves by, minus the encapsulation. Host-backed tunnels
     /// cannot see the host's path and assume 1500.
     func derivedTunnelMTU(_ c: TunnelConfiguration) -> Int {
-        var underlay = 1500
+        underlayMTU(c) - c.overhead
+    }
+
+    func underlayMTU(_ c: TunnelConfiguration) -> Int {
         if c.backend == .stack, let r = fib.lookup(c.remote), ifs[r.interface].tunnel < 0, r.kind != .local {
-            underlay = ifs[r.interface].mtu
+            return ifs[r.interface].mtu
         }
-        return underlay - c.overhead
+        return 1500
+    }
+
+    /// The outer path MTU in force for tunnel `t`, and where it came from.
+    func outerPathMTU(_ t: Int) -> (mtu: Int, source: String) {
+        let st = tunnelStates[t]
+        guard let c = tunnelConfigs[t] else { return (0, "none") }
+        if st.pathMTU != 0 { return (st.pathMTU, pathMTUSources[t] ?? "learned") }
+        if let m = c.mtu { return (m + c.overhead, "configured") }
+        return (underlayMTU(c), c.backend == .stack ? "interface" : "assumed")
+    }
+
+    /// The tunnel interface's MTU: the configured or derived one, lowered
+    /// while a learned path MTU holds.
+    func tunnelMTU(_ t: Int) -> Int {
+        guard let c = tunnelConfigs[t] else { return 68 }
+        var mtu = c.mtu ?? derivedTunnelMTU(c)
+        let learned = tunnelStates[t].pathMTU
+        if learned != 0 { mtu = min(mtu, learned - c.overhead) }
+        return max(68, mtu)
+    }
+
+    // MARK: Path MTU discovery
+
+    /// A smaller path MTU for the tunnel's outer packets: the tunnel MTU
+    /// drops to fit for `pathMTUTimeout` (never below 576 outside), so
+    /// larger inner packets draw fragmentation-needed (DF) or are
+    /// fragmented (no DF) before they enter the tunnel.
+    func learnPathMTU(_ t: Int, _ reported: Int, source: String) {
+        let st = tunnelStates + t
+        guard st.pointee.inUse, st.pointee.pmtuDiscovery, let c = tunnelConfigs[t] else { return }
+        let mtu = max(TunnelConfiguration.minimumPathMTU, reported)
+        let current = st.pointee.pathMTU != 0 ? st.pointee.pathMTU : (c.mtu.map { $0 + c.overhead } ?? underlayMTU(c))
+        guard mtu <= current else { return }
+        st.pointee.pathMTU = mtu
+        st.pointee.pathMTUExpires = hot.pointee.now + TunnelConfiguration.pathMTUTimeout.nanoseconds
+        pathMTUSources[t] = source
+        if mtu < current { st.pointee.counters.pathMTUUpdates &+= 1 }
+        let next = hot.pointee.nextTunnelTimer
+        if next == 0 || st.pointee.pathMTUExpires < next { hot.pointee.nextTunnelTimer = st.pointee.pathMTUExpires }
+        let interface = st.pointee.interface
+        if tunnelMTU(t) != ifs[interface].mtu { try? setMTU(interface, tunnelMTU(t)) }
+    }
+
+    /// An ICMP fragmentation-needed reached the stack: if its quote is one of
+    /// a tunnel's outer packets — our local and remote addresses, the
+    /// tunnel's protocol, and, where the quote is long enough, its GRE key
+    /// (GRE) or its destination port (GRE-in-UDP) — that tunnel learns the
+    /// path MTU. Anything else is counted and ignored.
+    func pathMTUReport(quoted: UnsafeMutableRawBufferPointer, mtu: Int, from: IPv4Address) {
+        let ip = IPv4Packet(unchecked: quoted)
+        let hl = ip.headerLength
+        for (t, c) in tunnelConfigs where c.local == ip.source && c.remote == ip.destination {
+            let st = tunnelStates[t]
+            guard st.inUse else { continue }
+            let rest = quoted.count - hl
+            switch c.encapsulation {
+            case .gre:
+                guard ip.proto == .gre else { continue }
+                if rest >= 4 {
+                    let flags = quoted.be16(hl)
+                    let keyed = flags & 0x2000 != 0
+                    let keyAt = hl + 4 + (flags & 0x8000 != 0 ? 4 : 0)
+                    if keyed != (c.key != nil) { continue }
+                    if let k = c.key, quoted.count >= keyAt + 4, quoted.be32(keyAt) != k { continue }
+                }
+            case .greInUDP:
+                guard ip.proto == .udp else { continue }
+                if rest >= 4 {
+                    guard quoted.be16(hl + 2) == TunnelEncapsulation.greInUDPPort, quoted.be16(hl) >= 49152 else { continue }
+                }
+            }
+            // RFC 1191: a router that says 0 did not give its MTU; take the
+            // next plateau below the packet that did not fit.
+            var m = mtu
+            if m == 0 {
+                let total = ip.totalLength
+                m = [32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68].first { $0 < total } ?? 68
+            }
+            learnPathMTU(t, m, source: "icmp from \(from)")
+            return
+        }
+        hot.pointee.counters.pathMTUReportsIgnored &+= 1
     }
 
     // MARK: Transmit
@@ -129,6 +218,8 @@ extension Stack {
         } catch {
             st.pointee.counters.sendErrors &+= 1
             dropCounters[DropReason.tunnelSendFailed.counterIndex] &+= 1
+            // DF outside and the underlay link itself is smaller: learn it.
+            if case .tooBig(let mtu) = error { learnPathMTU(t, mtu, source: "underlay interface") }
         }
     }
 
@@ -245,11 +336,16 @@ extension Stack {
         var next = Int64.max
         for (t, c) in tunnelConfigs {
             let st = tunnelStates + t
-            if !st.pointee.fixedMTU {
-                let mtu = max(68, derivedTunnelMTU(c))
-                if mtu != ifs[st.pointee.interface].mtu { try? setMTU(st.pointee.interface, mtu) }
-                next = min(next, now + 1_000_000_000)
+            _ = c
+            if st.pointee.pathMTU != 0 && now >= st.pointee.pathMTUExpires {
+                // The learned path MTU lapses: try the full size again.
+                st.pointee.pathMTU = 0
+                pathMTUSources[t] = nil
             }
+            if st.pointee.pathMTU != 0 { next = min(next, st.pointee.pathMTUExpires) }
+            let mtu = tunnelMTU(t)
+            if mtu != ifs[st.pointee.interface].mtu { try? setMTU(st.pointee.interface, mtu) }
+            if !st.pointee.fixedMTU { next = min(next, now + 1_000_000_000) }
             guard let ka = st.pointee.keepalive else { continue }
             if now >= st.pointee.nextKeepalive {
                 st.pointee.nextKeepalive = now + ka.interval.nanoseconds

@@ -66,6 +66,8 @@ public final class Stack {
     let tunnelStates: UnsafeMutablePointer<TunnelState>
     var tunnelConfigs: [Int: TunnelConfiguration] = [:]
     var tunnelDownReasons: [Int: String] = [:]
+    /// Where each tunnel's learned path MTU came from.
+    var pathMTUSources: [Int: String] = [:]
     /// ECMP next hops withdrawn because they did not answer ARP, with when
     /// to ask them again.
     var failedNextHops: [NextHopKey: Int64] = [:]

@@ -56,6 +56,15 @@ public struct TunnelConfiguration: Hashable, Sendable {
     /// The reverse-path check on decapsulated packets: strict by default, so
     /// a tunnel peer cannot inject inner sources the site does not route to it.
     public var rpf = ReversePathFilter.strict
+    /// Path MTU discovery on the underlay: DF on the outer header, and an
+    /// ICMP fragmentation-needed for the outer destination lowers the
+    /// tunnel MTU for `TunnelConfiguration.pathMTUTimeout`.
+    public var pmtuDiscovery = true
+
+    /// How long a learned path MTU holds (a host's PMTU cache: 10 minutes).
+    public static let pathMTUTimeout = Interval.seconds(600)
+    /// Reports below this are raised to it (RFC 1191's floor for IPv4 paths in practice).
+    public static let minimumPathMTU = 576
 
     public init(name: String, local: IPv4Address, remote: IPv4Address) {
         self.name = name; self.local = local; self.remote = remote
@@ -79,6 +88,8 @@ public struct TunnelCounters: Hashable, Sendable {
     /// Keepalives of the peer's, sent back to it.
     public var keepalivesAnswered: UInt64 = 0
     public var mssClamped: UInt64 = 0
+    /// Path MTU reports (ICMP, or the host socket) that lowered the tunnel MTU.
+    public var pathMTUUpdates: UInt64 = 0
     public var sendErrors: UInt64 = 0
     public var stateChanges: UInt64 = 0
     public init() {}
@@ -90,6 +101,12 @@ public struct TunnelStatus: Hashable, Sendable {
     public var interface: InterfaceIndex
     public var up: Bool
     public var mtu: Int
+    /// The outer path MTU in force, and where it came from: "interface"
+    /// (the underlay interface), "assumed" (a host socket's path before
+    /// any report), "configured" (a fixed `mtu`), or the report that
+    /// lowered it ("icmp from 192.0.2.9", "host socket", "underlay interface").
+    public var pathMTU: Int
+    public var pathMTUSource: String
     /// Why it is down, when it is.
     public var reason: String?
     public var counters: TunnelCounters
@@ -123,6 +140,10 @@ struct TunnelState {
     /// Advances when the slot is reused or the line state changes; flows
     /// through the tunnel compare it.
     var generation: UInt32 = 0
+    /// A learned outer path MTU (0: none) and when it lapses.
+    var pathMTU = 0
+    var pathMTUExpires: Int64 = 0
+    var pmtuDiscovery = true
 
     init() {}
 
@@ -132,5 +153,6 @@ struct TunnelState {
         self.socket = socket
         local = c.local; remote = c.remote; key = c.key; sequence = c.sequence; ttl = c.ttl; tos = c.tos
         udp = c.encapsulation == .greInUDP; mssClamp = c.mssClamp; keepalive = c.keepalive; fixedMTU = c.mtu != nil
+        pmtuDiscovery = c.pmtuDiscovery
     }
 }

@@ -16,7 +16,7 @@ struct TwoSites {
     static let gw2Underlay = IPv4Address(192, 0, 2, 2)
 
     init(encapsulation: TunnelEncapsulation = .gre, key1: UInt32? = 42, key2: UInt32? = 42, sequence: Bool = false,
-         mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil) throws {
+         mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true) throws {
         net = MemoryNetwork()
         a = net.addStack(name: "A", configuration: .host)
         gw1 = net.addStack(name: "GW1")
@@ -42,6 +42,7 @@ struct TwoSites {
         try b.addRoute(.any, via: IPv4Address(10, 2, 0, 1))
         var c1 = TunnelConfiguration(name: "gre0", local: TwoSites.gw1Underlay, remote: TwoSites.gw2Underlay)
         c1.encapsulation = encapsulation; c1.key = key1; c1.sequence = sequence; c1.mssClamp = mssClamp; c1.keepalive = keepalive
+        c1.pmtuDiscovery = pmtuDiscovery
         var c2 = TunnelConfiguration(name: "gre0", local: TwoSites.gw2Underlay, remote: TwoSites.gw1Underlay)
         c2.encapsulation = encapsulation; c2.key = key2; c2.sequence = sequence; c2.mssClamp = mssClamp
         gw1Tunnel = try gw1.addTunnel(c1)
