@@ -66,12 +66,47 @@ public struct RouteInfo: Codable, Equatable, Sendable {
     public var metric: UInt32
     /// connected | static | mirror | tunnel
     public var origin: String
-    public init(prefix: String, nextHop: String?, interface: String, metric: UInt32, origin: String) {
+    /// This route's share of its ECMP set.
+    public var weight: Int
+    /// The ECMP set this route belongs to, as it forwards now (every member
+    /// of the prefix's set when this route is one of them; empty when the
+    /// route does not forward: a worse metric, or withdrawn).
+    public var nextHops: [NextHop]
+
+    public struct NextHop: Codable, Equatable, Sendable {
+        public var address: String?
+        public var interface: String
+        public var weight: Int
+        public init(address: String?, interface: String, weight: Int) {
+            self.address = address; self.interface = interface; self.weight = weight
+        }
+        enum CodingKeys: String, CodingKey { case address, interface, weight }
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(address, forKey: .address)
+            try c.encode(interface, forKey: .interface)
+            try c.encode(weight, forKey: .weight)
+        }
+    }
+
+    public init(prefix: String, nextHop: String?, interface: String, metric: UInt32, origin: String, weight: Int = 1,
+                nextHops: [NextHop] = []) {
         self.prefix = prefix; self.nextHop = nextHop; self.interface = interface; self.metric = metric; self.origin = origin
+        self.weight = weight; self.nextHops = nextHops
     }
 
     // nextHop is always present, as null for on-link routes.
-    enum CodingKeys: String, CodingKey { case prefix, nextHop, interface, metric, origin }
+    enum CodingKeys: String, CodingKey { case prefix, nextHop, interface, metric, origin, weight, nextHops }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        prefix = try c.decode(String.self, forKey: .prefix)
+        nextHop = try c.decodeIfPresent(String.self, forKey: .nextHop)
+        interface = try c.decode(String.self, forKey: .interface)
+        metric = try c.decode(UInt32.self, forKey: .metric)
+        origin = try c.decode(String.self, forKey: .origin)
+        weight = try c.decodeIfPresent(Int.self, forKey: .weight) ?? 1
+        nextHops = try c.decodeIfPresent([NextHop].self, forKey: .nextHops) ?? []
+    }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(prefix, forKey: .prefix)
@@ -79,6 +114,8 @@ public struct RouteInfo: Codable, Equatable, Sendable {
         try c.encode(interface, forKey: .interface)
         try c.encode(metric, forKey: .metric)
         try c.encode(origin, forKey: .origin)
+        try c.encode(weight, forKey: .weight)
+        try c.encode(nextHops, forKey: .nextHops)
     }
 }
 
@@ -153,6 +190,9 @@ public struct FlowInfo: Codable, Equatable, Sendable {
     public var source: String
     public var destination: String
     public var tos: Int
+    /// The ports in the flow's key (`ecmp-hash: l4`, TCP and UDP), else absent.
+    public var sourcePort: Int?
+    public var destinationPort: Int?
     public var interface: String
     public var nextHop: String
     public var packets: UInt64
@@ -160,9 +200,10 @@ public struct FlowInfo: Codable, Equatable, Sendable {
     public var idleSeconds: Double
     /// False when a change has made it stale (its next packet refreshes it).
     public var valid: Bool
-    public init(source: String, destination: String, tos: Int, interface: String, nextHop: String, packets: UInt64,
-                bytes: UInt64, idleSeconds: Double, valid: Bool) {
+    public init(source: String, destination: String, tos: Int, sourcePort: Int? = nil, destinationPort: Int? = nil,
+                interface: String, nextHop: String, packets: UInt64, bytes: UInt64, idleSeconds: Double, valid: Bool) {
         self.source = source; self.destination = destination; self.tos = tos; self.interface = interface
+        self.sourcePort = sourcePort; self.destinationPort = destinationPort
         self.nextHop = nextHop; self.packets = packets; self.bytes = bytes; self.idleSeconds = idleSeconds; self.valid = valid
     }
 }
@@ -214,13 +255,20 @@ public struct TunnelInfo: Codable, Equatable, Sendable {
     /// stack | host
     public var backend: String
     public var mtu: Int
+    /// The outer path MTU in force, and where it came from (interface,
+    /// assumed, configured, "icmp from ADDR", host socket, underlay interface).
+    public var pathMtu: Int
+    public var pathMtuSource: String
+    public var rpf: String
     public var sequence: Bool
     public var keepalive: String?
     public var counters: [String: UInt64]
     public init(name: String, state: String, reason: String?, local: String, remote: String, key: UInt32?, encapsulation: String,
-                backend: String, mtu: Int, sequence: Bool, keepalive: String?, counters: [String: UInt64]) {
+                backend: String, mtu: Int, pathMtu: Int, pathMtuSource: String, rpf: String, sequence: Bool, keepalive: String?,
+                counters: [String: UInt64]) {
         self.name = name; self.state = state; self.reason = reason; self.local = local; self.remote = remote; self.key = key
-        self.encapsulation = encapsulation; self.backend = backend; self.mtu = mtu; self.sequence = sequence
+        self.encapsulation = encapsulation; self.backend = backend; self.mtu = mtu; self.pathMtu = pathMtu
+        self.pathMtuSource = pathMtuSource; self.rpf = rpf; self.sequence = sequence
         self.keepalive = keepalive; self.counters = counters
     }
 }

@@ -18,6 +18,8 @@ public struct DaemonConfig: Equatable, Sendable {
     public var ipflowEnabled = true
     public var ipflowMaxFlows = 65536
     public var ipflowIdleTimeout = Interval.seconds(30)
+    /// What ECMP sets hash on (`stack.ecmp-hash`).
+    public var ecmpHash = StackConfiguration.ECMPHash.l4
     /// The stack-wide IPSELSRC policy; nil: none.
     public var sourcePolicy: SourcePolicy? = nil
     /// Host routes to import; nil: none.
@@ -105,6 +107,8 @@ public struct InterfaceConfig: Equatable, Sendable {
     public var addresses: [AddressConfig] = []
     /// The interface's own IPSELSRC policy; nil: the stack default.
     public var sourcePolicy: SourcePolicy? = nil
+    /// The reverse-path check on what arrives here (off by default).
+    public var rpf = ReversePathFilter.off
 
     public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
         self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses
@@ -142,11 +146,14 @@ public struct RouteConfig: Equatable, Hashable, Sendable, CustomStringConvertibl
     public var via: IPv4Address?
     public var interface: String?
     public var metric: UInt32 = 0
-    public init(to: IPv4Prefix, via: IPv4Address? = nil, interface: String? = nil, metric: UInt32 = 0) {
-        self.to = to; self.via = via; self.interface = interface; self.metric = metric
+    /// Share of an ECMP set (routes to one prefix with one metric).
+    public var weight: UInt8 = 1
+    public init(to: IPv4Prefix, via: IPv4Address? = nil, interface: String? = nil, metric: UInt32 = 0, weight: UInt8 = 1) {
+        self.to = to; self.via = via; self.interface = interface; self.metric = metric; self.weight = weight
     }
     public var description: String {
         "\(to)" + (via.map { " via \($0)" } ?? "") + (interface.map { " dev \($0)" } ?? "") + " metric \(metric)"
+            + (weight == 1 ? "" : " weight \(weight)")
     }
 }
 

@@ -66,7 +66,12 @@ public struct ConfigReader {
         }
         if let n = top["stack"] {
             let m = try mapping(n, "stack")
-            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection"])
+            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection", "ecmp-hash"])
+            if let e = m["ecmp-hash"] {
+                let text = try string(e, "stack.ecmp-hash")
+                guard let v = StackConfiguration.ECMPHash(rawValue: text) else { throw fail("stack.ecmp-hash", e, "\"\(text)\" is not one of l3, l4") }
+                c.ecmpHash = v
+            }
             if let a = m["arp"] {
                 let am = try mapping(a, "stack.arp")
                 try checkKeys(am, "stack.arp", allowed: ["max-entries", "pending-per-neighbor"])
@@ -148,7 +153,7 @@ public struct ConfigReader {
 
     func interface(_ node: Node, _ path: String) throws(ConfigError) -> InterfaceConfig {
         let m = try mapping(node, path)
-        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection"])
+        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -172,6 +177,7 @@ public struct ConfigReader {
             i.mac = mac
         }
         if let mtuNode = m["mtu"] { i.mtu = try int(mtuNode, path + ".mtu", 68...9000) }
+        if let r = m["rpf"] { i.rpf = try rpf(r, path + ".rpf") }
         if let sel = m["source-selection"] { i.sourcePolicy = try policy(sel, path + ".source-selection") }
         if case .mirror = i.attach, let list = m["addresses"] {
             throw fail(path + ".addresses", list, "a mirrored interface takes its addresses from the host")
@@ -203,7 +209,7 @@ public struct ConfigReader {
     func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
         let m = try mapping(node, path)
         try checkKeys(m, path, allowed: ["name", "encapsulation", "backend", "local", "remote", "key", "sequence", "ttl", "tos",
-                                         "mtu", "mss-clamp", "keepalive", "addresses"])
+                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -230,6 +236,8 @@ public struct ConfigReader {
         }
         if let k = m["key"] { t.key = UInt32(try int(k, path + ".key", 0...Int(UInt32.max))) }
         if let sq = m["sequence"] { t.sequence = try bool(sq, path + ".sequence") }
+        if let r = m["rpf"] { t.rpf = try rpf(r, path + ".rpf") }
+        if let d = m["pmtu-discovery"] { t.pmtuDiscovery = try bool(d, path + ".pmtu-discovery") }
         if let n = m["ttl"] { t.ttl = try inheritOr(n, path + ".ttl", 1...255).map { UInt8($0) } }
         if let n = m["tos"] { t.tos = try inheritOr(n, path + ".tos", 0...255).map { UInt8($0) } }
         if let n = m["mtu"] { t.mtu = try int(n, path + ".mtu", 68...9000) }
@@ -266,6 +274,12 @@ public struct ConfigReader {
         return tc
     }
 
+    func rpf(_ node: Node, _ path: String) throws(ConfigError) -> ReversePathFilter {
+        let text = try string(node, path)
+        guard let v = ReversePathFilter(rawValue: text) else { throw fail(path, node, "\"\(text)\" is not one of strict, loose, off") }
+        return v
+    }
+
     /// "inherit" (nil) or a number in `range`.
     func inheritOr(_ node: Node, _ path: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int? {
         if case .scalar(let s) = node, s.string == "inherit" { return nil }
@@ -274,7 +288,7 @@ public struct ConfigReader {
 
     func route(_ node: Node, _ path: String) throws(ConfigError) -> RouteConfig {
         let m = try mapping(node, path)
-        try checkKeys(m, path, allowed: ["to", "via", "interface", "metric"])
+        try checkKeys(m, path, allowed: ["to", "via", "interface", "metric", "weight"])
         guard let toNode = m["to"] else { throw fail(path, node, "needs to: PREFIX") }
         let toText = try string(toNode, path + ".to")
         let to: IPv4Prefix
@@ -287,6 +301,7 @@ public struct ConfigReader {
         }
         if let i = m["interface"] { r.interface = try string(i, path + ".interface") }
         if let mt = m["metric"] { r.metric = UInt32(try int(mt, path + ".metric", 0...Int(UInt32.max))) }
+        if let w = m["weight"] { r.weight = UInt8(try int(w, path + ".weight", 1...Int(Route.maxWeight))) }
         if r.via == nil && r.interface == nil { throw fail(path, node, "needs via: NEXT-HOP or interface: NAME") }
         return r
     }

@@ -179,9 +179,17 @@ extension Daemon {
     }
 
     func routeInfos() -> [RouteInfo] {
-        stack.routes.map {
-            RouteInfo(prefix: "\($0.prefix)", nextHop: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface),
-                      metric: $0.metric, origin: "\($0.origin)")
+        var sets: [IPv4Prefix: [Route]] = [:]
+        return stack.routes.map { r in
+            let set = sets[r.prefix] ?? stack.equalCostSet(for: r.prefix)
+            sets[r.prefix] = set
+            let member = set.contains { $0.nextHop == r.nextHop && $0.interface == r.interface && $0.metric == r.metric }
+            return RouteInfo(prefix: "\(r.prefix)", nextHop: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface),
+                             metric: r.metric, origin: "\(r.origin)", weight: Int(r.weight),
+                             nextHops: member ? set.map {
+                                 RouteInfo.NextHop(address: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface),
+                                                   weight: Int($0.weight))
+                             } : [])
         }
     }
 
@@ -216,7 +224,7 @@ extension Daemon {
             let c = t.configuration
             return TunnelInfo(name: c.name, state: t.up ? "up" : "down", reason: t.reason, local: "\(c.local)", remote: "\(c.remote)",
                               key: c.key, encapsulation: c.encapsulation.rawValue, backend: c.backend.rawValue, mtu: t.mtu,
-                              sequence: c.sequence,
+                              pathMtu: t.pathMTU, pathMtuSource: t.pathMTUSource, rpf: c.rpf.rawValue, sequence: c.sequence,
                               keepalive: c.keepalive.map { "every \($0.interval), down after \($0.retries)" }, counters: counters)
         }
     }
@@ -224,6 +232,7 @@ extension Daemon {
     func flowInfos() -> [FlowInfo] {
         stack.flowList.map {
             FlowInfo(source: "\($0.source)", destination: "\($0.destination)", tos: Int($0.tos),
+                     sourcePort: $0.sourcePort.map(Int.init), destinationPort: $0.destinationPort.map(Int.init),
                      interface: stack.interfaceName($0.interface), nextHop: "\($0.nextHop)", packets: $0.packets,
                      bytes: $0.bytes, idleSeconds: ($0.idle.seconds * 10).rounded() / 10, valid: $0.valid)
         }

@@ -54,6 +54,7 @@ public final class Daemon {
         sc.ipflow.enabled = config.ipflowEnabled
         sc.ipflow.maxFlows = config.ipflowMaxFlows
         sc.ipflow.idleTimeout = config.ipflowIdleTimeout
+        sc.ecmpHash = config.ecmpHash
         runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192))
         runtime.stack.setDefaultSourcePolicy(config.sourcePolicy)
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
@@ -125,6 +126,7 @@ public final class Daemon {
             let idx = try stack.addInterface(name: i.name, mac: mac, mtu: i.mtu)
             for a in i.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
             try stack.setSourcePolicy(i.sourcePolicy, for: idx)
+            try stack.setReversePathFilter(idx, i.rpf)
             if case .mirror = i.attach { try stack.setHostOwned(idx, true) }
             try runtime.attach(port, to: idx)
             interfaceIndex[i.name] = idx
@@ -171,7 +173,8 @@ public final class Daemon {
     }
 
     func addRoute(_ r: RouteConfig) throws(RouteError) {
-        try stack.addRoute(r.to, via: r.via, interface: r.interface.flatMap { interfaceIndex[$0] }, metric: r.metric)
+        try stack.addRoute(r.to, via: r.via, interface: r.interface.flatMap { interfaceIndex[$0] ?? stack.interface(named: $0) },
+                           metric: r.metric, weight: r.weight)
     }
 
     // MARK: Running
@@ -280,6 +283,7 @@ public final class Daemon {
                 continue
             }
             if was.sourcePolicy != i.sourcePolicy { try? stack.setSourcePolicy(i.sourcePolicy, for: idx) }
+            if was.rpf != i.rpf { try? stack.setReversePathFilter(idx, i.rpf) }
             if was.mtu != i.mtu {
                 try? stack.setMTU(idx, i.mtu)
                 if case .tap(let n) = i.attach { try? HostInterface.setMTU(n, i.mtu) }
@@ -311,8 +315,9 @@ public final class Daemon {
         }
         if next.arpMaxEntries != old.arpMaxEntries || next.arpPendingPerNeighbor != old.arpPendingPerNeighbor
             || next.icmpErrorsPerSecond != old.icmpErrorsPerSecond || next.ipflowEnabled != old.ipflowEnabled
-            || next.ipflowMaxFlows != old.ipflowMaxFlows || next.ipflowIdleTimeout != old.ipflowIdleTimeout {
-            logger.warning("stack limits (arp, icmp, ipflow) changed in the config; they take effect when anygated restarts")
+            || next.ipflowMaxFlows != old.ipflowMaxFlows || next.ipflowIdleTimeout != old.ipflowIdleTimeout
+            || next.ecmpHash != old.ecmpHash || next.stateDirectory != old.stateDirectory {
+            logger.warning("stack settings (arp, icmp, ipflow, ecmp-hash, state) changed in the config; they take effect when anygated restarts")
         }
         if next.controlSocket != old.controlSocket || next.metricsListen != old.metricsListen {
             logger.warning("control socket or metrics address changed; they take effect when anygated restarts")

@@ -91,8 +91,16 @@ struct Show: ParsableCommand {
         case "routes":
             let r = call(request, parent, as: [RouteInfo].self)
             if parent.json { return printJSON(r) }
-            table(["PREFIX", "NEXT-HOP", "INTERFACE", "METRIC", "ORIGIN"],
-                  r.map { [$0.prefix, $0.nextHop ?? "-", $0.interface, "\($0.metric)", $0.origin] })
+            // ECMP: every member is a row; FORWARDS says which rows carry
+            // traffic (ecmp N/M for a member of an N-way set).
+            table(["PREFIX", "NEXT-HOP", "INTERFACE", "METRIC", "ORIGIN", "WEIGHT", "FORWARDS"],
+                  r.map { route in
+                      let k = route.nextHops.firstIndex { $0.address == route.nextHop && $0.interface == route.interface }
+                      let forwards = route.nextHops.isEmpty ? "no" : route.nextHops.count == 1 ? "yes"
+                          : "ecmp \((k ?? 0) + 1)/\(route.nextHops.count)"
+                      return [route.prefix, route.nextHop ?? "-", route.interface, "\(route.metric)", route.origin,
+                              "\(route.weight)", forwards]
+                  })
         case "neighbors":
             let r = call(request, parent, as: [NeighborInfo].self)
             if parent.json { return printJSON(r) }
@@ -101,12 +109,12 @@ struct Show: ParsableCommand {
         case "tunnels":
             let r = call(request, parent, as: [TunnelInfo].self)
             if parent.json { return printJSON(r) }
-            table(["NAME", "STATE", "ENCAP", "BACKEND", "LOCAL", "REMOTE", "KEY", "MTU", "TX-PKTS", "RX-PKTS", "KEEPALIVE"],
+            table(["NAME", "STATE", "ENCAP", "BACKEND", "LOCAL", "REMOTE", "KEY", "MTU", "PATH-MTU", "TX-PKTS", "RX-PKTS", "KEEPALIVE"],
                   r.map { t in
                       let ka = t.keepalive == nil ? "off"
                           : "\(t.counters["keepalivesSent"] ?? 0) sent/\(t.counters["keepalivesReceived"] ?? 0) answered"
                       return [t.name, t.state + (t.reason.map { " (\($0))" } ?? ""), t.encapsulation, t.backend, t.local, t.remote,
-                              t.key.map { "\($0)" } ?? "-", "\(t.mtu)", "\(t.counters["txPackets"] ?? 0)",
+                              t.key.map { "\($0)" } ?? "-", "\(t.mtu)", "\(t.pathMtu) (\(t.pathMtuSource))", "\(t.counters["txPackets"] ?? 0)",
                               "\(t.counters["rxPackets"] ?? 0)", ka]
                   })
         case "mirror":
@@ -124,9 +132,12 @@ struct Show: ParsableCommand {
         case "flows":
             let r = call(request, parent, as: [FlowInfo].self)
             if parent.json { return printJSON(r) }
-            table(["SOURCE", "DESTINATION", "TOS", "INTERFACE", "NEXT-HOP", "PACKETS", "BYTES", "IDLE", "STATE"],
-                  r.map { [$0.source, $0.destination, "\($0.tos)", $0.interface, $0.nextHop, "\($0.packets)", "\($0.bytes)",
-                           String(format: "%.1fs", $0.idleSeconds), $0.valid ? "valid" : "stale"] })
+            table(["SOURCE", "DESTINATION", "PORTS", "TOS", "INTERFACE", "NEXT-HOP", "PACKETS", "BYTES", "IDLE", "STATE"],
+                  r.map { f in
+                      let ports = f.sourcePort.map { "\($0)>\(f.destinationPort ?? 0)" } ?? "-"
+                      return [f.source, f.destination, ports, "\(f.tos)", f.interface, f.nextHop, "\(f.packets)", "\(f.bytes)",
+                              String(format: "%.1fs", f.idleSeconds), f.valid ? "valid" : "stale"]
+                  })
         default:
             let r = call(request, parent, as: StatsInfo.self)
             if parent.json { return printJSON(r) }

@@ -35,7 +35,13 @@ struct ControlTests {
         #expect(try ControlCoding.decoder.decode(ControlRequest.self, from: Data(text.utf8)) == r)
         let route = RouteInfo(prefix: "10.0.0.0/8", nextHop: nil, interface: "lan0", metric: 0, origin: "connected")
         #expect(String(decoding: try ControlCoding.encoder().encode(route), as: UTF8.self)
-                == #"{"interface":"lan0","metric":0,"nextHop":null,"origin":"connected","prefix":"10.0.0.0/8"}"#)
+                == #"{"interface":"lan0","metric":0,"nextHop":null,"nextHops":[],"origin":"connected","prefix":"10.0.0.0/8","weight":1}"#)
+        // An ECMP member lists its set, on-link members with a null address.
+        let ecmp = RouteInfo(prefix: "10.9.0.0/16", nextHop: "192.0.2.1", interface: "wan0", metric: 0, origin: "static",
+                             nextHops: [.init(address: "192.0.2.1", interface: "wan0", weight: 1), .init(address: nil, interface: "gre0", weight: 2)])
+        let text2 = String(decoding: try ControlCoding.encoder().encode(ecmp), as: UTF8.self)
+        #expect(text2.contains(#""nextHops":[{"address":"192.0.2.1","interface":"wan0","weight":1},{"address":null,"interface":"gre0","weight":2}]"#))
+        #expect(try ControlCoding.decoder.decode(RouteInfo.self, from: Data(text2.utf8)) == ecmp)
     }
 
     @Test("broken requests get an error answer, and the daemon keeps serving")

@@ -69,7 +69,12 @@ struct MirrorSystemTests {
             #expect(DaemonProcess.wait(seconds: 1) { condition() }, "\(what) did not show within 1 s\n\(daemon?.log ?? "")")
         }
         func wan() -> InterfaceInfo? { json("interfaces", [InterfaceInfo].self)?.first { $0.name == "wan0" } }
-        func routes() -> [RouteInfo] { json("routes", [RouteInfo].self) ?? [] }
+        /// The routes, without their ECMP sets (compared by what they are).
+        func routes() -> [RouteInfo] {
+            (json("routes", [RouteInfo].self) ?? []).map {
+                RouteInfo(prefix: $0.prefix, nextHop: $0.nextHop, interface: $0.interface, metric: $0.metric, origin: $0.origin)
+            }
+        }
 
         // The interface's identity.
         let hostMAC = sh("ip -n \(ns.m) -br link show \(p)-m0 | awk '{print $3}'").output.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -107,6 +112,34 @@ struct MirrorSystemTests {
         within1s("route back to H") { routes().filter { $0.prefix == "10.9.0.0/16" }.map(\.nextHop) == ["192.0.2.1"] }
         let ping = sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.9.0.1", timeout: 15)
         #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemon?.log ?? "")")
+
+        // A multipath route from the host forwards over all its members: H
+        // answers as 192.0.2.1 (its veth) and as 192.0.2.2 (a macvlan with a
+        // MAC of its own); UDP flows from A, each from its own port, reach H
+        // through both, told apart by the destination MAC tcpdump sees.
+        for s in ["ip netns exec \(ns.h) sysctl -qw net.ipv4.conf.all.arp_ignore=1",
+                  "ip -n \(ns.h) link add \(p)-hv link \(p)-h0 type macvlan mode bridge",
+                  "ip -n \(ns.h) addr add 192.0.2.2/24 dev \(p)-hv", "ip -n \(ns.h) link set \(p)-hv up",
+                  "ip -n \(ns.m) route replace 10.9.0.0/16 proto static nexthop via 192.0.2.1 nexthop via 192.0.2.2"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+        within1s("multipath route for traffic") {
+            (json("routes", [RouteInfo].self) ?? []).first { $0.prefix == "10.9.0.0/16" }?.nextHops.count == 2
+        }
+        let macs = (h0: sh("ip -n \(ns.h) -br link show \(p)-h0 | awk '{print $3}'").output.trimmingCharacters(in: .whitespacesAndNewlines),
+                    hv: sh("ip -n \(ns.h) -br link show \(p)-hv | awk '{print $3}'").output.trimmingCharacters(in: .whitespacesAndNewlines))
+        let capture = try Shell.spawn("exec ip netns exec \(ns.h) timeout 20 tcpdump -l -e -n -i \(p)-h0 -c 64 'udp dst port 9'",
+                                      output: "\(dir)/multipath.txt")
+        usleep(800_000)
+        let udp = sh("ip netns exec \(ns.a) bash -c 'for i in $(seq 64); do echo x > /dev/udp/10.9.0.1/9; sleep 0.02; done'", timeout: 20)
+        #expect(udp.status == 0, "\(udp.output)")
+        _ = DaemonProcess.wait(seconds: 5) { !capture.isRunning }
+        if capture.isRunning { capture.terminate() }
+        let seen = (try? String(contentsOfFile: "\(dir)/multipath.txt", encoding: .utf8)) ?? ""
+        let viaH0 = seen.components(separatedBy: "> \(macs.h0)").count - 1, viaHV = seen.components(separatedBy: "> \(macs.hv)").count - 1
+        #expect(viaH0 >= 8 && viaHV >= 8 && viaH0 + viaHV >= 60, "64 flows over two members: \(viaH0) via 192.0.2.1, \(viaHV) via 192.0.2.2\n\(seen)")
+        #expect(sh("ip -n \(ns.h) link del \(p)-hv").status == 0)
         #expect(sh("ip -n \(ns.m) route del 10.9.0.0/16").status == 0)
         within1s("route gone") { !routes().contains { $0.prefix == "10.9.0.0/16" } }
         let gone = sh("ip netns exec \(ns.a) ping -c 1 -W 1 10.9.0.1", timeout: 10)

@@ -181,7 +181,9 @@ struct SystemTests {
         // show routes --json, parsed.
         let routes = ctl("--json show routes")
         #expect(routes.status == 0)
-        let parsed = try JSONDecoder().decode([RouteInfo].self, from: Data(routes.output.utf8))
+        let parsed = try JSONDecoder().decode([RouteInfo].self, from: Data(routes.output.utf8)).map {
+            RouteInfo(prefix: $0.prefix, nextHop: $0.nextHop, interface: $0.interface, metric: $0.metric, origin: $0.origin)
+        }
         #expect(parsed.contains(RouteInfo(prefix: "10.1.0.0/24", nextHop: nil, interface: "lan0", metric: 0, origin: "connected")))
         #expect(parsed.contains(RouteInfo(prefix: "10.20.0.0/16", nextHop: "10.2.0.2", interface: "lan1", metric: 5, origin: "static")))
         #expect(routes.output.contains("\"nextHop\" : null"))
