@@ -40,6 +40,29 @@ struct ConfigTests {
         #expect(throws: ConfigError.self) { try reader.parse("state: {directory: relative}\n") }
     }
 
+    @Test("forwarding keys: rpf, ecmp-hash, pmtu-discovery, route weights; tunnels default to strict rpf and PMTU discovery")
+    func forwardingKeys() throws {
+        let c = try reader.parse("""
+        stack: {ecmp-hash: l3}
+        interfaces:
+          - name: wan0
+            attach: {tap: t0}
+            rpf: loose
+            addresses: [192.0.2.1/24]
+        tunnels:
+          - {name: gre0, local: 192.0.2.1, remote: 198.51.100.1, addresses: [172.16.0.1/30]}
+          - {name: gre1, local: 192.0.2.1, remote: 198.51.100.2, rpf: off, pmtu-discovery: false}
+        routes:
+          - {to: 10.9.0.0/16, via: 192.0.2.7, weight: 3}
+          - {to: 10.9.0.0/16, via: 172.16.0.2}
+        """)
+        #expect(c.ecmpHash == .l3 && c.interfaces[0].rpf == .loose)
+        #expect(c.tunnels[0].tunnel.rpf == .strict && c.tunnels[0].tunnel.pmtuDiscovery)
+        #expect(c.tunnels[1].tunnel.rpf == .off && !c.tunnels[1].tunnel.pmtuDiscovery)
+        #expect(c.routes.map(\.weight) == [3, 1])
+        #expect(try reader.parse("interfaces:\n  - {name: a, attach: {tap: t}}\n").interfaces[0].rpf == .off)
+    }
+
     @Test("source-selection policies")
     func sourceSelection() throws {
         let c = try reader.parse("""
@@ -211,7 +234,13 @@ struct ConfigTests {
          "routes[0].via", 6, "not on a connected subnet"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    addresses: [10.1.0.1/24]\nroutes:\n  - {to: 0.0.0.0/0, via: 10.1.0.9}\n  - {to: 0.0.0.0/0, via: 10.1.0.9}",
          "routes[1]", 7, "duplicate route"),
-        ("routes:\n  - {to: 10.0.0.0/8, via: 10.0.0.1, weight: 3}", "routes[0].weight", 2, "unknown key"),
+        ("routes:\n  - {to: 10.0.0.0/8, via: 10.0.0.1, weight: 0}", "routes[0].weight", 2, "1...64"),
+        ("routes:\n  - {to: 10.0.0.0/8, via: 10.0.0.1, cost: 3}", "routes[0].cost", 2, "unknown key"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    rpf: paranoid", "interfaces[0].rpf", 4, "strict, loose, off"),
+        ("stack: {ecmp-hash: l7}", "stack.ecmp-hash", 1, "l3, l4"),
+        ("tunnels:\n  - {name: g, local: 10.0.0.1, remote: 10.0.0.2, backend: host, pmtu-discovery: maybe}",
+         "tunnels[0].pmtu-discovery", 2, "true or false"),
+        ("state: {directory: var/lib}", "state.directory", 1, "absolute path"),
     ]
 
     @Test("each rejection names the file, key path, line and reason", arguments: ConfigTests.rejections.indices)
