@@ -25,97 +25,16 @@ struct TunnelSystemTests {
     @Test("ping and 50 MB through the tunnel; the underlay carries what the config says",
           arguments: [("gre", "stack"), ("gre", "host"), ("gre-in-udp", "stack"), ("gre-in-udp", "host")])
     func tunnel(encapsulation: String, backend: String) throws {
-        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
-        let dir = NSTemporaryDirectory() + "anygate-tunnel-\(p)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let ns = (a: p + "A", g1: p + "G1", u: p + "U", g2: p + "G2", b: p + "B")
-        var daemons: [DaemonProcess] = []
+        let net = try TwoSiteNetwork(encapsulation: encapsulation, backend: backend)
         var capture: Process? = nil
         defer {
             if let c = capture, c.isRunning { c.terminate() }
-            for d in daemons { _ = d.stop() }
-            for n in [ns.a, ns.g1, ns.u, ns.g2, ns.b] { sh("ip netns del \(n) 2>/dev/null") }
-            try? FileManager.default.removeItem(atPath: dir)
+            net.close()
         }
-        let stackBackend = backend == "stack"
-        var steps = ["a", "g1", "u", "g2", "b"].map { "ip netns add \(p)\($0.uppercased())" }
-        steps += [
-            "ip -n \(ns.u) link set lo up", "ip netns exec \(ns.u) sysctl -qw net.ipv4.ip_forward=1",
-            "ip -n \(ns.g1) link set lo up", "ip -n \(ns.g2) link set lo up",
-            "ip -n \(ns.g1) link add \(p)-g1u type veth peer name \(p)-u1 netns \(ns.u)",
-            "ip -n \(ns.g2) link add \(p)-g2u type veth peer name \(p)-u2 netns \(ns.u)",
-            "ip -n \(ns.u) addr add 198.51.100.254/24 dev \(p)-u1", "ip -n \(ns.u) addr add 203.0.113.254/24 dev \(p)-u2",
-            "ip -n \(ns.u) link set \(p)-u1 up", "ip -n \(ns.u) link set \(p)-u2 up",
-            "ip -n \(ns.g1) link set \(p)-g1u up", "ip -n \(ns.g2) link set \(p)-g2u up",
-        ]
-        for (n, dev) in [(ns.g1, "\(p)-g1u"), (ns.u, "\(p)-u1"), (ns.u, "\(p)-u2"), (ns.g2, "\(p)-g2u")] {
-            steps.append("ip netns exec \(n) ethtool -K \(dev) tx off tso off gso off gro off")
-        }
-        if !stackBackend {
-            steps += [
-                "ip -n \(ns.g1) addr add 198.51.100.1/24 dev \(p)-g1u", "ip -n \(ns.g1) route add default via 198.51.100.254",
-                "ip -n \(ns.g2) addr add 203.0.113.2/24 dev \(p)-g2u", "ip -n \(ns.g2) route add default via 203.0.113.254",
-            ]
-        }
-        for s in steps {
-            let r = sh(s)
-            try #require(r.status == 0, "\(s): \(r.output)")
-        }
-
-        func config(side: Int) -> String {
-            let (lan, local, remote, tunnelAddr, peerTunnel, sitePrefix, gw, uplink) = side == 1
-                ? ("10.1.0.1/24", "198.51.100.1", "203.0.113.2", "172.16.0.1/30", "172.16.0.2", "10.2.0.0/16", "198.51.100.254", "\(p)-g1u")
-                : ("10.2.0.1/24", "203.0.113.2", "198.51.100.1", "172.16.0.2/30", "172.16.0.1", "10.1.0.0/16", "203.0.113.254", "\(p)-g2u")
-            var y = """
-            control: {socket: \(dir)/gw\(side).sock}
-            state: {directory: \(dir)/state\(side)}
-            interfaces:
-              - name: lan0
-                attach: {tap: \(p)-t\(side)}
-                addresses: [\(lan)]
-
-            """
-            if stackBackend {
-                y += """
-                  - name: wan0
-                    attach: {packet: \(uplink)}
-                    addresses: [\(local)/24]
-
-                """
-            }
-            y += """
-            tunnels:
-              - name: gre0
-                encapsulation: \(encapsulation)
-                backend: \(backend)
-                local: \(local)
-                remote: \(remote)
-                key: 7
-                mss-clamp: auto
-                keepalive: {interval: 1s, retries: 3}
-                addresses: [\(tunnelAddr)]
-            routes:
-              - {to: \(sitePrefix), via: \(peerTunnel)}
-
-            """
-            if stackBackend { y += "  - {to: 0.0.0.0/0, via: \(gw)}\n" }
-            return y
-        }
-        for side in [1, 2] {
-            let path = "\(dir)/gw\(side).yaml"
-            try config(side: side).write(toFile: path, atomically: true, encoding: .utf8)
-            let d = try DaemonProcess(binary: anygated, config: path, namespace: side == 1 ? ns.g1 : ns.g2, logPath: "\(dir)/gw\(side).log")
-            daemons.append(d)
-            let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/gw\(side).sock show tunnels").status == 0 }
-            try #require(up, "gw\(side) did not start: \(d.log)")
-        }
-        for (side, site, addr, gw) in [(1, ns.a, "10.1.0.2/24", "10.1.0.1"), (2, ns.b, "10.2.0.2/24", "10.2.0.1")] {
-            for s in ["ip -n \(side == 1 ? ns.g1 : ns.g2) link set \(p)-t\(side) netns \(site)", "ip -n \(site) addr add \(addr) dev \(p)-t\(side)",
-                      "ip -n \(site) link set \(p)-t\(side) up", "ip -n \(site) link set lo up", "ip -n \(site) route add default via \(gw)"] {
-                let r = sh(s)
-                try #require(r.status == 0, "\(s): \(r.output)")
-            }
-        }
+        let (p, dir, ns) = (net.p, net.dir, net.ns)
+        try net.build()
+        try net.start()
+        let daemons = net.daemons
         capture = try Shell.spawn("exec ip netns exec \(ns.u) tcpdump -i \(p)-u1 -U -s 128 -c 3000 -w \(dir)/underlay.pcap 'ip proto 47 or udp port 4754 or icmp'",
                                   output: "\(dir)/tcpdump.log")
         _ = DaemonProcess.wait(seconds: 5) { FileManager.default.fileExists(atPath: "\(dir)/underlay.pcap") }
