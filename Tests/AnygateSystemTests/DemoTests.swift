@@ -27,6 +27,11 @@ struct DemoTests {
         #expect(r.output.contains("sha256 matches at both ends"), "\(r.output.suffix(3000))")
         #expect(r.output.components(separatedBy: "anygatectl show tunnels").count == 3)
         #expect(r.output.contains("GREv0, key=0x7"), "tcpdump saw GRE in the internet namespace")
+        // The fast path carried the tunnelled transfer on both gateways:
+        // towards gre0 on one, the decapsulated packets on the other.
+        let hits = r.output.split(separator: "\n").filter { $0.hasPrefix("flowHits ") }
+            .compactMap { Int($0.split(separator: " ").last ?? "") }
+        #expect(hits.count == 2 && hits.allSatisfy { $0 > 100 }, "flowHits per gateway: \(hits)")
         let after = demoNamespaces()
         #expect(after.subtracting(before).isEmpty, "left behind: \(after.subtracting(before))")
     }
