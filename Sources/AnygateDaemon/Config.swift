@@ -18,7 +18,7 @@ public struct DaemonConfig: Equatable, Sendable {
     public var ipflowEnabled = true
     public var ipflowMaxFlows = 65536
     public var ipflowIdleTimeout = Interval.seconds(30)
-    /// What ECMP sets hash on (`stack.ecmp-hash`).
+    /// What ECMP sets hash on (`ecmp-hash`).
     public var ecmpHash = StackConfiguration.ECMPHash.l4
     /// The stack-wide IPSELSRC policy; nil: none.
     public var sourcePolicy: SourcePolicy? = nil

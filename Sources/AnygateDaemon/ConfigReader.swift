@@ -35,7 +35,12 @@ public struct ConfigReader {
         guard let root else { throw fail("", nil, "the file is empty") }
         var c = DaemonConfig()
         let top = try mapping(root, "")
-        try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "interfaces", "routes", "tunnels", "mirror"])
+        try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "ecmp-hash", "interfaces", "routes", "tunnels", "mirror"])
+        if let e = top["ecmp-hash"] {
+            let text = try string(e, "ecmp-hash")
+            guard let v = StackConfiguration.ECMPHash(rawValue: text) else { throw fail("ecmp-hash", e, "\"\(text)\" is not one of l3, l4") }
+            c.ecmpHash = v
+        }
         if let n = top["control"] {
             let m = try mapping(n, "control")
             try checkKeys(m, "control", allowed: ["socket"])
@@ -66,12 +71,7 @@ public struct ConfigReader {
         }
         if let n = top["stack"] {
             let m = try mapping(n, "stack")
-            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection", "ecmp-hash"])
-            if let e = m["ecmp-hash"] {
-                let text = try string(e, "stack.ecmp-hash")
-                guard let v = StackConfiguration.ECMPHash(rawValue: text) else { throw fail("stack.ecmp-hash", e, "\"\(text)\" is not one of l3, l4") }
-                c.ecmpHash = v
-            }
+            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection"])
             if let a = m["arp"] {
                 let am = try mapping(a, "stack.arp")
                 try checkKeys(am, "stack.arp", allowed: ["max-entries", "pending-per-neighbor"])

@@ -43,7 +43,7 @@ struct ConfigTests {
     @Test("forwarding keys: rpf, ecmp-hash, pmtu-discovery, route weights; tunnels default to strict rpf and PMTU discovery")
     func forwardingKeys() throws {
         let c = try reader.parse("""
-        stack: {ecmp-hash: l3}
+        ecmp-hash: l3
         interfaces:
           - name: wan0
             attach: {tap: t0}
@@ -237,7 +237,8 @@ struct ConfigTests {
         ("routes:\n  - {to: 10.0.0.0/8, via: 10.0.0.1, weight: 0}", "routes[0].weight", 2, "1...64"),
         ("routes:\n  - {to: 10.0.0.0/8, via: 10.0.0.1, cost: 3}", "routes[0].cost", 2, "unknown key"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    rpf: paranoid", "interfaces[0].rpf", 4, "strict, loose, off"),
-        ("stack: {ecmp-hash: l7}", "stack.ecmp-hash", 1, "l3, l4"),
+        ("ecmp-hash: l7", "ecmp-hash", 1, "l3, l4"),
+        ("stack: {ecmp-hash: l3}", "stack.ecmp-hash", 1, "unknown key"),
         ("tunnels:\n  - {name: g, local: 10.0.0.1, remote: 10.0.0.2, backend: host, pmtu-discovery: maybe}",
          "tunnels[0].pmtu-discovery", 2, "true or false"),
         ("state: {directory: var/lib}", "state.directory", 1, "absolute path"),
