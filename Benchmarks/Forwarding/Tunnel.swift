@@ -12,9 +12,9 @@ final class TunnelBench {
     var frames: [[UInt8]] = []
     var batch: [PacketHandle] = []
 
-    init(tunnel: TunnelEncapsulation?) throws {
+    init(tunnel: TunnelEncapsulation?, ipflow: Bool = false) throws {
         var config = StackConfiguration()
-        config.ipflow.enabled = false  // measure the path itself
+        config.ipflow.enabled = ipflow  // off: measure the path itself; on: the fast path through the tunnel
         gw1 = net.addStack(name: "gw1", configuration: config)
         gw2 = net.addStack(name: "gw2", configuration: config)
         lan1 = try gw1.addInterface(name: "lan", mac: MACAddress(2, 0, 0, 1, 0, 1))
@@ -36,6 +36,8 @@ final class TunnelBench {
             try gw1.addAddress(IPv4InterfaceAddress("172.16.0.1/30"), to: t1)
             try gw2.addAddress(IPv4InterfaceAddress("172.16.0.2/30"), to: t2)
             try gw1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(172, 16, 0, 2))
+            // The way back, which the tunnel's strict reverse-path check also consults.
+            try gw2.addRoute(IPv4Prefix("10.1.0.0/16"), via: IPv4Address(172, 16, 0, 1))
         } else {
             try gw1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(192, 0, 2, 2))
         }
@@ -95,9 +97,13 @@ final class TunnelBench {
 nonisolated(unsafe) var tunnelBenches: [String: TunnelBench] = [:]
 
 func tunnelBenchmarks(_ configuration: Benchmark.Configuration) {
-    for (name, encapsulation) in [("plain", nil), ("gre", TunnelEncapsulation.gre), ("gre-in-udp", TunnelEncapsulation.greInUDP)] as [(String, TunnelEncapsulation?)] {
+    let cases: [(String, TunnelEncapsulation?, Bool)] = [
+        ("plain", nil, false), ("gre", .gre, false), ("gre-in-udp", .greInUDP, false),
+        ("plain, ipflow", nil, true), ("gre, ipflow", .gre, true), ("gre-in-udp, ipflow", .greInUDP, true),
+    ]
+    for (name, encapsulation, ipflow) in cases {
         Benchmark("two gateways, 64B, \(name)", configuration: configuration) { benchmark in
-            let b = tunnelBenches[name] ?? (try! TunnelBench(tunnel: encapsulation))
+            let b = tunnelBenches[name] ?? (try! TunnelBench(tunnel: encapsulation, ipflow: ipflow))
             tunnelBenches[name] = b
             var at = 0
             let before = b.net.unconnectedDrops

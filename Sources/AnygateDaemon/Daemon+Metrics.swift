@@ -82,8 +82,11 @@ extension Daemon {
             perTunnel("anygate_tunnel_keepalives_sent_total", "Keepalives sent.") { $0.counters.keepalivesSent }
             perTunnel("anygate_tunnel_keepalives_received_total", "Answers to our keepalives.") { $0.counters.keepalivesReceived }
             perTunnel("anygate_tunnel_mss_clamped_total", "TCP SYNs whose MSS was lowered.") { $0.counters.mssClamped }
+            perTunnel("anygate_tunnel_path_mtu_updates_total", "Path MTU reports that lowered the tunnel MTU.") { $0.counters.pathMTUUpdates }
             family("anygate_tunnel_up", "gauge", "1 when the tunnel's line is up.",
                    tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", $0.up ? 1 : 0) })
+            family("anygate_tunnel_path_mtu", "gauge", "The outer path MTU in force.",
+                   tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", UInt64($0.pathMTU)) })
         }
         family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(stack.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(runtime.pool.inUse))])

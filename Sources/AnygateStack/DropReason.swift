@@ -187,6 +187,6 @@ public struct StackCounters: Hashable, Sendable {
     /// ipflow: flows removed by a flush.
     public var flowsFlushed: UInt64 = 0
     /// ICMP fragmentation-needed that matched no tunnel's outer packets (ignored).
-    public var pathMTUReportsIgnored: UInt64 = 0
+    public var pmtuReportsIgnored: UInt64 = 0
     public init() {}
 }

@@ -74,8 +74,10 @@ struct FlowTable {
         precondition(capacity >= 0 && capacity < Int(UInt32.max))
         self.capacity = capacity
         self.seed = seed
+        // Two buckets per entry: with a keyed (random-looking) hash, chains
+        // stay near one entry long at a full table.
         var b = 1, bits: UInt64 = 0
-        while b < max(1, capacity) { b <<= 1; bits += 1 }
+        while b < max(1, capacity) * 2 { b <<= 1; bits += 1 }
         bucketMask = b - 1
         bucketShift = 64 - max(1, bits)
         entries = .allocate(capacity: max(1, capacity))
@@ -205,13 +207,7 @@ struct FlowTable {
 
     /// The longest hash chain (tests check that crafted keys stay spread).
     var longestChain: Int {
-        var longest = 0
-        for b in 0...bucketMask {
-            var n = 0, i = buckets[b]
-            while i != FlowTable.none { n += 1; i = entries[Int(i)].hashNext }
-            longest = max(longest, n)
-        }
-        return longest
+        longestHashChain(buckets: buckets, count: bucketMask + 1) { entries[Int($0)].hashNext }
     }
 
     /// Checks that hash chains, the age list and the free list agree.
@@ -250,9 +246,11 @@ struct FlowKey: Equatable {
 
 /// Secrets for the flow and neighbour hashes, drawn once per stack from
 /// the host's random source. With them a table's bucket is a keyed
-/// multiply-xorshift of the key: two multiplications, cheap enough for the
-/// per-packet budget (SipHash would take about half of it), and a sender
-/// who does not know the secrets cannot aim many keys at one chain.
+/// multiply-shift hash of the key (Dietzfelbinger's scheme: the top bits of
+/// the key times a random odd number): two independent multiplications,
+/// cheap enough for the per-packet budget (SipHash would take about half
+/// of it), and a sender who does not know the secrets cannot aim many keys
+/// at one chain.
 @usableFromInline
 struct FlowSeed {
     @usableFromInline let k0: UInt64
@@ -262,25 +260,29 @@ struct FlowSeed {
     /// Fixed secrets: for tests and benchmarks that need repeatable tables.
     init() { self.init(0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344, 0xA409_3822_299F_31D0) }
 
+    /// Secrets from three random words, each mixed (SplitMix64's
+    /// finaliser) so that a weak source still gives full-width multipliers.
     init(_ a: UInt64, _ b: UInt64, _ c: UInt64) {
-        k0 = a; k1 = b | 1; k2 = c | 1  // odd multipliers
+        func mix(_ v: UInt64) -> UInt64 {
+            var x = v &+ 0x9E37_79B9_7F4A_7C15
+            x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+            return x ^ (x >> 31)
+        }
+        k0 = mix(a); k1 = mix(b ^ 0x5555_5555_5555_5555) | 1; k2 = mix(c ^ 0xAAAA_AAAA_AAAA_AAAA) | 1  // odd multipliers
     }
 
-    /// 64 well-mixed bits of a flow key; buckets take the top bits.
+    /// A flow key's hash; buckets take its top bits.
     @inlinable @inline(__always)
     func hash(_ k: FlowKey) -> UInt64 {
         let a = (UInt64(k.destination) << 32 | UInt64(k.source)) ^ k0
-        let b = UInt64(k.ports) << 8 | UInt64(k.tos)
-        var h = a &* k1
-        h = (h ^ (h >> 29) ^ b) &* k2
-        return h ^ (h >> 32)
+        let b = (UInt64(k.ports) << 8 | UInt64(k.tos)) ^ k0 >> 7
+        return a &* k1 &+ b &* k2
     }
 
     /// The same for a neighbour key (address, interface).
     @inlinable @inline(__always)
     func hash(address: UInt32, interface: UInt16) -> UInt64 {
-        var h = ((UInt64(address) << 16 | UInt64(interface)) ^ k0) &* k1
-        h = (h ^ (h >> 29)) &* k2
-        return h ^ (h >> 32)
+        ((UInt64(address) << 16 | UInt64(interface)) ^ k0) &* k1
     }
 }

@@ -360,13 +360,7 @@ struct NeighborTable {
 
     /// The longest hash chain (tests check that crafted keys stay spread).
     var longestChain: Int {
-        var longest = 0
-        for b in 0...bucketMask {
-            var n = 0, i = buckets[b]
-            while i != NeighborTable.none { n += 1; i = entries[Int(i)].hashNext }
-            longest = max(longest, n)
-        }
-        return longest
+        longestHashChain(buckets: buckets, count: bucketMask + 1) { entries[Int($0)].hashNext }
     }
 
     /// Checks that hash chains, the age list and the free list agree.

@@ -379,7 +379,7 @@ struct FIBView {
     /// rendezvous (highest-random-weight) hashing over the members' next
     /// hops, so a member that leaves moves only its own flows and one that
     /// returns takes back only its own. A member of weight w draws w scores.
-    @inlinable @inline(__always)
+    @inline(never)
     func member(of head: UnsafeMutablePointer<RouteSlot>, hash: UInt64) -> UnsafeMutablePointer<RouteSlot> {
         guard head.pointee.memberCount > 1 else { return head }
         var chosen = head, top: UInt64 = 0
@@ -401,7 +401,7 @@ struct FIBView {
 
     /// Whether the route at `slot` or any member of its ECMP set leaves by
     /// `interface` (the strict reverse-path check).
-    @inlinable @inline(__always)
+    @inline(__always)
     func anyMember(of slot: UnsafeMutablePointer<RouteSlot>, leavesBy interface: InterfaceIndex) -> Bool {
         var s = slot
         while true {

@@ -173,6 +173,18 @@ extension Stack {
             return NeighborTable.none
         }
         let idx = neighbors.find(nextHop, UInt16(truncatingIfNeeded: out))
+        if idx != NeighborTable.none && neighbors.entries[Int(idx)].state == .reachable {
+            sendFrame(p, on: out, to: neighbors.entries[Int(idx)].mac, type: .ipv4)
+            return idx
+        }
+        return resolveAndSendSlowly(p, out: out, nextHop: nextHop, found: idx)
+    }
+
+    /// The rest of `resolveAndSend`, out of line (it keeps the receive loop
+    /// small enough for the fast path to be inlined into it): a stale entry
+    /// re-probed, an unresolved one queued on, a new one created.
+    @inline(never)
+    func resolveAndSendSlowly(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32, found idx: UInt32) -> UInt32 {
         if idx != NeighborTable.none {
             let e = neighbors.entries + Int(idx)
             if e.pointee.state != .incomplete {

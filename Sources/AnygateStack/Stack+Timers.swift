@@ -84,7 +84,9 @@ extension Stack {
     /// Runs the timers if one is due at `now` (the host's clock), and
     /// returns the next deadline: one call per event-loop wake-up.
     public func runTimers(now: Int64) -> Int64? {
-        if let d = nextDeadline?.nanoseconds, d <= now { tick() }
+        guard let due = nextDeadline?.nanoseconds else { return nil }
+        guard due <= now else { return due }
+        tick()
         return nextDeadline?.nanoseconds
     }
 }

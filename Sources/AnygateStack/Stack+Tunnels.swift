@@ -183,7 +183,7 @@ extension Stack {
             learnPathMTU(t, m, source: "icmp from \(from)")
             return
         }
-        hot.pointee.counters.pathMTUReportsIgnored &+= 1
+        hot.pointee.counters.pmtuReportsIgnored &+= 1
     }
 
     // MARK: Transmit
@@ -323,7 +323,7 @@ extension Stack {
         guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
         // Decapsulated packets meet the flow cache at the top of IP input,
         // like any other (NetBSD: ipflow at the head of ip_input).
-        if flows.meta.pointee.count > 0 && fastForward(p, linkHeader: 0, rx: interface) { return }
+        if flows.meta.pointee.count > 0 && fastForwardDecapsulated(p, rx: interface) { return }
         ipv4Input(p, rx: interface, linkBroadcast: false)
     }
 

@@ -72,7 +72,7 @@ struct TunnelPMTUTests {
         ]
         for f in cases { s.net.inject(f, into: s.gw1, on: s.gw1Wan) }
         #expect(s.gw1.tunnelList[0].mtu == 1472)
-        #expect(s.gw1.counters.pathMTUReportsIgnored == 4)
+        #expect(s.gw1.counters.pmtuReportsIgnored == 4)
         // A quote too short for the key (only the GRE flags): accepted on addresses and protocol.
         s.net.inject(fragNeeded(s, mtu: 1450, quoteLength: 24), into: s.gw1, on: s.gw1Wan)
         #expect(s.gw1.tunnelList[0].pathMTU == 1450)
