@@ -165,11 +165,14 @@ public struct InterfaceInfo: Codable, Equatable, Sendable {
     /// False while the host device is gone.
     public var attached: Bool
     public var addresses: [AddressInfo]
+    /// Packets lost on this interface, by drop reason (non-zero ones): the
+    /// stack's, and the port's and kernel's (`kernel-rx-queue`, `port-…`).
+    public var drops: [String: UInt64]
     public var counters: InterfaceCountersInfo
     public init(name: String, index: Int, mac: String, mtu: Int, up: Bool, attach: String, attached: Bool,
-                addresses: [AddressInfo], counters: InterfaceCountersInfo) {
+                addresses: [AddressInfo], drops: [String: UInt64] = [:], counters: InterfaceCountersInfo) {
         self.name = name; self.index = index; self.mac = mac; self.mtu = mtu; self.up = up; self.attach = attach
-        self.attached = attached; self.addresses = addresses; self.counters = counters
+        self.attached = attached; self.addresses = addresses; self.drops = drops; self.counters = counters
     }
 }
 

@@ -28,6 +28,8 @@ extension Daemon {
             return encode(ControlResponse<Done>(ok: false, error: "malformed request: \(describe(error))"))
         }
         logger.debug("control request", metadata: ["verb": "\(request.verb.rawValue)"])
+        // What the ports and the kernel lost, up to this moment.
+        runtime.syncPortLosses()
         switch request.verb {
         case .show:
             switch request.what ?? "" {
@@ -161,6 +163,7 @@ extension Daemon {
                 name: s.name, index: s.index, mac: "\(s.mac)", mtu: s.mtu, up: s.up,
                 attach: attachments[s.index].map { "\($0)" } ?? "none", attached: port != nil && !runtime.isLost(s.index),
                 addresses: s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference)) },
+                drops: Dictionary(uniqueKeysWithValues: stack.dropCounts(on: s.index).map { ("\($0.key)", $0.value) }),
                 counters: InterfaceCountersInfo(
                     rxPackets: s.counters.rxPackets, rxBytes: s.counters.rxBytes, txPackets: s.counters.txPackets,
                     txBytes: s.counters.txBytes, rxDrops: s.counters.rxDrops, txDrops: s.counters.txDrops + pc.txQueueDrops,

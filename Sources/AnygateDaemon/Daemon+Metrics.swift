@@ -42,6 +42,7 @@ extension Daemon {
 
     /// The metrics, one family per counter (names in README.md).
     public func metricsText() -> String {
+        runtime.syncPortLosses()
         var out = ""
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(String, UInt64)]) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -64,6 +65,11 @@ extension Daemon {
         family("anygate_interface_up", "gauge", "1 when the interface is up.", ifs.map { ("{interface=\"\($0.name)\"}", $0.up ? 1 : 0) })
         family("anygate_drops_total", "counter", "Packets dropped, by reason.",
                DropReason.allCases.map { ("{reason=\"\($0)\"}", stack.drops($0)) })
+        family("anygate_interface_drops_total", "counter", "Packets dropped on an interface, by reason (non-zero ones).",
+               ifs.flatMap { i in
+                   stack.dropCounts(on: i.index).sorted { $0.key.counterIndex < $1.key.counterIndex }
+                       .map { ("{interface=\"\(i.name)\",reason=\"\($0.key)\"}", $0.value) }
+               })
         for (name, v) in stackCounters().sorted(by: { $0.key < $1.key }) {
             let snake = name.reduce(into: "") { s, c in
                 if c.isUppercase { s += "_" + c.lowercased() } else { s.append(c) }

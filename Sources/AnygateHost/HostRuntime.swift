@@ -16,8 +16,14 @@ public final class HostRuntime {
     /// Path MTUs host sockets reported during a send, handed to the stack
     /// at the next wake-up (it must not be re-entered from a send).
     var pendingPathMTU: [SocketID: Int] = [:]
-    /// Called with a human-readable line when a port is lost or comes back.
+    /// Called with a human-readable line when a port is lost or comes back,
+    /// or when the kernel starts dropping a port's frames.
     public var log: (String) -> Void = { _ in }
+    /// Port losses already recorded in the stack, per interface (`syncPortLosses`).
+    var reportedLosses: [InterfaceIndex: PortLosses] = [:]
+    var kernelDropWarned: [InterfaceIndex: Int64] = [:]
+    var unattachedByInterface: [InterfaceIndex: UInt64] = [:]
+    var lastLossSync: Int64 = 0
     /// Frames the stack sent to an interface with no port.
     public private(set) var unattachedDrops: UInt64 = 0
 
@@ -76,6 +82,9 @@ public final class HostRuntime {
         if port.fd >= 0 { loop.unregister(port.fd) }
         port.close(pool: pool)
         lostPorts.remove(interface)
+        reportedLosses[interface] = nil
+        unattachedByInterface[interface] = nil
+        kernelDropWarned[interface] = nil
     }
 
     /// Closes every port and host socket.
@@ -109,6 +118,7 @@ public final class HostRuntime {
         guard let port = ports[interface], port.fd >= 0, !lostPorts.contains(interface) else {
             for p in packets { pool.free(p) }
             unattachedDrops += UInt64(packets.count)
+            unattachedByInterface[interface, default: 0] += UInt64(packets.count)
             return
         }
         if let error = port.send(packets, pool: pool) {
@@ -148,6 +158,8 @@ public final class HostRuntime {
             pendingPathMTU.removeAll()
             for (id, mtu) in reports { stack.hostSocketPathMTU(id, mtu) }
         }
-        return stack.runTimers(now: Sys.monotonicNanoseconds())
+        let now = Sys.monotonicNanoseconds()
+        if now - lastLossSync >= HostRuntime.lossSyncInterval { syncPortLosses() }
+        return stack.runTimers(now: now)
     }
 }

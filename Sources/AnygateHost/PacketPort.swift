@@ -22,6 +22,14 @@ public final class PacketPort: FramePort {
     var queue: [PacketHandle] = []
     let queueCapacity: Int
     private var filtersOutgoing = false
+    /// Kernel drops read so far (`PACKET_STATISTICS` resets on each read).
+    private var kernelDropTotal: UInt64 = 0
+
+    /// Frames the kernel dropped in this socket's receive queue, in all.
+    public var kernelDrops: UInt64 {
+        if fd >= 0, let d = Sys.packetSocketDrops(fd) { kernelDropTotal &+= UInt64(d) }
+        return kernelDropTotal
+    }
 
     public init(interface name: String, mac: [UInt8], queueCapacity: Int = 1024) throws(SystemError) {
         precondition(mac.count == 6)

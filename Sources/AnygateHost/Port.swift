@@ -34,6 +34,9 @@ public protocol Port: AnyObject {
     /// The descriptor to watch for readability; -1 while detached.
     var fd: Int32 { get }
     var counters: PortCounters { get }
+    /// Frames the kernel dropped for this port before we read them, since
+    /// it was opened (0 where the kernel does not say).
+    var kernelDrops: UInt64 { get }
     /// Reads frames into new pool buffers, at most `into.count` of them.
     func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead
     /// Sends frames, taking ownership. Returns an error when the device is gone.

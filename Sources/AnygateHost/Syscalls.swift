@@ -64,6 +64,26 @@ enum Sys {
         return (n, n < 0 ? Glibc.errno : 0)
     }
 
+    /// The decimal number a small file holds (a sysfs counter), or nil.
+    static func readNumber(_ path: String) -> UInt64? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = Glibc.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 31) }
+        guard n > 0 else { return nil }
+        return UInt64(String(decoding: buffer[0..<n].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
+    }
+
+    /// `PACKET_STATISTICS` of a packet socket: frames dropped since the last
+    /// read (the kernel resets the counters on every read).
+    static func packetSocketDrops(_ fd: Int32) -> UInt32? {
+        var stats = (packets: UInt32(0), drops: UInt32(0))
+        var len = socklen_t(MemoryLayout<(UInt32, UInt32)>.size)
+        let r = withUnsafeMutablePointer(to: &stats) { Glibc.getsockopt(fd, ag_SOL_PACKET, ag_PACKET_STATISTICS, $0, &len) }
+        return r == 0 ? stats.drops : nil
+    }
+
     /// A datagram socket for interface ioctls.
     static func controlSocket() throws(SystemError) -> Int32 {
         try socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, "interface control")

@@ -12,6 +12,11 @@ public final class TapPort: FramePort {
     public let name: String
     public private(set) var fd: Int32 = -1
     public internal(set) var counters = PortCounters()
+
+    /// Frames the TAP device dropped because our read queue was full (its
+    /// tx_dropped), while the device is in the daemon's namespace; 0 once
+    /// its host side has been moved to another namespace, where we cannot see it.
+    public var kernelDrops: UInt64 { Sys.readNumber("/sys/class/net/\(name)/statistics/tx_dropped") ?? 0 }
     let mtu: Int
     var queue: [PacketHandle] = []
     let queueCapacity: Int

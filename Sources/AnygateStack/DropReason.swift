@@ -71,6 +71,18 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case poolExhausted
     case transmitQueueFull
     case headroomExhausted
+    // Reported by the host, outside the stack: losses at the port.
+    /// The kernel dropped frames before the daemon read them (the packet
+    /// socket's or TAP's queue was full: `PACKET_STATISTICS`, TAP tx_dropped).
+    case kernelReceiveQueue
+    /// A frame was waiting in the kernel but no pool buffer was free.
+    case portNoBuffer
+    /// The port's own transmit queue (frames the device would not take yet) was full.
+    case portQueueFull
+    /// The device refused a frame.
+    case portTransmitFailed
+    /// Frames for a port whose device is gone.
+    case portUnattached
 
     /// Position of this reason's counter in the stack's drop-counter array:
     /// the case's declaration order, so the counters cannot fall out of step
@@ -120,6 +132,11 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .poolExhausted: "pool-exhausted"
         case .transmitQueueFull: "transmit-queue-full"
         case .headroomExhausted: "headroom-exhausted"
+        case .kernelReceiveQueue: "kernel-rx-queue"
+        case .portNoBuffer: "port-no-buffer"
+        case .portQueueFull: "port-queue-full"
+        case .portTransmitFailed: "port-transmit-failed"
+        case .portUnattached: "port-unattached"
         case .broadcastEchoIgnored: "broadcast-echo-ignored"
         case .udpBadChecksum: "udp-bad-checksum"
         case .udpMalformed: "udp-malformed"

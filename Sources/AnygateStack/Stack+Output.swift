@@ -233,10 +233,7 @@ extension Stack {
     func enqueueTransmit(_ p: PacketHandle, on out: InterfaceIndex) {
         let o = ifs + out
         let n = o.pointee.txCount
-        guard n < txCapacity else {
-            o.pointee.counters.txDrops &+= 1
-            return drop(p, .transmitQueueFull, rx: nil)
-        }
+        guard n < txCapacity else { return drop(p, .transmitQueueFull, tx: out) }
         if n == 0 {
             dirty[hot.pointee.dirtyCount] = out
             hot.pointee.dirtyCount &+= 1

@@ -22,6 +22,8 @@ public final class Stack {
     @usableFromInline let txQueues: UnsafeMutablePointer<PacketHandle>
     @usableFromInline let dirty: UnsafeMutablePointer<Int>
     @usableFromInline let dropCounters: UnsafeMutablePointer<UInt64>
+    /// The same per interface: `maxInterfaces` rows of `DropReason.counterCount`.
+    @usableFromInline let interfaceDropCounters: UnsafeMutablePointer<UInt64>
     @usableFromInline let hot: UnsafeMutablePointer<HotState>
     @usableFromInline let neighbors: NeighborTable
     @usableFromInline let flows: FlowTable
@@ -91,6 +93,8 @@ public final class Stack {
         dirty = .allocate(capacity: n)
         dropCounters = .allocate(capacity: DropReason.counterCount)
         dropCounters.initialize(repeating: 0, count: DropReason.counterCount)
+        interfaceDropCounters = .allocate(capacity: n * DropReason.counterCount)
+        interfaceDropCounters.initialize(repeating: 0, count: n * DropReason.counterCount)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
         fibView = .allocate(capacity: 1)
@@ -118,7 +122,7 @@ public final class Stack {
     deinit {
         releaseHeldPackets()
         ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
-        dropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
+        dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
         neighbors.deallocate(); flows.deallocate(); fib.deallocate()
@@ -151,6 +155,27 @@ public final class Stack {
         return d
     }
     public var totalDrops: UInt64 { DropReason.allCases.reduce(0) { $0 + dropCounters[$1.counterIndex] } }
+
+    /// Packets dropped for `reason` that arrived on (or were leaving by) `interface`.
+    public func drops(_ reason: DropReason, on interface: InterfaceIndex) -> UInt64 {
+        guard interface >= 0, interface < configuration.maxInterfaces else { return 0 }
+        return interfaceDropCounters[interface &* DropReason.counterCount &+ reason.counterIndex]
+    }
+
+    /// Every non-zero drop counter of one interface.
+    public func dropCounts(on interface: InterfaceIndex) -> [DropReason: UInt64] {
+        var d: [DropReason: UInt64] = [:]
+        for r in DropReason.allCases where drops(r, on: interface) != 0 { d[r] = drops(r, on: interface) }
+        return d
+    }
+
+    /// Counts losses the host saw outside the stack (kernel queues, port
+    /// buffers, devices gone), so every packet lost is in one table.
+    public func recordDrops(_ reason: DropReason, count: UInt64, on interface: InterfaceIndex) {
+        guard count > 0, interface >= 0, interface < configuration.maxInterfaces else { return }
+        dropCounters[reason.counterIndex] &+= count
+        interfaceDropCounters[interface &* DropReason.counterCount &+ reason.counterIndex] &+= count
+    }
 
     /// Whether events are waiting (one compare; the owner polls it per wake-up).
     public var hasEvents: Bool { !events.isEmpty }
@@ -203,6 +228,7 @@ public final class Stack {
         }
         ifs[index] = InterfaceSlot(mac: mac.rawValue, mtu: mtu, up: false, exists: true, primaryAddress: 0,
                                    counters: InterfaceCounters(), txCount: 0)
+        (interfaceDropCounters + index &* DropReason.counterCount).update(repeating: 0, count: DropReason.counterCount)
         fib.setInterface(index, up: false)
         return index
     }
@@ -449,7 +475,19 @@ public final class Stack {
     @inline(__always)
     func drop(_ packet: PacketHandle, _ reason: DropReason, rx: InterfaceIndex?) {
         dropCounters[reason.counterIndex] &+= 1
-        if let rx { ifs[rx].counters.rxDrops &+= 1 }
+        if let rx {
+            ifs[rx].counters.rxDrops &+= 1
+            interfaceDropCounters[rx &* DropReason.counterCount &+ reason.counterIndex] &+= 1
+        }
+        pool.free(packet)
+    }
+
+    /// A drop on the way out of `tx` (its counters, not a receiving interface's).
+    @inline(__always)
+    func drop(_ packet: PacketHandle, _ reason: DropReason, tx: InterfaceIndex) {
+        dropCounters[reason.counterIndex] &+= 1
+        ifs[tx].counters.txDrops &+= 1
+        interfaceDropCounters[tx &* DropReason.counterCount &+ reason.counterIndex] &+= 1
         pool.free(packet)
     }
 

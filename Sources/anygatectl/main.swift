@@ -82,6 +82,13 @@ struct Show: ParsableCommand {
                        i.addresses.map(\.address).joined(separator: ","), "\(i.counters.rxPackets)", "\(i.counters.txPackets)",
                        "\(i.counters.rxDrops)", "\(i.counters.txDrops)"]
                   })
+            // Where each interface lost packets, by reason (the kernel's and the port's too).
+            let lossy = r.filter { !$0.drops.isEmpty }
+            if !lossy.isEmpty {
+                print("")
+                table(["INTERFACE", "DROP REASON", "PACKETS"],
+                      lossy.flatMap { i in i.drops.sorted { $0.key < $1.key }.map { [i.name, $0.key, "\($0.value)"] } })
+            }
         case "addresses":
             let r = call(request, parent, as: [AddressInfo].self)
             if parent.json { return printJSON(r) }

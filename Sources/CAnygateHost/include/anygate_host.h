@@ -37,6 +37,7 @@ static const int ag_PACKET_MR_PROMISC = PACKET_MR_PROMISC;
 static const int ag_PACKET_IGNORE_OUTGOING = 23;  /* PACKET_IGNORE_OUTGOING, Linux 4.20 */
 static const int ag_PACKET_OUTGOING = PACKET_OUTGOING;
 static const int ag_SOL_PACKET = 263;
+static const int ag_PACKET_STATISTICS = PACKET_STATISTICS;
 
 /// Sets the interface name of an ifreq (truncated to IFNAMSIZ-1).
 static inline void ag_ifreq_set_name(struct ifreq *ifr, const char *name) {

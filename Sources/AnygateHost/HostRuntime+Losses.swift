@@ -1,0 +1,55 @@
+public import AnygateStack
+
+/// What the ports and the kernel lost, handed to the stack as drop reasons
+/// so that one table accounts for every packet: frames the kernel dropped
+/// before we read them, frames no pool buffer was free for, frames a port's
+/// transmit queue or device refused, frames for a port whose device is gone.
+struct PortLosses: Equatable {
+    var kernel: UInt64 = 0
+    var noBuffer: UInt64 = 0
+    var queueFull: UInt64 = 0
+    var transmitFailed: UInt64 = 0
+    var unattached: UInt64 = 0
+}
+
+extension HostRuntime {
+    /// How often losses are handed over while packets flow (and at every
+    /// control request, so `show` is current).
+    static let lossSyncInterval: Int64 = 1_000_000_000
+    /// A port's kernel drops are logged at most this often.
+    static let kernelDropWarningInterval: Int64 = 60_000_000_000
+
+    /// Reads each port's losses (the kernel's too) and records what is new
+    /// since the last call as drops of the port's interface.
+    public func syncPortLosses() {
+        let now = Sys.monotonicNanoseconds()
+        lastLossSync = now
+        for (i, port) in attachedPorts {
+            var seen = PortLosses()
+            let c = port.counters
+            seen.kernel = port.kernelDrops
+            seen.noBuffer = c.rxNoBuffer
+            seen.queueFull = c.txQueueDrops
+            seen.transmitFailed = c.txErrors
+            seen.unattached = unattachedByInterface[i] ?? 0
+            let was = reportedLosses[i] ?? PortLosses()
+            guard seen != was else { continue }
+            // A counter that went backwards was reset (a TAP made anew): all of it is new.
+            func new(_ now: UInt64, _ before: UInt64) -> UInt64 { now >= before ? now - before : now }
+            stack.recordDrops(.kernelReceiveQueue, count: new(seen.kernel, was.kernel), on: i)
+            stack.recordDrops(.portNoBuffer, count: new(seen.noBuffer, was.noBuffer), on: i)
+            stack.recordDrops(.portQueueFull, count: new(seen.queueFull, was.queueFull), on: i)
+            stack.recordDrops(.portTransmitFailed, count: new(seen.transmitFailed, was.transmitFailed), on: i)
+            stack.recordDrops(.portUnattached, count: new(seen.unattached, was.unattached), on: i)
+            reportedLosses[i] = seen
+            if new(seen.kernel, was.kernel) > 0 {
+                let last = kernelDropWarned[i] ?? .min
+                if last == .min || now - last >= HostRuntime.kernelDropWarningInterval {
+                    kernelDropWarned[i] = now
+                    log("\(stack.interfaceName(i)) (\(port.name)): the kernel dropped \(new(seen.kernel, was.kernel)) frames "
+                        + "before anygated read them (receive queue full; \(seen.kernel) in all)")
+                }
+            }
+        }
+    }
+}

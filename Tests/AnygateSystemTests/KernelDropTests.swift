@@ -1,0 +1,78 @@
+import AnygateControl
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Frames the kernel drops before the daemon reads them are counted as a
+/// drop reason of the interface, and the books balance: what the kernel
+/// received on the link = what the daemon received + what the kernel dropped.
+///
+///     ns S: 192.0.2.254 (sender) ─veth─ ns G: anygated wan0 192.0.2.1 (packet attachment)
+@Suite("System: kernel-side drops", .serialized, .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+struct KernelDropTests {
+    let anygated = SystemEnvironment.binary("anygated")
+    let anygatectl = SystemEnvironment.binary("anygatectl")
+
+    func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+
+    @Test("a stopped daemon's packet socket overflows: show interfaces reports kernel-rx-queue, and kernel rx = daemon rx + kernel drops")
+    func packetSocketOverflow() throws {
+        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+        let dir = NSTemporaryDirectory() + "anygate-kdrop-\(p)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ns = (s: p + "S", g: p + "G")
+        var daemon: DaemonProcess? = nil
+        defer {
+            if let d = daemon { d.signal(SIGCONT); _ = d.stop() }
+            for n in [ns.s, ns.g] { sh("ip netns del \(n) 2>/dev/null") }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        for s in ["ip netns add \(ns.s)", "ip netns add \(ns.g)", "ip -n \(ns.g) link set lo up",
+                  "ip -n \(ns.s) link add \(p)-s type veth peer name wan netns \(ns.g)",
+                  "ip netns exec \(ns.s) ethtool -K \(p)-s tx off tso off gso off",
+                  "ip netns exec \(ns.g) ethtool -K wan gro off",
+                  "ip -n \(ns.s) addr add 192.0.2.254/24 dev \(p)-s", "ip -n \(ns.s) link set \(p)-s up", "ip -n \(ns.g) link set wan up"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+        try """
+        control: {socket: \(dir)/control.sock}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: wan0
+            attach: {packet: wan}
+            addresses: [192.0.2.1/24]
+
+        """.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
+        daemon = try DaemonProcess(binary: anygated, config: "\(dir)/anygate.yaml", namespace: ns.g, logPath: "\(dir)/log")
+        try #require(DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/control.sock show interfaces").status == 0 },
+                     "\(daemon?.log ?? "")")
+        try #require(sh("ip netns exec \(ns.s) ping -c 2 -i 0.2 -W 2 192.0.2.1").status == 0, "the link works")
+
+        // The daemon stops reading; 20 000 datagrams arrive; it reads again.
+        daemon!.signal(SIGSTOP)
+        let blast = sh("ip netns exec \(ns.s) bash -c 'exec 3>/dev/udp/192.0.2.1/9; for i in $(seq 20000); do echo x >&3; done'", timeout: 60)
+        #expect(blast.status == 0, "\(blast.output)")
+        daemon!.signal(SIGCONT)
+        usleep(500_000)
+
+        func wan() -> InterfaceInfo? {
+            let out = sh("\(anygatectl) --socket \(dir)/control.sock --json show interfaces").output
+            return (try? JSONDecoder().decode([InterfaceInfo].self, from: Data(out.utf8)))?.first { $0.name == "wan0" }
+        }
+        let w = try #require(wan())
+        let kernelDrops = w.drops["kernel-rx-queue"] ?? 0
+        #expect(kernelDrops > 10_000, "most of the blast was dropped in the socket queue: \(w.drops)")
+        // The kernel's own count of frames that arrived on the link.
+        let stats = sh("ip -n \(ns.g) -s -j link show wan").output
+        let kernelRx = (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [[String: Any]])?.first
+            .flatMap { ($0["stats64"] as? [String: Any])?["rx"] as? [String: Any] }?["packets"] as? Int ?? -1
+        let accounted = Int(w.counters.rxPackets + kernelDrops)
+        #expect(abs(kernelRx - accounted) <= 5, "kernel rx \(kernelRx), daemon rx \(w.counters.rxPackets) + kernel drops \(kernelDrops)")
+        #expect(daemon!.log.contains("wan0 (wan): the kernel dropped"), "a warning when the drops start: \(daemon!.log)")
+        let stats2 = sh("\(anygatectl) --socket \(dir)/control.sock show stats").output
+        #expect(stats2.contains("kernel-rx-queue"), "\(stats2)")
+    }
+}
