@@ -62,6 +62,15 @@ struct TunnelSystemTests {
         #expect(t.state == "up" && t.encapsulation == encapsulation && t.backend == backend && t.key == 7)
         #expect((t.counters["txPackets"] ?? 0) > 10_000 && (t.counters["keepalivesReceived"] ?? 0) >= 1, "\(t)")
 
+        // Every frame that reached a gateway's uplink is accounted for: the
+        // daemon received it, or the kernel dropped it and the daemon says so.
+        if backend == "stack" {
+            for side in [1, 2] {
+                let (accounted, kernelRx) = try net.uplinkAccounts(side: side)
+                #expect(abs(kernelRx - accounted) <= 10, "gw\(side): kernel rx \(kernelRx), daemon rx + kernel drops \(accounted)")
+            }
+        }
+
         // The underlay, decoded by tshark: outer addresses, protocol, key and inner type.
         capture?.interrupt()
         _ = DaemonProcess.wait(seconds: 5) { !(capture?.isRunning ?? false) }

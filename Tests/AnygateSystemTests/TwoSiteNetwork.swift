@@ -121,6 +121,18 @@ final class TwoSiteNetwork {
         }
     }
 
+    /// For a stack-backed gateway's uplink: the daemon's received frames
+    /// plus the kernel-side drops it reports, and the frames the kernel
+    /// counted arriving on the same veth.
+    func uplinkAccounts(side: Int) throws -> (accounted: Int, kernelRx: Int) {
+        let out = sh("\(anygatectl) --socket \(dir)/gw\(side).sock --json show interfaces").output
+        let wan = try #require(try JSONDecoder().decode([InterfaceInfo].self, from: Data(out.utf8)).first { $0.name == "wan0" })
+        let stats = sh("ip -n \(side == 1 ? ns.g1 : ns.g2) -s -j link show \(p)-g\(side)u").output
+        let rx = (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [[String: Any]])?.first
+            .flatMap { ($0["stats64"] as? [String: Any])?["rx"] as? [String: Any] }?["packets"] as? Int ?? -1
+        return (Int(wan.counters.rxPackets + (wan.drops["kernel-rx-queue"] ?? 0)), rx)
+    }
+
     func tunnels(side: Int) throws -> [TunnelInfo] {
         try JSONDecoder().decode([TunnelInfo].self, from: Data(sh("\(anygatectl) --socket \(dir)/gw\(side).sock --json show tunnels").output.utf8))
     }
