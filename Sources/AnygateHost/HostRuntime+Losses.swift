@@ -24,6 +24,17 @@ extension HostRuntime {
     public func syncPortLosses() {
         let now = Sys.monotonicNanoseconds()
         lastLossSync = now
+        // Host tunnel sockets: their queue overflows count on the tunnel's interface.
+        for (id, socket) in hostSockets {
+            let seen = UInt64(socket.kernelDrops), was = reportedSocketDrops[id] ?? 0
+            guard seen != was else { continue }
+            reportedSocketDrops[id] = seen
+            let count = seen >= was ? seen - was : seen
+            if let i = stack.recordHostSocketDrops(id, count: count) {
+                log("\(stack.interfaceName(i)): the kernel dropped \(count) datagrams in the host socket's receive queue "
+                    + "before anygated read them (\(seen) in all)")
+            }
+        }
         for (i, port) in attachedPorts {
             var seen = PortLosses()
             let c = port.counters

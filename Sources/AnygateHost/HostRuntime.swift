@@ -24,6 +24,7 @@ public final class HostRuntime {
     var kernelDropWarned: [InterfaceIndex: Int64] = [:]
     var unattachedByInterface: [InterfaceIndex: UInt64] = [:]
     var lastLossSync: Int64 = 0
+    var reportedSocketDrops: [SocketID: UInt64] = [:]
     /// Frames the stack sent to an interface with no port.
     public private(set) var unattachedDrops: UInt64 = 0
 

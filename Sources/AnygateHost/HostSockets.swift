@@ -19,6 +19,9 @@ final class HostSocket {
     let remotePort: UInt16
     var received: UInt64 = 0
     var foreign: UInt64 = 0
+    /// Datagrams the kernel dropped because the receive queue was full, as
+    /// the kernel last reported it (cumulative, SO_RXQ_OVFL).
+    var kernelDrops: UInt32 = 0
 
     init(fd: Int32, raw: Bool, remote: IPv4Address, remotePort: UInt16) {
         self.fd = fd; self.raw = raw; self.remote = remote; self.remotePort = remotePort
@@ -55,6 +58,8 @@ final class HostSocket {
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, Int32(dontFragment ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT),
                                "IP_MTU_DISCOVER", what)
             if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
+            // Each read then says how many datagrams the full queue dropped (SO_RXQ_OVFL).
+            try Sys.setsockopt(fd, SOL_SOCKET, ag_SO_RXQ_OVFL, Int32(1), "SO_RXQ_OVFL", what)
             // A tunnel socket takes bursts at line rate while the loop is busy
             // elsewhere: give it room (beyond rmem_max when privileged). For a
             // raw GRE socket this also matters for correctness: Linux passes
@@ -100,12 +105,7 @@ final class HostSocket {
         while n < batch.count {
             guard var p = pool.allocate() else { break }
             var from = sockaddr_in()
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let r = withUnsafeMutablePointer(to: &from) {
-                $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {
-                    recvfrom(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity, 0, $0, &len)
-                }
-            }
+            let r = ag_recv_counting_drops(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity, &from, &kernelDrops)
             guard r > 0 else { pool.free(p); break }
             p.length = UInt32(r)
             if UInt32(bigEndian: from.sin_addr.s_addr) != remote.rawValue {
@@ -152,6 +152,7 @@ extension HostRuntime {
     }
 
     func closeHostSocket(_ id: SocketID) {
+        reportedSocketDrops[id] = nil
         guard let s = hostSockets.removeValue(forKey: id) else { return }
         loop.unregister(s.fd)
         s.close()

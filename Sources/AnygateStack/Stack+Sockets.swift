@@ -227,6 +227,17 @@ extension Stack {
         flush()
     }
 
+    /// The host's socket for `id` dropped `count` datagrams in its full
+    /// receive queue: counted as `kernel-rx-queue` on the tunnel that owns
+    /// the socket. Returns that tunnel's interface, or nil.
+    @discardableResult
+    public func recordHostSocketDrops(_ id: SocketID, count: UInt64) -> InterfaceIndex? {
+        guard let t = tunnelConfigs.keys.first(where: { tunnelStates[$0].socket == id }) else { return nil }
+        let i = tunnelStates[t].interface
+        recordDrops(.kernelReceiveQueue, count: count, on: i)
+        return i
+    }
+
     /// Packets the host read from a host-backed socket (payloads, as the
     /// stack's own sockets deliver them). Takes ownership.
     public func hostSocketReceived(_ id: SocketID, _ packets: UnsafeBufferPointer<PacketHandle>, from: IPAddress, port: UInt16) {

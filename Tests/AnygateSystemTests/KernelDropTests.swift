@@ -76,3 +76,32 @@ struct KernelDropTests {
         #expect(stats2.contains("kernel-rx-queue"), "\(stats2)")
     }
 }
+
+/// The same for a host-backed tunnel: its socket's queue overflows while
+/// the receiving gateway is stopped, and the tunnel interface says so.
+@Suite("System: kernel-side drops on host tunnel sockets", .serialized,
+       .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+struct HostSocketDropTests {
+    @Test("a stopped gateway's host GRE socket overflows: gre0 reports kernel-rx-queue (SO_RXQ_OVFL)")
+    func hostSocketOverflow() throws {
+        let net = try TwoSiteNetwork(backend: "host")
+        defer {
+            for d in net.daemons { d.signal(SIGCONT) }
+            net.close()
+        }
+        try net.build()
+        try net.start()
+        try #require(net.sh("ip netns exec \(net.ns.a) ping -c 2 -i 0.2 -W 2 10.2.0.2", timeout: 20).status == 0)
+        let gw2 = net.daemons[1]
+        gw2.signal(SIGSTOP)
+        let blast = net.sh("ip netns exec \(net.ns.a) bash -c 'exec 3>/dev/udp/10.2.0.2/9; for i in $(seq 30000); do echo x >&3; done'",
+                           timeout: 90)
+        #expect(blast.status == 0, "\(blast.output)")
+        gw2.signal(SIGCONT)
+        usleep(500_000)
+        let out = net.sh("\(net.anygatectl) --socket \(net.dir)/gw2.sock --json show interfaces").output
+        let gre = try JSONDecoder().decode([InterfaceInfo].self, from: Data(out.utf8)).first { $0.name == "gre0" }
+        #expect((gre?.drops["kernel-rx-queue"] ?? 0) > 1000, "\(gre?.drops ?? [:])\n\(gw2.log.suffix(1000))")
+        #expect(gw2.log.contains("gre0: the kernel dropped"), "\(gw2.log.suffix(1000))")
+    }
+}

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/file.h>
+#include <netinet/in.h>
+#include <stdint.h>
 
 static const unsigned long ag_TUNSETIFF = TUNSETIFF;
 static const unsigned long ag_TUNGETIFF = TUNGETIFF;
@@ -58,6 +60,11 @@ static inline const unsigned char *ag_ifreq_hwaddr(const struct ifreq *ifr) {
 static inline void ag_sigset(sigset_t *set, int a, int b, int c) {
     sigemptyset(set); sigaddset(set, a); sigaddset(set, b); sigaddset(set, c);
 }
+/// Receives one datagram (recvmsg); when the kernel attaches the socket's
+/// receive-queue overflow count (SO_RXQ_OVFL, cumulative), stores it in *drops.
+ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops);
+static const int ag_SO_RXQ_OVFL = SO_RXQ_OVFL;
+
 /// flock(2): Swift sees the name as `struct flock` first.
 static inline int ag_flock(int fd, int operation) { return flock(fd, operation); }
 static inline int ag_block_signals(const sigset_t *set) { return sigprocmask(SIG_BLOCK, set, NULL); }
