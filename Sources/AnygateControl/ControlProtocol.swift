@@ -21,8 +21,12 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     /// For `address-preference`: the address and its new preference.
     public var address: String?
     public var preference: Int?
-    /// For `explain-source`: the destination.
+    /// For `explain-source` and `explain-route`: the destination.
     public var destination: String?
+    /// For `explain-route`: the packet's source and ports (optional).
+    public var source: String?
+    public var sourcePort: UInt16?
+    public var destinationPort: UInt16?
 
     public enum Verb: String, Codable, Sendable {
         case show
@@ -32,12 +36,15 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         case flowsFlush = "flows-flush"
         case addressPreference = "address-preference"
         case explainSource = "explain-source"
+        case explainRoute = "explain-route"
     }
 
     public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil,
-                address: String? = nil, preference: Int? = nil, destination: String? = nil) {
+                address: String? = nil, preference: Int? = nil, destination: String? = nil, source: String? = nil,
+                sourcePort: UInt16? = nil, destinationPort: UInt16? = nil) {
         self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
         self.address = address; self.preference = preference; self.destination = destination
+        self.source = source; self.sourcePort = sourcePort; self.destinationPort = destinationPort
     }
 
     public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats"]
@@ -332,4 +339,47 @@ public enum ControlCoding {
         return e
     }
     public static let decoder = JSONDecoder()
+}
+
+/// `explain route`: the forwarding decision for a destination and flow.
+public struct ExplainRouteInfo: Codable, Equatable, Sendable {
+    public struct Match: Codable, Equatable, Sendable {
+        public var prefix: String
+        public var routes: [RouteInfo]
+        /// Per route: false while withdrawn (its interface down).
+        public var forwarding: [Bool]
+        public init(prefix: String, routes: [RouteInfo], forwarding: [Bool]) {
+            self.prefix = prefix; self.routes = routes; self.forwarding = forwarding
+        }
+    }
+    public var destination: String
+    public var source: String?
+    /// The ports hashed (with `ecmp-hash: l4` and both given), else absent.
+    public var sourcePort: Int?
+    public var destinationPort: Int?
+    /// Most specific first.
+    public var matches: [Match]
+    public var nextHops: [RouteInfo.NextHop]
+    /// The member this flow takes.
+    public var chosen: RouteInfo?
+    public var flow: FlowInfo?
+    public var nextHop: String?
+    public var neighbor: NeighborInfo?
+    public var egressMtu: Int?
+    public var pathMtu: Int?
+    public var pathMtuSource: String?
+    public var sourceAddress: String?
+    public var sourceReason: String?
+    public var reversePath: String?
+    public var reversePathAccepted: Bool?
+    public init(destination: String, source: String?, sourcePort: Int?, destinationPort: Int?, matches: [Match],
+                nextHops: [RouteInfo.NextHop], chosen: RouteInfo?, flow: FlowInfo?, nextHop: String?, neighbor: NeighborInfo?,
+                egressMtu: Int?, pathMtu: Int?, pathMtuSource: String?, sourceAddress: String?, sourceReason: String?,
+                reversePath: String?, reversePathAccepted: Bool?) {
+        self.destination = destination; self.source = source; self.sourcePort = sourcePort; self.destinationPort = destinationPort
+        self.matches = matches; self.nextHops = nextHops; self.chosen = chosen; self.flow = flow; self.nextHop = nextHop
+        self.neighbor = neighbor; self.egressMtu = egressMtu; self.pathMtu = pathMtu; self.pathMtuSource = pathMtuSource
+        self.sourceAddress = sourceAddress; self.sourceReason = sourceReason; self.reversePath = reversePath
+        self.reversePathAccepted = reversePathAccepted
+    }
 }

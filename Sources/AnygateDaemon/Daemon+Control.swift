@@ -50,6 +50,8 @@ extension Daemon {
             return addressPreference(request)
         case .explainSource:
             return explainSource(request)
+        case .explainRoute:
+            return explainRoute(request)
         case .flowsFlush:
             let n = stack.flushFlows()
             logger.notice("flows flushed", metadata: ["flows": "\(n)"])
@@ -179,6 +181,50 @@ extension Daemon {
                             policy: policy?.description ?? "none", policyOrigin: origin)
             }
         }
+    }
+
+    func explainRoute(_ r: ControlRequest) -> [UInt8] {
+        guard let text = r.destination, let d = IPv4Address(text) else {
+            return fail("explain route needs a destination IPv4 address")
+        }
+        var source: IPv4Address? = nil
+        if let s = r.source {
+            guard let a = IPv4Address(s) else { return fail("\(s) is not an IPv4 address") }
+            source = a
+        }
+        var rx: InterfaceIndex? = nil
+        if let dev = r.dev {
+            guard let idx = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
+            rx = idx
+        }
+        let e = stack.explainRoute(d, source: source, sourcePort: r.sourcePort, destinationPort: r.destinationPort, arrivingOn: rx)
+        func info(_ route: Route) -> RouteInfo {
+            RouteInfo(prefix: "\(route.prefix)", nextHop: route.nextHop.map { "\($0)" }, interface: stack.interfaceName(route.interface),
+                      metric: route.metric, origin: "\(route.origin)", weight: Int(route.weight))
+        }
+        let flow = e.flow.map {
+            FlowInfo(source: "\($0.source)", destination: "\($0.destination)", tos: Int($0.tos),
+                     sourcePort: $0.sourcePort.map(Int.init), destinationPort: $0.destinationPort.map(Int.init),
+                     interface: stack.interfaceName($0.interface), nextHop: "\($0.nextHop)", packets: $0.packets,
+                     bytes: $0.bytes, idleSeconds: ($0.idle.seconds * 10).rounded() / 10, valid: $0.valid)
+        }
+        let neighbor = e.neighbor.map {
+            NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
+                         state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
+        }
+        return encode(ControlResponse(ok: true, result: ExplainRouteInfo(
+            destination: "\(d)", source: source.map { "\($0)" }, sourcePort: e.hashedPorts.map { Int($0.source) },
+            destinationPort: e.hashedPorts.map { Int($0.destination) },
+            matches: e.matches.map { m in
+                ExplainRouteInfo.Match(prefix: "\(m.prefix)", routes: m.routes.map(info), forwarding: m.withdrawn.map { !$0 })
+            },
+            nextHops: e.equalCostSet.map {
+                RouteInfo.NextHop(address: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface), weight: Int($0.weight))
+            },
+            chosen: e.chosen.map(info), flow: flow, nextHop: e.nextHop.map { "\($0)" }, neighbor: neighbor,
+            egressMtu: e.egressMTU, pathMtu: e.tunnelPathMTU?.mtu, pathMtuSource: e.tunnelPathMTU?.source,
+            sourceAddress: e.source.map { "\($0)" }, sourceReason: e.sourceReason,
+            reversePath: e.reversePath.map { $0.mode.rawValue }, reversePathAccepted: e.reversePath?.accepted)))
     }
 
     func routeInfos() -> [RouteInfo] {

@@ -226,7 +226,68 @@ struct AddressCommand: ParsableCommand {
 }
 
 struct Explain: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Explain a decision.", subcommands: [Source.self])
+    static let configuration = CommandConfiguration(abstract: "Explain a decision.", subcommands: [Source.self, Route.self])
+
+    struct Route: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "explain route DST [--source S] [--interface IF] [--ports SPORT:DPORT]: where a packet to DST goes, and why.")
+        @ParentCommand var root: Anygatectl
+        @Argument(help: "The destination.") var destination: String
+        @Option(name: .long, help: "The packet's source (the ECMP hash and the flow entry depend on it).") var source: String?
+        @Option(name: .long, help: "The interface the packet arrives on (its reverse-path check).") var interface: String?
+        @Option(name: .long, help: "Source and destination ports, SPORT:DPORT (hashed with ecmp-hash l4).") var ports: String?
+
+        func validate() throws {
+            if let ports, parsedPorts(ports) == nil { throw ValidationError("--ports takes SPORT:DPORT") }
+        }
+
+        func parsedPorts(_ text: String) -> (UInt16, UInt16)? {
+            let parts = text.split(separator: ":")
+            guard parts.count == 2, let a = UInt16(parts[0]), let b = UInt16(parts[1]) else { return nil }
+            return (a, b)
+        }
+
+        func run() {
+            let p = ports.flatMap(parsedPorts)
+            let sp = p?.0, dp = p?.1
+            let e = call(ControlRequest(verb: .explainRoute, dev: interface, destination: destination, source: source,
+                                        sourcePort: sp, destinationPort: dp), root, as: ExplainRouteInfo.self)
+            if root.json { return printJSON(e) }
+            print("destination: \(e.destination)" + (e.source.map { " from \($0)" } ?? "")
+                  + (e.sourcePort.map { " ports \($0)>\(e.destinationPort ?? 0)" } ?? ""))
+            if let rp = e.reversePath {
+                print("arriving:    on \(interface ?? "?"), reverse-path check \(rp): \(e.reversePathAccepted == true ? "passes" : "fails (dropped)")")
+            }
+            print("")
+            table(["PREFIX", "NEXT-HOP", "INTERFACE", "METRIC", "ORIGIN", "FORWARDS"],
+                  e.matches.flatMap { m in
+                      zip(m.routes, m.forwarding).map { r, f in
+                          [m.prefix, r.nextHop ?? "-", r.interface, "\(r.metric)", r.origin, f ? "yes" : "withdrawn"]
+                      }
+                  })
+            print("")
+            if e.nextHops.count > 1 {
+                print("ecmp set:    " + e.nextHops.map { "\($0.address ?? "-") dev \($0.interface) weight \($0.weight)" }.joined(separator: ", "))
+            }
+            if let c = e.chosen {
+                print("chosen:      \(c.prefix)\(c.nextHop.map { " via \($0)" } ?? "") dev \(c.interface) (\(c.origin))")
+            } else {
+                print("chosen:      no route")
+            }
+            if let f = e.flow {
+                print("flow:        \(f.packets) packets, idle \(f.idleSeconds)s, \(f.valid ? "valid" : "stale")")
+            } else {
+                print("flow:        none (the next packet takes the slow path)")
+            }
+            if let n = e.neighbor {
+                print("neighbour:   \(n.address) \(n.mac ?? "-") \(n.state)")
+            } else if let nh = e.nextHop, e.pathMtu == nil {
+                print("neighbour:   \(nh) not resolved")
+            }
+            if let m = e.egressMtu { print("egress mtu:  \(m)" + (e.pathMtu.map { " (tunnel path MTU \($0), \(e.pathMtuSource ?? ""))" } ?? "")) }
+            if let s = e.sourceAddress { print("source:      \(s): \(e.sourceReason ?? "")") }
+        }
+    }
 
     struct Source: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -155,4 +155,25 @@ struct ECMPTests {
         #expect(fast.seen.member == slow.seen.member)
         #expect(fast.r1.counters.flowHits >= 496 && slow.r1.counters.flowHits == 0)
     }
+
+    @Test("explain route names the member each flow actually takes, its flow entry, neighbour and MTU")
+    func explainAgrees() throws {
+        let fan = try Fan()
+        fan.send(ports: 50000..<50200)
+        fan.send(ports: 50000..<50200)
+        for (port, k) in fan.seen.member {
+            let e = fan.r1.explainRoute(Fan.destination, source: IPv4Address(10, 1, 0, 2), sourcePort: UInt16(port), destinationPort: 53)
+            #expect(e.chosen?.interface == fan.wans[k], "port \(port): explained \(String(describing: e.chosen)), went out wan\(k)")
+            #expect(e.equalCostSet.count == 4)
+        }
+        let e = fan.r1.explainRoute(Fan.destination, source: IPv4Address(10, 1, 0, 2), sourcePort: 50007, destinationPort: 53)
+        #expect(e.matches.map(\.prefix) == [try IPv4Prefix("10.99.0.0/16")])
+        #expect(e.flow?.packets == 1 && e.flow?.valid == true, "the flow entry for this 5-tuple")
+        #expect(e.neighbor?.state == .reachable && e.egressMTU == 1500)
+        #expect(e.source != nil)
+        // Arriving on the lan with a source the lan routes back: strict would pass it.
+        try fan.r1.setReversePathFilter(fan.lan, .strict)
+        #expect(fan.r1.explainRoute(Fan.destination, source: IPv4Address(10, 1, 0, 2), arrivingOn: fan.lan).reversePath?.accepted == true)
+        #expect(fan.r1.explainRoute(Fan.destination, source: IPv4Address(10, 99, 0, 9), arrivingOn: fan.lan).reversePath?.accepted == false)
+    }
 }

@@ -47,5 +47,11 @@ struct TunnelPMTUSystemTests {
         #expect((t.counters["pathMTUUpdates"] ?? 0) >= 1)
         let text = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock show tunnels").output
         #expect(text.contains("1400 (\(why))"), "\(text)")
+        // explain route follows the same decision: through gre0, with the learnt path MTU.
+        let explain = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock --json explain route 10.2.0.2 --source 10.1.0.2")
+        let e = try JSONDecoder().decode(ExplainRouteInfo.self, from: Data(explain.output.utf8))
+        #expect(e.chosen?.interface == "gre0" && e.nextHop == "172.16.0.2" && e.pathMtu == 1400 && e.egressMtu == 1372, "\(explain.output)")
+        let plain = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock explain route 10.2.0.2 --source 10.1.0.2").output
+        #expect(plain.contains("chosen:      10.2.0.0/16 via 172.16.0.2 dev gre0") && plain.contains("tunnel path MTU 1400"), "\(plain)")
     }
 }

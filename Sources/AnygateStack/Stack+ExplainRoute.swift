@@ -1,0 +1,89 @@
+public import AnygateWire
+
+/// The forwarding decision for one destination (and flow), step by step:
+/// what `anygatectl explain route` prints.
+public struct RouteExplanation: Sendable {
+    /// Every prefix holding the destination, most specific first, with
+    /// its routes (best first) and whether they forward now.
+    public var matches: [(prefix: IPv4Prefix, routes: [Route], withdrawn: [Bool])]
+    /// The ECMP set that forwards (one route for a single path), and the
+    /// member this flow hashes to.
+    public var equalCostSet: [Route]
+    public var chosen: Route?
+    /// The flow key hashed, and the ipflow entry for it, if any.
+    public var hashedPorts: (source: UInt16, destination: UInt16)?
+    public var flow: Flow?
+    /// The next hop and its neighbour entry (nil for tunnels and unresolved ones).
+    public var nextHop: IPv4Address?
+    public var neighbor: Neighbor?
+    /// The egress interface's MTU and, for a tunnel, its outer path MTU and its source.
+    public var egressMTU: Int?
+    public var tunnelPathMTU: (mtu: Int, source: String)?
+    /// The source address the stack would choose for a packet of its own.
+    public var source: IPv4Address?
+    public var sourceReason: String?
+    /// With an arrival interface and a packet source: that interface's
+    /// reverse-path check and whether the source passes it.
+    public var reversePath: (mode: ReversePathFilter, accepted: Bool)?
+}
+
+extension Stack {
+    /// Explains where a packet to `destination` goes: the prefixes that
+    /// hold it, the ECMP set and the member the flow (`source`, and the ports
+    /// when given) hashes to, its ipflow entry, the neighbour, the egress
+    /// MTU and the source address the stack would use.
+    public func explainRoute(_ destination: IPv4Address, source: IPv4Address? = nil, sourcePort: UInt16? = nil,
+                             destinationPort: UInt16? = nil, arrivingOn rx: InterfaceIndex? = nil) -> RouteExplanation {
+        var e = RouteExplanation(matches: [], equalCostSet: [], chosen: nil, hashedPorts: nil, flow: nil, nextHop: nil,
+                                 neighbor: nil, egressMTU: nil, tunnelPathMTU: nil, source: nil, sourceReason: nil, reversePath: nil)
+        if let rx, let source, rx >= 0, rx < interfaceNames.count, ifs[rx].exists {
+            let mode = ifs[rx].rpf
+            e.reversePath = (mode, mode == .off || reversePathAccepts(source.rawValue, rx: rx))
+        }
+        for length in stride(from: 32, through: 0, by: -1) {
+            let prefix = IPv4Prefix(address: destination, length: length)
+            let routes = fib.routes(for: prefix)
+            guard !routes.isEmpty else { continue }
+            e.matches.append((prefix, routes, routes.map { fib.isWithdrawn($0) }))
+        }
+        guard let best = fibView.pointee.lookup(destination.rawValue) else { return e }
+        let bestRoute = fib.route(at: best - fibView.pointee.slots)
+        e.equalCostSet = fib.equalCostSet(for: bestRoute.prefix)
+        if e.equalCostSet.isEmpty { e.equalCostSet = [bestRoute] }
+        var ports: UInt32 = 0
+        if configuration.ecmpHash == .l4, let sp = sourcePort, let dp = destinationPort {
+            ports = UInt32(sp) << 16 | UInt32(dp)
+            e.hashedPorts = (sp, dp)
+        }
+        let key = FlowKey(destination: destination.rawValue, source: (source ?? .any).rawValue, ports: ports, tos: 0)
+        let member = best.pointee.memberCount > 1 ? fibView.pointee.member(of: best, hash: ecmpHash(key)) : best
+        let chosen = fib.route(at: member - fibView.pointee.slots)
+        e.chosen = chosen
+        let fi = flows.find(key)
+        if fi != FlowTable.none, let f = flowList.first(where: {
+            $0.destination == destination && $0.source == (source ?? .any) && $0.tos == 0
+                && ($0.sourcePort ?? 0) == UInt16(truncatingIfNeeded: ports >> 16) && ($0.destinationPort ?? 0) == UInt16(truncatingIfNeeded: ports)
+        }) {
+            e.flow = f
+        }
+        let out = chosen.interface
+        e.egressMTU = ifs[out].mtu
+        switch chosen.kind {
+        case .gateway, .connected:
+            let nh = chosen.nextHop ?? destination
+            e.nextHop = nh
+            if ifs[out].tunnel >= 0 {
+                e.tunnelPathMTU = outerPathMTU(Int(ifs[out].tunnel))
+            } else {
+                e.neighbor = neighborList.first { $0.address == nh && $0.interface == out }
+            }
+        case .local, .broadcast, .blackhole:
+            break
+        }
+        if let s = explainSource(destination, interface: chosen.kind == .local ? nil : out) {
+            e.source = s.chosen
+            e.sourceReason = s.reason
+        }
+        return e
+    }
+}
