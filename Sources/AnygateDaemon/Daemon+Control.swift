@@ -121,10 +121,7 @@ extension Daemon {
             i = idx
         }
         guard let e = stack.explainSource(d, interface: i) else { return fail("no route to \(d)") }
-        let route = e.route.map {
-            RouteInfo(prefix: "\($0.prefix)", nextHop: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface),
-                      metric: $0.metric, origin: "\($0.origin)")
-        }
+        let route = e.route.map { routeInfo($0) }
         let candidates = e.candidates.enumerated().map { k, c in
             ExplainInfo.Candidate(address: "\(c.address)", preference: Int(c.preference), index: c.index,
                                   scores: k < e.vectors.count ? e.vectors[k] : [])
@@ -198,30 +195,15 @@ extension Daemon {
             rx = idx
         }
         let e = stack.explainRoute(d, source: source, sourcePort: r.sourcePort, destinationPort: r.destinationPort, arrivingOn: rx)
-        func info(_ route: Route) -> RouteInfo {
-            RouteInfo(prefix: "\(route.prefix)", nextHop: route.nextHop.map { "\($0)" }, interface: stack.interfaceName(route.interface),
-                      metric: route.metric, origin: "\(route.origin)", weight: Int(route.weight))
-        }
-        let flow = e.flow.map {
-            FlowInfo(source: "\($0.source)", destination: "\($0.destination)", tos: Int($0.tos),
-                     sourcePort: $0.sourcePort.map(Int.init), destinationPort: $0.destinationPort.map(Int.init),
-                     interface: stack.interfaceName($0.interface), nextHop: "\($0.nextHop)", packets: $0.packets,
-                     bytes: $0.bytes, idleSeconds: ($0.idle.seconds * 10).rounded() / 10, valid: $0.valid)
-        }
-        let neighbor = e.neighbor.map {
-            NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
-                         state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
-        }
+        let flow = e.flow.map(flowInfo), neighbor = e.neighbor.map(neighborInfo)
         return encode(ControlResponse(ok: true, result: ExplainRouteInfo(
             destination: "\(d)", source: source.map { "\($0)" }, sourcePort: e.hashedPorts.map { Int($0.source) },
             destinationPort: e.hashedPorts.map { Int($0.destination) },
             matches: e.matches.map { m in
-                ExplainRouteInfo.Match(prefix: "\(m.prefix)", routes: m.routes.map(info), forwarding: m.withdrawn.map { !$0 })
+                ExplainRouteInfo.Match(prefix: "\(m.prefix)", routes: m.routes.map { routeInfo($0) }, forwarding: m.withdrawn.map { !$0 })
             },
-            nextHops: e.equalCostSet.map {
-                RouteInfo.NextHop(address: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface), weight: Int($0.weight))
-            },
-            chosen: e.chosen.map(info), flow: flow, nextHop: e.nextHop.map { "\($0)" }, neighbor: neighbor,
+            nextHops: e.equalCostSet.map(nextHopInfo),
+            chosen: e.chosen.map { routeInfo($0) }, flow: flow, nextHop: e.nextHop.map { "\($0)" }, neighbor: neighbor,
             egressMtu: e.egressMTU, pathMtu: e.tunnelPathMTU?.mtu, pathMtuSource: e.tunnelPathMTU?.source,
             sourceAddress: e.source.map { "\($0)" }, sourceReason: e.sourceReason,
             reversePath: e.reversePath.map { $0.mode.rawValue }, reversePathAccepted: e.reversePath?.accepted)))
@@ -233,20 +215,24 @@ extension Daemon {
             let set = sets[r.prefix] ?? stack.equalCostSet(for: r.prefix)
             sets[r.prefix] = set
             let member = set.contains { $0.nextHop == r.nextHop && $0.interface == r.interface && $0.metric == r.metric }
-            return RouteInfo(prefix: "\(r.prefix)", nextHop: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface),
-                             metric: r.metric, origin: "\(r.origin)", weight: Int(r.weight),
-                             nextHops: member ? set.map {
-                                 RouteInfo.NextHop(address: $0.nextHop.map { "\($0)" }, interface: stack.interfaceName($0.interface),
-                                                   weight: Int($0.weight))
-                             } : [])
+            return routeInfo(r, nextHops: member ? set.map(nextHopInfo) : [])
         }
     }
 
-    func neighborInfos() -> [NeighborInfo] {
-        stack.neighborList.map {
-            NeighborInfo(address: "\($0.address)", mac: $0.mac.map { "\($0)" }, interface: stack.interfaceName($0.interface),
-                         state: "\($0.state)", ageSeconds: ($0.age.seconds * 10).rounded() / 10)
-        }
+    func routeInfo(_ r: Route, nextHops: [RouteInfo.NextHop] = []) -> RouteInfo {
+        RouteInfo(prefix: "\(r.prefix)", nextHop: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface),
+                  metric: r.metric, origin: "\(r.origin)", weight: Int(r.weight), nextHops: nextHops)
+    }
+
+    func nextHopInfo(_ r: Route) -> RouteInfo.NextHop {
+        RouteInfo.NextHop(address: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface), weight: Int(r.weight))
+    }
+
+    func neighborInfos() -> [NeighborInfo] { stack.neighborList.map(neighborInfo) }
+
+    func neighborInfo(_ n: Neighbor) -> NeighborInfo {
+        NeighborInfo(address: "\(n.address)", mac: n.mac.map { "\($0)" }, interface: stack.interfaceName(n.interface),
+                     state: "\(n.state)", ageSeconds: (n.age.seconds * 10).rounded() / 10)
     }
 
     func mirrorInfo() -> MirrorInfo {
@@ -278,13 +264,13 @@ extension Daemon {
         }
     }
 
-    func flowInfos() -> [FlowInfo] {
-        stack.flowList.map {
-            FlowInfo(source: "\($0.source)", destination: "\($0.destination)", tos: Int($0.tos),
-                     sourcePort: $0.sourcePort.map(Int.init), destinationPort: $0.destinationPort.map(Int.init),
-                     interface: stack.interfaceName($0.interface), nextHop: "\($0.nextHop)", packets: $0.packets,
-                     bytes: $0.bytes, idleSeconds: ($0.idle.seconds * 10).rounded() / 10, valid: $0.valid)
-        }
+    func flowInfos() -> [FlowInfo] { stack.flowList.map(flowInfo) }
+
+    func flowInfo(_ f: Flow) -> FlowInfo {
+        FlowInfo(source: "\(f.source)", destination: "\(f.destination)", tos: Int(f.tos),
+                 sourcePort: f.sourcePort.map(Int.init), destinationPort: f.destinationPort.map(Int.init),
+                 interface: stack.interfaceName(f.interface), nextHop: "\(f.nextHop)", packets: f.packets,
+                 bytes: f.bytes, idleSeconds: (f.idle.seconds * 10).rounded() / 10, valid: f.valid)
     }
 
     /// Stack-wide counters by name.

@@ -22,11 +22,10 @@ public final class HostRuntime {
     /// Port losses already recorded in the stack, per interface (`syncPortLosses`).
     var reportedLosses: [InterfaceIndex: PortLosses] = [:]
     var kernelDropWarned: [InterfaceIndex: Int64] = [:]
+    /// Frames the stack sent to an interface whose port has no device, per interface.
     var unattachedByInterface: [InterfaceIndex: UInt64] = [:]
     var lastLossSync: Int64 = 0
     var reportedSocketDrops: [SocketID: UInt64] = [:]
-    /// Frames the stack sent to an interface with no port.
-    public private(set) var unattachedDrops: UInt64 = 0
 
     /// The stack's view of the host: clock, randomness, transmit.
     final class Calls: Hypercalls {
@@ -118,7 +117,6 @@ public final class HostRuntime {
     func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex) {
         guard let port = ports[interface], port.fd >= 0, !lostPorts.contains(interface) else {
             for p in packets { pool.free(p) }
-            unattachedDrops += UInt64(packets.count)
             unattachedByInterface[interface, default: 0] += UInt64(packets.count)
             return
         }

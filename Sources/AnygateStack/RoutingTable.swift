@@ -262,22 +262,6 @@ public struct RoutingTable {
         return changed
     }
 
-    /// The next hops an ECMP set withdrew because they failed to resolve.
-    public var failedNextHops: [(gateway: IPv4Address, interface: InterfaceIndex)] {
-        var out: [(IPv4Address, InterfaceIndex)] = []
-        for prefix in multipathPrefixes {
-            var i = byPrefix[prefix] ?? RouteSlot.end
-            while i != RouteSlot.end {
-                let s = slots[Int(i)]
-                if s.nextHopFailed && !out.contains(where: { $0.0.rawValue == s.gateway && $0.1 == Int(s.interface) }) {
-                    out.append((IPv4Address(rawValue: s.gateway), Int(s.interface)))
-                }
-                i = s.next
-            }
-        }
-        return out
-    }
-
     /// The members of the ECMP set forwarding for `prefix` (one route for a
     /// single path; empty when nothing for exactly this prefix forwards).
     public func equalCostSet(for prefix: IPv4Prefix) -> [Route] {

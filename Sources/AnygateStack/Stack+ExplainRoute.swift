@@ -60,12 +60,7 @@ extension Stack {
         let chosen = fib.route(at: member - fibView.pointee.slots)
         e.chosen = chosen
         let fi = flows.find(key)
-        if fi != FlowTable.none, let f = flowList.first(where: {
-            $0.destination == destination && $0.source == (source ?? .any) && $0.tos == 0
-                && ($0.sourcePort ?? 0) == UInt16(truncatingIfNeeded: ports >> 16) && ($0.destinationPort ?? 0) == UInt16(truncatingIfNeeded: ports)
-        }) {
-            e.flow = f
-        }
+        if fi != FlowTable.none { e.flow = flow(at: fi) }
         let out = chosen.interface
         e.egressMTU = ifs[out].mtu
         switch chosen.kind {

@@ -173,13 +173,13 @@ extension Stack {
     func installFlow(_ key: FlowKey, proto: IPProtocol, headerLength: Int, fragment: Bool, out: InterfaceIndex,
                      neighbor: UInt32, nextHop: UInt32) {
         guard flows.capacity > 0, proto != .icmp, headerLength == IPv4Packet.minimumHeaderLength, !fragment else { return }
-        installFlow(key, out: out, neighbor: neighbor, nextHop: nextHop)
+        installFlowEntry(key, out: out, neighbor: neighbor, nextHop: nextHop)
     }
 
     /// The installing part, out of line: it keeps the receive loop small
     /// enough for the compiler to inline the fast path into it.
     @inline(never)
-    func installFlow(_ key: FlowKey, out: InterfaceIndex, neighbor: UInt32, nextHop: UInt32) {
+    func installFlowEntry(_ key: FlowKey, out: InterfaceIndex, neighbor: UInt32, nextHop: UInt32) {
         let egress: UInt32, generation: UInt32, rewrite: UInt64
         let tunnel = ifs[out].tunnel
         if tunnel >= 0 {
@@ -242,26 +242,27 @@ extension Stack {
     }
 
     /// The flows, oldest first.
-    public var flowList: [Flow] {
+    public var flowList: [Flow] { flows.liveIndices.map(flow(at:)) }
+
+    /// One flow entry as `show flows` prints it.
+    func flow(at i: UInt32) -> Flow {
         let nowTicks = FlowTable.ticks(hot.pointee.now)
-        return flows.liveIndices.map { i in
-            let f = flows.entries[Int(i)]
-            let interface: InterfaceIndex, nextHop: UInt32
-            if f.isTunnel {
-                interface = tunnelStates[Int(f.egress & ~FlowTable.tunnelTag)].interface
-                nextHop = UInt32(truncatingIfNeeded: f.mac)
-            } else {
-                let n = neighbors.entries[Int(f.egress)]
-                interface = Int(n.interface)
-                nextHop = n.address
-            }
-            return Flow(source: IPv4Address(rawValue: f.source), destination: IPv4Address(rawValue: f.destination), tos: f.tos,
-                        sourcePort: f.ports == 0 ? nil : UInt16(truncatingIfNeeded: f.ports >> 16),
-                        destinationPort: f.ports == 0 ? nil : UInt16(truncatingIfNeeded: f.ports),
-                        interface: interface, nextHop: IPv4Address(rawValue: nextHop), packets: f.packets, bytes: f.bytes,
-                        idle: Interval(nanoseconds: Int64(nowTicks &- f.lastUsed) << FlowTable.tickShift),
-                        valid: flowIsCurrent(f))
+        let f = flows.entries[Int(i)]
+        let interface: InterfaceIndex, nextHop: UInt32
+        if f.isTunnel {
+            interface = tunnelStates[Int(f.egress & ~FlowTable.tunnelTag)].interface
+            nextHop = UInt32(truncatingIfNeeded: f.mac)
+        } else {
+            let n = neighbors.entries[Int(f.egress)]
+            interface = Int(n.interface)
+            nextHop = n.address
         }
+        return Flow(source: IPv4Address(rawValue: f.source), destination: IPv4Address(rawValue: f.destination), tos: f.tos,
+                    sourcePort: f.ports == 0 ? nil : UInt16(truncatingIfNeeded: f.ports >> 16),
+                    destinationPort: f.ports == 0 ? nil : UInt16(truncatingIfNeeded: f.ports),
+                    interface: interface, nextHop: IPv4Address(rawValue: nextHop), packets: f.packets, bytes: f.bytes,
+                    idle: Interval(nanoseconds: Int64(nowTicks &- f.lastUsed) << FlowTable.tickShift),
+                    valid: flowIsCurrent(f))
     }
 
     /// Number of flows in the table.

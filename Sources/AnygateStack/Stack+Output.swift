@@ -8,8 +8,10 @@ extension Stack {
     func forward(_ p: PacketHandle, route best: UnsafeMutablePointer<RouteSlot>, rx: InterfaceIndex) {
         let ip = IPv4Packet(unchecked: pool.bytes(p))
         if best.pointee.kind == .blackhole { return drop(p, .blackhole, rx: rx) }
-        let key = flowKey(ip)
-        let route = best.pointee.memberCount > 1 ? fibView.pointee.member(of: best, hash: ecmpHash(key)) : best
+        // The flow key feeds the ECMP choice and the flow cache; without either it is not read.
+        let multipath = best.pointee.memberCount > 1
+        let key = multipath || flows.capacity > 0 ? flowKey(ip) : FlowKey(destination: 0, source: 0, ports: 0, tos: 0)
+        let route = multipath ? fibView.pointee.member(of: best, hash: ecmpHash(key)) : best
         if ip.ttl <= 1 {
             sendICMPError(about: p, type: .timeExceeded, code: ICMPv4TimeExceededCode.ttl, rx: rx, linkBroadcast: false)
             return drop(p, .ttlExpired, rx: rx)

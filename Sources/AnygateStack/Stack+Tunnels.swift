@@ -334,9 +334,8 @@ extension Stack {
     func tunnelTimers() {
         let now = hot.pointee.now
         var next = Int64.max
-        for (t, c) in tunnelConfigs {
+        for t in tunnelConfigs.keys {
             let st = tunnelStates + t
-            _ = c
             if st.pointee.pathMTU != 0 && now >= st.pointee.pathMTUExpires {
                 // The learned path MTU lapses: try the full size again.
                 st.pointee.pathMTU = 0
