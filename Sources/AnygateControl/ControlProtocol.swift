@@ -325,9 +325,25 @@ public struct StatsInfo: Codable, Equatable, Sendable {
     public var poolBuffersInUse: Int
     public var poolBuffers: Int
     public var uptimeSeconds: Double
-    public init(counters: [String: UInt64], drops: [String: UInt64], poolBuffersInUse: Int, poolBuffers: Int, uptimeSeconds: Double) {
+    /// The packet ledger: every packet in equals every packet out, held or dropped.
+    public var ledger: LedgerInfo
+    public init(counters: [String: UInt64], drops: [String: UInt64], poolBuffersInUse: Int, poolBuffers: Int,
+                uptimeSeconds: Double, ledger: LedgerInfo) {
         self.counters = counters; self.drops = drops; self.poolBuffersInUse = poolBuffersInUse
-        self.poolBuffers = poolBuffers; self.uptimeSeconds = uptimeSeconds
+        self.poolBuffers = poolBuffers; self.uptimeSeconds = uptimeSeconds; self.ledger = ledger
+    }
+}
+
+/// The stack's packet ledger (docs/stack.md, "Every packet accounted for").
+public struct LedgerInfo: Codable, Equatable, Sendable {
+    /// True when the input, output and drop-table equations all hold.
+    public var balanced: Bool
+    /// Each term by name (received, forwarded, consumed, sent, inputDrops, …).
+    public var terms: [String: UInt64]
+    /// One sentence per equation that does not hold.
+    public var violations: [String]
+    public init(balanced: Bool, terms: [String: UInt64], violations: [String]) {
+        self.balanced = balanced; self.terms = terms; self.violations = violations
     }
 }
 

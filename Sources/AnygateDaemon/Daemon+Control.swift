@@ -286,6 +286,15 @@ extension Daemon {
         StatsInfo(counters: stackCounters(),
                   drops: Dictionary(uniqueKeysWithValues: stack.dropCounts.map { ("\($0.key)", $0.value) }),
                   poolBuffersInUse: runtime.pool.inUse, poolBuffers: runtime.pool.capacity,
-                  uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10)
+                  uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10, ledger: ledgerInfo())
+    }
+
+    func ledgerInfo() -> LedgerInfo {
+        let l = stack.ledger
+        var terms: [String: UInt64] = [:]
+        for child in Mirror(reflecting: l).children {
+            if let name = child.label, let v = child.value as? UInt64 { terms[name] = v }
+        }
+        return LedgerInfo(balanced: l.balanced, terms: terms, violations: l.violations)
     }
 }

@@ -59,6 +59,9 @@ extension Daemon {
         perInterface("anygate_interface_rx_drops_total", "Frames received on the interface and dropped.") { $0.counters.rxDrops }
         perInterface("anygate_interface_tx_drops_total", "Frames for the interface dropped before transmit.") { $0.counters.txDrops }
         perInterface("anygate_interface_forwarded_total", "Packets received on the interface and forwarded.") { $0.counters.forwarded }
+        family("anygate_ledger_balanced", "gauge",
+               "1 when every packet the stack received or made is forwarded, consumed, sent, held or dropped with a reason.",
+               [("", stack.ledger.balanced ? 1 : 0)])
         perInterface("anygate_port_tx_errors_total", "Frames the host device refused.") {
             self.runtime.port(for: $0.index)?.counters.txErrors ?? 0
         }

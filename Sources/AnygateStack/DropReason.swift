@@ -60,7 +60,12 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case greUnknownProtocol
     case tunnelNesting
     case tunnelDown
-    case tunnelSendFailed
+    /// The host socket of a host-backed socket or tunnel refused a datagram.
+    case hostSocketSendFailed
+    /// Datagrams for a socket closed while they were on their way.
+    case socketClosed
+    /// A packet the stack originated had no source address to leave with.
+    case noSourceAddress
     case hostOwned
     /// The source would not be routed back through the arrival interface
     /// (strict) or has no route at all (loose): RFC 3704 reverse-path check.
@@ -149,7 +154,9 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .greUnknownProtocol: "gre-unknown-protocol"
         case .tunnelNesting: "tunnel-nesting"
         case .tunnelDown: "tunnel-down"
-        case .tunnelSendFailed: "tunnel-send-failed"
+        case .hostSocketSendFailed: "host-socket-send-failed"
+        case .socketClosed: "socket-closed"
+        case .noSourceAddress: "no-source-address"
         case .hostOwned: "host-owned"
         case .rpfFailed: "rpf-failed"
         case .ecnNotECT: "ecn-not-ect"
@@ -169,6 +176,11 @@ public struct InterfaceCounters: Hashable, Sendable {
     public var txDrops: UInt64 = 0
     public var forwarded: UInt64 = 0
     public init() {}
+
+    mutating func add(_ o: InterfaceCounters) {
+        rxPackets &+= o.rxPackets; rxBytes &+= o.rxBytes; txPackets &+= o.txPackets; txBytes &+= o.txBytes
+        rxDrops &+= o.rxDrops; txDrops &+= o.txDrops; forwarded &+= o.forwarded
+    }
 }
 
 /// Stack-wide event counters that are not drops.
@@ -205,5 +217,29 @@ public struct StackCounters: Hashable, Sendable {
     public var flowsFlushed: UInt64 = 0
     /// ICMP fragmentation-needed that matched no tunnel's outer packets (ignored).
     public var pmtuReportsIgnored: UInt64 = 0
+
+    // The packet ledger's own terms (see `PacketLedger`); the rest of the
+    // ledger is summed from the interface counters.
+    /// Packets the stack took in: given to a socket or a tunnel, or
+    /// absorbed by ARP and ICMP (an answered request included).
+    public var consumed: UInt64 = 0
+    /// Packets the stack made: ARP, ICMP, socket sends, keepalives, tunnel encapsulations.
+    public var originated: UInt64 = 0
+    /// Packets the stack sent to its own addresses (out and back in without a wire).
+    public var looped: UInt64 = 0
+    /// Datagrams read from host sockets (host-backed tunnels).
+    public var fromHostSockets: UInt64 = 0
+    /// Packets handed to host sockets.
+    public var toHostSockets: UInt64 = 0
+    /// Datagrams split into fragments (each is 1 in, `fragmentsCreated` counts the N out).
+    public var fragmented: UInt64 = 0
+    /// Fragments that became part of a reassembled datagram (N in; `datagramsReassembled` is the 1 out).
+    public var fragmentsReassembled: UInt64 = 0
+    /// Input drops that belong to no interface (a full socket queue, a closed socket).
+    public var inputDropsElsewhere: UInt64 = 0
+    /// Output drops that belong to no interface (no route, no source address, a neighbour table making room).
+    public var outputDropsElsewhere: UInt64 = 0
+    /// Losses the host reported outside the stack (kernel queues, ports).
+    public var dropsOutsideStack: UInt64 = 0
     public init() {}
 }

@@ -37,13 +37,44 @@ public final class MemoryNetwork: Hypercalls {
     public init(pool: PacketPool = PacketPool(capacity: 4096), seed: UInt64 = 0x5EED) {
         self.pool = pool
         self.rng = SplitMix64(seed: seed)
+        MemoryNetwork.audit?.networks.append(self)
     }
 
     /// Creates a stack on this network.
     public func addStack(name: String, configuration: StackConfiguration = StackConfiguration()) -> Stack {
         let s = Stack(name: name, configuration: configuration, pool: pool, hypercalls: self)
         members.append(Weak(stack: s))
+        MemoryNetwork.audit?.stacks.append(s)
         return s
+    }
+
+    // MARK: Audit
+
+    /// Set around a test, it keeps every network made and every stack added
+    /// in the task, so that their packet accounting can be checked at the end.
+    @TaskLocal public static var audit: Audit?
+
+    /// The networks and stacks of one test. Only the task that set it up
+    /// and its children touch it, one at a time.
+    public final class Audit: @unchecked Sendable {
+        var networks: [MemoryNetwork] = []
+        var stacks: [Stack] = []
+        public init() {}
+
+        /// Every equation that does not hold: each stack's `ledger`, and
+        /// each network's pool against what its stacks hold and what is on
+        /// its wires (a buffer leaked or freed twice shows there).
+        public func violations() -> [String] {
+            var v: [String] = []
+            for s in stacks { v += s.ledger.violations.map { "\(s.name): \($0)" } }
+            for n in networks {
+                let held = n.stacks.reduce(0) { $0 + $1.heldBuffers }
+                if n.pool.inUse != held + n.inFlight.count {
+                    v.append("pool: \(n.pool.inUse) buffers in use, but the stacks hold \(held) and \(n.inFlight.count) are on wires")
+                }
+            }
+            return v
+        }
     }
 
     private func position(_ s: Stack) -> Int {

@@ -33,6 +33,8 @@ struct ReassemblyTable {
         /// Payload length, known once the last fragment (MF clear) arrived.
         var payloadLength = -1
         var received = 0
+        /// Fragments taken into this queue so far.
+        var fragments = 0
         var created: Int64 = 0
         var interface: InterfaceIndex = 0
         var ranges: [Range] = []
@@ -41,9 +43,11 @@ struct ReassemblyTable {
     enum Outcome {
         /// The fragment was kept; the datagram is not complete yet.
         case queued
-        /// The datagram is complete: a packet holding the whole IPv4 datagram.
-        case complete(PacketHandle, InterfaceIndex)
-        /// The fragment (and, for overlaps and oversize, its datagram) was dropped.
+        /// The datagram is complete: a packet holding the whole IPv4 datagram,
+        /// made of `fragments` fragments (this one included).
+        case complete(PacketHandle, fragments: Int)
+        /// The fragment was dropped (a discarded queue's other fragments
+        /// were reported through `dropped`).
         case dropped(DropReason)
     }
 
@@ -60,8 +64,13 @@ struct ReassemblyTable {
 
     var active: Int { queues.reduce(0) { $0 + ($1.inUse ? 1 : 0) } }
 
+    /// Fragments waiting in the queues.
+    var heldFragments: Int { queues.reduce(0) { $0 + ($1.inUse ? $1.fragments : 0) } }
+
     /// Takes one fragment (`ip` views it inside `fragment`'s buffer). The
-    /// fragment's buffer is always consumed: freed, or kept as the queue's buffer.
+    /// fragment's buffer is always consumed: freed, or kept as the queue's
+    /// buffer. A queue discarded with fragments in it is reported through
+    /// `dropped` (its fragments are counted there) before it goes.
     mutating func add(_ fragment: PacketHandle, ip: IPv4Packet, interface: InterfaceIndex,
                       pool: PacketPool, now: Int64, dropped: (DropReason, Queue) -> Void) -> Outcome {
         let src = ip.source.rawValue, dst = ip.destination.rawValue
@@ -88,7 +97,7 @@ struct ReassemblyTable {
                 return .dropped(.poolExhausted)
             }
             queues[slot] = Queue(inUse: true, source: src, destination: dst, proto: proto, identification: id,
-                                 buffer: buf, headerLength: 0, payloadLength: -1, received: 0,
+                                 buffer: buf, headerLength: 0, payloadLength: -1, received: 0, fragments: 0,
                                  created: now, interface: interface, ranges: queues[slot].ranges)
             queues[slot].ranges.removeAll(keepingCapacity: true)
             qi = slot
@@ -98,6 +107,7 @@ struct ReassemblyTable {
 
         func discard(_ reason: DropReason) -> Outcome {
             pool.free(fragment)
+            if queues[q].fragments > 0 { dropped(reason, queues[q]) }
             release(q, pool: pool)
             return .dropped(reason)
         }
@@ -142,6 +152,7 @@ struct ReassemblyTable {
             queues[q].headerLength = hl
         }
         queues[q].received += len
+        queues[q].fragments += 1
         pool.free(fragment)
 
         let Q = queues[q]
@@ -154,7 +165,7 @@ struct ReassemblyTable {
         header.flagsAndFragment = header.flagsAndFragment & IPv4Packet.flagDontFragment
         header.fillChecksum()
         queues[q].inUse = false
-        return .complete(out, Q.interface)
+        return .complete(out, fragments: Q.fragments)
     }
 
     /// Discards every queue older than the timeout.

@@ -10,10 +10,12 @@ extension Stack {
         case .echoRequest:
             // Echo to a broadcast address is ignored (RFC 1122 section 3.2.2.6 allows it; smurf defence).
             guard !broadcast else { return drop(p, .broadcastEchoIgnored, rx: rx) }
+            hot.pointee.counters.consumed &+= 1
             echoReply(p, ip: ip, icmp: icmp)
         case .echoReply:
             report(.echoReply(from: ip.source, identifier: icmp.identifier, sequence: icmp.sequence,
                               payloadLength: icmp.data.count, ttl: ip.ttl))
+            hot.pointee.counters.consumed &+= 1
             pool.free(p)
         case .destinationUnreachable, .timeExceeded, .parameterProblem:
             let quoted = icmp.data
@@ -37,8 +39,10 @@ extension Stack {
                     ? icmp.sequence : 0,
                 originalSource: inner.source, originalDestination: inner.destination,
                 originalProtocol: inner.proto, originalEcho: echo)))
+            hot.pointee.counters.consumed &+= 1
             pool.free(p)
         default:
+            hot.pointee.counters.consumed &+= 1
             pool.free(p)
         }
     }
@@ -65,6 +69,7 @@ extension Stack {
         reply.bytes.setBE8(ICMPv4Packet.Field.type, ICMPv4Type.echoReply.rawValue)
         reply.fillChecksum()
         hot.pointee.counters.icmpEchoRepliesSent += 1
+        hot.pointee.counters.originated &+= 1
         try? outputLocal(out)
     }
 
@@ -109,10 +114,8 @@ extension Stack {
 
         // Quote as much of the original as fits in 576 bytes (RFC 1812 section 4.3.2.3).
         let quote = min(ip.totalLength, 576 - IPv4Packet.minimumHeaderLength - ICMPv4Packet.headerLength)
-        guard var e = pool.allocate() else {
-            dropCounters[DropReason.poolExhausted.counterIndex] &+= 1
-            return
-        }
+        // No buffer: nothing was made, so nothing is dropped (the pool counts it).
+        guard var e = pool.allocate() else { return }
         let icmpLength = ICMPv4Packet.headerLength + quote
         pool.setLength(&e, IPv4Packet.minimumHeaderLength + icmpLength)
         let b = pool.bytes(e)
@@ -128,6 +131,7 @@ extension Stack {
         IPv4Repr(source: from, destination: src, proto: .icmp, payloadLength: icmpLength,
                  ttl: configuration.defaultTTL, tos: 0xC0, identification: nextIPID()).emit(into: b)
         hot.pointee.counters.icmpErrorsSent += 1
+        hot.pointee.counters.originated &+= 1
         try? outputLocal(e)
     }
 
@@ -161,10 +165,7 @@ extension Stack {
         defer { flush() }
         let maxPayload = min(65535, pool.dataCapacity) - IPv4Packet.minimumHeaderLength - ICMPv4Packet.headerLength
         guard payloadSize >= 0, payloadSize <= maxPayload else { throw .payloadTooLarge(max: maxPayload) }
-        guard let route = fib.lookup(destination) else {
-            dropCounters[DropReason.noRoute.counterIndex] &+= 1
-            throw .noRoute(destination)
-        }
+        guard let route = fib.lookup(destination) else { throw .noRoute(destination) }
         // A given (bound) source is never changed; otherwise IPSELSRC chooses.
         let from = source ?? selectSource(destination: destination, route: route)
         guard !from.isUnspecified else { throw .noSourceAddress }
@@ -177,6 +178,7 @@ extension Stack {
         ICMPv4Repr.echoRequest(identifier: identifier, sequence: sequence).emit(into: b.tail(from: IPv4Packet.minimumHeaderLength))
         IPv4Repr(source: from, destination: destination, proto: .icmp, payloadLength: icmpLength,
                  ttl: ttl ?? configuration.defaultTTL, identification: nextIPID(), dontFragment: dontFragment).emit(into: b)
+        hot.pointee.counters.originated &+= 1
         try outputLocal(p)
     }
 }

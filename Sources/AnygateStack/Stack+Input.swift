@@ -22,11 +22,7 @@ extension Stack {
     @inline(__always)
     func input(_ packet: PacketHandle, on rx: InterfaceIndex) {
         let slot = ifs + rx
-        guard slot.pointee.exists, slot.pointee.up else {
-            dropCounters[DropReason.interfaceDown.counterIndex] &+= 1
-            pool.free(packet)
-            return
-        }
+        guard slot.pointee.exists, slot.pointee.up else { return inputOnDeadInterface(packet, rx: rx) }
         slot.pointee.counters.rxPackets &+= 1
         slot.pointee.counters.rxBytes &+= UInt64(packet.length)
         let bytes = pool.bytes(packet)
@@ -58,6 +54,21 @@ extension Stack {
         } else {
             drop(packet, .unknownEtherType, rx: rx)
         }
+    }
+
+    /// A frame for an interface that is down or gone: received and dropped
+    /// (a removed interface's count goes where its other counts went).
+    @inline(never)
+    func inputOnDeadInterface(_ packet: PacketHandle, rx: InterfaceIndex) {
+        if ifs[rx].exists {
+            ifs[rx].counters.rxPackets &+= 1
+            ifs[rx].counters.rxBytes &+= UInt64(packet.length)
+            return drop(packet, .interfaceDown, rx: rx)
+        }
+        retiredCounters.rxPackets &+= 1
+        retiredCounters.rxDrops &+= 1
+        dropCounters[DropReason.interfaceDown.counterIndex] &+= 1
+        pool.free(packet)
     }
 
     /// A broadcast or multicast frame sent from our own MAC: another device
@@ -107,6 +118,7 @@ extension Stack {
             let gratuitous = arp.senderIP == arp.targetIP
             if idx == NeighborTable.none && !targetIsOurs && !gratuitous { return drop(p, .arpNotForUs, rx: rx) }
             if ifs[rx].hostOwned && targetIsOurs && arp.operation == .request { return drop(p, .hostOwned, rx: rx) }
+            hot.pointee.counters.consumed &+= 1
             pool.free(p)
             return
         }
@@ -118,12 +130,14 @@ extension Stack {
         pool.setLength(&out, ARPPacket.length)
         reply.emit(into: pool.bytes(out))
         hot.pointee.counters.arpRepliesSent += 1
+        hot.pointee.counters.consumed &+= 1
+        hot.pointee.counters.originated &+= 1
         sendFrame(out, on: rx, to: arp.senderMAC.rawValue, type: .arp)
     }
 
     func createNeighbor(_ address: UInt32, _ interface: InterfaceIndex) -> UInt32 {
         let (i, evicted) = neighbors.create(address, UInt16(interface), now: hot.pointee.now) { p in
-            drop(p, .neighborTableFull, rx: nil)
+            drop(p, .neighborTableFull, side: .output)
         }
         if evicted { hot.pointee.counters.neighborEvictions += 1 }
         return i
@@ -187,18 +201,18 @@ extension Stack {
         var ip = IPv4Packet(unchecked: pool.bytes(p))
         if ip.isFragment {
             hot.pointee.counters.fragmentsReceived += 1
-            let outcome = reassembly.add(p, ip: ip, interface: rx, pool: pool, now: hot.pointee.now) { reason, _ in
-                dropCounters[reason.counterIndex] &+= 1
+            let outcome = reassembly.add(p, ip: ip, interface: rx, pool: pool, now: hot.pointee.now) { reason, q in
+                countDrops(reason, q.fragments, rx: q.interface)
             }
             switch outcome {
             case .queued:
                 return
             case .dropped(let reason):
-                dropCounters[reason.counterIndex] &+= 1
-                ifs[rx].counters.rxDrops &+= 1
+                countDrops(reason, 1, rx: rx)
                 return
-            case .complete(let whole, _):
+            case .complete(let whole, let fragments):
                 hot.pointee.counters.datagramsReassembled += 1
+                hot.pointee.counters.fragmentsReassembled &+= UInt64(fragments)
                 p = whole
                 ip = IPv4Packet(unchecked: pool.bytes(p))
             }
@@ -210,6 +224,7 @@ extension Stack {
                 return drop(p, error == .badChecksum ? .udpBadChecksum : .udpMalformed, rx: rx)
             }
         }
+        // A socket that takes it consumes it (or drops it: its queue is full).
         if socketCount > 0 && socketInput(p, ip: ip, rx: rx) {
             hot.pointee.counters.ipDelivered &+= 1
             return
@@ -251,14 +266,14 @@ extension Stack {
             let payloadLength = udp.length - UDPDatagram.headerLength
             pool.consume(&p, ip.headerLength + UDPDatagram.headerLength)
             p.length = UInt32(payloadLength)
-            deliver(p, to: k, from: src, port: port, outerTOS: ip.tos)
+            deliver(p, to: k, from: src, port: port, outerTOS: ip.tos, rx: rx)
             return true
         }
         guard let k = demux(.raw(ip.proto), destination: dst, destinationPort: 0, source: src, sourcePort: 0) else { return false }
         let payloadLength = ip.totalLength - ip.headerLength
         pool.consume(&p, ip.headerLength)
         p.length = UInt32(payloadLength)
-        deliver(p, to: k, from: src, port: 0, outerTOS: ip.tos)
+        deliver(p, to: k, from: src, port: 0, outerTOS: ip.tos, rx: rx)
         return true
     }
 }

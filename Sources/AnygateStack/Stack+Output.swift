@@ -49,8 +49,7 @@ extension Stack {
         let ip = IPv4Packet(unchecked: pool.bytes(p))
         let dst = ip.destination
         guard let best = fibView.pointee.lookup(dst.rawValue) else {
-            pool.free(p)
-            dropCounters[DropReason.noRoute.counterIndex] &+= 1
+            drop(p, .noRoute, side: .output)
             throw .noRoute(dst)
         }
         let slot = best.pointee.memberCount > 1 ? fibView.pointee.member(of: best, hash: ecmpHash(flowKey(ip))) : best
@@ -59,32 +58,33 @@ extension Stack {
         switch route.kind {
         case .local:
             // To ourselves: deliver without a wire.
+            hot.pointee.counters.looped &+= 1
             localInput(p, rx: Int(route.interface), broadcast: false)
         case .broadcast:
             // A subnet's directed broadcast goes out as a link-layer broadcast, unfragmented.
             let out = Int(route.interface)
             guard ifs[out].up else {
-                drop(p, .interfaceDown, rx: nil)
+                drop(p, .interfaceDown, tx: out)
                 throw .interfaceDown
             }
             guard ip.totalLength <= ifs[out].mtu else {
-                drop(p, .fragmentationNeeded, rx: nil)
+                drop(p, .fragmentationNeeded, tx: out)
                 throw .tooBig(mtu: ifs[out].mtu)
             }
             sendFrame(p, on: out, to: MACAddress.broadcast.rawValue, type: .ipv4)
         case .blackhole:
-            drop(p, .blackhole, rx: nil)
+            drop(p, .blackhole, side: .output)
         case .connected, .gateway:
             let out = Int(route.interface)
             guard ifs[out].up else {
-                drop(p, .interfaceDown, rx: nil)
+                drop(p, .interfaceDown, tx: out)
                 throw .interfaceDown
             }
             let mtu = ifs[out].mtu
             let nextHop = route.kind == .gateway ? route.gateway : dst.rawValue
             if ip.totalLength > mtu {
                 if ip.dontFragment {
-                    drop(p, .fragmentationNeeded, rx: nil)
+                    drop(p, .fragmentationNeeded, tx: out)
                     throw .tooBig(mtu: mtu)
                 }
                 fragment(p, mtu: mtu, out: out, nextHop: nextHop)
@@ -116,17 +116,16 @@ extension Stack {
         }
         let laterHL = IPv4Packet.minimumHeaderLength + ((laterOptions + 3) & ~3)
 
-        guard mtu - hl >= 8, mtu - laterHL >= 8 else { return drop(p, .fragmentationNeeded, rx: nil) }
+        guard mtu - hl >= 8, mtu - laterHL >= 8 else { return drop(p, .fragmentationNeeded, tx: out) }
         var offset = 0
         var first = true
         while offset < payloadLength {
             let h = first ? hl : laterHL
             var chunk = min((mtu - h) & ~7, payloadLength - offset)
             if offset + chunk < payloadLength { chunk &= ~7 }
-            guard var f = pool.allocate() else {
-                dropCounters[DropReason.poolExhausted.counterIndex] &+= 1
-                break
-            }
+            // Out of buffers part way: the datagram is lost (the fragments
+            // already sent cannot make it whole), and counted as such.
+            guard var f = pool.allocate() else { return drop(p, .poolExhausted, tx: out) }
             pool.setLength(&f, h + chunk)
             let fb = pool.bytes(f)
             let src = pool.bytes(p)
@@ -155,6 +154,7 @@ extension Stack {
             offset += chunk
             first = false
         }
+        hot.pointee.counters.fragmented &+= 1
         pool.free(p)
     }
 
@@ -198,7 +198,7 @@ extension Stack {
                 sendFrame(p, on: out, to: e.pointee.mac, type: .ipv4)
                 return idx
             }
-            if let dropped = neighbors.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, rx: nil) }
+            if let dropped = neighbors.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, tx: out) }
             return NeighborTable.none
         }
         let n = createNeighbor(nextHop, out)
@@ -221,7 +221,7 @@ extension Stack {
     @inline(__always)
     func sendFrame(_ packet: PacketHandle, on out: InterfaceIndex, to mac: UInt64, type: EtherType) {
         var p = packet
-        guard pool.prepend(&p, EthernetFrame.headerLength) else { return drop(p, .headroomExhausted, rx: nil) }
+        guard pool.prepend(&p, EthernetFrame.headerLength) else { return drop(p, .headroomExhausted, tx: out) }
         let b = pool.bytes(p)
         let o = ifs + out
         MACAddress(rawValue: mac).write(to: b, at: EthernetFrame.Field.destination)
@@ -251,10 +251,8 @@ extension Stack {
     func sendARPRequest(for target: IPv4Address, on out: InterfaceIndex, unicastTo: UInt64?, gratuitous: Bool) {
         // A tunnel has no link layer to resolve or announce on.
         guard ifs[out].tunnel < 0 else { return }
-        guard ifs[out].up, var p = pool.allocate() else {
-            if ifs[out].up { dropCounters[DropReason.poolExhausted.counterIndex] &+= 1 }
-            return
-        }
+        // No buffer: nothing was made, so nothing is dropped (the pool counts it).
+        guard ifs[out].up, var p = pool.allocate() else { return }
         // Speak from the address on the target's subnet (else the first), as
         // IPSELSRC may change it; an announcement speaks for its own address.
         let source = gratuitous ? target
@@ -263,6 +261,7 @@ extension Stack {
         ARPRepr(operation: .request, senderMAC: MACAddress(rawValue: ifs[out].mac), senderIP: source,
                 targetMAC: .zero, targetIP: target).emit(into: pool.bytes(p))
         hot.pointee.counters.arpRequestsSent += 1
+        hot.pointee.counters.originated &+= 1
         sendFrame(p, on: out, to: unicastTo ?? MACAddress.broadcast.rawValue, type: .arp)
     }
 }

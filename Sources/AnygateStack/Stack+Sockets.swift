@@ -104,43 +104,55 @@ extension Stack {
     public func socketSend(_ id: SocketID, _ payload: PacketHandle) throws(SocketError) {
         enter()
         defer { flush() }
-        try socketSend(id, payload, ttl: nil, tos: nil, sourcePort: nil)
-    }
-
-    /// The send path, with per-packet outer overrides (tunnels inherit the
-    /// inner TTL/TOS, and GRE-in-UDP varies the source port per flow).
-    func socketSend(_ id: SocketID, _ payload: PacketHandle, ttl: UInt8?, tos: UInt8?, sourcePort: UInt16?) throws(SocketError) {
-        let k = id.value
+        // The caller's mistakes are errors, not drops: the packet never entered.
         guard valid(id) else {
             pool.free(payload)
             throw .noSuchSocket
         }
-        let remote = socketTable[k].remoteAddress
-        guard !remote.isUnspecified else {
+        guard !socketTable[id.value].remoteAddress.isUnspecified else {
             pool.free(payload)
             throw .notConnected
         }
+        hot.pointee.counters.originated &+= 1
+        try socketSend(id, payload, ttl: nil, tos: nil, sourcePort: nil)
+    }
+
+    /// The send path, with per-packet outer overrides (tunnels inherit the
+    /// inner TTL/TOS, and GRE-in-UDP varies the source port per flow). The
+    /// caller has counted `payload` as originated; what fails here is a
+    /// drop with its reason.
+    func socketSend(_ id: SocketID, _ payload: PacketHandle, ttl: UInt8?, tos: UInt8?, sourcePort: UInt16?) throws(SocketError) {
+        let k = id.value
+        guard valid(id) else {
+            drop(payload, .socketClosed, side: .output)
+            throw .noSuchSocket
+        }
+        let remote = socketTable[k].remoteAddress
+        guard !remote.isUnspecified else {
+            drop(payload, .socketClosed, side: .output)
+            throw .notConnected
+        }
         if socketTable[k].backend == .host {
-            let ok = hypercalls.sendHostSocket(id, payload, sourcePort: sourcePort)
-            if ok { socketTable[k].counters.sent &+= 1 } else { socketTable[k].counters.sendErrors &+= 1 }
-            if !ok {
-                pool.free(payload)
+            guard hypercalls.sendHostSocket(id, payload, sourcePort: sourcePort) else {
+                socketTable[k].counters.sendErrors &+= 1
+                drop(payload, .hostSocketSendFailed, side: .output)
                 throw .host("the host socket refused the packet")
             }
+            socketTable[k].counters.sent &+= 1
+            hot.pointee.counters.toHostSockets &+= 1
             return
         }
         let route = socketTable[k].route.route(to: remote, in: fib, statistics: &routeCacheStatistics)
         guard let route else {
             socketTable[k].counters.sendErrors &+= 1
-            pool.free(payload)
-            dropCounters[DropReason.noRoute.counterIndex] &+= 1
+            drop(payload, .noRoute, side: .output)
             throw .noRoute(.v4(remote))
         }
         let local = socketTable[k].localAddress
         let source = local.isUnspecified ? selectSource(destination: remote, route: route) : local
         guard !source.isUnspecified else {
             socketTable[k].counters.sendErrors &+= 1
-            pool.free(payload)
+            drop(payload, .noSourceAddress, side: .output)
             throw .noSourceAddress
         }
         var packet = payload
@@ -148,7 +160,7 @@ extension Stack {
         switch socketTable[k].proto {
         case .udp:
             guard pool.prepend(&packet, UDPDatagram.headerLength) else {
-                pool.free(payload)
+                drop(payload, .headroomExhausted, side: .output)
                 throw .poolExhausted
             }
             UDPRepr(sourcePort: sourcePort ?? socketTable[k].localPort, destinationPort: socketTable[k].remotePort,
@@ -160,7 +172,7 @@ extension Stack {
         }
         let length = Int(packet.length)
         guard pool.prepend(&packet, IPv4Packet.minimumHeaderLength) else {
-            pool.free(payload)
+            drop(payload, .headroomExhausted, side: .output)
             throw .poolExhausted
         }
         IPv4Repr(source: source, destination: remote, proto: proto, payloadLength: length,
@@ -203,19 +215,27 @@ extension Stack {
     /// Hands a datagram to a socket: its tunnel, or its queue (bounded).
     /// `outerTOS` is the TOS of the IP header the datagram came in (the
     /// ECN a tunnel combines with its inner packet's); 0 when unknown.
-    func deliver(_ packet: PacketHandle, to k: Int, from: IPv4Address, port: UInt16, outerTOS: UInt8 = 0) {
-        guard socketTable[k].inUse else { return pool.free(packet) }
+    /// `rx` is the interface it arrived on (nil: from a host socket).
+    func deliver(_ packet: PacketHandle, to k: Int, from: IPv4Address, port: UInt16, outerTOS: UInt8 = 0,
+                 rx: InterfaceIndex?) {
+        guard socketTable[k].inUse else { return dropOnInput(packet, .socketClosed, rx: rx) }
         socketTable[k].counters.received &+= 1
         switch socketTable[k].receiver {
         case .tunnel(let t):
+            hot.pointee.counters.consumed &+= 1
             tunnelReceive(t, packet, from: from, sourcePort: port, outerTOS: outerTOS)
         case .queue:
             if (socketQueues[k]?.count ?? 0) >= socketTable[k].queueCapacity {
                 socketTable[k].counters.queueDrops &+= 1
-                return drop(packet, .socketQueueFull, rx: nil)
+                return dropOnInput(packet, .socketQueueFull, rx: rx)
             }
+            hot.pointee.counters.consumed &+= 1
             socketQueues[k, default: []].append((packet, .v4(from), port))
         }
+    }
+
+    func dropOnInput(_ packet: PacketHandle, _ reason: DropReason, rx: InterfaceIndex?) {
+        if let rx { drop(packet, reason, rx: rx) } else { drop(packet, reason, side: .input) }
     }
 
     /// The host learnt a smaller path MTU for a host-backed socket's peer
@@ -243,11 +263,12 @@ extension Stack {
     public func hostSocketReceived(_ id: SocketID, _ packets: UnsafeBufferPointer<PacketHandle>, from: IPAddress, port: UInt16) {
         enter()
         for p in packets {
+            hot.pointee.counters.fromHostSockets &+= 1
             guard valid(id), let a = from.v4 else {
-                pool.free(p)
+                drop(p, .socketClosed, side: .input)
                 continue
             }
-            deliver(p, to: id.value, from: a, port: port)
+            deliver(p, to: id.value, from: a, port: port, rx: nil)
         }
         flush()
     }

@@ -36,7 +36,7 @@ extension Stack {
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
         reassembly.expire(now: now, pool: pool) { q, pool in
-            dropCounters[DropReason.reassemblyTimeout.counterIndex] &+= 1
+            countDrops(.reassemblyTimeout, q.fragments, rx: q.interface)
             // Time exceeded in reassembly, only if the first fragment came (RFC 792).
             guard q.headerLength > 0 else { return }
             var first = q.buffer
@@ -62,7 +62,7 @@ extension Stack {
                 sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.host,
                               rx: Int(e.interface), linkBroadcast: false)
             }
-            drop(p, .neighborUnresolved, rx: nil)
+            drop(p, .neighborUnresolved, tx: Int(e.interface))
             dropped += 1
         }
         neighbors.remove(idx)

@@ -188,13 +188,18 @@ extension Stack {
 
     // MARK: Transmit
 
-    /// Sends an inner IPv4 packet (bytes start at its header) through tunnel `t`.
+    /// Sends an inner IPv4 packet (bytes start at its header) through tunnel
+    /// `t`. The inner packet was sent on the tunnel's interface; what this
+    /// makes of it is a packet the stack originates.
     func tunnelOutput(_ t: Int, _ packet: PacketHandle) {
+        hot.pointee.counters.originated &+= 1
         let st = tunnelStates + t
-        guard st.pointee.inUse else { return drop(packet, .tunnelDown, rx: nil) }
+        guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .output) }
         hot.pointee.tunnelDepth += 1
         defer { hot.pointee.tunnelDepth -= 1 }
-        guard hot.pointee.tunnelDepth <= Stack.maxTunnelNesting else { return drop(packet, .tunnelNesting, rx: nil) }
+        guard hot.pointee.tunnelDepth <= Stack.maxTunnelNesting else {
+            return drop(packet, .tunnelNesting, tx: st.pointee.interface)
+        }
         let key = st.pointee.key, sequenced = st.pointee.sequence
         let ttl = st.pointee.ttl, tos = st.pointee.tos
         let udp = st.pointee.udp
@@ -203,7 +208,7 @@ extension Stack {
         let innerTTL = inner.ttl, innerTOS = inner.tos
         var p = packet
         let g = GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? st.pointee.txSequence : nil)
-        guard pool.prepend(&p, g.headerLength) else { return drop(packet, .headroomExhausted, rx: nil) }
+        guard pool.prepend(&p, g.headerLength) else { return drop(packet, .headroomExhausted, tx: st.pointee.interface) }
         g.emit(into: pool.bytes(p))
         if sequenced { st.pointee.txSequence &+= 1 }
         st.pointee.counters.txPackets &+= 1
@@ -216,8 +221,8 @@ extension Stack {
         do {
             try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort)
         } catch {
+            // Counted as a drop, with its reason, where it failed.
             st.pointee.counters.sendErrors &+= 1
-            dropCounters[DropReason.tunnelSendFailed.counterIndex] &+= 1
             // DF outside and the underlay link itself is smaller: learn it.
             if case .tooBig(let mtu) = error { learnPathMTU(t, mtu, source: "underlay interface") }
         }
@@ -253,10 +258,13 @@ extension Stack {
     // MARK: Receive
 
     /// A GRE packet from tunnel `t`'s socket (bytes start at the GRE header).
+    /// Everything the socket hands over is received on the tunnel's
+    /// interface (its rxBytes count inner packets only).
     func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPv4Address, sourcePort: UInt16, outerTOS: UInt8) {
         let st = tunnelStates + t
-        guard st.pointee.inUse else { return drop(packet, .tunnelDown, rx: nil) }
+        guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .input) }
         let interface = st.pointee.interface
+        ifs[interface].counters.rxPackets &+= 1
         let bytes = pool.bytes(packet)
         let gre: GREHeader
         do {
@@ -289,6 +297,7 @@ extension Stack {
             // The answer to one of our keepalives.
             st.pointee.counters.keepalivesReceived &+= 1
             st.pointee.missed = 0
+            hot.pointee.counters.consumed &+= 1
             pool.free(p)
             if !st.pointee.alive { setTunnelAlive(t, true) }
             return
@@ -305,6 +314,8 @@ extension Stack {
             st.pointee.counters.keepalivesAnswered &+= 1
             var reply = p
             pool.consume(&reply, inner.headerLength)
+            hot.pointee.counters.consumed &+= 1
+            hot.pointee.counters.originated &+= 1
             try? socketSend(st.pointee.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
             return
         }
@@ -318,7 +329,6 @@ extension Stack {
             if ecn != inner.tos & 3 { inner.setTOS(inner.tos & 0xFC | ecn) }
         }
         if wellFormed, st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
-        ifs[interface].counters.rxPackets &+= 1
         ifs[interface].counters.rxBytes &+= UInt64(p.length)
         guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
         // Decapsulated packets meet the flow cache at the top of IP input,
@@ -371,6 +381,10 @@ extension Stack {
         IPv4Repr(source: state.remote, destination: state.local, proto: .gre, payloadLength: g.headerLength,
                  ttl: 255, identification: nextIPID()).emit(into: b)
         tunnelStates[t].counters.keepalivesSent &+= 1
+        // Made here and sent on the tunnel's interface, like any packet into it.
+        hot.pointee.counters.originated &+= 1
+        ifs[state.interface].counters.txPackets &+= 1
+        ifs[state.interface].counters.txBytes &+= UInt64(p.length)
         tunnelOutput(t, p)
     }
 

@@ -46,6 +46,9 @@ public final class Stack {
         var nextTunnelTimer: Int64 = 0
         /// When a withdrawn ECMP next hop is next asked again; 0 when none is.
         var nextHopRetry: Int64 = 0
+        /// Fault injection for the ledger's own test: drops of this reason
+        /// (its raw value) free the packet and count nothing. -1: off.
+        var uncountedReason = -1
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
@@ -73,6 +76,8 @@ public final class Stack {
     /// ECMP next hops withdrawn because they did not answer ARP, with when
     /// to ask them again.
     var failedNextHops: [NextHopKey: Int64] = [:]
+    /// What removed interfaces had counted (the ledger sums live and removed ones).
+    var retiredCounters = InterfaceCounters()
     /// Route-cache counters of the stack's sockets.
     public internal(set) var routeCacheStatistics = RouteCache.Statistics()
 
@@ -175,6 +180,7 @@ public final class Stack {
         guard count > 0, interface >= 0, interface < configuration.maxInterfaces else { return }
         dropCounters[reason.counterIndex] &+= count
         interfaceDropCounters[interface &* DropReason.counterCount &+ reason.counterIndex] &+= count
+        hot.pointee.counters.dropsOutsideStack &+= count
     }
 
     /// Whether events are waiting (one compare; the owner polls it per wake-up).
@@ -242,6 +248,9 @@ public final class Stack {
         for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
         ifs[i].txCount = 0
         ifs[i].exists = false
+        // The ledger keeps what the interface counted.
+        retiredCounters.add(ifs[i].counters)
+        ifs[i].counters = InterfaceCounters()
         ifs[i].up = false
         fib.setInterface(i, up: true)
         sourcePolicies.perInterface[i] = nil
@@ -453,7 +462,7 @@ public final class Stack {
     func flushNeighbors(on i: InterfaceIndex) {
         neighbors.forEachLive { idx in
             guard Int(neighbors.entries[Int(idx)].interface) == i else { return }
-            neighbors.drainPending(idx) { p in drop(p, .interfaceDown, rx: nil) }
+            neighbors.drainPending(idx) { p in drop(p, .interfaceDown, tx: i) }
             neighbors.remove(idx)
         }
     }
@@ -472,23 +481,50 @@ public final class Stack {
         hot.pointee.now = hypercalls.now().nanoseconds
     }
 
+    /// A drop of a packet that arrived on `rx`, before it was forwarded or
+    /// consumed (the ledger's input side).
     @inline(__always)
-    func drop(_ packet: PacketHandle, _ reason: DropReason, rx: InterfaceIndex?) {
-        dropCounters[reason.counterIndex] &+= 1
-        if let rx {
-            ifs[rx].counters.rxDrops &+= 1
-            interfaceDropCounters[rx &* DropReason.counterCount &+ reason.counterIndex] &+= 1
-        }
+    func drop(_ packet: PacketHandle, _ reason: DropReason, rx: InterfaceIndex) {
+        if _slowPath(reason.rawValue == hot.pointee.uncountedReason) { return pool.free(packet) }
+        countDrops(reason, 1, rx: rx)
         pool.free(packet)
     }
 
-    /// A drop on the way out of `tx` (its counters, not a receiving interface's).
+    /// Makes every later drop of `reason` uncounted — the bug the packet
+    /// ledger exists to catch (tests only).
+    func dropWithoutCounting(_ reason: DropReason) { hot.pointee.uncountedReason = reason.rawValue }
+
+    /// A drop on the way out of `tx` (its counters, not a receiving
+    /// interface's): the ledger's output side.
     @inline(__always)
     func drop(_ packet: PacketHandle, _ reason: DropReason, tx: InterfaceIndex) {
+        if _slowPath(reason.rawValue == hot.pointee.uncountedReason) { return pool.free(packet) }
         dropCounters[reason.counterIndex] &+= 1
         ifs[tx].counters.txDrops &+= 1
         interfaceDropCounters[tx &* DropReason.counterCount &+ reason.counterIndex] &+= 1
         pool.free(packet)
+    }
+
+    /// A drop that belongs to no interface (no route, a full socket queue,
+    /// a neighbour table making room): counted on the ledger's `side`.
+    func drop(_ packet: PacketHandle, _ reason: DropReason, side: PacketLedger.Side) {
+        if _slowPath(reason.rawValue == hot.pointee.uncountedReason) { return pool.free(packet) }
+        dropCounters[reason.counterIndex] &+= 1
+        switch side {
+        case .input: hot.pointee.counters.inputDropsElsewhere &+= 1
+        case .output: hot.pointee.counters.outputDropsElsewhere &+= 1
+        }
+        pool.free(packet)
+    }
+
+    /// Counts `count` input drops on `rx` whose buffers are already gone
+    /// (fragments held in a reassembly queue that is discarded).
+    @inline(__always)
+    func countDrops(_ reason: DropReason, _ count: Int, rx: InterfaceIndex) {
+        let n = UInt64(count)
+        dropCounters[reason.counterIndex] &+= n
+        ifs[rx].counters.rxDrops &+= n
+        interfaceDropCounters[rx &* DropReason.counterCount &+ reason.counterIndex] &+= n
     }
 
     /// Hands every queued frame to the host, one call per interface.

@@ -152,6 +152,19 @@ struct Show: ParsableCommand {
             print("")
             table(["DROP REASON", "PACKETS"], r.drops.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
             print("\npool buffers in use: \(r.poolBuffersInUse) of \(r.poolBuffers); up \(Int(r.uptimeSeconds))s")
+            let t = r.ledger.terms
+            func v(_ k: String) -> UInt64 { t[k] ?? 0 }
+            print("\npacket ledger: \(r.ledger.balanced ? "balanced" : "NOT BALANCED")")
+            print("  in   received \(v("received")) + from host sockets \(v("fromHostSockets")) + looped \(v("looped"))"
+                  + " + reassembled \(v("reassembled")) = forwarded \(v("forwarded")) + consumed \(v("consumed"))"
+                  + " + fragments reassembled \(v("fragmentsReassembled")) + held \(v("heldForReassembly"))"
+                  + " + dropped \(v("inputDrops"))")
+            print("  out  forwarded \(v("forwarded")) + originated \(v("originated")) + fragments \(v("fragmentsCreated"))"
+                  + " = sent \(v("sent")) + to host sockets \(v("toHostSockets")) + looped \(v("looped"))"
+                  + " + fragmented \(v("fragmented")) + held \(v("heldForNeighbor")) + dropped \(v("outputDrops"))")
+            print("  drops by reason \(v("dropsByReason")) = in \(v("inputDrops")) + out \(v("outputDrops"))"
+                  + " + outside the stack \(v("dropsOutsideStack"))")
+            for line in r.ledger.violations { print("  ! \(line)") }
         }
     }
 }

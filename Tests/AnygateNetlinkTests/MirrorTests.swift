@@ -147,6 +147,8 @@ struct HostOwnedTests {
         try t.a.ping(IPv4Address(10, 1, 0, 1), sequence: 3)
         t.net.run()
         #expect(t.a.drainEvents().isEmpty)
+        // What the host owns is dropped with its reason, never lost uncounted.
+        for s in [t.a, t.r, t.b] { #expect(s.ledger.balanced, "\(s.name): \(s.ledger.violations)") }
     }
 }
 

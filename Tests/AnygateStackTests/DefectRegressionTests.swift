@@ -4,7 +4,7 @@ import Testing
 
 /// Defects found by using the appliance as its users do; each test failed
 /// before its fix.
-@Suite("Regressions: defects found in use")
+@Suite("Regressions: defects found in use", .ledgerAudited)
 struct DefectRegressionTests {
     @Test("a tunnel with sequence numbers and keepalives stays up: reflected keepalives are not sequence-checked")
     func sequencedKeepalives() throws {

@@ -3,7 +3,7 @@ import AnygateWire
 import Testing
 
 /// Equal-cost multipath: A ── R1 ═══ N1..N4 (four next hops to 10.99.0.0/16).
-@Suite("ECMP")
+@Suite("ECMP", .ledgerAudited)
 struct ECMPTests {
     final class Seen { var member: [Int: Int] = [:]; var frames = 0 }
 

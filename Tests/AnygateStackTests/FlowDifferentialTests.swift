@@ -5,7 +5,7 @@ import Testing
 /// The fast path is a cache, never a second implementation: with the same
 /// traffic and the same route changes, a router with ipflow and one without
 /// must put byte-identical frames on the wire, in the same order.
-@Suite("ipflow differential")
+@Suite("ipflow differential", .ledgerAudited)
 struct FlowDifferentialTests {
     final class Capture { var frames: [[UInt8]] = [] }
 

@@ -2,7 +2,7 @@ import AnygateStack
 import AnygateWire
 import Testing
 
-@Suite("ipflow fast forwarding")
+@Suite("ipflow fast forwarding", .ledgerAudited)
 struct FlowTests {
     /// A UDP frame from A's side into R1's LAN port.
     static func udp(_ t: Topology, from src: IPv4Address = Topology.aAddr, to dst: IPv4Address = Topology.bAddr,
@@ -209,7 +209,7 @@ struct FlowTests {
     }
 }
 
-@Suite("Route caches")
+@Suite("Route caches", .ledgerAudited)
 struct RouteCacheTests {
     @Test("a cache hits until the FIB changes, and a new destination replaces it")
     func validation() throws {

@@ -2,7 +2,7 @@ import AnygateStack
 import AnygateWire
 import Testing
 
-@Suite("Forwarding across A — R1 — R2 — B")
+@Suite("Forwarding across A — R1 — R2 — B", .ledgerAudited)
 struct ForwardingTests {
     @Test("ping A→B and B→A")
     func pingBothWays() throws {

@@ -4,7 +4,7 @@ import Testing
 
 /// Flow and neighbour tables hash with secrets drawn at start-up, so keys
 /// a sender chose to share a bucket under a fixed hash spread out.
-@Suite("Hash flooding: keyed table hashes")
+@Suite("Hash flooding: keyed table hashes", .ledgerAudited)
 struct HashFloodTests {
     /// The flow bucket function before the tables were keyed (a fixed multiplier).
     static func unseededFlowBucket(destination: UInt32, source: UInt32, mask: Int) -> Int {

@@ -2,7 +2,7 @@ import AnygateStack
 import AnygateWire
 import Testing
 
-@Suite("ICMP errors from routers")
+@Suite("ICMP errors from routers", .ledgerAudited)
 struct ICMPErrorTests {
     func errors(_ s: Stack) -> [ICMPErrorReport] {
         s.drainEvents().compactMap { if case .icmpError(let r) = $0 { return r }; return nil }

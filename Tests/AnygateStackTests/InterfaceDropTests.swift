@@ -4,7 +4,7 @@ import Testing
 
 /// Every drop is counted per interface as well as in total: by the
 /// interface it arrived on, or the one it was leaving by.
-@Suite("Drops per interface and reason")
+@Suite("Drops per interface and reason", .ledgerAudited)
 struct InterfaceDropTests {
     @Test("receive-side drops count on the arrival interface; output-side ones on the outgoing interface; host-reported ones where the host says")
     func perInterface() throws {

@@ -2,7 +2,7 @@ import AnygateStack
 import AnygateWire
 import Testing
 
-@Suite("ARP and the neighbour table")
+@Suite("ARP and the neighbour table", .ledgerAudited)
 struct NeighborTests {
     /// R1 with an extra interface whose link goes nowhere: next hops on it never answer.
     func deadEnd() throws -> (Topology, InterfaceIndex) {

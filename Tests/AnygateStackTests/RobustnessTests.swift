@@ -2,7 +2,7 @@ import AnygateStack
 import AnygateWire
 import Testing
 
-@Suite("Bad input is counted, never fatal")
+@Suite("Bad input is counted, never fatal", .ledgerAudited)
 struct RobustnessTests {
     func validIPv4Frame(_ t: Topology) -> [UInt8] {
         FrameBuilder.ipv4(to: t.r1.status(t.r1Lan).mac,
@@ -152,7 +152,7 @@ struct RobustnessTests {
     }
 }
 
-@Suite("Drop reasons")
+@Suite("Drop reasons", .ledgerAudited)
 struct DropReasonTests {
     @Test("every reason has its own counter slot and a distinct name")
     func countersAreABijection() {

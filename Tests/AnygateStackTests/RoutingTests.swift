@@ -2,7 +2,7 @@ import AnygateStack
 import AnygateWire
 import Testing
 
-@Suite("Routing table")
+@Suite("Routing table", .ledgerAudited)
 struct RoutingTests {
     /// A stack with one up interface on 10.0.0.0/8 so that gateways resolve.
     func router(interfaces: Int = 1) throws -> (MemoryNetwork, Stack, [InterfaceIndex]) {

@@ -4,7 +4,7 @@ import Testing
 
 /// NetBSD in_getifa(9) behaviour: the worked examples and the test list of
 /// the IPSELSRC reference (section 1), table-driven.
-@Suite("IPSELSRC source selection")
+@Suite("IPSELSRC source selection", .ledgerAudited)
 struct SourceSelectionTests {
     /// ath0 from the man page: [0] is the link-layer entry.
     static let ath0: [SourceCandidate] = [
@@ -187,7 +187,7 @@ struct SourceSelectionTests {
     }
 }
 
-@Suite("IPSELSRC in a topology")
+@Suite("IPSELSRC in a topology", .ledgerAudited)
 struct SourceSelectionTopologyTests {
     /// R1's LAN carries three addresses; its ICMP errors to A follow the policy.
     @Test("ICMP errors leave from the address the policy picks, and follow preference changes")

@@ -3,7 +3,7 @@ import AnygateWire
 import Testing
 
 /// The stack's timers: a wake-up looks only at what is due.
-@Suite("Timers: neighbour deadlines in a heap")
+@Suite("Timers: neighbour deadlines in a heap", .ledgerAudited)
 struct TimerTests {
     /// A router with `n` reachable neighbours on one link, learnt from ARP.
     func router(neighbors n: Int) throws -> (MemoryNetwork, Stack, InterfaceIndex) {

@@ -83,7 +83,10 @@ struct Topology {
     /// Every table consistent and no packet buffer leaked: what is in use is
     /// exactly what the stacks still hold.
     func checkInvariants() {
-        for s in stacks { s.checkInvariants() }
+        for s in stacks {
+            s.checkInvariants()
+            #expect(s.ledger.balanced, "\(s.name): \(s.ledger.violations)")
+        }
         net.pool.checkInvariants()
     }
 }

@@ -11,7 +11,7 @@ import Testing
 ///
 ///     A ── R1 ══gre0 (172.16.0.1 ⇄ .2, over 10.12.0.0/30)══ R2 ── B
 ///          └── R3 (10.13.0.2)
-@Suite("ipflow differential: tunnels and ECMP")
+@Suite("ipflow differential: tunnels and ECMP", .ledgerAudited)
 struct TunnelECMPDifferentialTests {
     final class Capture { var frames: [[UInt8]] = [] }
 

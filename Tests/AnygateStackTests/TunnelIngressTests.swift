@@ -4,7 +4,7 @@ import Testing
 
 /// What a tunnel checks and carries at its edges: reverse-path checks on
 /// the inner source (RFC 3704) and ECN across the encapsulation (RFC 6040).
-@Suite("Tunnel ingress: uRPF and ECN")
+@Suite("Tunnel ingress: uRPF and ECN", .ledgerAudited)
 struct TunnelIngressTests {
     final class Frames { var list: [[UInt8]] = [] }
 

@@ -4,7 +4,7 @@ import Testing
 
 /// Path MTU discovery under a tunnel: DF outside, fragmentation-needed for
 /// the outer packets lowers the tunnel MTU for a while.
-@Suite("Tunnel path MTU")
+@Suite("Tunnel path MTU", .ledgerAudited)
 struct TunnelPMTUTests {
     /// An ICMP fragmentation-needed from a router at 192.0.2.254 to GW1,
     /// quoting an outer packet GW1 → GW2 (protocol, GRE flags and key as given).

@@ -57,12 +57,15 @@ struct TwoSites {
     var stacks: [Stack] { [a, gw1, gw2, b] }
 
     func checkInvariants() {
-        for s in stacks { s.checkInvariants() }
+        for s in stacks {
+            s.checkInvariants()
+            #expect(s.ledger.balanced, "\(s.name): \(s.ledger.violations)")
+        }
         net.pool.checkInvariants()
     }
 }
 
-@Suite("GRE tunnels in-process")
+@Suite("GRE tunnels in-process", .ledgerAudited)
 struct TunnelTests {
     final class Underlay { var frames: [[UInt8]] = [] }
 

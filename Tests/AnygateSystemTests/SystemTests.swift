@@ -174,6 +174,7 @@ struct SystemTests {
         #expect(flowsAfter.contains { $0.destination == "10.3.0.2" && $0.interface == "lan1" }, "\(flowsAfter)")
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect((stats.counters["flowHits"] ?? 0) > 1000 && (stats.counters["flowsInvalidated"] ?? 0) >= 1)
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
         #expect(ctl("flows flush").output.contains("flushed"))
         #expect(ctl("route del 10.3.0.2/32").status == 0)
         #expect(sh("ip -n \(ns.b) addr del 10.3.0.2/32 dev \(p)-tb").status == 0)

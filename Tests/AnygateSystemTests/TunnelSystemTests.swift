@@ -62,6 +62,12 @@ struct TunnelSystemTests {
         #expect(t.state == "up" && t.encapsulation == encapsulation && t.backend == backend && t.key == 7)
         #expect((t.counters["txPackets"] ?? 0) > 10_000 && (t.counters["keepalivesReceived"] ?? 0) >= 1, "\(t)")
 
+        // Inside each gateway every packet is accounted for too.
+        for side in [1, 2] {
+            let l = try net.ledger(side: side)
+            #expect(l.balanced, "gw\(side): \(l.violations)")
+            #expect((l.terms["received"] ?? 0) > 10_000, "gw\(side): \(l.terms)")
+        }
         // Every frame that reached a gateway's uplink is accounted for: the
         // daemon received it, or the kernel dropped it and the daemon says so.
         if backend == "stack" {

@@ -133,6 +133,12 @@ final class TwoSiteNetwork {
         return (Int(wan.counters.rxPackets + (wan.drops["kernel-rx-queue"] ?? 0)), rx)
     }
 
+    /// A gateway's packet ledger (`show stats`).
+    func ledger(side: Int) throws -> LedgerInfo {
+        let out = sh("\(anygatectl) --socket \(dir)/gw\(side).sock --json show stats").output
+        return try JSONDecoder().decode(StatsInfo.self, from: Data(out.utf8)).ledger
+    }
+
     func tunnels(side: Int) throws -> [TunnelInfo] {
         try JSONDecoder().decode([TunnelInfo].self, from: Data(sh("\(anygatectl) --socket \(dir)/gw\(side).sock --json show tunnels").output.utf8))
     }

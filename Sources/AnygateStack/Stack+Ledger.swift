@@ -1,0 +1,134 @@
+/// The stack's packet ledger: every packet that crosses the stack's
+/// boundary, counted where it enters and where it ends, so that a packet
+/// lost without a reason shows as an imbalance.
+///
+/// Input side — what arrives ends in exactly one way:
+///
+///     received + fromHostSockets + looped + reassembled
+///       = forwarded + consumed + fragmentsReassembled + heldForReassembly + inputDrops
+///
+/// Output side — what is to leave ends in exactly one way:
+///
+///     forwarded + originated + fragmentsCreated
+///       = sent + toHostSockets + looped + fragmented + heldForNeighbor + outputDrops
+///
+/// And the drop table holds each drop once:
+///
+///     Σ drops by reason = inputDrops + outputDrops + dropsOutsideStack
+///
+/// `received` and `sent` count every interface, tunnels included: a packet
+/// handed to a tunnel is sent on it, and the encapsulated packet the tunnel
+/// makes is originated; a tunnel's socket consumes the outer packet and the
+/// tunnel receives what was inside. Fragmentation is 1 → N (`fragmented` in,
+/// `fragmentsCreated` out), reassembly N → 1 (`fragmentsReassembled` in,
+/// `reassembled` out). Losses before a frame reaches the stack (kernel
+/// queues, port buffers) or after it left (a device refusing it) are
+/// reasons in the drop table but outside both sides.
+public struct PacketLedger: Hashable, Sendable {
+    public enum Side: Sendable { case input, output }
+
+    public var received: UInt64 = 0
+    public var fromHostSockets: UInt64 = 0
+    public var looped: UInt64 = 0
+    public var reassembled: UInt64 = 0
+    public var forwarded: UInt64 = 0
+    public var consumed: UInt64 = 0
+    public var fragmentsReassembled: UInt64 = 0
+    public var heldForReassembly: UInt64 = 0
+    public var inputDrops: UInt64 = 0
+
+    public var originated: UInt64 = 0
+    public var fragmentsCreated: UInt64 = 0
+    public var sent: UInt64 = 0
+    public var toHostSockets: UInt64 = 0
+    public var fragmented: UInt64 = 0
+    public var heldForNeighbor: UInt64 = 0
+    public var outputDrops: UInt64 = 0
+
+    public var dropsByReason: UInt64 = 0
+    public var dropsOutsideStack: UInt64 = 0
+
+    public init() {}
+
+    /// What entered the input side and has no recorded end (negative: ends counted twice).
+    public var inputImbalance: Int64 {
+        Int64(bitPattern: (received &+ fromHostSockets &+ looped &+ reassembled)
+              &- (forwarded &+ consumed &+ fragmentsReassembled &+ heldForReassembly &+ inputDrops))
+    }
+
+    /// What entered the output side and has no recorded end.
+    public var outputImbalance: Int64 {
+        Int64(bitPattern: (forwarded &+ originated &+ fragmentsCreated)
+              &- (sent &+ toHostSockets &+ looped &+ fragmented &+ heldForNeighbor &+ outputDrops))
+    }
+
+    /// Drop-table entries that are not one drop on one side.
+    public var reasonImbalance: Int64 {
+        Int64(bitPattern: dropsByReason &- (inputDrops &+ outputDrops &+ dropsOutsideStack))
+    }
+
+    public var balanced: Bool { inputImbalance == 0 && outputImbalance == 0 && reasonImbalance == 0 }
+
+    /// One line per equation that does not hold, empty when balanced.
+    public var violations: [String] {
+        var v: [String] = []
+        if inputImbalance != 0 {
+            v.append("input: received \(received) + from host sockets \(fromHostSockets) + looped \(looped) + reassembled \(reassembled)"
+                     + " != forwarded \(forwarded) + consumed \(consumed) + fragments reassembled \(fragmentsReassembled)"
+                     + " + held for reassembly \(heldForReassembly) + dropped \(inputDrops) (off by \(inputImbalance))")
+        }
+        if outputImbalance != 0 {
+            v.append("output: forwarded \(forwarded) + originated \(originated) + fragments created \(fragmentsCreated)"
+                     + " != sent \(sent) + to host sockets \(toHostSockets) + looped \(looped) + fragmented \(fragmented)"
+                     + " + held for neighbour \(heldForNeighbor) + dropped \(outputDrops) (off by \(outputImbalance))")
+        }
+        if reasonImbalance != 0 {
+            v.append("drops: by reason \(dropsByReason) != input \(inputDrops) + output \(outputDrops)"
+                     + " + outside the stack \(dropsOutsideStack) (off by \(reasonImbalance))")
+        }
+        return v
+    }
+}
+
+extension Stack {
+    /// The ledger as of now. Call it between entry points (the transmit
+    /// queues are flushed then); O(interfaces + neighbours + reassembly queues).
+    public var ledger: PacketLedger {
+        var total = retiredCounters
+        for i in 0..<configuration.maxInterfaces where ifs[i].exists { total.add(ifs[i].counters) }
+        let c = hot.pointee.counters
+        var l = PacketLedger()
+        l.received = total.rxPackets
+        l.fromHostSockets = c.fromHostSockets
+        l.looped = c.looped
+        l.reassembled = c.datagramsReassembled
+        l.forwarded = total.forwarded
+        l.consumed = c.consumed
+        l.fragmentsReassembled = c.fragmentsReassembled
+        l.heldForReassembly = UInt64(reassembly.heldFragments)
+        l.inputDrops = total.rxDrops &+ c.inputDropsElsewhere
+        l.originated = c.originated
+        l.fragmentsCreated = c.fragmentsCreated
+        l.sent = total.txPackets
+        l.toHostSockets = c.toHostSockets
+        l.fragmented = c.fragmented
+        var pending: UInt64 = 0
+        neighbors.forEachLive { pending &+= UInt64(neighbors.entries[Int($0)].pendingCount) }
+        l.heldForNeighbor = pending
+        l.outputDrops = total.txDrops &+ c.outputDropsElsewhere
+        l.dropsByReason = totalDrops
+        l.dropsOutsideStack = c.dropsOutsideStack
+        return l
+    }
+
+    /// Packet buffers the stack holds: waiting on a neighbour, in
+    /// reassembly, in socket queues, in transmit queues. With the packets in
+    /// flight on wires and in the owner's hands, this is the pool's use.
+    public var heldBuffers: Int {
+        var n = reassembly.active
+        neighbors.forEachLive { n += Int(neighbors.entries[Int($0)].pendingCount) }
+        for (_, q) in socketQueues { n += q.count }
+        for i in 0..<configuration.maxInterfaces { n += ifs[i].txCount }
+        return n
+    }
+}
