@@ -27,6 +27,9 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     public var source: String?
     public var sourcePort: UInt16?
     public var destinationPort: UInt16?
+    /// For `trace-start`: how many packets, and which (`dev` names the arrival interface).
+    public var count: Int?
+    public var filter: String?
 
     public enum Verb: String, Codable, Sendable {
         case show
@@ -37,14 +40,19 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         case addressPreference = "address-preference"
         case explainSource = "explain-source"
         case explainRoute = "explain-route"
+        /// Arms a trace (replacing one in progress); `trace-show` reads it, `trace-stop` ends it.
+        case traceStart = "trace-start"
+        case traceShow = "trace-show"
+        case traceStop = "trace-stop"
     }
 
     public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil,
                 address: String? = nil, preference: Int? = nil, destination: String? = nil, source: String? = nil,
-                sourcePort: UInt16? = nil, destinationPort: UInt16? = nil) {
+                sourcePort: UInt16? = nil, destinationPort: UInt16? = nil, count: Int? = nil, filter: String? = nil) {
         self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
         self.address = address; self.preference = preference; self.destination = destination
         self.source = source; self.sourcePort = sourcePort; self.destinationPort = destinationPort
+        self.count = count; self.filter = filter
     }
 
     public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats"]
@@ -331,6 +339,34 @@ public struct StatsInfo: Codable, Equatable, Sendable {
                 uptimeSeconds: Double, ledger: LedgerInfo) {
         self.counters = counters; self.drops = drops; self.poolBuffersInUse = poolBuffersInUse
         self.poolBuffers = poolBuffers; self.uptimeSeconds = uptimeSeconds; self.ledger = ledger
+    }
+}
+
+/// A trace session (`trace-start`, `trace-show`, `trace-stop`).
+public struct TraceInfo: Codable, Equatable, Sendable {
+    public struct Step: Codable, Equatable, Sendable {
+        public var node: String
+        public var detail: String
+        public init(node: String, detail: String) { self.node = node; self.detail = detail }
+    }
+    public struct Packet: Codable, Equatable, Sendable {
+        /// 1 for the session's first packet.
+        public var sequence: Int
+        /// The stack's clock (monotonic seconds) when it arrived.
+        public var time: Double
+        public var interface: String
+        public var steps: [Step]
+        public init(sequence: Int, time: Double, interface: String, steps: [Step]) {
+            self.sequence = sequence; self.time = time; self.interface = interface; self.steps = steps
+        }
+    }
+    /// Packets still to be traced (0: the session is complete or ended).
+    public var remaining: Int
+    public var filter: String
+    public var interface: String?
+    public var packets: [Packet]
+    public init(remaining: Int, filter: String, interface: String?, packets: [Packet]) {
+        self.remaining = remaining; self.filter = filter; self.interface = interface; self.packets = packets
     }
 }
 

@@ -52,6 +52,8 @@ extension Daemon {
             return explainSource(request)
         case .explainRoute:
             return explainRoute(request)
+        case .traceStart, .traceShow, .traceStop:
+            return trace(request)
         case .flowsFlush:
             let n = stack.flushFlows()
             logger.notice("flows flushed", metadata: ["flows": "\(n)"])
@@ -178,6 +180,42 @@ extension Daemon {
                             policy: policy?.description ?? "none", policyOrigin: origin)
             }
         }
+    }
+
+    /// The largest trace session: what one request may ask the stack to keep.
+    static let maxTraceCount = 1000
+
+    func trace(_ r: ControlRequest) -> [UInt8] {
+        switch r.verb {
+        case .traceStart:
+            let count = r.count ?? 10
+            guard (1...Daemon.maxTraceCount).contains(count) else {
+                return fail("trace --count must be 1 to \(Daemon.maxTraceCount), not \(count)")
+            }
+            var rx: InterfaceIndex? = nil
+            if let dev = r.dev {
+                guard let idx = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
+                rx = idx
+            }
+            let filter: PacketFilter
+            do { filter = try PacketFilter(r.filter ?? "") } catch { return fail("bad filter: \(error)") }
+            stack.startTrace(count: count, interface: rx, filter: filter)
+            traceSession = (filter.description, r.dev)
+            logger.notice("trace started", metadata: ["count": "\(count)", "filter": "\(filter)", "interface": "\(r.dev ?? "any")"])
+        case .traceStop:
+            stack.stopTrace()
+            traceSession = nil
+            return encode(ControlResponse(ok: true, result: Done(message: "trace stopped")))
+        default:
+            break
+        }
+        guard let session = traceSession else { return fail("no trace is running: start one with anygatectl trace") }
+        let packets = stack.traces.map { t in
+            TraceInfo.Packet(sequence: t.sequence, time: Double(t.time.nanoseconds) / 1e9, interface: t.interface,
+                             steps: t.steps.map { TraceInfo.Step(node: $0.node, detail: $0.detail) })
+        }
+        return encode(ControlResponse(ok: true, result: TraceInfo(remaining: stack.traceRemaining, filter: session.filter,
+                                                                  interface: session.interface, packets: packets)))
     }
 
     func explainRoute(_ r: ControlRequest) -> [UInt8] {

@@ -25,6 +25,8 @@ public final class Daemon {
     let runtime: HostRuntime
     public var stack: Stack { runtime.stack }
     var control: StreamServer?
+    /// The trace session the control socket started: its filter and interface, as asked.
+    var traceSession: (filter: String, interface: String?)?
     var metrics: StreamServer?
     let started = Date()
     /// Stack interface index of each configured interface, by name.

@@ -18,9 +18,18 @@ extension Stack {
         flush()
     }
 
-    /// Link-layer input: accept frames for our MAC, broadcast and multicast.
+    /// Every received frame starts here. While a trace is armed, frames go
+    /// by the traced path (which comes back to `linkInput`); otherwise this
+    /// one predictable branch is all tracing costs.
     @inline(__always)
     func input(_ packet: PacketHandle, on rx: InterfaceIndex) {
+        if _slowPath(hot.pointee.traceArmed) { return tracedInput(packet, on: rx) }
+        linkInput(packet, on: rx)
+    }
+
+    /// Link-layer input: accept frames for our MAC, broadcast and multicast.
+    @inline(__always)
+    func linkInput(_ packet: PacketHandle, on rx: InterfaceIndex) {
         let slot = ifs + rx
         guard slot.pointee.exists, slot.pointee.up else { return inputOnDeadInterface(packet, rx: rx) }
         slot.pointee.counters.rxPackets &+= 1

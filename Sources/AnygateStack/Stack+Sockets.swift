@@ -268,7 +268,11 @@ extension Stack {
                 drop(p, .socketClosed, side: .input)
                 continue
             }
-            deliver(p, to: id.value, from: a, port: port, rx: nil)
+            if _slowPath(hot.pointee.traceArmed) {
+                tracedHostSocketInput(p, socket: id.value, from: a, port: port)
+            } else {
+                deliver(p, to: id.value, from: a, port: port, rx: nil)
+            }
         }
         flush()
     }

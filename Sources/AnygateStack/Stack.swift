@@ -49,6 +49,8 @@ public final class Stack {
         /// Fault injection for the ledger's own test: drops of this reason
         /// (its raw value) free the packet and count nothing. -1: off.
         var uncountedReason = -1
+        /// A trace session wants packets: the one branch tracing costs when off.
+        @usableFromInline var traceArmed = false
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
@@ -76,6 +78,8 @@ public final class Stack {
     /// ECMP next hops withdrawn because they did not answer ARP, with when
     /// to ask them again.
     var failedNextHops: [NextHopKey: Int64] = [:]
+    /// The trace session, if one runs (`startTrace`).
+    var tracer: Tracer?
     /// What removed interfaces had counted (the ledger sums live and removed ones).
     var retiredCounters = InterfaceCounters()
     /// Route-cache counters of the stack's sockets.

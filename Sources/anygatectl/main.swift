@@ -18,7 +18,7 @@ struct Anygatectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "anygatectl",
         abstract: "Show and change the state of a running anygated.",
-        subcommands: [Show.self, RouteCommand.self, AddressCommand.self, Explain.self, Flows.self, Reload.self])
+        subcommands: [Show.self, RouteCommand.self, AddressCommand.self, Explain.self, Trace.self, Flows.self, Reload.self])
 
     @Option(name: .long, help: "The daemon's control socket.")
     var socket = "/run/anygate/control.sock"
@@ -235,6 +235,56 @@ struct AddressCommand: ParsableCommand {
                          as: Done.self)
             if root.json { printJSON(r) } else { print(r.message) }
         }
+    }
+}
+
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "trace [--count N] [--interface IF] [--filter EXPR]: each step the stack takes with the next N matching packets.",
+        discussion: """
+            EXPR: host|net|port with optional src|dst, proto N, icmp, tcp, udp, gre, ip, arp, joined by and, or, not \
+            and parentheses, e.g. "icmp and host 10.2.0.2" or "udp and dst port 53". A packet in GRE matches by its \
+            inner packet too. Waits until N packets were traced or --timeout passed, then ends the trace.
+            """)
+    @ParentCommand var root: Anygatectl
+    @Option(name: .long, help: "How many packets (1-1000).") var count = 10
+    @Option(name: .long, help: "Only packets arriving on this interface.") var interface: String?
+    @Option(name: .long, help: "Only packets matching this expression.") var filter: String?
+    @Option(name: .long, help: "Give up waiting after this many seconds.") var timeout = 10.0
+
+    func validate() throws {
+        guard (1...1000).contains(count) else { throw ValidationError("--count must be 1 to 1000") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
+    func run() {
+        var info = call(ControlRequest(verb: .traceStart, dev: interface, count: count, filter: filter ?? ""), root, as: TraceInfo.self)
+        var printed = 0
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if !root.json {
+                for p in info.packets.dropFirst(printed) { Trace.print(p) }
+                printed = info.packets.count
+            }
+            if info.remaining == 0 || Date() >= deadline { break }
+            usleep(100_000)
+            info = call(ControlRequest(verb: .traceShow), root, as: TraceInfo.self)
+        }
+        _ = call(ControlRequest(verb: .traceStop), root, as: Done.self)
+        if root.json { printJSON(info) }
+        if info.remaining > 0 {
+            printError("anygatectl: \(info.packets.count) of \(count) packets traced in \(Int(timeout))s")
+        }
+    }
+
+    /// VPP's layout: the packet, then each node with what it did, indented.
+    static func print(_ p: TraceInfo.Packet) {
+        Swift.print("Packet \(p.sequence)\n")
+        for s in p.steps {
+            Swift.print(String(format: "%.6f: ", p.time) + s.node)
+            Swift.print("  " + s.detail)
+        }
+        Swift.print("")
     }
 }
 

@@ -156,6 +156,22 @@ struct ECMPTests {
         #expect(fast.r1.counters.flowHits >= 496 && slow.r1.counters.flowHits == 0)
     }
 
+    @Test("a trace names the ECMP member each traced packet was sent to, and it is the one it left by")
+    func traceAgrees() throws {
+        let fan = try Fan()
+        fan.r1.startTrace(count: 40, filter: try PacketFilter("udp and dst port 53"))
+        fan.send(ports: 51000..<51040)
+        let traces = fan.r1.traces
+        try #require(traces.count == 40)
+        for t in traces {
+            let lookup = t.steps.first { $0.node == "ip4-lookup" }?.detail ?? ""
+            let out = t.steps.first { $0.node == "interface-output" }?.detail ?? ""
+            let k = try #require((0..<4).first { lookup.contains("dev wan\($0) ") }, "\(lookup)")
+            #expect(lookup.contains("(ECMP: member \(k + 1) of 4 for this flow)"), "\(lookup)")
+            #expect(out.hasPrefix("wan\(k): "), "explained wan\(k), left by \(out)")
+        }
+    }
+
     @Test("explain route names the member each flow actually takes, its flow entry, neighbour and MTU")
     func explainAgrees() throws {
         let fan = try Fan()
