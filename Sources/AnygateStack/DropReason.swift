@@ -72,6 +72,8 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case rpfFailed
     /// Outer CE over a Not-ECT inner packet at decapsulation (RFC 6040 4.2).
     case ecnNotECT
+    /// A super-frame or partial checksum whose headers cannot be cut or completed.
+    case segmentationFailed
     // Resources
     case poolExhausted
     case transmitQueueFull
@@ -134,6 +136,7 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .icmpMalformed: "icmp-malformed"
         case .protocolUnreachable: "protocol-unreachable"
         case .portUnreachable: "port-unreachable"
+        case .segmentationFailed: "segmentation-failed"
         case .poolExhausted: "pool-exhausted"
         case .transmitQueueFull: "transmit-queue-full"
         case .headroomExhausted: "headroom-exhausted"
@@ -233,6 +236,9 @@ public struct StackCounters: Hashable, Sendable {
     public var toHostSockets: UInt64 = 0
     /// Datagrams split into fragments (each is 1 in, `fragmentsCreated` counts the N out).
     public var fragmented: UInt64 = 0
+    /// Super-frames cut into segments in software (each is 1 in, `segmentsCreated` counts the N out).
+    public var segmented: UInt64 = 0
+    public var segmentsCreated: UInt64 = 0
     /// Fragments that became part of a reassembled datagram (N in; `datagramsReassembled` is the 1 out).
     public var fragmentsReassembled: UInt64 = 0
     /// Input drops that belong to no interface (a full socket queue, a closed socket).

@@ -20,6 +20,8 @@ struct InterfaceSlot {
     @usableFromInline var hostOwned = false
     /// The reverse-path check on packets arriving here (RFC 3704).
     @usableFromInline var rpf = ReversePathFilter.off
+    /// The port takes super-frames and partial checksums (virtio-net offloads).
+    @usableFromInline var offloads = false
     /// When a frame from our own MAC was last reported (rate limit).
     var ownMACReported: Int64 = .min
 }

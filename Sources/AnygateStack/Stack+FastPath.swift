@@ -98,7 +98,7 @@ extension Stack {
         }
         let out = Int(n.pointee.interface)
         let o = ifs + out
-        guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1 else { return false }
+        guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1, !p.needsOffload || o.pointee.offloads else { return false }
         if linkHeader == 0 {
             // A decapsulated packet going out on Ethernet needs a link header.
             guard pool.prepend(&p, EthernetFrame.headerLength) else { return false }
@@ -147,7 +147,7 @@ extension Stack {
         }
         let o = ifs + st.pointee.interface
         let total = ip.totalLength
-        guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1 else { return false }
+        guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1, !packet.needsOffload else { return false }
         countFastForward(f, ip: ip, total: total, rx: rx)
         // The tunnel takes the IP packet; its encapsulation does the rest.
         var p = packet

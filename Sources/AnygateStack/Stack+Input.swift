@@ -226,7 +226,9 @@ extension Stack {
                 ip = IPv4Packet(unchecked: pool.bytes(p))
             }
         }
-        if ip.proto == .udp {
+        // A checksum the device verified, or left partial (a packet from the
+        // host's own stack over a TAP), is not checked again.
+        if ip.proto == .udp && p.offload == 0 {
             // A datagram that fails its checksum is discarded silently: it
             // may not be for the port it names (RFC 1122 4.1.3.4).
             do { _ = try UDPDatagram(validating: ip.payload, source: ip.source, destination: ip.destination) } catch {

@@ -9,8 +9,8 @@
 ///
 /// Output side — what is to leave ends in exactly one way:
 ///
-///     forwarded + originated + fragmentsCreated
-///       = sent + toHostSockets + looped + fragmented + heldForNeighbor + outputDrops
+///     forwarded + originated + fragmentsCreated + segmentsCreated
+///       = sent + toHostSockets + looped + fragmented + segmented + heldForNeighbor + outputDrops
 ///
 /// And the drop table holds each drop once:
 ///
@@ -20,8 +20,9 @@
 /// handed to a tunnel is sent on it, and the encapsulated packet the tunnel
 /// makes is originated; a tunnel's socket consumes the outer packet and the
 /// tunnel receives what was inside. Fragmentation is 1 → N (`fragmented` in,
-/// `fragmentsCreated` out), reassembly N → 1 (`fragmentsReassembled` in,
-/// `reassembled` out). Losses before a frame reaches the stack (kernel
+/// `fragmentsCreated` out), so is segmentation of super-frames (`segmented`
+/// in, `segmentsCreated` out); reassembly is N → 1 (`fragmentsReassembled`
+/// in, `reassembled` out). Losses before a frame reaches the stack (kernel
 /// queues, port buffers) or after it left (a device refusing it) are
 /// reasons in the drop table but outside both sides.
 public struct PacketLedger: Hashable, Sendable {
@@ -39,9 +40,11 @@ public struct PacketLedger: Hashable, Sendable {
 
     public var originated: UInt64 = 0
     public var fragmentsCreated: UInt64 = 0
+    public var segmentsCreated: UInt64 = 0
     public var sent: UInt64 = 0
     public var toHostSockets: UInt64 = 0
     public var fragmented: UInt64 = 0
+    public var segmented: UInt64 = 0
     public var heldForNeighbor: UInt64 = 0
     public var outputDrops: UInt64 = 0
 
@@ -58,8 +61,8 @@ public struct PacketLedger: Hashable, Sendable {
 
     /// What entered the output side and has no recorded end.
     public var outputImbalance: Int64 {
-        Int64(bitPattern: (forwarded &+ originated &+ fragmentsCreated)
-              &- (sent &+ toHostSockets &+ looped &+ fragmented &+ heldForNeighbor &+ outputDrops))
+        Int64(bitPattern: (forwarded &+ originated &+ fragmentsCreated &+ segmentsCreated)
+              &- (sent &+ toHostSockets &+ looped &+ fragmented &+ segmented &+ heldForNeighbor &+ outputDrops))
     }
 
     /// Drop-table entries that are not one drop on one side.
@@ -79,7 +82,9 @@ public struct PacketLedger: Hashable, Sendable {
         }
         if outputImbalance != 0 {
             v.append("output: forwarded \(forwarded) + originated \(originated) + fragments created \(fragmentsCreated)"
+                     + " + segments created \(segmentsCreated)"
                      + " != sent \(sent) + to host sockets \(toHostSockets) + looped \(looped) + fragmented \(fragmented)"
+                     + " + segmented \(segmented)"
                      + " + held for neighbour \(heldForNeighbor) + dropped \(outputDrops) (off by \(outputImbalance))")
         }
         if reasonImbalance != 0 {
@@ -109,6 +114,8 @@ extension Stack {
         l.inputDrops = total.rxDrops &+ c.inputDropsElsewhere
         l.originated = c.originated
         l.fragmentsCreated = c.fragmentsCreated
+        l.segmentsCreated = c.segmentsCreated
+        l.segmented = c.segmented
         l.sent = total.txPackets
         l.toHostSockets = c.toHostSockets
         l.fragmented = c.fragmented

@@ -24,7 +24,13 @@ extension Stack {
         }
         let mtu = outSlot.pointee.mtu
         let nextHop = route.pointee.kind == .gateway ? route.pointee.gateway : ip.destination.rawValue
-        if ip.totalLength > mtu && ip.dontFragment {
+        // A super-frame is measured by its segments: DF and fragmentation-needed keep their meaning per segment.
+        var size = ip.totalLength
+        if _slowPath(p.segmentSize != 0) {
+            guard let s = segmentLength(p) else { return drop(p, .segmentationFailed, rx: rx) }
+            size = s
+        }
+        if size > mtu && ip.dontFragment {
             sendICMPError(about: p, type: .destinationUnreachable, code: ICMPv4UnreachableCode.fragmentationNeeded,
                           rest: UInt32(truncatingIfNeeded: mtu), rx: rx, linkBroadcast: false)
             return drop(p, .fragmentationNeeded, rx: rx)
@@ -32,7 +38,9 @@ extension Stack {
         ip.decrementTTL()
         hot.pointee.counters.ipForwarded &+= 1
         ifs[rx].counters.forwarded &+= 1
-        if ip.totalLength > mtu {
+        if _slowPath(p.segmentSize != 0) && size > mtu {
+            segmentThenFragment(p, mtu: mtu, out: out, nextHop: nextHop)
+        } else if size > mtu {
             fragment(p, mtu: mtu, out: out, nextHop: nextHop)
         } else {
             // Read the flow's facts before the packet leaves our hands.
@@ -98,6 +106,11 @@ extension Stack {
     /// RFC 1812 section 5.2.6): the first keeps every option, later ones only
     /// options with the copied flag. Consumes `p`.
     func fragment(_ p: PacketHandle, mtu: Int, out: InterfaceIndex, nextHop: UInt32) {
+        // A checksum left partial cannot be completed once the payload is in pieces.
+        if _slowPath(p.offload & PacketHandle.checksumPartial != 0),
+           let l = Segmentation.layout(pool.bytes(p), network: 0) {
+            Segmentation.completeChecksum(pool.bytes(p), layout: l)
+        }
         let ip = IPv4Packet(unchecked: pool.bytes(p))
         let hl = ip.headerLength
         let payloadLength = ip.totalLength - hl
@@ -168,6 +181,11 @@ extension Stack {
     func resolveAndSend(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32) -> UInt32 {
         let tunnel = ifs[out].tunnel
         if tunnel >= 0 {
+            // A tunnel has no offloads: segments and completed checksums go in.
+            if _slowPath(p.needsOffload) {
+                tunnelOutputWithoutOffloads(Int(tunnel), p, interface: out)
+                return NeighborTable.none
+            }
             // A tunnel has no link layer: hand the IP packet to its encapsulation.
             ifs[out].counters.txPackets &+= 1
             ifs[out].counters.txBytes &+= UInt64(p.length)
@@ -220,6 +238,7 @@ extension Stack {
     /// Prepends an Ethernet header (from our MAC) and queues the frame.
     @inline(__always)
     func sendFrame(_ packet: PacketHandle, on out: InterfaceIndex, to mac: UInt64, type: EtherType) {
+        if _slowPath(packet.needsOffload && !ifs[out].offloads) { return sendFrameWithoutOffloads(packet, on: out, to: mac) }
         var p = packet
         guard pool.prepend(&p, EthernetFrame.headerLength) else { return drop(p, .headroomExhausted, tx: out) }
         let b = pool.bytes(p)

@@ -293,6 +293,9 @@ extension Stack {
         let type = gre.protocolType
         var p = packet
         pool.consume(&p, gre.headerLength)
+        // What the outer packet's device said of its checksum is not the inner packet's.
+        p.offload = 0
+        p.segmentSize = 0
         if type.rawValue == 0 {
             // The answer to one of our keepalives.
             st.pointee.counters.keepalivesReceived &+= 1

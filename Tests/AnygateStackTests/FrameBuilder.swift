@@ -35,6 +35,16 @@ enum FrameBuilder {
 }
 
 extension MemoryNetwork {
+    /// Puts a super-frame (or a packet with a partial checksum) into a
+    /// stack's interface, as a port with virtio-net offloads would.
+    func inject(_ frame: [UInt8], into stack: Stack, on interface: InterfaceIndex, segmentSize: UInt16, offload: UInt8) {
+        guard var p = pool.make(copying: frame) else { fatalError("pool empty in test") }
+        p.segmentSize = segmentSize
+        p.offload = offload
+        stack.receive(p, on: interface)
+        run()
+    }
+
     /// Puts a frame straight into a stack's interface, as if it came off the wire.
     func inject(_ frame: [UInt8], into stack: Stack, on interface: InterfaceIndex) {
         guard let p = pool.make(copying: frame) else { fatalError("pool empty in test") }

@@ -23,8 +23,8 @@ struct Topology {
     static let bAddr = IPv4Address(10, 2, 0, 2)
 
     init(linkMTU: Int = 1500, hostMTU: Int = 1500, routerConfig: StackConfiguration = StackConfiguration(),
-         poolCapacity: Int = 4096) throws {
-        net = MemoryNetwork(pool: PacketPool(capacity: poolCapacity))
+         poolCapacity: Int = 4096, superFrames: Int = 0) throws {
+        net = MemoryNetwork(pool: PacketPool(capacity: poolCapacity, superFrames: superFrames))
         a = net.addStack(name: "A", configuration: .host)
         r1 = net.addStack(name: "R1", configuration: routerConfig)
         r2 = net.addStack(name: "R2", configuration: routerConfig)

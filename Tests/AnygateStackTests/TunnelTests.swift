@@ -16,8 +16,8 @@ struct TwoSites {
     static let gw2Underlay = IPv4Address(192, 0, 2, 2)
 
     init(encapsulation: TunnelEncapsulation = .gre, key1: UInt32? = 42, key2: UInt32? = 42, sequence: Bool = false,
-         mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true) throws {
-        net = MemoryNetwork()
+         mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true, superFrames: Int = 0) throws {
+        net = MemoryNetwork(pool: PacketPool(superFrames: superFrames))
         a = net.addStack(name: "A", configuration: .host)
         gw1 = net.addStack(name: "GW1")
         gw2 = net.addStack(name: "GW2")

@@ -1,0 +1,125 @@
+import AnygateStack
+import AnygateWire
+import Testing
+
+/// Super-frames and partial checksums through the stack: whole where the
+/// egress takes offloads, cut into segments (checksums completed) where it
+/// does not, and per segment for DF and the MTU.
+@Suite("Offloads: super-frames and partial checksums", .ledgerAudited)
+struct OffloadTests {
+    /// A TCP super-frame A → B into R1's lan (Ethernet + the Wire test's packet).
+    static func superFrame(_ t: Topology, payload: Int, dontFragment: Bool = true) -> [UInt8] {
+        var ip = SegmentationTests.tcpSuperFrame(payload: payload)
+        if !dontFragment {
+            ip[6] = 0
+            ip[10] = 0; ip[11] = 0
+            ip.withUnsafeMutableBytes { IPv4Packet(unchecked: $0).fillChecksum() }
+        }
+        var eth = [UInt8](repeating: 0, count: 14)
+        eth.withUnsafeMutableBytes {
+            EthernetRepr(destination: t.r1.status(t.r1Lan).mac, source: t.a.status(t.aEth).mac, etherType: .ipv4).emit(into: $0)
+        }
+        return eth + ip
+    }
+
+    final class Wire { var frames: [[UInt8]] = [] }
+
+    /// IPv4 frames R1 sends on `interface`.
+    func record(_ t: Topology, _ interface: InterfaceIndex) -> Wire {
+        let w = Wire()
+        t.net.observer = { from, _, f in
+            if from.stack == 1 && from.interface == interface && f.be16(12) == 0x0800 { w.frames.append(Array(f)) }
+        }
+        return w
+    }
+
+    @Test("a super-frame is cut into checksummed segments for a link without offloads, and leaves whole by one with them")
+    func cutOrWhole() throws {
+        let t = try Topology(superFrames: 8)
+        try t.warmUp()
+        try t.r1.setOffloads(t.r1Lan, true)
+        let wan = record(t, t.r1Wan)
+        t.net.inject(Self.superFrame(t, payload: 20_000), into: t.r1, on: t.r1Lan, segmentSize: 1448,
+                     offload: PacketHandle.checksumPartial)
+        #expect(wan.frames.count == 14, "20 000 bytes in 1448-byte segments")
+        for (k, f) in wan.frames.enumerated() {
+            let ip = Array(f[14...])
+            #expect(ip.count == (k < 13 ? 1500 : 52 + 20_000 - 13 * 1448))
+            #expect(ip[8] == 63, "TTL decremented once, carried to every segment")
+            #expect(SegmentationTests.referenceSum(Array(ip[0..<20])) == 0xFFFF)
+            #expect(SegmentationTests.transportChecksumOK(ip), "segment \(k)")
+        }
+        #expect(t.r1.counters.segmented == 1 && t.r1.counters.segmentsCreated == 14)
+        #expect(t.r1.ledger.segmentsCreated == 14 && t.r1.ledger.balanced)
+        // With offloads on the wan too, it leaves as one frame; R2 cuts it for B's link.
+        try t.r1.setOffloads(t.r1Wan, true)
+        wan.frames = []
+        t.net.inject(Self.superFrame(t, payload: 20_000), into: t.r1, on: t.r1Lan, segmentSize: 1448,
+                     offload: PacketHandle.checksumPartial)
+        #expect(wan.frames.count == 1 && wan.frames.first?.count == 14 + 52 + 20_000)
+        #expect(t.r1.counters.segmented == 1, "R1 did not cut it")
+        #expect(t.r2.counters.segmented == 1 && t.r2.counters.segmentsCreated == 14)
+    }
+
+    @Test("DF holds per segment: a segment larger than the next link draws fragmentation-needed; without DF, segments are fragmented")
+    func perSegmentMTU() throws {
+        let t = try Topology(linkMTU: 1000, superFrames: 8)
+        try t.warmUp()
+        try t.r1.setOffloads(t.r1Lan, true)
+        t.net.inject(Self.superFrame(t, payload: 5000), into: t.r1, on: t.r1Lan, segmentSize: 1448,
+                     offload: PacketHandle.checksumPartial)
+        let errors = t.a.drainEvents().compactMap { e -> UInt16? in
+            if case .icmpError(let r) = e { return r.nextHopMTU }
+            return nil
+        }
+        #expect(errors == [1000])
+        #expect(t.r1.drops(.fragmentationNeeded) == 1)
+        // The same segments fit a 1500 link: no error for a super-frame whose total is far above it.
+        let wan = record(t, t.r1Wan)
+        t.net.inject(Self.superFrame(t, payload: 5000, dontFragment: false), into: t.r1, on: t.r1Lan, segmentSize: 1448,
+                     offload: PacketHandle.checksumPartial)
+        // 4 segments (1448 ×3 + 656), each over 1000 but the last: 3 × 2 fragments + 1.
+        #expect(wan.frames.count == 7)
+        #expect(t.r1.counters.segmentsCreated == 4 && t.r1.counters.fragmentsCreated == 6)
+    }
+
+    @Test("a partial checksum is completed for a link without offloads and left partial for one with them")
+    func partialChecksum() throws {
+        let t = try Topology(superFrames: 8)
+        try t.warmUp()
+        try t.r1.setOffloads(t.r1Lan, true)
+        let wan = record(t, t.r1Wan)
+        t.net.inject(Self.superFrame(t, payload: 600), into: t.r1, on: t.r1Lan, segmentSize: 0, offload: PacketHandle.checksumPartial)
+        try #require(wan.frames.count == 1)
+        #expect(SegmentationTests.transportChecksumOK(Array(wan.frames[0][14...])))
+        try t.r1.setOffloads(t.r1Wan, true)
+        t.net.inject(Self.superFrame(t, payload: 600), into: t.r1, on: t.r1Lan, segmentSize: 0, offload: PacketHandle.checksumPartial)
+        try #require(wan.frames.count == 2)
+        #expect(!SegmentationTests.transportChecksumOK(Array(wan.frames[1][14...])), "still partial: the next device completes it")
+        #expect(t.r1.counters.segmented == 0)
+    }
+
+    @Test("a super-frame into a GRE tunnel is cut to segments, each encapsulated; the far gateway delivers every one")
+    func throughTunnel() throws {
+        let s = try TwoSites(superFrames: 8)
+        try s.a.ping(IPv4Address(10, 2, 0, 2))
+        try s.b.ping(IPv4Address(10, 1, 0, 2))
+        s.net.run()
+        try s.gw1.setOffloads(s.gw1Lan, true)
+        var received: [[UInt8]] = []
+        let gw2Lan = s.gw2Lan
+        s.net.observer = { from, _, f in
+            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { received.append(Array(f[14...])) }
+        }
+        var frame = [UInt8](repeating: 0, count: 14)
+        frame.withUnsafeMutableBytes {
+            EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv4).emit(into: $0)
+        }
+        frame += SegmentationTests.tcpSuperFrame(payload: 10_000)
+        s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
+        #expect(received.count == 8, "10 000 bytes in 1400-byte segments")
+        #expect(received.allSatisfy { SegmentationTests.transportChecksumOK($0) })
+        #expect(s.gw1.status(s.gw1Tunnel).counters.txPackets >= 8)
+        #expect(s.gw1.counters.segmentsCreated == 8)
+    }
+}

@@ -1,0 +1,149 @@
+import AnygateWire
+import Testing
+
+/// Software segmentation (GSO) and checksum completion, checked against
+/// segments built independently and checksums computed here byte by byte.
+@Suite("Segmentation of super-frames")
+struct SegmentationTests {
+    /// RFC 1071 the slow way: 16-bit big-endian words, end-around carry.
+    static func referenceSum(_ bytes: [UInt8]) -> UInt32 {
+        var s: UInt32 = 0
+        var i = 0
+        while i < bytes.count {
+            s += UInt32(bytes[i]) << 8 | (i + 1 < bytes.count ? UInt32(bytes[i + 1]) : 0)
+            i += 2
+        }
+        while s > 0xFFFF { s = (s & 0xFFFF) + (s >> 16) }
+        return s
+    }
+
+    /// Whether a packet's TCP/UDP checksum is right (pseudo-header built here).
+    static func transportChecksumOK(_ packet: [UInt8]) -> Bool {
+        let v6 = packet[0] >> 4 == 6
+        let hl = v6 ? 40 : Int(packet[0] & 0x0F) * 4
+        let proto = v6 ? packet[6] : packet[9]
+        let l4 = Array(packet[hl...])
+        var pseudo = v6 ? Array(packet[8..<40]) : Array(packet[12..<20])
+        pseudo += v6 ? [UInt8(l4.count >> 24), UInt8((l4.count >> 16) & 0xFF), UInt8((l4.count >> 8) & 0xFF), UInt8(l4.count & 0xFF), 0, 0, 0, proto]
+                     : [0, proto, UInt8(l4.count >> 8), UInt8(l4.count & 0xFF)]
+        return referenceSum(pseudo + l4 + (l4.count % 2 == 1 ? [0] : [])) == 0xFFFF
+            || referenceSum(pseudo + l4) == 0xFFFF
+    }
+
+    /// An IPv4 TCP super-frame: 32-byte TCP header (timestamps), flags
+    /// CWR|PSH|FIN|ACK, the payload bytes counting up, checksum partial
+    /// (the pseudo-header sum over the whole length, as the kernel leaves it).
+    static func tcpSuperFrame(payload: Int, id: UInt16 = 0x1234, seq: UInt32 = 0xFFFF_F000) -> [UInt8] {
+        let tcpLength = 32 + payload
+        var p = [UInt8](repeating: 0, count: 20 + tcpLength)
+        p.withUnsafeMutableBytes { b in
+            IPv4Repr(source: IPv4Address(10, 1, 0, 2), destination: IPv4Address(10, 2, 0, 2), proto: .tcp, payloadLength: tcpLength,
+                     identification: id, dontFragment: true).emit(into: b)
+        }
+        let tcp: [UInt8] = [0x13, 0x88, 0x00, 0x50, UInt8(seq >> 24), UInt8((seq >> 16) & 0xFF), UInt8((seq >> 8) & 0xFF), UInt8(seq & 0xFF),
+                            0, 0, 0, 1, 0x80, 0x80 | 0x10 | 0x08 | 0x01, 0x01, 0xF5, 0, 0, 0, 0,
+                            1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]
+        for (i, x) in tcp.enumerated() { p[20 + i] = x }
+        for i in 0..<payload { p[52 + i] = UInt8(truncatingIfNeeded: i &* 7 &+ 3) }
+        // Partial: the folded pseudo-header sum in the field.
+        let partial = UInt16(referenceSum([10, 1, 0, 2, 10, 2, 0, 2, 0, 6, UInt8(tcpLength >> 8), UInt8(tcpLength & 0xFF)]))
+        p[36] = UInt8(partial >> 8); p[37] = UInt8(partial & 0xFF)
+        return p
+    }
+
+    @Test("a TCP super-frame cut at 1448: lengths, IDs, sequence numbers, flags, and checksums an independent sum accepts")
+    func tcpSegments() throws {
+        var frame = Self.tcpSuperFrame(payload: 4000)
+        let segments: [[UInt8]] = try frame.withUnsafeMutableBytes { b in
+            let l = try #require(Segmentation.layout(b, network: 0))
+            #expect(l.headersLength == 52 && l.payloadLength == 4000 && l.isTCP && !l.isIPv6)
+            #expect(Segmentation.segmentCount(l, segmentSize: 1448) == 3)
+            return (0..<3).map { k in
+                var out = [UInt8](repeating: 0xEE, count: 1500)
+                let n = out.withUnsafeMutableBytes { Segmentation.writeSegment(k, of: b, layout: l, segmentSize: 1448, into: $0) }
+                return Array(out[..<n])
+            }
+        }
+        #expect(segments.map(\.count) == [1500, 1500, 52 + 4000 - 2 * 1448])
+        for (k, s) in segments.enumerated() {
+            // IPv4: total length, identification + k, DF kept, a valid header checksum.
+            #expect(Int(s[2]) << 8 | Int(s[3]) == s.count)
+            #expect(UInt16(s[4]) << 8 | UInt16(s[5]) == 0x1234 + UInt16(k))
+            #expect(s[6] & 0x40 != 0)
+            #expect(Self.referenceSum(Array(s[0..<20])) == 0xFFFF, "segment \(k): IPv4 header checksum")
+            // TCP: sequence advanced by the payload before it, options copied.
+            let seq = UInt32(s[24]) << 24 | UInt32(s[25]) << 16 | UInt32(s[26]) << 8 | UInt32(s[27])
+            #expect(seq == 0xFFFF_F000 &+ UInt32(k * 1448))
+            #expect(Array(s[40..<52]) == [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9])
+            // CWR on the first segment only; PSH and FIN on the last only; ACK on all.
+            #expect((s[33] & 0x80 != 0) == (k == 0))
+            #expect((s[33] & 0x09 != 0) == (k == 2) && s[33] & 0x10 != 0)
+            // The payload is the super-frame's, in order.
+            #expect(Array(s[52...]) == Array(frame[(52 + k * 1448)..<(52 + k * 1448 + s.count - 52)]))
+            #expect(Self.transportChecksumOK(s), "segment \(k): TCP checksum")
+        }
+        // One flipped bit in a segment's payload: the independent check notices.
+        var bad = segments[1]
+        bad[700] ^= 0x04
+        #expect(!Self.transportChecksumOK(bad))
+    }
+
+    @Test("a partial checksum completed in place equals the one computed from scratch")
+    func completion() throws {
+        var partial = Self.tcpSuperFrame(payload: 999)
+        partial.withUnsafeMutableBytes { b in
+            let l = Segmentation.layout(b, network: 0)!
+            Segmentation.completeChecksum(b, layout: l)
+            #expect(Segmentation.verifiesChecksum(b, layout: l))
+        }
+        #expect(Self.transportChecksumOK(partial))
+    }
+
+    @Test("IPv6 UDP (USO): payload length and UDP length per segment, checksum over the IPv6 pseudo-header; behind a link header")
+    func udp6() throws {
+        let payload = 3000
+        var p = [UInt8](repeating: 0, count: 14 + 40 + 8 + payload)
+        p.withUnsafeMutableBytes { b in
+            IPv6Repr(source: IPv6Address("2001:db8::1")!, destination: IPv6Address("2001:db8:2::2")!, nextHeader: .udp,
+                     payloadLength: 8 + payload).emit(into: b.tail(from: 14))
+        }
+        p[12] = 0x86; p[13] = 0xDD
+        p[54] = 0x30; p[55] = 0x39; p[56] = 0x00; p[57] = 0x35
+        for i in 0..<payload { p[62 + i] = UInt8(truncatingIfNeeded: i) }
+        let segments: [[UInt8]] = try p.withUnsafeMutableBytes { b in
+            let l = try #require(Segmentation.layout(b, network: 14))
+            #expect(l.isIPv6 && !l.isTCP && l.headersLength == 62)
+            return (0..<Segmentation.segmentCount(l, segmentSize: 1200)).map { k in
+                var out = [UInt8](repeating: 0, count: 1300)
+                let n = out.withUnsafeMutableBytes { Segmentation.writeSegment(k, of: b, layout: l, segmentSize: 1200, into: $0) }
+                return Array(out[..<n])
+            }
+        }
+        #expect(segments.map(\.count) == [1262, 1262, 662])
+        for s in segments {
+            let ip = Array(s[14...])
+            #expect(Int(ip[4]) << 8 | Int(ip[5]) == ip.count - 40)
+            #expect(Int(ip[44]) << 8 | Int(ip[45]) == ip.count - 40)
+            #expect(Array(s[..<14]) == Array(p[..<14]), "the link header is repeated")
+            #expect(Self.transportChecksumOK(ip))
+        }
+    }
+
+    @Test("what cannot be cut is refused: a fragment, ICMP, a TCP header longer than the packet, lengths past the buffer")
+    func refusals() {
+        var frame = Self.tcpSuperFrame(payload: 100)
+        frame.withUnsafeMutableBytes { b in
+            b.setBE16(6, 0x2000)  // more fragments
+            #expect(Segmentation.layout(b, network: 0) == nil)
+            b.setBE16(6, 0x4000)
+            b.setBE8(9, 1)  // ICMP
+            #expect(Segmentation.layout(b, network: 0) == nil)
+            b.setBE8(9, 6)
+            b.setBE8(32, 0xF0)  // a 60-byte TCP header, and an IP length of 40
+            b.setBE16(2, 40)
+            #expect(Segmentation.layout(b, network: 0) == nil)
+            b.setBE16(2, 5000)
+            #expect(Segmentation.layout(b, network: 0) == nil)
+        }
+    }
+}
