@@ -109,6 +109,9 @@ public struct InterfaceConfig: Equatable, Sendable {
     public var sourcePolicy: SourcePolicy? = nil
     /// The reverse-path check on what arrives here (off by default).
     public var rpf = ReversePathFilter.off
+    /// A TAP opened with virtio-net headers: super-frames and checksum
+    /// offload with the host side (default true; packet attachments: not yet).
+    public var offloads = true
 
     public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
         self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses

@@ -153,7 +153,7 @@ public struct ConfigReader {
 
     func interface(_ node: Node, _ path: String) throws(ConfigError) -> InterfaceConfig {
         let m = try mapping(node, path)
-        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf"])
+        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf", "offloads"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -178,6 +178,7 @@ public struct ConfigReader {
         }
         if let mtuNode = m["mtu"] { i.mtu = try int(mtuNode, path + ".mtu", 68...9000) }
         if let r = m["rpf"] { i.rpf = try rpf(r, path + ".rpf") }
+        if let o = m["offloads"] { i.offloads = try bool(o, path + ".offloads") }
         if let sel = m["source-selection"] { i.sourcePolicy = try policy(sel, path + ".source-selection") }
         if case .mirror = i.attach, let list = m["addresses"] {
             throw fail(path + ".addresses", list, "a mirrored interface takes its addresses from the host")

@@ -57,7 +57,7 @@ public final class Daemon {
         sc.ipflow.maxFlows = config.ipflowMaxFlows
         sc.ipflow.idleTimeout = config.ipflowIdleTimeout
         sc.ecmpHash = config.ecmpHash
-        runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192))
+        runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers))
         runtime.stack.setDefaultSourcePolicy(config.sourcePolicy)
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
         do throws(DaemonError) {
@@ -78,10 +78,14 @@ public final class Daemon {
 
     // MARK: Interfaces and routes
 
+    /// Super-frame buffers in the pool (64 KiB each): what TAPs with
+    /// offloads read into, and what waits in queues while they drain.
+    static let superFrameBuffers = 256
+
     func makePort(_ i: InterfaceConfig) throws(DaemonError) -> any AnygateHost.Port {
         do {
             switch i.attach {
-            case .tap(let name): return try TapPort(name: name, mtu: i.mtu)
+            case .tap(let name): return try TapPort(name: name, mtu: i.mtu, offloads: i.offloads)
             case .packet(let name), .mirror(let name):
                 let m = (i.mac ?? .zero).rawValue
                 let mac = (0..<6).map { UInt8(truncatingIfNeeded: m >> UInt64(40 - 8 * $0)) }

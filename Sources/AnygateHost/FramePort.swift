@@ -19,14 +19,21 @@ protocol FramePort: Port {
     var queue: [PacketHandle] { get set }
     var queueCapacity: Int { get }
     func rawRead(into buffer: UnsafeMutableRawPointer, capacity: Int) -> RawRead
-    /// Bytes written, or -1 with errno set.
-    func rawWrite(_ bytes: UnsafeRawPointer, count: Int) -> Int
+    /// Writes one packet: true when all of it went, else the errno (0 for a short write).
+    func rawWrite(_ packet: PacketHandle, pool: PacketPool) -> (written: Bool, errno: Int32)
     /// Whether a failed write with this errno means the device is gone or down.
     func writeLost(_ errno: Int32) -> Bool
 }
 
 extension FramePort {
+    public var offloads: Bool { false }
+
     public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
+        readFrames(into: batch, pool: pool)
+    }
+
+    /// One frame per read, each into a frame buffer.
+    func readFrames(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
         var n = 0
         var scratch: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
         while n < batch.count {
@@ -63,21 +70,19 @@ extension FramePort {
                 if lost == nil && queue.count < queueCapacity { queue.append(p) } else { counters.txQueueDrops += 1; pool.free(p) }
                 continue
             }
-            let b = pool.bytes(p)
-            let r = rawWrite(b.baseAddress!, count: b.count)
-            if r == b.count {
+            let (written, e) = rawWrite(p, pool: pool)
+            if written {
                 counters.txFrames += 1
-                counters.txBytes += UInt64(r)
+                counters.txBytes += UInt64(p.length)
                 pool.free(p)
                 continue
             }
-            let e = errno
-            if r < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+            if e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS {
                 if queue.count < queueCapacity { queue.append(p) } else { counters.txQueueDrops += 1; pool.free(p) }
             } else {
                 counters.txErrors += 1
                 pool.free(p)
-                if r < 0 && writeLost(e) { lost = SystemError("write", name, errno: e) }
+                if e != 0 && writeLost(e) { lost = SystemError("write", name, errno: e) }
             }
         }
         return lost
@@ -88,10 +93,9 @@ extension FramePort {
     public func flushQueue(pool: PacketPool) {
         var sent = 0
         for p in queue {
-            let b = pool.bytes(p)
-            let r = rawWrite(b.baseAddress!, count: b.count)
-            if r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) { break }
-            if r == b.count { counters.txFrames += 1; counters.txBytes += UInt64(r) } else { counters.txErrors += 1 }
+            let (written, e) = rawWrite(p, pool: pool)
+            if !written && (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) { break }
+            if written { counters.txFrames += 1; counters.txBytes += UInt64(p.length) } else { counters.txErrors += 1 }
             pool.free(p)
             sent += 1
         }

@@ -10,6 +10,7 @@ struct PortLosses: Equatable {
     var queueFull: UInt64 = 0
     var transmitFailed: UInt64 = 0
     var unattached: UInt64 = 0
+    var badOffload: UInt64 = 0
 }
 
 extension HostRuntime {
@@ -43,6 +44,7 @@ extension HostRuntime {
             seen.queueFull = c.txQueueDrops
             seen.transmitFailed = c.txErrors
             seen.unattached = unattachedByInterface[i] ?? 0
+            seen.badOffload = c.rxBadOffload
             let was = reportedLosses[i] ?? PortLosses()
             guard seen != was else { continue }
             // A counter that went backwards was reset (a TAP made anew): all of it is new.
@@ -52,6 +54,7 @@ extension HostRuntime {
             stack.recordDrops(.portQueueFull, count: new(seen.queueFull, was.queueFull), on: i)
             stack.recordDrops(.portTransmitFailed, count: new(seen.transmitFailed, was.transmitFailed), on: i)
             stack.recordDrops(.portUnattached, count: new(seen.unattached, was.unattached), on: i)
+            stack.recordDrops(.badOffloadHeader, count: new(seen.badOffload, was.badOffload), on: i)
             reportedLosses[i] = seen
             if new(seen.kernel, was.kernel) > 0 {
                 let last = kernelDropWarned[i] ?? .min

@@ -66,6 +66,7 @@ public final class HostRuntime {
     /// Connects a port to a stack interface and starts reading it.
     public func attach(_ port: any Port, to interface: InterfaceIndex) throws(SystemError) {
         ports[interface] = port
+        try? stack.setOffloads(interface, port.offloads)
         try watch(interface)
     }
 
@@ -140,6 +141,7 @@ public final class HostRuntime {
         for interface in lostPorts {
             guard let port = ports[interface], port.reattach() else { continue }
             lostPorts.remove(interface)
+            try? stack.setOffloads(interface, port.offloads)
             try? watch(interface)
             try? stack.setUp(interface, true)
             log("\(stack.interfaceName(interface)) (\(port.name)) is back")

@@ -83,7 +83,11 @@ public final class PacketPort: FramePort {
         return .error(r == 0 ? ENODEV : errno)
     }
 
-    func rawWrite(_ bytes: UnsafeRawPointer, count: Int) -> Int { Glibc.send(fd, bytes, count, 0) }
+    func rawWrite(_ packet: PacketHandle, pool: PacketPool) -> (written: Bool, errno: Int32) {
+        let b = pool.bytes(packet)
+        let r = Sys.send(fd, b)
+        return (r.count == b.count, r.errno)
+    }
 
     func writeLost(_ errno: Int32) -> Bool { errno == ENXIO || errno == ENETDOWN || errno == ENODEV }
 

@@ -10,6 +10,8 @@ public struct PortCounters: Sendable, Hashable {
     public var txFrames: UInt64 = 0
     public var txBytes: UInt64 = 0
     public var txErrors: UInt64 = 0
+    /// Frames refused for a malformed virtio-net header.
+    public var rxBadOffload: UInt64 = 0
     /// Frames dropped because the port's own transmit queue was full.
     public var txQueueDrops: UInt64 = 0
     /// Times the port lost its device (deleted or gone down) and came back.
@@ -37,6 +39,9 @@ public protocol Port: AnyObject {
     /// Frames the kernel dropped for this port before we read them, since
     /// it was opened (0 where the kernel does not say).
     var kernelDrops: UInt64 { get }
+    /// The port reads and writes virtio-net headers: it takes super-frames
+    /// and partial checksums (the stack's interface is told so).
+    var offloads: Bool { get }
     /// Reads frames into new pool buffers, at most `into.count` of them.
     func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead
     /// Sends frames, taking ownership. Returns an error when the device is gone.

@@ -22,6 +22,45 @@ enum Sys {
 
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
+    /// `read`: the byte count, or -1 with the errno.
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> (count: Int, errno: Int32) {
+        let r = Glibc.read(fd, buffer, count)
+        return (r, r < 0 ? errno : 0)
+    }
+
+    /// `write`: the byte count, or -1 with the errno.
+    static func write(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> (count: Int, errno: Int32) {
+        let r = Glibc.write(fd, bytes, count)
+        return (r, r < 0 ? errno : 0)
+    }
+
+    /// `send` with no flags: the byte count, or -1 with the errno.
+    static func send(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer) -> (count: Int, errno: Int32) {
+        let r = Glibc.send(fd, bytes.baseAddress, bytes.count, 0)
+        return (r, r < 0 ? errno : 0)
+    }
+
+    /// `readv` into the given pieces: the byte count, or -1 with the errno.
+    static func readv(_ fd: Int32, _ pieces: UnsafeMutablePointer<iovec>, _ count: Int32) -> (count: Int, errno: Int32) {
+        let r = Glibc.readv(fd, pieces, count)
+        return (r, r < 0 ? errno : 0)
+    }
+
+    /// `writev` of the given pieces: the byte count, or -1 with the errno.
+    static func writev(_ fd: Int32, _ pieces: UnsafePointer<iovec>, _ count: Int32) -> (count: Int, errno: Int32) {
+        let r = Glibc.writev(fd, pieces, count)
+        return (r, r < 0 ? errno : 0)
+    }
+
+    /// `TUNSETVNETHDRSZ` then `TUNSETOFFLOAD`: tries `preferred`, then
+    /// `fallback`. Returns the flags the device took.
+    static func tunOffloads(_ fd: Int32, headerSize: Int32, preferred: UInt32, fallback: UInt32, _ object: String) throws(SystemError) -> UInt32 {
+        _ = try check(ag_tun_set_vnet_header_size(fd, headerSize), "TUNSETVNETHDRSZ", object)
+        if ag_tun_set_offload(fd, preferred) == 0 { return preferred }
+        _ = try check(ag_tun_set_offload(fd, fallback), "TUNSETOFFLOAD", object)
+        return fallback
+    }
+
     /// `flock`; false when a non-blocking request finds the lock taken.
     static func flock(_ fd: Int32, _ operation: Int32, _ object: String) throws(SystemError) -> Bool {
         if ag_flock(fd, operation) == 0 { return true }

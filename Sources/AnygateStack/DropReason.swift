@@ -90,6 +90,9 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case portTransmitFailed
     /// Frames for a port whose device is gone.
     case portUnattached
+    /// A frame whose virtio-net header was malformed or asked for an offload
+    /// the stack does not do (refused by the port, never trusted).
+    case badOffloadHeader
 
     /// Position of this reason's counter in the stack's drop-counter array:
     /// the case's declaration order, so the counters cannot fall out of step
@@ -145,6 +148,7 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .portQueueFull: "port-queue-full"
         case .portTransmitFailed: "port-transmit-failed"
         case .portUnattached: "port-unattached"
+        case .badOffloadHeader: "bad-offload-header"
         case .broadcastEchoIgnored: "broadcast-echo-ignored"
         case .udpBadChecksum: "udp-bad-checksum"
         case .udpMalformed: "udp-malformed"

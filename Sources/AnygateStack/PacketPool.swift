@@ -151,7 +151,7 @@ public final class PacketPool {
     }
 
     /// Returns the packet's buffer to the pool.
-    @inlinable public func free(_ packet: PacketHandle) {
+    @inlinable @inline(__always) public func free(_ packet: PacketHandle) {
         if _slowPath(isSuperFrame(packet)) { return freeSuperFrame(packet) }
         let n = state.pointee.freeCount
         precondition(n < capacity, "packet freed twice or not from this pool")
@@ -159,7 +159,7 @@ public final class PacketPool {
         state.pointee.freeCount = n &+ 1
     }
 
-    @usableFromInline func freeSuperFrame(_ packet: PacketHandle) {
+    @usableFromInline @inline(never) func freeSuperFrame(_ packet: PacketHandle) {
         let n = state.pointee.superFreeCount
         let k = Int(packet.index) - capacity
         precondition(n < superFrames && k % superFrameStride == 0 && k / superFrameStride < superFrames,

@@ -98,7 +98,12 @@ extension Stack {
         }
         let out = Int(n.pointee.interface)
         let o = ifs + out
-        guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1, !p.needsOffload || o.pointee.offloads else { return false }
+        guard o.pointee.up, ip.ttl > 1 else { return false }
+        if _slowPath(p.needsOffload) {
+            guard offloadOnFastPath(&p, linkHeader: linkHeader, total: total, egress: o) else { return false }
+        } else {
+            guard total <= o.pointee.mtu else { return false }
+        }
         if linkHeader == 0 {
             // A decapsulated packet going out on Ethernet needs a link header.
             guard pool.prepend(&p, EthernetFrame.headerLength) else { return false }
@@ -156,6 +161,28 @@ extension Stack {
         o.pointee.counters.txPackets &+= 1
         o.pointee.counters.txBytes &+= UInt64(total)
         tunnelOutput(t, p)
+        return true
+    }
+
+    /// A packet with offloads on the fast path: to a port that takes them it
+    /// goes whole if each segment fits the MTU; to one that does not, a
+    /// partial checksum is completed here, and a super-frame goes to the slow
+    /// path to be cut.
+    @inline(never)
+    func offloadOnFastPath(_ p: inout PacketHandle, linkHeader: Int, total: Int, egress o: UnsafeMutablePointer<InterfaceSlot>) -> Bool {
+        var ip = p
+        pool.consume(&ip, linkHeader)
+        ip.length = UInt32(truncatingIfNeeded: total)
+        if p.segmentSize != 0 {
+            guard o.pointee.offloads, let s = segmentLength(ip) else { return false }
+            return s <= o.pointee.mtu
+        }
+        guard total <= o.pointee.mtu else { return false }
+        if !o.pointee.offloads {
+            guard let l = Segmentation.layout(pool.bytes(ip), network: 0) else { return false }
+            Segmentation.completeChecksum(pool.bytes(ip), layout: l)
+            p.offload &= ~PacketHandle.checksumPartial
+        }
         return true
     }
 

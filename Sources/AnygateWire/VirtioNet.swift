@@ -58,3 +58,60 @@ public struct VirtioNetHeader: Equatable, Sendable {
         b[10] = 0; b[11] = 0
     }
 }
+
+extension VirtioNetHeader {
+    /// Where the IP header of an Ethernet frame starts (after one 802.1Q
+    /// tag, if any), or nil when it carries neither IPv4 nor IPv6.
+    static func network(of frame: UnsafeMutableRawBufferPointer) -> Int? {
+        guard frame.count >= 18 else { return nil }
+        var at = 12
+        if frame.be16(at) == 0x8100 { at += 4 }
+        let type = frame.be16(at)
+        return type == 0x0800 || type == 0x86DD ? at + 2 : nil
+    }
+
+    /// What a received frame's header asks of the stack, checked against the
+    /// frame itself: a segment size (0: not a super-frame), whether the
+    /// transport checksum is partial, and whether the device verified it.
+    /// Nil when the header is malformed or asks for what this stack does
+    /// not do: unknown flags or GSO types, UFO, a GSO frame without a
+    /// partial checksum or with segment size 0, a checksum position that is
+    /// not the TCP or UDP checksum of the frame's own headers, a GSO type
+    /// that does not match them.
+    public func offloads(for frame: UnsafeMutableRawBufferPointer) -> (segmentSize: UInt16, partial: Bool, verified: Bool)? {
+        guard flags & ~(VirtioNetHeader.needsChecksum | VirtioNetHeader.dataValid) == 0 else { return nil }
+        let partial = flags & VirtioNetHeader.needsChecksum != 0
+        let verified = flags & VirtioNetHeader.dataValid != 0
+        guard let type = GSOType(rawValue: gsoType & ~VirtioNetHeader.gsoECN), type != .udp else { return nil }
+        if type == .none && !partial { return (0, false, verified) }
+        guard let network = VirtioNetHeader.network(of: frame), let l = Segmentation.layout(frame, network: network) else { return nil }
+        if partial {
+            guard Int(checksumStart) == l.transport, Int(checksumOffset) == (l.isTCP ? 16 : 6) else { return nil }
+        }
+        switch type {
+        case .none: return (0, partial, verified)
+        case .tcpv4: guard l.isTCP && !l.isIPv6 else { return nil }
+        case .tcpv6: guard l.isTCP && l.isIPv6 else { return nil }
+        case .udpL4: guard !l.isTCP else { return nil }
+        case .udp: return nil
+        }
+        guard partial, gsoSize > 0, l.headersLength + Int(gsoSize) <= 65535 else { return nil }
+        return (gsoSize, partial, verified)
+    }
+
+    /// The header to send a frame with: a super-frame's GSO type, segment
+    /// size and header length, and the checksum position when its transport
+    /// checksum is partial. Nil when the frame's headers cannot carry what
+    /// is asked (the caller then cuts or completes it itself).
+    public static func sending(_ frame: UnsafeMutableRawBufferPointer, segmentSize: UInt16, partial: Bool) -> VirtioNetHeader? {
+        if segmentSize == 0 && !partial { return VirtioNetHeader() }
+        guard let network = network(of: frame), let l = Segmentation.layout(frame, network: network) else { return nil }
+        var h = VirtioNetHeader(flags: needsChecksum, checksumStart: UInt16(l.transport), checksumOffset: l.isTCP ? 16 : 6)
+        if segmentSize != 0 {
+            h.gsoType = l.isTCP ? (l.isIPv6 ? GSOType.tcpv6 : .tcpv4).rawValue : GSOType.udpL4.rawValue
+            h.gsoSize = segmentSize
+            h.headerLength = UInt16(l.headersLength)
+        }
+        return h
+    }
+}

@@ -147,3 +147,59 @@ struct SegmentationTests {
         }
     }
 }
+
+@Suite("virtio-net headers")
+struct VirtioNetHeaderTests {
+    /// An Ethernet frame holding the TCP super-frame of `SegmentationTests`.
+    static func frame(payload: Int = 4000) -> [UInt8] {
+        [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00] + SegmentationTests.tcpSuperFrame(payload: payload)
+    }
+
+    func offloads(_ h: VirtioNetHeader, _ f: [UInt8] = VirtioNetHeaderTests.frame()) -> (UInt16, Bool, Bool)? {
+        var b = f
+        return b.withUnsafeMutableBytes { h.offloads(for: $0) }.map { ($0.segmentSize, $0.partial, $0.verified) }
+    }
+
+    @Test("a well-formed TSO header is taken; each malformed or unsupported one is refused")
+    func validation() {
+        let good = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.GSOType.tcpv4.rawValue,
+                                   headerLength: 66, gsoSize: 1448, checksumStart: 34, checksumOffset: 16)
+        #expect(offloads(good).map { $0.0 == 1448 && $0.1 && !$0.2 } == true)
+        var ecn = good
+        ecn.gsoType |= VirtioNetHeader.gsoECN
+        #expect(offloads(ecn) != nil, "TCP with ECN")
+        #expect(offloads(VirtioNetHeader()).map { $0.0 == 0 && !$0.1 } == true, "nothing asked")
+        var verified = VirtioNetHeader()
+        verified.flags = VirtioNetHeader.dataValid
+        #expect(offloads(verified).map { $0.2 } == true)
+        var bad: [(String, VirtioNetHeader)] = []
+        var h = good; h.gsoSize = 0; bad.append(("segment size 0", h))
+        h = good; h.checksumStart = 20_000; bad.append(("checksum start past the frame", h))
+        h = good; h.checksumStart = 14; bad.append(("checksum start at the IP header", h))
+        h = good; h.checksumOffset = 6; bad.append(("UDP's checksum offset on TCP", h))
+        h = good; h.gsoType = VirtioNetHeader.GSOType.udp.rawValue; bad.append(("UFO", h))
+        h = good; h.gsoType = 9; bad.append(("unknown GSO type", h))
+        h = good; h.flags |= 4; bad.append(("unknown flag", h))
+        h = good; h.gsoType = VirtioNetHeader.GSOType.tcpv6.rawValue; bad.append(("TCPv6 on an IPv4 frame", h))
+        h = good; h.gsoType = VirtioNetHeader.GSOType.udpL4.rawValue; bad.append(("UDP GSO on TCP", h))
+        h = good; h.flags = 0; bad.append(("GSO without a partial checksum", h))
+        for (what, header) in bad { #expect(offloads(header) == nil, "\(what)") }
+        // A frame that is not IPv4/IPv6 TCP or UDP cannot have a partial checksum.
+        var arp = Self.frame()
+        arp[12] = 0x08; arp[13] = 0x06
+        #expect(offloads(good, arp) == nil)
+    }
+
+    @Test("the header written for a super-frame describes it; read back it gives the same offloads")
+    func roundTrip() throws {
+        var f = Self.frame()
+        let h = try #require(f.withUnsafeMutableBytes { VirtioNetHeader.sending($0, segmentSize: 1448, partial: true) })
+        #expect(h.gsoType == VirtioNetHeader.GSOType.tcpv4.rawValue && h.gsoSize == 1448 && h.headerLength == 66)
+        #expect(h.checksumStart == 34 && h.checksumOffset == 16 && h.flags == VirtioNetHeader.needsChecksum)
+        var bytes = [UInt8](repeating: 0xFF, count: VirtioNetHeader.length)
+        bytes.withUnsafeMutableBytes { h.emit(into: $0) }
+        let back = bytes.withUnsafeBytes { VirtioNetHeader(parsing: $0) }
+        #expect(back == h)
+        #expect(offloads(back).map { $0.0 == 1448 && $0.1 } == true)
+    }
+}

@@ -66,7 +66,8 @@ struct TunnelSystemTests {
         for side in [1, 2] {
             let l = try net.ledger(side: side)
             #expect(l.balanced, "gw\(side): \(l.violations)")
-            #expect((l.terms["received"] ?? 0) > 10_000, "gw\(side): \(l.terms)")
+            // (Super-frames from the TAPs: far fewer packets than 1500-byte frames.)
+            #expect((l.terms["received"] ?? 0) > 1_000, "gw\(side): \(l.terms)")
         }
         // Every frame that reached a gateway's uplink is accounted for: the
         // daemon received it, or the kernel dropped it and the daemon says so.

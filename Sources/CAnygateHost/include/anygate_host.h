@@ -30,6 +30,17 @@ static const unsigned long ag_SIOCSIFMTU = SIOCSIFMTU;
 static const unsigned long ag_SIOCGIFHWADDR = SIOCGIFHWADDR;
 static const short ag_IFF_TAP = IFF_TAP;
 static const short ag_IFF_NO_PI = IFF_NO_PI;
+static const short ag_IFF_VNET_HDR = IFF_VNET_HDR;
+/* TUN_F_* offload features; USO4/USO6 (Linux 6.2) are missing from older headers. */
+static const unsigned int ag_TUN_F_CSUM = 0x01;
+static const unsigned int ag_TUN_F_TSO4 = 0x02;
+static const unsigned int ag_TUN_F_TSO6 = 0x04;
+static const unsigned int ag_TUN_F_TSO_ECN = 0x08;
+static const unsigned int ag_TUN_F_USO4 = 0x20;
+static const unsigned int ag_TUN_F_USO6 = 0x40;
+/// TUNSETOFFLOAD takes its flags by value; TUNSETVNETHDRSZ by pointer.
+static inline int ag_tun_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, flags); }
+static inline int ag_tun_set_vnet_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
 static const short ag_IFF_UP = IFF_UP;
 static const short ag_IFF_RUNNING = IFF_RUNNING;
 static const int ag_ETH_P_ALL = ETH_P_ALL;
