@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end forwarding: anygated (release build) between two network
 # namespaces, measured in the same run as the Linux kernel forwarding
-# between the same two namespaces over veth pairs.
+# between the same two namespaces over veth pairs, and as a minimal C
+# TAP-to-TAP forwarder with virtio-net headers (Benchmarks/tapfwd.c: no
+# parsing, the ceiling for any TAP-based forwarder here).
 #
 #   host A ──TAP── anygated (ns R) ──TAP── host B      10.1.0.2 -> 10.2.0.2
+#   host A ──TAP── tapfwd (ns F) ──TAP── host B        10.7.0.1 -> 10.7.0.2
 #   host A ──veth── Linux router (ns L) ──veth── host B   10.5.0.2 -> 10.6.0.2
 #
-# Reports TCP throughput (iperf3, one stream) and 64-byte UDP packets/s
-# (iperf3 -u, 22-byte payloads: 64-byte Ethernet frames), and their ratio.
+# Reports TCP throughput (iperf3, 1 and 4 streams), 64-byte UDP packets/s
+# (iperf3 -u, 22-byte payloads: 64-byte Ethernet frames), ping round trip,
+# and the forwarder's CPU during the 1-stream TCP run; ratios to tapfwd
+# and to Linux.
 # Needs root, /dev/net/tun and iperf3 (make bench-e2e installs it).
 # Each measurement runs ROUNDS times, the two paths alternating, and the
 # median is reported (this machine's figures vary from run to run).
@@ -24,7 +29,13 @@ P="age$(printf '%04x' $((RANDOM % 65536)))"
 DIR=$(mktemp -d /tmp/anygate-e2e.XXXXXX)
 . scripts/netns-topology.sh
 IPERF_PIDS=()
-cleanup() { for p in "${IPERF_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; ns_cleanup; }
+TAPFWD_PID=
+cleanup() {
+    for p in "${IPERF_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -n "$TAPFWD_PID" ] && kill "$TAPFWD_PID" 2>/dev/null || true
+    ip netns del "${P}F" 2>/dev/null || true
+    ns_cleanup
+}
 trap cleanup EXIT
 
 ns_start .build/release/anygated
@@ -40,18 +51,38 @@ ip -n "${P}L" addr add 10.5.0.1/24 dev "${P}-la"; ip -n "${P}L" link set "${P}-l
 ip -n "${P}L" addr add 10.6.0.1/24 dev "${P}-lb"; ip -n "${P}L" link set "${P}-lb" up
 ip -n "${P}A" route add 10.6.0.0/24 via 10.5.0.1
 ip -n "${P}B" route add 10.5.0.0/24 via 10.6.0.1
+# The reference forwarder: two TAPs on one subnet, joined by tapfwd in namespace F.
+cc -O2 -o "$DIR/tapfwd" Benchmarks/tapfwd.c
+ip netns add "${P}F"
+ip netns exec "${P}F" "$DIR/tapfwd" "${P}-fa" "${P}-fb" > "$DIR/tapfwd.log" 2>&1 & TAPFWD_PID=$!
+for _ in $(seq 50); do grep -q ready "$DIR/tapfwd.log" 2>/dev/null && break; sleep 0.1; done
+ip -n "${P}F" link set "${P}-fa" netns "${P}A"; ip -n "${P}F" link set "${P}-fb" netns "${P}B"
+ip -n "${P}A" addr add 10.7.0.1/24 dev "${P}-fa"; ip -n "${P}A" link set "${P}-fa" up
+ip -n "${P}B" addr add 10.7.0.2/24 dev "${P}-fb"; ip -n "${P}B" link set "${P}-fb" up
 ip netns exec "${P}A" ping -c 1 -W 2 10.2.0.2 >/dev/null
 ip netns exec "${P}A" ping -c 1 -W 2 10.6.0.2 >/dev/null
+ip netns exec "${P}A" ping -c 1 -W 2 10.7.0.2 >/dev/null
 
 ip netns exec "${P}B" iperf3 -s -1 -p 5201 >/dev/null 2>&1 & IPERF_PIDS+=($!)
 sleep 0.5
 
-# Receiver-side TCP throughput in Gbit/s.
+# Receiver-side TCP throughput in Gbit/s ($2 streams, default 1); with $3,
+# also the CPU that process used meanwhile (% of one core) into $DIR/cpu.
 tcp() {
     ip netns exec "${P}B" iperf3 -s -D -1 -p 5301 >/dev/null 2>&1 || true
     sleep 0.3
-    ip netns exec "${P}A" iperf3 -c "$1" -p 5301 -t "$SECS" -f m 2>&1 \
-        | awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") { printf "%.2f", $(i-1) / 1000 } }'
+    local before=0 start=0
+    if [ -n "${3:-}" ]; then before=$(awk '{ print $14 + $15 }' "/proc/$3/stat"); start=$(date +%s%N); fi
+    ip netns exec "${P}A" iperf3 -c "$1" -p 5301 -P "${2:-1}" -t "$SECS" -f m 2>&1 \
+        | awk -v p="${2:-1}" '/receiver/ && (p == 1 || /SUM/) { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") { printf "%.2f", $(i-1) / 1000 } }'
+    if [ -n "${3:-}" ]; then
+        local after end; after=$(awk '{ print $14 + $15 }' "/proc/$3/stat"); end=$(date +%s%N)
+        awk -v t=$((after - before)) -v ns=$((end - start)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%d\n", 100 * t / hz / (ns / 1e9) }' >> "$DIR/cpu-$3"
+    fi
+}
+# Average ping round trip in µs (20 pings, 10 ms apart).
+rtt() {
+    ip netns exec "${P}A" ping -c 20 -i 0.01 -q "$1" 2>&1 | awk -F'/' '/^rtt/ { printf "%d", $5 * 1000 }'
 }
 # Receiver-side UDP packets/s for 64-byte frames, sender unthrottled.
 udp() {
@@ -63,17 +94,28 @@ udp() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "== ${SECS}s per measurement, median of ${ROUNDS} rounds; $(nproc) cores; $(uname -r)"
-: > "$DIR/at"; : > "$DIR/lt"; : > "$DIR/au"; : > "$DIR/lu"
+declare -A ADDR=([anygated]=10.2.0.2 [tapfwd]=10.7.0.2 [linux]=10.6.0.2)
+declare -A PID=([anygated]=$DAEMON_PID [tapfwd]=$TAPFWD_PID [linux]=)
+for path in anygated tapfwd linux; do for m in t1 t4 u rtt; do : > "$DIR/$path-$m"; done; : > "$DIR/cpu-${PID[$path]:-none}"; done
 for r in $(seq "$ROUNDS"); do
-    tcp 10.2.0.2 >> "$DIR/at"; echo >> "$DIR/at"
-    tcp 10.6.0.2 >> "$DIR/lt"; echo >> "$DIR/lt"
-    udp 10.2.0.2 >> "$DIR/au"; echo >> "$DIR/au"
-    udp 10.6.0.2 >> "$DIR/lu"; echo >> "$DIR/lu"
-    echo "   round $r: anygated $(tail -1 "$DIR/at") Gbit/s $(tail -1 "$DIR/au") pps; linux $(tail -1 "$DIR/lt") Gbit/s $(tail -1 "$DIR/lu") pps"
+    line="   round $r:"
+    for path in anygated tapfwd linux; do
+        a=${ADDR[$path]}
+        echo "$(tcp "$a" 1 "${PID[$path]}")" >> "$DIR/$path-t1"
+        echo "$(tcp "$a" 4)" >> "$DIR/$path-t4"
+        echo "$(udp "$a")" >> "$DIR/$path-u"
+        echo "$(rtt "$a")" >> "$DIR/$path-rtt"
+        line="$line $path $(tail -1 "$DIR/$path-t1")/$(tail -1 "$DIR/$path-t4") Gbit/s $(tail -1 "$DIR/$path-u") pps $(tail -1 "$DIR/$path-rtt") µs;"
+    done
+    echo "$line"
 done
-AT=$(median < "$DIR/at"); LT=$(median < "$DIR/lt"); AU=$(median < "$DIR/au"); LU=$(median < "$DIR/lu")
-printf "%-34s %14s %14s %8s\n" "measurement (median)" "anygated" "linux" "ratio"
-printf "%-34s %14s %14s %8s\n" "TCP throughput, 1 stream (Gbit/s)" "$AT" "$LT" "$(awk -v a="$AT" -v l="$LT" 'BEGIN { if (l > 0) printf "%.2f", a / l }')"
-printf "%-34s %14s %14s %8s\n" "UDP 64-byte frames (packets/s)" "$AU" "$LU" "$(awk -v a="$AU" -v l="$LU" 'BEGIN { if (l > 0) printf "%.2f", a / l }')"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+printf "%-30s %10s %10s %10s %12s %10s\n" "measurement (median)" "anygated" "tapfwd" "linux" "÷ tapfwd" "÷ linux"
+for m in t1 t4 u rtt; do
+    case $m in t1) name="TCP, 1 stream (Gbit/s)";; t4) name="TCP, 4 streams (Gbit/s)";; u) name="UDP 64-byte (packets/s)";; rtt) name="ping round trip (µs)";; esac
+    A=$(median < "$DIR/anygated-$m"); F=$(median < "$DIR/tapfwd-$m"); L=$(median < "$DIR/linux-$m")
+    printf "%-30s %10s %10s %10s %12s %10s\n" "$name" "$A" "$F" "$L" "$(ratio "$A" "$F")" "$(ratio "$A" "$L")"
+done
+printf "%-30s %10s %10s %10s\n" "CPU during TCP 1 stream (%)" "$(median < "$DIR/cpu-$DAEMON_PID")" "$(median < "$DIR/cpu-$TAPFWD_PID")" "-"
 echo "== anygated after the run:"
 .build/release/anygatectl --socket "$DIR/control.sock" show interfaces
