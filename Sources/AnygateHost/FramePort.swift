@@ -64,6 +64,11 @@ extension FramePort {
     }
 
     public func send(_ packets: UnsafeBufferPointer<PacketHandle>, pool: PacketPool) -> SystemError? {
+        sendOneByOne(packets, pool: pool)
+    }
+
+    /// One write per frame; what the device would not take yet waits in the queue.
+    func sendOneByOne(_ packets: UnsafeBufferPointer<PacketHandle>, pool: PacketPool) -> SystemError? {
         var lost: SystemError? = nil
         for p in packets {
             if !queue.isEmpty || lost != nil {

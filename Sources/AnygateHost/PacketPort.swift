@@ -21,7 +21,9 @@ public final class PacketPort: FramePort {
     private var ifindex: Int32 = 0
     var queue: [PacketHandle] = []
     let queueCapacity: Int
-    private var filtersOutgoing = false
+    var filtersOutgoing = false
+    /// Message headers for batched reads and writes.
+    let messages = MessageBatch(capacity: 64)
     /// Kernel drops read so far (`PACKET_STATISTICS` resets on each read).
     private var kernelDropTotal: UInt64 = 0
 

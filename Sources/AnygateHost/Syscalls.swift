@@ -40,6 +40,18 @@ enum Sys {
         return (r, r < 0 ? errno : 0)
     }
 
+    /// `recvmmsg`, not waiting: messages received, or -1 with the errno.
+    static func recvmmsg(_ fd: Int32, _ messages: UnsafeMutablePointer<ag_mmsghdr>, _ count: Int) -> (count: Int, errno: Int32) {
+        let r = ag_recvmmsg(fd, messages, UInt32(count))
+        return (Int(r), r < 0 ? errno : 0)
+    }
+
+    /// `sendmmsg`: messages sent, or -1 with the errno.
+    static func sendmmsg(_ fd: Int32, _ messages: UnsafeMutablePointer<ag_mmsghdr>, _ count: Int) -> (count: Int, errno: Int32) {
+        let r = ag_sendmmsg(fd, messages, UInt32(count))
+        return (Int(r), r < 0 ? errno : 0)
+    }
+
     /// `readv` into the given pieces: the byte count, or -1 with the errno.
     static func readv(_ fd: Int32, _ pieces: UnsafeMutablePointer<iovec>, _ count: Int32) -> (count: Int, errno: Int32) {
         let r = Glibc.readv(fd, pieces, count)

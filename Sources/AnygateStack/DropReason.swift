@@ -243,6 +243,9 @@ public struct StackCounters: Hashable, Sendable {
     /// Super-frames cut into segments in software (each is 1 in, `segmentsCreated` counts the N out).
     public var segmented: UInt64 = 0
     public var segmentsCreated: UInt64 = 0
+    /// Segments merged into super-frames for ports with offloads (GRO), and the super-frames made.
+    public var coalescedSegments: UInt64 = 0
+    public var coalescedFrames: UInt64 = 0
     /// Fragments that became part of a reassembled datagram (N in; `datagramsReassembled` is the 1 out).
     public var fragmentsReassembled: UInt64 = 0
     /// Input drops that belong to no interface (a full socket queue, a closed socket).

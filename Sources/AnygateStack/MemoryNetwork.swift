@@ -34,6 +34,10 @@ public final class MemoryNetwork: Hypercalls {
         public var interface: InterfaceIndex
     }
 
+    private let receiveBatch = UnsafeMutablePointer<PacketHandle>.allocate(capacity: 64)
+
+    deinit { receiveBatch.deallocate() }
+
     public init(pool: PacketPool = PacketPool(capacity: 4096), seed: UInt64 = 0x5EED) {
         self.pool = pool
         self.rng = SplitMix64(seed: seed)
@@ -126,15 +130,19 @@ public final class MemoryNetwork: Hypercalls {
             inFlight.removeAll(keepingCapacity: true)
             var i = 0
             while i < batch.count && count < limit {
-                let (to, p) = batch[i]
+                // Consecutive frames for one interface arrive as one batch, as a port reads them.
+                let to = batch[i].to
+                var n = 1
+                while n < 64 && i + n < batch.count && count + n < limit && batch[i + n].to == to { n += 1 }
                 if let s = members[to.stack].stack {
-                    s.receive(p, on: to.interface)
+                    for k in 0..<n { receiveBatch[k] = batch[i + k].packet }
+                    s.receive(UnsafeBufferPointer(start: receiveBatch, count: n), on: to.interface)
                 } else {
-                    pool.free(p)
-                    unconnectedDrops += 1
+                    for k in 0..<n { pool.free(batch[i + k].packet) }
+                    unconnectedDrops += n
                 }
-                i += 1
-                count += 1
+                i += n
+                count += n
             }
             if i < batch.count { inFlight.insert(contentsOf: batch[i...], at: 0) }
         }

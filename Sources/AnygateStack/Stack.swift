@@ -538,8 +538,10 @@ public final class Stack {
         guard n > 0 else { return }
         for k in 0..<n {
             let i = dirty[k]
-            let count = ifs[i].txCount
+            var count = ifs[i].txCount
             ifs[i].txCount = 0
+            // Segments of one flow become one super-frame for a port that takes them.
+            if ifs[i].offloads && count > 1 { count = coalesceQueue(i, count: count) }
             if count > 0 {
                 hypercalls.transmit(UnsafeBufferPointer(start: txQueues + i &* txCapacity, count: count),
                                     interface: i, stack: self)

@@ -1,4 +1,5 @@
 // Helpers that are plainer in C than through Swift's pointer APIs.
+#define _GNU_SOURCE
 #include "anygate_host.h"
 #include <stdint.h>
 #include <string.h>
@@ -22,4 +23,12 @@ ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct socka
         }
     }
     return r;
+}
+
+int ag_recvmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count) {
+    return recvmmsg(fd, (struct mmsghdr *)messages, count, MSG_DONTWAIT, NULL);
+}
+
+int ag_sendmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count) {
+    return sendmmsg(fd, (struct mmsghdr *)messages, count, 0);
 }

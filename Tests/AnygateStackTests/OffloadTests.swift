@@ -126,4 +126,62 @@ struct OffloadTests {
         #expect(s.gw1.status(s.gw1Tunnel).counters.txPackets >= 8)
         #expect(s.gw1.counters.segmentsCreated == 8)
     }
+
+    /// Completes a merged super-frame's partial TCP checksum the way the
+    /// receiving kernel would, and checks the result independently.
+    static func completesToValid(_ ip: [UInt8]) -> Bool {
+        var b = ip
+        return b.withUnsafeMutableBytes { raw -> Bool in
+            guard let l = Segmentation.layout(raw, network: 0) else { return false }
+            Segmentation.completeChecksum(raw, layout: l)
+            return true
+        } && SegmentationTests.transportChecksumOK(b.withUnsafeMutableBytes { Array($0) })
+    }
+
+    @Test("segments decapsulated in one batch are merged into one super-frame for a port with offloads; a corrupted one is never merged")
+    func coalescing() throws {
+        let s = try TwoSites(superFrames: 8)
+        try s.a.ping(IPv4Address(10, 2, 0, 2))
+        try s.b.ping(IPv4Address(10, 1, 0, 2))
+        s.net.run()
+        try s.gw1.setOffloads(s.gw1Lan, true)
+        try s.gw2.setOffloads(s.gw2Lan, true)
+        var toB: [[UInt8]] = []
+        var greSeen = 0
+        let (gw1Wan, gw2Lan) = (s.gw1Wan, s.gw2Lan)
+        var corrupt = false
+        s.net.observer = { from, _, f in
+            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 47 {
+                greSeen += 1
+                // The 4th segment's payload gets one bit flipped on the underlay.
+                if corrupt && greSeen == 4 { f[f.count - 100] ^= 0x10 }
+            }
+            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { toB.append(Array(f[14...])) }
+        }
+        func send() {
+            var frame = [UInt8](repeating: 0, count: 14)
+            frame.withUnsafeMutableBytes {
+                EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv4).emit(into: $0)
+            }
+            // Bulk data: ACK, and PSH at the end (CWR or FIN would end a merge, as in Linux GRO).
+            frame += SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)
+            s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
+        }
+        send()
+        // 8 segments crossed the tunnel; B's port gets one super-frame holding all 10 000 bytes.
+        #expect(greSeen == 8)
+        try #require(toB.count == 1, "\(toB.map(\.count))")
+        #expect(toB[0].count == 52 + 10_000)
+        #expect(Array(toB[0][52...]) == Array(SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)[52...]))
+        #expect(Self.completesToValid(toB[0]))
+        #expect(toB[0][33] == 0x18, "the last segment's PSH")
+        #expect(s.gw2.counters.coalescedSegments == 8 && s.gw2.counters.coalescedFrames == 1)
+        // Again with the 4th segment corrupted: segments 1–3 merge, the 4th goes alone, 5–8 merge.
+        toB = []; greSeen = 0; corrupt = true
+        send()
+        try #require(toB.count == 3, "\(toB.map(\.count))")
+        #expect(toB.map(\.count) == [52 + 3 * 1400, 52 + 1400, 52 + 10_000 - 4 * 1400])
+        #expect(Self.completesToValid(toB[0]) && Self.completesToValid(toB[2]))
+        #expect(!SegmentationTests.transportChecksumOK(toB[1]), "passed on with its bad checksum, for B to drop")
+    }
 }

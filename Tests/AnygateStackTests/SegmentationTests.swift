@@ -33,7 +33,7 @@ struct SegmentationTests {
     /// An IPv4 TCP super-frame: 32-byte TCP header (timestamps), flags
     /// CWR|PSH|FIN|ACK, the payload bytes counting up, checksum partial
     /// (the pseudo-header sum over the whole length, as the kernel leaves it).
-    static func tcpSuperFrame(payload: Int, id: UInt16 = 0x1234, seq: UInt32 = 0xFFFF_F000) -> [UInt8] {
+    static func tcpSuperFrame(payload: Int, id: UInt16 = 0x1234, seq: UInt32 = 0xFFFF_F000, flags: UInt8 = 0x80 | 0x10 | 0x08 | 0x01) -> [UInt8] {
         let tcpLength = 32 + payload
         var p = [UInt8](repeating: 0, count: 20 + tcpLength)
         p.withUnsafeMutableBytes { b in
@@ -41,7 +41,7 @@ struct SegmentationTests {
                      identification: id, dontFragment: true).emit(into: b)
         }
         let tcp: [UInt8] = [0x13, 0x88, 0x00, 0x50, UInt8(seq >> 24), UInt8((seq >> 16) & 0xFF), UInt8((seq >> 8) & 0xFF), UInt8(seq & 0xFF),
-                            0, 0, 0, 1, 0x80, 0x80 | 0x10 | 0x08 | 0x01, 0x01, 0xF5, 0, 0, 0, 0,
+                            0, 0, 0, 1, 0x80, flags, 0x01, 0xF5, 0, 0, 0, 0,
                             1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]
         for (i, x) in tcp.enumerated() { p[20 + i] = x }
         for i in 0..<payload { p[52 + i] = UInt8(truncatingIfNeeded: i &* 7 &+ 3) }

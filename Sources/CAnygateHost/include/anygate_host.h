@@ -76,6 +76,13 @@ static inline void ag_sigset(sigset_t *set, int a, int b, int c) {
 ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops);
 static const int ag_SO_RXQ_OVFL = SO_RXQ_OVFL;
 
+/// recvmmsg/sendmmsg's message header (struct mmsghdr is hidden behind
+/// _GNU_SOURCE in the system headers Swift imports); same layout.
+struct ag_mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; };
+/// recvmmsg without waiting, and sendmmsg: messages done, or -1 with errno.
+int ag_recvmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count);
+int ag_sendmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count);
+
 /// flock(2): Swift sees the name as `struct flock` first.
 static inline int ag_flock(int fd, int operation) { return flock(fd, operation); }
 static inline int ag_block_signals(const sigset_t *set) { return sigprocmask(SIG_BLOCK, set, NULL); }
