@@ -89,7 +89,7 @@ public final class Daemon {
             case .packet(let name), .mirror(let name):
                 let m = (i.mac ?? .zero).rawValue
                 let mac = (0..<6).map { UInt8(truncatingIfNeeded: m >> UInt64(40 - 8 * $0)) }
-                return try PacketPort(interface: name, mac: mac)
+                return try PacketPort(interface: name, mac: mac, offloads: i.offloads)
             }
         } catch {
             throw DaemonError(Daemon.explain(error, attach: i.attach, interface: i.name))

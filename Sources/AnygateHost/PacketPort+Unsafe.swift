@@ -1,38 +1,58 @@
 public import AnygateStack
+import AnygateWire
 import CAnygateHost
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Batched I/O for packet sockets: one `recvmmsg` reads up to a batch of
-/// frames straight into pool buffers, one `sendmmsg` writes a batch. The
-/// message headers are allocated once per port.
+/// Batched I/O for packet sockets: one `recvmmsg` reads a batch of frames
+/// straight into pool buffers, one `sendmmsg` writes a batch. With
+/// virtio-net headers (`PACKET_VNET_HDR`) each frame has its 10-byte header
+/// in a slot of its own, and each read may spill into a super-frame buffer
+/// held in reserve for that message. Everything is allocated once per port.
 final class MessageBatch {
     let capacity: Int
     let messages: UnsafeMutablePointer<ag_mmsghdr>
+    /// Three pieces per message: header, frame buffer, spill.
     let pieces: UnsafeMutablePointer<iovec>
     let addresses: UnsafeMutablePointer<sockaddr_ll>
+    /// One 16-byte slot per message for its virtio-net header.
+    let headers: UnsafeMutableRawPointer
+    /// Super-frame buffers kept ready, one per message slot (vnet reads).
+    var reserves: [PacketHandle?]
 
     init(capacity: Int) {
         self.capacity = capacity
         messages = .allocate(capacity: capacity)
         messages.initialize(repeating: ag_mmsghdr(), count: capacity)
-        pieces = .allocate(capacity: capacity)
-        pieces.initialize(repeating: iovec(), count: capacity)
+        pieces = .allocate(capacity: 3 * capacity)
+        pieces.initialize(repeating: iovec(), count: 3 * capacity)
         addresses = .allocate(capacity: capacity)
         addresses.initialize(repeating: sockaddr_ll(), count: capacity)
+        headers = .allocate(byteCount: 16 * capacity, alignment: 16)
+        reserves = Array(repeating: nil, count: capacity)
     }
 
     deinit {
-        messages.deallocate(); pieces.deallocate(); addresses.deallocate()
+        messages.deallocate(); pieces.deallocate(); addresses.deallocate(); headers.deallocate()
     }
 
-    /// Points message `k` at `bytes` (and at its address slot when receiving).
-    func set(_ k: Int, _ bytes: UnsafeMutableRawBufferPointer, receiving: Bool) {
-        pieces[k] = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+    func header(_ k: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: headers + 16 * k, count: VirtioNetHeader.shortLength)
+    }
+
+    /// Points message `k` at its pieces: the header slot (when `vnet`), the
+    /// frame bytes, and a spill area; its address slot when receiving.
+    func set(_ k: Int, vnet: Bool, _ bytes: UnsafeMutableRawBufferPointer, spill: UnsafeMutableRawBufferPointer? = nil,
+             receiving: Bool) {
+        let p = pieces + 3 * k
+        var n = 0
+        if vnet { p[n] = iovec(iov_base: headers + 16 * k, iov_len: VirtioNetHeader.shortLength); n += 1 }
+        p[n] = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count); n += 1
+        if let spill { p[n] = iovec(iov_base: spill.baseAddress, iov_len: spill.count); n += 1 }
         var h = msghdr()
-        h.msg_iov = pieces + k
-        h.msg_iovlen = 1
+        h.msg_iov = p
+        h.msg_iovlen = n
         if receiving {
             h.msg_name = UnsafeMutableRawPointer(addresses + k)
             h.msg_namelen = socklen_t(MemoryLayout<sockaddr_ll>.size)
@@ -42,20 +62,33 @@ final class MessageBatch {
 
     func length(_ k: Int) -> Int { Int(messages[k].msg_len) }
     func packetType(_ k: Int) -> Int32 { Int32(addresses[k].sll_pkttype) }
+
+    func releaseReserves(pool: PacketPool) {
+        for k in reserves.indices { if let r = reserves[k] { pool.free(r) }; reserves[k] = nil }
+    }
 }
 
 extension PacketPort {
+    /// How many frames one read takes with virtio-net headers: each needs a
+    /// super-frame buffer in reserve.
+    static let vnetBatch = 8
+
     /// Reads a batch of frames with one system call.
     public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
         let m = messages
-        let want = min(batch.count, m.capacity)
+        let want = min(batch.count, offloads ? PacketPort.vnetBatch : m.capacity)
+        let small = pool.dataCapacity
         var have = 0
-        while have < want, let p = pool.allocate() {
+        while have < want {
+            if offloads && m.reserves[have] == nil { m.reserves[have] = pool.allocateSuperFrame() }
+            guard !offloads || m.reserves[have] != nil, let p = pool.allocate() else { break }
             batch[have] = p
-            m.set(have, pool.buffer(p).tail(from: Int(p.offset)).slice(0, pool.dataCapacity), receiving: true)
+            let spill = m.reserves[have].map { pool.buffer($0).tail(from: pool.headroom + small) }
+            m.set(have, vnet: offloads, pool.buffer(p).tail(from: Int(p.offset)).slice(0, small), spill: spill, receiving: true)
             have += 1
         }
         guard have > 0 else {
+            if offloads { return .frames(0) }  // never read a super-frame without room for it
             // No buffer: take frames off the socket anyway, so its queue moves, and count them.
             return readFrames(into: batch, pool: pool)
         }
@@ -73,7 +106,30 @@ extension PacketPort {
                 pool.free(p)
                 continue
             }
-            p.length = UInt32(m.length(k))
+            var length = m.length(k)
+            if offloads {
+                length -= VirtioNetHeader.shortLength
+                guard length > 0 else { pool.free(p); counters.rxBadOffload += 1; continue }
+                if length > small, let big = m.reserves[k] {
+                    // A super-frame: its first part joins the rest in the reserve buffer.
+                    let first = pool.buffer(p).tail(from: Int(p.offset)).slice(0, small)
+                    pool.buffer(big).tail(from: pool.headroom).slice(0, small).copyMemory(from: UnsafeRawBufferPointer(first))
+                    pool.free(p)
+                    p = big
+                    m.reserves[k] = nil
+                }
+            }
+            p.length = UInt32(length)
+            if offloads {
+                let h = VirtioNetHeader(parsing: UnsafeRawBufferPointer(m.header(k)))
+                guard let o = h.offloads(for: pool.bytes(p)) else {
+                    counters.rxBadOffload += 1
+                    pool.free(p)
+                    continue
+                }
+                p.segmentSize = o.segmentSize
+                p.offload = (o.partial ? PacketHandle.checksumPartial : 0) | (o.verified ? PacketHandle.checksumVerified : 0)
+            }
             batch[n] = p
             n += 1
             counters.rxFrames += 1
@@ -89,7 +145,11 @@ extension PacketPort {
         var at = 0
         while at < packets.count {
             let count = min(packets.count - at, m.capacity)
-            for k in 0..<count { m.set(k, pool.bytes(packets[at + k]), receiving: false) }
+            for k in 0..<count {
+                let p = packets[at + k]
+                if offloads { writeHeader(p, into: m.header(k), pool: pool) }
+                m.set(k, vnet: offloads, pool.bytes(p), receiving: false)
+            }
             let r = Sys.sendmmsg(fd, m.messages, count)
             let sent = max(0, r.count)
             for k in 0..<sent {
@@ -104,5 +164,12 @@ extension PacketPort {
             }
         }
         return nil
+    }
+
+    /// The virtio-net header for a frame the stack sends (its offloads, or none).
+    func writeHeader(_ p: PacketHandle, into slot: UnsafeMutableRawBufferPointer, pool: PacketPool) {
+        let h = VirtioNetHeader.sending(pool.bytes(p), segmentSize: p.segmentSize,
+                                        partial: p.offload & PacketHandle.checksumPartial != 0) ?? VirtioNetHeader()
+        h.emit(into: slot)
     }
 }

@@ -47,7 +47,11 @@ public struct VirtioNetHeader: Equatable, Sendable {
         checksumOffset = UInt16(b[8]) | UInt16(b[9]) << 8
     }
 
-    /// Writes the 12-byte layout (the last two bytes zero).
+    /// The layout packet sockets use (`PACKET_VNET_HDR`): without the last field.
+    public static let shortLength = 10
+
+    /// Writes the header: 10 bytes, or the 12-byte layout (the last two
+    /// bytes zero) when there is room for it.
     public func emit(into b: UnsafeMutableRawBufferPointer) {
         b[0] = flags
         b[1] = gsoType
@@ -55,7 +59,7 @@ public struct VirtioNetHeader: Equatable, Sendable {
         b[4] = UInt8(truncatingIfNeeded: gsoSize); b[5] = UInt8(truncatingIfNeeded: gsoSize >> 8)
         b[6] = UInt8(truncatingIfNeeded: checksumStart); b[7] = UInt8(truncatingIfNeeded: checksumStart >> 8)
         b[8] = UInt8(truncatingIfNeeded: checksumOffset); b[9] = UInt8(truncatingIfNeeded: checksumOffset >> 8)
-        b[10] = 0; b[11] = 0
+        if b.count >= VirtioNetHeader.length { b[10] = 0; b[11] = 0 }
     }
 }
 

@@ -46,9 +46,6 @@ final class TwoSiteNetwork {
             "ip -n \(ns.u) link set \(p)-u1 up", "ip -n \(ns.u) link set \(p)-u2 up",
             "ip -n \(ns.g1) link set \(p)-g1u up", "ip -n \(ns.g2) link set \(p)-g2u up",
         ]
-        for (n, dev) in [(ns.g1, "\(p)-g1u"), (ns.u, "\(p)-u1"), (ns.u, "\(p)-u2"), (ns.g2, "\(p)-g2u")] {
-            steps.append("ip netns exec \(n) ethtool -K \(dev) tx off tso off gso off gro off")
-        }
         if backend == "host" {
             steps += [
                 "ip -n \(ns.g1) addr add 198.51.100.1/24 dev \(p)-g1u", "ip -n \(ns.g1) route add default via 198.51.100.254",

@@ -51,6 +51,7 @@ static const int ag_PACKET_IGNORE_OUTGOING = 23;  /* PACKET_IGNORE_OUTGOING, Lin
 static const int ag_PACKET_OUTGOING = PACKET_OUTGOING;
 static const int ag_SOL_PACKET = 263;
 static const int ag_PACKET_STATISTICS = PACKET_STATISTICS;
+static const int ag_PACKET_VNET_HDR = 15;  /* PACKET_VNET_HDR: a 10-byte virtio_net_hdr before each frame */
 
 /// Sets the interface name of an ifreq (truncated to IFNAMSIZ-1).
 static inline void ag_ifreq_set_name(struct ifreq *ifr, const char *name) {
