@@ -58,6 +58,10 @@ sites_start() {
     local x
     for x in "G1 ${P}-g1u" "U ${P}-u1" "U ${P}-u2" "G2 ${P}-g2u"; do
         set -- $x
+        # UNDERLAY_OFFLOADS=off: the underlay veths without GSO/GRO/checksum offload.
+        if [ "${UNDERLAY_OFFLOADS:-on}" = off ]; then
+            ip netns exec "${P}$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true
+        fi
         ip -n "${P}$1" link set "$2" up
     done
     ip -n "${P}U" addr add 198.51.100.254/24 dev "${P}-u1"
