@@ -12,6 +12,21 @@ public enum InternetChecksum {
         var acc: UInt64 = 0
         var i = 0
         let n = bytes.count
+        // 32 bytes a round into two accumulators (independent adds keep the
+        // core busy); 32-bit words into 64 bits cannot overflow here.
+        var acc2: UInt64 = 0
+        while i + 32 <= n {
+            acc &+= UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            acc2 &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 4, as: UInt32.self))
+            acc &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 8, as: UInt32.self))
+            acc2 &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 12, as: UInt32.self))
+            acc &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 16, as: UInt32.self))
+            acc2 &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 20, as: UInt32.self))
+            acc &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 24, as: UInt32.self))
+            acc2 &+= UInt64(base.loadUnaligned(fromByteOffset: i &+ 28, as: UInt32.self))
+            i &+= 32
+        }
+        acc = (acc & 0xFFFF_FFFF) &+ (acc >> 32) &+ (acc2 & 0xFFFF_FFFF) &+ (acc2 >> 32)
         while i + 4 <= n {
             acc &+= UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
             i &+= 4

@@ -90,3 +90,33 @@ struct ChecksumTests {
         #expect(s == 0xC000 + 0x0201 + 0xC633 + 0x6402 + 17 + 20)
     }
 }
+
+@Suite("Internet checksum against a byte-wise reference")
+struct ChecksumReferenceTests {
+    static func reference(_ b: [UInt8]) -> UInt16 {
+        var s: UInt32 = 0
+        var i = 0
+        while i < b.count {
+            s += UInt32(b[i]) << 8 | (i + 1 < b.count ? UInt32(b[i + 1]) : 0)
+            while s > 0xFFFF { s = (s & 0xFFFF) + (s >> 16) }
+            i += 2
+        }
+        return UInt16(s)
+    }
+
+    @Test("every length 0–700 at every start offset 0–7, random and all-0xFF bytes")
+    func lengthsAndOffsets() {
+        var g = SystemRandomNumberGenerator()
+        for fill in [false, true] {
+            let buffer = (0..<720).map { _ in fill ? UInt8(0xFF) : UInt8.random(in: 0...255, using: &g) }
+            for offset in 0..<8 {
+                for length in 0...700 {
+                    let slice = Array(buffer[offset..<(offset + length)])
+                    let got = buffer.withUnsafeBytes { InternetChecksum.fold(InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + length)]))) }
+                    #expect(got == Self.reference(slice) || (got == 0xFFFF && Self.reference(slice) == 0) || (got == 0 && Self.reference(slice) == 0xFFFF),
+                            "offset \(offset) length \(length)")
+                }
+            }
+        }
+    }
+}
