@@ -10,9 +10,11 @@ import Glibc
 /// goes promiscuous only if it cannot filter), and ignores the frames this
 /// process itself transmits.
 ///
-/// The peer on the link must not hand us TSO/GSO super-frames or frames
-/// with checksums left to offload: on a veth, turn `tx`, `tso` and `gso`
-/// off on the peer (`ethtool -K PEER tx off tso off gso off`).
+/// With offloads (the default) frames carry virtio-net headers
+/// (`PACKET_VNET_HDR`): super-frames and partial checksums from a peer that
+/// keeps its offloads arrive described, and the stack's super-frames leave
+/// whole. Without, the peer must not send them (`ethtool -K PEER tx off tso
+/// off gso off`). Reads and writes go in batches (`recvmmsg`, `sendmmsg`).
 public final class PacketPort: FramePort {
     public let name: String
     public private(set) var fd: Int32 = -1
