@@ -11,6 +11,7 @@ struct PortLosses: Equatable {
     var transmitFailed: UInt64 = 0
     var unattached: UInt64 = 0
     var badOffload: UInt64 = 0
+    var truncated: UInt64 = 0
 }
 
 extension HostRuntime {
@@ -45,6 +46,7 @@ extension HostRuntime {
             seen.transmitFailed = c.txErrors
             seen.unattached = unattachedByInterface[i] ?? 0
             seen.badOffload = c.rxBadOffload
+            seen.truncated = c.rxTruncated
             let was = reportedLosses[i] ?? PortLosses()
             guard seen != was else { continue }
             // A counter that went backwards was reset (a TAP made anew): all of it is new.
@@ -55,6 +57,7 @@ extension HostRuntime {
             stack.recordDrops(.portTransmitFailed, count: new(seen.transmitFailed, was.transmitFailed), on: i)
             stack.recordDrops(.portUnattached, count: new(seen.unattached, was.unattached), on: i)
             stack.recordDrops(.badOffloadHeader, count: new(seen.badOffload, was.badOffload), on: i)
+            stack.recordDrops(.portFrameTruncated, count: new(seen.truncated, was.truncated), on: i)
             reportedLosses[i] = seen
             if new(seen.kernel, was.kernel) > 0 {
                 let last = kernelDropWarned[i] ?? .min

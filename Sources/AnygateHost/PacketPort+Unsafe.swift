@@ -61,6 +61,8 @@ final class MessageBatch {
     }
 
     func length(_ k: Int) -> Int { Int(messages[k].msg_len) }
+    /// The frame did not fit the buffers it was read into (the kernel cut it).
+    func truncated(_ k: Int) -> Bool { messages[k].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
     func packetType(_ k: Int) -> Int32 { Int32(addresses[k].sll_pkttype) }
 
     func releaseReserves(pool: PacketPool) {
@@ -103,6 +105,13 @@ extension PacketPort {
         for k in 0..<have {
             var p = batch[k]
             guard k < r.count, filtersOutgoing || m.packetType(k) != ag_PACKET_OUTGOING else {
+                pool.free(p)
+                continue
+            }
+            guard !m.truncated(k) else {
+                // A frame larger than our buffers (a super-frame from a peer with
+                // offloads, on a port without them): never passed on cut short.
+                counters.rxTruncated += 1
                 pool.free(p)
                 continue
             }

@@ -10,6 +10,8 @@ public struct PortCounters: Sendable, Hashable {
     public var txFrames: UInt64 = 0
     public var txBytes: UInt64 = 0
     public var txErrors: UInt64 = 0
+    /// Frames larger than the buffers they were read into, dropped.
+    public var rxTruncated: UInt64 = 0
     /// Frames refused for a malformed virtio-net header.
     public var rxBadOffload: UInt64 = 0
     /// Frames dropped because the port's own transmit queue was full.

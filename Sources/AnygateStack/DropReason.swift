@@ -93,6 +93,9 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     /// A frame whose virtio-net header was malformed or asked for an offload
     /// the stack does not do (refused by the port, never trusted).
     case badOffloadHeader
+    /// A frame longer than the port's buffers (a super-frame where the port
+    /// takes none): the kernel cut it; dropped, never passed on short.
+    case portFrameTruncated
 
     /// Position of this reason's counter in the stack's drop-counter array:
     /// the case's declaration order, so the counters cannot fall out of step
@@ -149,6 +152,7 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .portTransmitFailed: "port-transmit-failed"
         case .portUnattached: "port-unattached"
         case .badOffloadHeader: "bad-offload-header"
+        case .portFrameTruncated: "port-frame-truncated"
         case .broadcastEchoIgnored: "broadcast-echo-ignored"
         case .udpBadChecksum: "udp-bad-checksum"
         case .udpMalformed: "udp-malformed"
