@@ -10,7 +10,9 @@
 # The same daemons first forward site to site plainly across the underlay,
 # then through the GRE tunnel (routes switched with anygatectl). The stack
 # owns the underlay (packet attachments); ENCAP=gre-in-udp switches the
-# encapsulation. OpenVPN: p2p, UDP, `--cipher none --auth none
+# encapsulation; BACKEND=host gives the underlay to the gateways' kernels
+# and the tunnels host sockets (no plain path then: the stacks have no
+# uplink of their own). OpenVPN: p2p, UDP, `--cipher none --auth none
 # --disable-dco`, a tun device in each gateway namespace (installed with
 # apt-get when missing). Reports, per path, TCP (1 stream) with the
 # sender's retransmissions, 64-byte UDP packets/s, and ratios; ROUNDS
@@ -87,16 +89,17 @@ udp() { # from-ns to-ns address
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 
-ip netns exec "${P}A" ping -c 1 -W 2 10.2.0.2 >/dev/null
+[ "${BACKEND:-stack}" = stack ] && ip netns exec "${P}A" ping -c 1 -W 2 10.2.0.2 >/dev/null
 for path in plain tunnel openvpn; do : > "$DIR/$path-t"; : > "$DIR/$path-r"; : > "$DIR/$path-u"; done
 measure() { # path from to address
     local t; t=$(tcp "$2" "$3" "$4")
     echo "${t% *}" >> "$DIR/$1-t"; echo "${t#* }" >> "$DIR/$1-r"
     udp "$2" "$3" "$4" >> "$DIR/$1-u"; echo >> "$DIR/$1-u"
 }
-echo "== ${SECS}s per measurement, median of ${ROUNDS} rounds; encapsulation $ENCAP, stack backend; $(nproc) cores; $(uname -r)"
+BACKEND=${BACKEND:-stack}
+echo "== ${SECS}s per measurement, median of ${ROUNDS} rounds; encapsulation $ENCAP, $BACKEND backend; $(nproc) cores; $(uname -r)"
 for r in $(seq "$ROUNDS"); do
-    measure plain A B 10.2.0.2
+    if [ "$BACKEND" = stack ]; then measure plain A B 10.2.0.2; else echo 0 >> "$DIR/plain-t"; echo 0 >> "$DIR/plain-r"; echo 0 >> "$DIR/plain-u"; fi
     # Both directions into the tunnel, then back to plain for the next round.
     $CTL1 route add 10.2.0.0/16 via 172.16.0.2 >/dev/null
     $CTL2 route add 10.1.0.0/16 via 172.16.0.1 >/dev/null
@@ -117,6 +120,7 @@ printf "%-34s %10s %10s %10s\n" "TCP retransmissions (sender)" "${R[0]}" "${R[1]
 printf "%-34s %10s %10s %10s %16s\n" "UDP 64-byte (packets/s)" "${U[0]}" "${U[1]}" "${U[2]}" "$(ratio "${U[1]}" "${U[2]}")"
 # Every frame that reached a gateway's uplink: received by the daemon, or dropped by the kernel and reported.
 for side in 1 2; do
+    [ "$BACKEND" = stack ] || break
     ctl=$([ $side = 1 ] && echo "$CTL1" || echo "$CTL2")
     kernel=$(ip -n "${P}G$side" -s -j link show "${P}-g${side}u" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["rx"]["packets"])')
     daemon=$($ctl --json show interfaces | python3 -c '

@@ -9,7 +9,8 @@
 # 172.16.0.1/30 ⇄ 172.16.0.2/30) and a default route into U. With
 # ROUTE_SITES=1 each also routes the other site through the tunnel, and
 # with KEEPALIVE set (e.g. "{interval: 2s, retries: 3}") the tunnel sends
-# keepalives. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
+# keepalives. BACKEND=host gives the uplink to the namespace's kernel and
+# the tunnel a host socket. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
 
 SITES_PIDS=()
 
@@ -30,12 +31,17 @@ interfaces:
   - name: lan0
     attach: {tap: ${P}-t$1}
     addresses: [$2]
+YAML
+        [ "${BACKEND:-stack}" = stack ] && cat <<YAML
   - name: wan0
     attach: {packet: $8}
     addresses: [$3/24]
+YAML
+        cat <<YAML
 tunnels:
   - name: gre0
     encapsulation: ${ENCAP:-gre}
+    backend: ${BACKEND:-stack}
     local: $3
     remote: $4
     key: 7
@@ -43,9 +49,12 @@ tunnels:
     addresses: [$5]
 YAML
         [ -n "${KEEPALIVE:-}" ] && echo "    keepalive: $KEEPALIVE"
-        echo "routes:"
-        echo "  - {to: 0.0.0.0/0, via: $7}"
-        [ "${ROUTE_SITES:-0}" = 1 ] && echo "  - {to: $9, via: $6}"
+        local routes=""
+        [ "${BACKEND:-stack}" = stack ] && routes="$routes  - {to: 0.0.0.0/0, via: $7}
+"
+        [ "${ROUTE_SITES:-0}" = 1 ] && routes="$routes  - {to: $9, via: $6}
+"
+        [ -n "$routes" ] && printf "routes:\n%s" "$routes"
         true
     } > "$DIR/gw$1.yaml"
 }
@@ -66,6 +75,10 @@ sites_start() {
     done
     ip -n "${P}U" addr add 198.51.100.254/24 dev "${P}-u1"
     ip -n "${P}U" addr add 203.0.113.254/24 dev "${P}-u2"
+    if [ "${BACKEND:-stack}" = host ]; then
+        ip -n "${P}G1" addr add 198.51.100.1/24 dev "${P}-g1u"; ip -n "${P}G1" route add default via 198.51.100.254
+        ip -n "${P}G2" addr add 203.0.113.2/24 dev "${P}-g2u"; ip -n "${P}G2" route add default via 203.0.113.254
+    fi
     sites_config 1 10.1.0.1/24 198.51.100.1 203.0.113.2 172.16.0.1/30 172.16.0.2 198.51.100.254 "${P}-g1u" 10.2.0.0/16
     sites_config 2 10.2.0.1/24 203.0.113.2 198.51.100.1 172.16.0.2/30 172.16.0.1 203.0.113.254 "${P}-g2u" 10.1.0.0/16
     local side

@@ -37,6 +37,14 @@ extension HostRuntime {
                     + "before anygated read them (\(seen) in all)")
             }
         }
+        // Datagrams a host socket refused after the stack handed them over.
+        for (id, socket) in hostSockets {
+            let was = reportedSendFailures[id] ?? (0, 0)
+            guard socket.sendFailures != was.sent || socket.receiveLost != was.received else { continue }
+            reportedSendFailures[id] = (socket.sendFailures, socket.receiveLost)
+            stack.recordHostSocketDrops(id, count: socket.sendFailures - was.sent, reason: .hostSocketSendFailed)
+            stack.recordHostSocketDrops(id, count: socket.receiveLost - was.received, reason: .portNoBuffer)
+        }
         for (i, port) in attachedPorts {
             var seen = PortLosses()
             let c = port.counters

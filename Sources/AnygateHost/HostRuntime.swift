@@ -26,6 +26,10 @@ public final class HostRuntime {
     var unattachedByInterface: [InterfaceIndex: UInt64] = [:]
     var lastLossSync: Int64 = 0
     var reportedSocketDrops: [SocketID: UInt64] = [:]
+    /// Host-socket losses already recorded: refused sends, reads without a buffer.
+    var reportedSendFailures: [SocketID: (sent: UInt64, received: UInt64)] = [:]
+    /// Host sockets with sends waiting (UDP GSO), flushed after each stack entry.
+    var pendingHostSockets: [SocketID] = []
 
     /// The stack's view of the host: clock, randomness, transmit.
     final class Calls: Hypercalls {
@@ -106,6 +110,7 @@ public final class HostRuntime {
                 switch port.receive(into: batch, pool: pool) {
                 case .frames(let n):
                     if n > 0 { stack.receive(UnsafeBufferPointer(start: batch.baseAddress, count: n), on: interface) }
+                    flushHostSockets()
                     if n < batch.count { return }
                 case .lost(let error):
                     portLost(interface, error)
@@ -154,6 +159,7 @@ public final class HostRuntime {
     /// Runs the stack's timers if one is due; returns when they next want
     /// to run (one call per wake-up).
     public func runTimers() -> Int64? {
+        flushHostSockets()
         if !pendingPathMTU.isEmpty {
             let reports = pendingPathMTU
             pendingPathMTU.removeAll()

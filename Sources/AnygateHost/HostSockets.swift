@@ -22,10 +22,29 @@ final class HostSocket {
     /// Datagrams the kernel dropped because the receive queue was full, as
     /// the kernel last reported it (cumulative, SO_RXQ_OVFL).
     var kernelDrops: UInt32 = 0
+    /// UDP GSO/GRO: sends wait here until the stack is done with its batch,
+    /// then go as few `UDP_SEGMENT` sends as their sizes allow; receives may
+    /// hold several datagrams the kernel coalesced (`UDP_GRO`).
+    let segments: Bool
+    var pending: [PacketHandle] = []
+    /// Datagrams the host refused after the stack handed them over.
+    var sendFailures: UInt64 = 0
+    /// Datagrams of a coalesced read no pool buffer was free for.
+    var receiveLost: UInt64 = 0
+    /// A 64 KiB buffer for coalesced receives and segmented sends.
+    let scratch: UnsafeMutableRawBufferPointer
 
-    init(fd: Int32, raw: Bool, remote: IPv4Address, remotePort: UInt16) {
+    init(fd: Int32, raw: Bool, remote: IPv4Address, remotePort: UInt16, segments: Bool) {
         self.fd = fd; self.raw = raw; self.remote = remote; self.remotePort = remotePort
+        self.segments = segments
+        scratch = .allocate(byteCount: segments ? 65536 : 0, alignment: 64)
+        pending.reserveCapacity(segments ? 256 : 0)
     }
+
+    deinit { scratch.deallocate() }
+
+    /// The most a segmented send carries (a UDP payload's limit).
+    static let maxSegmentedBytes = 65507
 
     static func sockaddr(_ a: IPv4Address, _ port: UInt16) -> sockaddr_in {
         var sin = sockaddr_in()
@@ -40,6 +59,7 @@ final class HostSocket {
         let what = "\(proto) \(local) -> \(remote)"
         let raw: Bool
         let fd: Int32
+        var segments = false
         switch proto {
         case .raw(let p):
             raw = true
@@ -74,6 +94,8 @@ final class HostSocket {
                 $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
             _ = try Sys.check(b, "bind", what)
+            // UDP: datagrams of one peer may arrive coalesced (Linux 5.0+); best effort.
+            if !raw { segments = (try? Sys.setsockopt(fd, Int32(IPPROTO_UDP), ag_UDP_GRO, Int32(1), "UDP_GRO", what)) != nil }
             if raw {
                 var r = sockaddr(remote, 0)
                 let c = withUnsafePointer(to: &r) {
@@ -85,7 +107,7 @@ final class HostSocket {
             Sys.close(fd)
             throw error
         }
-        return HostSocket(fd: fd, raw: raw, remote: remote, remotePort: remotePort)
+        return HostSocket(fd: fd, raw: raw, remote: remote, remotePort: remotePort, segments: segments)
     }
 
     /// Sends a payload; the kernel adds the IP (and UDP) header.
@@ -98,8 +120,47 @@ final class HostSocket {
     /// The kernel's path MTU towards the peer (the socket is connected).
     var pathMTU: Int? { Sys.getsockoptInt(fd, Int32(IPPROTO_IP), IP_MTU).map(Int.init) }
 
+    /// Sends what waits: runs of equal-sized datagrams (the last of a run
+    /// may be shorter) as one `UDP_SEGMENT` send each, copied together;
+    /// single ones as they are. Returns the errno of a refusal, if any.
+    func flushPending(pool: PacketPool) -> Int32? {
+        var error: Int32? = nil
+        var i = 0
+        let to = HostSocket.sockaddr(remote, remotePort)
+        while i < pending.count {
+            let size = Int(pending[i].length)
+            var j = i + 1, total = size
+            while j < pending.count, j - i < 64, Int(pending[j].length) <= size, total + Int(pending[j].length) <= HostSocket.maxSegmentedBytes {
+                total += Int(pending[j].length)
+                j += 1
+                if Int(pending[j - 1].length) < size { break }
+            }
+            let r: Int
+            if j - i == 1 {
+                r = Sys.sendto(fd, pool.bytes(pending[i]), to: to).count == size ? 1 : 0
+            } else {
+                var at = 0
+                for k in i..<j {
+                    let b = pool.bytes(pending[k])
+                    scratch.slice(at, b.count).copyMemory(from: UnsafeRawBufferPointer(b))
+                    at += b.count
+                }
+                r = Sys.sendSegmented(fd, scratch.slice(0, total), to: to, segment: UInt16(size)).count == total ? 1 : 0
+            }
+            if r == 0 {
+                sendFailures += UInt64(j - i)
+                error = errno
+            }
+            for k in i..<j { pool.free(pending[k]) }
+            i = j
+        }
+        pending.removeAll(keepingCapacity: true)
+        return error
+    }
+
     /// Reads datagrams into pool buffers: payloads (a raw socket's IP header removed).
     func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> (count: Int, port: UInt16) {
+        if segments { return receiveCoalesced(into: batch, pool: pool) }
         var n = 0
         var port: UInt16 = 0
         while n < batch.count {
@@ -122,6 +183,38 @@ final class HostSocket {
             batch[n] = p
             n += 1
             received += 1
+        }
+        return (n, port)
+    }
+
+    /// UDP with GRO: one read may hold several datagrams of one size; each
+    /// becomes a packet of its own.
+    private func receiveCoalesced(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> (count: Int, port: UInt16) {
+        var n = 0
+        var port: UInt16 = 0
+        // The kernel coalesces at most 64 datagrams into one read: read while that many fit.
+        while batch.count - n >= 64 {
+            var from = sockaddr_in()
+            var segment: Int32 = 0
+            let r = ag_recv_gro(fd, scratch.baseAddress!, scratch.count, &from, &kernelDrops, &segment)
+            guard r > 0 else { break }
+            if UInt32(bigEndian: from.sin_addr.s_addr) != remote.rawValue { foreign += 1; continue }
+            port = UInt16(bigEndian: from.sin_port)
+            let size = segment > 0 ? Int(segment) : r
+            var at = 0
+            while at < r {
+                let length = min(size, r - at)
+                guard n < batch.count, length <= pool.dataCapacity, var p = pool.allocate() else {
+                    receiveLost += UInt64((r - at + size - 1) / size)
+                    return (n, port)
+                }
+                pool.setLength(&p, length)
+                pool.bytes(p).copyMemory(from: UnsafeRawBufferPointer(scratch.slice(at, length)))
+                batch[n] = p
+                n += 1
+                received += 1
+                at += length
+            }
         }
         return (n, port)
     }
@@ -153,13 +246,22 @@ extension HostRuntime {
 
     func closeHostSocket(_ id: SocketID) {
         reportedSocketDrops[id] = nil
+        reportedSendFailures[id] = nil
         guard let s = hostSockets.removeValue(forKey: id) else { return }
+        for p in s.pending { pool.free(p) }
+        s.pending.removeAll()
         loop.unregister(s.fd)
         s.close()
     }
 
     func sendHostSocket(_ id: SocketID, _ payload: PacketHandle) -> Bool {
         guard let s = hostSockets[id] else { return false }
+        if s.segments {
+            // Sent when the stack's batch is done (`flushHostSockets`), together.
+            if s.pending.isEmpty { pendingHostSockets.append(id) }
+            s.pending.append(payload)
+            return true
+        }
         guard let error = s.send(pool.bytes(payload)) else {
             pool.free(payload)
             return true
@@ -171,12 +273,24 @@ extension HostRuntime {
         return false
     }
 
+    /// Sends what host sockets were given during the last stack entries.
+    func flushHostSockets() {
+        guard !pendingHostSockets.isEmpty else { return }
+        for id in pendingHostSockets {
+            guard let s = hostSockets[id] else { continue }
+            if let error = s.flushPending(pool: pool), error == EMSGSIZE, let mtu = s.pathMTU { pendingPathMTU[id] = mtu }
+        }
+        pendingHostSockets.removeAll(keepingCapacity: true)
+    }
+
     private func serveHostSocket(_ id: SocketID) {
         guard let s = hostSockets[id] else { return }
         for _ in 0..<16 {
             let (n, port) = s.receive(into: batch, pool: pool)
             if n > 0 { stack.hostSocketReceived(id, UnsafeBufferPointer(start: batch.baseAddress, count: n), from: .v4(s.remote), port: port) }
-            if n < batch.count { return }
+            flushHostSockets()
+            // A coalesced read fills the batch only by chance: read until nothing is left.
+            if n == 0 || (!s.segments && n < batch.count) { return }
         }
     }
 }

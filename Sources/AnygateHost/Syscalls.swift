@@ -115,6 +115,13 @@ enum Sys {
         return (n, n < 0 ? Glibc.errno : 0)
     }
 
+    /// `sendmsg` with `UDP_SEGMENT`: `bytes` as datagrams of `segment` bytes.
+    static func sendSegmented(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer, to: sockaddr_in, segment: UInt16) -> (count: Int, errno: Int32) {
+        var to = to
+        let n = ag_send_segmented(fd, bytes.baseAddress, bytes.count, &to, segment)
+        return (n, n < 0 ? Glibc.errno : 0)
+    }
+
     /// The decimal number a small file holds (a sysfs counter), or nil.
     static func readNumber(_ path: String) -> UInt64? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)

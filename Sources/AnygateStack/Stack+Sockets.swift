@@ -251,10 +251,10 @@ extension Stack {
     /// receive queue: counted as `kernel-rx-queue` on the tunnel that owns
     /// the socket. Returns that tunnel's interface, or nil.
     @discardableResult
-    public func recordHostSocketDrops(_ id: SocketID, count: UInt64) -> InterfaceIndex? {
+    public func recordHostSocketDrops(_ id: SocketID, count: UInt64, reason: DropReason = .kernelReceiveQueue) -> InterfaceIndex? {
         guard let t = tunnelConfigs.keys.first(where: { tunnelStates[$0].socket == id }) else { return nil }
         let i = tunnelStates[t].interface
-        recordDrops(.kernelReceiveQueue, count: count, on: i)
+        recordDrops(reason, count: count, on: i)
         return i
     }
 

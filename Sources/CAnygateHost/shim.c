@@ -5,8 +5,13 @@
 #include <string.h>
 
 ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops) {
+    int segment = 0;
+    return ag_recv_gro(fd, buffer, length, from, drops, &segment);
+}
+
+ssize_t ag_recv_gro(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops, int *segment) {
     struct iovec iov = { buffer, length };
-    union { char bytes[CMSG_SPACE(sizeof(uint32_t))]; struct cmsghdr align; } control;
+    union { char bytes[CMSG_SPACE(sizeof(uint32_t)) + CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_name = from;
@@ -21,8 +26,30 @@ ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct socka
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL && c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
             memcpy(drops, CMSG_DATA(c), sizeof(uint32_t));
         }
+        if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == AG_UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            memcpy(segment, CMSG_DATA(c), sizeof(int));
+        }
     }
     return r;
+}
+
+ssize_t ag_send_segmented(int fd, const void *buffer, size_t length, const struct sockaddr_in *to, uint16_t segment) {
+    struct iovec iov = { (void *)buffer, length };
+    union { char bytes[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_name = (void *)to;
+    msg.msg_namelen = sizeof *to;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = IPPROTO_UDP;
+    c->cmsg_type = AG_UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    return sendmsg(fd, &msg, 0);
 }
 
 int ag_recvmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count) {
