@@ -249,6 +249,9 @@ public struct StackCounters: Hashable, Sendable {
     public var segmentsCreated: UInt64 = 0
     /// Segments merged into super-frames for ports with offloads (GRO), and the super-frames made.
     public var coalescedSegments: UInt64 = 0
+    /// UDP super-frames for us cut into their datagrams on input (1 in), and the datagrams (N out).
+    public var unbundled: UInt64 = 0
+    public var unbundledPackets: UInt64 = 0
     public var coalescedFrames: UInt64 = 0
     /// Fragments that became part of a reassembled datagram (N in; `datagramsReassembled` is the 1 out).
     public var fragmentsReassembled: UInt64 = 0

@@ -226,6 +226,7 @@ extension Stack {
                 ip = IPv4Packet(unchecked: pool.bytes(p))
             }
         }
+        if _slowPath(p.segmentSize != 0) { return localInputUnbundled(p, rx: rx, broadcast: broadcast) }
         // A checksum the device verified, or left partial (a packet from the
         // host's own stack over a TAP), is not checked again.
         if ip.proto == .udp && p.offload == 0 {

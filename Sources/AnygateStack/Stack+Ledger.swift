@@ -4,8 +4,8 @@
 ///
 /// Input side — what arrives ends in exactly one way:
 ///
-///     received + fromHostSockets + looped + reassembled
-///       = forwarded + consumed + fragmentsReassembled + heldForReassembly + inputDrops
+///     received + fromHostSockets + looped + reassembled + unbundledPackets
+///       = forwarded + consumed + fragmentsReassembled + heldForReassembly + unbundled + inputDrops
 ///
 /// Output side — what is to leave ends in exactly one way:
 ///
@@ -32,6 +32,9 @@ public struct PacketLedger: Hashable, Sendable {
     public var fromHostSockets: UInt64 = 0
     public var looped: UInt64 = 0
     public var reassembled: UInt64 = 0
+    /// Datagrams cut from UDP super-frames for us (N out), and the super-frames (1 in).
+    public var unbundledPackets: UInt64 = 0
+    public var unbundled: UInt64 = 0
     public var forwarded: UInt64 = 0
     public var consumed: UInt64 = 0
     public var fragmentsReassembled: UInt64 = 0
@@ -55,8 +58,8 @@ public struct PacketLedger: Hashable, Sendable {
 
     /// What entered the input side and has no recorded end (negative: ends counted twice).
     public var inputImbalance: Int64 {
-        Int64(bitPattern: (received &+ fromHostSockets &+ looped &+ reassembled)
-              &- (forwarded &+ consumed &+ fragmentsReassembled &+ heldForReassembly &+ inputDrops))
+        Int64(bitPattern: (received &+ fromHostSockets &+ looped &+ reassembled &+ unbundledPackets)
+              &- (forwarded &+ consumed &+ fragmentsReassembled &+ heldForReassembly &+ unbundled &+ inputDrops))
     }
 
     /// What entered the output side and has no recorded end.
@@ -77,6 +80,7 @@ public struct PacketLedger: Hashable, Sendable {
         var v: [String] = []
         if inputImbalance != 0 {
             v.append("input: received \(received) + from host sockets \(fromHostSockets) + looped \(looped) + reassembled \(reassembled)"
+                     + " + unbundled datagrams \(unbundledPackets) - unbundled \(unbundled)"
                      + " != forwarded \(forwarded) + consumed \(consumed) + fragments reassembled \(fragmentsReassembled)"
                      + " + held for reassembly \(heldForReassembly) + dropped \(inputDrops) (off by \(inputImbalance))")
         }
@@ -107,6 +111,8 @@ extension Stack {
         l.fromHostSockets = c.fromHostSockets
         l.looped = c.looped
         l.reassembled = c.datagramsReassembled
+        l.unbundled = c.unbundled
+        l.unbundledPackets = c.unbundledPackets
         l.forwarded = total.forwarded
         l.consumed = c.consumed
         l.fragmentsReassembled = c.fragmentsReassembled

@@ -67,6 +67,7 @@ extension Stack {
     /// tunnel's interface and encapsulated.
     @inline(never)
     func tunnelOutputWithoutOffloads(_ t: Int, _ p: PacketHandle, interface out: InterfaceIndex) {
+        if tunnelOutputAsUDPSuperFrames(t, p, interface: out) { return }
         withoutOffloads(p, out: out) { s in
             ifs[out].counters.txPackets &+= 1
             ifs[out].counters.txBytes &+= UInt64(s.length)
@@ -85,5 +86,106 @@ extension Stack {
                 resolveAndSend(s, out: out, nextHop: nextHop)
             }
         }
+    }
+}
+
+extension Stack {
+    /// GRE-in-UDP over the stack's own socket into an underlay port that
+    /// takes offloads: the inner super-frame's segments, each behind its GRE
+    /// header, are laid end to end as the payload of UDP super-frames (UDP
+    /// segmentation offload: every chunk one datagram), so the underlay
+    /// carries a few large frames and the next device cuts them. False when
+    /// this does not apply (the caller cuts the inner packet itself).
+    func tunnelOutputAsUDPSuperFrames(_ t: Int, _ p: PacketHandle, interface out: InterfaceIndex) -> Bool {
+        let st = tunnelStates + t
+        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp, tunnelConfigs[t]?.backend == .stack,
+              let under = fibView.pointee.lookup(st.pointee.remote.rawValue), ifs[Int(under.pointee.interface)].offloads,
+              ifs[Int(under.pointee.interface)].tunnel < 0 else { return false }
+        let bytes = pool.bytes(p)
+        guard let l = Segmentation.layout(bytes, network: 0) else { return false }
+        let size = Int(p.segmentSize)
+        let key = st.pointee.key, sequenced = st.pointee.sequence
+        let greLength = GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? 0 : nil).headerLength
+        let chunk = greLength + l.headersLength + size
+        // A UDP payload holds at most 65 507 bytes; the kernel cuts at most 64 datagrams from one.
+        let perFrame = min(64, (65_507 - UDPDatagram.headerLength) / chunk)
+        guard perFrame >= 2 else { return false }
+        let n = Segmentation.segmentCount(l, segmentSize: size)
+        let inner = IPv4Packet(unchecked: bytes)
+        let innerTTL = inner.ttl, innerTOS = inner.tos
+        let sourcePort: UInt16 = 49152 | UInt16(truncatingIfNeeded: Stack.flowHash(inner)) & 0x3FFF
+        let outerTOS = (st.pointee.tos ?? innerTOS) & 0xFC | innerTOS & 3
+        // The inner super-frame goes into the tunnel.
+        ifs[out].counters.txPackets &+= 1
+        ifs[out].counters.txBytes &+= UInt64(p.length)
+        var k = 0
+        while k < n {
+            let count = min(perFrame, n - k)
+            hot.pointee.counters.originated &+= 1
+            guard var q = pool.allocateSuperFrame() else {
+                hot.pointee.counters.originated &-= 1
+                return finishInner(p, sent: k > 0, out: out)
+            }
+            var at = 0
+            let area = pool.buffer(q).tail(from: Int(q.offset))
+            for j in k..<(k + count) {
+                GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? st.pointee.txSequence : nil).emit(into: area.tail(from: at))
+                if sequenced { st.pointee.txSequence &+= 1 }
+                let length = Segmentation.writeSegment(j, of: bytes, layout: l, segmentSize: size, into: area.tail(from: at + greLength))
+                at += greLength + length
+            }
+            pool.setLength(&q, at)
+            q.segmentSize = UInt16(chunk)
+            q.offload = PacketHandle.checksumPartial
+            st.pointee.counters.txPackets &+= UInt64(count)
+            st.pointee.counters.txBytes &+= UInt64(at - count * greLength)
+            do {
+                try socketSend(st.pointee.socket, q, ttl: st.pointee.ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort)
+            } catch {
+                st.pointee.counters.sendErrors &+= 1
+            }
+            k += count
+        }
+        pool.free(p)
+        return true
+    }
+
+    /// Out of buffers part way: what was not sent of the inner super-frame is
+    /// one drop; nothing sent yet, the caller cuts it the ordinary way.
+    private func finishInner(_ p: PacketHandle, sent: Bool, out: InterfaceIndex) -> Bool {
+        guard sent else {
+            ifs[out].counters.txPackets &-= 1
+            ifs[out].counters.txBytes &-= UInt64(p.length)
+            return false
+        }
+        drop(p, .poolExhausted, side: .output)
+        hot.pointee.counters.originated &+= 1  // the drop ends an originated packet
+        return true
+    }
+
+    /// A UDP super-frame for one of our addresses (an underlay port took
+    /// GRE-in-UDP whole): cut into its datagrams, each delivered on its own.
+    @inline(never)
+    func localInputUnbundled(_ p: PacketHandle, rx: InterfaceIndex, broadcast: Bool) {
+        let bytes = pool.bytes(p)
+        guard let l = Segmentation.layout(bytes, network: 0), !l.isTCP else { return drop(p, .segmentationFailed, rx: rx) }
+        let size = Int(p.segmentSize)
+        guard l.headersLength + size <= pool.dataCapacity else { return drop(p, .segmentationFailed, rx: rx) }
+        let n = Segmentation.segmentCount(l, segmentSize: size)
+        hot.pointee.counters.unbundled &+= 1
+        for k in 0..<n {
+            guard var s = pool.allocate() else {
+                // The rest of the super-frame is lost: counted as the drops of its datagrams.
+                hot.pointee.counters.unbundledPackets &+= UInt64(n - k)
+                countDrops(.poolExhausted, n - k, rx: rx)
+                break
+            }
+            let length = Segmentation.writeSegment(k, of: bytes, layout: l, segmentSize: size, into: pool.buffer(s).tail(from: Int(s.offset)))
+            pool.setLength(&s, length)
+            s.offload = PacketHandle.checksumVerified  // each checksum was just computed here
+            hot.pointee.counters.unbundledPackets &+= 1
+            localInput(s, rx: rx, broadcast: broadcast)
+        }
+        pool.free(p)
     }
 }

@@ -90,7 +90,10 @@ extension Stack {
             }
             let mtu = ifs[out].mtu
             let nextHop = route.kind == .gateway ? route.gateway : dst.rawValue
-            if ip.totalLength > mtu {
+            // A super-frame is measured by its segments.
+            if p.segmentSize != 0, let s = segmentLength(p), s <= mtu {
+                resolveAndSend(p, out: out, nextHop: nextHop)
+            } else if ip.totalLength > mtu {
                 if ip.dontFragment {
                     drop(p, .fragmentationNeeded, tx: out)
                     throw .tooBig(mtu: mtu)

@@ -166,6 +166,12 @@ extension Stack {
             UDPRepr(sourcePort: sourcePort ?? socketTable[k].localPort, destinationPort: socketTable[k].remotePort,
                     payloadLength: Int(payload.length))
                 .emit(into: pool.bytes(packet), source: source, destination: remote)
+            if packet.segmentSize != 0 {
+                // A UDP super-frame: the checksum stays partial for the device that cuts it.
+                let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: remote, protocol: .udp,
+                                                              length: Int(packet.length))
+                pool.bytes(packet).setBE16(6, InternetChecksum.fold(pseudo))
+            }
             proto = .udp
         case .raw(let pr):
             proto = pr

@@ -184,4 +184,39 @@ struct OffloadTests {
         #expect(Self.completesToValid(toB[0]) && Self.completesToValid(toB[2]))
         #expect(!SegmentationTests.transportChecksumOK(toB[1]), "passed on with its bad checksum, for B to drop")
     }
+
+    @Test("GRE-in-UDP into an underlay with offloads: the segments travel as one UDP super-frame, cut into datagrams on arrival and merged again for B")
+    func udpSuperFramesThroughTunnel() throws {
+        let s = try TwoSites(encapsulation: .greInUDP, superFrames: 16)
+        try s.a.ping(IPv4Address(10, 2, 0, 2))
+        try s.b.ping(IPv4Address(10, 1, 0, 2))
+        s.net.run()
+        for (st, i) in [(s.gw1, s.gw1Lan), (s.gw1, s.gw1Wan), (s.gw2, s.gw2Wan), (s.gw2, s.gw2Lan)] { try st.setOffloads(i, true) }
+        var underlay: [[UInt8]] = [], toB: [[UInt8]] = []
+        let (gw1Wan, gw2Lan) = (s.gw1Wan, s.gw2Lan)
+        s.net.observer = { from, _, f in
+            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 17 { underlay.append(Array(f)) }
+            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { toB.append(Array(f[14...])) }
+        }
+        var frame = [UInt8](repeating: 0, count: 14)
+        frame.withUnsafeMutableBytes {
+            EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv4).emit(into: $0)
+        }
+        frame += SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)
+        s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
+        // One UDP frame on the underlay: 8 chunks of GRE (key: 8 bytes) + 52 header bytes + up to 1400.
+        try #require(underlay.count == 1, "\(underlay.map(\.count))")
+        #expect(underlay[0].count == 14 + 20 + 8 + 8 * (8 + 52) + 10_000)
+        #expect(underlay[0][14 + 20 + 2] == 0x12 && underlay[0][14 + 20 + 3] == 0x92, "to port 4754")
+        #expect(s.gw2.counters.unbundled == 1 && s.gw2.counters.unbundledPackets == 8)
+        // B's port: the inner segments merged into one super-frame again, intact.
+        try #require(toB.count == 1, "\(toB.map(\.count))")
+        #expect(Array(toB[0][52...]) == Array(SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)[52...]))
+        #expect(Self.completesToValid(toB[0]))
+        // Without offloads on the underlay, the same super-frame crosses as 8 datagrams.
+        try s.gw1.setOffloads(s.gw1Wan, false)
+        underlay = []; toB = []
+        s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
+        #expect(underlay.count == 8 && toB.count == 1)
+    }
 }
