@@ -156,12 +156,15 @@ struct Show: ParsableCommand {
             func v(_ k: String) -> UInt64 { t[k] ?? 0 }
             print("\npacket ledger: \(r.ledger.balanced ? "balanced" : "NOT BALANCED")")
             print("  in   received \(v("received")) + from host sockets \(v("fromHostSockets")) + looped \(v("looped"))"
-                  + " + reassembled \(v("reassembled")) = forwarded \(v("forwarded")) + consumed \(v("consumed"))"
+                  + " + reassembled \(v("reassembled")) + unbundled datagrams \(v("unbundledPackets"))"
+                  + " = forwarded \(v("forwarded")) + consumed \(v("consumed"))"
                   + " + fragments reassembled \(v("fragmentsReassembled")) + held \(v("heldForReassembly"))"
-                  + " + dropped \(v("inputDrops"))")
+                  + " + unbundled \(v("unbundled")) + dropped \(v("inputDrops"))")
             print("  out  forwarded \(v("forwarded")) + originated \(v("originated")) + fragments \(v("fragmentsCreated"))"
+                  + " + segments \(v("segmentsCreated"))"
                   + " = sent \(v("sent")) + to host sockets \(v("toHostSockets")) + looped \(v("looped"))"
-                  + " + fragmented \(v("fragmented")) + held \(v("heldForNeighbor")) + dropped \(v("outputDrops"))")
+                  + " + fragmented \(v("fragmented")) + segmented \(v("segmented")) + held \(v("heldForNeighbor"))"
+                  + " + dropped \(v("outputDrops"))")
             print("  drops by reason \(v("dropsByReason")) = in \(v("inputDrops")) + out \(v("outputDrops"))"
                   + " + outside the stack \(v("dropsOutsideStack"))")
             for line in r.ledger.violations { print("  ! \(line)") }
