@@ -80,7 +80,7 @@ public final class Daemon {
 
     /// Super-frame buffers in the pool (64 KiB each): what TAPs with
     /// offloads read into, and what waits in queues while they drain.
-    static let superFrameBuffers = 256
+    static let superFrameBuffers = 512
 
     func makePort(_ i: InterfaceConfig) throws(DaemonError) -> any AnygateHost.Port {
         do {

@@ -73,7 +73,7 @@ final class MessageBatch {
 extension PacketPort {
     /// How many frames one read takes with virtio-net headers: each needs a
     /// super-frame buffer in reserve.
-    static let vnetBatch = 8
+    static let vnetBatch = 64
 
     /// Reads a batch of frames with one system call.
     public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
