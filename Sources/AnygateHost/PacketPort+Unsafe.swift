@@ -18,6 +18,8 @@ final class MessageBatch {
     let addresses: UnsafeMutablePointer<sockaddr_ll>
     /// One 16-byte slot per message for its virtio-net header.
     let headers: UnsafeMutableRawPointer
+    /// Room per message for a PACKET_AUXDATA control message (ports without offloads).
+    let controls: UnsafeMutableRawPointer
     /// Super-frame buffers kept ready, one per message slot (vnet reads).
     var reserves: [PacketHandle?]
 
@@ -30,11 +32,12 @@ final class MessageBatch {
         addresses = .allocate(capacity: capacity)
         addresses.initialize(repeating: sockaddr_ll(), count: capacity)
         headers = .allocate(byteCount: 16 * capacity, alignment: 16)
+        controls = .allocate(byteCount: Int(ag_auxdata_space) * capacity, alignment: 16)
         reserves = Array(repeating: nil, count: capacity)
     }
 
     deinit {
-        messages.deallocate(); pieces.deallocate(); addresses.deallocate(); headers.deallocate()
+        messages.deallocate(); pieces.deallocate(); addresses.deallocate(); headers.deallocate(); controls.deallocate()
     }
 
     func header(_ k: Int) -> UnsafeMutableRawBufferPointer {
@@ -56,6 +59,10 @@ final class MessageBatch {
         if receiving {
             h.msg_name = UnsafeMutableRawPointer(addresses + k)
             h.msg_namelen = socklen_t(MemoryLayout<sockaddr_ll>.size)
+            if !vnet {
+                h.msg_control = controls + Int(ag_auxdata_space) * k
+                h.msg_controllen = Int(ag_auxdata_space)
+            }
         }
         messages[k] = ag_mmsghdr(msg_hdr: h, msg_len: 0)
     }
@@ -64,6 +71,10 @@ final class MessageBatch {
     /// The frame did not fit the buffers it was read into (the kernel cut it).
     func truncated(_ k: Int) -> Bool { messages[k].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
     func packetType(_ k: Int) -> Int32 { Int32(addresses[k].sll_pkttype) }
+    /// The kernel left the frame's transport checksum to be filled in.
+    func checksumNotReady(_ k: Int) -> Bool {
+        withUnsafePointer(to: &messages[k].msg_hdr) { ag_checksum_not_ready($0) != 0 }
+    }
 
     func releaseReserves(pool: PacketPool) {
         for k in reserves.indices { if let r = reserves[k] { pool.free(r) }; reserves[k] = nil }
@@ -129,6 +140,13 @@ extension PacketPort {
                 }
             }
             p.length = UInt32(length)
+            if !offloads && m.checksumNotReady(k) {
+                // Without virtio-net headers the auxiliary data says it: a frame the host
+                // sent with its checksum left partial (completed where it leaves).
+                if VirtioNetHeader.network(of: pool.bytes(p)).flatMap({ Segmentation.layout(pool.bytes(p), network: $0) }) != nil {
+                    p.offload = PacketHandle.checksumPartial
+                }
+            }
             if offloads {
                 let h = VirtioNetHeader(parsing: UnsafeRawBufferPointer(m.header(k)))
                 guard let o = h.offloads(for: pool.bytes(p)) else {

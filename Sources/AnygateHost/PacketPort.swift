@@ -69,6 +69,9 @@ public final class PacketPort: FramePort {
             _ = try Sys.check(r, "bind AF_PACKET", name)
             if wantsOffloads {
                 try Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_VNET_HDR, Int32(1), "PACKET_VNET_HDR", name)
+            } else {
+                // Which frames the host sent with a checksum left to offload.
+                try Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_AUXDATA, Int32(1), "PACKET_AUXDATA", name)
             }
             var mreq = packet_mreq()
             mreq.mr_ifindex = index

@@ -152,12 +152,22 @@ extension Stack {
         }
         let o = ifs + st.pointee.interface
         let total = ip.totalLength
-        guard o.pointee.up, total <= o.pointee.mtu, ip.ttl > 1, !packet.needsOffload else { return false }
-        countFastForward(f, ip: ip, total: total, rx: rx)
-        // The tunnel takes the IP packet; its encapsulation does the rest.
+        guard o.pointee.up, ip.ttl > 1 else { return false }
         var p = packet
         if linkHeader > 0 { pool.consume(&p, linkHeader) }
         p.length = UInt32(truncatingIfNeeded: total)  // drop link padding
+        // A super-frame fits when its segments do; it is cut on its way in.
+        if p.segmentSize != 0 {
+            guard let s = segmentLength(p), s <= o.pointee.mtu else { return false }
+        } else {
+            guard total <= o.pointee.mtu else { return false }
+        }
+        countFastForward(f, ip: ip, total: total, rx: rx)
+        if p.needsOffload {
+            tunnelOutputWithoutOffloads(t, p, interface: st.pointee.interface)
+            return true
+        }
+        // The tunnel takes the IP packet; its encapsulation does the rest.
         o.pointee.counters.txPackets &+= 1
         o.pointee.counters.txBytes &+= UInt64(total)
         tunnelOutput(t, p)

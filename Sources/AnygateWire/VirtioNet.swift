@@ -66,7 +66,7 @@ public struct VirtioNetHeader: Equatable, Sendable {
 extension VirtioNetHeader {
     /// Where the IP header of an Ethernet frame starts (after one 802.1Q
     /// tag, if any), or nil when it carries neither IPv4 nor IPv6.
-    static func network(of frame: UnsafeMutableRawBufferPointer) -> Int? {
+    public static func network(of frame: UnsafeMutableRawBufferPointer) -> Int? {
         guard frame.count >= 18 else { return nil }
         var at = 12
         if frame.be16(at) == 0x8100 { at += 4 }

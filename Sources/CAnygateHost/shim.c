@@ -59,3 +59,14 @@ int ag_recvmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count) {
 int ag_sendmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count) {
     return sendmmsg(fd, (struct mmsghdr *)messages, count, 0);
 }
+
+int ag_checksum_not_ready(const struct msghdr *message) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)message); c != NULL; c = CMSG_NXTHDR((struct msghdr *)message, c)) {
+        if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA && c->cmsg_len >= CMSG_LEN(sizeof(struct tpacket_auxdata))) {
+            struct tpacket_auxdata aux;
+            memcpy(&aux, CMSG_DATA(c), sizeof aux);
+            return (aux.tp_status & TP_STATUS_CSUMNOTREADY) != 0;
+        }
+    }
+    return 0;
+}

@@ -46,6 +46,7 @@ struct SystemTests {
             addresses: [10.2.0.1/24]
           - name: lan2
             attach: {packet: \(p)-vc}
+            offloads: false
             mac: 02:00:00:00:0c:01
             addresses: [10.3.0.1/24]
         routes:
@@ -63,9 +64,12 @@ struct SystemTests {
         let steps = [
             "ip netns add \(ns.a)", "ip netns add \(ns.b)", "ip netns add \(ns.c)", "ip netns add \(ns.r)",
             "ip -n \(ns.r) link set lo up",
-            // The packet attachment: a veth with the kernel's offloads left on, so C's
-            // TCP hands it super-frames with partial checksums (virtio-net headers).
+            // The packet attachment, without offloads (no virtio-net headers): C's side
+            // cuts its own segments, but leaves their checksums to offload — the daemon
+            // learns which from PACKET_AUXDATA and completes them. (Packet attachments
+            // with offloads carry super-frames in the tunnel and mirror tests.)
             "ip -n \(ns.r) link add \(p)-vc type veth peer name \(p)-vcp netns \(ns.c)",
+            "ip netns exec \(ns.c) ethtool -K \(p)-vcp tso off gso off",
             "ip -n \(ns.r) link set \(p)-vc up",
             "ip -n \(ns.c) addr add 10.3.0.2/24 dev \(p)-vcp", "ip -n \(ns.c) link set \(p)-vcp up",
             "ip -n \(ns.c) route add default via 10.3.0.1",

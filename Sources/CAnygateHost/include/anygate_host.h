@@ -51,7 +51,15 @@ static const int ag_PACKET_IGNORE_OUTGOING = 23;  /* PACKET_IGNORE_OUTGOING, Lin
 static const int ag_PACKET_OUTGOING = PACKET_OUTGOING;
 static const int ag_SOL_PACKET = 263;
 static const int ag_PACKET_STATISTICS = PACKET_STATISTICS;
-static const int ag_PACKET_VNET_HDR = 15;  /* PACKET_VNET_HDR: a 10-byte virtio_net_hdr before each frame */
+static const int ag_PACKET_VNET_HDR = 15;
+static const int ag_PACKET_AUXDATA = PACKET_AUXDATA;
+/// Room for one PACKET_AUXDATA control message.
+#define AG_AUXDATA_SPACE CMSG_SPACE(sizeof(struct tpacket_auxdata))
+static const int ag_auxdata_space = AG_AUXDATA_SPACE;
+/// Whether a received message's PACKET_AUXDATA says the checksum is not
+/// filled in yet (TP_STATUS_CSUMNOTREADY: a frame the host itself sent,
+/// checksum left to offload).
+int ag_checksum_not_ready(const struct msghdr *message);  /* PACKET_VNET_HDR: a 10-byte virtio_net_hdr before each frame */
 
 /// Sets the interface name of an ifreq (truncated to IFNAMSIZ-1).
 static inline void ag_ifreq_set_name(struct ifreq *ifr, const char *name) {
