@@ -43,7 +43,9 @@ extension Stack {
         }
         let size = Int(packet.segmentSize)
         let n = Segmentation.segmentCount(l, segmentSize: size)
-        guard l.headersLength + size <= pool.dataCapacity else { return drop(packet, .segmentationFailed, tx: out) }
+        guard l.headersLength + size <= pool.dataCapacity, n <= Segmentation.maxSegments else {
+            return drop(packet, .segmentationFailed, tx: out)
+        }
         for k in 0..<n {
             // Out of buffers part way: the rest of the super-frame is lost, and counted as one drop.
             guard var s = pool.allocate() else { return drop(packet, .poolExhausted, tx: out) }
@@ -170,8 +172,10 @@ extension Stack {
         let bytes = pool.bytes(p)
         guard let l = Segmentation.layout(bytes, network: 0), !l.isTCP else { return drop(p, .segmentationFailed, rx: rx) }
         let size = Int(p.segmentSize)
-        guard l.headersLength + size <= pool.dataCapacity else { return drop(p, .segmentationFailed, rx: rx) }
         let n = Segmentation.segmentCount(l, segmentSize: size)
+        guard l.headersLength + size <= pool.dataCapacity, n <= Segmentation.maxSegments else {
+            return drop(p, .segmentationFailed, rx: rx)
+        }
         hot.pointee.counters.unbundled &+= 1
         for k in 0..<n {
             guard var s = pool.allocate() else {

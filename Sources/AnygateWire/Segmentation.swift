@@ -65,6 +65,10 @@ public enum Segmentation {
         return l
     }
 
+    /// The most segments one super-frame may be cut into (a 64 KiB TSO
+    /// frame at an MSS of 536 makes 123); anything asking for more is refused.
+    public static let maxSegments = 128
+
     /// How many segments of `segmentSize` payload bytes the super-frame makes.
     public static func segmentCount(_ l: Layout, segmentSize: Int) -> Int {
         precondition(segmentSize > 0)

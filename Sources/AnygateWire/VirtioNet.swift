@@ -100,6 +100,8 @@ extension VirtioNetHeader {
         case .udp: return nil
         }
         guard partial, gsoSize > 0, l.headersLength + Int(gsoSize) <= 65535 else { return nil }
+        // A segment size that would make one frame into a flood of tiny packets is refused.
+        guard Segmentation.segmentCount(l, segmentSize: Int(gsoSize)) <= Segmentation.maxSegments else { return nil }
         return (gsoSize, partial, verified)
     }
 

@@ -219,4 +219,15 @@ struct OffloadTests {
         s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
         #expect(underlay.count == 8 && toB.count == 1)
     }
+
+    @Test("a super-frame asking to be cut into hundreds of tiny segments is dropped with its reason, not multiplied")
+    func tinySegments() throws {
+        let t = try Topology(superFrames: 8)
+        try t.warmUp()
+        try t.r1.setOffloads(t.r1Lan, true)
+        let wan = record(t, t.r1Wan)
+        t.net.inject(Self.superFrame(t, payload: 4000), into: t.r1, on: t.r1Lan, segmentSize: 8, offload: PacketHandle.checksumPartial)
+        #expect(wan.frames.isEmpty)
+        #expect(t.r1.drops(.segmentationFailed) == 1 && t.r1.counters.segmentsCreated == 0)
+    }
 }

@@ -183,6 +183,7 @@ struct VirtioNetHeaderTests {
         h = good; h.gsoType = VirtioNetHeader.GSOType.tcpv6.rawValue; bad.append(("TCPv6 on an IPv4 frame", h))
         h = good; h.gsoType = VirtioNetHeader.GSOType.udpL4.rawValue; bad.append(("UDP GSO on TCP", h))
         h = good; h.flags = 0; bad.append(("GSO without a partial checksum", h))
+        h = good; h.gsoSize = 8; bad.append(("a segment size that makes 500 segments of one frame", h))
         for (what, header) in bad { #expect(offloads(header) == nil, "\(what)") }
         // A frame that is not IPv4/IPv6 TCP or UDP cannot have a partial checksum.
         var arp = Self.frame()
