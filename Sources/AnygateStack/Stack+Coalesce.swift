@@ -1,8 +1,8 @@
 import AnygateWire
 
 /// Receive-side coalescing (GRO) for ports that take super-frames: before a
-/// transmit queue goes to a port with offloads, consecutive TCP segments of
-/// one flow are merged into one super-frame, so the port writes one frame
+/// transmit queue goes to a port with offloads, the TCP segments of each
+/// flow in it are merged into one super-frame, so the port writes one frame
 /// (and the host's TCP receives one) where it would have written dozens.
 ///
 /// Merged only when: IPv4 without options or fragments, TCP with only ACK
@@ -14,66 +14,76 @@ import AnygateWire
 /// complete over corrupted data. A segment that fails its checksum is
 /// passed on unmerged, with its bad checksum, for the receiver to drop.
 extension Stack {
+    /// How many flows' runs may be open at once while a queue is walked.
+    static let coalesceRuns = 8
+
     /// Coalesces interface `i`'s queue in place; returns its new length.
+    /// Segments of several flows may interleave: each flow's run collects
+    /// its own, and the merged super-frame takes the place of the run's
+    /// first segment (order within a flow is kept; between flows it may
+    /// change, as in Linux GRO).
     @inline(never)
     func coalesceQueue(_ i: InterfaceIndex, count: Int) -> Int {
         let q = txQueues + i &* txCapacity
-        var out = 0
-        var run = CoalesceRun()
+        let next = coalesceLinks, absorbed = coalesceAbsorbed, runs = coalesceOpenRuns
+        for j in 0..<count { next[j] = -1; absorbed[j] = false }
+        var open = 0
         for j in 0..<count {
-            let p = q[j]
-            guard let s = TCPSegmentView(pool.bytes(p), handle: p) else {
-                out = closeRun(&run, q, out)
-                q[out] = p
-                out += 1
+            guard let s = TCPSegmentView(pool.bytes(q[j]), handle: q[j]) else { continue }
+            var r = 0
+            while r < open && !runs[r].sameFlow(s) { r += 1 }
+            if r < open {
+                if runs[r].accepts(s, pool: pool) {
+                    next[runs[r].last] = Int32(j)
+                    runs[r].append(j, s)
+                    continue
+                }
+                closeRun(runs[r], q)
+                runs[r].start(j, s)
                 continue
             }
-            if run.count > 0 && run.accepts(s, pool: pool) {
-                run.append(j, s)
-                continue
+            if open == Stack.coalesceRuns {
+                // Room for a new flow: the oldest run ends here.
+                closeRun(runs[0], q)
+                for k in 1..<open { runs[k - 1] = runs[k] }
+                open -= 1
             }
-            out = closeRun(&run, q, out)
-            run.start(j, s)
+            runs[open].start(j, s)
+            open += 1
         }
-        return closeRun(&run, q, out)
+        for r in 0..<open { closeRun(runs[r], q) }
+        var out = 0
+        for j in 0..<count where !absorbed[j] {
+            q[out] = q[j]
+            out += 1
+        }
+        return out
     }
 
-    /// Writes the run's result (its first packet, or their merge) at `out`.
-    private func closeRun(_ run: inout CoalesceRun, _ q: UnsafeMutablePointer<PacketHandle>, _ out: Int) -> Int {
-        guard run.count > 0 else { return out }
-        defer { run = CoalesceRun() }
-        if run.count == 1 {
-            q[out] = q[run.first]
-            return out + 1
-        }
-        guard let merged = merge(run, q) else {
-            // No super-frame buffer: the segments go as they are.
-            for k in run.first...run.last { q[out + k - run.first] = q[k] }
-            return out + run.last - run.first + 1
-        }
-        q[out] = merged
-        return out + 1
-    }
-
-    /// One super-frame from the run's segments (consecutive queue entries).
-    private func merge(_ run: CoalesceRun, _ q: UnsafeMutablePointer<PacketHandle>) -> PacketHandle? {
-        guard var m = pool.allocateSuperFrame() else { return nil }
-        let first = q[run.first]
-        let head = pool.bytes(first)
+    /// Merges a run of two or more segments: the super-frame takes the first
+    /// one's place and the others are marked absorbed. Without a super-frame
+    /// buffer the segments go as they are.
+    private func closeRun(_ run: CoalesceRun, _ q: UnsafeMutablePointer<PacketHandle>) {
+        guard run.count > 1, var m = pool.allocateSuperFrame() else { return }
         let headers = run.headersLength
-        var length = Int(first.length)
+        let first = q[run.first]
         pool.setLength(&m, run.totalLength)
         let dst = pool.bytes(m)
-        dst.slice(0, length).copyMemory(from: UnsafeRawBufferPointer(head))
-        var psh = head.be8(run.tcp + 13) & 0x08
-        for k in (run.first + 1)...run.last {
+        var length = Int(first.length)
+        dst.slice(0, length).copyMemory(from: UnsafeRawBufferPointer(pool.bytes(first)))
+        var psh = pool.bytes(first).be8(run.tcp + 13) & 0x08
+        var k = Int(coalesceLinks[run.first])
+        pool.free(first)
+        while k >= 0 {
             let b = pool.bytes(q[k])
             let payload = Int(q[k].length) - headers
             dst.slice(length, payload).copyMemory(from: UnsafeRawBufferPointer(b.slice(headers, payload)))
             length += payload
             psh |= b.be8(run.tcp + 13) & 0x08
+            pool.free(q[k])
+            coalesceAbsorbed[k] = true
+            k = Int(coalesceLinks[k])
         }
-        for k in run.first...run.last { pool.free(q[k]) }
         let ip = dst.tail(from: EthernetFrame.headerLength)
         let ipLength = length - EthernetFrame.headerLength
         ip.setBE16(2, UInt16(ipLength))
@@ -87,9 +97,9 @@ extension Stack {
         dst.setBE16(tcp + 16, InternetChecksum.fold(pseudo))
         m.segmentSize = UInt16(run.segmentSize)
         m.offload = PacketHandle.checksumPartial
-        hot.pointee.counters.coalescedSegments &+= UInt64(run.last - run.first + 1)
+        q[run.first] = m
+        hot.pointee.counters.coalescedSegments &+= UInt64(run.count)
         hot.pointee.counters.coalescedFrames &+= 1
-        return m
     }
 }
 
@@ -128,7 +138,7 @@ struct TCPSegmentView {
     var headersLength: Int { bytes.count - payloadLength }
 }
 
-/// Consecutive queue entries being merged.
+/// One flow's segments being merged (linked through `coalesceLinks`).
 struct CoalesceRun {
     var count = 0
     var first = 0
@@ -142,6 +152,13 @@ struct CoalesceRun {
     /// The first segment's bytes, to compare headers against.
     var head: UnsafeMutableRawBufferPointer? = nil
     let tcp = TCPSegmentView.tcp
+
+    /// Whether `s` belongs to this run's flow (addresses and ports).
+    func sameFlow(_ s: TCPSegmentView) -> Bool {
+        guard let h = head else { return false }
+        let b = s.bytes
+        return b.be32(26) == h.be32(26) && b.be32(30) == h.be32(30) && b.be32(tcp) == h.be32(tcp)
+    }
 
     mutating func start(_ j: Int, _ s: TCPSegmentView) {
         count = 1

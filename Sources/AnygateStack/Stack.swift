@@ -28,6 +28,11 @@ public final class Stack {
     @usableFromInline let neighbors: NeighborTable
     @usableFromInline let flows: FlowTable
     @usableFromInline let txCapacity: Int
+    /// Scratch for coalescing a transmit queue (`Stack+Coalesce`): the next
+    /// member of each entry's run, whether an entry was merged away, the open runs.
+    let coalesceLinks: UnsafeMutablePointer<Int32>
+    let coalesceAbsorbed: UnsafeMutablePointer<Bool>
+    let coalesceOpenRuns: UnsafeMutablePointer<CoalesceRun>
 
     @usableFromInline
     struct HotState {
@@ -98,6 +103,12 @@ public final class Stack {
                                                    counters: InterfaceCounters(), txCount: 0))
         }
         txCapacity = configuration.transmitQueueCapacity
+        coalesceLinks = .allocate(capacity: txCapacity)
+        coalesceLinks.initialize(repeating: -1, count: txCapacity)
+        coalesceAbsorbed = .allocate(capacity: txCapacity)
+        coalesceAbsorbed.initialize(repeating: false, count: txCapacity)
+        coalesceOpenRuns = .allocate(capacity: Stack.coalesceRuns)
+        coalesceOpenRuns.initialize(repeating: CoalesceRun(), count: Stack.coalesceRuns)
         txQueues = .allocate(capacity: n * txCapacity)
         dirty = .allocate(capacity: n)
         dropCounters = .allocate(capacity: DropReason.counterCount)
@@ -131,6 +142,7 @@ public final class Stack {
     deinit {
         releaseHeldPackets()
         ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
+        coalesceLinks.deallocate(); coalesceAbsorbed.deallocate(); coalesceOpenRuns.deallocate()
         dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()

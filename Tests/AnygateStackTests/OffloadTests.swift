@@ -230,4 +230,40 @@ struct OffloadTests {
         #expect(wan.frames.isEmpty)
         #expect(t.r1.drops(.segmentationFailed) == 1 && t.r1.counters.segmentsCreated == 0)
     }
+
+    @Test("segments of two flows interleaved in one batch become one super-frame per flow")
+    func interleavedFlows() throws {
+        let t = try Topology(superFrames: 8)
+        try t.warmUp()
+        try t.r1.setOffloads(t.r1Wan, true)
+        let wan = record(t, t.r1Wan)
+        // Two flows' segments (source ports 5000 and 5001), 6 each, alternating.
+        func segments(port: UInt8) -> [[UInt8]] {
+            var ip = SegmentationTests.tcpSuperFrame(payload: 6 * 1000, flags: 0x10)
+            ip[21] = port
+            var frame = [UInt8](repeating: 0, count: 14)
+            frame.withUnsafeMutableBytes {
+                EthernetRepr(destination: t.r1.status(t.r1Lan).mac, source: t.a.status(t.aEth).mac, etherType: .ipv4).emit(into: $0)
+            }
+            frame += ip
+            return frame.withUnsafeMutableBytes { b in
+                let l = Segmentation.layout(b, network: 14)!
+                return (0..<6).map { k in
+                    var out = [UInt8](repeating: 0, count: 1100)
+                    let n = out.withUnsafeMutableBytes { Segmentation.writeSegment(k, of: b, layout: l, segmentSize: 1000, into: $0) }
+                    return Array(out[..<n])
+                }
+            }
+        }
+        let a = segments(port: 0x88), b = segments(port: 0x89)
+        var batch: [PacketHandle] = []
+        for k in 0..<6 { batch.append(t.net.pool.make(copying: a[k])!); batch.append(t.net.pool.make(copying: b[k])!) }
+        batch.withUnsafeBufferPointer { t.r1.receive($0, on: t.r1Lan) }
+        t.net.run()
+        try #require(wan.frames.count == 2, "\(wan.frames.map(\.count))")
+        #expect(wan.frames.allSatisfy { $0.count == 14 + 52 + 6000 })
+        #expect(Set(wan.frames.map { $0[14 + 21] }) == [0x88, 0x89])
+        #expect(wan.frames.allSatisfy { Self.completesToValid(Array($0[14...])) })
+        #expect(t.r1.counters.coalescedSegments == 12 && t.r1.counters.coalescedFrames == 2)
+    }
 }
