@@ -33,6 +33,8 @@ final class HostSocket {
     var receiveLost: UInt64 = 0
     /// A 64 KiB buffer for coalesced receives and segmented sends.
     let scratch: UnsafeMutableRawBufferPointer
+    /// Message headers for batched reads and writes on a raw (GRE) socket.
+    let messages = MessageBatch(capacity: 64)
 
     init(fd: Int32, raw: Bool, remote: IPv4Address, remotePort: UInt16, segments: Bool) {
         self.fd = fd; self.raw = raw; self.remote = remote; self.remotePort = remotePort
@@ -124,6 +126,7 @@ final class HostSocket {
     /// may be shorter) as one `UDP_SEGMENT` send each, copied together;
     /// single ones as they are. Returns the errno of a refusal, if any.
     func flushPending(pool: PacketPool) -> Int32? {
+        if raw { return flushBatched(pool: pool) }
         var error: Int32? = nil
         var i = 0
         let to = HostSocket.sockaddr(remote, remotePort)
@@ -158,9 +161,61 @@ final class HostSocket {
         return error
     }
 
+    /// A raw socket's waiting sends, 64 to a `sendmmsg` (the socket is connected).
+    private func flushBatched(pool: PacketPool) -> Int32? {
+        var error: Int32? = nil
+        var at = 0
+        while at < pending.count {
+            let count = min(64, pending.count - at)
+            for k in 0..<count { messages.set(k, vnet: false, pool.bytes(pending[at + k]), receiving: false) }
+            let r = Sys.sendmmsg(fd, messages.messages, count)
+            let sent = max(0, r.count)
+            if sent < count {
+                // The first refused one's error stands for the rest of this batch.
+                sendFailures += UInt64(count - sent)
+                error = r.count < 0 ? r.errno : EAGAIN
+            }
+            at += count
+        }
+        for p in pending { pool.free(p) }
+        pending.removeAll(keepingCapacity: true)
+        return error
+    }
+
+    /// A raw socket's datagrams, up to a batch with one `recvmmsg`; the IP
+    /// header is removed (the socket is connected: only the peer's arrive).
+    private func receiveBatched(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> (count: Int, port: UInt16) {
+        let m = messages
+        let want = min(batch.count, m.capacity)
+        var have = 0
+        while have < want, let p = pool.allocate() {
+            batch[have] = p
+            m.set(have, vnet: false, pool.buffer(p).tail(from: Int(p.offset)).slice(0, pool.dataCapacity), receiving: true)
+            have += 1
+        }
+        guard have > 0 else { return (0, 0) }
+        let r = Sys.recvmmsg(fd, m.messages, have)
+        var n = 0
+        for k in 0..<have {
+            var p = batch[k]
+            guard k < max(0, r.count) else { pool.free(p); continue }
+            withUnsafePointer(to: &m.messages[k].msg_hdr) { _ = ag_rxq_overflow($0, &kernelDrops) }
+            let length = m.length(k)
+            let hl = length >= 20 ? Int(pool.buffer(p).tail(from: Int(p.offset)).be8(0) & 0x0F) * 4 : 0
+            guard hl >= 20, hl <= length else { pool.free(p); continue }
+            p.length = UInt32(length)
+            pool.consume(&p, hl)
+            batch[n] = p
+            n += 1
+            received += 1
+        }
+        return (n, 0)
+    }
+
     /// Reads datagrams into pool buffers: payloads (a raw socket's IP header removed).
     func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> (count: Int, port: UInt16) {
         if segments { return receiveCoalesced(into: batch, pool: pool) }
+        if raw { return receiveBatched(into: batch, pool: pool) }
         var n = 0
         var port: UInt16 = 0
         while n < batch.count {
@@ -256,7 +311,7 @@ extension HostRuntime {
 
     func sendHostSocket(_ id: SocketID, _ payload: PacketHandle) -> Bool {
         guard let s = hostSockets[id] else { return false }
-        if s.segments {
+        if s.segments || s.raw {
             // Sent when the stack's batch is done (`flushHostSockets`), together.
             if s.pending.isEmpty { pendingHostSockets.append(id) }
             s.pending.append(payload)

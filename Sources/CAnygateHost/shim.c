@@ -70,3 +70,13 @@ int ag_checksum_not_ready(const struct msghdr *message) {
     }
     return 0;
 }
+
+int ag_rxq_overflow(const struct msghdr *message, uint32_t *drops) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)message); c != NULL; c = CMSG_NXTHDR((struct msghdr *)message, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL && c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+            memcpy(drops, CMSG_DATA(c), sizeof(uint32_t));
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -59,7 +59,9 @@ static const int ag_auxdata_space = AG_AUXDATA_SPACE;
 /// Whether a received message's PACKET_AUXDATA says the checksum is not
 /// filled in yet (TP_STATUS_CSUMNOTREADY: a frame the host itself sent,
 /// checksum left to offload).
-int ag_checksum_not_ready(const struct msghdr *message);  /* PACKET_VNET_HDR: a 10-byte virtio_net_hdr before each frame */
+int ag_checksum_not_ready(const struct msghdr *message);
+/// The cumulative receive-queue overflow count a message carries (SO_RXQ_OVFL), if any.
+int ag_rxq_overflow(const struct msghdr *message, uint32_t *drops);  /* PACKET_VNET_HDR: a 10-byte virtio_net_hdr before each frame */
 
 /// Sets the interface name of an ifreq (truncated to IFNAMSIZ-1).
 static inline void ag_ifreq_set_name(struct ifreq *ifr, const char *name) {
