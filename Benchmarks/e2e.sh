@@ -9,6 +9,10 @@
 #   host A ──TAP── tapfwd (ns F) ──TAP── host B        10.7.0.1 -> 10.7.0.2
 #   host A ──veth── Linux router (ns L) ──veth── host B   10.5.0.2 -> 10.6.0.2
 #
+# With URING=1 a fourth path, Benchmarks/tapfwd-uring.c (tapfwd with io_uring
+# instead of epoll and read/write; liburing-dev installed when missing), shows
+# whether io_uring beats batched system calls for TAP I/O here.
+#
 # Reports TCP throughput (iperf3, 1 and 4 streams), 64-byte UDP packets/s
 # (iperf3 -u, 22-byte payloads: 64-byte Ethernet frames), ping round trip,
 # and the forwarder's CPU during the 1-stream TCP run; ratios to tapfwd
@@ -30,10 +34,13 @@ DIR=$(mktemp -d /tmp/anygate-e2e.XXXXXX)
 . scripts/netns-topology.sh
 IPERF_PIDS=()
 TAPFWD_PID=
+URING_PID=
 cleanup() {
     for p in "${IPERF_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -n "$TAPFWD_PID" ] && kill "$TAPFWD_PID" 2>/dev/null || true
+    [ -n "$URING_PID" ] && kill "$URING_PID" 2>/dev/null || true
     ip netns del "${P}F" 2>/dev/null || true
+    ip netns del "${P}FU" 2>/dev/null || true
     ns_cleanup
 }
 trap cleanup EXIT
@@ -59,6 +66,19 @@ for _ in $(seq 50); do grep -q ready "$DIR/tapfwd.log" 2>/dev/null && break; sle
 ip -n "${P}F" link set "${P}-fa" netns "${P}A"; ip -n "${P}F" link set "${P}-fb" netns "${P}B"
 ip -n "${P}A" addr add 10.7.0.1/24 dev "${P}-fa"; ip -n "${P}A" link set "${P}-fa" up
 ip -n "${P}B" addr add 10.7.0.2/24 dev "${P}-fb"; ip -n "${P}B" link set "${P}-fb" up
+PATHS="anygated tapfwd linux"
+if [ "${URING:-0}" = 1 ]; then
+    [ -f /usr/include/liburing.h ] || { apt-get update -q >/dev/null && apt-get install -y -q liburing-dev >/dev/null; }
+    cc -O2 -o "$DIR/tapfwd-uring" Benchmarks/tapfwd-uring.c -luring
+    ip netns add "${P}FU"
+    ip netns exec "${P}FU" "$DIR/tapfwd-uring" "${P}-ua" "${P}-ub" > "$DIR/uring.log" 2>&1 & URING_PID=$!
+    for _ in $(seq 50); do grep -q ready "$DIR/uring.log" 2>/dev/null && break; sleep 0.1; done
+    ip -n "${P}FU" link set "${P}-ua" netns "${P}A"; ip -n "${P}FU" link set "${P}-ub" netns "${P}B"
+    ip -n "${P}A" addr add 10.8.0.1/24 dev "${P}-ua"; ip -n "${P}A" link set "${P}-ua" up
+    ip -n "${P}B" addr add 10.8.0.2/24 dev "${P}-ub"; ip -n "${P}B" link set "${P}-ub" up
+    ip netns exec "${P}A" ping -c 1 -W 2 10.8.0.2 >/dev/null
+    PATHS="$PATHS uring"
+fi
 ip netns exec "${P}A" ping -c 1 -W 2 10.2.0.2 >/dev/null
 ip netns exec "${P}A" ping -c 1 -W 2 10.6.0.2 >/dev/null
 ip netns exec "${P}A" ping -c 1 -W 2 10.7.0.2 >/dev/null
@@ -94,12 +114,12 @@ udp() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "== ${SECS}s per measurement, median of ${ROUNDS} rounds; $(nproc) cores; $(uname -r)"
-declare -A ADDR=([anygated]=10.2.0.2 [tapfwd]=10.7.0.2 [linux]=10.6.0.2)
-declare -A PID=([anygated]=$DAEMON_PID [tapfwd]=$TAPFWD_PID [linux]=)
-for path in anygated tapfwd linux; do for m in t1 t4 u rtt; do : > "$DIR/$path-$m"; done; : > "$DIR/cpu-${PID[$path]:-none}"; done
+declare -A ADDR=([anygated]=10.2.0.2 [tapfwd]=10.7.0.2 [linux]=10.6.0.2 [uring]=10.8.0.2)
+declare -A PID=([anygated]=$DAEMON_PID [tapfwd]=$TAPFWD_PID [linux]= [uring]=$URING_PID)
+for path in $PATHS; do for m in t1 t4 u rtt; do : > "$DIR/$path-$m"; done; : > "$DIR/cpu-${PID[$path]:-none}"; done
 for r in $(seq "$ROUNDS"); do
     line="   round $r:"
-    for path in anygated tapfwd linux; do
+    for path in $PATHS; do
         a=${ADDR[$path]}
         echo "$(tcp "$a" 1 "${PID[$path]}")" >> "$DIR/$path-t1"
         echo "$(tcp "$a" 4)" >> "$DIR/$path-t4"
@@ -115,6 +135,10 @@ for m in t1 t4 u rtt; do
     case $m in t1) name="TCP, 1 stream (Gbit/s)";; t4) name="TCP, 4 streams (Gbit/s)";; u) name="UDP 64-byte (packets/s)";; rtt) name="ping round trip (µs)";; esac
     A=$(median < "$DIR/anygated-$m"); F=$(median < "$DIR/tapfwd-$m"); L=$(median < "$DIR/linux-$m")
     printf "%-30s %10s %10s %10s %12s %10s\n" "$name" "$A" "$F" "$L" "$(ratio "$A" "$F")" "$(ratio "$A" "$L")"
+    if [ "${URING:-0}" = 1 ]; then
+        Q=$(median < "$DIR/uring-$m")
+        printf "%-30s %10s (tapfwd-uring ÷ tapfwd %s)\n" "  tapfwd-uring" "$Q" "$(ratio "$Q" "$F")"
+    fi
 done
 printf "%-30s %10s %10s %10s\n" "CPU during TCP 1 stream (%)" "$(median < "$DIR/cpu-$DAEMON_PID")" "$(median < "$DIR/cpu-$TAPFWD_PID")" "-"
 echo "== anygated after the run:"
