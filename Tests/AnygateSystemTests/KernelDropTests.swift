@@ -79,6 +79,80 @@ struct KernelDropTests {
     }
 }
 
+/// A packet attachment without offloads reads into frame buffers (9 216
+/// bytes): a larger frame (here a 20 000-byte datagram over a veth with a
+/// 65 000-byte MTU) is cut by the kernel, and the daemon drops it as
+/// `port-frame-truncated` instead of forwarding a cut frame.
+///
+///     ns S 192.0.2.254 ─veth (MTU 65 000)─ anygated wan0 (packet, offloads: false) │ lan0 (TAP) ─ ns T 10.9.0.2
+@Suite("System: frames cut short by a port without offloads", .serialized,
+       .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+struct TruncatedFrameTests {
+    @Test("frames longer than the read buffers of a packet attachment without offloads: dropped as port-frame-truncated, never forwarded cut")
+    func truncated() throws {
+        let anygated = SystemEnvironment.binary("anygated"), anygatectl = SystemEnvironment.binary("anygatectl")
+        func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+        let dir = NSTemporaryDirectory() + "anygate-trunc-\(p)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ns = (s: p + "S", g: p + "G", t: p + "T")
+        var daemon: DaemonProcess? = nil
+        defer {
+            if let d = daemon { _ = d.stop() }
+            for n in [ns.s, ns.g, ns.t] { sh("ip netns del \(n) 2>/dev/null") }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        for s in ["ip netns add \(ns.s)", "ip netns add \(ns.g)", "ip netns add \(ns.t)", "ip -n \(ns.g) link set lo up",
+                  "ip -n \(ns.t) link set lo up",
+                  "ip -n \(ns.s) link add \(p)-s type veth peer name wan netns \(ns.g)",
+                  "ip -n \(ns.s) addr add 192.0.2.254/24 dev \(p)-s", "ip -n \(ns.s) link set \(p)-s up", "ip -n \(ns.g) link set wan up",
+                  "ip -n \(ns.s) route add 10.9.0.0/24 via 192.0.2.1",
+                  "ip -n \(ns.s) link set \(p)-s mtu 65000", "ip -n \(ns.g) link set wan mtu 65000"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+        try """
+        control: {socket: \(dir)/control.sock}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: wan0
+            attach: {packet: wan}
+            offloads: false
+            addresses: [192.0.2.1/24]
+          - name: lan0
+            attach: {tap: \(p)-t}
+            addresses: [10.9.0.1/24]
+
+        """.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
+        daemon = try DaemonProcess(binary: anygated, config: "\(dir)/anygate.yaml", namespace: ns.g, logPath: "\(dir)/log")
+        try #require(DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/control.sock show interfaces").status == 0 },
+                     "\(daemon?.log ?? "")")
+        for s in ["ip -n \(ns.g) link set \(p)-t netns \(ns.t)", "ip -n \(ns.t) addr add 10.9.0.2/24 dev \(p)-t",
+                  "ip -n \(ns.t) link set \(p)-t up", "ip -n \(ns.t) route add default via 10.9.0.1"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+        try #require(sh("ip netns exec \(ns.s) ping -c 2 -i 0.2 -W 2 10.9.0.2", timeout: 10).status == 0, "the path works")
+        func interfaces() throws -> [InterfaceInfo] {
+            try JSONDecoder().decode([InterfaceInfo].self,
+                                     from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show interfaces").output.utf8))
+        }
+        let lanBefore = try #require(try interfaces().first { $0.name == "lan0" }).counters.txPackets
+        // Five 20 000-byte datagrams, each one frame on the 65 000-byte link.
+        let send = sh("ip netns exec \(ns.s) python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                      + "[s.sendto(b\"x\" * 20000, (\"10.9.0.2\", 9)) for _ in range(5)]'", timeout: 10)
+        #expect(send.status == 0, "\(send.output)")
+        usleep(300_000)
+        let after = try interfaces()
+        let wan = try #require(after.first { $0.name == "wan0" })
+        #expect(wan.drops["port-frame-truncated"] == 5, "\(wan.drops)")
+        let lanAfter = try #require(after.first { $0.name == "lan0" }).counters.txPackets
+        #expect(lanAfter == lanBefore, "none of them forwarded cut: lan0 sent \(lanAfter - lanBefore)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show stats").output.utf8))
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
+}
+
 /// The same for a host-backed tunnel: its socket's queue overflows while
 /// the receiving gateway is stopped, and the tunnel interface says so.
 @Suite("System: kernel-side drops on host tunnel sockets", .serialized,
