@@ -76,7 +76,6 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case segmentationFailed
     // Resources
     case poolExhausted
-    case transmitQueueFull
     case headroomExhausted
     // Reported by the host, outside the stack: losses at the port.
     /// The kernel dropped frames before the daemon read them (the packet
@@ -144,7 +143,6 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .portUnreachable: "port-unreachable"
         case .segmentationFailed: "segmentation-failed"
         case .poolExhausted: "pool-exhausted"
-        case .transmitQueueFull: "transmit-queue-full"
         case .headroomExhausted: "headroom-exhausted"
         case .kernelReceiveQueue: "kernel-rx-queue"
         case .portNoBuffer: "port-no-buffer"

@@ -252,12 +252,14 @@ extension Stack {
         enqueueTransmit(p, on: out)
     }
 
-    /// Queues a complete frame for `out`; the queue is handed to the host at the next flush.
+    /// Queues a complete frame for `out`; the queue is handed to the host at
+    /// the next flush, or at once when it is full (a batch that cuts many
+    /// super-frames into segments can fill it).
     @inline(__always)
     func enqueueTransmit(_ p: PacketHandle, on out: InterfaceIndex) {
         let o = ifs + out
         let n = o.pointee.txCount
-        guard n < txCapacity else { return drop(p, .transmitQueueFull, tx: out) }
+        guard n < txCapacity else { return enqueueAfterHandingOver(p, on: out) }
         if n == 0 {
             dirty[hot.pointee.dirtyCount] = out
             hot.pointee.dirtyCount &+= 1
@@ -266,6 +268,19 @@ extension Stack {
         o.pointee.txCount = n &+ 1
         o.pointee.counters.txPackets &+= 1
         o.pointee.counters.txBytes &+= UInt64(p.length)
+    }
+
+    /// The queue of `out` is full: hand it to the host now, then queue `p`
+    /// (the interface is already on the list `flush` walks).
+    @inline(never)
+    func enqueueAfterHandingOver(_ p: PacketHandle, on out: InterfaceIndex) {
+        var count = ifs[out].txCount
+        if ifs[out].offloads && count > 1 { count = coalesceQueue(out, count: count) }
+        hypercalls.transmit(UnsafeBufferPointer(start: txQueues + out &* txCapacity, count: count), interface: out, stack: self)
+        txQueues[out &* txCapacity] = p
+        ifs[out].txCount = 1
+        ifs[out].counters.txPackets &+= 1
+        ifs[out].counters.txBytes &+= UInt64(p.length)
     }
 
     /// Sends an ARP request for `target`: broadcast, or unicast to a known
