@@ -323,7 +323,7 @@ extension Daemon {
     func statsInfo() -> StatsInfo {
         StatsInfo(counters: stackCounters(),
                   drops: Dictionary(uniqueKeysWithValues: stack.dropCounts.map { ("\($0.key)", $0.value) }),
-                  poolBuffersInUse: runtime.pool.inUse, poolBuffers: runtime.pool.capacity,
+                  poolBuffersInUse: runtime.pool.inUse, poolBuffers: runtime.pool.capacity + runtime.pool.superFrames,
                   uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10, ledger: ledgerInfo())
     }
 

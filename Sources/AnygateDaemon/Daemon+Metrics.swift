@@ -99,6 +99,8 @@ extension Daemon {
         }
         family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(stack.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(runtime.pool.inUse))])
+        family("anygate_pool_super_frame_buffers_free", "gauge", "64 KiB super-frame buffers free (ports with offloads read into them).",
+               [("", UInt64(runtime.pool.superFramesAvailable))])
         family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", runtime.pool.exhaustedCount)])
         return out
     }

@@ -78,7 +78,7 @@ struct ControlTests {
         }
         let stats = ask(d, ControlRequest(verb: .show, what: "stats"))["result"] as? [String: Any]
         #expect((stats?["counters"] as? [String: Any])?["ipForwarded"] != nil)
-        #expect(stats?["poolBuffers"] as? Int == 8192)
+        #expect(stats?["poolBuffers"] as? Int == 8192 + 512, "frame buffers and super-frame buffers")
     }
 
     @Test("reload of a missing file is refused and reported")
