@@ -1,4 +1,5 @@
 public import AnygateStack
+import AnygateWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,6 +28,20 @@ protocol FramePort: Port {
 
 extension FramePort {
     public var offloads: Bool { false }
+
+    /// Applies a received frame's virtio-net header to its handle. A header
+    /// that is malformed or asks for what the stack does not do refuses the
+    /// frame: counted (`rxBadOffload`) and freed, never trusted.
+    func acceptOffloads(_ h: VirtioNetHeader, _ p: inout PacketHandle, pool: PacketPool) -> Bool {
+        guard let o = h.offloads(for: pool.bytes(p)) else {
+            counters.rxBadOffload += 1
+            pool.free(p)
+            return false
+        }
+        p.segmentSize = o.segmentSize
+        p.offload = (o.partial ? PacketHandle.checksumPartial : 0) | (o.verified ? PacketHandle.checksumVerified : 0)
+        return true
+    }
 
     public func receive(into batch: UnsafeMutableBufferPointer<PacketHandle>, pool: PacketPool) -> PortRead {
         readFrames(into: batch, pool: pool)

@@ -149,13 +149,7 @@ extension PacketPort {
             }
             if offloads {
                 let h = VirtioNetHeader(parsing: UnsafeRawBufferPointer(m.header(k)))
-                guard let o = h.offloads(for: pool.bytes(p)) else {
-                    counters.rxBadOffload += 1
-                    pool.free(p)
-                    continue
-                }
-                p.segmentSize = o.segmentSize
-                p.offload = (o.partial ? PacketHandle.checksumPartial : 0) | (o.verified ? PacketHandle.checksumVerified : 0)
+                guard acceptOffloads(h, &p, pool: pool) else { continue }
             }
             batch[n] = p
             n += 1

@@ -69,13 +69,7 @@ extension TapPort {
             }
             p.length = UInt32(length)
             let h = withUnsafeBytes(of: &header) { VirtioNetHeader(parsing: $0) }
-            guard let o = h.offloads(for: pool.bytes(p)) else {
-                counters.rxBadOffload += 1
-                pool.free(p)
-                continue
-            }
-            p.segmentSize = o.segmentSize
-            p.offload = (o.partial ? PacketHandle.checksumPartial : 0) | (o.verified ? PacketHandle.checksumVerified : 0)
+            guard acceptOffloads(h, &p, pool: pool) else { continue }
             batch[n] = p
             n += 1
             counters.rxFrames += 1
