@@ -341,6 +341,13 @@ struct NeighborTable {
 
     /// Calls `body` with each live entry, oldest first, without building a
     /// list; `body` must not remove entries other than the one it is given.
+    /// Packets waiting on unresolved entries, in all.
+    var pendingTotal: Int {
+        var n = 0
+        forEachLive { n += Int(entries[Int($0)].pendingCount) }
+        return n
+    }
+
     func forEachLive(_ body: (UInt32) -> Void) {
         var i = meta.pointee.ageHead
         while i != NeighborTable.none {

@@ -34,6 +34,16 @@ extension Stack {
             while r < open && !runs[r].sameFlow(s) { r += 1 }
             if r < open {
                 if runs[r].accepts(s, pool: pool) {
+                    // Checksums are checked only where a merge would happen:
+                    // the head when a second segment comes, then each one joining.
+                    if !runs[r].headVerified {
+                        guard runs[r].headView.checksumValid else {
+                            runs[r].start(j, s)  // the head goes on alone
+                            continue
+                        }
+                        runs[r].headVerified = true
+                    }
+                    guard s.checksumValid else { continue }  // passed on alone, its bad checksum kept
                     next[runs[r].last] = Int32(j)
                     runs[r].append(j, s)
                     continue
@@ -91,10 +101,10 @@ extension Stack {
         ip.setBE16(10, InternetChecksum.checksum(ip.slice(0, 20)))
         let tcp = run.tcp
         dst.setBE8(tcp + 13, dst.be8(tcp + 13) | psh)
-        // Partial, as a NIC would leave it: the pseudo-header sum over the whole length.
-        let tcpLength = length - tcp
-        let pseudo = InternetChecksum.sum(ip.slice(12, 8)) &+ 6 &+ UInt32(tcpLength)
-        dst.setBE16(tcp + 16, InternetChecksum.fold(pseudo))
+        // Partial, as a NIC would leave it.
+        var l = run.headView.layout
+        l.payloadLength = length - l.headersLength
+        dst.setBE16(tcp + 16, Segmentation.partialChecksum(dst, layout: l))
         m.segmentSize = UInt16(run.segmentSize)
         m.offload = PacketHandle.checksumPartial
         q[run.first] = m
@@ -109,6 +119,16 @@ struct TCPSegmentView {
     var payloadLength: Int
     var sequence: UInt32
     var flags: UInt8
+    var layout: Segmentation.Layout
+    /// The device did not verify its checksum: it must be, before a merge.
+    var needsCheck: Bool
+
+    static var empty: TCPSegmentView { TCPSegmentView() }
+    private init() {
+        bytes = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        payloadLength = 0; sequence = 0; flags = 0; needsCheck = false
+        layout = Segmentation.Layout(network: 0, ipHeaderLength: 0, transportHeaderLength: 0, isIPv6: false, isTCP: true, payloadLength: 0)
+    }
 
     static let tcp = EthernetFrame.headerLength + 20
 
@@ -128,12 +148,13 @@ struct TCPSegmentView {
         guard payloadLength > 0 else { return nil }
         sequence = b.be32(t + 4)
         self.flags = flags
-        // Each segment's checksum, checked before it may join a merge.
-        if p.offload & PacketHandle.checksumVerified == 0 {
-            let pseudo = InternetChecksum.sum(b.slice(14 + 12, 8)) &+ 6 &+ UInt32(ipLength - 20)
-            guard InternetChecksum.fold(InternetChecksum.sum(b.slice(t, ipLength - 20), initial: pseudo)) == 0xFFFF else { return nil }
-        }
+        layout = Segmentation.Layout(network: EthernetFrame.headerLength, ipHeaderLength: 20, transportHeaderLength: tcpHeader,
+                                     isIPv6: false, isTCP: true, payloadLength: payloadLength)
+        needsCheck = p.offload & PacketHandle.checksumVerified == 0
     }
+
+    /// Whether its TCP checksum is right (or the device said so).
+    var checksumValid: Bool { !needsCheck || Segmentation.verifiesChecksum(bytes, layout: layout) }
 
     var headersLength: Int { bytes.count - payloadLength }
 }
@@ -151,6 +172,9 @@ struct CoalesceRun {
     var lastPayload = 0
     /// The first segment's bytes, to compare headers against.
     var head: UnsafeMutableRawBufferPointer? = nil
+    /// The first segment, and whether its checksum was found right.
+    var headView = TCPSegmentView.empty
+    var headVerified = false
     let tcp = TCPSegmentView.tcp
 
     /// Whether `s` belongs to this run's flow (addresses and ports).
@@ -170,6 +194,8 @@ struct CoalesceRun {
         lastFlags = s.flags
         lastPayload = s.payloadLength
         head = s.bytes
+        headView = s
+        headVerified = !s.needsCheck
     }
 
     /// Whether `s` continues the run: same headers but the per-segment

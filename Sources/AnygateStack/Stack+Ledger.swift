@@ -125,9 +125,7 @@ extension Stack {
         l.sent = total.txPackets
         l.toHostSockets = c.toHostSockets
         l.fragmented = c.fragmented
-        var pending: UInt64 = 0
-        neighbors.forEachLive { pending &+= UInt64(neighbors.entries[Int($0)].pendingCount) }
-        l.heldForNeighbor = pending
+        l.heldForNeighbor = UInt64(neighbors.pendingTotal)
         l.outputDrops = total.txDrops &+ c.outputDropsElsewhere
         l.dropsByReason = totalDrops
         l.dropsOutsideStack = c.dropsOutsideStack
@@ -138,8 +136,7 @@ extension Stack {
     /// reassembly, in socket queues, in transmit queues. With the packets in
     /// flight on wires and in the owner's hands, this is the pool's use.
     public var heldBuffers: Int {
-        var n = reassembly.active
-        neighbors.forEachLive { n += Int(neighbors.entries[Int($0)].pendingCount) }
+        var n = reassembly.active + neighbors.pendingTotal
         for (_, q) in socketQueues { n += q.count }
         for i in 0..<configuration.maxInterfaces { n += ifs[i].txCount }
         return n

@@ -274,9 +274,7 @@ extension Stack {
     /// (the interface is already on the list `flush` walks).
     @inline(never)
     func enqueueAfterHandingOver(_ p: PacketHandle, on out: InterfaceIndex) {
-        var count = ifs[out].txCount
-        if ifs[out].offloads && count > 1 { count = coalesceQueue(out, count: count) }
-        hypercalls.transmit(UnsafeBufferPointer(start: txQueues + out &* txCapacity, count: count), interface: out, stack: self)
+        handOver(out)
         txQueues[out &* txCapacity] = p
         ifs[out].txCount = 1
         ifs[out].counters.txPackets &+= 1

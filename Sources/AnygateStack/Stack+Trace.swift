@@ -340,9 +340,7 @@ struct TraceSnapshot {
         interfaces = (0..<n).map { s.ifs[$0].counters }
         interfaceRows = (0..<n).map { i in DropReason.allCases.map { s.drops($0, on: i) } }
         tunnels = (0..<s.configuration.maxInterfaces).map { s.tunnelStates[$0].counters }
-        var pending: UInt64 = 0
-        s.neighbors.forEachLive { pending &+= UInt64(s.neighbors.entries[Int($0)].pendingCount) }
-        heldForNeighbor = pending
+        heldForNeighbor = UInt64(s.neighbors.pendingTotal)
         heldForReassembly = s.reassembly.heldFragments
     }
 }

@@ -548,18 +548,20 @@ public final class Stack {
     public func flush() {
         let n = hot.pointee.dirtyCount
         guard n > 0 else { return }
-        for k in 0..<n {
-            let i = dirty[k]
-            var count = ifs[i].txCount
-            ifs[i].txCount = 0
-            // Segments of one flow become one super-frame for a port that takes them.
-            if ifs[i].offloads && count > 1 { count = coalesceQueue(i, count: count) }
-            if count > 0 {
-                hypercalls.transmit(UnsafeBufferPointer(start: txQueues + i &* txCapacity, count: count),
-                                    interface: i, stack: self)
-            }
-        }
+        for k in 0..<n { handOver(dirty[k]) }
         hot.pointee.dirtyCount = 0
+    }
+
+    /// Hands interface `i`'s queue to the host and empties it.
+    @inline(__always)
+    func handOver(_ i: InterfaceIndex) {
+        var count = ifs[i].txCount
+        ifs[i].txCount = 0
+        // Segments of one flow become one super-frame for a port that takes them.
+        if ifs[i].offloads && count > 1 { count = coalesceQueue(i, count: count) }
+        if count > 0 {
+            hypercalls.transmit(UnsafeBufferPointer(start: txQueues + i &* txCapacity, count: count), interface: i, stack: self)
+        }
     }
 }
 

@@ -15,6 +15,11 @@ public enum Segmentation {
         /// Payload bytes after the transport header.
         public var payloadLength: Int
 
+        public init(network: Int, ipHeaderLength: Int, transportHeaderLength: Int, isIPv6: Bool, isTCP: Bool, payloadLength: Int) {
+            self.network = network; self.ipHeaderLength = ipHeaderLength; self.transportHeaderLength = transportHeaderLength
+            self.isIPv6 = isIPv6; self.isTCP = isTCP; self.payloadLength = payloadLength
+        }
+
         /// Offset of the transport header in the frame.
         public var transport: Int { network + ipHeaderLength }
         /// Bytes of headers each segment repeats.
@@ -126,6 +131,12 @@ public enum Segmentation {
         var c = ~InternetChecksum.fold(InternetChecksum.sum(frame.slice(l.transport, end - l.transport)))
         if !l.isTCP && c == 0 { c = 0xFFFF }
         frame.setBE16(l.checksumField, c)
+    }
+
+    /// The partial checksum a device leaves for the next one to complete:
+    /// the pseudo-header sum over the transport length, folded, not complemented.
+    public static func partialChecksum(_ frame: UnsafeMutableRawBufferPointer, layout l: Layout) -> UInt16 {
+        InternetChecksum.fold(pseudoHeaderSum(frame, layout: l, transportLength: l.transportHeaderLength + l.payloadLength))
     }
 
     /// Whether the transport checksum of a whole packet is right.
