@@ -58,24 +58,25 @@ ip -n "${P}L" addr add 10.5.0.1/24 dev "${P}-la"; ip -n "${P}L" link set "${P}-l
 ip -n "${P}L" addr add 10.6.0.1/24 dev "${P}-lb"; ip -n "${P}L" link set "${P}-lb" up
 ip -n "${P}A" route add 10.6.0.0/24 via 10.5.0.1
 ip -n "${P}B" route add 10.5.0.0/24 via 10.6.0.1
-# The reference forwarder: two TAPs on one subnet, joined by tapfwd in namespace F.
+# A reference forwarder: two TAPs on one subnet (10.N.0.1 in A, 10.N.0.2 in B),
+# joined by the program in its own namespace; prints its PID.
+reference() { # binary namespace-suffix tap-prefix N
+    ip netns add "${P}$2"
+    ip netns exec "${P}$2" "$1" "${P}-$3a" "${P}-$3b" > "$DIR/$2.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 50); do grep -q ready "$DIR/$2.log" 2>/dev/null && break; sleep 0.1; done
+    ip -n "${P}$2" link set "${P}-$3a" netns "${P}A"; ip -n "${P}$2" link set "${P}-$3b" netns "${P}B"
+    ip -n "${P}A" addr add "10.$4.0.1/24" dev "${P}-$3a"; ip -n "${P}A" link set "${P}-$3a" up
+    ip -n "${P}B" addr add "10.$4.0.2/24" dev "${P}-$3b"; ip -n "${P}B" link set "${P}-$3b" up
+    echo "$pid"
+}
 cc -O2 -o "$DIR/tapfwd" Benchmarks/tapfwd.c
-ip netns add "${P}F"
-ip netns exec "${P}F" "$DIR/tapfwd" "${P}-fa" "${P}-fb" > "$DIR/tapfwd.log" 2>&1 & TAPFWD_PID=$!
-for _ in $(seq 50); do grep -q ready "$DIR/tapfwd.log" 2>/dev/null && break; sleep 0.1; done
-ip -n "${P}F" link set "${P}-fa" netns "${P}A"; ip -n "${P}F" link set "${P}-fb" netns "${P}B"
-ip -n "${P}A" addr add 10.7.0.1/24 dev "${P}-fa"; ip -n "${P}A" link set "${P}-fa" up
-ip -n "${P}B" addr add 10.7.0.2/24 dev "${P}-fb"; ip -n "${P}B" link set "${P}-fb" up
+TAPFWD_PID=$(reference "$DIR/tapfwd" F f 7)
 PATHS="anygated tapfwd linux"
 if [ "${URING:-0}" = 1 ]; then
     [ -f /usr/include/liburing.h ] || { apt-get update -q >/dev/null && apt-get install -y -q liburing-dev >/dev/null; }
     cc -O2 -o "$DIR/tapfwd-uring" Benchmarks/tapfwd-uring.c -luring
-    ip netns add "${P}FU"
-    ip netns exec "${P}FU" "$DIR/tapfwd-uring" "${P}-ua" "${P}-ub" > "$DIR/uring.log" 2>&1 & URING_PID=$!
-    for _ in $(seq 50); do grep -q ready "$DIR/uring.log" 2>/dev/null && break; sleep 0.1; done
-    ip -n "${P}FU" link set "${P}-ua" netns "${P}A"; ip -n "${P}FU" link set "${P}-ub" netns "${P}B"
-    ip -n "${P}A" addr add 10.8.0.1/24 dev "${P}-ua"; ip -n "${P}A" link set "${P}-ua" up
-    ip -n "${P}B" addr add 10.8.0.2/24 dev "${P}-ub"; ip -n "${P}B" link set "${P}-ub" up
+    URING_PID=$(reference "$DIR/tapfwd-uring" FU u 8)
     ip netns exec "${P}A" ping -c 1 -W 2 10.8.0.2 >/dev/null
     PATHS="$PATHS uring"
 fi

@@ -9,30 +9,13 @@
  *
  * Usage: tapfwd-uring TAP1 TAP2   (needs liburing; runs until killed)
  */
-#include <fcntl.h>
-#include <linux/if_tun.h>
 #include <liburing.h>
-#include <net/if.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
+
+#include "tap.h"
 
 #define DEPTH 32
 #define SIZE (12 + 65550)
 
-static int open_tap(const char *name) {
-    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0) { perror("open /dev/net/tun"); exit(1); }
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { perror("TUNSETIFF"); exit(1); }
-    int hdr = 12;
-    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) { perror("TUNSETVNETHDRSZ"); exit(1); }
-    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) < 0) { perror("TUNSETOFFLOAD"); exit(1); }
     return fd;
 }
 
@@ -48,8 +31,8 @@ static void post_read(struct io_uring *ring, int b) {
 
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: tapfwd-uring TAP1 TAP2\n"); return 2; }
-    fds[0] = open_tap(argv[1]);
-    fds[1] = open_tap(argv[2]);
+    fds[0] = open_tap(argv[1], 0);
+    fds[1] = open_tap(argv[2], 0);
     struct io_uring ring;
     if (io_uring_queue_init(4 * DEPTH, &ring, 0) < 0) { perror("io_uring_queue_init"); return 1; }
     for (int b = 0; b < 2 * DEPTH; b++) { buffers[b] = malloc(SIZE); post_read(&ring, b); }

@@ -8,33 +8,16 @@
  * Usage: tapfwd TAP1 TAP2   (runs until killed; the TAPs go with it)
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/if_tun.h>
-#include <net/if.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
-static int open_tap(const char *name) {
-    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) { perror("open /dev/net/tun"); exit(1); }
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { perror("TUNSETIFF"); exit(1); }
-    int hdr = 12;
-    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) { perror("TUNSETVNETHDRSZ"); exit(1); }
-    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) < 0) { perror("TUNSETOFFLOAD"); exit(1); }
+#include "tap.h"
+
     return fd;
 }
 
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: tapfwd TAP1 TAP2\n"); return 2; }
-    int fd[2] = { open_tap(argv[1]), open_tap(argv[2]) };
+    int fd[2] = { open_tap(argv[1], O_NONBLOCK), open_tap(argv[2], O_NONBLOCK) };
     int ep = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < 2; i++) {
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (unsigned)i };

@@ -113,6 +113,8 @@ extension Stack {
         let perFrame = min(64, (65_507 - UDPDatagram.headerLength) / chunk)
         guard perFrame >= 2 else { return false }
         let n = Segmentation.segmentCount(l, segmentSize: size)
+        // Every buffer it needs, or none of this (the caller cuts it the ordinary way).
+        guard pool.superFramesAvailable >= (n + perFrame - 1) / perFrame else { return false }
         let inner = IPv4Packet(unchecked: bytes)
         let innerTTL = inner.ttl, innerTOS = inner.tos
         let sourcePort: UInt16 = 49152 | UInt16(truncatingIfNeeded: Stack.flowHash(inner)) & 0x3FFF
@@ -124,10 +126,7 @@ extension Stack {
         while k < n {
             let count = min(perFrame, n - k)
             hot.pointee.counters.originated &+= 1
-            guard var q = pool.allocateSuperFrame() else {
-                hot.pointee.counters.originated &-= 1
-                return finishInner(p, sent: k > 0, out: out)
-            }
+            var q = pool.allocateSuperFrame()!  // counted above
             var at = 0
             let area = pool.buffer(q).tail(from: Int(q.offset))
             for j in k..<(k + count) {
@@ -149,19 +148,6 @@ extension Stack {
             k += count
         }
         pool.free(p)
-        return true
-    }
-
-    /// Out of buffers part way: what was not sent of the inner super-frame is
-    /// one drop; nothing sent yet, the caller cuts it the ordinary way.
-    private func finishInner(_ p: PacketHandle, sent: Bool, out: InterfaceIndex) -> Bool {
-        guard sent else {
-            ifs[out].counters.txPackets &-= 1
-            ifs[out].counters.txBytes &-= UInt64(p.length)
-            return false
-        }
-        drop(p, .poolExhausted, side: .output)
-        hot.pointee.counters.originated &+= 1  // the drop ends an originated packet
         return true
     }
 

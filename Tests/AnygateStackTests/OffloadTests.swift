@@ -15,11 +15,19 @@ struct OffloadTests {
             ip[10] = 0; ip[11] = 0
             ip.withUnsafeMutableBytes { IPv4Packet(unchecked: $0).fillChecksum() }
         }
+        return ethernet(to: t.r1.status(t.r1Lan).mac, from: t.a.status(t.aEth).mac) + ip
+    }
+
+    /// An Ethernet header carrying IPv4.
+    static func ethernet(to: MACAddress, from: MACAddress) -> [UInt8] {
         var eth = [UInt8](repeating: 0, count: 14)
-        eth.withUnsafeMutableBytes {
-            EthernetRepr(destination: t.r1.status(t.r1Lan).mac, source: t.a.status(t.aEth).mac, etherType: .ipv4).emit(into: $0)
-        }
-        return eth + ip
+        eth.withUnsafeMutableBytes { EthernetRepr(destination: to, source: from, etherType: .ipv4).emit(into: $0) }
+        return eth
+    }
+
+    /// A TCP super-frame from A into GW1's lan.
+    static func superFrame(_ s: TwoSites, payload: Int, flags: UInt8 = 0x80 | 0x10 | 0x08 | 0x01) -> [UInt8] {
+        ethernet(to: s.gw1.status(s.gw1Lan).mac, from: s.a.status(0).mac) + SegmentationTests.tcpSuperFrame(payload: payload, flags: flags)
     }
 
     final class Wire { var frames: [[UInt8]] = [] }
@@ -115,11 +123,7 @@ struct OffloadTests {
         s.net.observer = { from, _, f in
             if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { received.append(Array(f[14...])) }
         }
-        var frame = [UInt8](repeating: 0, count: 14)
-        frame.withUnsafeMutableBytes {
-            EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv4).emit(into: $0)
-        }
-        frame += SegmentationTests.tcpSuperFrame(payload: 10_000)
+        let frame = Self.superFrame(s, payload: 10_000)
         s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
         #expect(received.count == 8, "10 000 bytes in 1400-byte segments")
         #expect(received.allSatisfy { SegmentationTests.transportChecksumOK($0) })
@@ -159,12 +163,8 @@ struct OffloadTests {
             if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { toB.append(Array(f[14...])) }
         }
         func send() {
-            var frame = [UInt8](repeating: 0, count: 14)
-            frame.withUnsafeMutableBytes {
-                EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv4).emit(into: $0)
-            }
             // Bulk data: ACK, and PSH at the end (CWR or FIN would end a merge, as in Linux GRO).
-            frame += SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)
+            let frame = Self.superFrame(s, payload: 10_000, flags: 0x18)
             s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
         }
         send()
@@ -198,11 +198,7 @@ struct OffloadTests {
             if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 17 { underlay.append(Array(f)) }
             if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { toB.append(Array(f[14...])) }
         }
-        var frame = [UInt8](repeating: 0, count: 14)
-        frame.withUnsafeMutableBytes {
-            EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv4).emit(into: $0)
-        }
-        frame += SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)
+        let frame = Self.superFrame(s, payload: 10_000, flags: 0x18)
         s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
         // One UDP frame on the underlay: 8 chunks of GRE (key: 8 bytes) + 52 header bytes + up to 1400.
         try #require(underlay.count == 1, "\(underlay.map(\.count))")
@@ -241,11 +237,7 @@ struct OffloadTests {
         func segments(port: UInt8) -> [[UInt8]] {
             var ip = SegmentationTests.tcpSuperFrame(payload: 6 * 1000, flags: 0x10)
             ip[21] = port
-            var frame = [UInt8](repeating: 0, count: 14)
-            frame.withUnsafeMutableBytes {
-                EthernetRepr(destination: t.r1.status(t.r1Lan).mac, source: t.a.status(t.aEth).mac, etherType: .ipv4).emit(into: $0)
-            }
-            frame += ip
+            var frame = Self.ethernet(to: t.r1.status(t.r1Lan).mac, from: t.a.status(t.aEth).mac) + ip
             return frame.withUnsafeMutableBytes { b in
                 let l = Segmentation.layout(b, network: 14)!
                 return (0..<6).map { k in

@@ -5,6 +5,63 @@ import Testing
 import Glibc
 #endif
 
+/// A sender and a gateway: ns S 192.0.2.254 ─veth─ ns G, where the
+/// veth's end is named `wan` for anygated to attach to; `close()` stops the
+/// daemon and removes the namespaces and files (call it in a `defer`).
+final class SenderAndGateway {
+    let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+    let dir: String
+    var ns: (s: String, g: String, t: String) { (p + "S", p + "G", p + "T") }
+    var daemon: DaemonProcess?
+    let anygated = SystemEnvironment.binary("anygated")
+    let anygatectl = SystemEnvironment.binary("anygatectl")
+    var ctl: String { "\(anygatectl) --socket \(dir)/control.sock" }
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "anygate-kdrop-\(p)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+
+    func run(_ steps: [String]) throws {
+        for s in steps {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+    }
+
+    /// The two namespaces and the veth, then `more` steps.
+    func build(_ more: [String] = []) throws {
+        try run(["ip netns add \(ns.s)", "ip netns add \(ns.g)", "ip -n \(ns.g) link set lo up",
+                 "ip -n \(ns.s) link add \(p)-s type veth peer name wan netns \(ns.g)",
+                 "ip -n \(ns.s) addr add 192.0.2.254/24 dev \(p)-s", "ip -n \(ns.s) link set \(p)-s up",
+                 "ip -n \(ns.g) link set wan up"] + more)
+    }
+
+    /// Starts anygated in G with `interfaces` (YAML, indented as a list under the key).
+    func start(interfaces: String) throws {
+        try """
+        control: {socket: \(dir)/control.sock}
+        state: {directory: \(dir)/state}
+        interfaces:
+        \(interfaces)
+        """.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
+        daemon = try DaemonProcess(binary: anygated, config: "\(dir)/anygate.yaml", namespace: ns.g, logPath: "\(dir)/log")
+        try #require(DaemonProcess.wait(seconds: 20) { self.sh("\(self.ctl) show interfaces").status == 0 }, "\(daemon?.log ?? "")")
+    }
+
+    func interfaces() throws -> [InterfaceInfo] {
+        try JSONDecoder().decode([InterfaceInfo].self, from: Data(sh("\(ctl) --json show interfaces").output.utf8))
+    }
+
+    func close() {
+        if let d = daemon { d.signal(SIGCONT); _ = d.stop() }
+        for n in [ns.s, ns.g, ns.t] { _ = sh("ip netns del \(n) 2>/dev/null") }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
 /// Frames the kernel drops before the daemon reads them are counted as a
 /// drop reason of the interface, and the books balance: what the kernel
 /// received on the link = what the daemon received + what the kernel dropped.
@@ -19,34 +76,16 @@ struct KernelDropTests {
 
     @Test("a stopped daemon's packet socket overflows: show interfaces reports kernel-rx-queue, and kernel rx = daemon rx + kernel drops")
     func packetSocketOverflow() throws {
-        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
-        let dir = NSTemporaryDirectory() + "anygate-kdrop-\(p)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let ns = (s: p + "S", g: p + "G")
-        var daemon: DaemonProcess? = nil
-        defer {
-            if let d = daemon { d.signal(SIGCONT); _ = d.stop() }
-            for n in [ns.s, ns.g] { sh("ip netns del \(n) 2>/dev/null") }
-            try? FileManager.default.removeItem(atPath: dir)
-        }
-        for s in ["ip netns add \(ns.s)", "ip netns add \(ns.g)", "ip -n \(ns.g) link set lo up",
-                  "ip -n \(ns.s) link add \(p)-s type veth peer name wan netns \(ns.g)",
-                  "ip -n \(ns.s) addr add 192.0.2.254/24 dev \(p)-s", "ip -n \(ns.s) link set \(p)-s up", "ip -n \(ns.g) link set wan up"] {
-            let r = sh(s)
-            try #require(r.status == 0, "\(s): \(r.output)")
-        }
-        try """
-        control: {socket: \(dir)/control.sock}
-        state: {directory: \(dir)/state}
-        interfaces:
-          - name: wan0
-            attach: {packet: wan}
-            addresses: [192.0.2.1/24]
-
-        """.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
-        daemon = try DaemonProcess(binary: anygated, config: "\(dir)/anygate.yaml", namespace: ns.g, logPath: "\(dir)/log")
-        try #require(DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/control.sock show interfaces").status == 0 },
-                     "\(daemon?.log ?? "")")
+        let net = try SenderAndGateway()
+        defer { net.close() }
+        let (ns, dir, anygatectl) = (net.ns, net.dir, net.anygatectl)
+        try net.build()
+        try net.start(interfaces: """
+              - name: wan0
+                attach: {packet: wan}
+                addresses: [192.0.2.1/24]
+            """)
+        let daemon = net.daemon
         try #require(sh("ip netns exec \(ns.s) ping -c 2 -i 0.2 -W 2 192.0.2.1").status == 0, "the link works")
 
         // The daemon stops reading; 200 000 datagrams arrive (far more than its
@@ -90,65 +129,36 @@ struct KernelDropTests {
 struct TruncatedFrameTests {
     @Test("frames longer than the read buffers of a packet attachment without offloads: dropped as port-frame-truncated, never forwarded cut")
     func truncated() throws {
-        let anygated = SystemEnvironment.binary("anygated"), anygatectl = SystemEnvironment.binary("anygatectl")
-        func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
-        let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
-        let dir = NSTemporaryDirectory() + "anygate-trunc-\(p)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let ns = (s: p + "S", g: p + "G", t: p + "T")
-        var daemon: DaemonProcess? = nil
-        defer {
-            if let d = daemon { _ = d.stop() }
-            for n in [ns.s, ns.g, ns.t] { sh("ip netns del \(n) 2>/dev/null") }
-            try? FileManager.default.removeItem(atPath: dir)
-        }
-        for s in ["ip netns add \(ns.s)", "ip netns add \(ns.g)", "ip netns add \(ns.t)", "ip -n \(ns.g) link set lo up",
-                  "ip -n \(ns.t) link set lo up",
-                  "ip -n \(ns.s) link add \(p)-s type veth peer name wan netns \(ns.g)",
-                  "ip -n \(ns.s) addr add 192.0.2.254/24 dev \(p)-s", "ip -n \(ns.s) link set \(p)-s up", "ip -n \(ns.g) link set wan up",
-                  "ip -n \(ns.s) route add 10.9.0.0/24 via 192.0.2.1",
-                  "ip -n \(ns.s) link set \(p)-s mtu 65000", "ip -n \(ns.g) link set wan mtu 65000"] {
-            let r = sh(s)
-            try #require(r.status == 0, "\(s): \(r.output)")
-        }
-        try """
-        control: {socket: \(dir)/control.sock}
-        state: {directory: \(dir)/state}
-        interfaces:
-          - name: wan0
-            attach: {packet: wan}
-            offloads: false
-            addresses: [192.0.2.1/24]
-          - name: lan0
-            attach: {tap: \(p)-t}
-            addresses: [10.9.0.1/24]
-
-        """.write(toFile: "\(dir)/anygate.yaml", atomically: true, encoding: .utf8)
-        daemon = try DaemonProcess(binary: anygated, config: "\(dir)/anygate.yaml", namespace: ns.g, logPath: "\(dir)/log")
-        try #require(DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/control.sock show interfaces").status == 0 },
-                     "\(daemon?.log ?? "")")
-        for s in ["ip -n \(ns.g) link set \(p)-t netns \(ns.t)", "ip -n \(ns.t) addr add 10.9.0.2/24 dev \(p)-t",
-                  "ip -n \(ns.t) link set \(p)-t up", "ip -n \(ns.t) route add default via 10.9.0.1"] {
-            let r = sh(s)
-            try #require(r.status == 0, "\(s): \(r.output)")
-        }
+        let net = try SenderAndGateway()
+        func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { net.sh(cmd, timeout: timeout) }
+        defer { net.close() }
+        let (p, ns, ctl) = (net.p, net.ns, net.ctl)
+        try net.build(["ip netns add \(ns.t)", "ip -n \(ns.t) link set lo up", "ip -n \(ns.s) route add 10.9.0.0/24 via 192.0.2.1",
+                       "ip -n \(ns.s) link set \(p)-s mtu 65000", "ip -n \(ns.g) link set wan mtu 65000"])
+        try net.start(interfaces: """
+              - name: wan0
+                attach: {packet: wan}
+                offloads: false
+                addresses: [192.0.2.1/24]
+              - name: lan0
+                attach: {tap: \(p)-t}
+                addresses: [10.9.0.1/24]
+            """)
+        try net.run(["ip -n \(ns.g) link set \(p)-t netns \(ns.t)", "ip -n \(ns.t) addr add 10.9.0.2/24 dev \(p)-t",
+                     "ip -n \(ns.t) link set \(p)-t up", "ip -n \(ns.t) route add default via 10.9.0.1"])
         try #require(sh("ip netns exec \(ns.s) ping -c 2 -i 0.2 -W 2 10.9.0.2", timeout: 10).status == 0, "the path works")
-        func interfaces() throws -> [InterfaceInfo] {
-            try JSONDecoder().decode([InterfaceInfo].self,
-                                     from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show interfaces").output.utf8))
-        }
-        let lanBefore = try #require(try interfaces().first { $0.name == "lan0" }).counters.txPackets
+        let lanBefore = try #require(try net.interfaces().first { $0.name == "lan0" }).counters.txPackets
         // Five 20 000-byte datagrams, each one frame on the 65 000-byte link.
         let send = sh("ip netns exec \(ns.s) python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                       + "[s.sendto(b\"x\" * 20000, (\"10.9.0.2\", 9)) for _ in range(5)]'", timeout: 10)
         #expect(send.status == 0, "\(send.output)")
         usleep(300_000)
-        let after = try interfaces()
+        let after = try net.interfaces()
         let wan = try #require(after.first { $0.name == "wan0" })
         #expect(wan.drops["port-frame-truncated"] == 5, "\(wan.drops)")
         let lanAfter = try #require(after.first { $0.name == "lan0" }).counters.txPackets
         #expect(lanAfter == lanBefore, "none of them forwarded cut: lan0 sent \(lanAfter - lanBefore)")
-        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(sh("\(anygatectl) --socket \(dir)/control.sock --json show stats").output.utf8))
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(sh("\(ctl) --json show stats").output.utf8))
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
 }
