@@ -11,7 +11,8 @@ public final class EventLoop {
     public typealias Handler = (_ events: UInt32) -> Void
 
     let epfd: Int32
-    private var handlers: [Int32: Handler] = [:]
+    /// Handlers by file descriptor (descriptors are small and dense).
+    private var handlers: [Handler?] = []
     private var timers: [(deadline: Int64, id: Int, action: () -> Void)] = []
     private var nextTimerID = 1
     private var stopping = false
@@ -38,7 +39,8 @@ public final class EventLoop {
         ev.events = mask
         ev.data.fd = fd
         _ = try Sys.check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev), "epoll_ctl add", "fd \(fd)")
-        handlers[fd] = handler
+        if Int(fd) >= handlers.count { handlers += Array(repeating: nil, count: Int(fd) + 1 - handlers.count) }
+        handlers[Int(fd)] = handler
     }
 
     public func modify(_ fd: Int32, events mask: UInt32) {
@@ -51,7 +53,7 @@ public final class EventLoop {
     /// Stops watching `fd` (before it is closed).
     public func unregister(_ fd: Int32) {
         _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
-        handlers[fd] = nil
+        if fd >= 0 && Int(fd) < handlers.count { handlers[Int(fd)] = nil }
     }
 
     /// Runs `action` once, `nanoseconds` from now. Returns an id for `cancel`.
@@ -106,7 +108,8 @@ public final class EventLoop {
             if n > 0 {
                 for i in 0..<Int(n) {
                     let e = events[i]
-                    handlers[e.data.fd]?(e.events)
+                    let fd = Int(e.data.fd)
+                    if fd < handlers.count { handlers[fd]?(e.events) }
                 }
             }
             fireTimers()
@@ -114,7 +117,9 @@ public final class EventLoop {
     }
 
     private func fireTimers() {
+        guard !timers.isEmpty else { return }
         let now = Sys.monotonicNanoseconds()
+        guard timers.contains(where: { $0.deadline <= now }) else { return }
         let due = timers.filter { $0.deadline <= now }
         guard !due.isEmpty else { return }
         timers.removeAll { $0.deadline <= now }

@@ -8,9 +8,12 @@ public final class HostRuntime {
     public let loop: EventLoop
     public let pool: PacketPool
     public private(set) var stack: Stack!
-    private var ports: [InterfaceIndex: any Port] = [:]
+    /// Ports by interface index (indices are small and dense: a wake-up
+    /// finds its port without hashing).
+    private var ports: [(any Port)?] = []
     /// Interfaces whose port lost its device; retried every second.
     private var lostPorts: Set<InterfaceIndex> = []
+    private var lastRetry: Int64 = 0
     let batch: UnsafeMutableBufferPointer<PacketHandle>
     var hostSockets: [SocketID: HostSocket] = [:]
     /// Path MTUs host sockets reported during a send, handed to the stack
@@ -32,8 +35,14 @@ public final class HostRuntime {
     var pendingHostSockets: [SocketID] = []
 
     /// The stack's view of the host: clock, randomness, transmit.
+    ///
+    /// Nothing refers to the runtime weakly (here, in the event loop's
+    /// handlers or its timers): a weak reference gives an object a side
+    /// table, and then every retain and release of it takes the slow path
+    /// — on every wake-up. The runtime owns the stack that owns these
+    /// calls, and unregisters its handlers when it goes.
     final class Calls: Hypercalls {
-        weak var runtime: HostRuntime?
+        unowned var runtime: HostRuntime?
         func now() -> Timestamp { Timestamp(nanoseconds: Sys.monotonicNanoseconds()) }
         func random() -> UInt64 { Sys.randomUInt64() }
         func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
@@ -58,32 +67,39 @@ public final class HostRuntime {
         let calls = Calls()
         stack = Stack(name: "anygated", configuration: configuration, pool: pool, hypercalls: calls)
         calls.runtime = self
-        loop.every(nanoseconds: 1_000_000_000) { [weak self] in self?.retryLostPorts() }
     }
 
-    deinit { batch.deallocate() }
+    deinit {
+        for case let port? in ports where port.fd >= 0 { loop.unregister(port.fd) }
+        for socket in hostSockets.values { loop.unregister(socket.fd) }
+        batch.deallocate()
+    }
 
     /// The port serving `interface`, if any.
-    public func port(for interface: InterfaceIndex) -> (any Port)? { ports[interface] }
-    public var attachedPorts: [(InterfaceIndex, any Port)] { ports.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    public func port(for interface: InterfaceIndex) -> (any Port)? { interface < ports.count ? ports[interface] : nil }
+    public var attachedPorts: [(InterfaceIndex, any Port)] {
+        ports.indices.compactMap { i in ports[i].map { (i, $0) } }
+    }
 
     /// Connects a port to a stack interface and starts reading it.
     public func attach(_ port: any Port, to interface: InterfaceIndex) throws(SystemError) {
+        if interface >= ports.count { ports += Array(repeating: nil, count: interface + 1 - ports.count) }
         ports[interface] = port
         try? stack.setOffloads(interface, port.offloads)
         try watch(interface)
     }
 
     private func watch(_ interface: InterfaceIndex) throws(SystemError) {
-        guard let port = ports[interface], port.fd >= 0 else { return }
-        try loop.register(port.fd, events: EventLoop.readable) { [weak self] events in
-            self?.serve(interface, events: events)
+        guard let port = port(for: interface), port.fd >= 0 else { return }
+        try loop.register(port.fd, events: EventLoop.readable) { [unowned self] events in
+            serve(interface, events: events)
         }
     }
 
     /// Stops reading a port and releases it.
     public func detach(_ interface: InterfaceIndex) {
-        guard let port = ports.removeValue(forKey: interface) else { return }
+        guard let port = port(for: interface) else { return }
+        ports[interface] = nil
         if port.fd >= 0 { loop.unregister(port.fd) }
         port.close(pool: pool)
         lostPorts.remove(interface)
@@ -94,12 +110,12 @@ public final class HostRuntime {
 
     /// Closes every port and host socket.
     public func detachAll() {
-        for i in Array(ports.keys) { detach(i) }
+        for i in ports.indices { detach(i) }
         for id in Array(hostSockets.keys) { closeHostSocket(id) }
     }
 
     private func serve(_ interface: InterfaceIndex, events: UInt32) {
-        guard let port = ports[interface] else { return }
+        guard let port = port(for: interface) else { return }
         if events & EventLoop.writable != 0 {
             port.flushQueue(pool: pool)
             if !port.hasQueued { loop.modify(port.fd, events: EventLoop.readable) }
@@ -121,7 +137,7 @@ public final class HostRuntime {
     }
 
     func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex) {
-        guard let port = ports[interface], port.fd >= 0, !lostPorts.contains(interface) else {
+        guard let port = port(for: interface), port.fd >= 0, lostPorts.isEmpty || !lostPorts.contains(interface) else {
             for p in packets { pool.free(p) }
             unattachedByInterface[interface, default: 0] += UInt64(packets.count)
             return
@@ -134,7 +150,7 @@ public final class HostRuntime {
     }
 
     private func portLost(_ interface: InterfaceIndex, _ error: SystemError) {
-        guard let port = ports[interface], !lostPorts.contains(interface) else { return }
+        guard let port = port(for: interface), !lostPorts.contains(interface) else { return }
         log("\(stack.interfaceName(interface)) (\(port.name)) lost: \(error); interface down until it returns")
         lostPorts.insert(interface)
         if port.fd >= 0 { loop.unregister(port.fd) }
@@ -144,7 +160,7 @@ public final class HostRuntime {
 
     private func retryLostPorts() {
         for interface in lostPorts {
-            guard let port = ports[interface], port.reattach() else { continue }
+            guard let port = port(for: interface), port.reattach() else { continue }
             lostPorts.remove(interface)
             try? stack.setOffloads(interface, port.offloads)
             try? watch(interface)
@@ -167,6 +183,10 @@ public final class HostRuntime {
         }
         let now = Sys.monotonicNanoseconds()
         if now - lastLossSync >= HostRuntime.lossSyncInterval { syncPortLosses() }
+        if !lostPorts.isEmpty && now - lastRetry >= 1_000_000_000 {
+            lastRetry = now
+            retryLostPorts()
+        }
         return stack.runTimers(now: now)
     }
 }

@@ -138,7 +138,7 @@ extension HostRuntime {
         }
         hostSockets[id] = s
         do {
-            try loop.register(s.fd) { [weak self] _ in self?.serveHostSocket(id) }
+            try loop.register(s.fd) { [unowned self] _ in serveHostSocket(id) }
         } catch {
             s.close()
             hostSockets[id] = nil

@@ -62,7 +62,9 @@ struct ReassemblyTable {
         for i in 0..<queues { self.queues[i].ranges.reserveCapacity(maxPieces) }
     }
 
-    var active: Int { queues.reduce(0) { $0 + ($1.inUse ? 1 : 0) } }
+    /// Queues in use: kept as they open and close, so an idle table costs
+    /// nothing to ask (the event loop asks for `nextDeadline` every wake-up).
+    private(set) var active = 0
 
     /// Fragments waiting in the queues.
     var heldFragments: Int { queues.reduce(0) { $0 + ($1.inUse ? $1.fragments : 0) } }
@@ -99,6 +101,7 @@ struct ReassemblyTable {
             queues[slot] = Queue(inUse: true, source: src, destination: dst, proto: proto, identification: id,
                                  buffer: buf, headerLength: 0, payloadLength: -1, received: 0, fragments: 0,
                                  created: now, interface: interface, ranges: queues[slot].ranges)
+            active += 1
             queues[slot].ranges.removeAll(keepingCapacity: true)
             qi = slot
         }
@@ -165,6 +168,7 @@ struct ReassemblyTable {
         header.flagsAndFragment = header.flagsAndFragment & IPv4Packet.flagDontFragment
         header.fillChecksum()
         queues[q].inUse = false
+        active -= 1
         return .complete(out, fragments: Q.fragments)
     }
 
@@ -178,13 +182,15 @@ struct ReassemblyTable {
 
     /// The earliest time a queue will expire, if any is active.
     var nextDeadline: Int64? {
-        queues.lazy.filter(\.inUse).map { $0.created + timeout }.min()
+        guard active > 0 else { return nil }
+        return queues.lazy.filter(\.inUse).map { $0.created + timeout }.min()
     }
 
     private mutating func release(_ i: Int, pool: PacketPool) {
         guard queues[i].inUse else { return }
         pool.free(queues[i].buffer)
         queues[i].inUse = false
+        active -= 1
     }
 
     mutating func releaseAll(pool: PacketPool) {
