@@ -29,6 +29,9 @@ test: deps
 	$(SWIFT) build --build-tests
 	@echo "==> running unit, topology, property, daemon and system tests (system tests need root and /dev/net/tun)"
 	$(SWIFT) test --skip-build --disable-xctest
+	@echo "==> ThreadSanitizer: the net-channel tests, built apart in .build-tsan (a report fails the run)"
+	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --disable-xctest --sanitize=thread --build-path .build-tsan --filter 'AnygateHostTests'
 
 # The appliance's main job: two sites joined by a GRE tunnel between two
 # gateways. As root with /dev/net/tun, real anygated daemons between

@@ -50,6 +50,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(name: "anygate-demo", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateWireTests", dependencies: ["AnygateWire"], swiftSettings: strict),
+        .testTarget(name: "AnygateHostTests", dependencies: ["AnygateHost"], swiftSettings: strict),
         .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateDaemonTests", dependencies: ["AnygateDaemon", "AnygateControl", "AnygateStack", "AnygateWire",
                                                              .product(name: "Logging", package: "swift-log"),

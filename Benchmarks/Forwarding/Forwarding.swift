@@ -228,6 +228,7 @@ let benchmarks: @Sendable () -> Void = {
 
     tunnelBenchmarks(perPacket)
     offloadBenchmarks()
+    workerBenchmarks(perPacket)
 
     // Control: proves the malloc counter counts (one array per iteration).
     Benchmark("control: one heap allocation per iteration", configuration: perPacket) { benchmark in

@@ -152,6 +152,47 @@ enum Sys {
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
     }
 
+    /// A non-blocking eventfd counter (a thread's doorbell).
+    static func eventfd(_ object: String) throws(SystemError) -> Int32 {
+        try check(ag_eventfd(), "eventfd", object)
+    }
+
+    /// Adds one to an eventfd counter (wakes whoever polls it).
+    static func ring(_ fd: Int32) {
+        var one: UInt64 = 1
+        _ = Glibc.write(fd, &one, 8)
+    }
+
+    /// Reads an eventfd counter back to zero; the rings since the last drain.
+    @discardableResult
+    static func drain(_ fd: Int32) -> UInt64 {
+        var value: UInt64 = 0
+        return Glibc.read(fd, &value, 8) == 8 ? value : 0
+    }
+
+    /// Starts a thread running `body`.
+    static func startThread(_ name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) -> pthread_t {
+        final class Box {
+            let name: String, body: @Sendable () -> Void
+            init(_ n: String, _ b: @escaping @Sendable () -> Void) { name = n; body = b }
+        }
+        let context = Unmanaged.passRetained(Box(name, body)).toOpaque()
+        var thread = pthread_t()
+        let r = pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            ag_name_thread(box.name)
+            box.body()
+            return nil
+        }, context)
+        guard r == 0 else {
+            Unmanaged<Box>.fromOpaque(context).release()
+            throw SystemError("pthread_create", name, errno: r)
+        }
+        return thread
+    }
+
+    static func joinThread(_ thread: pthread_t) { _ = pthread_join(thread, nil) }
+
     /// Monotonic time in nanoseconds.
     static func monotonicNanoseconds() -> Int64 {
         var ts = timespec()

@@ -3,6 +3,8 @@
 #include "anygate_host.h"
 #include <stdint.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 
 ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops) {
     int segment = 0;
@@ -79,4 +81,13 @@ int ag_rxq_overflow(const struct msghdr *message, uint32_t *drops) {
         }
     }
     return 0;
+}
+
+int ag_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+void ag_name_thread(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, 15);
+    short_name[15] = 0;
+    pthread_setname_np(pthread_self(), short_name);
 }

@@ -108,4 +108,9 @@ int ag_sendmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count);
 static inline int ag_flock(int fd, int operation) { return flock(fd, operation); }
 static inline int ag_block_signals(const sigset_t *set) { return sigprocmask(SIG_BLOCK, set, NULL); }
 
+/// A non-blocking, close-on-exec eventfd (a thread's doorbell).
+int ag_eventfd(void);
+/// Names the calling thread (pthread_setname_np, a GNU extension).
+void ag_name_thread(const char *name);
+
 #endif

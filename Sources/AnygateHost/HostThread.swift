@@ -1,0 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A thread of the daemon's own (a worker, or a test's producer): started
+/// with a body, joined once.
+public final class HostThread: @unchecked Sendable {
+    public let name: String
+    private var thread: pthread_t?
+
+    /// Starts `body` on a new thread named `name`.
+    public init(_ name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
+        self.name = name
+        thread = try Sys.startThread(name, body)
+    }
+
+    /// Waits for the body to return (once; later calls return at once).
+    public func join() {
+        guard let t = thread else { return }
+        thread = nil
+        Sys.joinThread(t)
+    }
+}
