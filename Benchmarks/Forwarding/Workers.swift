@@ -3,6 +3,8 @@
 // stacks). A scaled iteration is still one packet; with two replicas the
 // packets are split between them and the iteration ends when both are done,
 // so the reported time per packet against one replica's is the speed-up.
+import AnygateStack
+import AnygateWire
 import Benchmark
 import Synchronization
 #if canImport(Glibc)
