@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .library(name: "AnygateWire", targets: ["AnygateWire"]),
         .library(name: "AnygateStack", targets: ["AnygateStack"]),
+        .library(name: "AnygateHost", targets: ["AnygateHost"]),
         .executable(name: "anygated", targets: ["anygated"]),
         .executable(name: "anygatectl", targets: ["anygatectl"]),
         .executable(name: "anygate-demo", targets: ["anygate-demo"]),
@@ -50,7 +51,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(name: "anygate-demo", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateWireTests", dependencies: ["AnygateWire"], swiftSettings: strict),
-        .testTarget(name: "AnygateHostTests", dependencies: ["AnygateHost"], swiftSettings: strict),
+        .testTarget(name: "AnygateHostTests", dependencies: ["AnygateHost", "AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateDaemonTests", dependencies: ["AnygateDaemon", "AnygateControl", "AnygateStack", "AnygateWire",
                                                              .product(name: "Logging", package: "swift-log"),

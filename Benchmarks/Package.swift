@@ -21,6 +21,17 @@ let package = Package(
             path: "Forwarding",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // Route-change propagation to workers (a plain program: it paces
+        // changes in real time): swift run -c release Propagation [WORKERS] [RATE] [SECONDS]
+        .executableTarget(
+            name: "Propagation",
+            dependencies: [
+                .product(name: "AnygateHost", package: "anygate"),
+                .product(name: "AnygateStack", package: "anygate"),
+                .product(name: "AnygateWire", package: "anygate"),
+            ],
+            path: "Propagation"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -193,6 +193,12 @@ enum Sys {
 
     static func joinThread(_ thread: pthread_t) { _ = pthread_join(thread, nil) }
 
+    /// Sleeps the calling thread for about `microseconds`.
+    static func pause(microseconds: Int) {
+        var ts = timespec(tv_sec: microseconds / 1_000_000, tv_nsec: (microseconds % 1_000_000) * 1000)
+        _ = nanosleep(&ts, nil)
+    }
+
     /// Monotonic time in nanoseconds.
     static func monotonicNanoseconds() -> Int64 {
         var ts = timespec()

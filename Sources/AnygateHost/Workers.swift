@@ -1,0 +1,175 @@
+public import AnygateStack
+import Synchronization
+
+/// Work the control thread sends a worker: it runs on the worker's thread,
+/// with the worker's runtime (its stack replica, pool and ports).
+public typealias WorkerJob = @Sendable (HostRuntime) -> Void
+
+/// Workers (DESIGN.md, "Several workers"): each a thread with its own event
+/// loop, packet pool and `Stack` replica, touched by no other thread. The
+/// control thread reaches a worker only through its inbox, a net channel of
+/// jobs, and the worker's doorbell; answers come back through `gather`'s
+/// reply slots. Nothing here is on the packet path: jobs are control-plane
+/// changes and questions, a closure each.
+public final class WorkerGroup: @unchecked Sendable {
+    public let count: Int
+    private let workers: [Worker]
+
+    /// Starts `count` workers, each building its runtime on its own thread
+    /// with `configuration` and a pool from `makePool`, then running its loop.
+    /// Returns once every worker is ready.
+    public init(count: Int, configuration: StackConfiguration, inboxCapacity: Int = 4096,
+                makePool: @escaping @Sendable () -> PacketPool) throws(SystemError) {
+        precondition(count >= 1, "at least one worker")
+        self.count = count
+        var made: [Worker] = []
+        for k in 0..<count {
+            made.append(try Worker(index: k, configuration: configuration, inboxCapacity: inboxCapacity, makePool: makePool))
+        }
+        workers = made
+        for w in workers { w.waitReady() }
+    }
+
+    deinit { stop() }
+
+    /// Stops every worker's loop and joins its thread.
+    public func stop() {
+        for w in workers { w.stop() }
+    }
+
+    /// Sends `job` to every worker (in order with the jobs sent before it);
+    /// false if a worker's inbox was full (the job did not reach that one).
+    @discardableResult
+    public func perform(_ job: @escaping WorkerJob) -> Bool {
+        var all = true
+        for w in workers where !w.send(job) { all = false }
+        return all
+    }
+
+    /// Sends `job` to one worker.
+    @discardableResult
+    public func perform(on worker: Int, _ job: @escaping WorkerJob) -> Bool { workers[worker].send(job) }
+
+    /// Asks every worker and waits for the answers (in worker order); nil
+    /// if some worker did not answer within `timeoutNanoseconds`.
+    public func gather<T: Sendable>(timeoutNanoseconds: Int64 = 2_000_000_000,
+                                    _ question: @escaping @Sendable (HostRuntime) -> T) -> [T]? {
+        let slots = (0..<count).map { _ in ReplySlot<T>() }
+        let deadline = Sys.monotonicNanoseconds() + timeoutNanoseconds
+        for (k, w) in workers.enumerated() {
+            let slot = slots[k]
+            // A full inbox drains as the worker runs: ask again until the deadline.
+            while !w.send({ runtime in slot.fill(question(runtime)) }) {
+                if Sys.monotonicNanoseconds() > deadline { return nil }
+                Sys.pause(microseconds: 20)
+            }
+        }
+        var answers: [T] = []
+        for slot in slots {
+            guard let v = slot.wait(until: deadline) else { return nil }
+            answers.append(v)
+        }
+        return answers
+    }
+}
+
+/// One answer, written once by a worker and read by the control thread
+/// (the value is published by the release store of `done`).
+final class ReplySlot<T: Sendable>: @unchecked Sendable {
+    private let done = Atomic<Bool>(false)
+    private var value: T?
+
+    func fill(_ v: T) {
+        value = v
+        done.store(true, ordering: .releasing)
+    }
+
+    /// Waits (yielding the CPU) until filled or `deadline` (monotonic ns).
+    func wait(until deadline: Int64) -> T? {
+        var spins = 0
+        while !done.load(ordering: .acquiring) {
+            spins += 1
+            if spins > 64 { Sys.pause(microseconds: 20) }
+            if Sys.monotonicNanoseconds() > deadline { return nil }
+        }
+        return value
+    }
+}
+
+/// A worker thread: its inbox and doorbell are shared with the control
+/// thread; its event loop and runtime are created on, and used only by, its
+/// own thread.
+final class Worker: @unchecked Sendable {
+    let index: Int
+    private let inbox: NetChannel<WorkerJob>
+    private let bell: Doorbell
+    private let ready = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private var thread: HostThread?
+    /// Jobs a full inbox refused (control thread only).
+    private(set) var refused = 0
+
+    init(index: Int, configuration: StackConfiguration, inboxCapacity: Int,
+         makePool: @escaping @Sendable () -> PacketPool) throws(SystemError) {
+        self.index = index
+        let bell = try Doorbell("worker \(index)")
+        self.bell = bell
+        inbox = NetChannel(capacity: inboxCapacity, wake: { bell.ring() })
+        thread = try HostThread("anygate-w\(index)") { [unowned self] in
+            self.main(configuration: configuration, pool: makePool())
+        }
+    }
+
+    /// The worker thread: builds its runtime and serves its loop until stopped.
+    private func main(configuration: StackConfiguration, pool: PacketPool) {
+        guard let loop = try? EventLoop() else {
+            ready.store(true, ordering: .releasing)
+            return
+        }
+        let runtime = HostRuntime(loop: loop, configuration: configuration, pool: pool)
+        try? loop.register(bell.fd) { [unowned self] _ in
+            bell.answer()
+            runJobs(runtime)
+        }
+        ready.store(true, ordering: .releasing)
+        loop.run { [unowned self] in
+            inbox.awake()
+            runJobs(runtime)
+            if stopping.load(ordering: .acquiring) {
+                loop.stop()
+                return 0
+            }
+            let next = runtime.runTimers()
+            // Something arrived after the jobs were run: look again at once.
+            return inbox.prepareToSleep() ? next : Sys.monotonicNanoseconds()
+        }
+        runtime.detachAll()
+        loop.unregister(bell.fd)
+    }
+
+    private func runJobs(_ runtime: HostRuntime) {
+        while let job = inbox.pop() { job(runtime) }
+    }
+
+    func waitReady() {
+        while !ready.load(ordering: .acquiring) { Sys.pause(microseconds: 50) }
+    }
+
+    /// Queues `job` and wakes the worker if it sleeps (control thread only).
+    func send(_ job: @escaping WorkerJob) -> Bool {
+        guard inbox.push(job) else {
+            refused += 1
+            return false
+        }
+        inbox.publish()
+        return true
+    }
+
+    func stop() {
+        guard let t = thread else { return }
+        thread = nil
+        stopping.store(true, ordering: .releasing)
+        bell.ring()
+        t.join()
+    }
+}

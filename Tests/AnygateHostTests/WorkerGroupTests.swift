@@ -1,0 +1,104 @@
+import AnygateHost
+import AnygateStack
+import AnygateWire
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Workers")
+struct WorkerGroupTests {
+    static func group(_ n: Int) throws -> WorkerGroup {
+        try WorkerGroup(count: n, configuration: StackConfiguration(), makePool: { PacketPool(capacity: 256, dataSize: 2048) })
+    }
+
+    /// Each worker's replica gets a LAN with 10.9.0.1/24.
+    static let setUpLAN: WorkerJob = { runtime in
+        let s = runtime.stack!
+        guard let lan = try? s.addInterface(name: "lan", mac: MACAddress(2, 0, 0, 0, 0, 1)) else { return }
+        try? s.addAddress(IPv4InterfaceAddress("10.9.0.1/24"), to: lan)
+        try? s.setUp(lan, true)
+    }
+
+    @Test("each worker runs its jobs on a thread of its own, with a replica of its own")
+    func ownThreadsAndReplicas() throws {
+        let g = try Self.group(2)
+        defer { g.stop() }
+        let answers = try #require(g.gather { runtime in
+            (thread: UInt(pthread_self()),
+             stack: ObjectIdentifier(runtime.stack!), pool: ObjectIdentifier(runtime.pool))
+        })
+        #expect(answers.count == 2)
+        #expect(answers[0].thread != answers[1].thread)
+        #expect(!answers.contains { $0.thread == UInt(pthread_self()) })
+        #expect(answers[0].stack != answers[1].stack)
+        #expect(answers[0].pool != answers[1].pool)
+    }
+
+    @Test("changes reach every replica, in the order sent")
+    func changesInOrder() throws {
+        let g = try Self.group(2)
+        defer { g.stop() }
+        #expect(g.perform(Self.setUpLAN))
+        for k in 0..<1000 {
+            let prefix = IPv4Prefix(address: IPv4Address(rawValue: 0x2000_0000 | UInt32(k) << 8), length: 24)
+            #expect(g.perform { try? $0.stack!.addRoute(prefix, via: IPv4Address(10, 9, 0, 254)) })
+        }
+        // Removing every odd prefix after adding it: an out-of-order replica would keep some.
+        for k in stride(from: 1, to: 1000, by: 2) {
+            let prefix = IPv4Prefix(address: IPv4Address(rawValue: 0x2000_0000 | UInt32(k) << 8), length: 24)
+            #expect(g.perform { _ = $0.stack!.removeRoutes(prefix, origin: .static) })
+        }
+        let counts = try #require(g.gather { $0.stack!.routes.filter { $0.origin == .static }.count })
+        #expect(counts == [500, 500])
+        let generations = try #require(g.gather { $0.stack!.routes.map(\.prefix) })
+        #expect(generations[0] == generations[1])
+    }
+
+    @Test("a sleeping worker wakes for a job (no wake-up lost over many idle periods)")
+    func wakesFromSleep() throws {
+        let g = try Self.group(2)
+        defer { g.stop() }
+        for round in 0..<200 {
+            if round % 20 == 0 { usleep(20_000) }  // long enough for both to sleep
+            let answers = g.gather(timeoutNanoseconds: 1_000_000_000) { _ in round }
+            #expect(answers == [round, round])
+            if answers == nil { break }
+        }
+    }
+
+    @Test("a full inbox refuses a job instead of blocking or dropping it silently")
+    func fullInbox() throws {
+        let g = try WorkerGroup(count: 1, configuration: StackConfiguration(), inboxCapacity: 4,
+                                makePool: { PacketPool(capacity: 64, dataSize: 2048) })
+        defer { g.stop() }
+        // Hold the worker in a job so the next ones queue up.
+        let entered = Gate(), release = Gate()
+        #expect(g.perform { _ in entered.open(); release.wait() })
+        entered.wait()
+        var accepted = 0
+        for _ in 0..<10 where g.perform({ _ in }) { accepted += 1 }
+        release.open()
+        #expect(accepted == 4)
+        #expect(g.gather { _ in true } == [true])
+    }
+}
+
+/// A one-shot gate one thread waits at until another opens it.
+final class Gate: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var isOpen = false
+    init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
+    func wait() {
+        pthread_mutex_lock(&mutex)
+        while !isOpen { pthread_cond_wait(&cond, &mutex) }
+        pthread_mutex_unlock(&mutex)
+    }
+    func open() {
+        pthread_mutex_lock(&mutex)
+        isOpen = true
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+}
