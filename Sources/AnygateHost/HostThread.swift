@@ -1,3 +1,4 @@
+import CAnygateHost
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,6 +13,13 @@ public final class HostThread: @unchecked Sendable {
     public init(_ name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
         self.name = name
         thread = try Sys.startThread(name, body)
+    }
+
+    /// Moves the calling thread into the network namespace at `path` (e.g.
+    /// `/var/run/netns/NAME`): sockets and devices it opens afterwards
+    /// belong to that namespace.
+    public static func enterNetworkNamespace(_ path: String) throws(SystemError) {
+        _ = try Sys.check(ag_enter_netns(path), "setns", path)
     }
 
     /// Waits for the body to return (once; later calls return at once).

@@ -43,10 +43,16 @@ public final class PacketPort: FramePort {
     /// port takes super-frames and partial checksums both ways.
     public private(set) var offloads = false
     let wantsOffloads: Bool
+    /// The fanout group this socket joined (`PACKET_FANOUT`, hash mode):
+    /// each worker opens a socket of its own on the interface in the same
+    /// group, and the kernel gives each flow's frames to one of them.
+    public let fanoutGroup: UInt16?
 
-    public init(interface name: String, mac: [UInt8], offloads: Bool = true, queueCapacity: Int = 1024) throws(SystemError) {
+    public init(interface name: String, mac: [UInt8], offloads: Bool = true, fanoutGroup: UInt16? = nil,
+                queueCapacity: Int = 1024) throws(SystemError) {
         precondition(mac.count == 6)
         self.wantsOffloads = offloads
+        self.fanoutGroup = fanoutGroup
         self.name = name
         self.mac = mac
         self.queueCapacity = queueCapacity
@@ -83,6 +89,9 @@ public final class PacketPort: FramePort {
             // overflows is lost (counted, `kernel-rx-queue`). FORCE passes rmem_max with CAP_NET_ADMIN.
             if (try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, PacketPort.receiveBuffer, "SO_RCVBUFFORCE", name)) == nil {
                 try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, PacketPort.receiveBuffer, "SO_RCVBUF", name)
+            }
+            if let group = fanoutGroup {
+                try Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_FANOUT, ag_fanout_hash(group), "PACKET_FANOUT", name)
             }
             // Linux 4.20+: drop our own transmissions in the kernel; otherwise filter by packet type.
             filtersOutgoing = (try? Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_IGNORE_OUTGOING, Int32(1),

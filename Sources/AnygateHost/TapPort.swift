@@ -24,6 +24,10 @@ public final class TapPort: FramePort {
     /// The TUN_F_* features the device took.
     public private(set) var offloadFeatures: UInt32 = 0
     let wantsOffloads: Bool
+    /// Opened as one queue of a multi-queue device (`IFF_MULTI_QUEUE`):
+    /// each worker opens a queue of its own on the same TAP, and the
+    /// kernel spreads what the host side sends over the queues by flow.
+    public let multiQueue: Bool
     /// A super-frame buffer kept ready for the next read (vnet mode).
     var reserve: PacketHandle? = nil
 
@@ -38,10 +42,13 @@ public final class TapPort: FramePort {
     /// Creates the device, brings its host side up and sets its MTU.
     /// `offloads`: open it with virtio-net headers (super-frames need a pool
     /// with super-frame buffers).
-    public init(name: String, mtu: Int, offloads: Bool = true, queueCapacity: Int = 1024) throws(SystemError) {
+    /// `multiQueue`: create the device multi-queue, or attach one more
+    /// queue to the multi-queue device of that name.
+    public init(name: String, mtu: Int, offloads: Bool = true, multiQueue: Bool = false, queueCapacity: Int = 1024) throws(SystemError) {
         self.name = name
         self.mtu = mtu
         self.wantsOffloads = offloads
+        self.multiQueue = multiQueue
         self.queueCapacity = queueCapacity
         queue.reserveCapacity(queueCapacity)
         try open()
@@ -53,7 +60,7 @@ public final class TapPort: FramePort {
         let fd = try Sys.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
         var ifr = ifreq()
         ag_ifreq_set_name(&ifr, name)
-        ag_ifreq_set_flags(&ifr, ag_IFF_TAP | ag_IFF_NO_PI | (wantsOffloads ? ag_IFF_VNET_HDR : 0))
+        ag_ifreq_set_flags(&ifr, ag_IFF_TAP | ag_IFF_NO_PI | (wantsOffloads ? ag_IFF_VNET_HDR : 0) | (multiQueue ? ag_IFF_MULTI_QUEUE : 0))
         do {
             try Sys.ioctl(fd, ag_TUNSETIFF, &ifr, "TUNSETIFF", name)
             if wantsOffloads {

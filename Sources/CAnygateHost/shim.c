@@ -5,6 +5,9 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sched.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops) {
     int segment = 0;
@@ -90,4 +93,12 @@ void ag_name_thread(const char *name) {
     strncpy(short_name, name, 15);
     short_name[15] = 0;
     pthread_setname_np(pthread_self(), short_name);
+}
+
+int ag_enter_netns(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int r = setns(fd, CLONE_NEWNET);
+    close(fd);
+    return r;
 }

@@ -31,6 +31,7 @@ static const unsigned long ag_SIOCGIFHWADDR = SIOCGIFHWADDR;
 static const short ag_IFF_TAP = IFF_TAP;
 static const short ag_IFF_NO_PI = IFF_NO_PI;
 static const short ag_IFF_VNET_HDR = IFF_VNET_HDR;
+static const short ag_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
 /* TUN_F_* offload features; USO4/USO6 (Linux 6.2) are missing from older headers. */
 static const unsigned int ag_TUN_F_CSUM = 0x01;
 static const unsigned int ag_TUN_F_TSO4 = 0x02;
@@ -108,9 +109,18 @@ int ag_sendmmsg(int fd, struct ag_mmsghdr *messages, unsigned int count);
 static inline int ag_flock(int fd, int operation) { return flock(fd, operation); }
 static inline int ag_block_signals(const sigset_t *set) { return sigprocmask(SIG_BLOCK, set, NULL); }
 
+/// PACKET_FANOUT's argument: group id in the low 16 bits, mode above
+/// (hash: by the kernel's flow hash, so a flow stays on one socket).
+static const int ag_PACKET_FANOUT = PACKET_FANOUT;
+static inline int ag_fanout_hash(unsigned short group) { return (int)group | (PACKET_FANOUT_HASH << 16); }
+
 /// A non-blocking, close-on-exec eventfd (a thread's doorbell).
 int ag_eventfd(void);
 /// Names the calling thread (pthread_setname_np, a GNU extension).
 void ag_name_thread(const char *name);
+
+/// Moves the calling thread into the network namespace at `path`
+/// (setns with CLONE_NEWNET, a GNU extension); -1 with errno on failure.
+int ag_enter_netns(const char *path);
 
 #endif
