@@ -232,7 +232,7 @@ public final class Daemon {
             case let .neighborUnreachable(address, i, dropped):
                 logger.debug("neighbor unreachable", metadata: ["address": "\(address)", "interface": "\(stack.interfaceName(i))",
                                                                 "dropped": "\(dropped)"])
-            case .echoReply, .icmpError:
+            case .echoReply, .icmpError, .neighborLearned:
                 logger.trace("\(e)")
             }
         }

@@ -9,11 +9,21 @@ public typealias WorkerJob = @Sendable (HostRuntime) -> Void
 /// loop, packet pool and `Stack` replica, touched by no other thread. The
 /// control thread reaches a worker only through its inbox, a net channel of
 /// jobs, and the worker's doorbell; answers come back through `gather`'s
-/// reply slots. Nothing here is on the packet path: jobs are control-plane
-/// changes and questions, a closure each.
+/// reply slots, and what the replicas report (their stack events) through
+/// each worker's outbox to the control thread, which rings `notifications`.
+/// Nothing here is on the packet path: jobs are control-plane changes and
+/// questions, a closure each.
+///
+/// What one replica's ARP learns, the others learn too: the replicas report
+/// it (`arp.shareLearned` is set when there are several), and `collect`
+/// hands it on to the other workers (`Stack.learnNeighbor`) — the answer to
+/// one worker's request may reach another worker's queue or socket.
 public final class WorkerGroup: @unchecked Sendable {
     public let count: Int
     private let workers: [Worker]
+    /// Rung when a worker has put something in its outbox while the
+    /// control thread said it sleeps (`prepareToSleep`); watch its `fd`.
+    public let notifications: Doorbell
 
     /// Starts `count` workers, each building its runtime on its own thread
     /// with `configuration` and a pool from `makePool`, then running its loop.
@@ -22,9 +32,14 @@ public final class WorkerGroup: @unchecked Sendable {
                 makePool: @escaping @Sendable () -> PacketPool) throws(SystemError) {
         precondition(count >= 1, "at least one worker")
         self.count = count
+        let bell = try Doorbell("worker notifications")
+        notifications = bell
+        var replica = configuration
+        if count > 1 { replica.arp.shareLearned = true }
         var made: [Worker] = []
         for k in 0..<count {
-            made.append(try Worker(index: k, configuration: configuration, inboxCapacity: inboxCapacity, makePool: makePool))
+            made.append(try Worker(index: k, configuration: replica, inboxCapacity: inboxCapacity,
+                                   notify: { bell.ring() }, makePool: makePool))
         }
         workers = made
         for w in workers { w.waitReady() }
@@ -45,6 +60,46 @@ public final class WorkerGroup: @unchecked Sendable {
         for w in workers where !w.send(job) { all = false }
         return all
     }
+
+    /// Takes what the workers reported since the last call, in each
+    /// worker's order: hands neighbour resolutions on to the other workers,
+    /// and passes every event to `handle` with the worker's index. Returns
+    /// how many it took. Control thread only.
+    @discardableResult
+    public func collect(_ handle: (Int, StackEvent) -> Void = { _, _ in }) -> Int {
+        var n = 0
+        for (k, w) in workers.enumerated() {
+            while let e = w.outbox.pop() {
+                n += 1
+                if case let .neighborLearned(address, interface, mac) = e {
+                    for j in 0..<count where j != k {
+                        perform(on: j) { try? $0.stack.learnNeighbor(address, on: interface, mac: mac) }
+                    }
+                }
+                handle(k, e)
+            }
+        }
+        return n
+    }
+
+    /// Before the control thread blocks: false (and nothing marked) if a
+    /// worker's outbox has something already — collect first.
+    public func prepareToSleep() -> Bool {
+        for (k, w) in workers.enumerated() where !w.outbox.prepareToSleep() {
+            for j in 0...k { workers[j].outbox.awake() }
+            return false
+        }
+        return true
+    }
+
+    /// The control thread is running again.
+    public func awake() {
+        for w in workers { w.outbox.awake() }
+        notifications.answer()
+    }
+
+    /// Reports a worker could not put in its outbox (full): lost, counted.
+    public var notesLost: Int { workers.reduce(0) { $0 + $1.notesLost } }
 
     /// Sends `job` to one worker.
     @discardableResult
@@ -102,19 +157,24 @@ final class ReplySlot<T: Sendable>: @unchecked Sendable {
 final class Worker: @unchecked Sendable {
     let index: Int
     private let inbox: NetChannel<WorkerJob>
+    /// What the replica reported (its stack events), for the control thread.
+    let outbox: NetChannel<StackEvent>
     private let bell: Doorbell
+    private let notesLostCount = Atomic<Int>(0)
+    var notesLost: Int { notesLostCount.load(ordering: .relaxed) }
     private let ready = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private var thread: HostThread?
     /// Jobs a full inbox refused (control thread only).
     private(set) var refused = 0
 
-    init(index: Int, configuration: StackConfiguration, inboxCapacity: Int,
+    init(index: Int, configuration: StackConfiguration, inboxCapacity: Int, notify: @escaping @Sendable () -> Void,
          makePool: @escaping @Sendable () -> PacketPool) throws(SystemError) {
         self.index = index
         let bell = try Doorbell("worker \(index)")
         self.bell = bell
         inbox = NetChannel(capacity: inboxCapacity, wake: { bell.ring() })
+        outbox = NetChannel(capacity: 4096, wake: notify)
         thread = try HostThread("anygate-w\(index)") { [unowned self] in
             self.main(configuration: configuration, pool: makePool())
         }
@@ -140,11 +200,21 @@ final class Worker: @unchecked Sendable {
                 return 0
             }
             let next = runtime.runTimers()
+            report(runtime.stack)
             // Something arrived after the jobs were run: look again at once.
             return inbox.prepareToSleep() ? next : Sys.monotonicNanoseconds()
         }
         runtime.detachAll()
         loop.unregister(bell.fd)
+    }
+
+    /// Hands the replica's events to the control thread.
+    private func report(_ stack: Stack) {
+        guard stack.hasEvents else { return }
+        while let e = stack.popEvent() {
+            if !outbox.push(e) { notesLostCount.add(1, ordering: .relaxed) }
+        }
+        outbox.publish()
     }
 
     private func runJobs(_ runtime: HostRuntime) {

@@ -111,12 +111,12 @@ extension Stack {
         // ARP packet; create one only when the packet was aimed at us.
         var idx = senderUsable ? neighbors.find(sender.rawValue, UInt16(rx)) : NeighborTable.none
         if idx != NeighborTable.none {
-            neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
+            confirmFromARP(idx, mac: arp.senderMAC.rawValue, on: rx, now: now)
             nextHopAnswered(sender.rawValue, on: rx)
             releasePending(idx, interface: rx)
         } else if targetIsOurs && senderUsable {
             idx = createNeighbor(sender.rawValue, rx)
-            neighbors.confirm(idx, mac: arp.senderMAC.rawValue, now: now)
+            confirmFromARP(idx, mac: arp.senderMAC.rawValue, on: rx, now: now, isNew: true)
             nextHopAnswered(sender.rawValue, on: rx)
         }
 
@@ -142,6 +142,19 @@ extension Stack {
         hot.pointee.counters.consumed &+= 1
         hot.pointee.counters.originated &+= 1
         sendFrame(out, on: rx, to: arp.senderMAC.rawValue, type: .arp)
+    }
+
+    /// Confirms a neighbour from ARP; with `arp.shareLearned`, reports what
+    /// the other replicas should learn: a new entry, a new MAC, an answered
+    /// request, or (at most every `shareInterval`) a refresh.
+    func confirmFromARP(_ idx: UInt32, mac: UInt64, on rx: InterfaceIndex, now: Int64, isNew: Bool = false) {
+        if configuration.arp.shareLearned {
+            let e = neighbors.entries[Int(idx)]
+            if isNew || e.state != .reachable || e.mac != mac || now - e.confirmed >= configuration.arp.shareInterval.nanoseconds {
+                report(.neighborLearned(address: IPv4Address(rawValue: e.address), interface: rx, mac: MACAddress(rawValue: mac)))
+            }
+        }
+        neighbors.confirm(idx, mac: mac, now: now)
     }
 
     func createNeighbor(_ address: UInt32, _ interface: InterfaceIndex) -> UInt32 {

@@ -39,6 +39,14 @@ public struct StackConfiguration: Sendable {
         public var retransmitInterval = Interval.seconds(1)
         /// Requests sent before the next hop is declared unreachable.
         public var maxProbes = 3
+        /// Report what ARP teaches this stack (`StackEvent.neighborLearned`)
+        /// so that its owner can tell the other replicas: with several
+        /// workers, the answer to one worker's request may reach another.
+        public var shareLearned = false
+        /// A confirmation of an entry that is already reachable with the
+        /// same MAC is reported at most this often (a new entry, a new MAC
+        /// or an answered request always is).
+        public var shareInterval = Interval.seconds(1)
         public init() {}
     }
 

@@ -12,6 +12,9 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     case neighborUnreachable(address: IPv4Address, interface: InterfaceIndex, dropped: Int)
     /// Frames arrived on `interface` from its own MAC: another device there uses it.
     case duplicateMAC(interface: InterfaceIndex, mac: MACAddress)
+    /// ARP confirmed `address` at `mac` (reported only with
+    /// `arp.shareLearned`, for the other replicas' `learnNeighbor`).
+    case neighborLearned(address: IPv4Address, interface: InterfaceIndex, mac: MACAddress)
 
     public var description: String {
         switch self {
@@ -20,6 +23,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .icmpError(r): r.description
         case let .neighborUnreachable(a, i, d): "neighbor \(a) on #\(i) unreachable, \(d) dropped"
         case let .duplicateMAC(i, mac): "duplicate MAC \(mac) on #\(i)"
+        case let .neighborLearned(a, i, mac): "neighbor \(a) on #\(i) is at \(mac)"
         }
     }
 }

@@ -67,6 +67,53 @@ struct WorkerGroupTests {
         }
     }
 
+    /// An ARP reply for 10.9.0.7 (at 02:00:00:00:00:07) addressed to the replicas' LAN.
+    static let arpReply: [UInt8] = {
+        var f = [UInt8](repeating: 0, count: 42)
+        f.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: MACAddress(2, 0, 0, 0, 0, 1), source: MACAddress(2, 0, 0, 0, 0, 7), etherType: .arp).emit(into: b)
+            ARPRepr(operation: .reply, senderMAC: MACAddress(2, 0, 0, 0, 0, 7), senderIP: IPv4Address(10, 9, 0, 7),
+                    targetMAC: MACAddress(2, 0, 0, 0, 0, 1), targetIP: IPv4Address(10, 9, 0, 1))
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+        }
+        return f
+    }()
+
+    /// Worker 1 pings 10.9.0.7 (its request waits for ARP); the reply to
+    /// the ARP request reaches worker 0 only (as a fanout hash may send it).
+    /// Worker 0 reports what it learnt, the control thread hands it on, and
+    /// worker 1's waiting packet goes out.
+    @Test("what one replica's ARP learns reaches the others, and releases what waits there")
+    func neighborsShared() throws {
+        let g = try Self.group(2)
+        defer { g.stop() }
+        #expect(g.perform(Self.setUpLAN))
+        #expect(g.perform(on: 1) { try? $0.stack!.ping(IPv4Address(10, 9, 0, 7)) })
+        let waiting = try #require(g.gather { $0.stack!.neighborList.first { $0.address == IPv4Address(10, 9, 0, 7) }?.pending ?? -1 })
+        #expect(waiting == [-1, 1])
+        #expect(g.perform(on: 0) { runtime in
+            if let p = runtime.pool.make(copying: Self.arpReply) { runtime.stack!.receive(p, on: 0) }
+        })
+        // Collect on the control thread until worker 0's report arrived and was handed on.
+        var learned: [(Int, StackEvent)] = []
+        let deadline = ContinuousClock.now + .seconds(2)
+        while learned.isEmpty && ContinuousClock.now < deadline {
+            g.collect { k, e in if case .neighborLearned = e { learned.append((k, e)) } }
+            if learned.isEmpty { usleep(1000) }
+        }
+        try #require(learned.count == 1)
+        #expect(learned[0].0 == 0)
+        let after = try #require(g.gather { runtime in
+            runtime.stack!.neighborList.first { $0.address == IPv4Address(10, 9, 0, 7) }
+        })
+        for n in after {
+            #expect(n?.mac == MACAddress(2, 0, 0, 0, 0, 7) && n?.state == .reachable && n?.pending == 0)
+        }
+        // Worker 1's echo request left once the address was known (no port: counted as sent to an unattached interface).
+        let sent = try #require(g.gather { $0.stack!.counters.originated })
+        #expect(sent[1] >= 1)
+    }
+
     @Test("a full inbox refuses a job instead of blocking or dropping it silently")
     func fullInbox() throws {
         let g = try WorkerGroup(count: 1, configuration: StackConfiguration(), inboxCapacity: 4,

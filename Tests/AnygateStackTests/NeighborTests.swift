@@ -115,4 +115,35 @@ struct NeighborTests {
         t.net.run()
         #expect(t.a.echoReplies().count == 1)
     }
+
+    /// Replicas share what ARP teaches them (`arp.shareLearned`): a new
+    /// entry, a changed MAC, an answered request; a plain refresh at most
+    /// once per `shareInterval`; nothing without the setting, and nothing
+    /// for what `learnNeighbor` was told (no echo between replicas).
+    @Test("with arp.shareLearned, what ARP teaches is reported once, refreshes at most every interval")
+    func sharedLearning() throws {
+        var c = StackConfiguration()
+        c.arp.shareLearned = true
+        let t = try Topology(routerConfig: c)
+        let learned = { (s: Stack) in s.drainEvents().compactMap { e -> IPv4Address? in
+            if case let .neighborLearned(a, _, _) = e { a } else { nil } } }
+        try t.a.ping(Topology.bAddr, identifier: 0xFFFF)
+        t.net.run()
+        let first = learned(t.r1)
+        #expect(first.filter { $0 == Topology.r2WanAddr }.count == 1)
+        #expect(learned(t.a).isEmpty, "hosts without the setting report nothing")
+        // More traffic within the interval: R2's replies refresh, unreported.
+        for seq in 0..<5 { try t.a.ping(Topology.bAddr, sequence: UInt16(seq)) }
+        t.net.run()
+        #expect(!learned(t.r1).contains(Topology.r2WanAddr))
+        // Told from outside: no report (it came from another replica).
+        try t.r1.learnNeighbor(IPv4Address(172, 16, 0, 77), on: t.r1Wan, mac: MACAddress(2, 0, 0, 0, 0, 77))
+        #expect(!learned(t.r1).contains(IPv4Address(172, 16, 0, 77)))
+        // After the interval (and R1's entry aged to stale), the re-probe's answer is reported again.
+        t.net.advance(by: .seconds(31))
+        try t.a.ping(Topology.bAddr, sequence: 9)
+        t.net.run()
+        t.net.advance(by: .seconds(1))
+        #expect(learned(t.r1).contains(Topology.r2WanAddr))
+    }
 }
