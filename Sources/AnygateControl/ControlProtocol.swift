@@ -218,8 +218,13 @@ public struct FlowInfo: Codable, Equatable, Sendable {
     public var idleSeconds: Double
     /// False when a change has made it stale (its next packet refreshes it).
     public var valid: Bool
+    /// The worker whose replica holds the flow (flows are per worker);
+    /// absent with a single worker.
+    public var worker: Int?
     public init(source: String, destination: String, tos: Int, sourcePort: Int? = nil, destinationPort: Int? = nil,
-                interface: String, nextHop: String, packets: UInt64, bytes: UInt64, idleSeconds: Double, valid: Bool) {
+                interface: String, nextHop: String, packets: UInt64, bytes: UInt64, idleSeconds: Double, valid: Bool,
+                worker: Int? = nil) {
+        self.worker = worker
         self.source = source; self.destination = destination; self.tos = tos; self.interface = interface
         self.sourcePort = sourcePort; self.destinationPort = destinationPort
         self.nextHop = nextHop; self.packets = packets; self.bytes = bytes; self.idleSeconds = idleSeconds; self.valid = valid
@@ -335,10 +340,27 @@ public struct StatsInfo: Codable, Equatable, Sendable {
     public var uptimeSeconds: Double
     /// The packet ledger: every packet in equals every packet out, held or dropped.
     public var ledger: LedgerInfo
+    /// Per worker, when several run (the figures above are their sums).
+    public var workers: [WorkerStats]?
     public init(counters: [String: UInt64], drops: [String: UInt64], poolBuffersInUse: Int, poolBuffers: Int,
-                uptimeSeconds: Double, ledger: LedgerInfo) {
+                uptimeSeconds: Double, ledger: LedgerInfo, workers: [WorkerStats]? = nil) {
         self.counters = counters; self.drops = drops; self.poolBuffersInUse = poolBuffersInUse
-        self.poolBuffers = poolBuffers; self.uptimeSeconds = uptimeSeconds; self.ledger = ledger
+        self.poolBuffers = poolBuffers; self.uptimeSeconds = uptimeSeconds; self.ledger = ledger; self.workers = workers
+    }
+}
+
+/// One worker's share (`show stats --json`, `workers`).
+public struct WorkerStats: Codable, Equatable, Sendable {
+    public var index: Int
+    /// Frames its replica received and queued for transmit, over all interfaces.
+    public var rxPackets: UInt64
+    public var txPackets: UInt64
+    /// ipflow entries in its replica.
+    public var flows: Int
+    /// Packets its replica dropped, all reasons.
+    public var drops: UInt64
+    public init(index: Int, rxPackets: UInt64, txPackets: UInt64, flows: Int, drops: UInt64) {
+        self.index = index; self.rxPackets = rxPackets; self.txPackets = txPackets; self.flows = flows; self.drops = drops
     }
 }
 

@@ -18,6 +18,9 @@ public struct DaemonConfig: Equatable, Sendable {
     public var ipflowEnabled = true
     public var ipflowMaxFlows = 65536
     public var ipflowIdleTimeout = Interval.seconds(30)
+    /// Worker threads, each with its own stack replica (`stack.workers`):
+    /// a number, or nil for `auto` (one per CPU the process may run on).
+    public var workers: Int? = 1
     /// What ECMP sets hash on (`ecmp-hash`).
     public var ecmpHash = StackConfiguration.ECMPHash.l4
     /// The stack-wide IPSELSRC policy; nil: none.

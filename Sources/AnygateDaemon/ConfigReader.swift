@@ -71,7 +71,12 @@ public struct ConfigReader {
         }
         if let n = top["stack"] {
             let m = try mapping(n, "stack")
-            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection"])
+            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection", "workers"])
+            if let w = m["workers"] {
+                if case .scalar(let sc) = w, sc.string == "auto" { c.workers = nil } else {
+                    c.workers = try int(w, "stack.workers", 1...256)
+                }
+            }
             if let a = m["arp"] {
                 let am = try mapping(a, "stack.arp")
                 try checkKeys(am, "stack.arp", allowed: ["max-entries", "pending-per-neighbor"])
@@ -310,6 +315,19 @@ public struct ConfigReader {
     /// Checks that need the whole file: unique names, interfaces that routes
     /// name, next hops on a connected subnet, addresses used once.
     func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
+        if c.workers != 1 {
+            // What several workers cannot share yet: one host socket per
+            // tunnel, and the host's own interfaces mirrored into the stack.
+            for (k, t) in c.tunnels.enumerated() where t.tunnel.backend == .host {
+                throw fail("tunnels[\(k)].backend", nil, "backend: host needs stack.workers: 1 (a host socket cannot be shared by several workers yet)")
+            }
+            for (k, i) in c.interfaces.enumerated() {
+                if case .mirror = i.attach {
+                    throw fail("interfaces[\(k)].attach", nil, "attach: mirror needs stack.workers: 1 (not shared by several workers yet)")
+                }
+            }
+            if c.mirrorRoutes != nil { throw fail("mirror", nil, "mirror: needs stack.workers: 1 (not shared by several workers yet)") }
+        }
         let items = top["interfaces"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
         var names: Set<String> = [], hosts: Set<String> = [], addresses: Set<IPv4Address> = []
         for (k, i) in c.interfaces.enumerated() {

@@ -55,7 +55,7 @@ extension Daemon {
         case .traceStart, .traceShow, .traceStop:
             return trace(request)
         case .flowsFlush:
-            let n = stack.flushFlows()
+            let n = workers.map { $0.gather { $0.stack.flushFlows() }?.reduce(0, +) ?? 0 } ?? stack.flushFlows()
             logger.notice("flows flushed", metadata: ["flows": "\(n)"])
             return encode(ControlResponse(ok: true, result: Done(message: "\(n) flow\(n == 1 ? "" : "s") flushed")))
         case .reload:
@@ -157,18 +157,19 @@ extension Daemon {
     // MARK: Status
 
     func interfaceInfos() -> [InterfaceInfo] {
-        stack.interfaces.map { s in
-            let port = runtime.port(for: s.index)
-            let pc = port?.counters ?? PortCounters()
+        let view = trafficView()
+        return stack.interfaces.map { s in
+            let pc = view.portCounters(s.index)
+            let c = view.counters(of: s.index)
             return InterfaceInfo(
                 name: s.name, index: s.index, mac: "\(s.mac)", mtu: s.mtu, up: s.up,
-                attach: attachments[s.index].map { "\($0)" } ?? "none", attached: port != nil && !runtime.isLost(s.index),
+                attach: attachments[s.index].map { "\($0)" } ?? "none", attached: view.attached(s.index),
                 addresses: s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference)) },
-                drops: Dictionary(uniqueKeysWithValues: stack.dropCounts(on: s.index).map { ("\($0.key)", $0.value) }),
+                drops: Dictionary(uniqueKeysWithValues: view.dropCounts(on: s.index).map { ("\($0.key)", $0.value) }),
                 counters: InterfaceCountersInfo(
-                    rxPackets: s.counters.rxPackets, rxBytes: s.counters.rxBytes, txPackets: s.counters.txPackets,
-                    txBytes: s.counters.txBytes, rxDrops: s.counters.rxDrops, txDrops: s.counters.txDrops + pc.txQueueDrops,
-                    forwarded: s.counters.forwarded, txErrors: pc.txErrors, rxNoBuffer: pc.rxNoBuffer))
+                    rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
+                    txBytes: c.txBytes, rxDrops: c.rxDrops, txDrops: c.txDrops + pc.txQueueDrops,
+                    forwarded: c.forwarded, txErrors: pc.txErrors, rxNoBuffer: pc.rxNoBuffer))
         }
     }
 
@@ -199,22 +200,33 @@ extension Daemon {
             }
             let filter: PacketFilter
             do { filter = try PacketFilter(r.filter ?? "") } catch { return fail("bad filter: \(error)") }
-            stack.startTrace(count: count, interface: rx, filter: filter)
+            let interface = rx
+            change { $0.startTrace(count: count, interface: interface, filter: filter) }
             traceSession = (filter.description, r.dev)
             logger.notice("trace started", metadata: ["count": "\(count)", "filter": "\(filter)", "interface": "\(r.dev ?? "any")"])
         case .traceStop:
-            stack.stopTrace()
+            change { $0.stopTrace() }
             traceSession = nil
             return encode(ControlResponse(ok: true, result: Done(message: "trace stopped")))
         default:
             break
         }
         guard let session = traceSession else { return fail("no trace is running: start one with anygatectl trace") }
-        let packets = stack.traces.map { t in
-            TraceInfo.Packet(sequence: t.sequence, time: Double(t.time.nanoseconds) / 1e9, interface: t.interface,
-                             steps: t.steps.map { TraceInfo.Step(node: $0.node, detail: $0.detail) })
+        // Each worker traces what reaches it; with several, the packets are
+        // listed worker by worker, each step of the first marked with its worker.
+        let sessions: [(traces: [PacketTrace], remaining: Int)] = workers.map {
+            $0.gather { ($0.stack.traces, $0.stack.traceRemaining) }?.map { (traces: $0.0, remaining: $0.1) } ?? []
+        } ?? [(stack.traces, stack.traceRemaining)]
+        let several = workers != nil
+        let packets = sessions.enumerated().flatMap { k, session in
+            session.traces.map { t in
+                TraceInfo.Packet(sequence: t.sequence, time: Double(t.time.nanoseconds) / 1e9, interface: t.interface,
+                                 steps: (several ? [TraceInfo.Step(node: "worker", detail: "\(k)")] : [])
+                                     + t.steps.map { TraceInfo.Step(node: $0.node, detail: $0.detail) })
+            }
         }
-        return encode(ControlResponse(ok: true, result: TraceInfo(remaining: stack.traceRemaining, filter: session.filter,
+        let remaining = several ? (sessions.map(\.remaining).max() ?? 0) : stack.traceRemaining
+        return encode(ControlResponse(ok: true, result: TraceInfo(remaining: remaining, filter: session.filter,
                                                                   interface: session.interface, packets: packets)))
     }
 
@@ -232,8 +244,14 @@ extension Daemon {
             guard let idx = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
             rx = idx
         }
-        let e = stack.explainRoute(d, source: source, sourcePort: r.sourcePort, destinationPort: r.destinationPort, arrivingOn: rx)
-        let flow = e.flow.map(flowInfo), neighbor = e.neighbor.map(neighborInfo)
+        // With workers, the answer of worker 0's replica (the route is the same in
+        // all; the flow and neighbour state are that worker's).
+        let sport = r.sourcePort, dport = r.destinationPort, src = source, arriving = rx
+        let answer: RouteExplanation? = workers.map {
+            $0.gather { $0.stack.explainRoute(d, source: src, sourcePort: sport, destinationPort: dport, arrivingOn: arriving) }?.first
+        } ?? stack.explainRoute(d, source: source, sourcePort: r.sourcePort, destinationPort: r.destinationPort, arrivingOn: rx)
+        guard let e = answer else { return fail("the workers did not answer") }
+        let flow = e.flow.map { flowInfo($0) }, neighbor = e.neighbor.map(neighborInfo)
         return encode(ControlResponse(ok: true, result: ExplainRouteInfo(
             destination: "\(d)", source: source.map { "\($0)" }, sourcePort: e.hashedPorts.map { Int($0.source) },
             destinationPort: e.hashedPorts.map { Int($0.destination) },
@@ -266,7 +284,7 @@ extension Daemon {
         RouteInfo.NextHop(address: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface), weight: Int(r.weight))
     }
 
-    func neighborInfos() -> [NeighborInfo] { stack.neighborList.map(neighborInfo) }
+    func neighborInfos() -> [NeighborInfo] { trafficView().neighbors.map(neighborInfo) }
 
     func neighborInfo(_ n: Neighbor) -> NeighborInfo {
         NeighborInfo(address: "\(n.address)", mac: n.mac.map { "\($0)" }, interface: stack.interfaceName(n.interface),
@@ -289,7 +307,7 @@ extension Daemon {
     }
 
     func tunnelInfos() -> [TunnelInfo] {
-        stack.tunnelList.map { t in
+        trafficView().tunnels.map { t in
             var counters: [String: UInt64] = [:]
             for child in Mirror(reflecting: t.counters).children {
                 if let name = child.label, let v = child.value as? UInt64 { counters[name] = v }
@@ -302,37 +320,30 @@ extension Daemon {
         }
     }
 
-    func flowInfos() -> [FlowInfo] { stack.flowList.map(flowInfo) }
+    func flowInfos() -> [FlowInfo] {
+        let several = workers != nil
+        return trafficView().flows.map { flowInfo($0.flow, worker: several ? $0.worker : nil) }
+    }
 
-    func flowInfo(_ f: Flow) -> FlowInfo {
+    func flowInfo(_ f: Flow, worker: Int? = nil) -> FlowInfo {
         FlowInfo(source: "\(f.source)", destination: "\(f.destination)", tos: Int(f.tos),
                  sourcePort: f.sourcePort.map(Int.init), destinationPort: f.destinationPort.map(Int.init),
                  interface: stack.interfaceName(f.interface), nextHop: "\(f.nextHop)", packets: f.packets,
-                 bytes: f.bytes, idleSeconds: (f.idle.seconds * 10).rounded() / 10, valid: f.valid)
-    }
-
-    /// Stack-wide counters by name.
-    func stackCounters() -> [String: UInt64] {
-        var out: [String: UInt64] = [:]
-        for child in Mirror(reflecting: stack.counters).children {
-            if let name = child.label, let v = child.value as? UInt64 { out[name] = v }
-        }
-        return out
+                 bytes: f.bytes, idleSeconds: (f.idle.seconds * 10).rounded() / 10, valid: f.valid, worker: worker)
     }
 
     func statsInfo() -> StatsInfo {
-        StatsInfo(counters: stackCounters(),
-                  drops: Dictionary(uniqueKeysWithValues: stack.dropCounts.map { ("\($0.key)", $0.value) }),
-                  poolBuffersInUse: runtime.pool.inUse, poolBuffers: runtime.pool.capacity + runtime.pool.superFrames,
-                  uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10, ledger: ledgerInfo())
-    }
-
-    func ledgerInfo() -> LedgerInfo {
-        let l = stack.ledger
-        var terms: [String: UInt64] = [:]
-        for child in Mirror(reflecting: l).children {
-            if let name = child.label, let v = child.value as? UInt64 { terms[name] = v }
+        let view = trafficView()
+        let perWorker: [WorkerStats]? = workers == nil ? nil : view.replicas.enumerated().map { k, r in
+            WorkerStats(index: k, rxPackets: r.interfaces.reduce(0) { $0 &+ $1.counters.rxPackets },
+                        txPackets: r.interfaces.reduce(0) { $0 &+ $1.counters.txPackets },
+                        flows: r.flows.count, drops: r.drops.values.reduce(0, &+))
         }
-        return LedgerInfo(balanced: l.balanced, terms: terms, violations: l.violations)
+        return StatsInfo(counters: view.counters,
+                         drops: Dictionary(uniqueKeysWithValues: view.dropCounts.map { ("\($0.key)", $0.value) }),
+                         poolBuffersInUse: view.poolInUse, poolBuffers: view.poolBuffers,
+                         uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10,
+                         ledger: LedgerInfo(balanced: view.ledgerBalanced, terms: view.ledgerTerms, violations: view.ledgerViolations),
+                         workers: perWorker)
     }
 }

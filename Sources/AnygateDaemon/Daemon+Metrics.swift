@@ -42,13 +42,18 @@ extension Daemon {
 
     /// The metrics, one family per counter (names in README.md).
     public func metricsText() -> String {
-        runtime.syncPortLosses()
+        let view = trafficView()
         var out = ""
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(String, UInt64)]) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
             for (labels, v) in samples { out += "\(name)\(labels) \(v)\n" }
         }
-        let ifs = stack.interfaces
+        // Configuration from the daemon's stack, counts summed over the replicas.
+        let ifs = stack.interfaces.map { s in
+            var i = s
+            i.counters = view.counters(of: s.index)
+            return i
+        }
         func perInterface(_ name: String, _ help: String, _ value: (InterfaceStatus) -> UInt64) {
             family(name, "counter", help, ifs.map { ("{interface=\"\($0.name)\"}", value($0)) })
         }
@@ -61,25 +66,23 @@ extension Daemon {
         perInterface("anygate_interface_forwarded_total", "Packets received on the interface and forwarded.") { $0.counters.forwarded }
         family("anygate_ledger_balanced", "gauge",
                "1 when every packet the stack received or made is forwarded, consumed, sent, held or dropped with a reason.",
-               [("", stack.ledger.balanced ? 1 : 0)])
-        perInterface("anygate_port_tx_errors_total", "Frames the host device refused.") {
-            self.runtime.port(for: $0.index)?.counters.txErrors ?? 0
-        }
+               [("", view.ledgerBalanced ? 1 : 0)])
+        perInterface("anygate_port_tx_errors_total", "Frames the host device refused.") { view.portCounters($0.index).txErrors }
         family("anygate_interface_up", "gauge", "1 when the interface is up.", ifs.map { ("{interface=\"\($0.name)\"}", $0.up ? 1 : 0) })
         family("anygate_drops_total", "counter", "Packets dropped, by reason.",
-               DropReason.allCases.map { ("{reason=\"\($0)\"}", stack.drops($0)) })
+               DropReason.allCases.map { ("{reason=\"\($0)\"}", view.drops($0)) })
         family("anygate_interface_drops_total", "counter", "Packets dropped on an interface, by reason (non-zero ones).",
                ifs.flatMap { i in
-                   stack.dropCounts(on: i.index).sorted { $0.key.counterIndex < $1.key.counterIndex }
+                   view.dropCounts(on: i.index).sorted { $0.key.counterIndex < $1.key.counterIndex }
                        .map { ("{interface=\"\(i.name)\",reason=\"\($0.key)\"}", $0.value) }
                })
-        for (name, v) in stackCounters().sorted(by: { $0.key < $1.key }) {
+        for (name, v) in view.counters.sorted(by: { $0.key < $1.key }) {
             let snake = name.reduce(into: "") { s, c in
                 if c.isUppercase { s += "_" + c.lowercased() } else { s.append(c) }
             }
             family("anygate_\(snake)_total", "counter", "Stack counter \(name).", [("", v)])
         }
-        let tunnels = stack.tunnelList
+        let tunnels = view.tunnels
         if !tunnels.isEmpty {
             func perTunnel(_ name: String, _ help: String, _ value: (TunnelStatus) -> UInt64) {
                 family(name, "counter", help, tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", value($0)) })
@@ -97,11 +100,17 @@ extension Daemon {
             family("anygate_tunnel_path_mtu", "gauge", "The outer path MTU in force.",
                    tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", UInt64($0.pathMTU)) })
         }
-        family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(stack.flowCount))])
-        family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(runtime.pool.inUse))])
+        family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(view.flowCount))])
+        family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(view.poolInUse))])
         family("anygate_pool_super_frame_buffers_free", "gauge", "64 KiB super-frame buffers free (ports with offloads read into them).",
-               [("", UInt64(runtime.pool.superFramesAvailable))])
-        family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", runtime.pool.exhaustedCount)])
+               [("", UInt64(view.superFramesFree))])
+        family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", view.poolExhausted)])
+        if workers != nil {
+            family("anygate_worker_rx_packets_total", "counter", "Frames a worker's replica received.",
+                   view.replicas.enumerated().map { k, r in ("{worker=\"\(k)\"}", r.interfaces.reduce(0) { $0 &+ $1.counters.rxPackets }) })
+            family("anygate_worker_tx_packets_total", "counter", "Frames a worker's replica queued for transmit.",
+                   view.replicas.enumerated().map { k, r in ("{worker=\"\(k)\"}", r.interfaces.reduce(0) { $0 &+ $1.counters.txPackets }) })
+        }
         return out
     }
 }

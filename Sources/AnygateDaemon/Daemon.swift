@@ -22,8 +22,13 @@ public final class Daemon {
     public private(set) var config: DaemonConfig
     public var logger: Logger
     let loop: EventLoop
+    /// The control thread's runtime. With one worker it carries the
+    /// traffic; with several it holds the daemon's own stack — the
+    /// configuration, checked here before the workers apply it — and no ports.
     let runtime: HostRuntime
     public var stack: Stack { runtime.stack }
+    /// The workers, when `stack.workers` is more than one.
+    var workers: WorkerGroup?
     var control: StreamServer?
     /// The trace session the control socket started: its filter and interface, as asked.
     var traceSession: (filter: String, interface: String?)?
@@ -57,9 +62,22 @@ public final class Daemon {
         sc.ipflow.maxFlows = config.ipflowMaxFlows
         sc.ipflow.idleTimeout = config.ipflowIdleTimeout
         sc.ecmpHash = config.ecmpHash
-        runtime = HostRuntime(loop: loop, configuration: sc, pool: PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers))
-        runtime.stack.setDefaultSourcePolicy(config.sourcePolicy)
+        let workerCount = config.workers ?? HostThread.usableCPUs
+        runtime = HostRuntime(loop: loop, configuration: sc,
+                              pool: workerCount > 1 ? PacketPool(capacity: 512, dataSize: 2048)
+                                  : PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers))
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
+        if workerCount > 1 {
+            do {
+                workers = try WorkerGroup(count: workerCount, configuration: sc,
+                                          makePool: { PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers) })
+            } catch {
+                throw DaemonError("cannot start \(workerCount) workers: \(error)")
+            }
+            logger.info("workers started", metadata: ["workers": "\(workerCount)"])
+        }
+        let policy = config.sourcePolicy
+        change { $0.setDefaultSourcePolicy(policy) }
         do throws(DaemonError) {
             for i in config.interfaces { try addInterface(i) }
             for t in config.tunnels { try addTunnel(t) }
@@ -72,6 +90,7 @@ public final class Daemon {
             logStateProblem()
         } catch {
             runtime.detachAll()
+            workers?.stop()
             throw error
         }
     }
@@ -82,14 +101,17 @@ public final class Daemon {
     /// offloads read into, and what waits in queues while they drain.
     static let superFrameBuffers = 512
 
-    func makePort(_ i: InterfaceConfig) throws(DaemonError) -> any AnygateHost.Port {
+    /// A port for the interface; `fanout`, when several workers share the
+    /// interface: a queue of a multi-queue TAP, or a socket in that
+    /// PACKET_FANOUT group.
+    func makePort(_ i: InterfaceConfig, fanout: UInt16? = nil) throws(DaemonError) -> any AnygateHost.Port {
         do {
             switch i.attach {
-            case .tap(let name): return try TapPort(name: name, mtu: i.mtu, offloads: i.offloads)
+            case .tap(let name): return try TapPort(name: name, mtu: i.mtu, offloads: i.offloads, multiQueue: fanout != nil)
             case .packet(let name), .mirror(let name):
                 let m = (i.mac ?? .zero).rawValue
                 let mac = (0..<6).map { UInt8(truncatingIfNeeded: m >> UInt64(40 - 8 * $0)) }
-                return try PacketPort(interface: name, mac: mac, offloads: i.offloads)
+                return try PacketPort(interface: name, mac: mac, offloads: i.offloads, fanoutGroup: fanout)
             }
         } catch {
             throw DaemonError(Daemon.explain(error, attach: i.attach, interface: i.name))
@@ -127,36 +149,67 @@ public final class Daemon {
         }
         if i.mac == nil { i.mac = state.mac(for: i.name) }
         let mac = i.mac!
-        let port = try makePort(i)
+        // One port per worker (a TAP queue or a fanout socket each), or one.
+        var ports: [any AnygateHost.Port] = []
+        do throws(DaemonError) {
+            if let workers {
+                let group = Daemon.fanoutGroup(interface: interfaceIndex.count + attachments.count)
+                for _ in 0..<workers.count { ports.append(try makePort(i, fanout: group)) }
+            } else {
+                ports.append(try makePort(i))
+            }
+        } catch {
+            for p in ports { p.close(pool: runtime.pool) }
+            throw error
+        }
+        var handedOver = false
         do {
-            let idx = try stack.addInterface(name: i.name, mac: mac, mtu: i.mtu)
-            for a in i.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
-            try stack.setSourcePolicy(i.sourcePolicy, for: idx)
-            try stack.setReversePathFilter(idx, i.rpf)
-            if case .mirror = i.attach { try stack.setHostOwned(idx, true) }
-            try runtime.attach(port, to: idx)
+            let name = i.name, mtu = i.mtu, policy = i.sourcePolicy, rpf = i.rpf
+            let idx = try change { s throws(InterfaceError) in try s.addInterface(name: name, mac: mac, mtu: mtu) }
+            for a in i.addresses {
+                let address = a.address, preference = a.preference
+                try change { s throws(InterfaceError) in try s.addAddress(address, to: idx, preference: preference) }
+            }
+            try change { s throws(InterfaceError) in try s.setSourcePolicy(policy, for: idx) }
+            try change { s throws(InterfaceError) in try s.setReversePathFilter(idx, rpf) }
+            if case .mirror = i.attach { try change { s throws(InterfaceError) in try s.setHostOwned(idx, true) } }
+            if let workers {
+                handedOver = true
+                for (k, p) in ports.enumerated() {
+                    let handOver = PortHandOver(port: p)
+                    workers.perform(on: k) { r in
+                        do { try r.attach(handOver.port, to: idx) } catch { handOver.port.close(pool: r.pool) }
+                    }
+                }
+            } else {
+                try runtime.attach(ports[0], to: idx)
+            }
             interfaceIndex[i.name] = idx
             attachments[idx] = i.attach
-            try stack.setUp(idx, true)
+            try change { s throws(InterfaceError) in try s.setUp(idx, true) }
         } catch let e as InterfaceError {
-            port.close(pool: runtime.pool)
+            if !handedOver { for p in ports { p.close(pool: runtime.pool) } }
             throw DaemonError("interface \(i.name): \(e)")
         } catch {
-            port.close(pool: runtime.pool)
+            if !handedOver { for p in ports { p.close(pool: runtime.pool) } }
             throw DaemonError("interface \(i.name): \(error)")
         }
         logger.info("interface up", metadata: ["interface": "\(i.name)", "attach": "\(i.attach)", "mac": "\(mac)"])
     }
 
     func addTunnel(_ t: TunnelConfig) throws(DaemonError) {
+        let tunnel = t.tunnel, name = t.name
         do {
-            let idx = try stack.addTunnel(t.tunnel)
-            for a in t.addresses { try stack.addAddress(a.address, to: idx, preference: a.preference) }
+            let idx = try change { s throws(TunnelError) in try s.addTunnel(tunnel) }
+            for a in t.addresses {
+                let address = a.address, preference = a.preference
+                try change { s throws(InterfaceError) in try s.addAddress(address, to: idx, preference: preference) }
+            }
         } catch let e as TunnelError {
-            try? stack.removeTunnel(named: t.name)
+            change { s in try? s.removeTunnel(named: name) }
             throw DaemonError("tunnel \(t.name): \(e)")
         } catch {
-            try? stack.removeTunnel(named: t.name)
+            change { s in try? s.removeTunnel(named: name) }
             throw DaemonError("tunnel \(t.name): \(error)")
         }
         logger.info("tunnel up", metadata: ["tunnel": "\(t.name)", "encapsulation": "\(t.tunnel.encapsulation.rawValue)",
@@ -173,14 +226,21 @@ public final class Daemon {
     func removeInterface(_ name: String) {
         guard let idx = interfaceIndex.removeValue(forKey: name) else { return }
         runtime.detach(idx)
+        workers?.perform { $0.detach(idx) }
         attachments[idx] = nil
-        try? stack.removeInterface(idx)
+        change { s in try? s.removeInterface(idx) }
         logger.info("interface removed", metadata: ["interface": "\(name)"])
     }
 
     func addRoute(_ r: RouteConfig) throws(RouteError) {
-        try stack.addRoute(r.to, via: r.via, interface: r.interface.flatMap { interfaceIndex[$0] ?? stack.interface(named: $0) },
-                           metric: r.metric, weight: r.weight)
+        let dev = r.interface.flatMap { interfaceIndex[$0] ?? stack.interface(named: $0) }
+        try change { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: dev, metric: r.metric, weight: r.weight) }
+    }
+
+    /// A PACKET_FANOUT group id for an interface's sockets: unique to this
+    /// process and interface (ids are shared by the whole network namespace).
+    static func fanoutGroup(interface: Int) -> UInt16 {
+        UInt16(truncatingIfNeeded: Int(getpid()) &* 64 &+ interface)
     }
 
     // MARK: Running
@@ -202,9 +262,21 @@ public final class Daemon {
             throw DaemonError("cannot install signal handling: \(error)")
         }
         logger.notice("anygated running", metadata: ["config": "\(configPath)", "control": "\(config.controlSocket)"])
+        if let workers {
+            do {
+                try loop.register(workers.notifications.fd) { [unowned self] _ in collectFromWorkers() }
+            } catch {
+                throw DaemonError("cannot watch the workers: \(error)")
+            }
+        }
         loop.run { [self] in
             let next = runtime.runTimers()
             if stack.hasEvents { handleStackEvents() }
+            if let workers {
+                collectFromWorkers()
+                // Something came in meanwhile: look again before sleeping.
+                if !workers.prepareToSleep() { return 0 }
+            }
             return next
         }
         shutdown()
@@ -218,11 +290,22 @@ public final class Daemon {
         metrics?.close()
         metrics = nil
         runtime.detachAll()
+        // Each worker closes its own ports as its thread ends.
+        if let w = workers { loop.unregister(w.notifications.fd) }
+        workers?.stop()
         logger.notice("anygated stopped")
     }
 
     /// Logs what the stack reported: warnings an operator must see, the
     /// rest at debug level.
+    /// Takes what the workers reported: neighbour resolutions are handed
+    /// on to the other workers, everything is logged.
+    func collectFromWorkers() {
+        guard let workers else { return }
+        workers.awake()
+        workers.collect { k, e in logWorkerEvent(e, worker: k) }
+    }
+
     func handleStackEvents() {
         while let e = stack.popEvent() {
             switch e {
@@ -269,7 +352,7 @@ public final class Daemon {
         // Routes of the old config go first, so none points at a vanished address.
         let oldRoutes = Set(old.routes), newRoutes = Set(next.routes)
         for r in old.routes where !newRoutes.contains(r) {
-            try? stack.deleteRoute(r.to, via: r.via)
+            change { s in try? s.deleteRoute(r.to, via: r.via) }
         }
         let newByName = Dictionary(uniqueKeysWithValues: next.interfaces.map { ($0.name, $0) })
         for i in old.interfaces where newByName[i.name] == nil || newByName[i.name]!.attach != i.attach
@@ -280,7 +363,8 @@ public final class Daemon {
         // Tunnels: removed or changed ones go, new or changed ones come; the others are untouched.
         let newTunnels = Dictionary(uniqueKeysWithValues: next.tunnels.map { ($0.name, $0) })
         for t in old.tunnels where newTunnels[t.name] != t {
-            try? stack.removeTunnel(named: t.name)
+            let name = t.name
+            change { s in try? s.removeTunnel(named: name) }
             logger.info("tunnel removed", metadata: ["tunnel": "\(t.name)"])
         }
         for i in next.interfaces {
@@ -288,24 +372,27 @@ public final class Daemon {
                 try addInterface(i)
                 continue
             }
-            if was.sourcePolicy != i.sourcePolicy { try? stack.setSourcePolicy(i.sourcePolicy, for: idx) }
-            if was.rpf != i.rpf { try? stack.setReversePathFilter(idx, i.rpf) }
+            let policy = i.sourcePolicy, rpf = i.rpf, mtu = i.mtu
+            if was.sourcePolicy != i.sourcePolicy { change { s in try? s.setSourcePolicy(policy, for: idx) } }
+            if was.rpf != i.rpf { change { s in try? s.setReversePathFilter(idx, rpf) } }
             if was.mtu != i.mtu {
-                try? stack.setMTU(idx, i.mtu)
+                change { s in try? s.setMTU(idx, mtu) }
                 if case .tap(let n) = i.attach { try? HostInterface.setMTU(n, i.mtu) }
             }
             let wanted = Dictionary(i.addresses.map { ($0.address.address, $0) }) { a, _ in a }
             for a in was.addresses where wanted[a.address.address]?.address != a.address {
-                try? stack.removeAddress(a.address.address, from: idx)
+                let address = a.address.address
+                change { s in try? s.removeAddress(address, from: idx) }
             }
             let have = Set(stack.status(idx).addresses.map(\.address))
             for a in i.addresses {
+                let address = a.address, preference = a.preference
                 if !have.contains(a.address) {
-                    do { try stack.addAddress(a.address, to: idx, preference: a.preference) } catch {
+                    do { try change { s throws(InterfaceError) in try s.addAddress(address, to: idx, preference: preference) } } catch {
                         throw DaemonError("interface \(i.name): \(error)")
                     }
                 } else if was.addresses.first(where: { $0.address == a.address })?.preference != a.preference {
-                    try? stack.setPreference(a.address.address, on: idx, a.preference)
+                    change { s in try? s.setPreference(address.address, on: idx, preference) }
                 }
             }
         }
@@ -330,7 +417,13 @@ public final class Daemon {
         }
         logStateProblem()
         if next.logLevel != old.logLevel { logger.logLevel = next.logLevel.loggerLevel }
-        if next.sourcePolicy != old.sourcePolicy { stack.setDefaultSourcePolicy(next.sourcePolicy) }
+        if next.sourcePolicy != old.sourcePolicy {
+            let policy = next.sourcePolicy
+            change { $0.setDefaultSourcePolicy(policy) }
+        }
+        if next.workers != old.workers {
+            logger.warning("stack.workers changed in the config; it takes effect when anygated restarts")
+        }
         var applied = next
         applied.controlSocket = old.controlSocket
         applied.metricsListen = old.metricsListen

@@ -22,6 +22,10 @@ public final class HostThread: @unchecked Sendable {
         _ = try Sys.check(ag_enter_netns(path), "setns", path)
     }
 
+    /// The CPUs this process may run on (its affinity mask): what
+    /// `stack.workers: auto` starts.
+    public static var usableCPUs: Int { max(1, Int(ag_usable_cpus())) }
+
     /// Waits for the body to return (once; later calls return at once).
     public func join() {
         guard let t = thread else { return }

@@ -186,7 +186,8 @@ public struct InterfaceCounters: Hashable, Sendable {
     public var forwarded: UInt64 = 0
     public init() {}
 
-    mutating func add(_ o: InterfaceCounters) {
+    /// Adds another replica's counts (workers: `show` sums them).
+    public mutating func add(_ o: InterfaceCounters) {
         rxPackets &+= o.rxPackets; rxBytes &+= o.rxBytes; txPackets &+= o.txPackets; txBytes &+= o.txBytes
         rxDrops &+= o.rxDrops; txDrops &+= o.txDrops; forwarded &+= o.forwarded
     }

@@ -93,6 +93,14 @@ public struct TunnelCounters: Hashable, Sendable {
     public var sendErrors: UInt64 = 0
     public var stateChanges: UInt64 = 0
     public init() {}
+
+    /// Adds another replica's counts (workers: `show` sums them).
+    public mutating func add(_ o: TunnelCounters) {
+        txPackets &+= o.txPackets; txBytes &+= o.txBytes; rxPackets &+= o.rxPackets; rxBytes &+= o.rxBytes
+        keepalivesSent &+= o.keepalivesSent; keepalivesReceived &+= o.keepalivesReceived
+        keepalivesAnswered &+= o.keepalivesAnswered; mssClamped &+= o.mssClamped; pathMTUUpdates &+= o.pathMTUUpdates
+        sendErrors &+= o.sendErrors; stateChanges &+= o.stateChanges
+    }
 }
 
 /// One row of `show tunnels`.

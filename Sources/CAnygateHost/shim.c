@@ -102,3 +102,9 @@ int ag_enter_netns(const char *path) {
     close(fd);
     return r;
 }
+
+int ag_usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    return CPU_COUNT(&set);
+}

@@ -123,4 +123,7 @@ void ag_name_thread(const char *name);
 /// (setns with CLONE_NEWNET, a GNU extension); -1 with errno on failure.
 int ag_enter_netns(const char *path);
 
+/// CPUs in the calling thread's affinity mask (sched_getaffinity).
+int ag_usable_cpus(void);
+
 #endif
