@@ -321,6 +321,9 @@ public struct ConfigReader {
             for (k, t) in c.tunnels.enumerated() where t.tunnel.backend == .host {
                 throw fail("tunnels[\(k)].backend", nil, "backend: host needs stack.workers: 1 (a host socket cannot be shared by several workers yet)")
             }
+            for (k, t) in c.tunnels.enumerated() where t.tunnel.sequence {
+                throw fail("tunnels[\(k)].sequence", nil, "sequence: true needs stack.workers: 1 (one sequence needs one sender; not yet with several workers)")
+            }
             for (k, i) in c.interfaces.enumerated() {
                 if case .mirror = i.attach {
                     throw fail("interfaces[\(k)].attach", nil, "attach: mirror needs stack.workers: 1 (not shared by several workers yet)")

@@ -183,7 +183,9 @@ extension Daemon {
         case let .neighborUnreachable(address, i, dropped):
             logger.debug("neighbor unreachable", metadata: ["address": "\(address)", "interface": "\(stack.interfaceName(i))",
                                                             "dropped": "\(dropped)", "worker": "\(worker)"])
-        case .echoReply, .icmpError, .neighborLearned:
+        case let .tunnelLine(i, up):
+            logger.notice("tunnel \(stack.interfaceName(i)) \(up ? "up" : "down")", metadata: ["worker": "\(worker)"])
+        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered:
             logger.trace("\(e)", metadata: ["worker": "\(worker)"])
         }
     }

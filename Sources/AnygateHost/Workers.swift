@@ -18,6 +18,9 @@ public typealias WorkerJob = @Sendable (HostRuntime) -> Void
 /// it (`arp.shareLearned` is set when there are several), and `collect`
 /// hands it on to the other workers (`Stack.learnNeighbor`) — the answer to
 /// one worker's request may reach another worker's queue or socket.
+/// Tunnel keepalives run once: worker 0's replica owns them and decides each
+/// tunnel's line; answers that reach another worker are handed to it, and
+/// the lines it decides to the others (`StackConfiguration.Replica`).
 public final class WorkerGroup: @unchecked Sendable {
     public let count: Int
     private let workers: [Worker]
@@ -34,10 +37,13 @@ public final class WorkerGroup: @unchecked Sendable {
         self.count = count
         let bell = try Doorbell("worker notifications")
         notifications = bell
-        var replica = configuration
-        if count > 1 { replica.arp.shareLearned = true }
         var made: [Worker] = []
         for k in 0..<count {
+            var replica = configuration
+            if count > 1 {
+                replica.arp.shareLearned = true
+                replica.replica = k == 0 ? .owner : .follower
+            }
             made.append(try Worker(index: k, configuration: replica, inboxCapacity: inboxCapacity,
                                    notify: { bell.ring() }, makePool: makePool))
         }
@@ -71,10 +77,17 @@ public final class WorkerGroup: @unchecked Sendable {
         for (k, w) in workers.enumerated() {
             while let e = w.outbox.pop() {
                 n += 1
-                if case let .neighborLearned(address, interface, mac) = e {
+                switch e {
+                case let .neighborLearned(address, interface, mac):
                     for j in 0..<count where j != k {
                         perform(on: j) { try? $0.stack.learnNeighbor(address, on: interface, mac: mac) }
                     }
+                case let .keepaliveAnswered(tunnel):
+                    perform(on: 0) { $0.stack.keepaliveAnswered(tunnel: tunnel) }
+                case let .tunnelLine(tunnel, up):
+                    for j in 1..<count { perform(on: j) { $0.stack.setTunnelLine(tunnel: tunnel, up: up) } }
+                default:
+                    break
                 }
                 handle(k, e)
             }

@@ -297,11 +297,15 @@ extension Stack {
         p.offload = 0
         p.segmentSize = 0
         if type.rawValue == 0 {
-            // The answer to one of our keepalives.
+            // The answer to one of our keepalives (a follower's owner sent it).
             st.pointee.counters.keepalivesReceived &+= 1
-            st.pointee.missed = 0
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
+            if configuration.replica == .follower {
+                report(.keepaliveAnswered(tunnel: st.pointee.interface))
+                return
+            }
+            st.pointee.missed = 0
             if !st.pointee.alive { setTunnelAlive(t, true) }
             return
         }
@@ -358,7 +362,7 @@ extension Stack {
             let mtu = tunnelMTU(t)
             if mtu != ifs[st.pointee.interface].mtu { try? setMTU(st.pointee.interface, mtu) }
             if !st.pointee.fixedMTU { next = min(next, now + 1_000_000_000) }
-            guard let ka = st.pointee.keepalive else { continue }
+            guard let ka = st.pointee.keepalive, configuration.replica != .follower else { continue }
             if now >= st.pointee.nextKeepalive {
                 st.pointee.nextKeepalive = now + ka.interval.nanoseconds
                 if st.pointee.missed >= ka.retries && st.pointee.alive {
@@ -400,6 +404,30 @@ extension Stack {
         st.pointee.counters.stateChanges &+= 1
         tunnelDownReasons[t] = alive ? nil : "\(st.pointee.keepalive?.retries ?? 0) keepalives unanswered"
         try? setUp(st.pointee.interface, alive)
+        if configuration.replica == .owner { report(.tunnelLine(tunnel: st.pointee.interface, up: alive)) }
+    }
+
+    /// The tunnel slot whose interface is `interface`.
+    func tunnelSlot(interface: InterfaceIndex) -> Int? {
+        tunnelConfigs.keys.first { tunnelStates[$0].inUse && tunnelStates[$0].interface == interface }
+    }
+
+    /// The owner replica hears that a follower got the answer to one of
+    /// its keepalives on the tunnel at `interface`.
+    public func keepaliveAnswered(tunnel interface: InterfaceIndex) {
+        enter()
+        guard let t = tunnelSlot(interface: interface) else { return }
+        tunnelStates[t].missed = 0
+        if !tunnelStates[t].alive { setTunnelAlive(t, true) }
+        flush()
+    }
+
+    /// A follower replica takes the tunnel's line from the owner.
+    public func setTunnelLine(tunnel interface: InterfaceIndex, up: Bool) {
+        enter()
+        guard let t = tunnelSlot(interface: interface) else { return }
+        setTunnelAlive(t, up)
+        flush()
     }
 
     /// The next time a tunnel timer is due (kept by `tunnelTimers`, O(1)).

@@ -17,6 +17,22 @@ public struct StackConfiguration: Sendable {
     public var ipflow = IPFlow()
     /// What an ECMP set hashes to pick a member (and what keys ipflow flows).
     public var ecmpHash = ECMPHash.l4
+    /// How this stack takes part when it is one of several replicas
+    /// (workers). Alone (the default) it does everything itself.
+    public var replica = Replica.alone
+
+    public enum Replica: Sendable, Equatable {
+        /// The only stack: it runs the tunnels' keepalives and judges their lines.
+        case alone
+        /// The replica that owns what must happen once: it sends the
+        /// tunnels' keepalives and decides their lines, reporting every
+        /// change (`StackEvent.tunnelLine`) for the others.
+        case owner
+        /// Another replica: it sends no keepalives; answers to them that
+        /// reach it are reported (`StackEvent.keepaliveAnswered`) for the
+        /// owner, and it takes tunnel lines from the owner (`setTunnelLine`).
+        case follower
+    }
 
     /// The fields of a packet an equal-cost multipath set hashes on.
     public enum ECMPHash: String, Sendable, CaseIterable {

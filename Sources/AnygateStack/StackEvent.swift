@@ -15,6 +15,11 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     /// ARP confirmed `address` at `mac` (reported only with
     /// `arp.shareLearned`, for the other replicas' `learnNeighbor`).
     case neighborLearned(address: IPv4Address, interface: InterfaceIndex, mac: MACAddress)
+    /// A follower replica received the answer to a keepalive of the tunnel
+    /// on `interface` (for the owner, `keepaliveAnswered(tunnel:)`).
+    case keepaliveAnswered(tunnel: InterfaceIndex)
+    /// The owner replica decided the tunnel's line (for the followers, `setTunnelLine`).
+    case tunnelLine(tunnel: InterfaceIndex, up: Bool)
 
     public var description: String {
         switch self {
@@ -24,6 +29,8 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .neighborUnreachable(a, i, d): "neighbor \(a) on #\(i) unreachable, \(d) dropped"
         case let .duplicateMAC(i, mac): "duplicate MAC \(mac) on #\(i)"
         case let .neighborLearned(a, i, mac): "neighbor \(a) on #\(i) is at \(mac)"
+        case let .keepaliveAnswered(i): "keepalive answered on #\(i)"
+        case let .tunnelLine(i, up): "tunnel #\(i) line \(up ? "up" : "down")"
         }
     }
 }

@@ -17,12 +17,15 @@ final class TwoSiteNetwork {
     var ns: (a: String, g1: String, u: String, g2: String, b: String) { (p + "A", p + "G1", p + "U", p + "G2", p + "B") }
     var daemons: [DaemonProcess] = []
     let encapsulation: String, backend: String
+    /// `stack.workers` of both gateways.
+    let workers: Int
     let anygated = SystemEnvironment.binary("anygated")
     let anygatectl = SystemEnvironment.binary("anygatectl")
 
-    init(encapsulation: String = "gre", backend: String = "stack") throws {
+    init(encapsulation: String = "gre", backend: String = "stack", workers: Int = 1) throws {
         self.encapsulation = encapsulation
         self.backend = backend
+        self.workers = workers
         dir = NSTemporaryDirectory() + "anygate-sites-\(p)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     }
@@ -65,6 +68,7 @@ final class TwoSiteNetwork {
         var y = """
         control: {socket: \(dir)/gw\(side).sock}
         state: {directory: \(dir)/state\(side)}
+        stack: {workers: \(workers)}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-t\(side)}

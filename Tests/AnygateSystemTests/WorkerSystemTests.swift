@@ -1,0 +1,72 @@
+import AnygateControl
+import Foundation
+import Testing
+
+/// Both gateways of the two-site network with `stack.workers: 2`: each
+/// reads its own TAP queue and its own fanout socket of the uplink.
+@Suite("System: two workers per gateway", .serialized,
+       .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+struct WorkerSystemTests {
+    func stats(_ net: TwoSiteNetwork, side: Int) throws -> StatsInfo {
+        let out = net.sh("\(net.anygatectl) --socket \(net.dir)/gw\(side).sock --json show stats").output
+        return try JSONDecoder().decode(StatsInfo.self, from: Data(out.utf8))
+    }
+
+    /// Frames gw2 sent into site B.
+    func lanTx(_ net: TwoSiteNetwork) throws -> UInt64 {
+        let out = net.sh("\(net.anygatectl) --socket \(net.dir)/gw2.sock --json show interfaces").output
+        return try #require(try JSONDecoder().decode([InterfaceInfo].self, from: Data(out.utf8)).first { $0.name == "lan0" }).counters.txPackets
+    }
+
+    @Test("ping, 50 MB and 64 flows through the GRE tunnel: both workers carry traffic, every packet accounted for")
+    func twoWorkers() throws {
+        let net = try TwoSiteNetwork(workers: 2)
+        defer { net.close() }
+        try net.build()
+        try net.start()
+        let ns = net.ns
+        let ping = net.sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(net.daemons[0].log)\n\(net.daemons[1].log)")
+
+        // 50 MB, checksummed at both ends (one TCP flow: one worker each way).
+        let src = "\(net.dir)/data.bin", dst = "\(net.dir)/recv.bin"
+        net.sh("head -c 50000000 /dev/urandom > \(src)")
+        let listener = try Shell.spawn("exec ip netns exec \(ns.b) timeout 120 nc -l -N 10.2.0.2 5001", output: dst)
+        defer { if listener.isRunning { listener.terminate() } }
+        _ = DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(ns.b) ss -ltn").output.contains("10.2.0.2:5001") }
+        let send = net.sh("ip netns exec \(ns.a) timeout 120 nc -N 10.2.0.2 5001 < \(src)", timeout: 130)
+        #expect(send.status == 0, "nc: \(send.output)")
+        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
+        let sums = net.sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+        #expect(sums.count == 2 && sums[0] == sums[1], "50 MB through two workers: checksums differ")
+
+        // 64 UDP flows, 100 datagrams each: the TAP's queues (gw1) and the
+        // uplink's fanout (gw2, hashing the inner flow through GRE) spread them.
+        let before = try [1, 2].map { try stats(net, side: $0) }
+        let lanBefore = try lanTx(net)
+        let flows = net.sh("ip netns exec \(ns.a) python3 -c \"import socket, time\nfor f in range(64):\n"
+                           + "  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', 30000 + f))\n"
+                           + "  for i in range(100): s.sendto(b'y' * 64, ('10.2.0.2', 9))\n  s.close()\n  time.sleep(0.005)\"", timeout: 60)
+        #expect(flows.status == 0, "\(flows.output)")
+        usleep(500_000)
+        // Every datagram reached site B's TAP: no worker lost its tunnel.
+        let delivered = try lanTx(net) - lanBefore
+        #expect(delivered >= 6400, "gw2 lan0 sent \(delivered) of 6 400\n\(net.daemons[0].log)")
+        for side in [1, 2] {
+            let after = try stats(net, side: side)
+            let w0 = try #require(after.workers?.first { $0.index == 0 }), w1 = try #require(after.workers?.first { $0.index == 1 })
+            let b0 = before[side - 1].workers?.first { $0.index == 0 }?.rxPackets ?? 0
+            let b1 = before[side - 1].workers?.first { $0.index == 1 }?.rxPackets ?? 0
+            let d0 = Double(w0.rxPackets - b0), d1 = Double(w1.rxPackets - b1)
+            #expect(d0 + d1 >= 6400, "gw\(side): \(d0) + \(d1) frames for 6 400 datagrams")
+            #expect(d0 >= 0.3 * (d0 + d1) && d1 >= 0.3 * (d0 + d1), "gw\(side): worker shares \(d0) / \(d1)")
+            #expect(after.ledger.balanced, "gw\(side): \(after.ledger.violations)")
+            #expect(after.workers?.count == 2)
+        }
+        // Flows are per worker, and say so (gw1 forwards the flows from its site into the tunnel).
+        let out = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock --json show flows").output
+        let list = try JSONDecoder().decode([FlowInfo].self, from: Data(out.utf8))
+        let diagnosis = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock --json show stats; \(net.anygatectl) --socket \(net.dir)/gw1.sock show neighbors; \(net.anygatectl) --socket \(net.dir)/gw1.sock show flows").output
+        #expect(Set(list.compactMap(\.worker)) == [0, 1], "flows on both workers: \(list.count) flows\n\(diagnosis)")
+    }
+}
