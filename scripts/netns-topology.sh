@@ -4,7 +4,7 @@
 #   ns ${P}A  host A: ${P}-ta 10.1.0.2/24 (TAP to anygated)
 #   ns ${P}B  host B: ${P}-tb 10.2.0.2/24 (TAP to anygated)
 #   ns ${P}R  anygated, attached to both TAPs
-# and writes the daemon's config to $DIR/anygate.yaml.
+# and writes the daemon's config to $DIR/anygate.yaml ($WORKERS workers, default 1).
 
 ns_cleanup() {
     if [ -n "${DAEMON_PID:-}" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -21,6 +21,7 @@ ns_config() {
 control: {socket: $DIR/control.sock}
 state: {directory: $DIR/state}
 log: {level: warning}
+stack: {workers: ${WORKERS:-1}}
 interfaces:
   - name: lan0
     attach: {tap: ${P}-ta}

@@ -9,7 +9,7 @@
 # 172.16.0.1/30 ⇄ 172.16.0.2/30) and a default route into U. With
 # ROUTE_SITES=1 each also routes the other site through the tunnel, and
 # with KEEPALIVE set (e.g. "{interval: 2s, retries: 3}") the tunnel sends
-# keepalives. BACKEND=host gives the uplink to the namespace's kernel and
+# keepalives; WORKERS sets stack.workers (default 1). BACKEND=host gives the uplink to the namespace's kernel and
 # the tunnel a host socket. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
 
 SITES_PIDS=()
@@ -27,6 +27,7 @@ sites_config() { # side lan-address underlay-address remote tunnel-address tunne
 control: {socket: $DIR/gw$1.sock}
 state: {directory: $DIR/state$1}
 log: {level: warning}
+stack: {workers: ${WORKERS:-1}}
 interfaces:
   - name: lan0
     attach: {tap: ${P}-t$1}

@@ -83,11 +83,13 @@ extension Daemon {
         do {
             if r.verb == .routeAdd {
                 guard via != nil || dev != nil else { return fail("a route needs via ADDR or dev IF") }
-                try stack.addRoute(prefix, via: via, interface: dev, metric: r.metric ?? 0)
+                let nextHop = via, interface = dev, metric = r.metric ?? 0
+                try change { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: interface, metric: metric) }
                 logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
                 return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
             } else {
-                try stack.deleteRoute(prefix, via: via)
+                let nextHop = via
+                try change { s throws(RouteError) in try s.deleteRoute(prefix, via: nextHop) }
                 logger.notice("route deleted", metadata: ["prefix": "\(prefix)"])
                 return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) deleted")))
             }
@@ -105,7 +107,7 @@ extension Daemon {
         let bare = text.split(separator: "/").first.map(String.init) ?? text
         guard let a = IPv4Address(bare) else { return fail("\"\(text)\" is not an IPv4 address") }
         guard let p = Int16(exactly: pref) else { return fail("preference \(pref) is out of range -32768...32767") }
-        do { try stack.setPreference(a, on: i, p) } catch {
+        do { try change { s throws(InterfaceError) in try s.setPreference(a, on: i, p) } } catch {
             if case .noSuchAddress = error { return fail("address \(a) is not configured on \(dev)") }
             return fail(error.description)
         }

@@ -18,6 +18,8 @@ public typealias WorkerJob = @Sendable (HostRuntime) -> Void
 /// it (`arp.shareLearned` is set when there are several), and `collect`
 /// hands it on to the other workers (`Stack.learnNeighbor`) — the answer to
 /// one worker's request may reach another worker's queue or socket.
+/// ICMP error budgets are shared out: each replica may send
+/// `errorsPerSecond / count` (and a burst of `errorBurst / count`).
 /// Tunnel keepalives run once: worker 0's replica owns them and decides each
 /// tunnel's line; answers that reach another worker are handed to it, and
 /// the lines it decides to the others (`StackConfiguration.Replica`).
@@ -43,6 +45,10 @@ public final class WorkerGroup: @unchecked Sendable {
             if count > 1 {
                 replica.arp.shareLearned = true
                 replica.replica = k == 0 ? .owner : .follower
+                // ICMP errors: each replica gets its share of the budget, so
+                // the gateway as a whole keeps to the configured rate.
+                replica.icmp.errorsPerSecond = max(1, configuration.icmp.errorsPerSecond / count)
+                replica.icmp.errorBurst = max(1, configuration.icmp.errorBurst / count)
             }
             made.append(try Worker(index: k, configuration: replica, inboxCapacity: inboxCapacity,
                                    notify: { bell.ring() }, makePool: makePool))

@@ -139,11 +139,14 @@ struct Show: ParsableCommand {
         case "flows":
             let r = call(request, parent, as: [FlowInfo].self)
             if parent.json { return printJSON(r) }
-            table(["SOURCE", "DESTINATION", "PORTS", "TOS", "INTERFACE", "NEXT-HOP", "PACKETS", "BYTES", "IDLE", "STATE"],
+            let several = r.contains { $0.worker != nil }
+            table(["SOURCE", "DESTINATION", "PORTS", "TOS", "INTERFACE", "NEXT-HOP", "PACKETS", "BYTES", "IDLE", "STATE"]
+                      + (several ? ["WORKER"] : []),
                   r.map { f in
                       let ports = f.sourcePort.map { "\($0)>\(f.destinationPort ?? 0)" } ?? "-"
                       return [f.source, f.destination, ports, "\(f.tos)", f.interface, f.nextHop, "\(f.packets)", "\(f.bytes)",
                               String(format: "%.1fs", f.idleSeconds), f.valid ? "valid" : "stale"]
+                          + (several ? [f.worker.map { "\($0)" } ?? "-"] : [])
                   })
         default:
             let r = call(request, parent, as: StatsInfo.self)
@@ -152,6 +155,11 @@ struct Show: ParsableCommand {
             print("")
             table(["DROP REASON", "PACKETS"], r.drops.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
             print("\npool buffers in use: \(r.poolBuffersInUse) of \(r.poolBuffers); up \(Int(r.uptimeSeconds))s")
+            if let workers = r.workers {
+                print("")
+                table(["WORKER", "RX-PKTS", "TX-PKTS", "FLOWS", "DROPS"],
+                      workers.map { ["\($0.index)", "\($0.rxPackets)", "\($0.txPackets)", "\($0.flows)", "\($0.drops)"] })
+            }
             let t = r.ledger.terms
             func v(_ k: String) -> UInt64 { t[k] ?? 0 }
             print("\npacket ledger: \(r.ledger.balanced ? "balanced" : "NOT BALANCED")")

@@ -35,6 +35,21 @@ struct WorkerGroupTests {
         #expect(answers[0].pool != answers[1].pool)
     }
 
+    @Test("replicas: worker 0 owns what runs once, the others follow; the ICMP budget is shared out")
+    func roles() throws {
+        var c = StackConfiguration()
+        c.icmp.errorsPerSecond = 100
+        c.icmp.errorBurst = 50
+        let g = try WorkerGroup(count: 2, configuration: c, makePool: { PacketPool(capacity: 64, dataSize: 2048) })
+        defer { g.stop() }
+        let settings = try #require(g.gather { r in
+            (r.stack!.configuration.replica, r.stack!.configuration.icmp.errorsPerSecond, r.stack!.configuration.icmp.errorBurst,
+             r.stack!.configuration.arp.shareLearned)
+        })
+        #expect(settings.map(\.0) == [.owner, .follower])
+        #expect(settings.allSatisfy { $0.1 == 50 && $0.2 == 25 && $0.3 })
+    }
+
     @Test("changes reach every replica, in the order sent")
     func changesInOrder() throws {
         let g = try Self.group(2)

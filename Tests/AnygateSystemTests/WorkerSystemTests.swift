@@ -28,6 +28,16 @@ struct WorkerSystemTests {
         let ping = net.sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
         #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(net.daemons[0].log)\n\(net.daemons[1].log)")
 
+        // A route changed at run time reaches every worker: without the
+        // route into the tunnel, site B is unreachable; with it, back.
+        let ctl1 = "\(net.anygatectl) --socket \(net.dir)/gw1.sock"
+        #expect(net.sh("\(ctl1) route del 10.2.0.0/16 via 172.16.0.2").status == 0)
+        let without = net.sh("ip netns exec \(ns.a) ping -c 6 -i 0.2 -W 1 10.2.0.2", timeout: 20)
+        #expect(without.output.contains(" 100% packet loss"), "a worker still routes into the tunnel: \(without.output)")
+        #expect(net.sh("\(ctl1) route add 10.2.0.0/16 via 172.16.0.2").status == 0)
+        let back = net.sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
+        #expect(back.status == 0 && back.output.contains(" 0% packet loss"), "\(back.output)")
+
         // 50 MB, checksummed at both ends (one TCP flow: one worker each way).
         let src = "\(net.dir)/data.bin", dst = "\(net.dir)/recv.bin"
         net.sh("head -c 50000000 /dev/urandom > \(src)")
