@@ -185,7 +185,7 @@ extension Daemon {
                                                             "dropped": "\(dropped)", "worker": "\(worker)"])
         case let .tunnelLine(i, up):
             logger.notice("tunnel \(stack.interfaceName(i)) \(up ? "up" : "down")", metadata: ["worker": "\(worker)"])
-        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered:
+        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .neighborWanted:
             logger.trace("\(e)", metadata: ["worker": "\(worker)"])
         }
     }

@@ -315,7 +315,7 @@ public final class Daemon {
             case let .neighborUnreachable(address, i, dropped):
                 logger.debug("neighbor unreachable", metadata: ["address": "\(address)", "interface": "\(stack.interfaceName(i))",
                                                                 "dropped": "\(dropped)"])
-            case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine:
+            case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted:
                 logger.trace("\(e)")
             }
         }

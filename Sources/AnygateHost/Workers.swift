@@ -20,6 +20,8 @@ public typealias WorkerJob = @Sendable (HostRuntime) -> Void
 /// one worker's request may reach another worker's queue or socket.
 /// ICMP error budgets are shared out: each replica may send
 /// `errorsPerSecond / count` (and a burst of `errorBurst / count`).
+/// ARP runs once per link: only worker 0's replica sends requests and
+/// announcements; another that needs a neighbour asks it (`resolveNeighbor`).
 /// Tunnel keepalives run once: worker 0's replica owns them and decides each
 /// tunnel's line; answers that reach another worker are handed to it, and
 /// the lines it decides to the others (`StackConfiguration.Replica`).
@@ -88,6 +90,8 @@ public final class WorkerGroup: @unchecked Sendable {
                     for j in 0..<count where j != k {
                         perform(on: j) { try? $0.stack.learnNeighbor(address, on: interface, mac: mac) }
                     }
+                case let .neighborWanted(address, interface):
+                    perform(on: 0) { $0.stack.resolveNeighbor(address, on: interface) }
                 case let .keepaliveAnswered(tunnel):
                     perform(on: 0) { $0.stack.keepaliveAnswered(tunnel: tunnel) }
                 case let .tunnelLine(tunnel, up):

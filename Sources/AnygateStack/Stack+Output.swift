@@ -286,8 +286,15 @@ extension Stack {
     func sendARPRequest(for target: IPv4Address, on out: InterfaceIndex, unicastTo: UInt64?, gratuitous: Bool) {
         // A tunnel has no link layer to resolve or announce on.
         guard ifs[out].tunnel < 0 else { return }
+        guard ifs[out].up else { return }
+        // A follower replica neither asks nor announces on the link: the
+        // owner does, once for all replicas (what it learns is shared).
+        if configuration.replica == .follower {
+            if !gratuitous { report(.neighborWanted(address: target, interface: out)) }
+            return
+        }
         // No buffer: nothing was made, so nothing is dropped (the pool counts it).
-        guard ifs[out].up, var p = pool.allocate() else { return }
+        guard var p = pool.allocate() else { return }
         // Speak from the address on the target's subnet (else the first), as
         // IPSELSRC may change it; an announcement speaks for its own address.
         let source = gratuitous ? target

@@ -323,6 +323,35 @@ public final class Stack {
         flush()
     }
 
+    /// The owner replica resolves a neighbour a follower needs: asks for
+    /// it (broadcast, or unicast to confirm a stale entry), or, if it is
+    /// known and confirmed, reports it again for the followers.
+    public func resolveNeighbor(_ address: IPv4Address, on i: InterfaceIndex) {
+        guard (try? check(i)) != nil, ifs[i].up, ifs[i].tunnel < 0 else { return }
+        enter()
+        let idx = neighbors.find(address.rawValue, UInt16(i))
+        if idx == NeighborTable.none {
+            let n = createNeighbor(address.rawValue, i)
+            let e = neighbors.entries + Int(n)
+            e.pointee.probes = 1
+            e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+            neighbors.schedule(n)
+            sendARPRequest(for: address, on: i, unicastTo: nil, gratuitous: false)
+        } else {
+            let e = neighbors.entries + Int(idx)
+            switch e.pointee.state {
+            case .reachable:
+                report(.neighborLearned(address: address, interface: i, mac: MACAddress(rawValue: e.pointee.mac)))
+            case .stale where hot.pointee.now >= e.pointee.nextProbe:
+                e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+                sendARPRequest(for: address, on: i, unicastTo: e.pointee.mac, gratuitous: false)
+            default:
+                break  // being asked already
+            }
+        }
+        flush()
+    }
+
     /// Removes the routes of one origin for a prefix (with this metric, if
     /// given). Returns how many went.
     @discardableResult

@@ -24,13 +24,17 @@ public struct StackConfiguration: Sendable {
     public enum Replica: Sendable, Equatable {
         /// The only stack: it runs the tunnels' keepalives and judges their lines.
         case alone
-        /// The replica that owns what must happen once: it sends the
-        /// tunnels' keepalives and decides their lines, reporting every
-        /// change (`StackEvent.tunnelLine`) for the others.
+        /// The replica that owns what must happen once on a link or a
+        /// tunnel: it sends the ARP requests and announcements and the
+        /// tunnels' keepalives, and decides the tunnels' lines, reporting
+        /// every change (`StackEvent.tunnelLine`) for the others.
         case owner
-        /// Another replica: it sends no keepalives; answers to them that
-        /// reach it are reported (`StackEvent.keepaliveAnswered`) for the
-        /// owner, and it takes tunnel lines from the owner (`setTunnelLine`).
+        /// Another replica: it sends no ARP requests or announcements (it
+        /// reports `StackEvent.neighborWanted` for the owner's
+        /// `resolveNeighbor` and learns the answer through `learnNeighbor`)
+        /// and no keepalives (answers that reach it are reported,
+        /// `StackEvent.keepaliveAnswered`, for the owner); it takes tunnel
+        /// lines from the owner (`setTunnelLine`).
         case follower
     }
 

@@ -15,6 +15,9 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     /// ARP confirmed `address` at `mac` (reported only with
     /// `arp.shareLearned`, for the other replicas' `learnNeighbor`).
     case neighborLearned(address: IPv4Address, interface: InterfaceIndex, mac: MACAddress)
+    /// A follower replica needs `address` resolved on `interface` (the
+    /// owner asks, `resolveNeighbor`; the answer is shared).
+    case neighborWanted(address: IPv4Address, interface: InterfaceIndex)
     /// A follower replica received the answer to a keepalive of the tunnel
     /// on `interface` (for the owner, `keepaliveAnswered(tunnel:)`).
     case keepaliveAnswered(tunnel: InterfaceIndex)
@@ -30,6 +33,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .duplicateMAC(i, mac): "duplicate MAC \(mac) on #\(i)"
         case let .neighborLearned(a, i, mac): "neighbor \(a) on #\(i) is at \(mac)"
         case let .keepaliveAnswered(i): "keepalive answered on #\(i)"
+        case let .neighborWanted(a, i): "neighbor \(a) on #\(i) wanted"
         case let .tunnelLine(i, up): "tunnel #\(i) line \(up ? "up" : "down")"
         }
     }

@@ -116,8 +116,8 @@ struct WorkerGroupTests {
             g.collect { k, e in if case .neighborLearned = e { learned.append((k, e)) } }
             if learned.isEmpty { usleep(1000) }
         }
-        try #require(learned.count == 1)
-        #expect(learned[0].0 == 0)
+        try #require(!learned.isEmpty)
+        #expect(learned.allSatisfy { $0.0 == 0 }, "only the owner learns from the link")
         let after = try #require(g.gather { runtime in
             runtime.stack!.neighborList.first { $0.address == IPv4Address(10, 9, 0, 7) }
         })
@@ -127,6 +127,30 @@ struct WorkerGroupTests {
         // Worker 1's echo request left once the address was known (no port: counted as sent to an unattached interface).
         let sent = try #require(g.gather { $0.stack!.counters.originated })
         #expect(sent[1] >= 1)
+    }
+
+    /// Worker 1 needs 10.9.0.9: as a follower it does not ask the link
+    /// itself, it reports what it wants; the owner (worker 0) asks, once.
+    @Test("ARP runs once: a follower's need is asked on the link by the owner")
+    func ownerAsks() throws {
+        let g = try Self.group(2)
+        defer { g.stop() }
+        #expect(g.perform(Self.setUpLAN))
+        _ = g.gather { _ in true }
+        let announced = try #require(g.gather { $0.stack!.counters.arpRequestsSent })
+        #expect(announced[1] == 0, "a follower announces nothing: \(announced)")
+        #expect(g.perform(on: 1) { try? $0.stack!.ping(IPv4Address(10, 9, 0, 9)) })
+        var wanted = 0
+        let deadline = ContinuousClock.now + .seconds(2)
+        while wanted == 0 && ContinuousClock.now < deadline {
+            g.collect { k, e in if case .neighborWanted = e, k == 1 { wanted += 1 } }
+            if wanted == 0 { usleep(1000) }
+        }
+        #expect(wanted == 1)
+        let sent = try #require(g.gather { $0.stack!.counters.arpRequestsSent })
+        #expect(sent[1] == 0 && sent[0] == announced[0] + 1, "requests sent: \(sent), announcements \(announced)")
+        let owner = try #require(g.gather { $0.stack!.neighborList.first { $0.address == IPv4Address(10, 9, 0, 9) }?.state })
+        #expect(owner[0] == .incomplete)
     }
 
     @Test("a full inbox refuses a job instead of blocking or dropping it silently")
