@@ -16,10 +16,11 @@ struct TwoSites {
     static let gw2Underlay = IPv4Address(192, 0, 2, 2)
 
     init(encapsulation: TunnelEncapsulation = .gre, key1: UInt32? = 42, key2: UInt32? = 42, sequence: Bool = false,
-         mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true, superFrames: Int = 0) throws {
+         mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true, superFrames: Int = 0,
+         gw1Configuration: StackConfiguration = StackConfiguration()) throws {
         net = MemoryNetwork(pool: PacketPool(superFrames: superFrames))
         a = net.addStack(name: "A", configuration: .host)
-        gw1 = net.addStack(name: "GW1")
+        gw1 = net.addStack(name: "GW1", configuration: gw1Configuration)
         gw2 = net.addStack(name: "GW2")
         b = net.addStack(name: "B", configuration: .host)
         let aEth = try a.addInterface(name: "eth0", mac: MACAddress(2, 0, 0, 0, 0, 0xA))
@@ -184,6 +185,39 @@ struct TunnelTests {
             #expect(s.gw2.drops(reason) == n + 1, "\(reason)")
         }
         #expect(s.net.pool.inUse == 0)
+    }
+
+    /// With several workers one replica owns the tunnels' keepalives and
+    /// lines; the others send none and take the line they are given.
+    @Test("replicas: the owner sends the keepalives and reports its line; a follower sends none and takes the line given")
+    func keepaliveRoles() throws {
+        var c = StackConfiguration()
+        c.replica = .owner
+        let s = try TwoSites(keepalive: TunnelKeepalive(interval: .seconds(1), retries: 3), gw1Configuration: c)
+        s.net.advance(by: .seconds(3))
+        #expect(s.gw1.tunnelList.first.map { $0.up && $0.counters.keepalivesSent >= 3 } == true)
+        _ = s.gw1.drainEvents()
+        s.net.disconnect(s.gw1, s.gw1Wan)
+        s.net.advance(by: .seconds(5))
+        #expect(s.gw1.drainEvents().contains(.tunnelLine(tunnel: s.gw1Tunnel, up: false)))
+        s.net.connect(s.gw1, s.gw1Wan, s.gw2, s.gw2Wan)
+        s.net.advance(by: .seconds(2))
+        #expect(s.gw1.drainEvents().contains(.tunnelLine(tunnel: s.gw1Tunnel, up: true)))
+
+        c.replica = .follower
+        let f = try TwoSites(keepalive: TunnelKeepalive(interval: .seconds(1), retries: 3), gw1Configuration: c)
+        f.net.disconnect(f.gw1, f.gw1Wan)
+        f.net.advance(by: .seconds(5))
+        var t = try #require(f.gw1.tunnelList.first)
+        #expect(t.up && t.counters.keepalivesSent == 0, "a follower neither sends keepalives nor judges the line")
+        #expect(f.gw1.counters.arpRequestsSent == 0, "nor asks the link")
+        f.gw1.setTunnelLine(tunnel: f.gw1Tunnel, up: false)
+        t = try #require(f.gw1.tunnelList.first)
+        #expect(!t.up)
+        #expect(f.gw1.lookup(IPv4Address(10, 2, 0, 2)) == nil, "routes via the tunnel are withdrawn")
+        f.gw1.setTunnelLine(tunnel: f.gw1Tunnel, up: true)
+        #expect(f.gw1.tunnelList.first?.up == true && f.gw1.lookup(IPv4Address(10, 2, 0, 2)) != nil)
+        f.net.connect(f.gw1, f.gw1Wan, f.gw2, f.gw2Wan)
     }
 
     @Test("keepalives: the line goes down after the retries and up on the first answer; routes follow")
