@@ -341,7 +341,13 @@ extension Daemon {
                         txPackets: r.interfaces.reduce(0) { $0 &+ $1.counters.txPackets },
                         flows: r.flows.count, drops: r.drops.values.reduce(0, &+))
         }
-        return StatsInfo(counters: view.counters,
+        var counters = view.counters
+        if let workers {
+            // What the net channels between the threads refused (full): 0 unless overloaded.
+            counters["workerReportsLost"] = UInt64(workers.notesLost)
+            counters["workerJobsRefused"] = UInt64(workers.jobsRefused)
+        }
+        return StatsInfo(counters: counters,
                          drops: Dictionary(uniqueKeysWithValues: view.dropCounts.map { ("\($0.key)", $0.value) }),
                          poolBuffersInUse: view.poolInUse, poolBuffers: view.poolBuffers,
                          uptimeSeconds: (Date().timeIntervalSince(started) * 10).rounded() / 10,

@@ -57,6 +57,10 @@ public final class WorkerGroup: @unchecked Sendable {
         }
         workers = made
         for w in workers { w.waitReady() }
+        if let failed = workers.first(where: { $0.startError != nil }) {
+            stop()
+            throw failed.startError!
+        }
     }
 
     deinit { stop() }
@@ -123,6 +127,8 @@ public final class WorkerGroup: @unchecked Sendable {
 
     /// Reports a worker could not put in its outbox (full): lost, counted.
     public var notesLost: Int { workers.reduce(0) { $0 + $1.notesLost } }
+    /// Jobs a full inbox refused (control thread only).
+    public var jobsRefused: Int { workers.reduce(0) { $0 + $1.refused } }
 
     /// Sends `job` to one worker.
     @discardableResult
@@ -186,6 +192,8 @@ final class Worker: @unchecked Sendable {
     private let notesLostCount = Atomic<Int>(0)
     var notesLost: Int { notesLostCount.load(ordering: .relaxed) }
     private let ready = Atomic<Bool>(false)
+    /// Why the worker's thread could not build its loop (read after `waitReady`).
+    private(set) var startError: SystemError?
     private let stopping = Atomic<Bool>(false)
     private var thread: HostThread?
     /// Jobs a full inbox refused (control thread only).
@@ -205,14 +213,19 @@ final class Worker: @unchecked Sendable {
 
     /// The worker thread: builds its runtime and serves its loop until stopped.
     private func main(configuration: StackConfiguration, pool: PacketPool) {
-        guard let loop = try? EventLoop() else {
+        let loop: EventLoop
+        let runtime: HostRuntime
+        do {
+            loop = try EventLoop()
+            runtime = HostRuntime(loop: loop, configuration: configuration, pool: pool)
+            try loop.register(bell.fd) { [unowned self] _ in
+                bell.answer()
+                runJobs(runtime)
+            }
+        } catch {
+            startError = error
             ready.store(true, ordering: .releasing)
             return
-        }
-        let runtime = HostRuntime(loop: loop, configuration: configuration, pool: pool)
-        try? loop.register(bell.fd) { [unowned self] _ in
-            bell.answer()
-            runJobs(runtime)
         }
         ready.store(true, ordering: .releasing)
         loop.run { [unowned self] in
