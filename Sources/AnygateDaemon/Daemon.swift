@@ -29,6 +29,8 @@ public final class Daemon {
     public var stack: Stack { runtime.stack }
     /// The workers, when `stack.workers` is more than one.
     var workers: WorkerGroup?
+    /// Interfaces given a fanout group so far (each gets a new group id).
+    var fanoutGroupsMade = 0
     var control: StreamServer?
     /// The trace session the control socket started: its filter and interface, as asked.
     var traceSession: (filter: String, interface: String?)?
@@ -153,7 +155,8 @@ public final class Daemon {
         var ports: [any AnygateHost.Port] = []
         do throws(DaemonError) {
             if let workers {
-                let group = Daemon.fanoutGroup(interface: interfaceIndex.count + attachments.count)
+                fanoutGroupsMade += 1
+                let group = Daemon.fanoutGroup(interface: fanoutGroupsMade)
                 for _ in 0..<workers.count { ports.append(try makePort(i, fanout: group)) }
             } else {
                 ports.append(try makePort(i))
@@ -238,7 +241,8 @@ public final class Daemon {
     }
 
     /// A PACKET_FANOUT group id for an interface's sockets: unique to this
-    /// process and interface (ids are shared by the whole network namespace).
+    /// process and its n-th interface (ids are shared by the whole network
+    /// namespace; an interface added again by a reload gets a new one).
     static func fanoutGroup(interface: Int) -> UInt16 {
         UInt16(truncatingIfNeeded: Int(getpid()) &* 64 &+ interface)
     }
