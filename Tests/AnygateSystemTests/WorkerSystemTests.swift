@@ -79,4 +79,35 @@ struct WorkerSystemTests {
         let diagnosis = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock --json show stats; \(net.anygatectl) --socket \(net.dir)/gw1.sock show neighbors; \(net.anygatectl) --socket \(net.dir)/gw1.sock show flows").output
         #expect(Set(list.compactMap(\.worker)) == [0, 1], "flows on both workers: \(list.count) flows\n\(diagnosis)")
     }
+
+    @Test("reload with two workers: an interface added, removed and added again, every worker attached each time")
+    func reloadWithWorkers() throws {
+        let net = try TwoSiteNetwork(workers: 2)
+        defer { net.close() }
+        try net.build()
+        try net.start()
+        let ctl = "\(net.anygatectl) --socket \(net.dir)/gw1.sock"
+        let path = "\(net.dir)/gw1.yaml"
+        let base = net.config(side: 1)
+        let extra = base.replacingOccurrences(of: "interfaces:\n", with: "interfaces:\n  - name: lan9\n    attach: {tap: \(net.p)-x9}\n    addresses: [10.9.0.1/24]\n")
+        func lan9() throws -> InterfaceInfo? {
+            let out = net.sh("\(ctl) --json show interfaces").output
+            return try JSONDecoder().decode([InterfaceInfo].self, from: Data(out.utf8)).first { $0.name == "lan9" }
+        }
+        for round in 0..<2 {
+            try extra.write(toFile: path, atomically: true, encoding: .utf8)
+            let r1 = net.sh("\(ctl) reload")
+            #expect(r1.status == 0, "round \(round): \(r1.output)")
+            let added = try lan9()
+            #expect(added?.attached == true && added?.up == true, "round \(round): \(String(describing: added))")
+            try base.write(toFile: path, atomically: true, encoding: .utf8)
+            #expect(net.sh("\(ctl) reload").status == 0)
+            #expect(try lan9() == nil)
+        }
+        // The tunnel still carries traffic, and every replica still balances.
+        let ping = net.sh("ip netns exec \(net.ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
+        #expect(ping.status == 0, "\(ping.output)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(net.sh("\(ctl) --json show stats").output.utf8))
+        #expect(stats.ledger.balanced && stats.workers?.count == 2)
+    }
 }
