@@ -65,6 +65,9 @@ public final class PacketPort: FramePort {
         let fd = try Sys.socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
                                 proto, name)
         do {
+            // A socket joining a fanout group takes nothing until it has
+            // joined: what it took alone would reach the group's others too.
+            if fanoutGroup != nil { try Sys.acceptNone(fd, name) }
             var sll = sockaddr_ll()
             sll.sll_family = UInt16(AF_PACKET)
             sll.sll_protocol = UInt16(UInt16(ag_ETH_P_ALL).bigEndian)
@@ -92,10 +95,16 @@ public final class PacketPort: FramePort {
             }
             if let group = fanoutGroup {
                 try Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_FANOUT, ag_fanout_hash(group), "PACKET_FANOUT", name)
+                try Sys.acceptAll(fd, name)
             }
             // Linux 4.20+: drop our own transmissions in the kernel; otherwise filter by packet type.
             filtersOutgoing = (try? Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_IGNORE_OUTGOING, Int32(1),
                                                    "PACKET_IGNORE_OUTGOING", name)) != nil
+            // A fanout group has a receive hook of its own, which the
+            // socket's PACKET_IGNORE_OUTGOING does not reach (the kernel
+            // skips only the group's own sends): what the host sends on the
+            // interface would arrive as input. Filter by packet type then.
+            if fanoutGroup != nil { filtersOutgoing = false }
         } catch {
             Sys.close(fd)
             throw error

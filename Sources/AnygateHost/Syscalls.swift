@@ -199,6 +199,15 @@ enum Sys {
         _ = nanosleep(&ts, nil)
     }
 
+    /// Makes a socket take no packets (a filter returning 0) until `acceptAll`.
+    static func acceptNone(_ fd: Int32, _ object: String) throws(SystemError) {
+        _ = try check(ag_attach_drop_all(fd), "SO_ATTACH_FILTER", object)
+    }
+
+    static func acceptAll(_ fd: Int32, _ object: String) throws(SystemError) {
+        _ = try check(ag_detach_filter(fd), "SO_DETACH_FILTER", object)
+    }
+
     /// Monotonic time in nanoseconds.
     static func monotonicNanoseconds() -> Int64 {
         var ts = timespec()

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sched.h>
+#include <linux/filter.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -107,4 +108,15 @@ int ag_usable_cpus(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
     return CPU_COUNT(&set);
+}
+
+int ag_attach_drop_all(int fd) {
+    struct sock_filter code[] = { BPF_STMT(BPF_RET | BPF_K, 0) };
+    struct sock_fprog prog = { .len = 1, .filter = code };
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
+
+int ag_detach_filter(int fd) {
+    int unused = 0;
+    return setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
 }

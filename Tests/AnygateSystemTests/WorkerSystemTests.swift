@@ -73,6 +73,13 @@ struct WorkerSystemTests {
             #expect(after.ledger.balanced, "gw\(side): \(after.ledger.violations)")
             #expect(after.workers?.count == 2)
         }
+        // Every frame on each uplink reached exactly one worker: never more
+        // than the kernel counted (a duplicate, or the host's own sends taken
+        // as input), at most a few in flight fewer.
+        for side in [1, 2] {
+            let (accounted, kernelRx) = try net.uplinkAccounts(side: side)
+            #expect(accounted <= kernelRx && kernelRx - accounted <= 10, "gw\(side): kernel rx \(kernelRx), workers rx + kernel drops \(accounted)")
+        }
         // Flows are per worker, and say so (gw1 forwards the flows from its site into the tunnel).
         let out = net.sh("\(net.anygatectl) --socket \(net.dir)/gw1.sock --json show flows").output
         let list = try JSONDecoder().decode([FlowInfo].self, from: Data(out.utf8))

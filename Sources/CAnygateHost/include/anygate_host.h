@@ -126,4 +126,10 @@ int ag_enter_netns(const char *path);
 /// CPUs in the calling thread's affinity mask (sched_getaffinity).
 int ag_usable_cpus(void);
 
+/// A socket filter that takes nothing (SO_ATTACH_FILTER, `ret #0`), and
+/// its removal: a packet socket that will join a fanout group takes no
+/// frame of its own before it has joined (those would be duplicates).
+int ag_attach_drop_all(int fd);
+int ag_detach_filter(int fd);
+
 #endif
