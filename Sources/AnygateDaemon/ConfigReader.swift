@@ -316,11 +316,8 @@ public struct ConfigReader {
     /// name, next hops on a connected subnet, addresses used once.
     func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
         if c.workers != 1 {
-            // What several workers cannot share yet: one host socket per
+            // What several workers cannot share yet: one sequence per
             // tunnel, and the host's own interfaces mirrored into the stack.
-            for (k, t) in c.tunnels.enumerated() where t.tunnel.backend == .host {
-                throw fail("tunnels[\(k)].backend", nil, "backend: host needs stack.workers: 1 (a host socket cannot be shared by several workers yet)")
-            }
             for (k, t) in c.tunnels.enumerated() where t.tunnel.sequence {
                 throw fail("tunnels[\(k)].sequence", nil, "sequence: true needs stack.workers: 1 (one sequence needs one sender; not yet with several workers)")
             }

@@ -65,9 +65,15 @@ public final class Daemon {
         sc.ipflow.idleTimeout = config.ipflowIdleTimeout
         sc.ecmpHash = config.ecmpHash
         let workerCount = config.workers ?? HostThread.usableCPUs
-        runtime = HostRuntime(loop: loop, configuration: sc,
+        // Beside workers, the daemon's own stack holds the configuration and
+        // carries no traffic: it asks nothing on links (a follower), opens no
+        // host sockets, and takes tunnel lines from worker 0 like the others.
+        var own = sc
+        if workerCount > 1 { own.replica = .follower }
+        runtime = HostRuntime(loop: loop, configuration: own,
                               pool: workerCount > 1 ? PacketPool(capacity: 512, dataSize: 2048)
-                                  : PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers))
+                                  : PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers),
+                              opensHostSockets: workerCount <= 1)
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
         if workerCount > 1 {
             do {
@@ -307,7 +313,10 @@ public final class Daemon {
     func collectFromWorkers() {
         guard let workers else { return }
         workers.awake()
-        workers.collect { k, e in logWorkerEvent(e, worker: k) }
+        workers.collect { k, e in
+            if case let .tunnelLine(tunnel, up) = e { stack.setTunnelLine(tunnel: tunnel, up: up) }
+            logWorkerEvent(e, worker: k)
+        }
     }
 
     func handleStackEvents() {

@@ -60,7 +60,13 @@ public final class HostRuntime {
         }
     }
 
-    public init(loop: EventLoop, configuration: StackConfiguration, pool: PacketPool, batchSize: Int = 64) {
+    /// False for a runtime that carries no traffic: its stack's tunnels get
+    /// no host sockets (they would take a share of the real ones' packets).
+    let opensHostSockets: Bool
+
+    public init(loop: EventLoop, configuration: StackConfiguration, pool: PacketPool, batchSize: Int = 64,
+                opensHostSockets: Bool = true) {
+        self.opensHostSockets = opensHostSockets
         self.loop = loop
         self.pool = pool
         batch = .allocate(capacity: batchSize)

@@ -56,8 +56,14 @@ final class HostSocket {
         return sin
     }
 
+    /// `replica`: with several workers each replica opens the tunnel's
+    /// socket. UDP sockets share the port (SO_REUSEPORT: the kernel spreads
+    /// the peers' flows, which GRE-in-UDP varies by inner flow); of the raw
+    /// GRE sockets, which would each get a copy of every packet, only the
+    /// owner's receives — the followers' only send (a filter that takes nothing).
     static func open(protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16, remote: IPv4Address,
-                     remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) throws(SystemError) -> HostSocket {
+                     remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool,
+                     replica: StackConfiguration.Replica = .alone) throws(SystemError) -> HostSocket {
         let what = "\(proto) \(local) -> \(remote)"
         let raw: Bool
         let fd: Int32
@@ -80,6 +86,8 @@ final class HostSocket {
             try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, Int32(dontFragment ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT),
                                "IP_MTU_DISCOVER", what)
             if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
+            if !raw && replica != .alone { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, Int32(1), "SO_REUSEPORT", what) }
+            if raw && replica == .follower { try Sys.acceptNone(fd, what) }
             // Each read then says how many datagrams the full queue dropped (SO_RXQ_OVFL).
             try Sys.setsockopt(fd, SOL_SOCKET, ag_SO_RXQ_OVFL, Int32(1), "SO_RXQ_OVFL", what)
             // A tunnel socket takes bursts at line rate while the loop is busy
@@ -129,10 +137,13 @@ extension HostRuntime {
     func openHostSocket(_ id: SocketID, protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16,
                         remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
         closeHostSocket(id)
+        // A runtime that carries no traffic (the daemon's configuration
+        // stack beside workers) must not take a share of the tunnel's packets.
+        guard opensHostSockets else { return nil }
         let s: HostSocket
         do {
             s = try HostSocket.open(protocol: proto, local: local, localPort: localPort, remote: remote, remotePort: remotePort,
-                                    ttl: ttl, tos: tos, dontFragment: dontFragment)
+                                    ttl: ttl, tos: tos, dontFragment: dontFragment, replica: stack.configuration.replica)
         } catch {
             return "host socket: \(error)"
         }

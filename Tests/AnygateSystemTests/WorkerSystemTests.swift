@@ -117,4 +117,42 @@ struct WorkerSystemTests {
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(net.sh("\(ctl) --json show stats").output.utf8))
         #expect(stats.ledger.balanced && stats.workers?.count == 2)
     }
+
+    @Test("host-backed tunnels with two workers: ping and 20 MB, keepalives owned once, routes shown as forwarding",
+          arguments: ["gre", "gre-in-udp"])
+    func hostBackend(encapsulation: String) throws {
+        let net = try TwoSiteNetwork(encapsulation: encapsulation, backend: "host", workers: 2)
+        defer { net.close() }
+        try net.build()
+        try net.start()
+        let ns = net.ns
+        let ping = net.sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(net.daemons[0].log)")
+        let src = "\(net.dir)/data.bin", dst = "\(net.dir)/recv.bin"
+        net.sh("head -c 20000000 /dev/urandom > \(src)")
+        let listener = try Shell.spawn("exec ip netns exec \(ns.b) timeout 120 nc -l -N 10.2.0.2 5001", output: dst)
+        defer { if listener.isRunning { listener.terminate() } }
+        _ = DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(ns.b) ss -ltn").output.contains("10.2.0.2:5001") }
+        let send = net.sh("ip netns exec \(ns.a) timeout 120 nc -N 10.2.0.2 5001 < \(src)", timeout: 130)
+        #expect(send.status == 0, "nc: \(send.output)")
+        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
+        let sums = net.sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+        #expect(sums.count == 2 && sums[0] == sums[1], "20 MB through \(encapsulation)/host with two workers: checksums differ")
+        // Keepalives (every second) went out once per interval, not once per worker, and were answered.
+        let ctl = "\(net.anygatectl) --socket \(net.dir)/gw1.sock"
+        let tunnels = try JSONDecoder().decode([TunnelInfo].self, from: Data(net.sh("\(ctl) --json show tunnels").output.utf8))
+        let t = try #require(tunnels.first)
+        let sent = t.counters["keepalivesSent"] ?? 0, answered = t.counters["keepalivesReceived"] ?? 0
+        #expect(t.state == "up" && sent >= 2 && answered >= 1, "\(t)")
+        let uptime = try JSONDecoder().decode(StatsInfo.self, from: Data(net.sh("\(ctl) --json show stats").output.utf8))
+        #expect(Double(sent) <= uptime.uptimeSeconds + 2, "\(sent) keepalives in \(uptime.uptimeSeconds) s: more than one sender")
+        // The daemon's own view of the routes follows worker 0's tunnel line.
+        let routes = net.sh("\(ctl) show routes").output
+        let line = routes.split(separator: "\n").first { $0.contains("10.2.0.0/16") } ?? ""
+        #expect(line.hasSuffix("yes"), "\(routes)")
+        for side in [1, 2] {
+            let l = try net.ledger(side: side)
+            #expect(l.balanced, "gw\(side): \(l.violations)")
+        }
+    }
 }
