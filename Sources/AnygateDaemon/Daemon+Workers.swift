@@ -173,22 +173,6 @@ extension Daemon {
         }
         return result
     }
-
-    /// Logs what a worker's replica reported (the control thread collects it).
-    func logWorkerEvent(_ e: StackEvent, worker: Int) {
-        switch e {
-        case let .duplicateMAC(i, mac):
-            logger.warning("duplicate MAC \(mac): another device on \(stack.interfaceName(i)) uses it",
-                           metadata: ["interface": "\(stack.interfaceName(i))", "mac": "\(mac)", "worker": "\(worker)"])
-        case let .neighborUnreachable(address, i, dropped):
-            logger.debug("neighbor unreachable", metadata: ["address": "\(address)", "interface": "\(stack.interfaceName(i))",
-                                                            "dropped": "\(dropped)", "worker": "\(worker)"])
-        case let .tunnelLine(i, up):
-            logger.notice("tunnel \(stack.interfaceName(i)) \(up ? "up" : "down")", metadata: ["worker": "\(worker)"])
-        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .neighborWanted:
-            logger.trace("\(e)", metadata: ["worker": "\(worker)"])
-        }
-    }
 }
 
 /// A port on its way to the worker that will own it (opened on the

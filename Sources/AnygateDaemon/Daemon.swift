@@ -315,22 +315,33 @@ public final class Daemon {
         workers.awake()
         workers.collect { k, e in
             if case let .tunnelLine(tunnel, up) = e { stack.setTunnelLine(tunnel: tunnel, up: up) }
-            logWorkerEvent(e, worker: k)
+            logStackEvent(e, worker: k)
         }
     }
 
     func handleStackEvents() {
-        while let e = stack.popEvent() {
-            switch e {
-            case let .duplicateMAC(i, mac):
-                logger.warning("duplicate MAC \(mac): another device on \(stack.interfaceName(i)) uses it",
-                               metadata: ["interface": "\(stack.interfaceName(i))", "mac": "\(mac)"])
-            case let .neighborUnreachable(address, i, dropped):
-                logger.debug("neighbor unreachable", metadata: ["address": "\(address)", "interface": "\(stack.interfaceName(i))",
-                                                                "dropped": "\(dropped)"])
-            case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted:
-                logger.trace("\(e)")
-            }
+        while let e = stack.popEvent() { logStackEvent(e) }
+    }
+
+    /// Logs what a stack reported — the daemon's own, or a worker's
+    /// replica (`worker`): warnings an operator must see, the rest at debug
+    /// level or below.
+    func logStackEvent(_ e: StackEvent, worker: Int? = nil) {
+        var metadata: Logger.Metadata = worker.map { ["worker": "\($0)"] } ?? [:]
+        switch e {
+        case let .duplicateMAC(i, mac):
+            metadata["interface"] = "\(stack.interfaceName(i))"
+            metadata["mac"] = "\(mac)"
+            logger.warning("duplicate MAC \(mac): another device on \(stack.interfaceName(i)) uses it", metadata: metadata)
+        case let .neighborUnreachable(address, i, dropped):
+            metadata["address"] = "\(address)"
+            metadata["interface"] = "\(stack.interfaceName(i))"
+            metadata["dropped"] = "\(dropped)"
+            logger.debug("neighbor unreachable", metadata: metadata)
+        case let .tunnelLine(i, up) where worker != nil:
+            logger.notice("tunnel \(stack.interfaceName(i)) \(up ? "up" : "down")", metadata: metadata)
+        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted:
+            logger.trace("\(e)", metadata: metadata)
         }
     }
 
