@@ -39,16 +39,8 @@ struct WorkerSystemTests {
         #expect(back.status == 0 && back.output.contains(" 0% packet loss"), "\(back.output)")
 
         // 50 MB, checksummed at both ends (one TCP flow: one worker each way).
-        let src = "\(net.dir)/data.bin", dst = "\(net.dir)/recv.bin"
-        net.sh("head -c 50000000 /dev/urandom > \(src)")
-        let listener = try Shell.spawn("exec ip netns exec \(ns.b) timeout 120 nc -l -N 10.2.0.2 5001", output: dst)
-        defer { if listener.isRunning { listener.terminate() } }
-        _ = DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(ns.b) ss -ltn").output.contains("10.2.0.2:5001") }
-        let send = net.sh("ip netns exec \(ns.a) timeout 120 nc -N 10.2.0.2 5001 < \(src)", timeout: 130)
-        #expect(send.status == 0, "nc: \(send.output)")
-        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
-        let sums = net.sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
-        #expect(sums.count == 2 && sums[0] == sums[1], "50 MB through two workers: checksums differ")
+        let failure = try net.transfer(megabytes: 50)
+        #expect(failure == nil, "50 MB through two workers: checksums differ: \(failure ?? "")")
 
         // 64 UDP flows, 100 datagrams each: the TAP's queues (gw1) and the
         // uplink's fanout (gw2, hashing the inner flow through GRE) spread them.
@@ -128,16 +120,8 @@ struct WorkerSystemTests {
         let ns = net.ns
         let ping = net.sh("ip netns exec \(ns.a) ping -c 3 -i 0.2 -W 2 10.2.0.2", timeout: 20)
         #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(net.daemons[0].log)")
-        let src = "\(net.dir)/data.bin", dst = "\(net.dir)/recv.bin"
-        net.sh("head -c 20000000 /dev/urandom > \(src)")
-        let listener = try Shell.spawn("exec ip netns exec \(ns.b) timeout 120 nc -l -N 10.2.0.2 5001", output: dst)
-        defer { if listener.isRunning { listener.terminate() } }
-        _ = DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(ns.b) ss -ltn").output.contains("10.2.0.2:5001") }
-        let send = net.sh("ip netns exec \(ns.a) timeout 120 nc -N 10.2.0.2 5001 < \(src)", timeout: 130)
-        #expect(send.status == 0, "nc: \(send.output)")
-        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
-        let sums = net.sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
-        #expect(sums.count == 2 && sums[0] == sums[1], "20 MB through \(encapsulation)/host with two workers: checksums differ")
+        let failure = try net.transfer(megabytes: 20)
+        #expect(failure == nil, "20 MB through \(encapsulation)/host with two workers: checksums differ: \(failure ?? "")")
         // Keepalives (every second) went out once per interval, not once per worker, and were answered.
         let ctl = "\(net.anygatectl) --socket \(net.dir)/gw1.sock"
         let tunnels = try JSONDecoder().decode([TunnelInfo].self, from: Data(net.sh("\(ctl) --json show tunnels").output.utf8))
