@@ -15,6 +15,7 @@ let package = Package(
             name: "Forwarding",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "AnygateHost", package: "anygate"),
                 .product(name: "AnygateStack", package: "anygate"),
                 .product(name: "AnygateWire", package: "anygate"),
             ],

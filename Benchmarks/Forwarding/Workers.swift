@@ -3,13 +3,11 @@
 // stacks). A scaled iteration is still one packet; with two replicas the
 // packets are split between them and the iteration ends when both are done,
 // so the reported time per packet against one replica's is the speed-up.
+import AnygateHost
 import AnygateStack
 import AnygateWire
 import Benchmark
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Replicas of one router; replica 0 runs on the benchmark's thread, the
 /// others each on a thread of their own that spins waiting for a round
@@ -20,29 +18,19 @@ final class Replicas: @unchecked Sendable {
     private let finished = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     private var share = 0
-    private var threads: [pthread_t] = []
+    private var threads: [HostThread] = []
 
     init(count: Int, prefixes: [IPv4Prefix], flows: Int, ipflow: Bool) throws {
         replicas = try (0..<count).map { _ in try Bench(prefixes: prefixes, flows: flows, ipflow: ipflow) }
-        for k in 1..<count { threads.append(start(replica: k)) }
+        for k in 1..<count {
+            threads.append(try HostThread("bench-replica\(k)") { [unowned self] in self.serve(replica: k) })
+        }
     }
 
     deinit {
         stopping.store(true, ordering: .releasing)
         round.add(1, ordering: .releasing)
-        for t in threads { pthread_join(t, nil) }
-    }
-
-    private func start(replica k: Int) -> pthread_t {
-        final class Context { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
-        let context = Context { [unowned self] in self.serve(replica: k) }
-        var t = pthread_t()
-        let r = pthread_create(&t, nil, { raw in
-            Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, Unmanaged.passRetained(context).toOpaque())
-        precondition(r == 0, "pthread_create")
-        return t
+        for t in threads { t.join() }
     }
 
     private func serve(replica k: Int) {
