@@ -33,6 +33,16 @@ let package = Package(
             ],
             path: "Propagation"
         ),
+        // The FIB's memory with a million routes as replicas are added, for
+        // a shared FIB and for one per replica: swift run -c release FIBMemory [ROUTES]
+        .executableTarget(
+            name: "FIBMemory",
+            dependencies: [
+                .product(name: "AnygateStack", package: "anygate"),
+                .product(name: "AnygateWire", package: "anygate"),
+            ],
+            path: "FIBMemory"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -52,9 +52,10 @@ final class Bench {
     let destinations: [IPv4Address]
     var batch: [PacketHandle] = []
 
-    init(prefixes: [IPv4Prefix], flows: Int = 1024, ipflow: Bool = false) throws {
+    init(prefixes: [IPv4Prefix], flows: Int = 1024, ipflow: Bool = false, fib: FIBSharing = .own) throws {
         host.pool = pool
         var config = StackConfiguration()
+        config.fib = fib
         config.ipflow.enabled = ipflow
         config.ipflow.maxFlows = 65536
         router = Stack(name: "bench", configuration: config, pool: pool, hypercalls: host)

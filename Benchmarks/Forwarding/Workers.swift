@@ -1,4 +1,5 @@
-// Workers: replicas of the router, each with its own pool and tables, each
+// Workers: replicas of the router, each with its own pool and tables but
+// reading one FIB (written by a copy standing for the control thread), each
 // driven by its own thread (issue 14's shape: replicated virtual-unicpu
 // stacks). A scaled iteration is still one packet; with two replicas the
 // packets are split between them and the iteration ends when both are done,
@@ -20,8 +21,15 @@ final class Replicas: @unchecked Sendable {
     private var share = 0
     private var threads: [HostThread] = []
 
+    /// The control thread's copy of the router, which writes the FIB the replicas read.
+    let writer: Bench
+
     init(count: Int, prefixes: [IPv4Prefix], flows: Int, ipflow: Bool) throws {
-        replicas = try (0..<count).map { _ in try Bench(prefixes: prefixes, flows: flows, ipflow: ipflow) }
+        let shared = SharedFIB(readers: count)
+        writer = try Bench(prefixes: prefixes, flows: flows, ipflow: ipflow, fib: .writer(shared))
+        replicas = try (0..<count).map { k in
+            try Bench(prefixes: prefixes, flows: flows, ipflow: ipflow, fib: .reader(shared, index: k))
+        }
         for k in 1..<count {
             threads.append(try HostThread("bench-replica\(k)") { [unowned self] in self.serve(replica: k) })
         }

@@ -84,12 +84,12 @@ extension Daemon {
             if r.verb == .routeAdd {
                 guard via != nil || dev != nil else { return fail("a route needs via ADDR or dev IF") }
                 let nextHop = via, interface = dev, metric = r.metric ?? 0
-                try change { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: interface, metric: metric) }
+                try changeRoutes { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: interface, metric: metric) }
                 logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
                 return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
             } else {
                 let nextHop = via
-                try change { s throws(RouteError) in try s.deleteRoute(prefix, via: nextHop) }
+                try changeRoutes { s throws(RouteError) in try s.deleteRoute(prefix, via: nextHop) }
                 logger.notice("route deleted", metadata: ["prefix": "\(prefix)"])
                 return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) deleted")))
             }
@@ -247,12 +247,20 @@ extension Daemon {
             rx = idx
         }
         // With workers, the answer of worker 0's replica (the route is the same in
-        // all; the flow and neighbour state are that worker's).
+        // all; the flow and neighbour state are that worker's), with the
+        // route lists of the FIB's writer.
         let sport = r.sourcePort, dport = r.destinationPort, src = source, arriving = rx
         let answer: RouteExplanation? = workers.map {
             $0.gather { $0.stack.explainRoute(d, source: src, sourcePort: sport, destinationPort: dport, arrivingOn: arriving) }?.first
         } ?? stack.explainRoute(d, source: source, sourcePort: r.sourcePort, destinationPort: r.destinationPort, arrivingOn: rx)
-        guard let e = answer else { return fail("the workers did not answer") }
+        guard var e = answer else { return fail("the workers did not answer") }
+        if workers != nil {
+            // The workers read the FIB the daemon's own stack writes: the
+            // prefixes and ECMP set come from the writer's route lists.
+            let own = stack.explainRoute(d, source: source, sourcePort: r.sourcePort, destinationPort: r.destinationPort, arrivingOn: rx)
+            e.matches = own.matches
+            e.equalCostSet = own.equalCostSet
+        }
         let flow = e.flow.map { flowInfo($0) }, neighbor = e.neighbor.map(neighborInfo)
         return encode(ControlResponse(ok: true, result: ExplainRouteInfo(
             destination: "\(d)", source: source.map { "\($0)" }, sourcePort: e.hashedPorts.map { Int($0.source) },

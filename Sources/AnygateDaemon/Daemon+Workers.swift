@@ -166,6 +166,13 @@ extension Daemon {
     /// order with every change before it; the replicas are built alike, so
     /// what took on one takes on all).
     @discardableResult
+    /// A route change: only the daemon's own stack takes it, since with
+    /// workers it writes the FIB their replicas read (`SharedFIB`); they
+    /// see it at their next batch and their cached routes flush then.
+    func changeRoutes<T, E: Error>(_ body: (Stack) throws(E) -> T) throws(E) -> T {
+        try body(stack)
+    }
+
     func change<T, E: Error>(_ body: @escaping @Sendable (Stack) throws(E) -> T) throws(E) -> T {
         let result = try body(stack)
         if let workers, !workers.perform({ _ = try? body($0.stack) }) {

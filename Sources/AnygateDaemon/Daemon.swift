@@ -68,8 +68,13 @@ public final class Daemon {
         // Beside workers, the daemon's own stack holds the configuration and
         // carries no traffic: it asks nothing on links (a follower), opens no
         // host sockets, and takes tunnel lines from worker 0 like the others.
+        // It also writes the one FIB the workers' replicas read (SharedFIB).
         var own = sc
-        if workerCount > 1 { own.replica = .follower }
+        let sharedFIB = workerCount > 1 ? SharedFIB(readers: workerCount) : nil
+        if let sharedFIB {
+            own.replica = .follower
+            own.fib = .writer(sharedFIB)
+        }
         runtime = HostRuntime(loop: loop, configuration: own,
                               pool: workerCount > 1 ? PacketPool(capacity: 512, dataSize: 2048)
                                   : PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers),
@@ -77,7 +82,7 @@ public final class Daemon {
         runtime.log = { [weak self] line in self?.logger.warning("\(line)") }
         if workerCount > 1 {
             do {
-                workers = try WorkerGroup(count: workerCount, configuration: sc,
+                workers = try WorkerGroup(count: workerCount, configuration: sc, sharedFIB: sharedFIB,
                                           makePool: { PacketPool(capacity: 8192, superFrames: Daemon.superFrameBuffers) })
             } catch {
                 throw DaemonError("cannot start \(workerCount) workers: \(error)")
@@ -243,7 +248,7 @@ public final class Daemon {
 
     func addRoute(_ r: RouteConfig) throws(RouteError) {
         let dev = r.interface.flatMap { interfaceIndex[$0] ?? stack.interface(named: $0) }
-        try change { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: dev, metric: r.metric, weight: r.weight) }
+        try changeRoutes { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: dev, metric: r.metric, weight: r.weight) }
     }
 
     /// A PACKET_FANOUT group id for an interface's sockets: unique to this
@@ -314,7 +319,18 @@ public final class Daemon {
         guard let workers else { return }
         workers.awake()
         workers.collect { k, e in
-            if case let .tunnelLine(tunnel, up) = e { stack.setTunnelLine(tunnel: tunnel, up: up) }
+            switch e {
+            case let .tunnelLine(tunnel, up):
+                stack.setTunnelLine(tunnel: tunnel, up: up)
+            case let .nextHopFailed(address, i, failed):
+                // The FIB's writer withdraws the member (or brings it back);
+                // the worker that asks the links asks it again later.
+                if stack.setNextHop(address, interface: i, failed: failed), failed {
+                    _ = workers.perform(on: k) { $0.stack.retryNextHop(address, interface: i) }
+                }
+            default:
+                break
+            }
             logStackEvent(e, worker: k)
         }
     }
@@ -340,6 +356,10 @@ public final class Daemon {
             logger.debug("neighbor unreachable", metadata: metadata)
         case let .tunnelLine(i, up) where worker != nil:
             logger.notice("tunnel \(stack.interfaceName(i)) \(up ? "up" : "down")", metadata: metadata)
+        case let .nextHopFailed(address, i, failed):
+            metadata["address"] = "\(address)"
+            metadata["interface"] = "\(stack.interfaceName(i))"
+            logger.debug("\(failed ? "ECMP next hop failed" : "ECMP next hop answers again")", metadata: metadata)
         case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted:
             logger.trace("\(e)", metadata: metadata)
         }
@@ -376,7 +396,7 @@ public final class Daemon {
         // Routes of the old config go first, so none points at a vanished address.
         let oldRoutes = Set(old.routes), newRoutes = Set(next.routes)
         for r in old.routes where !newRoutes.contains(r) {
-            change { s in try? s.deleteRoute(r.to, via: r.via) }
+            changeRoutes { s in try? s.deleteRoute(r.to, via: r.via) }
         }
         let newByName = Dictionary(uniqueKeysWithValues: next.interfaces.map { ($0.name, $0) })
         for i in old.interfaces where newByName[i.name] == nil || newByName[i.name]!.attach != i.attach

@@ -35,8 +35,12 @@ public final class WorkerGroup: @unchecked Sendable {
     /// Starts `count` workers, each building its runtime on its own thread
     /// with `configuration` and a pool from `makePool`, then running its loop.
     /// Returns once every worker is ready.
-    public init(count: Int, configuration: StackConfiguration, inboxCapacity: Int = 4096,
+    ///
+    /// With `sharedFIB`, the replicas read that FIB (reader k is worker k)
+    /// instead of keeping one each; its writer is the control thread's stack.
+    public init(count: Int, configuration: StackConfiguration, sharedFIB: SharedFIB? = nil, inboxCapacity: Int = 4096,
                 makePool: @escaping @Sendable () -> PacketPool) throws(SystemError) {
+        precondition(sharedFIB.map { $0.readerCount == count } ?? true, "one reader per worker")
         precondition(count >= 1, "at least one worker")
         self.count = count
         let bell = try Doorbell("worker notifications")
@@ -44,6 +48,7 @@ public final class WorkerGroup: @unchecked Sendable {
         var made: [Worker] = []
         for k in 0..<count {
             var replica = configuration
+            if let sharedFIB { replica.fib = .reader(sharedFIB, index: k) }
             if count > 1 {
                 replica.arp.shareLearned = true
                 replica.replica = k == 0 ? .owner : .follower
@@ -238,7 +243,10 @@ final class Worker: @unchecked Sendable {
             let next = runtime.runTimers()
             report(runtime.stack)
             // Something arrived after the jobs were run: look again at once.
-            return inbox.prepareToSleep() ? next : Sys.monotonicNanoseconds()
+            guard inbox.prepareToSleep() else { return Sys.monotonicNanoseconds() }
+            // It may sleep: it holds nothing from a shared FIB until it wakes.
+            runtime.stack.quiesce()
+            return next
         }
         runtime.detachAll()
         loop.unregister(bell.fd)
@@ -254,6 +262,7 @@ final class Worker: @unchecked Sendable {
     }
 
     private func runJobs(_ runtime: HostRuntime) {
+        runtime.stack.resumeReading()
         while let job = inbox.pop() { job(runtime) }
     }
 

@@ -1,3 +1,5 @@
+public import Synchronization
+
 /// The longest-prefix-match table behind the FIB: a three-level multibit trie
 /// with strides 16, 8 and 8 ("DIR-16-8-8"), leaves pushed down to every slot
 /// they cover. A lookup is at most three dependent loads and no branches on
@@ -12,37 +14,64 @@
 ///
 /// Memory: 320 KiB for level 0, 1280 bytes per node. Nodes are allocated on
 /// the control plane (route changes) and never on the packet path.
+///
+/// The slot words are atomics so that one writer may change a table that
+/// other threads look up (`SharedFIB`): a writer stores each word with
+/// release ordering (a new node's words before the parent word that links
+/// it), a lookup loads with acquire ordering. On x86-64 both are plain moves.
+/// A shared table is created with all its node room (`fixedNodes`) because
+/// moving the node array would pull it from under a reader.
 @usableFromInline
 struct LPMTable {
+    @usableFromInline typealias Word = Atomic<UInt32>
+
     @usableFromInline static let childFlag: UInt32 = 0x8000_0000
     static let level0Slots = 1 << 16
 
-    @usableFromInline var level0: UnsafeMutablePointer<UInt32>
+    @usableFromInline var level0: UnsafeMutablePointer<Word>
     var depth0: UnsafeMutablePointer<UInt8>
-    @usableFromInline var nodes: UnsafeMutablePointer<UInt32>
+    @usableFromInline var nodes: UnsafeMutablePointer<Word>
     var nodeDepths: UnsafeMutablePointer<UInt8>
     private(set) var nodeCount = 0
     private(set) var nodeCapacity: Int
+    /// The node room never grows (a shared table); see `hasRoom`.
+    let fixedNodes: Bool
 
-    init(initialNodes: Int = 64) {
+    /// A table whose node arrays grow as needed, or, with `fixedNodes`,
+    /// hold `initialNodes` for good (reserved, not touched: the pages are
+    /// the kernel's until a node is used).
+    init(initialNodes: Int = 64, fixedNodes: Bool = false) {
         level0 = .allocate(capacity: LPMTable.level0Slots)
-        level0.initialize(repeating: 0, count: LPMTable.level0Slots)
+        for i in 0..<LPMTable.level0Slots { (level0 + i).initialize(to: Word(0)) }
         depth0 = .allocate(capacity: LPMTable.level0Slots)
         depth0.initialize(repeating: 0, count: LPMTable.level0Slots)
         nodeCapacity = initialNodes
+        self.fixedNodes = fixedNodes
         nodes = .allocate(capacity: initialNodes * 256)
         nodeDepths = .allocate(capacity: initialNodes * 256)
     }
 
+    /// Frees the table; a shared one's lookup words stay (`SharedFIB`
+    /// frees them when its last holder lets go).
     func deallocate() {
-        level0.deallocate(); depth0.deallocate(); nodes.deallocate(); nodeDepths.deallocate()
+        depth0.deallocate(); nodeDepths.deallocate()
+        guard !fixedNodes else { return }
+        level0.deinitialize(count: LPMTable.level0Slots)
+        nodes.deinitialize(count: nodeCount * 256)
+        level0.deallocate(); nodes.deallocate()
     }
+
+    /// Whether `more` nodes can still be made (a prefix longer than /16
+    /// needs at most two).
+    func hasRoom(for more: Int) -> Bool { !fixedNodes || nodeCount + more <= nodeCapacity }
 
     /// Nodes allocated so far. A node is not reclaimed when its routes go
     /// (a later route in the same range reuses it); the count is bounded
     /// by the routes ever installed, which only the operator controls.
     var nodesInUse: Int { nodeCount }
-    var memoryBytes: Int { LPMTable.level0Slots * 5 + nodeCapacity * 256 * 5 }
+    /// Level 0 and the nodes made (a growing table also holds room for
+    /// up to as many again; a fixed one's untouched room costs nothing).
+    var memoryBytes: Int { LPMTable.level0Slots * 5 + (fixedNodes ? nodeCount : nodeCapacity) * 256 * 5 }
 
     /// The route value for `address`, or 0.
     @inlinable @inline(__always)
@@ -53,12 +82,12 @@ struct LPMTable {
     /// The lookup itself, over the two slot arrays (the packet path holds
     /// these pointers directly; see `FIBView`).
     @inlinable @inline(__always)
-    static func lookup(_ address: UInt32, level0: UnsafeMutablePointer<UInt32>, nodes: UnsafeMutablePointer<UInt32>) -> UInt32 {
-        var v = level0[Int(address >> 16)]
+    static func lookup(_ address: UInt32, level0: UnsafeMutablePointer<Word>, nodes: UnsafeMutablePointer<Word>) -> UInt32 {
+        var v = level0[Int(address >> 16)].load(ordering: .acquiring)
         if v & LPMTable.childFlag != 0 {
-            v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int((address >> 8) & 0xFF)]
+            v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int((address >> 8) & 0xFF)].load(ordering: .acquiring)
             if v & LPMTable.childFlag != 0 {
-                v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int(address & 0xFF)]
+                v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int(address & 0xFF)].load(ordering: .acquiring)
             }
         }
         return v
@@ -68,8 +97,9 @@ struct LPMTable {
 
     private mutating func newNode(filledWith value: UInt32, depth: UInt8) -> UInt32 {
         if nodeCount == nodeCapacity {
+            precondition(!fixedNodes, "LPM: a fixed table's nodes are used up (callers check hasRoom)")
             let newCap = nodeCapacity * 2
-            let n = UnsafeMutablePointer<UInt32>.allocate(capacity: newCap * 256)
+            let n = UnsafeMutablePointer<Word>.allocate(capacity: newCap * 256)
             n.moveInitialize(from: nodes, count: nodeCount * 256)
             nodes.deallocate(); nodes = n
             let d = UnsafeMutablePointer<UInt8>.allocate(capacity: newCap * 256)
@@ -79,7 +109,8 @@ struct LPMTable {
         }
         let index = UInt32(nodeCount)
         nodeCount += 1
-        (nodes + Int(index) * 256).update(repeating: value, count: 256)
+        let node = nodes + Int(index) * 256
+        for i in 0..<256 { (node + i).initialize(to: Word(value)) }
         (nodeDepths + Int(index) * 256).update(repeating: depth, count: 256)
         return index
     }
@@ -89,7 +120,7 @@ struct LPMTable {
     /// Parents are tracked by index, not pointer, because creating a node may
     /// move the node arrays.
     private mutating func locate(_ address: UInt32, _ length: Int, create: Bool)
-        -> (slots: UnsafeMutablePointer<UInt32>, depths: UnsafeMutablePointer<UInt8>, range: Range<Int>)? {
+        -> (slots: UnsafeMutablePointer<Word>, depths: UnsafeMutablePointer<UInt8>, range: Range<Int>)? {
         if length <= 16 {
             let start = Int(address >> 16)
             return (level0, depth0, start..<(start + (1 << (16 - length))))
@@ -100,14 +131,15 @@ struct LPMTable {
         for level in 1...2 {
             let slots = parentNode < 0 ? level0 : nodes + parentNode * 256
             let depths = parentNode < 0 ? depth0 : nodeDepths + parentNode * 256
-            var v = slots[slot]
+            var v = slots[slot].load(ordering: .relaxed)
             if v & LPMTable.childFlag == 0 {
                 guard create else { return nil }
                 let child = newNode(filledWith: v, depth: depths[slot])
                 v = child | LPMTable.childFlag
                 let s2 = parentNode < 0 ? level0 : nodes + parentNode * 256
                 let d2 = parentNode < 0 ? depth0 : nodeDepths + parentNode * 256
-                s2[slot] = v
+                // Release: a reader that finds the link finds the node filled.
+                s2[slot].store(v, ordering: .releasing)
                 d2[slot] = 0
             }
             let node = Int(v & ~LPMTable.childFlag)
@@ -141,34 +173,34 @@ struct LPMTable {
     }
 
     private mutating func locateStable(_ address: UInt32, _ length: Int, create: Bool)
-        -> (UnsafeMutablePointer<UInt32>, UnsafeMutablePointer<UInt8>, Range<Int>)? {
+        -> (UnsafeMutablePointer<Word>, UnsafeMutablePointer<UInt8>, Range<Int>)? {
         guard let r = locate(address, length, create: create) else { return nil }
         return (r.slots, r.depths, r.range)
     }
 
-    private func fill(_ slots: UnsafeMutablePointer<UInt32>, _ depths: UnsafeMutablePointer<UInt8>,
+    private func fill(_ slots: UnsafeMutablePointer<Word>, _ depths: UnsafeMutablePointer<UInt8>,
                       _ range: Range<Int>, value: UInt32, length: UInt8) {
         for i in range {
-            let v = slots[i]
+            let v = slots[i].load(ordering: .relaxed)
             if v & LPMTable.childFlag != 0 {
                 let node = Int(v & ~LPMTable.childFlag) * 256
                 fill(nodes + node, nodeDepths + node, 0..<256, value: value, length: length)
             } else if depths[i] <= length {
-                slots[i] = value
+                slots[i].store(value, ordering: .releasing)
                 depths[i] = length
             }
         }
     }
 
-    private func swap(_ slots: UnsafeMutablePointer<UInt32>, _ depths: UnsafeMutablePointer<UInt8>,
+    private func swap(_ slots: UnsafeMutablePointer<Word>, _ depths: UnsafeMutablePointer<UInt8>,
                       _ range: Range<Int>, oldDepth: UInt8, value: UInt32, newDepth: UInt8) {
         for i in range {
-            let v = slots[i]
+            let v = slots[i].load(ordering: .relaxed)
             if v & LPMTable.childFlag != 0 {
                 let node = Int(v & ~LPMTable.childFlag) * 256
                 swap(nodes + node, nodeDepths + node, 0..<256, oldDepth: oldDepth, value: value, newDepth: newDepth)
             } else if depths[i] == oldDepth {
-                slots[i] = value
+                slots[i].store(value, ordering: .releasing)
                 depths[i] = newDepth
             }
         }
@@ -177,9 +209,9 @@ struct LPMTable {
     /// Checks that every child reference points at an allocated node and
     /// that leaf depths never exceed 32.
     func checkInvariants() {
-        func walk(_ slots: UnsafeMutablePointer<UInt32>, _ depths: UnsafeMutablePointer<UInt8>, _ count: Int, _ level: Int) {
+        func walk(_ slots: UnsafeMutablePointer<Word>, _ depths: UnsafeMutablePointer<UInt8>, _ count: Int, _ level: Int) {
             for i in 0..<count {
-                let v = slots[i]
+                let v = slots[i].load(ordering: .relaxed)
                 if v & LPMTable.childFlag != 0 {
                     precondition(level < 2, "LPM: child below the last level")
                     let node = Int(v & ~LPMTable.childFlag)

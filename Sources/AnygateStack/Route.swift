@@ -90,6 +90,8 @@ public enum RouteError: Error, Equatable, Sendable, CustomStringConvertible {
     case nextHopUnreachable(IPv4Address)
     /// A gateway route needs a next hop and a device route needs an interface.
     case invalid(String)
+    /// A shared FIB holds this many routes at most (its room is made up front).
+    case tableFull(capacity: Int)
 
     public var description: String {
         switch self {
@@ -98,6 +100,7 @@ public enum RouteError: Error, Equatable, Sendable, CustomStringConvertible {
         case .noSuchInterface(let i): "no interface with index \(i)"
         case .nextHopUnreachable(let a): "next hop \(a) is not on a connected subnet"
         case .invalid(let why): why
+        case .tableFull(let n): "the routing table is full (\(n) routes)"
         }
     }
 }

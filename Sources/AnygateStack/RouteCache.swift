@@ -40,16 +40,25 @@ public struct RouteCache: Sendable {
     /// The route for `destination`: the cached one when it is still valid,
     /// otherwise a fresh lookup, which the cache then remembers.
     public mutating func route(to destination: IPv4Address, in fib: RoutingTable, statistics: inout Statistics) -> Route? {
+        route(to: destination, in: FIBView(fib), statistics: &statistics)
+    }
+
+    /// The same through a stack's view of its FIB (a shared one included).
+    mutating func route(to destination: IPv4Address, in fib: FIBView, statistics: inout Statistics) -> Route? {
         if generation == fib.generation && destination == self.destination && generation != 0 {
             statistics.hits &+= 1
-            return slot < 0 ? nil : fib.route(at: Int(slot))
+            return slot < 0 ? nil : fib.route(fib.slots + Int(slot))
         }
         if generation != 0 && destination == self.destination { statistics.invalidations &+= 1 }
         statistics.resolutions &+= 1
         self.destination = destination
         generation = fib.generation
-        slot = fib.lookupSlot(destination).map { Int32($0) } ?? -1
-        return slot < 0 ? nil : fib.route(at: Int(slot))
+        guard let found = fib.lookup(destination.rawValue) else {
+            slot = -1
+            return nil
+        }
+        slot = Int32(found - fib.slots)
+        return fib.route(found)
     }
 
     /// Forgets the cached route.

@@ -8,11 +8,19 @@ public import AnygateWire
 /// lowest metric, then the earliest added. `generation` advances on every
 /// change, so holders of a cached lookup can tell it is stale with one compare.
 public struct RoutingTable {
-    @usableFromInline var lpm = LPMTable()
+    @usableFromInline var lpm: LPMTable
     @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
     private var slotCapacity: Int
     private var slotCount = 0
     private var freeSlots: [UInt32] = []
+    /// A shared table's writer: its readers, and the slots freed by changes
+    /// they may still see, with the generation that unlinked them, oldest
+    /// first (`SharedFIB`).
+    private let shared: SharedFIB?
+    private var retiring: [(slot: UInt32, generation: UInt64)] = []
+    private var retiringHead = 0
+    /// Slots freed during the change under way, retired when it ends.
+    private var freedInChange: [UInt32] = []
     /// First slot of each prefix's chain of routes.
     private var byPrefix: [IPv4Prefix: UInt32] = [:]
     private var nextSequence: UInt64 = 0
@@ -25,15 +33,34 @@ public struct RoutingTable {
     /// Advances on every change to the table.
     public private(set) var generation: UInt64 = 1
 
+    /// A table of its own.
     init() {
+        lpm = LPMTable()
         slotCapacity = 64
         slots = .allocate(capacity: slotCapacity)
+        shared = nil
+    }
+
+    /// The writer's table of `fib`: made at its full size, which never moves.
+    init(writing fib: SharedFIB) {
+        lpm = LPMTable(initialNodes: fib.maxNodes, fixedNodes: true)
+        precondition(fib.slots == nil, "a shared FIB has one writer")
+        slotCapacity = fib.maxRoutes
+        slots = .allocate(capacity: slotCapacity)
+        shared = fib
+        fib.level0 = lpm.level0
+        fib.nodes = lpm.nodes
+        fib.slots = slots
+        fib.publish(generation)
     }
 
     func deallocate() {
         lpm.deallocate()
-        slots.deallocate()
+        if shared == nil { slots.deallocate() }
     }
+
+    /// Whether this table is shared with readers on other threads.
+    public var isShared: Bool { shared != nil }
 
     /// Number of routes, internal ones included.
     public var count: Int { slotCount - freeSlots.count }
@@ -42,7 +69,8 @@ public struct RoutingTable {
     /// Bytes held by the lookup structure, the route slots and the prefix
     /// index (its buckets: key, value and a bit of occupancy each).
     public var memoryBytes: Int {
-        lpm.memoryBytes + slotCapacity * MemoryLayout<RouteSlot>.stride + freeSlots.capacity * 4
+        lpm.memoryBytes + (shared == nil ? slotCapacity : slotCount) * MemoryLayout<RouteSlot>.stride
+            + (freeSlots.capacity + retiring.capacity * 4) * 4
             + byPrefix.capacity * 4 / 3 * (MemoryLayout<IPv4Prefix>.stride + MemoryLayout<UInt32>.stride) + byPrefix.capacity / 6
     }
 
@@ -63,12 +91,7 @@ public struct RoutingTable {
         lookupSlot(address).map { route(at: $0) }
     }
 
-    public func route(at slot: Int) -> Route {
-        let s = slots[slot]
-        return Route(prefix: IPv4Prefix(address: IPv4Address(rawValue: s.prefixAddress), length: Int(s.prefixLength)),
-                     nextHop: s.kind == .gateway ? IPv4Address(rawValue: s.gateway) : nil,
-                     interface: Int(s.interface), metric: s.metric, origin: s.origin, kind: s.kind, weight: s.weight)
-    }
+    public func route(at slot: Int) -> Route { FIBView(self).route(slots + slot) }
 
     /// Every route, best first within a prefix, prefixes in address order.
     public var routes: [Route] {
@@ -109,7 +132,7 @@ public struct RoutingTable {
         for (prefix, first) in byPrefix where chain(from: first, contains: { $0.interface == k }) {
             reinstall(prefix)
         }
-        bumpGeneration()
+        endChange()
     }
 
     /// Whether a route is withdrawn because its interface is down.
@@ -128,7 +151,7 @@ public struct RoutingTable {
         if existing.contains(where: { same(slots[Int($0)], r) }) {
             throw .exists(r.prefix)
         }
-        let slot = allocateSlot()
+        guard let slot = allocateSlot(), lpm.hasRoom(for: 2) else { throw .tableFull(capacity: slotCapacity) }
         slots[slot] = RouteSlot(gateway: r.nextHop?.rawValue ?? 0, interface: UInt16(r.interface), kind: r.kind,
                                 inUse: true, origin: r.origin, prefixLength: r.prefix.length,
                                 prefixAddress: r.prefix.address.rawValue, metric: r.metric, sequence: nextSequence,
@@ -137,6 +160,7 @@ public struct RoutingTable {
         setMembers(r.prefix, existing + [UInt32(slot)])
         noteMultipath(r.prefix)
         reinstall(r.prefix)
+        endChange()
     }
 
     /// Removes the routes for `prefix` that match: all of them when both
@@ -156,7 +180,7 @@ public struct RoutingTable {
                 && (origin == nil || s.origin == origin!)
             if matches {
                 slots[Int(idx)].inUse = false
-                freeSlots.append(idx)
+                if shared == nil { freeSlots.append(idx) } else { freedInChange.append(idx) }
                 removed += 1
             } else {
                 keep.append(idx)
@@ -166,6 +190,7 @@ public struct RoutingTable {
         setMembers(prefix, keep)
         noteMultipath(prefix)
         reinstall(prefix)
+        endChange()
         return removed
     }
 
@@ -176,14 +201,46 @@ public struct RoutingTable {
         for p in affected { remove(p, interface: interface) }
     }
 
-    mutating func bumpGeneration() { generation &+= 1 }
+    mutating func bumpGeneration() {
+        generation &+= 1
+        endChange()
+    }
+
+    /// Ends a change: a shared table publishes the generation after every
+    /// word of the change and retires the slots the change freed, tagged
+    /// with that generation.
+    private mutating func endChange() {
+        guard let shared else { return }
+        generation &+= 1
+        shared.publish(generation)
+        for s in freedInChange { retiring.append((s, generation)) }
+        freedInChange.removeAll(keepingCapacity: true)
+    }
+
+    /// Slots retired before every reader's announcement become free.
+    private mutating func reclaim() {
+        guard let shared, retiringHead < retiring.count else { return }
+        let held = shared.oldestHeld()
+        while retiringHead < retiring.count, retiring[retiringHead].generation <= held {
+            freeSlots.append(retiring[retiringHead].slot)
+            retiringHead += 1
+        }
+        if retiringHead == retiring.count {
+            retiring.removeAll(keepingCapacity: true)
+            retiringHead = 0
+        }
+    }
+
+    /// Slots retired and not yet reusable (a reader has not passed a
+    /// quiescent point since they were freed).
+    public var retiredSlots: Int { retiring.count - retiringHead }
 
     /// Re-derives the prefix's LPM slots from its best route, or from the
     /// covering prefix when none is left.
     private mutating func reinstall(_ prefix: IPv4Prefix) {
         generation &+= 1
         let a = prefix.address.rawValue, len = Int(prefix.length)
-        if let best = linkEqualCostSet(usable(members(prefix))) {
+        if let best = linkEqualCostSet(prefix, usable(members(prefix))) {
             lpm.insert(a, length: len, value: best + 1)
             return
         }
@@ -219,13 +276,53 @@ public struct RoutingTable {
 
     /// Chains the prefix's ECMP set through `memberNext`; returns the slot
     /// the lookup should find (the set's head).
-    private mutating func linkEqualCostSet(_ ranked: [UInt32]) -> UInt32? {
-        let members = equalCostMembers(ranked)
+    ///
+    /// A shared table never relinks a slot a reader may be walking: when
+    /// the set changes, its members are copied to fresh slots, linked there,
+    /// and the old ones retired, so a reader walks the old set or the new
+    /// one (the lookup word switches between their heads).
+    private mutating func linkEqualCostSet(_ prefix: IPv4Prefix, _ ranked: [UInt32]) -> UInt32? {
+        let set = equalCostMembers(ranked)
+        guard !set.isEmpty else { return nil }
+        let count = UInt16(clamping: set.count)
+        func linked(_ list: [UInt32]) -> Bool {
+            list.indices.allSatisfy { k in
+                slots[Int(list[k])].memberCount == count
+                    && slots[Int(list[k])].memberNext == (k + 1 < list.count ? list[k + 1] : RouteSlot.end)
+            }
+        }
+        guard !linked(set) else { return set.first }
+        var members = set
+        if shared != nil, let fresh = copies(of: set) {
+            let chain = self.members(prefix).map { old in set.firstIndex(of: old).map { fresh[$0] } ?? old }
+            setMembers(prefix, chain)
+            for old in set {
+                slots[Int(old)].inUse = false
+                freedInChange.append(old)
+            }
+            members = fresh
+        }
         for (k, i) in members.enumerated() {
             slots[Int(i)].memberNext = k + 1 < members.count ? members[k + 1] : RouteSlot.end
-            slots[Int(i)].memberCount = UInt16(clamping: members.count)
+            slots[Int(i)].memberCount = count
         }
         return members.first
+    }
+
+    /// Fresh slots holding copies of `list`'s routes, or nil when the table
+    /// has no room (the set is then relinked in place: a reader racing the
+    /// change may see a mix of the two sets, each member a route of the prefix).
+    private mutating func copies(of list: [UInt32]) -> [UInt32]? {
+        var fresh: [UInt32] = []
+        for i in list {
+            guard let n = allocateSlot() else {
+                for f in fresh { freeSlots.append(f) }
+                return nil
+            }
+            slots[n] = slots[Int(i)]
+            fresh.append(UInt32(n))
+        }
+        return fresh
     }
 
     private mutating func noteMultipath(_ prefix: IPv4Prefix) {
@@ -259,6 +356,7 @@ public struct RoutingTable {
             }
             if hit { reinstall(prefix); changed = true }
         }
+        if changed { endChange() }
         return changed
     }
 
@@ -302,9 +400,12 @@ public struct RoutingTable {
         byPrefix[prefix] = first
     }
 
-    private mutating func allocateSlot() -> Int {
+    private mutating func allocateSlot() -> Int? {
+        reclaim()
         if let s = freeSlots.popLast() { return Int(s) }
         if slotCount == slotCapacity {
+            // A shared table's slots never move under its readers.
+            guard shared == nil else { return nil }
             // 1.5×: a million routes should not cost room for two million.
             let cap = slotCapacity + slotCapacity / 2
             let n = UnsafeMutablePointer<RouteSlot>.allocate(capacity: cap)
@@ -338,18 +439,46 @@ public struct RoutingTable {
 /// The FIB's packet-path pointers, refreshed by the stack after every table
 /// change. Reading them through one raw pointer keeps the per-packet lookup
 /// free of struct copies, reference counting and exclusivity checks.
+///
+/// `generation` is what cached routes are checked against: the table's
+/// generation plus the stack's own count of changes that are not the
+/// table's (interface state, MTU), so that either flushes the caches.
 @usableFromInline
 struct FIBView {
-    @usableFromInline var level0: UnsafeMutablePointer<UInt32>
-    @usableFromInline var nodes: UnsafeMutablePointer<UInt32>
+    @usableFromInline var level0: UnsafeMutablePointer<LPMTable.Word>
+    @usableFromInline var nodes: UnsafeMutablePointer<LPMTable.Word>
     @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
     @usableFromInline var generation: UInt64
 
-    init(_ table: RoutingTable) {
+    init(_ table: RoutingTable, local: UInt64 = 0) {
         level0 = table.lpm.level0
         nodes = table.lpm.nodes
         slots = table.slots
-        generation = table.generation
+        generation = table.generation &+ local
+    }
+
+    /// A reader's view of a shared table (its arrays never move).
+    init(_ shared: SharedFIB, generation: UInt64) {
+        level0 = shared.level0!
+        nodes = shared.nodes!
+        slots = shared.slots!
+        self.generation = generation
+    }
+
+    /// The route in `slot` as the operator sees it (field by field: the
+    /// writer of a shared table may be relinking the slot's prefix chain).
+    func route(_ slot: UnsafeMutablePointer<RouteSlot>) -> Route {
+        let kind = slot.pointee.kind
+        return Route(prefix: IPv4Prefix(address: IPv4Address(rawValue: slot.pointee.prefixAddress),
+                                        length: Int(slot.pointee.prefixLength)),
+                     nextHop: kind == .gateway ? IPv4Address(rawValue: slot.pointee.gateway) : nil,
+                     interface: Int(slot.pointee.interface), metric: slot.pointee.metric, origin: slot.pointee.origin,
+                     kind: kind, weight: slot.pointee.weight)
+    }
+
+    /// The best route for `address` (no ECMP member choice).
+    func lookupRoute(_ address: IPv4Address) -> Route? {
+        lookup(address.rawValue).map { route($0) }
     }
 
     /// The best route's slot for `address`, or nil.

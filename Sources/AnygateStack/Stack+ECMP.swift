@@ -1,4 +1,4 @@
-import AnygateWire
+public import AnygateWire
 
 /// A next hop: its address on an interface.
 struct NextHopKey: Hashable {
@@ -15,12 +15,36 @@ extension Stack {
     /// ARP resolution of `address` failed: if it is a member of an ECMP
     /// set, the set withdraws it (its flows move to the other members;
     /// theirs stay) and it is asked again later.
+    ///
+    /// A reader of a shared FIB reports the failure
+    /// (`StackEvent.nextHopFailed`) for the writer's `setNextHop`, which
+    /// tells it to ask again (`retryNextHop`) if the set withdrew it.
     func nextHopFailed(_ address: UInt32, on i: InterfaceIndex) {
-        if fib.setNextHop(IPv4Address(rawValue: address), interface: i, failed: true)
-            || failedNextHops[NextHopKey(address: address, interface: i)] != nil {
-            failedNextHops[NextHopKey(address: address, interface: i)] = hot.pointee.now + Stack.failedNextHopRetry
-            scheduleNextHopRetry()
+        let key = NextHopKey(address: address, interface: i)
+        if !writesFIB {
+            report(.nextHopFailed(address: IPv4Address(rawValue: address), interface: i, failed: true))
+            if failedNextHops[key] != nil { retryNextHop(IPv4Address(rawValue: address), interface: i) }
+            return
         }
+        if fib.setNextHop(IPv4Address(rawValue: address), interface: i, failed: true) || failedNextHops[key] != nil {
+            retryNextHop(IPv4Address(rawValue: address), interface: i)
+        }
+    }
+
+    /// Asks a withdrawn ECMP next hop again later (and keeps asking until
+    /// it answers).
+    public func retryNextHop(_ address: IPv4Address, interface i: InterfaceIndex) {
+        failedNextHops[NextHopKey(address: address.rawValue, interface: i)] = hot.pointee.now + Stack.failedNextHopRetry
+        scheduleNextHopRetry()
+    }
+
+    /// The writer of the FIB marks a next hop failed or alive for every
+    /// ECMP set it is in; returns whether a set changed (its reader then
+    /// asks it again later, `retryNextHop`).
+    @discardableResult
+    public func setNextHop(_ address: IPv4Address, interface i: InterfaceIndex, failed: Bool) -> Bool {
+        guard writesFIB else { return false }
+        return fib.setNextHop(address, interface: i, failed: failed)
     }
 
     /// `address` answered: a withdrawn ECMP member rejoins its sets.
@@ -28,7 +52,11 @@ extension Stack {
     func nextHopAnswered(_ address: UInt32, on i: InterfaceIndex) {
         guard !failedNextHops.isEmpty,
               failedNextHops.removeValue(forKey: NextHopKey(address: address, interface: i)) != nil else { return }
-        fib.setNextHop(IPv4Address(rawValue: address), interface: i, failed: false)
+        if writesFIB {
+            fib.setNextHop(IPv4Address(rawValue: address), interface: i, failed: false)
+        } else {
+            report(.nextHopFailed(address: IPv4Address(rawValue: address), interface: i, failed: false))
+        }
         scheduleNextHopRetry()
     }
 

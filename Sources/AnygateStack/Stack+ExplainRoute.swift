@@ -47,7 +47,7 @@ extension Stack {
             e.matches.append((prefix, routes, routes.map { fib.isWithdrawn($0) }))
         }
         guard let best = fibView.pointee.lookup(destination.rawValue) else { return e }
-        let bestRoute = fib.route(at: best - fibView.pointee.slots)
+        let bestRoute = fibView.pointee.route(best)
         e.equalCostSet = fib.equalCostSet(for: bestRoute.prefix)
         if e.equalCostSet.isEmpty { e.equalCostSet = [bestRoute] }
         var ports: UInt32 = 0
@@ -57,7 +57,7 @@ extension Stack {
         }
         let key = FlowKey(destination: destination.rawValue, source: (source ?? .any).rawValue, ports: ports, tos: 0)
         let member = best.pointee.memberCount > 1 ? fibView.pointee.member(of: best, hash: ecmpHash(key)) : best
-        let chosen = fib.route(at: member - fibView.pointee.slots)
+        let chosen = fibView.pointee.route(member)
         e.chosen = chosen
         let fi = flows.find(key)
         if fi != FlowTable.none { e.flow = flow(at: fi) }

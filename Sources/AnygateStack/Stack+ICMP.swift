@@ -94,7 +94,7 @@ extension Stack {
             let payload = ip.payload
             suppress = payload.count < 1 || ICMPv4Type(rawValue: payload.be8(0)).isError
         }
-        if !suppress, let r = fib.lookup(ip.destination), r.kind == .broadcast { suppress = true }
+        if !suppress, let r = fibView.pointee.lookupRoute(ip.destination), r.kind == .broadcast { suppress = true }
         if suppress {
             hot.pointee.counters.icmpErrorsSuppressed += 1
             return
@@ -106,7 +106,7 @@ extension Stack {
         // Source: chosen by IPSELSRC among the addresses of the interface the
         // error leaves by, else the first address of the one it came in on.
         var from = IPv4Address.any
-        if let back = fib.lookup(src), back.kind != .local {
+        if let back = fibView.pointee.lookupRoute(src), back.kind != .local {
             from = selectSource(destination: src, route: back)
         }
         if from.isUnspecified { from = IPv4Address(rawValue: ifs[rx].primaryAddress) }
@@ -165,7 +165,7 @@ extension Stack {
         defer { flush() }
         let maxPayload = min(65535, pool.dataCapacity) - IPv4Packet.minimumHeaderLength - ICMPv4Packet.headerLength
         guard payloadSize >= 0, payloadSize <= maxPayload else { throw .payloadTooLarge(max: maxPayload) }
-        guard let route = fib.lookup(destination) else { throw .noRoute(destination) }
+        guard let route = fibView.pointee.lookupRoute(destination) else { throw .noRoute(destination) }
         // A given (bound) source is never changed; otherwise IPSELSRC chooses.
         let from = source ?? selectSource(destination: destination, route: route)
         guard !from.isUnspecified else { throw .noSourceAddress }

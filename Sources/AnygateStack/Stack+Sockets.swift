@@ -142,7 +142,7 @@ extension Stack {
             hot.pointee.counters.toHostSockets &+= 1
             return
         }
-        let route = socketTable[k].route.route(to: remote, in: fib, statistics: &routeCacheStatistics)
+        let route = socketTable[k].route.route(to: remote, in: fibView.pointee, statistics: &routeCacheStatistics)
         guard let route else {
             socketTable[k].counters.sendErrors &+= 1
             drop(payload, .noRoute, side: .output)

@@ -87,7 +87,7 @@ extension Stack {
             i = given
             incumbent = routeAddress(interface: i, nextHop: destination)
         } else {
-            guard let r = fib.lookup(destination), r.kind != .blackhole else { return nil }
+            guard let r = fibView.pointee.lookupRoute(destination), r.kind != .blackhole else { return nil }
             route = r
             i = r.interface
             incumbent = r.kind == .local ? destination : routeAddress(interface: i, nextHop: r.nextHop ?? destination)

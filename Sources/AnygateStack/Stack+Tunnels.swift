@@ -98,7 +98,7 @@ extension Stack {
     }
 
     func underlayMTU(_ c: TunnelConfiguration) -> Int {
-        if c.backend == .stack, let r = fib.lookup(c.remote), ifs[r.interface].tunnel < 0, r.kind != .local {
+        if c.backend == .stack, let r = fibView.pointee.lookupRoute(c.remote), ifs[r.interface].tunnel < 0, r.kind != .local {
             return ifs[r.interface].mtu
         }
         return 1500

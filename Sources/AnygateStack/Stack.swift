@@ -61,10 +61,21 @@ public final class Stack {
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
 
     // Control-plane state.
-    /// The routing table. Every change refreshes the packet path's view of it.
-    public internal(set) var fib = RoutingTable() {
-        didSet { fibView.pointee = FIBView(fib) }
+    /// The routing table. Every change refreshes the packet path's view of
+    /// it. A reader of a shared FIB holds an empty one and looks up the
+    /// writer's through `fibView` (`FIBSharing`).
+    public internal(set) var fib: RoutingTable {
+        didSet { if fibReader == nil { fibView.pointee = FIBView(fib) } }
     }
+    /// A reader of a shared FIB: the table, its reader index, whether it
+    /// has announced itself awake, the generation it last read, and its
+    /// own changes that flush cached routes (interface state, MTU).
+    let fibReader: (shared: SharedFIB, index: Int)?
+    var fibAwake = false
+    var fibSeen: UInt64 = 0
+    var localGeneration: UInt64 = 0
+    /// Whether this stack changes its FIB (its own, or the shared one as its writer).
+    public var writesFIB: Bool { fibReader == nil }
     var reassembly: ReassemblyTable
     var interfaceNames: [String] = []
     var interfaceAddresses: [[InterfaceAddress]] = []
@@ -117,8 +128,25 @@ public final class Stack {
         interfaceDropCounters.initialize(repeating: 0, count: n * DropReason.counterCount)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
+        switch configuration.fib {
+        case .own:
+            fib = RoutingTable()
+            fibReader = nil
+        case .writer(let shared):
+            fib = RoutingTable(writing: shared)
+            fibReader = nil
+        case .reader(let shared, let index):
+            precondition(shared.slots != nil, "a shared FIB's writer is made before its readers")
+            precondition(index >= 0 && index < shared.readerCount, "reader index out of range")
+            fib = RoutingTable()
+            fibReader = (shared, index)
+        }
         fibView = .allocate(capacity: 1)
-        fibView.initialize(to: FIBView(fib))
+        if let r = fibReader {
+            fibView.initialize(to: FIBView(r.shared, generation: 0))
+        } else {
+            fibView.initialize(to: FIBView(fib))
+        }
         socketTable = .allocate(capacity: configuration.maxSockets)
         socketTable.initialize(repeating: PCB(proto: .udp, backend: .stack), count: configuration.maxSockets)
         tunnelStates = .allocate(capacity: configuration.maxInterfaces)
@@ -251,7 +279,7 @@ public final class Stack {
         ifs[index] = InterfaceSlot(mac: mac.rawValue, mtu: mtu, up: false, exists: true, primaryAddress: 0,
                                    counters: InterfaceCounters(), txCount: 0)
         (interfaceDropCounters + index &* DropReason.counterCount).update(repeating: 0, count: DropReason.counterCount)
-        fib.setInterface(index, up: false)
+        if writesFIB { fib.setInterface(index, up: false) }
         return index
     }
 
@@ -259,7 +287,7 @@ public final class Stack {
     public func removeInterface(_ i: InterfaceIndex) throws(InterfaceError) {
         try check(i)
         for a in interfaceAddresses[i] { try removeAddress(a.address.address, from: i) }
-        fib.removeAll(through: i)
+        if writesFIB { fib.removeAll(through: i) }
         flushNeighbors(on: i)
         for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
         ifs[i].txCount = 0
@@ -268,7 +296,7 @@ public final class Stack {
         retiredCounters.add(ifs[i].counters)
         ifs[i].counters = InterfaceCounters()
         ifs[i].up = false
-        fib.setInterface(i, up: true)
+        if writesFIB { fib.setInterface(i, up: true) }
         sourcePolicies.perInterface[i] = nil
     }
 
@@ -281,7 +309,7 @@ public final class Stack {
         guard ifs[i].up != up else { return }
         enter()
         ifs[i].up = up
-        fib.setInterface(i, up: up)
+        if writesFIB { fib.setInterface(i, up: up) }
         if up {
             for a in interfaceAddresses[i] { sendARPRequest(for: a.address.address, on: i, unicastTo: nil, gratuitous: true) }
         } else {
@@ -356,6 +384,7 @@ public final class Stack {
     /// given). Returns how many went.
     @discardableResult
     public func removeRoutes(_ prefix: IPv4Prefix, origin: RouteOrigin, metric: UInt32? = nil) -> Int {
+        guard writesFIB else { return 0 }
         var n = 0
         for r in fib.routes(for: prefix) where r.origin == origin && (metric == nil || r.metric == metric!) && !r.isInternal {
             n += fib.remove(prefix, nextHop: r.nextHop, interface: r.interface, kind: r.kind, origin: origin)
@@ -374,12 +403,16 @@ public final class Stack {
         enter()
         interfaceAddresses[i].append(InterfaceAddress(address: a, preference: preference))
         if ifs[i].primaryAddress == 0 { ifs[i].primaryAddress = a.address.rawValue }
-        try? fib.add(Route(prefix: IPv4Prefix(address: a.address, length: 32), interface: i, origin: .connected, kind: .local))
-        if a.prefixLength < 32 {
-            try? fib.add(Route(prefix: a.subnet, interface: i, origin: .connected, kind: .connected))
-        }
-        if let b = a.broadcast {
-            try? fib.add(Route(prefix: IPv4Prefix(address: b, length: 32), interface: i, origin: .connected, kind: .broadcast))
+        if writesFIB {
+            try? fib.add(Route(prefix: IPv4Prefix(address: a.address, length: 32), interface: i, origin: .connected, kind: .local))
+            if a.prefixLength < 32 {
+                try? fib.add(Route(prefix: a.subnet, interface: i, origin: .connected, kind: .connected))
+            }
+            if let b = a.broadcast {
+                try? fib.add(Route(prefix: IPv4Prefix(address: b, length: 32), interface: i, origin: .connected, kind: .broadcast))
+            }
+        } else {
+            fibChanged()
         }
         if ifs[i].up { sendARPRequest(for: a.address, on: i, unicastTo: nil, gratuitous: true) }
         flush()
@@ -392,6 +425,7 @@ public final class Stack {
         }
         let a = interfaceAddresses[i].remove(at: k).address
         ifs[i].primaryAddress = interfaceAddresses[i].first?.address.address.rawValue ?? 0
+        guard writesFIB else { return fibChanged() }
         fib.remove(IPv4Prefix(address: a.address, length: 32), interface: i, kind: .local)
         if a.prefixLength < 32, !interfaceAddresses[i].contains(where: { $0.address.subnet == a.subnet }) {
             fib.remove(a.subnet, interface: i, kind: .connected, origin: .connected)
@@ -417,7 +451,7 @@ public final class Stack {
 
     /// True when `address` is configured on any interface.
     public func isLocal(_ address: IPv4Address) -> Bool {
-        fib.lookup(address)?.kind == .local
+        fibView.pointee.lookupRoute(address)?.kind == .local
     }
 
     // MARK: Routes
@@ -431,6 +465,7 @@ public final class Stack {
                          metric: UInt32 = 0, origin: RouteOrigin = .static, weight: UInt8 = 1) throws(RouteError) {
         var r = try makeRoute(prefix, via: gateway, interface: interface, metric: metric, origin: origin)
         r.weight = min(max(weight, 1), Route.maxWeight)
+        guard writesFIB else { return }
         try fib.add(r)
     }
 
@@ -442,6 +477,7 @@ public final class Stack {
     public func replaceRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address? = nil, interface: InterfaceIndex? = nil,
                              metric: UInt32 = 0, origin: RouteOrigin = .static) throws(RouteError) {
         let r = try makeRoute(prefix, via: gateway, interface: interface, metric: metric, origin: origin)
+        guard writesFIB else { return }
         for old in fib.routes(for: prefix) where old.metric == metric && !old.isInternal && old.origin == origin {
             fib.remove(prefix, nextHop: old.nextHop, interface: old.interface, kind: old.kind, origin: origin)
         }
@@ -450,6 +486,7 @@ public final class Stack {
 
     /// Deletes the non-internal routes for `prefix` (only those via `gateway`, if given).
     public func deleteRoute(_ prefix: IPv4Prefix, via gateway: IPv4Address? = nil) throws(RouteError) {
+        guard writesFIB else { return }
         var removed = 0
         for old in fib.routes(for: prefix) where !old.isInternal {
             if let g = gateway, old.nextHop != g { continue }
@@ -483,13 +520,18 @@ public final class Stack {
     public var routes: [Route] { fib.routes.filter { !$0.isInternal } }
 
     /// The route a packet to `destination` would take.
-    public func lookup(_ destination: IPv4Address) -> Route? { fib.lookup(destination) }
+    public func lookup(_ destination: IPv4Address) -> Route? { fibView.pointee.lookupRoute(destination) }
 
     /// Called after any change that can alter a forwarding decision.
     func fibChanged() {
         // Holders of cached routes compare against the FIB generation;
         // interface changes count as route changes for them.
-        fib.touch()
+        if writesFIB {
+            fib.touch()
+        } else {
+            localGeneration &+= 1
+            fibView.pointee.generation = fibSeen &+ localGeneration
+        }
     }
 
     // MARK: Neighbours
@@ -524,6 +566,40 @@ public final class Stack {
     /// Reads the clock once for this entry point.
     func enter() {
         hot.pointee.now = hypercalls.now().nanoseconds
+        if let r = fibReader { readFIB(r.shared, r.index) }
+    }
+
+    /// A reader's quiescent point, once per batch: it holds nothing from
+    /// the shared FIB here, announces the generation it now reads, and
+    /// flushes its cached routes when that moved.
+    @inline(__always)
+    func readFIB(_ shared: SharedFIB, _ index: Int) {
+        let g: UInt64
+        if _slowPath(!fibAwake) {
+            g = shared.wake(index)
+            fibAwake = true
+        } else {
+            g = shared.published()
+            guard g != fibSeen else { return }
+            shared.announce(index, g)
+        }
+        fibSeen = g
+        fibView.pointee.generation = g &+ localGeneration
+    }
+
+    /// Before the thread sleeps: a reader of a shared FIB says it holds
+    /// nothing from it, so that the writer need not wait for it. Any call
+    /// into the stack after this reads the FIB afresh.
+    public func quiesce() {
+        guard let r = fibReader, fibAwake else { return }
+        r.shared.sleep(r.index)
+        fibAwake = false
+    }
+
+    /// A reader of a shared FIB comes back (before work that is not a
+    /// packet: jobs from the control thread, timers).
+    public func resumeReading() {
+        if let r = fibReader { readFIB(r.shared, r.index) }
     }
 
     /// A drop of a packet that arrived on `rx`, before it was forwarded or

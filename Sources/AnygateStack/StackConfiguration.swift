@@ -20,6 +20,9 @@ public struct StackConfiguration: Sendable {
     /// How this stack takes part when it is one of several replicas
     /// (workers). Alone (the default) it does everything itself.
     public var replica = Replica.alone
+    /// Whether the stack keeps its own FIB or writes or reads one shared
+    /// with other replicas (`SharedFIB`).
+    public var fib = FIBSharing.own
 
     public enum Replica: Sendable, Equatable {
         /// The only stack: it runs the tunnels' keepalives and judges their lines.

@@ -23,6 +23,9 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     case keepaliveAnswered(tunnel: InterfaceIndex)
     /// The owner replica decided the tunnel's line (for the followers, `setTunnelLine`).
     case tunnelLine(tunnel: InterfaceIndex, up: Bool)
+    /// A reader of a shared FIB found an ECMP next hop failed (it did not
+    /// answer ARP) or alive again (for the writer's `setNextHop`).
+    case nextHopFailed(address: IPv4Address, interface: InterfaceIndex, failed: Bool)
 
     public var description: String {
         switch self {
@@ -35,6 +38,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .keepaliveAnswered(i): "keepalive answered on #\(i)"
         case let .neighborWanted(a, i): "neighbor \(a) on #\(i) wanted"
         case let .tunnelLine(i, up): "tunnel #\(i) line \(up ? "up" : "down")"
+        case let .nextHopFailed(a, i, failed): "next hop \(a) on #\(i) \(failed ? "failed" : "answers again")"
         }
     }
 }

@@ -1,6 +1,7 @@
 import AnygateHost
 import AnygateStack
 import AnygateWire
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -186,5 +187,98 @@ final class Gate: @unchecked Sendable {
         isOpen = true
         pthread_cond_broadcast(&cond)
         pthread_mutex_unlock(&mutex)
+    }
+}
+
+/// The FIB the control thread writes and the workers' replicas read,
+/// changed while they look it up (this suite also runs under ThreadSanitizer).
+@Suite("Workers: a shared FIB under churn")
+struct SharedFIBChurnTests {
+    final class Quiet: Hypercalls {
+        var rng = SplitMix64(seed: 3)
+        func now() -> Timestamp { Timestamp(nanoseconds: 1_000_000_000) }
+        func random() -> UInt64 { rng.next() }
+        func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
+            for p in packets { stack.pool.free(p) }
+        }
+    }
+
+    final class Tally: Sendable {
+        let looked = Atomic<Int>(0)
+        let found = Atomic<Int>(0)
+        let wrong = Atomic<Int>(0)
+    }
+
+    static let wanJob: WorkerJob = { runtime in
+        let s = runtime.stack!
+        guard let wan = try? s.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 0, 0, 1)) else { return }
+        try? s.addAddress(IPv4InterfaceAddress("172.16.0.1/16"), to: wan)
+        try? s.setUp(wan, true)
+    }
+
+    @Test("two workers look up while the control thread adds, deletes and splits routes: every answer is the prefix's own route, and freed slots come back")
+    func churn() throws {
+        // Room for 1 024 routes: 8 000 adds fit only if freed slots are reused.
+        let shared = SharedFIB(readers: 2, maxRoutes: 1024, maxNodes: 256)
+        var c = StackConfiguration()
+        c.fib = .writer(shared)
+        let writer = Stack(name: "control", configuration: c, pool: PacketPool(capacity: 64, dataSize: 2048), hypercalls: Quiet())
+        let wan = try writer.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 0, 0, 1))
+        try writer.addAddress(IPv4InterfaceAddress("172.16.0.1/16"), to: wan)
+        try writer.setUp(wan, true)
+        let g = try WorkerGroup(count: 2, configuration: StackConfiguration(), sharedFIB: shared,
+                                makePool: { PacketPool(capacity: 64, dataSize: 2048) })
+        defer { g.stop() }
+        #expect(g.gather(Self.wanJob) != nil)
+        let tally = Tally()
+        var rng = SplitMix64(seed: 11)
+        var adds = 0, full = 0
+        for round in 0..<320 {
+            // The lookups first, so that the changes race them.
+            for w in 0..<2 {
+                let seed = UInt64(round * 2 + w)
+                _ = g.perform(on: w) { runtime in
+                    var r = SplitMix64(seed: seed)
+                    for _ in 0..<200 {
+                        let k = UInt8(r.next() % 64), host = UInt8(r.next() % 256)
+                        let a = IPv4Address(198, 51, k, host)
+                        tally.looked.add(1, ordering: .relaxed)
+                        guard let route = runtime.stack.lookup(a) else { continue }
+                        tally.found.add(1, ordering: .relaxed)
+                        let nh = route.nextHop?.rawValue ?? 0
+                        let right = route.prefix == IPv4Prefix(address: IPv4Address(198, 51, k, 0), length: 24)
+                            && nh >> 16 == 0xAC10 && UInt8(truncatingIfNeeded: nh >> 8) == k && (nh & 0xFF == 2 || nh & 0xFF == 3)
+                        if !right { tally.wrong.add(1, ordering: .relaxed) }
+                    }
+                }
+            }
+            for _ in 0..<25 {
+                let k = UInt8(rng.next() % 64)
+                let p = IPv4Prefix(address: IPv4Address(198, 51, k, 0), length: 24)
+                switch rng.next() % 4 {
+                case 0: try? writer.deleteRoute(p)
+                case 1:
+                    // A second member: the prefix becomes an ECMP set.
+                    do { try writer.addRoute(p, via: IPv4Address(172, 16, k, 3)); adds += 1 } catch .tableFull { full += 1 } catch {}
+                default:
+                    do { try writer.addRoute(p, via: IPv4Address(172, 16, k, 2)); adds += 1 } catch .tableFull { full += 1 } catch {}
+                }
+            }
+        }
+        #expect(g.gather { _ in true }?.count == 2, "the workers finished their lookups")
+        #expect(tally.looked.load(ordering: .relaxed) > 100_000)
+        #expect(tally.found.load(ordering: .relaxed) > 10_000)
+        #expect(tally.wrong.load(ordering: .relaxed) == 0)
+        #expect(adds > 1500 && full == 0, "\(adds) adds in 1 024 slots, \(full) refused: freed slots were reused")
+        // Idle workers hold nothing: the next change frees every retired slot.
+        var retired = writer.fib.retiredSlots
+        for _ in 0..<200 where retired > 0 {
+            usleep(5_000)
+            try? writer.deleteRoute(IPv4Prefix(address: IPv4Address(198, 51, 200, 0), length: 24))
+            try? writer.addRoute(IPv4Prefix(address: IPv4Address(198, 51, 200, 0), length: 24), via: IPv4Address(172, 16, 200, 2))
+            retired = writer.fib.retiredSlots
+        }
+        #expect(retired <= 1, "slots still retired with both workers asleep: \(retired)")
+        writer.checkInvariants()
     }
 }

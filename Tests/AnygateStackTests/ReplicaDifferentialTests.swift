@@ -31,7 +31,7 @@ struct ReplicaDifferentialTests {
 
     /// A router: lan 10.1.0.1/24, wan1 172.16.1.1/24, wan2 172.16.2.1/24,
     /// both gateways resolved, a default route via the first, ipflow on.
-    static func router() throws -> (Stack, Recorder) {
+    static func router(fib: FIBSharing = .own) throws -> (Stack, Recorder) {
         let host = Recorder()
         let pool = PacketPool(capacity: 1024, dataSize: 2048)
         host.pool = pool
@@ -42,6 +42,7 @@ struct ReplicaDifferentialTests {
         // the comparison lifts them so that no replica's bucket runs dry.
         c.icmp.errorsPerSecond = 1_000_000
         c.icmp.errorBurst = 1_000_000
+        c.fib = fib
         let s = Stack(name: "R", configuration: c, pool: pool, hypercalls: host)
         let lan = try s.addInterface(name: "lan", mac: lanMAC)
         try s.addAddress(IPv4InterfaceAddress("10.1.0.1/24"), to: lan)
@@ -75,11 +76,15 @@ struct ReplicaDifferentialTests {
         .map { try! IPv4Prefix($0) }
 
     @Test("random traffic and changes: each packet leaves the replica that got it as it leaves one stack",
-          arguments: [2, 3])
-    func differential(replicaCount: Int) throws {
+          arguments: [(2, false), (3, false), (2, true), (3, true)])
+    func differential(replicaCount: Int, sharedFIB: Bool) throws {
         let (single, singleHost) = try Self.router()
-        let replicas = try (0..<replicaCount).map { _ in try Self.router() }
-        var all: [(Stack, Recorder)] { [(single, singleHost)] + replicas }
+        // With a shared FIB, one more stack writes it (the daemon's own)
+        // and the replicas read it: a change reaches them through it.
+        let shared = sharedFIB ? SharedFIB(readers: replicaCount) : nil
+        let writer = try shared.map { try Self.router(fib: .writer($0)) }
+        let replicas = try (0..<replicaCount).map { k in try Self.router(fib: shared.map { .reader($0, index: k) } ?? .own) }
+        var all: [(Stack, Recorder)] { [(single, singleHost)] + (writer.map { [$0] } ?? []) + replicas }
         var rng = SplitMix64(seed: UInt64(replicaCount) * 1000 + 5)
         // 24 destinations: inside the prefixes above and outside them all, so flows repeat (ipflow hits).
         var pick = SplitMix64(seed: 3)
@@ -99,7 +104,11 @@ struct ReplicaDifferentialTests {
                 for (s, _) in all {
                     if remove { _ = s.removeRoutes(p, origin: .static) } else { try? s.addRoute(p, via: gw) }
                 }
-            } else if roll < 2 {
+            } else if roll < 3, sharedFIB {
+                // A replica's worker goes to sleep between batches (it
+                // announces that it holds nothing from the shared FIB).
+                replicas[Int(rng.next() % UInt64(replicaCount))].0.quiesce()
+            } else if roll < 4 {
                 let dt = Int64(rng.next() % 300) * 1_000_000
                 for (s, h) in all {
                     h.time += dt
@@ -147,6 +156,11 @@ struct ReplicaDifferentialTests {
         // The replicas' counters add up to the single stack's.
         let sum = replicas.reduce(UInt64(0)) { $0 + $1.0.counters.ipForwarded }
         #expect(sum == single.counters.ipForwarded)
+        if let writer {
+            writer.0.checkInvariants()
+            #expect(writer.0.routes == single.routes, "the shared FIB holds what one stack's does")
+            #expect(replicas.allSatisfy { $0.0.routes.isEmpty }, "a reader keeps no table of its own")
+        }
     }
 }
 
