@@ -210,8 +210,8 @@ public struct RoutingTable {
     /// word of the change and retires the slots the change freed, tagged
     /// with that generation.
     private mutating func endChange() {
+        // Every change that wrote a word advanced the generation (reinstall).
         guard let shared else { return }
-        generation &+= 1
         shared.publish(generation)
         for s in freedInChange { retiring.append((s, generation)) }
         freedInChange.removeAll(keepingCapacity: true)

@@ -25,8 +25,10 @@ public final class SharedFIB: @unchecked Sendable {
     /// Route slots and LPM nodes the table can ever hold.
     public let maxRoutes: Int
     public let maxNodes: Int
-    /// The writer's generation, published after the changes it covers.
-    let generation = Atomic<UInt64>(1)
+    /// The writer's generation, published after the changes it covers
+    /// (behind a pointer, so that a reader's batch reads it without
+    /// reference counting).
+    let generation: UnsafeMutablePointer<Atomic<UInt64>>
     /// One announcement per reader, each on its own 64-byte line.
     private let announcements: UnsafeMutablePointer<Atomic<UInt64>>
     private static let stride = 8
@@ -43,6 +45,8 @@ public final class SharedFIB: @unchecked Sendable {
         readerCount = readers
         self.maxRoutes = maxRoutes
         self.maxNodes = maxNodes
+        generation = .allocate(capacity: SharedFIB.stride)
+        generation.initialize(to: Atomic(1))
         announcements = .allocate(capacity: readers * SharedFIB.stride)
         for i in 0..<(readers * SharedFIB.stride) { (announcements + i).initialize(to: Atomic(SharedFIB.idle)) }
     }
@@ -52,22 +56,20 @@ public final class SharedFIB: @unchecked Sendable {
     deinit {
         announcements.deinitialize(count: readerCount * SharedFIB.stride)
         announcements.deallocate()
+        generation.deinitialize(count: 1)
+        generation.deallocate()
         level0?.deallocate()
         nodes?.deallocate()
         slots?.deallocate()
     }
 
     /// The generation the writer last published.
-    @inline(__always)
-    func published() -> UInt64 { generation.load(ordering: .acquiring) }
+    func publish(_ g: UInt64) { generation.pointee.store(g, ordering: .sequentiallyConsistent) }
 
-    func publish(_ g: UInt64) { generation.store(g, ordering: .sequentiallyConsistent) }
-
-    /// Reader `index` has seen generation `g` and holds nothing from
-    /// before it (the start of a batch).
-    @inline(__always)
-    func announce(_ index: Int, _ g: UInt64) {
-        announcements[index * SharedFIB.stride].store(g, ordering: .releasing)
+    /// Reader `index`'s announcement: the generation it has seen, holding
+    /// nothing from before it (stored at the start of a batch), or `idle`.
+    func announcement(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        announcements + index * SharedFIB.stride
     }
 
     /// Reader `index` comes back from idle: its announcement must be seen
@@ -76,8 +78,8 @@ public final class SharedFIB: @unchecked Sendable {
     /// one of them true). Returns the generation to read with.
     func wake(_ index: Int) -> UInt64 {
         let a = announcements + index * SharedFIB.stride
-        a.pointee.store(generation.load(ordering: .sequentiallyConsistent), ordering: .sequentiallyConsistent)
-        let g = generation.load(ordering: .sequentiallyConsistent)
+        a.pointee.store(generation.pointee.load(ordering: .sequentiallyConsistent), ordering: .sequentiallyConsistent)
+        let g = generation.pointee.load(ordering: .sequentiallyConsistent)
         a.pointee.store(g, ordering: .releasing)
         return g
     }

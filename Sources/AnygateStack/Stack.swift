@@ -1,4 +1,5 @@
 public import AnygateWire
+import Synchronization
 
 /// One virtual network kernel: interfaces, addresses, the FIB, the ARP
 /// cache, reassembly, ICMP and the forwarding path.
@@ -71,6 +72,10 @@ public final class Stack {
     /// has announced itself awake, the generation it last read, and its
     /// own changes that flush cached routes (interface state, MTU).
     let fibReader: (shared: SharedFIB, index: Int)?
+    /// The same reader's two words, read and written once per batch
+    /// (raw pointers: no reference counting there).
+    let fibPublished: UnsafeMutablePointer<Atomic<UInt64>>?
+    let fibAnnouncement: UnsafeMutablePointer<Atomic<UInt64>>?
     var fibAwake = false
     var fibSeen: UInt64 = 0
     var localGeneration: UInt64 = 0
@@ -141,6 +146,8 @@ public final class Stack {
             fib = RoutingTable()
             fibReader = (shared, index)
         }
+        fibPublished = fibReader?.shared.generation
+        fibAnnouncement = fibReader.map { $0.shared.announcement($0.index) }
         fibView = .allocate(capacity: 1)
         if let r = fibReader {
             fibView.initialize(to: FIBView(r.shared, generation: 0))
@@ -566,22 +573,22 @@ public final class Stack {
     /// Reads the clock once for this entry point.
     func enter() {
         hot.pointee.now = hypercalls.now().nanoseconds
-        if let r = fibReader { readFIB(r.shared, r.index) }
+        if fibPublished != nil { readFIB() }
     }
 
     /// A reader's quiescent point, once per batch: it holds nothing from
     /// the shared FIB here, announces the generation it now reads, and
     /// flushes its cached routes when that moved.
     @inline(__always)
-    func readFIB(_ shared: SharedFIB, _ index: Int) {
+    func readFIB() {
         let g: UInt64
         if _slowPath(!fibAwake) {
-            g = shared.wake(index)
+            g = fibReader!.shared.wake(fibReader!.index)
             fibAwake = true
         } else {
-            g = shared.published()
+            g = fibPublished.unsafelyUnwrapped.pointee.load(ordering: .acquiring)
             guard g != fibSeen else { return }
-            shared.announce(index, g)
+            fibAnnouncement.unsafelyUnwrapped.pointee.store(g, ordering: .releasing)
         }
         fibSeen = g
         fibView.pointee.generation = g &+ localGeneration
@@ -599,7 +606,7 @@ public final class Stack {
     /// A reader of a shared FIB comes back (before work that is not a
     /// packet: jobs from the control thread, timers).
     public func resumeReading() {
-        if let r = fibReader { readFIB(r.shared, r.index) }
+        if fibPublished != nil { readFIB() }
     }
 
     /// A drop of a packet that arrived on `rx`, before it was forwarded or
