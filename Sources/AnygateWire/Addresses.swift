@@ -221,6 +221,42 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
     @inlinable public var isMulticast: Bool { high >> 56 == 0xFF }
     /// fe80::/10.
     @inlinable public var isLinkLocal: Bool { high >> 54 == 0x3FA }
+    /// ::, the source of a node that has no address yet (DAD).
+    @inlinable public var isUnspecified: Bool { high == 0 && low == 0 }
+    @inlinable public var isLoopback: Bool { high == 0 && low == 1 }
+    /// A multicast address's scope (RFC 4291 section 2.7): 1 interface,
+    /// 2 link, 5 site, 8 organization, 14 global.
+    @inlinable public var multicastScope: UInt8 { UInt8(truncatingIfNeeded: high >> 48) & 0xF }
+
+    /// ff02::1, every node on the link.
+    public static let allNodes = IPv6Address(high: 0xFF02_0000_0000_0000, low: 1)
+    /// ff02::2, every router on the link.
+    public static let allRouters = IPv6Address(high: 0xFF02_0000_0000_0000, low: 2)
+    /// ff02::16, where MLDv2 reports go (RFC 3810 section 5.2.14).
+    public static let allMLDv2Routers = IPv6Address(high: 0xFF02_0000_0000_0000, low: 0x16)
+
+    /// The solicited-node multicast address of this address (RFC 4291
+    /// section 2.7.1): ff02::1:ff00:0/104 and its low 24 bits.
+    public var solicitedNode: IPv6Address {
+        IPv6Address(high: 0xFF02_0000_0000_0000, low: 0x0000_0001_FF00_0000 | low & 0xFF_FFFF)
+    }
+
+    /// The Ethernet group address a multicast IPv6 address is sent to
+    /// (RFC 2464 section 7): 33:33 and its low 32 bits.
+    public var multicastMAC: MACAddress { MACAddress(rawValue: 0x3333_0000_0000 | low & 0xFFFF_FFFF) }
+
+    /// The modified EUI-64 interface identifier of a MAC (RFC 4291 appendix
+    /// A): ff:fe in the middle, the universal/local bit inverted.
+    public static func interfaceIdentifier(_ mac: MACAddress) -> UInt64 {
+        let m = mac.rawValue
+        return ((m >> 24) << 40 | 0xFF_FE00_0000 | m & 0xFF_FFFF) ^ 0x0200_0000_0000_0000
+    }
+
+    /// fe80::/64 with the MAC's modified EUI-64 identifier: the link-local
+    /// address of an Ethernet interface (RFC 4862 section 5.3, RFC 2464 section 5).
+    public static func linkLocal(_ mac: MACAddress) -> IPv6Address {
+        IPv6Address(high: 0xFE80_0000_0000_0000, low: interfaceIdentifier(mac))
+    }
 
     func group(_ i: Int) -> UInt16 {
         let w = i < 4 ? high : low

@@ -128,6 +128,9 @@ public enum ICMPv6Repr: Hashable, Sendable {
     case parameterProblem(code: UInt8, pointer: UInt32)
     case neighborSolicitation(target: IPv6Address)
     case neighborAdvertisement(target: IPv6Address, flags: UInt8)
+    case routerSolicitation
+    case routerAdvertisement(RouterAdvertisementRepr)
+    case multicastListenerQuery(MLDQueryRepr)
     case other(type: ICMPv6Type, code: UInt8, rest: UInt32)
 
     public init(parsing bytes: UnsafeMutableRawBufferPointer,
@@ -146,6 +149,9 @@ public enum ICMPv6Repr: Hashable, Sendable {
         case .neighborAdvertisement:
             guard bytes.count >= 24 else { throw .truncated }
             self = .neighborAdvertisement(target: IPv6Address(bytes: bytes, at: 8), flags: UInt8(p.rest >> 24))
+        case .routerSolicitation: self = .routerSolicitation
+        case .routerAdvertisement: self = .routerAdvertisement(try RouterAdvertisementRepr(parsing: bytes))
+        case .multicastListenerQuery: self = .multicastListenerQuery(try MLDQueryRepr(parsing: bytes))
         default: self = .other(type: p.type, code: p.code, rest: p.rest)
         }
     }
@@ -160,6 +166,9 @@ public enum ICMPv6Repr: Hashable, Sendable {
         case .parameterProblem: .parameterProblem
         case .neighborSolicitation: .neighborSolicitation
         case .neighborAdvertisement: .neighborAdvertisement
+        case .routerSolicitation: .routerSolicitation
+        case .routerAdvertisement: .routerAdvertisement
+        case .multicastListenerQuery: .multicastListenerQuery
         case .other(let t, _, _): t
         }
     }
@@ -168,12 +177,15 @@ public enum ICMPv6Repr: Hashable, Sendable {
     public var headerLength: Int {
         switch self {
         case .neighborSolicitation, .neighborAdvertisement: 24
+        case .multicastListenerQuery(let q): q.isVersion2 ? 28 : 24
+        case .routerAdvertisement: RouterAdvertisementRepr.optionsOffset
         default: ICMPv6Packet.headerLength
         }
     }
 
-    /// Writes the header (and a neighbour-discovery target) at the start of
-    /// `bytes`, the whole message, and fills the checksum.
+    /// Writes the header (and the fixed part of a neighbour-discovery or MLD
+    /// message) at the start of `bytes` — the whole message, with any
+    /// options already in place after `headerLength` — and fills the checksum.
     public func emit(into bytes: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address) {
         precondition(bytes.count >= headerLength)
         var code: UInt8 = 0, rest: UInt32 = 0
@@ -184,12 +196,16 @@ public enum ICMPv6Repr: Hashable, Sendable {
         case .parameterProblem(let c, let ptr): code = c; rest = ptr
         case .neighborSolicitation(let t): t.write(to: bytes, at: 8)
         case .neighborAdvertisement(let t, let f): rest = UInt32(f) << 24; t.write(to: bytes, at: 8)
+        case .routerSolicitation: break
+        case .routerAdvertisement, .multicastListenerQuery: break  // written below, over `rest`
         case .other(_, let c, let r): code = c; rest = r
         }
         bytes.setBE8(ICMPv6Packet.Field.type, type.rawValue)
         bytes.setBE8(ICMPv6Packet.Field.code, code)
         bytes.setBE16(ICMPv6Packet.Field.checksum, 0)
         bytes.setBE32(ICMPv6Packet.Field.rest, rest)
+        if case .routerAdvertisement(let ra) = self { ra.emitFixedPart(into: bytes) }
+        if case .multicastListenerQuery(let q) = self { q.emitFixedPart(into: bytes) }
         let initial = InternetChecksum.pseudoHeaderSum(source: source, destination: destination,
                                                        nextHeader: .icmpv6, length: bytes.count)
         bytes.setBE16(ICMPv6Packet.Field.checksum, InternetChecksum.checksum(bytes, initial: initial))

@@ -133,6 +133,12 @@ public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, CustomStringConv
     @inlinable public static var routerAdvertisement: ICMPv6Type { ICMPv6Type(rawValue: 134) }
     @inlinable public static var neighborSolicitation: ICMPv6Type { ICMPv6Type(rawValue: 135) }
     @inlinable public static var neighborAdvertisement: ICMPv6Type { ICMPv6Type(rawValue: 136) }
+    @inlinable public static var redirect: ICMPv6Type { ICMPv6Type(rawValue: 137) }
+    /// Multicast listener query (MLDv1 and v2 share it, RFC 3810 section 5.1).
+    @inlinable public static var multicastListenerQuery: ICMPv6Type { ICMPv6Type(rawValue: 130) }
+    @inlinable public static var multicastListenerReportV1: ICMPv6Type { ICMPv6Type(rawValue: 131) }
+    @inlinable public static var multicastListenerDone: ICMPv6Type { ICMPv6Type(rawValue: 132) }
+    @inlinable public static var multicastListenerReportV2: ICMPv6Type { ICMPv6Type(rawValue: 143) }
 
     /// Types below 128 are errors (RFC 4443 section 2.1).
     @inlinable public var isError: Bool { rawValue < 128 }
@@ -149,6 +155,11 @@ public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .routerAdvertisement: "router-advertisement"
         case .neighborSolicitation: "neighbor-solicitation"
         case .neighborAdvertisement: "neighbor-advertisement"
+        case .redirect: "redirect"
+        case .multicastListenerQuery: "mld-query"
+        case .multicastListenerReportV1: "mld-report"
+        case .multicastListenerDone: "mld-done"
+        case .multicastListenerReportV2: "mldv2-report"
         default: "type-\(rawValue)"
         }
     }
