@@ -1,9 +1,42 @@
 public import Synchronization
+public import AnygateWire
 
-/// The longest-prefix-match table behind the FIB: a three-level multibit trie
-/// with strides 16, 8 and 8 ("DIR-16-8-8"), leaves pushed down to every slot
-/// they cover. A lookup is at most three dependent loads and no branches on
-/// prefix length.
+/// A key the longest-prefix-match table can look up: an IPv4 address
+/// (`UInt32`, 32 bits) or an IPv6 address (128 bits). The table reads it as
+/// 16 bits for level 0, then 8 bits per level.
+@usableFromInline
+protocol LPMKey {
+    /// Bits in a key: how deep the table may go.
+    static var width: Int { get }
+    /// The first 16 bits (the level-0 index).
+    var top16: Int { get }
+    /// The 8 bits from bit `bit` on (16, 24, ...), most significant first.
+    func byte(at bit: Int) -> Int
+}
+
+extension UInt32: LPMKey {
+    @usableFromInline static var width: Int { 32 }
+    @inlinable var top16: Int { Int(self >> 16) }
+    @inlinable func byte(at bit: Int) -> Int { Int((self >> UInt32(24 &- bit)) & 0xFF) }
+}
+
+extension IPv6Address: LPMKey {
+    @usableFromInline static var width: Int { 128 }
+    @inlinable var top16: Int { Int(high >> 48) }
+    @inlinable func byte(at bit: Int) -> Int {
+        bit < 64 ? Int((high >> UInt64(56 &- bit)) & 0xFF) : Int((low >> UInt64(120 &- bit)) & 0xFF)
+    }
+}
+
+/// A lookup word: 0 is "no route", a value with `LPMTable.childFlag` set
+/// links a node one level down, anything else is a route value.
+@usableFromInline typealias LPMWord = Atomic<UInt32>
+
+/// The longest-prefix-match table behind the FIBs: a multibit trie with a
+/// 16-bit first level and 8-bit levels below ("DIR-16-8-8" for IPv4, up to
+/// 15 levels for IPv6), leaves pushed down to every slot they cover. A
+/// lookup is one dependent load per level it descends, and no branches on
+/// prefix length; an IPv4 one is at most three, an IPv6 /48 five.
 ///
 /// Each slot is a `UInt32`: 0 is "no route", a value with `childFlag` set is
 /// the index of a 256-slot node one level down, anything else is a route
@@ -22,11 +55,11 @@ public import Synchronization
 /// A shared table is created with all its node room (`fixedNodes`) because
 /// moving the node array would pull it from under a reader.
 @usableFromInline
-struct LPMTable {
-    @usableFromInline typealias Word = Atomic<UInt32>
+struct LPMTable<Key: LPMKey> {
+    @usableFromInline typealias Word = LPMWord
 
-    @usableFromInline static let childFlag: UInt32 = 0x8000_0000
-    static let level0Slots = 1 << 16
+    @inlinable static var childFlag: UInt32 { 0x8000_0000 }
+    static var level0Slots: Int { 1 << 16 }
 
     @usableFromInline var level0: UnsafeMutablePointer<Word>
     var depth0: UnsafeMutablePointer<UInt8>
@@ -73,22 +106,22 @@ struct LPMTable {
     /// up to as many again; a fixed one's untouched room costs nothing).
     var memoryBytes: Int { LPMTable.level0Slots * 5 + (fixedNodes ? nodeCount : nodeCapacity) * 256 * 5 }
 
-    /// The route value for `address`, or 0.
+    /// The route value for `key`, or 0.
     @inlinable @inline(__always)
-    func lookup(_ address: UInt32) -> UInt32 {
-        LPMTable.lookup(address, level0: level0, nodes: nodes)
+    func lookup(_ key: Key) -> UInt32 {
+        LPMTable.lookup(key, level0: level0, nodes: nodes)
     }
 
     /// The lookup itself, over the two slot arrays (the packet path holds
-    /// these pointers directly; see `FIBView`).
+    /// these pointers directly; see `FIBView`). A child never sits at a
+    /// key's last level (`checkInvariants`), so the descent ends by itself.
     @inlinable @inline(__always)
-    static func lookup(_ address: UInt32, level0: UnsafeMutablePointer<Word>, nodes: UnsafeMutablePointer<Word>) -> UInt32 {
-        var v = level0[Int(address >> 16)].load(ordering: .acquiring)
-        if v & LPMTable.childFlag != 0 {
-            v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int((address >> 8) & 0xFF)].load(ordering: .acquiring)
-            if v & LPMTable.childFlag != 0 {
-                v = nodes[Int(v & ~LPMTable.childFlag) &<< 8 | Int(address & 0xFF)].load(ordering: .acquiring)
-            }
+    static func lookup(_ key: Key, level0: UnsafeMutablePointer<Word>, nodes: UnsafeMutablePointer<Word>) -> UInt32 {
+        var v = level0[key.top16].load(ordering: .acquiring)
+        var bit = 16
+        while v & childFlag != 0 {
+            v = nodes[Int(v & ~childFlag) &<< 8 | key.byte(at: bit)].load(ordering: .acquiring)
+            bit &+= 8
         }
         return v
     }
@@ -119,16 +152,18 @@ struct LPMTable {
     /// its length ends, creating nodes on the way down when `create` is set.
     /// Parents are tracked by index, not pointer, because creating a node may
     /// move the node arrays.
-    private mutating func locate(_ address: UInt32, _ length: Int, create: Bool)
+    private mutating func locate(_ key: Key, _ length: Int, create: Bool)
         -> (slots: UnsafeMutablePointer<Word>, depths: UnsafeMutablePointer<UInt8>, range: Range<Int>)? {
+        precondition(length >= 0 && length <= Key.width)
         if length <= 16 {
-            let start = Int(address >> 16)
+            let start = key.top16
             return (level0, depth0, start..<(start + (1 << (16 - length))))
         }
         // parentNode -1 means level 0.
         var parentNode = -1
-        var slot = Int(address >> 16)
-        for level in 1...2 {
+        var slot = key.top16
+        var bit = 16
+        while true {
             let slots = parentNode < 0 ? level0 : nodes + parentNode * 256
             let depths = parentNode < 0 ? depth0 : nodeDepths + parentNode * 256
             var v = slots[slot].load(ordering: .relaxed)
@@ -143,23 +178,18 @@ struct LPMTable {
                 d2[slot] = 0
             }
             let node = Int(v & ~LPMTable.childFlag)
-            if level == 1 {
-                slot = Int((address >> 8) & 0xFF)
-                if length <= 24 {
-                    return (nodes + node * 256, nodeDepths + node * 256, slot..<(slot + (1 << (24 - length))))
-                }
-                parentNode = node
-            } else {
-                slot = Int(address & 0xFF)
-                return (nodes + node * 256, nodeDepths + node * 256, slot..<(slot + (1 << (32 - length))))
+            slot = key.byte(at: bit)
+            if length <= bit + 8 {
+                return (nodes + node * 256, nodeDepths + node * 256, slot..<(slot + (1 << (bit + 8 - length))))
             }
+            parentNode = node
+            bit += 8
         }
-        return nil
     }
 
     /// Installs `value` for the prefix: every covered slot whose route is no
     /// more specific than `length` takes it.
-    mutating func insert(_ address: UInt32, length: Int, value: UInt32) {
+    mutating func insert(_ address: Key, length: Int, value: UInt32) {
         precondition(value != 0 && value & LPMTable.childFlag == 0)
         guard let (slots, depths, range) = locateStable(address, length, create: true) else { return }
         fill(slots, depths, range, value: value, length: UInt8(length))
@@ -167,12 +197,12 @@ struct LPMTable {
 
     /// Replaces the prefix's own slots (those still at exactly `length`) with
     /// `value` at `newDepth`; value 0 removes the route.
-    mutating func replace(_ address: UInt32, length: Int, with value: UInt32, newDepth: Int) {
+    mutating func replace(_ address: Key, length: Int, with value: UInt32, newDepth: Int) {
         guard let (slots, depths, range) = locateStable(address, length, create: false) else { return }
         swap(slots, depths, range, oldDepth: UInt8(length), value: value, newDepth: UInt8(newDepth))
     }
 
-    private mutating func locateStable(_ address: UInt32, _ length: Int, create: Bool)
+    private mutating func locateStable(_ address: Key, _ length: Int, create: Bool)
         -> (UnsafeMutablePointer<Word>, UnsafeMutablePointer<UInt8>, Range<Int>)? {
         guard let r = locate(address, length, create: create) else { return nil }
         return (r.slots, r.depths, r.range)
@@ -213,12 +243,13 @@ struct LPMTable {
             for i in 0..<count {
                 let v = slots[i].load(ordering: .relaxed)
                 if v & LPMTable.childFlag != 0 {
-                    precondition(level < 2, "LPM: child below the last level")
+                    // The last level is the one whose 8 bits end the key.
+                    precondition(16 + 8 * level < Key.width, "LPM: child below the last level")
                     let node = Int(v & ~LPMTable.childFlag)
                     precondition(node < nodeCount, "LPM: dangling child")
                     walk(nodes + node * 256, nodeDepths + node * 256, 256, level + 1)
                 } else {
-                    precondition(depths[i] <= 32, "LPM: depth out of range")
+                    precondition(Int(depths[i]) <= Key.width, "LPM: depth out of range")
                     precondition(v != 0 || depths[i] == 0, "LPM: empty slot with a depth")
                 }
             }

@@ -8,7 +8,7 @@ public import AnygateWire
 /// lowest metric, then the earliest added. `generation` advances on every
 /// change, so holders of a cached lookup can tell it is stale with one compare.
 public struct RoutingTable {
-    @usableFromInline var lpm: LPMTable
+    @usableFromInline var lpm: LPMTable<UInt32>
     @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
     private var slotCapacity: Int
     private var slotCount = 0
@@ -35,7 +35,7 @@ public struct RoutingTable {
 
     /// A table of its own.
     init() {
-        lpm = LPMTable()
+        lpm = LPMTable<UInt32>()
         slotCapacity = 64
         slots = .allocate(capacity: slotCapacity)
         shared = nil
@@ -43,7 +43,7 @@ public struct RoutingTable {
 
     /// The writer's table of `fib`: made at its full size, which never moves.
     init(writing fib: SharedFIB) {
-        lpm = LPMTable(initialNodes: fib.maxNodes, fixedNodes: true)
+        lpm = LPMTable<UInt32>(initialNodes: fib.maxNodes, fixedNodes: true)
         precondition(fib.slots == nil, "a shared FIB has one writer")
         slotCapacity = fib.maxRoutes
         slots = .allocate(capacity: slotCapacity)
@@ -445,8 +445,8 @@ public struct RoutingTable {
 /// table's (interface state, MTU), so that either flushes the caches.
 @usableFromInline
 struct FIBView {
-    @usableFromInline var level0: UnsafeMutablePointer<LPMTable.Word>
-    @usableFromInline var nodes: UnsafeMutablePointer<LPMTable.Word>
+    @usableFromInline var level0: UnsafeMutablePointer<LPMWord>
+    @usableFromInline var nodes: UnsafeMutablePointer<LPMWord>
     @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
     @usableFromInline var generation: UInt64
 
@@ -484,7 +484,7 @@ struct FIBView {
     /// The best route's slot for `address`, or nil.
     @inlinable @inline(__always)
     func lookup(_ address: UInt32) -> UnsafeMutablePointer<RouteSlot>? {
-        let v = LPMTable.lookup(address, level0: level0, nodes: nodes)
+        let v = LPMTable<UInt32>.lookup(address, level0: level0, nodes: nodes)
         return v == 0 ? nil : slots + Int(v &- 1)
     }
 

@@ -34,8 +34,8 @@ public final class SharedFIB: @unchecked Sendable {
     private static let stride = 8
     static let idle = UInt64.max
     /// The writer's arrays, set when the writer's table is made (one writer per table).
-    var level0: UnsafeMutablePointer<LPMTable.Word>?
-    var nodes: UnsafeMutablePointer<LPMTable.Word>?
+    var level0: UnsafeMutablePointer<LPMWord>?
+    var nodes: UnsafeMutablePointer<LPMWord>?
     var slots: UnsafeMutablePointer<RouteSlot>?
 
     /// A table for `readers` replicas; a million routes (62–202 MB of
