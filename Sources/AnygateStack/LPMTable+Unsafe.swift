@@ -2,30 +2,37 @@ public import Synchronization
 public import AnygateWire
 
 /// A key the longest-prefix-match table can look up: an IPv4 address
-/// (`UInt32`, 32 bits) or an IPv6 address (128 bits). The table reads it as
+/// (32 bits) or an IPv6 address (128 bits). The table reads it as
 /// 16 bits for level 0, then 8 bits per level.
-@usableFromInline
-protocol LPMKey {
+public protocol LPMKey: Hashable {
     /// Bits in a key: how deep the table may go.
     static var width: Int { get }
+    /// All bits zero (the gateway field of a route without one).
+    static var zero: Self { get }
     /// The first 16 bits (the level-0 index).
     var top16: Int { get }
     /// The 8 bits from bit `bit` on (16, 24, ...), most significant first.
     func byte(at bit: Int) -> Int
+    /// The key folded to 64 bits (an ECMP member's identity in the hash).
+    var hash64: UInt64 { get }
 }
 
-extension UInt32: LPMKey {
-    @usableFromInline static var width: Int { 32 }
-    @inlinable var top16: Int { Int(self >> 16) }
-    @inlinable func byte(at bit: Int) -> Int { Int((self >> UInt32(24 &- bit)) & 0xFF) }
+extension IPv4Address: LPMKey {
+    public static var width: Int { 32 }
+    @inlinable public static var zero: IPv4Address { IPv4Address(rawValue: 0) }
+    @inlinable public var top16: Int { Int(rawValue >> 16) }
+    @inlinable public func byte(at bit: Int) -> Int { Int((rawValue >> UInt32(24 &- bit)) & 0xFF) }
+    @inlinable public var hash64: UInt64 { UInt64(rawValue) }
 }
 
 extension IPv6Address: LPMKey {
-    @usableFromInline static var width: Int { 128 }
-    @inlinable var top16: Int { Int(high >> 48) }
-    @inlinable func byte(at bit: Int) -> Int {
+    public static var width: Int { 128 }
+    @inlinable public static var zero: IPv6Address { .any }
+    @inlinable public var top16: Int { Int(high >> 48) }
+    @inlinable public func byte(at bit: Int) -> Int {
         bit < 64 ? Int((high >> UInt64(56 &- bit)) & 0xFF) : Int((low >> UInt64(120 &- bit)) & 0xFF)
     }
+    @inlinable public var hash64: UInt64 { high ^ (low &* 0x9E37_79B9_7F4A_7C15) }
 }
 
 /// A lookup word: 0 is "no route", a value with `LPMTable.childFlag` set

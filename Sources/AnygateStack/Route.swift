@@ -48,10 +48,39 @@ public enum RouteOrigin: UInt8, Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A prefix a FIB can hold: IPv4 or IPv6. One route machinery (slots,
+/// ECMP sets, withdrawals, the LPM trie, shared tables) serves both.
+public protocol RoutePrefix: Hashable, Sendable, CustomStringConvertible {
+    associatedtype Address: LPMKey & Comparable & Sendable & CustomStringConvertible
+    var address: Address { get }
+    var length: UInt8 { get }
+    /// Masks `address` to `length` bits.
+    init(address: Address, length: Int)
+    func contains(_ a: Address) -> Bool
+    /// The error for adding a route that is there already, or deleting one that is not.
+    var alreadyExists: RouteError { get }
+    var notFound: RouteError { get }
+}
+
+extension IPv4Prefix: RoutePrefix {
+    public var alreadyExists: RouteError { .exists(self) }
+    public var notFound: RouteError { .notFound(self) }
+}
+
+extension IPv6Prefix: RoutePrefix {
+    public var alreadyExists: RouteError { .exists6(self) }
+    public var notFound: RouteError { .notFound6(self) }
+}
+
+/// An IPv4 route as the operator sees it.
+public typealias Route = IPRoute<IPv4Prefix>
+/// An IPv6 route as the operator sees it.
+public typealias Route6 = IPRoute<IPv6Prefix>
+
 /// A route as the operator sees it.
-public struct Route: Hashable, Sendable, CustomStringConvertible {
-    public var prefix: IPv4Prefix
-    public var nextHop: IPv4Address?
+public struct IPRoute<Prefix: RoutePrefix>: Hashable, Sendable, CustomStringConvertible {
+    public var prefix: Prefix
+    public var nextHop: Prefix.Address?
     public var interface: InterfaceIndex
     public var metric: UInt32
     public var origin: RouteOrigin
@@ -59,15 +88,15 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     /// Share of an ECMP set's flows, relative to the other members (1–64).
     public var weight: UInt8
 
-    public init(prefix: IPv4Prefix, nextHop: IPv4Address? = nil, interface: InterfaceIndex,
+    public init(prefix: Prefix, nextHop: Prefix.Address? = nil, interface: InterfaceIndex,
                 metric: UInt32 = 0, origin: RouteOrigin = .static, kind: RouteKind? = nil, weight: UInt8 = 1) {
         self.prefix = prefix; self.nextHop = nextHop; self.interface = interface
         self.metric = metric; self.origin = origin
         self.kind = kind ?? (nextHop == nil ? .connected : .gateway)
-        self.weight = min(max(weight, 1), Route.maxWeight)
+        self.weight = min(max(weight, 1), IPRoute.maxWeight)
     }
 
-    public static let maxWeight: UInt8 = 64
+    public static var maxWeight: UInt8 { 64 }
 
     /// Local and broadcast host routes are the stack's own bookkeeping, not
     /// part of the routing table an operator manages.
@@ -92,11 +121,15 @@ public enum RouteError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalid(String)
     /// A shared FIB holds this many routes at most (its room is made up front).
     case tableFull(capacity: Int)
+    case exists6(IPv6Prefix)
+    case notFound6(IPv6Prefix)
 
     public var description: String {
         switch self {
         case .exists(let p): "route \(p) already exists"
         case .notFound(let p): "no such route \(p)"
+        case .exists6(let p): "route \(p) already exists"
+        case .notFound6(let p): "no such route \(p)"
         case .noSuchInterface(let i): "no interface with index \(i)"
         case .nextHopUnreachable(let a): "next hop \(a) is not on a connected subnet"
         case .invalid(let why): why
@@ -107,14 +140,14 @@ public enum RouteError: Error, Equatable, Sendable, CustomStringConvertible {
 
 /// The hot part of a route, read on every forwarded packet.
 @usableFromInline
-struct RouteSlot {
-    @usableFromInline var gateway: UInt32
+struct RouteSlot<Address: LPMKey> {
+    @usableFromInline var gateway: Address
     @usableFromInline var interface: UInt16
     @usableFromInline var kind: RouteKind
     @usableFromInline var inUse: Bool
     var origin: RouteOrigin
     var prefixLength: UInt8
-    var prefixAddress: UInt32
+    var prefixAddress: Address
     var metric: UInt32
     /// Next route of the same prefix (`RouteSlot.end` for none): a prefix's
     /// routes are a chain through the slot array, not an array of their own.
@@ -130,5 +163,5 @@ struct RouteSlot {
     /// The next hop did not answer ARP: withdrawn from its ECMP set until it does.
     var nextHopFailed = false
 
-    @usableFromInline static let end = UInt32.max
+    @inlinable static var end: UInt32 { .max }
 }

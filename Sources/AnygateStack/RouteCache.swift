@@ -44,7 +44,7 @@ public struct RouteCache: Sendable {
     }
 
     /// The same through a stack's view of its FIB (a shared one included).
-    mutating func route(to destination: IPv4Address, in fib: FIBView, statistics: inout Statistics) -> Route? {
+    mutating func route(to destination: IPv4Address, in fib: FIBView<IPv4Prefix>, statistics: inout Statistics) -> Route? {
         if generation == fib.generation && destination == self.destination && generation != 0 {
             statistics.hits &+= 1
             return slot < 0 ? nil : fib.route(fib.slots + Int(slot))

@@ -1,57 +1,49 @@
 public import AnygateWire
 
-/// The IPv4 forwarding information base: every route the stack knows (the
+/// An IPv4 FIB (`Route`s) and an IPv6 one (`Route6`): the same machinery.
+public typealias RoutingTable = IPRoutingTable<IPv4Prefix>
+public typealias RoutingTable6 = IPRoutingTable<IPv6Prefix>
+
+/// A forwarding information base: every route the stack knows (the
 /// control-plane view, several per prefix) and the longest-prefix-match
 /// table holding the best route per prefix (the packet-path view).
 ///
 /// Best route per prefix: local/broadcast before anything else, then the
 /// lowest metric, then the earliest added. `generation` advances on every
 /// change, so holders of a cached lookup can tell it is stale with one compare.
-public struct RoutingTable {
-    @usableFromInline var lpm: LPMTable<UInt32>
-    @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
+public struct IPRoutingTable<Prefix: RoutePrefix> {
+    @usableFromInline typealias Slot = RouteSlot<Prefix.Address>
+    @usableFromInline var lpm: LPMTable<Prefix.Address>
+    @usableFromInline var slots: UnsafeMutablePointer<Slot>
     private var slotCapacity: Int
     private var slotCount = 0
     private var freeSlots: [UInt32] = []
     /// A shared table's writer: its readers, and the slots freed by changes
     /// they may still see, with the generation that unlinked them, oldest
     /// first (`SharedFIB`).
-    private let shared: SharedFIB?
+    private var shared: SharedFIB?
     private var retiring: [(slot: UInt32, generation: UInt64)] = []
     private var retiringHead = 0
     /// Slots freed during the change under way, retired when it ends.
     private var freedInChange: [UInt32] = []
     /// First slot of each prefix's chain of routes.
-    private var byPrefix: [IPv4Prefix: UInt32] = [:]
+    private var byPrefix: [Prefix: UInt32] = [:]
     private var nextSequence: UInt64 = 0
     /// Interfaces that are down: their routes stay listed but are withdrawn
     /// from forwarding until the interface comes back.
     private var downInterfaces: Set<UInt16> = []
     /// Prefixes with two or more gateway routes: the only ones a failed
     /// next hop can change (so a failure never walks the whole table).
-    private var multipathPrefixes: Set<IPv4Prefix> = []
+    private var multipathPrefixes: Set<Prefix> = []
     /// Advances on every change to the table.
     public private(set) var generation: UInt64 = 1
 
     /// A table of its own.
     init() {
-        lpm = LPMTable<UInt32>()
+        lpm = LPMTable<Prefix.Address>()
         slotCapacity = 64
         slots = .allocate(capacity: slotCapacity)
         shared = nil
-    }
-
-    /// The writer's table of `fib`: made at its full size, which never moves.
-    init(writing fib: SharedFIB) {
-        lpm = LPMTable<UInt32>(initialNodes: fib.maxNodes, fixedNodes: true)
-        precondition(fib.slots == nil, "a shared FIB has one writer")
-        slotCapacity = fib.maxRoutes
-        slots = .allocate(capacity: slotCapacity)
-        shared = fib
-        fib.level0 = lpm.level0
-        fib.nodes = lpm.nodes
-        fib.slots = slots
-        fib.publish(generation)
     }
 
     func deallocate() {
@@ -69,42 +61,42 @@ public struct RoutingTable {
     /// Bytes held by the lookup structure, the route slots and the prefix
     /// index (its buckets: key, value and a bit of occupancy each).
     public var memoryBytes: Int {
-        lpm.memoryBytes + (shared == nil ? slotCapacity : slotCount) * MemoryLayout<RouteSlot>.stride
+        lpm.memoryBytes + (shared == nil ? slotCapacity : slotCount) * MemoryLayout<Slot>.stride
             + (freeSlots.capacity + retiring.capacity * 4) * 4
-            + byPrefix.capacity * 4 / 3 * (MemoryLayout<IPv4Prefix>.stride + MemoryLayout<UInt32>.stride) + byPrefix.capacity / 6
+            + byPrefix.capacity * 4 / 3 * (MemoryLayout<Prefix>.stride + MemoryLayout<UInt32>.stride) + byPrefix.capacity / 6
     }
 
     /// The slot index of the best route for `address`, or nil.
     @inlinable @inline(__always)
-    func lookupSlot(_ address: IPv4Address) -> Int? {
-        let v = lpm.lookup(address.rawValue)
+    func lookupSlot(_ address: Prefix.Address) -> Int? {
+        let v = lpm.lookup(address)
         return v == 0 ? nil : Int(v &- 1)
     }
 
     /// Position of the best route for `address` in the table's slot array,
     /// without building a `Route` value (the packet path's lookup).
     @inlinable
-    public func bestRouteIndex(_ address: IPv4Address) -> Int? { lookupSlot(address) }
+    public func bestRouteIndex(_ address: Prefix.Address) -> Int? { lookupSlot(address) }
 
     /// The best route for `address`.
-    public func lookup(_ address: IPv4Address) -> Route? {
+    public func lookup(_ address: Prefix.Address) -> IPRoute<Prefix>? {
         lookupSlot(address).map { route(at: $0) }
     }
 
-    public func route(at slot: Int) -> Route { FIBView(self).route(slots + slot) }
+    public func route(at slot: Int) -> IPRoute<Prefix> { FIBView(self).route(slots + slot) }
 
     /// Every route, best first within a prefix, prefixes in address order.
-    public var routes: [Route] {
+    public var routes: [IPRoute<Prefix>] {
         byPrefix.keys.sorted { ($0.address, $0.length) < ($1.address, $1.length) }
             .flatMap { p in ranked(members(p)).map { route(at: Int($0)) } }
     }
 
     /// The routes for exactly this prefix, best first.
-    public func routes(for prefix: IPv4Prefix) -> [Route] {
+    public func routes(for prefix: Prefix) -> [IPRoute<Prefix>] {
         ranked(members(prefix)).map { route(at: Int($0)) }
     }
 
-    private func rank(_ s: RouteSlot) -> (Int, UInt32, UInt64) {
+    private func rank(_ s: Slot) -> (Int, UInt32, UInt64) {
         let kindRank = (s.kind == .local || s.kind == .broadcast) ? 0 : 1
         return (kindRank, s.metric, s.sequence)
     }
@@ -136,25 +128,25 @@ public struct RoutingTable {
     }
 
     /// Whether a route is withdrawn because its interface is down.
-    public func isWithdrawn(_ r: Route) -> Bool {
+    public func isWithdrawn(_ r: IPRoute<Prefix>) -> Bool {
         !r.isInternal && downInterfaces.contains(UInt16(r.interface))
     }
 
-    private func same(_ s: RouteSlot, _ r: Route) -> Bool {
+    private func same(_ s: Slot, _ r: IPRoute<Prefix>) -> Bool {
         s.kind == r.kind && s.interface == UInt16(r.interface) && s.metric == r.metric
-            && (r.kind != .gateway || s.gateway == r.nextHop?.rawValue)
+            && (r.kind != .gateway || s.gateway == r.nextHop)
     }
 
     /// Adds a route; an identical one (prefix, kind, next hop, interface, metric) is refused.
-    mutating func add(_ r: Route) throws(RouteError) {
+    mutating func add(_ r: IPRoute<Prefix>) throws(RouteError) {
         let existing = members(r.prefix)
         if existing.contains(where: { same(slots[Int($0)], r) }) {
-            throw .exists(r.prefix)
+            throw r.prefix.alreadyExists
         }
         guard let slot = allocateSlot(), lpm.hasRoom(for: 2) else { throw .tableFull(capacity: slotCapacity) }
-        slots[slot] = RouteSlot(gateway: r.nextHop?.rawValue ?? 0, interface: UInt16(r.interface), kind: r.kind,
+        slots[slot] = Slot(gateway: r.nextHop ?? .zero, interface: UInt16(r.interface), kind: r.kind,
                                 inUse: true, origin: r.origin, prefixLength: r.prefix.length,
-                                prefixAddress: r.prefix.address.rawValue, metric: r.metric, sequence: nextSequence,
+                                prefixAddress: r.prefix.address, metric: r.metric, sequence: nextSequence,
                                 weight: r.weight)
         nextSequence += 1
         setMembers(r.prefix, existing + [UInt32(slot)])
@@ -166,7 +158,7 @@ public struct RoutingTable {
     /// Removes the routes for `prefix` that match: all of them when both
     /// filters are nil. Returns how many went.
     @discardableResult
-    mutating func remove(_ prefix: IPv4Prefix, nextHop: IPv4Address? = nil, interface: InterfaceIndex? = nil,
+    mutating func remove(_ prefix: Prefix, nextHop: Prefix.Address? = nil, interface: InterfaceIndex? = nil,
                          kind: RouteKind? = nil, origin: RouteOrigin? = nil) -> Int {
         let list = members(prefix)
         guard !list.isEmpty else { return 0 }
@@ -174,7 +166,7 @@ public struct RoutingTable {
         var removed = 0
         for idx in list {
             let s = slots[Int(idx)]
-            let matches = (nextHop == nil || (s.kind == .gateway && s.gateway == nextHop!.rawValue))
+            let matches = (nextHop == nil || (s.kind == .gateway && s.gateway == nextHop!))
                 && (interface == nil || Int(s.interface) == interface!)
                 && (kind == nil || s.kind == kind!)
                 && (origin == nil || s.origin == origin!)
@@ -237,16 +229,16 @@ public struct RoutingTable {
 
     /// Re-derives the prefix's LPM slots from its best route, or from the
     /// covering prefix when none is left.
-    private mutating func reinstall(_ prefix: IPv4Prefix) {
+    private mutating func reinstall(_ prefix: Prefix) {
         generation &+= 1
-        let a = prefix.address.rawValue, len = Int(prefix.length)
+        let a = prefix.address, len = Int(prefix.length)
         if let best = linkEqualCostSet(prefix, usable(members(prefix))) {
             lpm.insert(a, length: len, value: best + 1)
             return
         }
         var l = len - 1
         while l >= 0 {
-            let cover = IPv4Prefix(address: prefix.address, length: l)
+            let cover = Prefix(address: prefix.address, length: l)
             if let best = equalCostMembers(usable(members(cover))).first {
                 lpm.replace(a, length: len, with: best + 1, newDepth: l)
                 return
@@ -258,7 +250,7 @@ public struct RoutingTable {
 
     // MARK: Equal-cost multipath
 
-    private func sameCost(_ a: RouteSlot, _ b: RouteSlot) -> Bool {
+    private func sameCost(_ a: Slot, _ b: Slot) -> Bool {
         a.metric == b.metric && (a.kind == .gateway || a.kind == .connected) && (b.kind == .gateway || b.kind == .connected)
     }
 
@@ -281,14 +273,14 @@ public struct RoutingTable {
     /// the set changes, its members are copied to fresh slots, linked there,
     /// and the old ones retired, so a reader walks the old set or the new
     /// one (the lookup word switches between their heads).
-    private mutating func linkEqualCostSet(_ prefix: IPv4Prefix, _ ranked: [UInt32]) -> UInt32? {
+    private mutating func linkEqualCostSet(_ prefix: Prefix, _ ranked: [UInt32]) -> UInt32? {
         let set = equalCostMembers(ranked)
         guard !set.isEmpty else { return nil }
         let count = UInt16(clamping: set.count)
         func linked(_ list: [UInt32]) -> Bool {
             list.indices.allSatisfy { k in
                 slots[Int(list[k])].memberCount == count
-                    && slots[Int(list[k])].memberNext == (k + 1 < list.count ? list[k + 1] : RouteSlot.end)
+                    && slots[Int(list[k])].memberNext == (k + 1 < list.count ? list[k + 1] : Slot.end)
             }
         }
         guard !linked(set) else { return set.first }
@@ -303,7 +295,7 @@ public struct RoutingTable {
             members = fresh
         }
         for (k, i) in members.enumerated() {
-            slots[Int(i)].memberNext = k + 1 < members.count ? members[k + 1] : RouteSlot.end
+            slots[Int(i)].memberNext = k + 1 < members.count ? members[k + 1] : Slot.end
             slots[Int(i)].memberCount = count
         }
         return members.first
@@ -325,10 +317,10 @@ public struct RoutingTable {
         return fresh
     }
 
-    private mutating func noteMultipath(_ prefix: IPv4Prefix) {
+    private mutating func noteMultipath(_ prefix: Prefix) {
         var gateways = 0
-        var i = byPrefix[prefix] ?? RouteSlot.end
-        while i != RouteSlot.end {
+        var i = byPrefix[prefix] ?? Slot.end
+        while i != Slot.end {
             if slots[Int(i)].kind == .gateway { gateways += 1 }
             i = slots[Int(i)].next
         }
@@ -340,14 +332,14 @@ public struct RoutingTable {
     /// move — unless it is the set's last member. Returns whether any
     /// forwarding decision changed.
     @discardableResult
-    mutating func setNextHop(_ gateway: IPv4Address, interface: InterfaceIndex, failed: Bool) -> Bool {
+    mutating func setNextHop(_ gateway: Prefix.Address, interface: InterfaceIndex, failed: Bool) -> Bool {
         var changed = false
         for prefix in multipathPrefixes {
             var hit = false
-            var i = byPrefix[prefix] ?? RouteSlot.end
-            while i != RouteSlot.end {
+            var i = byPrefix[prefix] ?? Slot.end
+            while i != Slot.end {
                 let s = slots + Int(i)
-                if s.pointee.kind == .gateway && s.pointee.gateway == gateway.rawValue && Int(s.pointee.interface) == interface
+                if s.pointee.kind == .gateway && s.pointee.gateway == gateway && Int(s.pointee.interface) == interface
                     && s.pointee.nextHopFailed != failed {
                     s.pointee.nextHopFailed = failed
                     hit = true
@@ -362,15 +354,15 @@ public struct RoutingTable {
 
     /// The members of the ECMP set forwarding for `prefix` (one route for a
     /// single path; empty when nothing for exactly this prefix forwards).
-    public func equalCostSet(for prefix: IPv4Prefix) -> [Route] {
+    public func equalCostSet(for prefix: Prefix) -> [IPRoute<Prefix>] {
         equalCostMembers(usable(members(prefix))).map { route(at: Int($0)) }
     }
 
     /// Whether a route in the chain starting at `first` matches; walks the
     /// slots in place (interface changes test every prefix of a full table).
-    private func chain(from first: UInt32, contains match: (RouteSlot) -> Bool) -> Bool {
+    private func chain(from first: UInt32, contains match: (Slot) -> Bool) -> Bool {
         var i = first
-        while i != RouteSlot.end {
+        while i != Slot.end {
             if match(slots[Int(i)]) { return true }
             i = slots[Int(i)].next
         }
@@ -378,10 +370,10 @@ public struct RoutingTable {
     }
 
     /// The slots of a prefix's routes, in insertion order.
-    private func members(_ prefix: IPv4Prefix) -> [UInt32] {
+    private func members(_ prefix: Prefix) -> [UInt32] {
         guard var i = byPrefix[prefix] else { return [] }
         var out: [UInt32] = []
-        while i != RouteSlot.end {
+        while i != Slot.end {
             out.append(i)
             i = slots[Int(i)].next
         }
@@ -389,13 +381,13 @@ public struct RoutingTable {
     }
 
     /// Relinks a prefix's chain (none left: the prefix goes).
-    private mutating func setMembers(_ prefix: IPv4Prefix, _ list: [UInt32]) {
+    private mutating func setMembers(_ prefix: Prefix, _ list: [UInt32]) {
         guard let first = list.first else {
             byPrefix[prefix] = nil
             return
         }
         for (k, i) in list.enumerated() {
-            slots[Int(i)].next = k + 1 < list.count ? list[k + 1] : RouteSlot.end
+            slots[Int(i)].next = k + 1 < list.count ? list[k + 1] : Slot.end
         }
         byPrefix[prefix] = first
     }
@@ -408,7 +400,7 @@ public struct RoutingTable {
             guard shared == nil else { return nil }
             // 1.5×: a million routes should not cost room for two million.
             let cap = slotCapacity + slotCapacity / 2
-            let n = UnsafeMutablePointer<RouteSlot>.allocate(capacity: cap)
+            let n = UnsafeMutablePointer<Slot>.allocate(capacity: cap)
             n.moveInitialize(from: slots, count: slotCount)
             slots.deallocate()
             slots = n
@@ -436,6 +428,25 @@ public struct RoutingTable {
     }
 }
 
+extension IPRoutingTable where Prefix == IPv4Prefix {
+    /// The writer's table of `fib`: made at its full size, which never moves.
+    init(writing fib: SharedFIB) {
+        self.init()
+        lpm.deallocate()
+        slots.deallocate()
+        lpm = LPMTable<IPv4Address>(initialNodes: fib.maxNodes, fixedNodes: true)
+        precondition(fib.slots == nil, "a shared FIB has one writer")
+        slotCapacity = fib.maxRoutes
+        slots = .allocate(capacity: slotCapacity)
+        shared = fib
+        fib.level0 = lpm.level0
+        fib.nodes = lpm.nodes
+        fib.slots = slots
+        fib.publish(generation)
+    }
+
+}
+
 /// The FIB's packet-path pointers, refreshed by the stack after every table
 /// change. Reading them through one raw pointer keeps the per-packet lookup
 /// free of struct copies, reference counting and exclusivity checks.
@@ -444,47 +455,39 @@ public struct RoutingTable {
 /// generation plus the stack's own count of changes that are not the
 /// table's (interface state, MTU), so that either flushes the caches.
 @usableFromInline
-struct FIBView {
+struct FIBView<Prefix: RoutePrefix> {
+    @usableFromInline typealias Slot = RouteSlot<Prefix.Address>
     @usableFromInline var level0: UnsafeMutablePointer<LPMWord>
     @usableFromInline var nodes: UnsafeMutablePointer<LPMWord>
-    @usableFromInline var slots: UnsafeMutablePointer<RouteSlot>
+    @usableFromInline var slots: UnsafeMutablePointer<Slot>
     @usableFromInline var generation: UInt64
 
-    init(_ table: RoutingTable, local: UInt64 = 0) {
+    init(_ table: IPRoutingTable<Prefix>, local: UInt64 = 0) {
         level0 = table.lpm.level0
         nodes = table.lpm.nodes
         slots = table.slots
         generation = table.generation &+ local
     }
 
-    /// A reader's view of a shared table (its arrays never move).
-    init(_ shared: SharedFIB, generation: UInt64) {
-        level0 = shared.level0!
-        nodes = shared.nodes!
-        slots = shared.slots!
-        self.generation = generation
-    }
-
     /// The route in `slot` as the operator sees it (field by field: the
     /// writer of a shared table may be relinking the slot's prefix chain).
-    func route(_ slot: UnsafeMutablePointer<RouteSlot>) -> Route {
+    func route(_ slot: UnsafeMutablePointer<Slot>) -> IPRoute<Prefix> {
         let kind = slot.pointee.kind
-        return Route(prefix: IPv4Prefix(address: IPv4Address(rawValue: slot.pointee.prefixAddress),
-                                        length: Int(slot.pointee.prefixLength)),
-                     nextHop: kind == .gateway ? IPv4Address(rawValue: slot.pointee.gateway) : nil,
+        return IPRoute(prefix: Prefix(address: slot.pointee.prefixAddress, length: Int(slot.pointee.prefixLength)),
+                       nextHop: kind == .gateway ? slot.pointee.gateway : nil,
                      interface: Int(slot.pointee.interface), metric: slot.pointee.metric, origin: slot.pointee.origin,
                      kind: kind, weight: slot.pointee.weight)
     }
 
     /// The best route for `address` (no ECMP member choice).
-    func lookupRoute(_ address: IPv4Address) -> Route? {
-        lookup(address.rawValue).map { route($0) }
+    func lookupRoute(_ address: Prefix.Address) -> IPRoute<Prefix>? {
+        lookup(address).map { route($0) }
     }
 
     /// The best route's slot for `address`, or nil.
     @inlinable @inline(__always)
-    func lookup(_ address: UInt32) -> UnsafeMutablePointer<RouteSlot>? {
-        let v = LPMTable<UInt32>.lookup(address, level0: level0, nodes: nodes)
+    func lookup(_ address: Prefix.Address) -> UnsafeMutablePointer<Slot>? {
+        let v = LPMTable<Prefix.Address>.lookup(address, level0: level0, nodes: nodes)
         return v == 0 ? nil : slots + Int(v &- 1)
     }
 
@@ -493,12 +496,12 @@ struct FIBView {
     /// hops, so a member that leaves moves only its own flows and one that
     /// returns takes back only its own. A member of weight w draws w scores.
     @inline(never)
-    func member(of head: UnsafeMutablePointer<RouteSlot>, hash: UInt64) -> UnsafeMutablePointer<RouteSlot> {
+    func member(of head: UnsafeMutablePointer<Slot>, hash: UInt64) -> UnsafeMutablePointer<Slot> {
         guard head.pointee.memberCount > 1 else { return head }
         var chosen = head, top: UInt64 = 0
         var s = head
         while true {
-            let id = (UInt64(s.pointee.gateway) << 16 | UInt64(s.pointee.interface)) &* 0x9E37_79B9_7F4A_7C15
+            let id = (s.pointee.gateway.hash64 << 16 | UInt64(s.pointee.interface)) &* 0x9E37_79B9_7F4A_7C15
             for k in 0..<UInt64(s.pointee.weight) {
                 var x = hash ^ id ^ (k &* 0xC2B2_AE3D_27D4_EB4F)
                 x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -506,7 +509,7 @@ struct FIBView {
                 x ^= x >> 31
                 if x >= top { top = x; chosen = s }
             }
-            guard s.pointee.memberNext != RouteSlot.end else { break }
+            guard s.pointee.memberNext != Slot.end else { break }
             s = slots + Int(s.pointee.memberNext)
         }
         return chosen
@@ -515,12 +518,26 @@ struct FIBView {
     /// Whether the route at `slot` or any member of its ECMP set leaves by
     /// `interface` (the strict reverse-path check).
     @inline(__always)
-    func anyMember(of slot: UnsafeMutablePointer<RouteSlot>, leavesBy interface: InterfaceIndex) -> Bool {
+    func anyMember(of slot: UnsafeMutablePointer<Slot>, leavesBy interface: InterfaceIndex) -> Bool {
         var s = slot
         while true {
             if Int(s.pointee.interface) == interface { return true }
-            guard s.pointee.memberCount > 1, s.pointee.memberNext != RouteSlot.end else { return false }
+            guard s.pointee.memberCount > 1, s.pointee.memberNext != Slot.end else { return false }
             s = slots + Int(s.pointee.memberNext)
         }
     }
+}
+
+extension FIBView where Prefix == IPv4Prefix {
+    /// A reader's view of a shared table (its arrays never move).
+    init(_ shared: SharedFIB, generation: UInt64) {
+        level0 = shared.level0!
+        nodes = shared.nodes!
+        slots = shared.slots!
+        self.generation = generation
+    }
+
+    /// The lookup on a raw IPv4 address (the packet path's form).
+    @inlinable @inline(__always)
+    func lookup(_ raw: UInt32) -> UnsafeMutablePointer<Slot>? { lookup(IPv4Address(rawValue: raw)) }
 }

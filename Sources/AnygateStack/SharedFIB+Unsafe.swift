@@ -1,4 +1,5 @@
 import Synchronization
+import AnygateWire
 
 /// One FIB for several stack replicas on several threads: the control
 /// thread's stack writes it, the workers' replicas read it, and its memory
@@ -36,7 +37,7 @@ public final class SharedFIB: @unchecked Sendable {
     /// The writer's arrays, set when the writer's table is made (one writer per table).
     var level0: UnsafeMutablePointer<LPMWord>?
     var nodes: UnsafeMutablePointer<LPMWord>?
-    var slots: UnsafeMutablePointer<RouteSlot>?
+    var slots: UnsafeMutablePointer<RouteSlot<IPv4Address>>?
 
     /// A table for `readers` replicas; a million routes (62–202 MB of
     /// table, by how they spread) fit the defaults.

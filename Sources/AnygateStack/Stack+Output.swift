@@ -5,7 +5,7 @@ extension Stack {
 
     /// Forwards a validated packet (bytes start at the IP header) along `route`.
     @inline(__always)
-    func forward(_ p: PacketHandle, route best: UnsafeMutablePointer<RouteSlot>, rx: InterfaceIndex) {
+    func forward(_ p: PacketHandle, route best: UnsafeMutablePointer<RouteSlot<IPv4Address>>, rx: InterfaceIndex) {
         let ip = IPv4Packet(unchecked: pool.bytes(p))
         if best.pointee.kind == .blackhole { return drop(p, .blackhole, rx: rx) }
         // The flow key feeds the ECMP choice and the flow cache; without either it is not read.
@@ -23,7 +23,7 @@ extension Stack {
             return drop(p, .interfaceDown, rx: rx)
         }
         let mtu = outSlot.pointee.mtu
-        let nextHop = route.pointee.kind == .gateway ? route.pointee.gateway : ip.destination.rawValue
+        let nextHop = route.pointee.kind == .gateway ? route.pointee.gateway.rawValue : ip.destination.rawValue
         // A super-frame is measured by its segments: DF and fragmentation-needed keep their meaning per segment.
         var size = ip.totalLength
         if _slowPath(p.segmentSize != 0) {
@@ -89,7 +89,7 @@ extension Stack {
                 throw .interfaceDown
             }
             let mtu = ifs[out].mtu
-            let nextHop = route.kind == .gateway ? route.gateway : dst.rawValue
+            let nextHop = route.kind == .gateway ? route.gateway.rawValue : dst.rawValue
             // A super-frame is measured by its segments.
             if p.segmentSize != 0, let s = segmentLength(p), s <= mtu {
                 resolveAndSend(p, out: out, nextHop: nextHop)

@@ -59,7 +59,7 @@ public final class Stack {
         @usableFromInline var traceArmed = false
     }
 
-    @usableFromInline let fibView: UnsafeMutablePointer<FIBView>
+    @usableFromInline let fibView: UnsafeMutablePointer<FIBView<IPv4Prefix>>
 
     // Control-plane state.
     /// The routing table. Every change refreshes the packet path's view of
@@ -677,7 +677,7 @@ public final class Stack {
     }
 }
 
-extension RoutingTable {
+extension IPRoutingTable {
     /// Advances the generation without a route change (interface state, MTU, preferences).
     mutating func touch() { bumpGeneration() }
 }

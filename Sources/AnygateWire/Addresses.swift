@@ -200,7 +200,7 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// An IPv6 address held as two host-order 64-bit halves (RFC 4291).
-public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
+public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var high: UInt64
     public var low: UInt64
 
@@ -217,6 +217,8 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
         bytes.storeBytes(of: high.bigEndian, toByteOffset: offset, as: UInt64.self)
         bytes.storeBytes(of: low.bigEndian, toByteOffset: offset + 8, as: UInt64.self)
     }
+
+    @inlinable public static func < (a: IPv6Address, b: IPv6Address) -> Bool { (a.high, a.low) < (b.high, b.low) }
 
     @inlinable public var isMulticast: Bool { high >> 56 == 0xFF }
     /// fe80::/10.
@@ -320,4 +322,50 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
         if bestStart < 0 { return hex(0..<8) }
         return hex(0..<bestStart) + "::" + hex((bestStart + bestLen)..<8)
     }
+}
+
+/// An IPv6 prefix: an address with all bits past `length` clear.
+public struct IPv6Prefix: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPv6Address
+    public let length: UInt8
+
+    /// Masks `address` to `length` bits; `length` must be 0...128.
+    @inlinable public init(address: IPv6Address, length: Int) {
+        precondition(length >= 0 && length <= 128, "IPv6 prefix length out of range")
+        self.length = UInt8(length)
+        let m = IPv6Prefix.mask(length)
+        self.address = IPv6Address(high: address.high & m.high, low: address.low & m.low)
+    }
+
+    /// Parses "2001:db8::/32". Host bits that are set are an error, as for IPv4.
+    public init(_ text: some StringProtocol) throws(AddressParseError) {
+        guard let slash = text.firstIndex(of: "/") else { throw AddressParseError(text, "missing /length") }
+        guard let address = IPv6Address(text[text.startIndex..<slash]) else {
+            throw AddressParseError(text, "not an IPv6 address")
+        }
+        let lenText = text[text.index(after: slash)...]
+        guard let length = Int(lenText), length >= 0, length <= 128, !lenText.hasPrefix("+") else {
+            throw AddressParseError(text, "prefix length must be 0...128")
+        }
+        let masked = IPv6Prefix(address: address, length: length)
+        guard masked.address == address else {
+            throw AddressParseError(text, "host bits set (did you mean \(masked)?)")
+        }
+        self = masked
+    }
+
+    /// The address whose first `length` bits are ones.
+    @inlinable public static func mask(_ length: Int) -> IPv6Address {
+        IPv6Address(high: length == 0 ? 0 : length >= 64 ? ~0 : ~0 << UInt64(64 - length),
+                    low: length <= 64 ? 0 : length >= 128 ? ~0 : ~0 << UInt64(128 - length))
+    }
+
+    @inlinable public func contains(_ a: IPv6Address) -> Bool {
+        let m = IPv6Prefix.mask(Int(length))
+        return a.high & m.high == address.high && a.low & m.low == address.low
+    }
+
+    public static let any = IPv6Prefix(address: .any, length: 0)
+
+    public var description: String { "\(address)/\(length)" }
 }
