@@ -71,6 +71,8 @@ public final class Stack {
     /// A reader of a shared FIB: the table, its reader index, whether it
     /// has announced itself awake, the generation it last read, and its
     /// own changes that flush cached routes (interface state, MTU).
+    /// The IPv6 routing table (`Stack+Routes6`).
+    public internal(set) var fib6 = RoutingTable6()
     let fibReader: (shared: SharedFIB, index: Int)?
     /// The same reader's two words, read and written once per batch
     /// (raw pointers: no reference counting there).
@@ -181,7 +183,7 @@ public final class Stack {
         dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
-        neighbors.deallocate(); flows.deallocate(); fib.deallocate()
+        neighbors.deallocate(); flows.deallocate(); fib.deallocate(); fib6.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.
@@ -287,6 +289,7 @@ public final class Stack {
                                    counters: InterfaceCounters(), txCount: 0)
         (interfaceDropCounters + index &* DropReason.counterCount).update(repeating: 0, count: DropReason.counterCount)
         if writesFIB { fib.setInterface(index, up: false) }
+        fib6.setInterface(index, up: false)
         return index
     }
 
@@ -295,6 +298,7 @@ public final class Stack {
         try check(i)
         for a in interfaceAddresses[i] { try removeAddress(a.address.address, from: i) }
         if writesFIB { fib.removeAll(through: i) }
+        fib6.removeAll(through: i)
         flushNeighbors(on: i)
         for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
         ifs[i].txCount = 0
@@ -304,6 +308,7 @@ public final class Stack {
         ifs[i].counters = InterfaceCounters()
         ifs[i].up = false
         if writesFIB { fib.setInterface(i, up: true) }
+        fib6.setInterface(i, up: true)
         sourcePolicies.perInterface[i] = nil
     }
 
@@ -317,6 +322,7 @@ public final class Stack {
         enter()
         ifs[i].up = up
         if writesFIB { fib.setInterface(i, up: up) }
+        fib6.setInterface(i, up: up)
         if up {
             for a in interfaceAddresses[i] { sendARPRequest(for: a.address.address, on: i, unicastTo: nil, gratuitous: true) }
         } else {

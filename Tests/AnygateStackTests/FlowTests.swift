@@ -244,7 +244,7 @@ struct RouteCacheTests {
         try s.setMTU(i, 1400)
         #expect(s.fib.generation > g2)
         // A cached "no route" answer is remembered and invalidated the same way.
-        try s.deleteRoute(.any)
+        try s.deleteRoute(IPv4Prefix.any)
         #expect(cache.route(to: IPv4Address(8, 8, 8, 8), in: s.fib, statistics: &stats) == nil)
         #expect(cache.route(to: IPv4Address(8, 8, 8, 8), in: s.fib, statistics: &stats) == nil)
         #expect(stats.hits == 2)

@@ -40,7 +40,7 @@ struct RoutingTests {
         try s.deleteRoute(IPv4Prefix("192.168.0.0/16"))
         #expect(via("192.168.5.200") == IPv4Address(10, 0, 0, 2))
         #expect(via("192.168.5.129") == IPv4Address(10, 0, 0, 6))
-        try s.deleteRoute(.any)
+        try s.deleteRoute(IPv4Prefix.any)
         #expect(s.lookup(IPv4Address(8, 8, 8, 8)) == nil)
         s.checkInvariants()
     }

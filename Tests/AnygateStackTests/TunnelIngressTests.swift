@@ -58,7 +58,7 @@ struct TunnelIngressTests {
         try s.gw2.setReversePathFilter(s.gw2Tunnel, .loose)
         s.net.inject(greFrame(s, source: IPv4Address(10, 9, 9, 9)), into: s.gw2, on: s.gw2Wan)
         #expect(out.list.count == 2, "loose: the default route makes it acceptable")
-        try s.gw2.deleteRoute(.any)
+        try s.gw2.deleteRoute(IPv4Prefix.any)
         s.net.inject(greFrame(s, source: IPv4Address(10, 9, 9, 9)), into: s.gw2, on: s.gw2Wan)
         #expect(s.gw2.drops(.rpfFailed) == 3, "loose: no route at all")
         try s.gw2.setReversePathFilter(s.gw2Tunnel, .off)
