@@ -11,9 +11,19 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // What more than one benchmark program builds its tables from.
+        .target(
+            name: "BenchSupport",
+            dependencies: [
+                .product(name: "AnygateStack", package: "anygate"),
+                .product(name: "AnygateWire", package: "anygate"),
+            ],
+            path: "Support"
+        ),
         .executableTarget(
             name: "Forwarding",
             dependencies: [
+                "BenchSupport",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "AnygateHost", package: "anygate"),
                 .product(name: "AnygateStack", package: "anygate"),
@@ -38,6 +48,7 @@ let package = Package(
         .executableTarget(
             name: "FIBMemory",
             dependencies: [
+                "BenchSupport",
                 .product(name: "AnygateStack", package: "anygate"),
                 .product(name: "AnygateWire", package: "anygate"),
             ],

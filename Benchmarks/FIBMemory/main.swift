@@ -3,8 +3,10 @@
 // then 1 and 2 replicas reading one shared FIB, against 1 and 2 replicas
 // each holding its own. Reports the table's own count (`memoryBytes`) and
 // the growth of the process's resident memory (RSS) from the route list on.
-// Usage: FIBMemory [ROUTES] [shared|own] [REPLICAS]
+// With mode v6: ROUTES BGP-shaped IPv6 routes in one stack instead.
+// Usage: FIBMemory [ROUTES] [shared|own|v6] [REPLICAS]
 import AnygateStack
+import BenchSupport
 import AnygateWire
 #if canImport(Glibc)
 import Glibc
@@ -55,7 +57,29 @@ func mb(_ b: Int) -> String { "\(b / 1_000_000) MB" }
 let mode = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : "shared"
 let replicas = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 1 : 1
 let before = residentBytes()
-if mode == "shared" {
+if mode == "v6" {
+    // IPv6: BGP-shaped prefixes in one stack's fib6.
+    let prefixes6 = bgpShapedIPv6Prefixes(routes, seed: 6)
+    let start = residentBytes()
+    let s = router(.own, routes: false)
+    for p in prefixes6 { try? s.addRoute(p, via: IPv6Address("fe80::1")!, interface: 0) }
+    let after = residentBytes()
+    print("\(routes) IPv6 routes: table \(mb(s.fib6.memoryBytes)) (\(s.fib6.memoryBytes / max(1, s.fib6.count)) bytes a prefix), "
+          + "\(s.fib6.prefixCount) prefixes, resident +\(mb(after - start))")
+    // Lookup time, for a feel (the benchmark suite has the real figure).
+    for (label, n) in [("64Ki addresses", 65536), ("1Ki addresses", 1024)] {
+        let addrs = addressesInside(prefixes6, count: n, seed: 7)
+        var clock = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &clock)
+        let t0 = Int(clock.tv_sec) * 1_000_000_000 + clock.tv_nsec
+        var found = 0
+        for i in 0..<2_000_000 where s.fib6.bestRouteIndex(addrs[i & (n - 1)]) != nil { found += 1 }
+        clock_gettime(CLOCK_MONOTONIC, &clock)
+        let t1 = Int(clock.tv_sec) * 1_000_000_000 + clock.tv_nsec
+        print("  lookups inside, \(label): \(Double(t1 - t0) / 2_000_000) ns each (\(found) found)")
+    }
+    withExtendedLifetime(s) {}
+} else if mode == "shared" {
     let shared = SharedFIB(readers: replicas)
     let writer = router(.writer(shared), routes: true)
     let readers = (0..<replicas).map { router(.reader(shared, index: $0), routes: true) }

@@ -6,6 +6,7 @@
 import AnygateStack
 import AnygateWire
 import Benchmark
+import BenchSupport
 
 /// A host for the router under test: a fixed clock, and a transmit that
 /// hands the frames straight back to the pool (a NIC that sends instantly).
@@ -238,6 +239,20 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    Benchmark("IPv6 FIB lookup inside installed prefixes, 200000 BGP-shaped prefixes", configuration: perPacket) { benchmark in
+        let (router, addrs) = ipv6Router()
+        let fib6 = router.fib6
+        var found = 0
+        benchmark.startMeasurement()
+        let start = lookupCursor
+        for i in benchmark.scaledIterations {
+            if fib6.bestRouteIndex(addrs[(start &+ i) & 65535]) != nil { found &+= 1 }
+        }
+        lookupCursor = (start &+ benchmark.scaledIterations.count) & 65535
+        benchmark.stopMeasurement()
+        precondition(found == benchmark.scaledIterations.count, "every address is inside a prefix")
+    }
+
     for prefixes in [10_000, 1_000_000] {
         Benchmark("FIB lookup inside installed prefixes, \(prefixes) prefixes", configuration: perPacket) { benchmark in
             let b = bench(prefixes)
@@ -254,4 +269,21 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(found)
         }
     }
+}
+
+nonisolated(unsafe) var ipv6Bench: (Stack, [IPv6Address])?
+/// A stack holding 200 000 BGP-shaped IPv6 routes via one next hop, and
+/// 64Ki addresses inside them.
+func ipv6Router() -> (Stack, [IPv6Address]) {
+    if let b = ipv6Bench { return b }
+    let host = SinkHost()
+    let pool = PacketPool(capacity: 64, dataSize: 2048)
+    host.pool = pool
+    let s = Stack(name: "bench6", pool: pool, hypercalls: host)
+    let wan = try! s.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 0, 0, 2))
+    try! s.setUp(wan, true)
+    let prefixes = bgpShapedIPv6Prefixes(200_000, seed: 6)
+    for p in prefixes { try! s.addRoute(p, via: IPv6Address("fe80::1")!, interface: wan) }
+    ipv6Bench = (s, addressesInside(prefixes, count: 65536, seed: 7))
+    return ipv6Bench!
 }
