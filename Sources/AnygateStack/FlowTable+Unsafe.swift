@@ -280,9 +280,11 @@ struct FlowSeed {
         return a &* k1 &+ b &* k2
     }
 
-    /// The same for a neighbour key (address, interface).
+    /// The same for a neighbour key (address, interface), IPv4 or IPv6:
+    /// every bit of the address goes through a secret multiplier.
     @inlinable @inline(__always)
-    func hash(address: UInt32, interface: UInt16) -> UInt64 {
-        ((UInt64(address) << 16 | UInt64(interface)) ^ k0) &* k1
+    func hash(address: some LPMKey, interface: UInt16) -> UInt64 {
+        let (high, low) = address.words
+        return ((low << 16 | UInt64(interface)) ^ k0) &* k1 &+ ((high ^ low >> 48) ^ k0 >> 7) &* k2
     }
 }

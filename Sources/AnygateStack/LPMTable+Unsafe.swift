@@ -15,6 +15,18 @@ public protocol LPMKey: Hashable {
     func byte(at bit: Int) -> Int
     /// The key folded to 64 bits (an ECMP member's identity in the hash).
     var hash64: UInt64 { get }
+    /// The key's bits as two words (an IPv4 key: zero and the address),
+    /// for keyed hashes that must see all of it.
+    var words: (high: UInt64, low: UInt64) { get }
+}
+
+extension UInt32: LPMKey {
+    public static var width: Int { 32 }
+    @inlinable public static var zero: UInt32 { 0 }
+    @inlinable public var top16: Int { Int(self >> 16) }
+    @inlinable public func byte(at bit: Int) -> Int { Int((self >> UInt32(24 &- bit)) & 0xFF) }
+    @inlinable public var hash64: UInt64 { UInt64(self) }
+    @inlinable public var words: (high: UInt64, low: UInt64) { (0, UInt64(self)) }
 }
 
 extension IPv4Address: LPMKey {
@@ -23,6 +35,7 @@ extension IPv4Address: LPMKey {
     @inlinable public var top16: Int { Int(rawValue >> 16) }
     @inlinable public func byte(at bit: Int) -> Int { Int((rawValue >> UInt32(24 &- bit)) & 0xFF) }
     @inlinable public var hash64: UInt64 { UInt64(rawValue) }
+    @inlinable public var words: (high: UInt64, low: UInt64) { (0, UInt64(rawValue)) }
 }
 
 extension IPv6Address: LPMKey {
@@ -33,6 +46,7 @@ extension IPv6Address: LPMKey {
         bit < 64 ? Int((high >> UInt64(56 &- bit)) & 0xFF) : Int((low >> UInt64(120 &- bit)) & 0xFF)
     }
     @inlinable public var hash64: UInt64 { high ^ (low &* 0x9E37_79B9_7F4A_7C15) }
+    @inlinable public var words: (high: UInt64, low: UInt64) { (high, low) }
 }
 
 /// A lookup word: 0 is "no route", a value with `LPMTable.childFlag` set

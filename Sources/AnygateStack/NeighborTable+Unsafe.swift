@@ -30,18 +30,19 @@ public struct Neighbor: Hashable, Sendable {
     public var age: Interval
 }
 
-/// A bounded ARP cache. Entries live in one preallocated array, chained in
+/// A bounded neighbour cache — ARP's (`UInt32` keys) and, with
+/// `IPv6Address` keys, neighbour discovery's. Entries live in one preallocated array, chained in
 /// hash buckets and in an age list by 32-bit indices; the pending packets of
 /// an unresolved entry sit in a fixed per-entry ring. When the table is full
 /// the least recently confirmed entry is evicted (counted); nothing here
 /// allocates after `init`.
 @usableFromInline
-struct NeighborTable {
-    @usableFromInline static let none: UInt32 = .max
+struct NeighborTable<Address: LPMKey> {
+    @inlinable static var none: UInt32 { .max }
 
     @usableFromInline
     struct Entry {
-        @usableFromInline var address: UInt32
+        @usableFromInline var address: Address
         @usableFromInline var interface: UInt16
         @usableFromInline var state: NeighborState
         var inUse: Bool
@@ -117,7 +118,7 @@ struct NeighborTable {
         freeList = .allocate(capacity: capacity)
         for i in 0..<capacity {
             freeList[i] = UInt32(capacity - 1 - i)
-            (entries + i).initialize(to: Entry(address: 0, interface: 0, state: .incomplete, inUse: false, mac: 0,
+            (entries + i).initialize(to: Entry(address: .zero, interface: 0, state: .incomplete, inUse: false, mac: 0,
                                                confirmed: 0, nextProbe: 0, probes: 0, pendingHead: 0, pendingCount: 0,
                                                hashNext: NeighborTable.none, agePrev: NeighborTable.none,
                                                ageNext: NeighborTable.none, generation: 1))
@@ -134,13 +135,13 @@ struct NeighborTable {
     var count: Int { meta.pointee.count }
 
     @inlinable @inline(__always)
-    func bucket(_ address: UInt32, _ interface: UInt16) -> Int {
+    func bucket(_ address: Address, _ interface: UInt16) -> Int {
         Int(truncatingIfNeeded: seed.hash(address: address, interface: interface) >> bucketShift) & bucketMask
     }
 
     /// The entry index for (address, interface), or `none`.
     @inlinable @inline(__always)
-    func find(_ address: UInt32, _ interface: UInt16) -> UInt32 {
+    func find(_ address: Address, _ interface: UInt16) -> UInt32 {
         var i = buckets[bucket(address, interface)]
         while i != NeighborTable.none {
             let e = entries + Int(i)
@@ -152,7 +153,7 @@ struct NeighborTable {
 
     /// Creates an entry, evicting the oldest when full. Returns the new index
     /// and the packets the evicted entry still held (for the caller to drop).
-    func create(_ address: UInt32, _ interface: UInt16, now: Int64,
+    func create(_ address: Address, _ interface: UInt16, now: Int64,
                          evicted: (PacketHandle) -> Void) -> (index: UInt32, didEvict: Bool) {
         var didEvict = false
         if meta.pointee.freeCount == 0 {

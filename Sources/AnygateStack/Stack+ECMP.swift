@@ -69,7 +69,7 @@ extension Stack {
             failedNextHops[key] = now + Stack.failedNextHopRetry
             guard ifs[key.interface].exists, ifs[key.interface].up else { continue }
             var idx = neighbors.find(key.address, UInt16(key.interface))
-            if idx == NeighborTable.none {
+            if idx == NeighborTable<UInt32>.none {
                 idx = createNeighbor(key.address, key.interface)
                 neighbors.entries[Int(idx)].probes = 1
                 neighbors.entries[Int(idx)].nextProbe = now + configuration.arp.retransmitInterval.nanoseconds

@@ -226,7 +226,7 @@ extension Stack {
             generation = st.pointee.generation
             rewrite = UInt64(nextHop)
         } else {
-            guard neighbor != NeighborTable.none else { return }
+            guard neighbor != NeighborTable<UInt32>.none else { return }
             let n = neighbors.entries + Int(neighbor)
             guard n.pointee.state == .reachable else { return }
             egress = neighbor

@@ -109,8 +109,8 @@ extension Stack {
 
         // RFC 826 "merge": refresh an existing entry for the sender from any
         // ARP packet; create one only when the packet was aimed at us.
-        var idx = senderUsable ? neighbors.find(sender.rawValue, UInt16(rx)) : NeighborTable.none
-        if idx != NeighborTable.none {
+        var idx = senderUsable ? neighbors.find(sender.rawValue, UInt16(rx)) : NeighborTable<UInt32>.none
+        if idx != NeighborTable<UInt32>.none {
             confirmFromARP(idx, mac: arp.senderMAC.rawValue, on: rx, now: now)
             nextHopAnswered(sender.rawValue, on: rx)
             releasePending(idx, interface: rx)
@@ -125,7 +125,7 @@ extension Stack {
             // A gratuitous announcement for an address we do not cache is
             // simply consumed; anything else for someone else is counted.
             let gratuitous = arp.senderIP == arp.targetIP
-            if idx == NeighborTable.none && !targetIsOurs && !gratuitous { return drop(p, .arpNotForUs, rx: rx) }
+            if idx == NeighborTable<UInt32>.none && !targetIsOurs && !gratuitous { return drop(p, .arpNotForUs, rx: rx) }
             if ifs[rx].hostOwned && targetIsOurs && arp.operation == .request { return drop(p, .hostOwned, rx: rx) }
             hot.pointee.counters.consumed &+= 1
             pool.free(p)

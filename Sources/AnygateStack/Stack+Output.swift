@@ -179,7 +179,7 @@ extension Stack {
     /// Puts an Ethernet header on `p` (bytes start at the IP header) for
     /// `nextHop` and queues it on `out`, or parks it until ARP answers.
     /// Returns the neighbour entry when the packet went out at once, or
-    /// `NeighborTable.none` when it waits for resolution.
+    /// `NeighborTable<UInt32>.none` when it waits for resolution.
     @inline(__always) @discardableResult
     func resolveAndSend(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32) -> UInt32 {
         let tunnel = ifs[out].tunnel
@@ -187,16 +187,16 @@ extension Stack {
             // A tunnel has no offloads: segments and completed checksums go in.
             if _slowPath(p.needsOffload) {
                 tunnelOutputWithoutOffloads(Int(tunnel), p, interface: out)
-                return NeighborTable.none
+                return NeighborTable<UInt32>.none
             }
             // A tunnel has no link layer: hand the IP packet to its encapsulation.
             ifs[out].counters.txPackets &+= 1
             ifs[out].counters.txBytes &+= UInt64(p.length)
             tunnelOutput(Int(tunnel), p)
-            return NeighborTable.none
+            return NeighborTable<UInt32>.none
         }
         let idx = neighbors.find(nextHop, UInt16(truncatingIfNeeded: out))
-        if idx != NeighborTable.none && neighbors.entries[Int(idx)].state == .reachable {
+        if idx != NeighborTable<UInt32>.none && neighbors.entries[Int(idx)].state == .reachable {
             sendFrame(p, on: out, to: neighbors.entries[Int(idx)].mac, type: .ipv4)
             return idx
         }
@@ -208,7 +208,7 @@ extension Stack {
     /// re-probed, an unresolved one queued on, a new one created.
     @inline(never)
     func resolveAndSendSlowly(_ p: PacketHandle, out: InterfaceIndex, nextHop: UInt32, found idx: UInt32) -> UInt32 {
-        if idx != NeighborTable.none {
+        if idx != NeighborTable<UInt32>.none {
             let e = neighbors.entries + Int(idx)
             if e.pointee.state != .incomplete {
                 if e.pointee.state == .stale && hot.pointee.now >= e.pointee.nextProbe {
@@ -220,7 +220,7 @@ extension Stack {
                 return idx
             }
             if let dropped = neighbors.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, tx: out) }
-            return NeighborTable.none
+            return NeighborTable<UInt32>.none
         }
         let n = createNeighbor(nextHop, out)
         let e = neighbors.entries + Int(n)
@@ -229,7 +229,7 @@ extension Stack {
         neighbors.schedule(n)
         _ = neighbors.enqueue(n, p)
         sendARPRequest(for: IPv4Address(rawValue: nextHop), on: out, unicastTo: nil, gratuitous: false)
-        return NeighborTable.none
+        return NeighborTable<UInt32>.none
     }
 
     /// Sends what waited on a neighbour entry that just resolved.

@@ -26,7 +26,7 @@ public final class Stack {
     /// The same per interface: `maxInterfaces` rows of `DropReason.counterCount`.
     @usableFromInline let interfaceDropCounters: UnsafeMutablePointer<UInt64>
     @usableFromInline let hot: UnsafeMutablePointer<HotState>
-    @usableFromInline let neighbors: NeighborTable
+    @usableFromInline let neighbors: NeighborTable<UInt32>
     @usableFromInline let flows: FlowTable
     @usableFromInline let txCapacity: Int
     /// Scratch for coalescing a transmit queue (`Stack+Coalesce`): the next
@@ -161,7 +161,7 @@ public final class Stack {
         tunnelStates = .allocate(capacity: configuration.maxInterfaces)
         tunnelStates.initialize(repeating: TunnelState(), count: configuration.maxInterfaces)
         let seed = FlowSeed(hypercalls.random(), hypercalls.random(), hypercalls.random())
-        neighbors = NeighborTable(capacity: configuration.arp.maxEntries,
+        neighbors = NeighborTable<UInt32>(capacity: configuration.arp.maxEntries,
                                   pendingPerEntry: configuration.arp.pendingPerNeighbor,
                                   reachableTime: configuration.arp.reachableTime.nanoseconds,
                                   staleTime: configuration.arp.staleTime.nanoseconds, seed: seed)
@@ -357,7 +357,7 @@ public final class Stack {
         try check(i)
         enter()
         var idx = neighbors.find(address.rawValue, UInt16(i))
-        if idx == NeighborTable.none { idx = createNeighbor(address.rawValue, i) }
+        if idx == NeighborTable<UInt32>.none { idx = createNeighbor(address.rawValue, i) }
         neighbors.confirm(idx, mac: mac.rawValue, now: hot.pointee.now)
         nextHopAnswered(address.rawValue, on: i)
         releasePending(idx, interface: i)
@@ -371,7 +371,7 @@ public final class Stack {
         guard (try? check(i)) != nil, ifs[i].up, ifs[i].tunnel < 0 else { return }
         enter()
         let idx = neighbors.find(address.rawValue, UInt16(i))
-        if idx == NeighborTable.none {
+        if idx == NeighborTable<UInt32>.none {
             let n = createNeighbor(address.rawValue, i)
             let e = neighbors.entries + Int(n)
             e.pointee.probes = 1

@@ -53,12 +53,26 @@ struct HashFloodTests {
             if Self.unseededNeighborBucket(address: address, interface: 1, mask: mask) == target { crafted.append(address) }
             address &+= 1
         }
-        let table = NeighborTable(capacity: 256, pendingPerEntry: 4, seed: randomSeed())
+        let table = NeighborTable<UInt32>(capacity: 256, pendingPerEntry: 4, seed: randomSeed())
         defer { table.deallocate() }
         for a in crafted { _ = table.create(a, 1, now: 0) { _ in } }
         #expect(table.count == 200)
         #expect(table.longestChain <= 8, "longest chain \(table.longestChain) (the fixed hash: 200)")
         table.checkInvariants()
+    }
+
+    @Test("IPv6 neighbour keys: addresses differing only in the prefix, or only in the top of the interface identifier, still spread")
+    func ipv6NeighborSpread() {
+        for vary in [{ (k: UInt64) in IPv6Address(high: 0x2001_0DB8_0000_0000 | k << 16, low: 1) },
+                     { (k: UInt64) in IPv6Address(high: 0xFE80_0000_0000_0000, low: k << 48 | 1) }] {
+            let table = NeighborTable<IPv6Address>(capacity: 256, pendingPerEntry: 4, seed: randomSeed())
+            defer { table.deallocate() }
+            for k in 0..<200 { _ = table.create(vary(UInt64(k)), 1, now: 0) { _ in } }
+            #expect(table.count == 200)
+            #expect(table.find(vary(77), 1) != NeighborTable<IPv6Address>.none)
+            #expect(table.longestChain <= 8, "longest chain \(table.longestChain)")
+            table.checkInvariants()
+        }
     }
 
     @Test("two stacks draw different secrets")
