@@ -285,6 +285,9 @@ struct FlowSeed {
     @inlinable @inline(__always)
     func hash(address: some LPMKey, interface: UInt16) -> UInt64 {
         let (high, low) = address.words
-        return ((low << 16 | UInt64(interface)) ^ k0) &* k1 &+ ((high ^ low >> 48) ^ k0 >> 7) &* k2
+        let h = ((low << 16 | UInt64(interface)) ^ k0) &* k1
+        // The bits the shift dropped, and the high word, only when there are
+        // any (never for an IPv4 key, where this folds away).
+        return high == 0 && low >> 48 == 0 ? h : h &+ ((high ^ low >> 48) ^ k0 >> 7) &* k2
     }
 }
