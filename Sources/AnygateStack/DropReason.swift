@@ -30,6 +30,12 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case linkBroadcastNotForwarded
     case multicastNotSupported
     case ipv6NotSupported
+    /// An IPv6 header that does not parse, or a payload length past the frame.
+    case ipv6Malformed
+    /// An IPv6 extension-header chain refused (`IPv6HeaderChain`).
+    case ipv6HeaderChain
+    /// A neighbour-discovery message that fails RFC 4861's checks.
+    case ndInvalid
     // Forwarding
     case notForwarding
     case ttlExpired
@@ -128,6 +134,9 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .linkBroadcastNotForwarded: "link-broadcast-not-forwarded"
         case .multicastNotSupported: "multicast-not-supported"
         case .ipv6NotSupported: "ipv6-not-supported"
+        case .ipv6Malformed: "ipv6-malformed"
+        case .ipv6HeaderChain: "ipv6-header-chain"
+        case .ndInvalid: "nd-invalid"
         case .notForwarding: "not-forwarding"
         case .ttlExpired: "ttl-expired"
         case .noRoute: "no-route"

@@ -52,6 +52,10 @@ public enum InterfaceError: Error, Equatable, Sendable, CustomStringConvertible 
     case addressExists(IPv4InterfaceAddress)
     case noSuchAddress(IPv4Address)
     case mtuOutOfRange(Int)
+    case address6Exists(IPv6InterfaceAddress)
+    case noSuchAddress6(IPv6Address)
+    /// An address the stack cannot use on an interface (multicast, unspecified, ...).
+    case badAddress(String)
 
     public var description: String {
         switch self {
@@ -61,6 +65,9 @@ public enum InterfaceError: Error, Equatable, Sendable, CustomStringConvertible 
         case .addressExists(let a): "address \(a.address) is already configured"
         case .noSuchAddress(let a): "address \(a) is not configured on that interface"
         case .mtuOutOfRange(let m): "MTU \(m) out of range (68 to the pool's buffer size)"
+        case .address6Exists(let a): "address \(a.address) is already configured"
+        case .noSuchAddress6(let a): "address \(a) is not configured on that interface"
+        case .badAddress(let why): why
         }
     }
 }

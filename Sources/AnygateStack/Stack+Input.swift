@@ -59,7 +59,8 @@ extension Stack {
         } else if type == .vlan || type == .qinq {
             drop(packet, .vlanNotConfigured, rx: rx)
         } else if type == .ipv6 {
-            drop(packet, .ipv6NotSupported, rx: rx)
+            pool.consume(&p, EthernetFrame.headerLength)
+            ipv6Input(p, rx: rx)
         } else {
             drop(packet, .unknownEtherType, rx: rx)
         }

@@ -32,6 +32,7 @@ extension Stack {
                 neighbors.remove(idx)
             }
         }
+        neighbor6Timers(now: now)
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
@@ -73,7 +74,7 @@ extension Stack {
     /// The next time `tick` has work, or nil when no timer is armed. O(1)
     /// in the number of neighbours and flows, and allocation-free.
     public var nextDeadline: Timestamp? {
-        var next = neighbors.nextTimer?.deadline ?? .max
+        var next = min(neighbors.nextTimer?.deadline ?? .max, neighbors6.nextTimer?.deadline ?? .max)
         if let r = reassembly.nextDeadline { next = min(next, r) }
         if hot.pointee.nextFlowSweep != 0 { next = min(next, hot.pointee.nextFlowSweep) }
         if let t = nextTunnelDeadline { next = min(next, max(t, hot.pointee.now + 100_000_000)) }

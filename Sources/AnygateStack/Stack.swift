@@ -27,6 +27,8 @@ public final class Stack {
     @usableFromInline let interfaceDropCounters: UnsafeMutablePointer<UInt64>
     @usableFromInline let hot: UnsafeMutablePointer<HotState>
     @usableFromInline let neighbors: NeighborTable<UInt32>
+    /// IPv6 neighbours (`Stack+IPv6`), with ARP's limits and timers.
+    let neighbors6: NeighborTable<IPv6Address>
     @usableFromInline let flows: FlowTable
     @usableFromInline let txCapacity: Int
     /// Scratch for coalescing a transmit queue (`Stack+Coalesce`): the next
@@ -86,6 +88,7 @@ public final class Stack {
     var reassembly: ReassemblyTable
     var interfaceNames: [String] = []
     var interfaceAddresses: [[InterfaceAddress]] = []
+    var interfaceAddresses6: [[IPv6InterfaceAddress]] = []
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
     /// Sockets and tunnels: fixed tables of plain values, read and written
@@ -165,6 +168,10 @@ public final class Stack {
                                   pendingPerEntry: configuration.arp.pendingPerNeighbor,
                                   reachableTime: configuration.arp.reachableTime.nanoseconds,
                                   staleTime: configuration.arp.staleTime.nanoseconds, seed: seed)
+        neighbors6 = NeighborTable<IPv6Address>(capacity: configuration.arp.maxEntries,
+                                                pendingPerEntry: configuration.arp.pendingPerNeighbor,
+                                                reachableTime: configuration.arp.reachableTime.nanoseconds,
+                                                staleTime: configuration.arp.staleTime.nanoseconds, seed: seed)
         flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0, seed: seed)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
                                      maxPieces: configuration.reassembly.maxPieces,
@@ -183,7 +190,7 @@ public final class Stack {
         dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
-        neighbors.deallocate(); flows.deallocate(); fib.deallocate(); fib6.deallocate()
+        neighbors.deallocate(); neighbors6.deallocate(); flows.deallocate(); fib.deallocate(); fib6.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.
@@ -279,11 +286,13 @@ public final class Stack {
             index = reuse
             interfaceNames[index] = name
             interfaceAddresses[index] = []
+            interfaceAddresses6[index] = []
         } else {
             guard interfaceNames.count < configuration.maxInterfaces else { throw .tooManyInterfaces(configuration.maxInterfaces) }
             index = interfaceNames.count
             interfaceNames.append(name)
             interfaceAddresses.append([])
+            interfaceAddresses6.append([])
         }
         ifs[index] = InterfaceSlot(mac: mac.rawValue, mtu: mtu, up: false, exists: true, primaryAddress: 0,
                                    counters: InterfaceCounters(), txCount: 0)
@@ -297,6 +306,7 @@ public final class Stack {
     public func removeInterface(_ i: InterfaceIndex) throws(InterfaceError) {
         try check(i)
         for a in interfaceAddresses[i] { try removeAddress(a.address.address, from: i) }
+        for a in interfaceAddresses6[i] { try removeAddress(a.address, from: i) }
         if writesFIB { fib.removeAll(through: i) }
         fib6.removeAll(through: i)
         flushNeighbors(on: i)
@@ -565,12 +575,19 @@ public final class Stack {
             neighbors.drainPending(idx) { p in drop(p, .interfaceDown, tx: i) }
             neighbors.remove(idx)
         }
+        neighbors6.forEachLive { idx in
+            guard Int(neighbors6.entries[Int(idx)].interface) == i else { return }
+            neighbors6.drainPending(idx) { p in drop(p, .interfaceDown, tx: i) }
+            neighbors6.remove(idx)
+        }
     }
 
     /// Checks every table's internal consistency (tests call this).
     public func checkInvariants() {
         fib.checkInvariants()
+        fib6.checkInvariants()
         neighbors.checkInvariants()
+        neighbors6.checkInvariants()
         flows.checkInvariants()
     }
 

@@ -369,3 +369,28 @@ public struct IPv6Prefix: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(address)/\(length)" }
 }
+
+/// An IPv6 address configured on an interface, with its prefix length.
+public struct IPv6InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPv6Address
+    public var prefixLength: Int
+
+    public init(address: IPv6Address, prefixLength: Int) {
+        precondition(prefixLength >= 0 && prefixLength <= 128)
+        self.address = address; self.prefixLength = prefixLength
+    }
+
+    /// Parses "2001:db8::1/64" (host bits are the point here).
+    public init(_ text: some StringProtocol) throws(AddressParseError) {
+        guard let slash = text.firstIndex(of: "/") else { throw AddressParseError(text, "missing /length") }
+        guard let a = IPv6Address(text[text.startIndex..<slash]) else { throw AddressParseError(text, "not an IPv6 address") }
+        let lenText = text[text.index(after: slash)...]
+        guard let l = Int(lenText), l >= 0, l <= 128, !lenText.hasPrefix("+") else {
+            throw AddressParseError(text, "prefix length must be 0...128")
+        }
+        self.init(address: a, prefixLength: l)
+    }
+
+    public var subnet: IPv6Prefix { IPv6Prefix(address: address, length: prefixLength) }
+    public var description: String { "\(address)/\(prefixLength)" }
+}

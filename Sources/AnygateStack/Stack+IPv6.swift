@@ -1,0 +1,329 @@
+public import AnygateWire
+
+/// IPv6 on the stack's own addresses: interface addresses (a link-local
+/// one from the MAC, others configured), neighbour discovery (RFC 4861:
+/// answering solicitations for our addresses, learning from solicitations
+/// and advertisements, resolving by multicast solicitation with the same
+/// bounded table, pending queues and timers as ARP) and echo.
+///
+/// Not yet: forwarding (a packet for another address is counted
+/// `ipv6-not-supported`), duplicate address detection (an address is used
+/// at once), router advertisements, MLD, other upper layers.
+extension Stack {
+    // MARK: Addresses
+
+    /// Turns IPv6 on for an interface: its link-local address fe80::/64
+    /// with the MAC's modified EUI-64 identifier (RFC 4862, RFC 2464).
+    public func enableIPv6(on i: InterfaceIndex) throws(InterfaceError) {
+        try check(i)
+        guard !interfaceAddresses6[i].contains(where: { $0.address.isLinkLocal }) else { return }
+        try addAddress(IPv6InterfaceAddress(address: .linkLocal(MACAddress(rawValue: ifs[i].mac)), prefixLength: 64), to: i)
+    }
+
+    /// Adds an IPv6 address: a local route for itself and a connected one
+    /// for its prefix (below /128). An interface with IPv6 addresses takes
+    /// IPv6 frames.
+    public func addAddress(_ a: IPv6InterfaceAddress, to i: InterfaceIndex) throws(InterfaceError) {
+        try check(i)
+        guard !a.address.isMulticast, !a.address.isUnspecified, !a.address.isLoopback else {
+            throw .badAddress("\(a.address) cannot be an interface address")
+        }
+        for list in interfaceAddresses6 where list.contains(where: { $0.address == a.address }) {
+            // A link-local address may repeat on another link; nothing else may.
+            guard a.address.isLinkLocal, !interfaceAddresses6[i].contains(where: { $0.address == a.address }) else {
+                throw .address6Exists(a)
+            }
+        }
+        interfaceAddresses6[i].append(a)
+        try? fib6.add(Route6(prefix: IPv6Prefix(address: a.address, length: 128), interface: i, origin: .connected, kind: .local))
+        if a.prefixLength < 128 {
+            try? fib6.add(Route6(prefix: a.subnet, interface: i, origin: .connected, kind: .connected))
+        }
+        fibChanged()
+    }
+
+    public func removeAddress(_ address: IPv6Address, from i: InterfaceIndex) throws(InterfaceError) {
+        try check(i)
+        guard let k = interfaceAddresses6[i].firstIndex(where: { $0.address == address }) else { throw .noSuchAddress6(address) }
+        let a = interfaceAddresses6[i].remove(at: k)
+        fib6.remove(IPv6Prefix(address: a.address, length: 128), interface: i, kind: .local)
+        if a.prefixLength < 128, !interfaceAddresses6[i].contains(where: { $0.subnet == a.subnet }) {
+            fib6.remove(a.subnet, interface: i, kind: .connected, origin: .connected)
+        }
+        fibChanged()
+    }
+
+    /// The IPv6 addresses of an interface, link-local first if it has one.
+    public func addresses6(on i: InterfaceIndex) -> [IPv6InterfaceAddress] {
+        guard i >= 0, i < interfaceAddresses6.count else { return [] }
+        return interfaceAddresses6[i].sorted { $0.address.isLinkLocal && !$1.address.isLinkLocal }
+    }
+
+    /// Whether `address` is one of the interface's own, or a group it
+    /// listens to: all-nodes, and the solicited-node group of each address.
+    func isOurs6(_ address: IPv6Address, on i: InterfaceIndex) -> Bool {
+        if address.isMulticast {
+            if address == .allNodes { return true }
+            return interfaceAddresses6[i].contains { $0.address.solicitedNode == address }
+        }
+        return interfaceAddresses6.indices.contains { interfaceAddresses6[$0].contains { $0.address == address } }
+    }
+
+    /// The address to speak from on `i` to `destination`: a link-local
+    /// one for link-local and multicast destinations, else one whose prefix
+    /// holds it, else the first global one.
+    func source6(on i: InterfaceIndex, to destination: IPv6Address) -> IPv6Address? {
+        let list = interfaceAddresses6[i]
+        if destination.isLinkLocal || (destination.isMulticast && destination.multicastScope <= 2) {
+            return list.first { $0.address.isLinkLocal }?.address ?? list.first?.address
+        }
+        return (list.first { !$0.address.isLinkLocal && $0.subnet.contains(destination) }
+            ?? list.first { !$0.address.isLinkLocal } ?? list.first)?.address
+    }
+
+    // MARK: Input
+
+    /// An IPv6 packet from the link (bytes start at the IPv6 header).
+    func ipv6Input(_ packet: PacketHandle, rx: InterfaceIndex) {
+        guard !interfaceAddresses6[rx].isEmpty else { return drop(packet, .ipv6NotSupported, rx: rx) }
+        let ip: IPv6Packet
+        do { ip = try IPv6Packet(validating: pool.bytes(packet)) } catch { return drop(packet, .ipv6Malformed, rx: rx) }
+        var p = packet
+        // Ethernet pads short frames: the payload length says where the packet ends.
+        let total = IPv6Packet.headerLength + ip.payloadLength
+        if p.length > total { pool.setLength(&p, total) }
+        let chain: IPv6HeaderChain
+        do { chain = try IPv6HeaderChain(walking: IPv6Packet(unchecked: pool.bytes(p))) } catch {
+            return drop(p, .ipv6HeaderChain, rx: rx)
+        }
+        if chain.discardSilently { return drop(p, .ipv6HeaderChain, rx: rx) }
+        let source = ip.source, destination = ip.destination
+        guard isOurs6(destination, on: rx) else { return drop(p, .ipv6NotSupported, rx: rx) }
+        guard chain.upperLayer == .icmpv6, chain.upperLayerPresent, chain.fragment == nil else {
+            return drop(p, .protocolUnreachable, rx: rx)
+        }
+        let message = pool.bytes(p).tail(from: chain.upperLayerOffset)
+        let icmp: ICMPv6Repr
+        do { icmp = try ICMPv6Repr(parsing: message, source: source, destination: destination) } catch {
+            return drop(p, .icmpMalformed, rx: rx)
+        }
+        switch icmp {
+        case .neighborSolicitation, .neighborAdvertisement, .routerSolicitation, .routerAdvertisement:
+            let options: NDOptions
+            do {
+                options = try NeighborDiscovery.check(icmp, bytes: message, hopLimit: ip.hopLimit,
+                                                      source: source, destination: destination)
+            } catch {
+                return drop(p, .ndInvalid, rx: rx)
+            }
+            neighborDiscoveryInput(p, icmp, options: options, source: source, rx: rx)
+        case .echoRequest(let id, let seq) where !destination.isMulticast || destination == .allNodes:
+            echoReply6(p, identifier: id, sequence: seq, payload: message.count - ICMPv6Packet.headerLength,
+                       at: chain.upperLayerOffset, to: source, from: destination, rx: rx)
+        default:
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
+        }
+    }
+
+    // MARK: Neighbour discovery (RFC 4861)
+
+    func neighborDiscoveryInput(_ p: PacketHandle, _ icmp: ICMPv6Repr, options: NDOptions, source: IPv6Address, rx: InterfaceIndex) {
+        let now = hot.pointee.now
+        switch icmp {
+        case .neighborSolicitation(let target):
+            // A solicitation for another address of the same solicited-node group: not ours to answer.
+            guard interfaceAddresses6[rx].contains(where: { $0.address == target }) else {
+                hot.pointee.counters.consumed &+= 1
+                return pool.free(p)
+            }
+            // Section 7.2.3: the sender's link-layer address makes or refreshes a STALE entry.
+            if !source.isUnspecified, let mac = options.sourceLinkLayer {
+                learnNeighbor6(source, mac: mac.rawValue, on: rx, solicited: false, override: true, now: now)
+            }
+            // The answer goes to the sender, or, for a duplicate-address probe
+            // from ::, to all nodes, and says we are its owner (section 7.2.4).
+            let toAll = source.isUnspecified
+            var flags = NAFlags.override
+            if !toAll { flags |= NAFlags.solicited }
+            if configuration.forwarding { flags |= NAFlags.router }
+            hot.pointee.counters.consumed &+= 1
+            var out = p
+            pool.setLength(&out, 0)
+            sendAdvertisement(out, target: target, flags: flags, to: toAll ? .allNodes : source, rx: rx)
+        case .neighborAdvertisement(let target, let flags):
+            if let mac = options.targetLinkLayer {
+                learnNeighbor6(target, mac: mac.rawValue, on: rx, solicited: flags & NAFlags.solicited != 0,
+                               override: flags & NAFlags.override != 0, now: now, onlyExisting: true)
+            } else {
+                // Without a link-layer option an advertisement can only confirm an entry's MAC.
+                let idx = neighbors6.find(target, UInt16(rx))
+                if idx != NeighborTable<IPv6Address>.none, neighbors6.entries[Int(idx)].state != .incomplete,
+                   flags & NAFlags.solicited != 0 {
+                    learnNeighbor6(target, mac: neighbors6.entries[Int(idx)].mac, on: rx, solicited: true, override: false,
+                                   now: now, onlyExisting: true)
+                }
+            }
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
+        default:
+            // Router solicitations and advertisements: no router role yet.
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
+        }
+    }
+
+    /// Creates or updates the entry for `address` (sections 7.2.3 and 7.2.5):
+    /// a solicited advertisement makes it REACHABLE, anything else STALE; a
+    /// different MAC replaces the old one unless the advertisement did not
+    /// say override. An entry that resolves sends what waited on it.
+    func learnNeighbor6(_ address: IPv6Address, mac: UInt64, on rx: InterfaceIndex, solicited: Bool, override: Bool,
+                        now: Int64, onlyExisting: Bool = false) {
+        var idx = neighbors6.find(address, UInt16(rx))
+        if idx == NeighborTable<IPv6Address>.none {
+            guard !onlyExisting else { return }
+            idx = createNeighbor6(address, rx)
+        }
+        let e = neighbors6.entries + Int(idx)
+        let wasIncomplete = e.pointee.state == .incomplete
+        let changed = e.pointee.mac != mac
+        // A known entry keeps its MAC against an advertisement that does not override.
+        if !wasIncomplete && changed && !override { return }
+        if solicited {
+            neighbors6.confirm(idx, mac: mac, now: now)
+        } else if wasIncomplete || changed {
+            e.pointee.mac = mac
+            e.pointee.generation &+= 1
+            e.pointee.state = .stale
+            e.pointee.confirmed = now
+            neighbors6.schedule(idx)
+        }
+        if wasIncomplete {
+            neighbors6.drainPending(idx) { q in sendFrame(q, on: rx, to: mac, type: .ipv6) }
+        }
+    }
+
+    /// A new (incomplete) entry; a full table evicts its oldest, whose waiting packets are dropped.
+    func createNeighbor6(_ address: IPv6Address, _ i: InterfaceIndex) -> UInt32 {
+        neighbors6.create(address, UInt16(i), now: hot.pointee.now) { drop($0, .neighborTableFull, tx: i) }.index
+    }
+
+    /// Sends a neighbour advertisement for our `target` in `p` (an empty buffer).
+    func sendAdvertisement(_ p: PacketHandle, target: IPv6Address, flags: UInt8, to destination: IPv6Address, rx: InterfaceIndex) {
+        var out = p
+        let length = 24 + 8
+        pool.setLength(&out, IPv6Packet.headerLength + length)
+        let b = pool.bytes(out)
+        let message = b.tail(from: IPv6Packet.headerLength)
+        NDOption.targetLinkLayer(MACAddress(rawValue: ifs[rx].mac)).emit(into: message.tail(from: 24))
+        ICMPv6Repr.neighborAdvertisement(target: target, flags: flags).emit(into: message, source: target, destination: destination)
+        IPv6Repr(source: target, destination: destination, nextHeader: .icmpv6, payloadLength: length, hopLimit: 255).emit(into: b)
+        hot.pointee.counters.originated &+= 1
+        if destination.isMulticast { return sendFrame(out, on: rx, to: destination.multicastMAC.rawValue, type: .ipv6) }
+        resolveAndSend6(out, out: rx, nextHop: destination)
+    }
+
+    /// Sends a neighbour solicitation for `target` on `out`: to its
+    /// solicited-node group, or unicast to a known MAC to re-confirm it.
+    func sendSolicitation(for target: IPv6Address, on out: InterfaceIndex, unicastTo: UInt64?) {
+        guard ifs[out].up, ifs[out].tunnel < 0, let source = source6(on: out, to: target) else { return }
+        guard var p = pool.allocate() else { return }
+        let length = 24 + 8
+        pool.setLength(&p, IPv6Packet.headerLength + length)
+        let b = pool.bytes(p)
+        let destination = unicastTo == nil ? target.solicitedNode : target
+        let message = b.tail(from: IPv6Packet.headerLength)
+        NDOption.sourceLinkLayer(MACAddress(rawValue: ifs[out].mac)).emit(into: message.tail(from: 24))
+        ICMPv6Repr.neighborSolicitation(target: target).emit(into: message, source: source, destination: destination)
+        IPv6Repr(source: source, destination: destination, nextHeader: .icmpv6, payloadLength: length, hopLimit: 255).emit(into: b)
+        hot.pointee.counters.originated &+= 1
+        sendFrame(p, on: out, to: unicastTo ?? destination.multicastMAC.rawValue, type: .ipv6)
+    }
+
+    /// Sends an IPv6 packet (bytes start at its header) to an on-link
+    /// `nextHop`, resolving it first if need be; packets wait in the
+    /// entry's bounded queue meanwhile.
+    func resolveAndSend6(_ p: PacketHandle, out: InterfaceIndex, nextHop: IPv6Address) {
+        guard ifs[out].tunnel < 0 else { return drop(p, .ipv6NotSupported, tx: out) }
+        var idx = neighbors6.find(nextHop, UInt16(out))
+        if idx != NeighborTable<IPv6Address>.none {
+            let e = neighbors6.entries + Int(idx)
+            if e.pointee.state != .incomplete {
+                if e.pointee.state == .stale && hot.pointee.now >= e.pointee.nextProbe {
+                    e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+                    sendSolicitation(for: nextHop, on: out, unicastTo: e.pointee.mac)
+                }
+                return sendFrame(p, on: out, to: e.pointee.mac, type: .ipv6)
+            }
+            if let dropped = neighbors6.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, tx: out) }
+            return
+        }
+        idx = createNeighbor6(nextHop, out)
+        let e = neighbors6.entries + Int(idx)
+        e.pointee.probes = 1
+        e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+        neighbors6.schedule(idx)
+        _ = neighbors6.enqueue(idx, p)
+        sendSolicitation(for: nextHop, on: out, unicastTo: nil)
+    }
+
+    /// The neighbour-discovery timers, run by `tick` like ARP's:
+    /// retransmitted solicitations, REACHABLE to STALE, STALE entries aged out.
+    func neighbor6Timers(now: Int64) {
+        let nd = configuration.arp
+        while let (idx, due) = neighbors6.nextTimer, due <= now {
+            hot.pointee.timerVisits &+= 1
+            let e = neighbors6.entries + Int(idx)
+            switch e.pointee.state {
+            case .incomplete:
+                if Int(e.pointee.probes) >= nd.maxProbes {
+                    let out = Int(e.pointee.interface)
+                    neighbors6.drainPending(idx) { drop($0, .neighborUnresolved, tx: out) }
+                    neighbors6.remove(idx)
+                } else {
+                    e.pointee.probes += 1
+                    e.pointee.nextProbe = now + nd.retransmitInterval.nanoseconds
+                    neighbors6.schedule(idx)
+                    sendSolicitation(for: e.pointee.address, on: Int(e.pointee.interface), unicastTo: nil)
+                }
+            case .reachable:
+                e.pointee.state = .stale
+                e.pointee.nextProbe = now
+                neighbors6.schedule(idx)
+            case .stale:
+                neighbors6.remove(idx)
+            }
+        }
+    }
+
+    // MARK: Echo
+
+    /// Answers an echo request in its own buffer: the ICMPv6 message moves
+    /// to just after a new IPv6 header (any extension headers are dropped).
+    func echoReply6(_ p: PacketHandle, identifier: UInt16, sequence: UInt16, payload: Int, at offset: Int,
+                    to requester: IPv6Address, from destination: IPv6Address, rx: InterfaceIndex) {
+        guard !requester.isUnspecified, !requester.isMulticast,
+              let source = destination.isMulticast ? source6(on: rx, to: requester) : destination else {
+            return drop(p, .icmpMalformed, rx: rx)
+        }
+        hot.pointee.counters.consumed &+= 1
+        var out = p
+        let b = pool.bytes(out)
+        let length = ICMPv6Packet.headerLength + payload
+        if offset != IPv6Packet.headerLength {
+            b.tail(from: IPv6Packet.headerLength).copyMemory(from: UnsafeRawBufferPointer(b.slice(offset, length)))
+        }
+        pool.setLength(&out, IPv6Packet.headerLength + length)
+        let ob = pool.bytes(out)
+        ICMPv6Repr.echoReply(identifier: identifier, sequence: sequence)
+            .emit(into: ob.tail(from: IPv6Packet.headerLength), source: source, destination: requester)
+        IPv6Repr(source: source, destination: requester, nextHeader: .icmpv6, payloadLength: length,
+                 hopLimit: configuration.defaultTTL).emit(into: ob)
+        hot.pointee.counters.originated &+= 1
+        // Back through the routing table: on-link, or via its gateway.
+        guard let route = fib6.lookup(requester), route.kind == .connected || route.kind == .gateway else {
+            return drop(out, .noRoute, tx: rx)
+        }
+        resolveAndSend6(out, out: route.interface, nextHop: route.nextHop ?? requester)
+    }
+}

@@ -1,0 +1,208 @@
+import AnygateStack
+import AnygateWire
+import Testing
+
+/// IPv6 on the stack's own addresses: neighbour discovery and echo, with
+/// frames built by the wire layer and what the stack sends decoded by it.
+@Suite("IPv6 on the stack's addresses")
+struct IPv6LocalTests {
+    final class Recorder: Hypercalls {
+        var pool: PacketPool!
+        var time: Int64 = 1_000_000_000
+        var rng = SplitMix64(seed: 8)
+        var sent: [[UInt8]] = []
+        func now() -> Timestamp { Timestamp(nanoseconds: time) }
+        func random() -> UInt64 { rng.next() }
+        func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
+            for p in packets {
+                sent.append(Array(pool.bytes(p)))
+                pool.free(p)
+            }
+        }
+    }
+
+    static let routerMAC = MACAddress(2, 0, 0, 0, 0, 1), hostMAC = MACAddress(2, 0, 0, 0, 0, 9)
+    static let routerAddress = IPv6Address("2001:db8:1::1")!, host = IPv6Address("2001:db8:1::9")!
+    static let hostLinkLocal = IPv6Address.linkLocal(hostMAC)
+
+    static func stack() throws -> (Stack, Recorder, InterfaceIndex) {
+        let h = Recorder()
+        let pool = PacketPool(capacity: 256, dataSize: 2048)
+        h.pool = pool
+        let s = Stack(name: "R", pool: pool, hypercalls: h)
+        let lan = try s.addInterface(name: "lan", mac: routerMAC)
+        try s.setUp(lan, true)
+        try s.enableIPv6(on: lan)
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+        return (s, h, lan)
+    }
+
+    /// An Ethernet frame with an IPv6 packet carrying `icmp` (written by `body`).
+    static func frame(to mac: MACAddress, from source: IPv6Address, to destination: IPv6Address, hopLimit: UInt8 = 255,
+                      icmpLength: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 40 + icmpLength)
+        f.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: mac, source: hostMAC, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: source, destination: destination, nextHeader: .icmpv6, payloadLength: icmpLength, hopLimit: hopLimit)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            body(UnsafeMutableRawBufferPointer(rebasing: b[54...]))
+        }
+        return f
+    }
+
+    static func solicitation(for target: IPv6Address, from source: IPv6Address = host, hopLimit: UInt8 = 255) -> [UInt8] {
+        frame(to: target.solicitedNode.multicastMAC, from: source, to: target.solicitedNode, hopLimit: hopLimit, icmpLength: 32) { m in
+            NDOption.sourceLinkLayer(hostMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[24...]))
+            ICMPv6Repr.neighborSolicitation(target: target).emit(into: m, source: source, destination: target.solicitedNode)
+        }
+    }
+
+    static func echo(to destination: IPv6Address, from source: IPv6Address = host, mac: MACAddress = routerMAC) -> [UInt8] {
+        frame(to: mac, from: source, to: destination, hopLimit: 64, icmpLength: 8 + 4) { m in
+            for (k, x) in [UInt8]([1, 2, 3, 4]).enumerated() { m[8 + k] = x }
+            ICMPv6Repr.echoRequest(identifier: 7, sequence: 1).emit(into: m, source: source, destination: destination)
+        }
+    }
+
+    static func inject(_ s: Stack, _ f: [UInt8], on i: InterfaceIndex) throws {
+        s.receive(try #require(s.pool.make(copying: f)), on: i)
+    }
+
+    /// What a sent frame says: its IPv6 header and ICMPv6 message.
+    static func decode(_ f: [UInt8]) throws -> (eth: EthernetRepr, ip: IPv6Repr, icmp: ICMPv6Repr, options: NDOptions) {
+        var f = f
+        return try f.withUnsafeMutableBytes { b in
+            let eth = EthernetRepr(parsing: EthernetFrame(unchecked: b))
+            let ipBytes = UnsafeMutableRawBufferPointer(rebasing: b[14...])
+            let ip = try IPv6Repr(parsing: ipBytes)
+            let m = UnsafeMutableRawBufferPointer(rebasing: ipBytes[40..<(40 + ip.payloadLength)])
+            let icmp = try ICMPv6Repr(parsing: m, source: ip.source, destination: ip.destination)
+            var options = NDOptions()
+            if case .neighborSolicitation = icmp { options = try NDOptions(parsing: m, from: 24) }
+            if case .neighborAdvertisement = icmp { options = try NDOptions(parsing: m, from: 24) }
+            return (eth, ip, icmp, options)
+        }
+    }
+
+    @Test("interfaces: an EUI-64 link-local address, local and connected routes, refusals")
+    func addresses() throws {
+        let (s, _, lan) = try Self.stack()
+        #expect(s.addresses6(on: lan).map(\.description) == ["fe80::ff:fe00:1/64", "2001:db8:1::1/64"])
+        #expect(s.lookup(Self.routerAddress)?.kind == .local)
+        #expect(s.lookup(Self.host)?.kind == .connected)
+        #expect(throws: InterfaceError.address6Exists(try IPv6InterfaceAddress("2001:db8:1::1/64"))) {
+            try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+        }
+        #expect(throws: InterfaceError.self) { try s.addAddress(IPv6InterfaceAddress("ff02::1/64"), to: lan) }
+        try s.removeAddress(Self.routerAddress, from: lan)
+        #expect(s.lookup(Self.host) == nil)
+        s.checkInvariants()
+    }
+
+    @Test("a solicitation for our address: a solicited advertisement with our MAC, and the sender learnt")
+    func answersSolicitation() throws {
+        let (s, h, lan) = try Self.stack()
+        try Self.inject(s, Self.solicitation(for: Self.routerAddress), on: lan)
+        let na = try Self.decode(try #require(h.sent.last))
+        #expect(na.eth.destination == Self.hostMAC && na.ip.destination == Self.host && na.ip.hopLimit == 255)
+        #expect(na.icmp == .neighborAdvertisement(target: Self.routerAddress, flags: NAFlags.solicited | NAFlags.override | NAFlags.router))
+        #expect(na.options.targetLinkLayer == Self.routerMAC)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+        // A duplicate-address probe (from ::) is answered to all nodes, unsolicited.
+        h.sent.removeAll()
+        var probe = Self.frame(to: Self.routerAddress.solicitedNode.multicastMAC, from: .any, to: Self.routerAddress.solicitedNode,
+                               icmpLength: 24) { m in
+            ICMPv6Repr.neighborSolicitation(target: Self.routerAddress).emit(into: m, source: .any, destination: Self.routerAddress.solicitedNode)
+        }
+        try Self.inject(s, probe, on: lan)
+        let defend = try Self.decode(try #require(h.sent.last))
+        #expect(defend.ip.destination == .allNodes && defend.eth.destination == IPv6Address.allNodes.multicastMAC)
+        #expect(defend.icmp == .neighborAdvertisement(target: Self.routerAddress, flags: NAFlags.override | NAFlags.router))
+        // From off the link (hop limit 254): not believed, counted.
+        h.sent.removeAll()
+        probe = Self.solicitation(for: Self.routerAddress, hopLimit: 254)
+        try Self.inject(s, probe, on: lan)
+        #expect(h.sent.isEmpty)
+        #expect(s.dropCounts[.ndInvalid] == 1)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("ping6 after neighbour discovery: the reply goes straight to the learnt MAC, to the link-local and global address")
+    func echoAfterSolicitation() throws {
+        let (s, h, lan) = try Self.stack()
+        try Self.inject(s, Self.solicitation(for: Self.routerAddress), on: lan)
+        h.sent.removeAll()
+        try Self.inject(s, Self.echo(to: Self.routerAddress), on: lan)
+        let reply = try Self.decode(try #require(h.sent.last))
+        #expect(h.sent.count == 1)
+        #expect(reply.eth.destination == Self.hostMAC && reply.ip.source == Self.routerAddress && reply.ip.destination == Self.host)
+        #expect(reply.icmp == .echoReply(identifier: 7, sequence: 1))
+        #expect(Array(h.sent.last!.suffix(4)) == [1, 2, 3, 4], "the payload comes back")
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("ping6 from an unknown neighbour: the reply waits while we solicit, and leaves on the advertisement")
+    func echoResolves() throws {
+        let (s, h, lan) = try Self.stack()
+        let ll = IPv6Address("fe80::ff:fe00:1")!
+        try Self.inject(s, Self.echo(to: ll, from: Self.hostLinkLocal), on: lan)
+        let ns = try Self.decode(try #require(h.sent.last))
+        #expect(h.sent.count == 1, "only the solicitation so far")
+        #expect(ns.icmp == .neighborSolicitation(target: Self.hostLinkLocal))
+        #expect(ns.ip.destination == Self.hostLinkLocal.solicitedNode && ns.eth.destination == Self.hostLinkLocal.solicitedNode.multicastMAC)
+        #expect(ns.ip.source == ll && ns.options.sourceLinkLayer == Self.routerMAC)
+        h.sent.removeAll()
+        let na = Self.frame(to: Self.routerMAC, from: Self.hostLinkLocal, to: ll, icmpLength: 32) { m in
+            NDOption.targetLinkLayer(Self.hostMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[24...]))
+            ICMPv6Repr.neighborAdvertisement(target: Self.hostLinkLocal, flags: NAFlags.solicited | NAFlags.override)
+                .emit(into: m, source: Self.hostLinkLocal, destination: ll)
+        }
+        try Self.inject(s, na, on: lan)
+        let reply = try Self.decode(try #require(h.sent.last))
+        #expect(reply.icmp == .echoReply(identifier: 7, sequence: 1) && reply.eth.destination == Self.hostMAC)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("a neighbour that never answers: three solicitations, then the waiting reply is dropped and counted")
+    func unresolved() throws {
+        let (s, h, lan) = try Self.stack()
+        try Self.inject(s, Self.echo(to: Self.routerAddress), on: lan)
+        for _ in 0..<5 {
+            h.time += 1_100_000_000
+            _ = s.runTimers(now: h.time)
+        }
+        let solicitations = try h.sent.filter { if case .neighborSolicitation = try Self.decode($0).icmp { return true }; return false }
+        #expect(solicitations.count == 3)
+        #expect(s.dropCounts[.neighborUnresolved] == 1)
+        #expect(s.nextDeadline == nil || s.nextDeadline!.nanoseconds > h.time, "no timer left due")
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+        s.checkInvariants()
+    }
+
+    @Test("what is refused is counted: a bad header, a misplaced hop-by-hop header, another address, IPv6 off")
+    func refusals() throws {
+        let (s, _, lan) = try Self.stack()
+        var bad = Self.echo(to: Self.routerAddress)
+        bad[14] = 0x45  // version 4
+        try Self.inject(s, bad, on: lan)
+        #expect(s.dropCounts[.ipv6Malformed] == 1)
+        // Destination options, then hop-by-hop: parameter problem territory.
+        var chain = [UInt8](repeating: 0, count: 14 + 40 + 16 + 12)
+        chain.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: Self.routerMAC, source: Self.hostMAC, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: Self.host, destination: Self.routerAddress, nextHeader: IPProtocol(rawValue: 60), payloadLength: 28)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            b[54] = 0      // next: hop-by-hop
+            b[62] = 58     // then ICMPv6
+        }
+        try Self.inject(s, chain, on: lan)
+        #expect(s.dropCounts[.ipv6HeaderChain] == 1)
+        try Self.inject(s, Self.echo(to: IPv6Address("2001:db8:9::1")!), on: lan)
+        #expect(s.dropCounts[.ipv6NotSupported] == 1, "not ours: no forwarding yet")
+        let wan = try s.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 0, 0, 2))
+        try s.setUp(wan, true)
+        try Self.inject(s, Self.echo(to: Self.routerAddress, mac: MACAddress(2, 0, 0, 0, 0, 2)), on: wan)
+        #expect(s.dropCounts[.ipv6NotSupported] == 2, "IPv6 is off on that interface")
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+}
