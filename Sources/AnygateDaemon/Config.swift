@@ -115,6 +115,9 @@ public struct InterfaceConfig: Equatable, Sendable {
     /// A TAP opened with virtio-net headers: super-frames and checksum
     /// offload with the host side (default true; packet attachments: not yet).
     public var offloads = true
+    /// IPv6 on this interface (`ipv6:`): its link-local address from the
+    /// MAC and these; nil: IPv6 off (frames counted `ipv6-not-supported`).
+    public var ipv6: IPv6InterfaceConfig? = nil
 
     public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
         self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses
@@ -139,6 +142,12 @@ public struct TunnelConfig: Equatable, Sendable {
     public var addresses: [AddressConfig] = []
     public init(tunnel: TunnelConfiguration, addresses: [AddressConfig] = []) { self.tunnel = tunnel; self.addresses = addresses }
     public var name: String { tunnel.name }
+}
+
+/// `interfaces[].ipv6`.
+public struct IPv6InterfaceConfig: Equatable, Sendable {
+    public var addresses: [IPv6InterfaceAddress] = []
+    public init(addresses: [IPv6InterfaceAddress] = []) { self.addresses = addresses }
 }
 
 public struct AddressConfig: Equatable, Hashable, Sendable {

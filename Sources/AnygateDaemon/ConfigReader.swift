@@ -158,7 +158,7 @@ public struct ConfigReader {
 
     func interface(_ node: Node, _ path: String) throws(ConfigError) -> InterfaceConfig {
         let m = try mapping(node, path)
-        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf", "offloads"])
+        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf", "offloads", "ipv6"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -185,6 +185,10 @@ public struct ConfigReader {
         if let r = m["rpf"] { i.rpf = try rpf(r, path + ".rpf") }
         if let o = m["offloads"] { i.offloads = try bool(o, path + ".offloads") }
         if let sel = m["source-selection"] { i.sourcePolicy = try policy(sel, path + ".source-selection") }
+        if let v6 = m["ipv6"] {
+            if case .mirror = i.attach { throw fail(path + ".ipv6", v6, "a mirrored interface takes its addresses from the host") }
+            i.ipv6 = try ipv6(v6, path + ".ipv6")
+        }
         if case .mirror = i.attach, let list = m["addresses"] {
             throw fail(path + ".addresses", list, "a mirrored interface takes its addresses from the host")
         }
@@ -210,6 +214,30 @@ public struct ConfigReader {
             }
         }
         return i
+    }
+
+    /// `ipv6: {addresses: [2001:db8::1/64, ...]}`; `ipv6: {}` is the link-local address alone.
+    func ipv6(_ node: Node, _ path: String) throws(ConfigError) -> IPv6InterfaceConfig {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ["addresses"])
+        var c = IPv6InterfaceConfig()
+        if let list = m["addresses"] {
+            guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
+            for (k, a) in seq.enumerated() {
+                let ap = "\(path).addresses[\(k)]"
+                let text = try string(a, ap)
+                let parsed: IPv6InterfaceAddress
+                do { parsed = try IPv6InterfaceAddress(text) } catch { throw fail(ap, a, "\(error)") }
+                guard !parsed.address.isMulticast, !parsed.address.isUnspecified, !parsed.address.isLoopback else {
+                    throw fail(ap, a, "\(parsed.address) cannot be an interface address")
+                }
+                guard !c.addresses.contains(where: { $0.address == parsed.address }) else {
+                    throw fail(ap, a, "address \(parsed.address) is configured twice")
+                }
+                c.addresses.append(parsed)
+            }
+        }
+        return c
     }
 
     func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
@@ -324,6 +352,10 @@ public struct ConfigReader {
             for (k, i) in c.interfaces.enumerated() {
                 if case .mirror = i.attach {
                     throw fail("interfaces[\(k)].attach", nil, "attach: mirror needs stack.workers: 1 (not shared by several workers yet)")
+                }
+                if i.ipv6 != nil {
+                    // Neighbour discovery does not yet run once per link for several replicas.
+                    throw fail("interfaces[\(k)].ipv6", nil, "ipv6 needs stack.workers: 1 (not with several workers yet)")
                 }
             }
             if c.mirrorRoutes != nil { throw fail("mirror", nil, "mirror: needs stack.workers: 1 (not shared by several workers yet)") }

@@ -68,6 +68,7 @@ extension Daemon {
 
     func routeChange(_ r: ControlRequest) -> [UInt8] {
         guard let text = r.prefix else { return fail("a route needs a prefix") }
+        if text.contains(":") { return routeChange6(r, text) }
         let prefix: IPv4Prefix
         do { prefix = try IPv4Prefix(text) } catch { return fail("bad prefix \(error)") }
         var via: IPv4Address? = nil
@@ -85,6 +86,35 @@ extension Daemon {
                 guard via != nil || dev != nil else { return fail("a route needs via ADDR or dev IF") }
                 let nextHop = via, interface = dev, metric = r.metric ?? 0
                 try changeRoutes { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: interface, metric: metric) }
+                logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
+                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
+            } else {
+                let nextHop = via
+                try changeRoutes { s throws(RouteError) in try s.deleteRoute(prefix, via: nextHop) }
+                logger.notice("route deleted", metadata: ["prefix": "\(prefix)"])
+                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) deleted")))
+            }
+        } catch {
+            return fail(error.description)
+        }
+    }
+
+    /// `route add|del` with an IPv6 prefix: the route names its interface
+    /// (a link-local next hop always needs one).
+    func routeChange6(_ r: ControlRequest, _ text: String) -> [UInt8] {
+        let prefix: IPv6Prefix
+        do { prefix = try IPv6Prefix(text) } catch { return fail("bad prefix \(error)") }
+        var via: IPv6Address? = nil
+        if let v = r.via {
+            guard let a = IPv6Address(v) else { return fail("bad next hop \"\(v)\": not an IPv6 address") }
+            via = a
+        }
+        do {
+            if r.verb == .routeAdd {
+                guard let d = r.dev else { return fail("an IPv6 route needs dev IF") }
+                guard let i = stack.interface(named: d) else { return fail("no interface named \(d)") }
+                let nextHop = via, metric = r.metric ?? 0
+                try changeRoutes { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: i, metric: metric) }
                 logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
                 return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
             } else {
@@ -166,7 +196,8 @@ extension Daemon {
             return InterfaceInfo(
                 name: s.name, index: s.index, mac: "\(s.mac)", mtu: s.mtu, up: s.up,
                 attach: attachments[s.index].map { "\($0)" } ?? "none", attached: view.attached(s.index),
-                addresses: s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference)) },
+                addresses: s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference)) }
+                    + stack.addresses6(on: s.index).map { AddressInfo(address: "\($0)", preference: 0) },
                 drops: Dictionary(uniqueKeysWithValues: view.dropCounts(on: s.index).map { ("\($0.key)", $0.value) }),
                 counters: InterfaceCountersInfo(
                     rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
@@ -181,6 +212,9 @@ extension Daemon {
             return s.addresses.map {
                 AddressInfo(address: "\($0.address)", preference: Int($0.preference), interface: s.name,
                             policy: policy?.description ?? "none", policyOrigin: origin)
+            } + stack.addresses6(on: s.index).map {
+                // IPSELSRC policies are IPv4's; IPv6 source selection is not there yet.
+                AddressInfo(address: "\($0)", preference: 0, interface: s.name, policy: "none", policyOrigin: "none")
             }
         }
     }
@@ -275,28 +309,36 @@ extension Daemon {
             reversePath: e.reversePath.map { $0.mode.rawValue }, reversePathAccepted: e.reversePath?.accepted)))
     }
 
+    /// IPv4 routes, then IPv6 ones.
     func routeInfos() -> [RouteInfo] {
-        var sets: [IPv4Prefix: [Route]] = [:]
-        return stack.routes.map { r in
-            let set = sets[r.prefix] ?? stack.equalCostSet(for: r.prefix)
+        routeInfos(stack.routes) { stack.equalCostSet(for: $0) } + routeInfos(stack.routes6) { stack.equalCostSet(for: $0) }
+    }
+
+    func routeInfos<P: RoutePrefix>(_ routes: [IPRoute<P>], equalCostSet: (P) -> [IPRoute<P>]) -> [RouteInfo] {
+        var sets: [P: [IPRoute<P>]] = [:]
+        return routes.map { r in
+            let set = sets[r.prefix] ?? equalCostSet(r.prefix)
             sets[r.prefix] = set
             let member = set.contains { $0.nextHop == r.nextHop && $0.interface == r.interface && $0.metric == r.metric }
             return routeInfo(r, nextHops: member ? set.map(nextHopInfo) : [])
         }
     }
 
-    func routeInfo(_ r: Route, nextHops: [RouteInfo.NextHop] = []) -> RouteInfo {
+    func routeInfo<P: RoutePrefix>(_ r: IPRoute<P>, nextHops: [RouteInfo.NextHop] = []) -> RouteInfo {
         RouteInfo(prefix: "\(r.prefix)", nextHop: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface),
                   metric: r.metric, origin: "\(r.origin)", weight: Int(r.weight), nextHops: nextHops)
     }
 
-    func nextHopInfo(_ r: Route) -> RouteInfo.NextHop {
+    func nextHopInfo<P: RoutePrefix>(_ r: IPRoute<P>) -> RouteInfo.NextHop {
         RouteInfo.NextHop(address: r.nextHop.map { "\($0)" }, interface: stack.interfaceName(r.interface), weight: Int(r.weight))
     }
 
-    func neighborInfos() -> [NeighborInfo] { trafficView().neighbors.map(neighborInfo) }
+    /// ARP's entries (summed over workers), then neighbour discovery's.
+    func neighborInfos() -> [NeighborInfo] {
+        trafficView().neighbors.map(neighborInfo) + stack.neighborList6.map(neighborInfo)
+    }
 
-    func neighborInfo(_ n: Neighbor) -> NeighborInfo {
+    func neighborInfo<A>(_ n: IPNeighbor<A>) -> NeighborInfo {
         NeighborInfo(address: "\(n.address)", mac: n.mac.map { "\($0)" }, interface: stack.interfaceName(n.interface),
                      state: "\(n.state)", ageSeconds: (n.age.seconds * 10).rounded() / 10)
     }

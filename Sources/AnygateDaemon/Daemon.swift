@@ -184,6 +184,10 @@ public final class Daemon {
                 let address = a.address, preference = a.preference
                 try change { s throws(InterfaceError) in try s.addAddress(address, to: idx, preference: preference) }
             }
+            if let v6 = i.ipv6 {
+                try change { s throws(InterfaceError) in try s.enableIPv6(on: idx) }
+                for a in v6.addresses { try change { s throws(InterfaceError) in try s.addAddress(a, to: idx) } }
+            }
             try change { s throws(InterfaceError) in try s.setSourcePolicy(policy, for: idx) }
             try change { s throws(InterfaceError) in try s.setReversePathFilter(idx, rpf) }
             if case .mirror = i.attach { try change { s throws(InterfaceError) in try s.setHostOwned(idx, true) } }
@@ -209,6 +213,22 @@ public final class Daemon {
             throw DaemonError("interface \(i.name): \(error)")
         }
         logger.info("interface up", metadata: ["interface": "\(i.name)", "attach": "\(i.attach)", "mac": "\(mac)"])
+    }
+
+    /// Makes the interface's IPv6 addresses what `v6` says (nil: none,
+    /// the link-local one included, so IPv6 is off).
+    func reconcileIPv6(_ v6: IPv6InterfaceConfig?, on idx: InterfaceIndex) throws(InterfaceError) {
+        let linkLocal = stack.addresses6(on: idx).first { $0.address.isLinkLocal }
+        for a in stack.addresses6(on: idx) where !(v6?.addresses.contains(a) ?? false) && (v6 == nil || a != linkLocal) {
+            let address = a.address
+            change { s in try? s.removeAddress(address, from: idx) }
+        }
+        guard let v6 else { return }
+        try change { s throws(InterfaceError) in try s.enableIPv6(on: idx) }
+        let have = Set(stack.addresses6(on: idx))
+        for a in v6.addresses where !have.contains(a) {
+            try change { s throws(InterfaceError) in try s.addAddress(a, to: idx) }
+        }
     }
 
     func addTunnel(_ t: TunnelConfig) throws(DaemonError) {
@@ -437,6 +457,11 @@ public final class Daemon {
                     }
                 } else if was.addresses.first(where: { $0.address == a.address })?.preference != a.preference {
                     change { s in try? s.setPreference(address.address, on: idx, preference) }
+                }
+            }
+            if was.ipv6 != i.ipv6 {
+                do throws(InterfaceError) { try reconcileIPv6(i.ipv6, on: idx) } catch {
+                    throw DaemonError("interface \(i.name): \(error)")
                 }
             }
         }

@@ -19,9 +19,13 @@ public enum NeighborState: UInt8, Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One row of `show neighbors`.
-public struct Neighbor: Hashable, Sendable {
-    public var address: IPv4Address
+/// One row of `show neighbors`: an ARP entry (`Neighbor`) or a
+/// neighbour-discovery one (`Neighbor6`).
+public typealias Neighbor = IPNeighbor<IPv4Address>
+public typealias Neighbor6 = IPNeighbor<IPv6Address>
+
+public struct IPNeighbor<Address: Hashable & Sendable>: Hashable, Sendable {
+    public var address: Address
     public var interface: InterfaceIndex
     public var mac: MACAddress?
     public var state: NeighborState

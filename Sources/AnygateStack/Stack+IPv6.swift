@@ -81,6 +81,16 @@ extension Stack {
             ?? list.first { !$0.address.isLinkLocal } ?? list.first)?.address
     }
 
+    /// The IPv6 neighbour cache, as `show neighbors` lists it.
+    public var neighborList6: [Neighbor6] {
+        neighbors6.liveIndices.map { i in
+            let e = neighbors6.entries[Int(i)]
+            return Neighbor6(address: e.address, interface: Int(e.interface),
+                             mac: e.state == .incomplete ? nil : MACAddress(rawValue: e.mac), state: e.state,
+                             pending: Int(e.pendingCount), age: Interval(nanoseconds: hot.pointee.now - e.confirmed))
+        }
+    }
+
     // MARK: Input
 
     /// An IPv6 packet from the link (bytes start at the IPv6 header).

@@ -1,0 +1,102 @@
+import AnygateControl
+import Foundation
+import Testing
+
+/// IPv6 on the gateway's own addresses, with Linux as the peer:
+///
+///     ns A: ta 2001:db8:1::2/64 (and 2001:db8:99::5 on lo) ─TAP─ ns R: anygated lan0 2001:db8:1::1/64
+///
+/// Linux resolves the gateway by neighbour discovery and pings its global
+/// and link-local addresses; the gateway resolves Linux the same way to
+/// answer, also through a route to a prefix behind it.
+@Suite("System: IPv6 on the gateway's addresses", .serialized,
+       .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
+struct IPv6SystemTests {
+    let p = "ag" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+    var dir: String { NSTemporaryDirectory() + "anygate-ipv6-\(p)" }
+    let anygated = SystemEnvironment.binary("anygated")
+    let anygatectl = SystemEnvironment.binary("anygatectl")
+    var nsA: String { p + "A" }
+    var nsR: String { p + "R" }
+    var socket: String { dir + "/control.sock" }
+    var configPath: String { dir + "/anygate.yaml" }
+
+    func config(ipv6: Bool) -> String {
+        """
+        control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: lan0
+            attach: {tap: \(p)-ta}
+            mac: 02:00:00:00:61:01
+            addresses: [10.1.0.1/24]
+        """ + (ipv6 ? "\n    ipv6: {addresses: [2001:db8:1::1/64]}\n" : "\n")
+    }
+
+    func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+    func ctl(_ args: String) -> (status: Int32, output: String) { sh("\(anygatectl) --socket \(socket) \(args)") }
+    func inA(_ cmd: String, timeout: Int = 30) -> (status: Int32, output: String) { sh("ip netns exec \(nsA) \(cmd)", timeout: timeout) }
+
+    func tearDown() {
+        for n in [nsA, nsR] { sh("ip netns del \(n) 2>/dev/null") }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    @Test("Linux pings the gateway's global and link-local addresses through neighbour discovery; a reload turns IPv6 off")
+    func pingByNeighborDiscovery() throws {
+        defer { tearDown() }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for s in ["ip netns add \(nsA)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        try config(ipv6: true).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let check = sh("\(anygated) --config \(configPath) --check")
+        #expect(check.status == 0, "\(check.output)")
+        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        defer { _ = daemon.stop() }
+        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
+                     "daemon did not come up: \(daemon.log)")
+        let tap = "\(p)-ta"
+        for s in ["ip -n \(nsR) link set \(tap) netns \(nsA)",
+                  // Addresses usable at once (no DAD wait on this side either).
+                  "ip netns exec \(nsA) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+                  "ip -n \(nsA) addr add 2001:db8:1::2/64 dev \(tap) nodad", "ip -n \(nsA) link set \(tap) up",
+                  "ip -n \(nsA) link set lo up", "ip -n \(nsA) addr add 2001:db8:99::5/128 dev lo"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        // The gateway's addresses, as it shows them.
+        let addresses = ctl("show addresses").output
+        #expect(addresses.contains("fe80::ff:fe00:6101/64") && addresses.contains("2001:db8:1::1/64"), "\(addresses)")
+        #expect(ctl("show routes").output.contains("2001:db8:1::/64"))
+
+        let global = inA("ping -6 -c 3 -i 0.2 -W 2 2001:db8:1::1")
+        #expect(global.status == 0 && global.output.contains(" 0% packet loss"), "\(global.output)\n\(daemon.log)")
+        let linkLocal = inA("ping -6 -c 3 -i 0.2 -W 2 fe80::ff:fe00:6101%\(tap)")
+        #expect(linkLocal.status == 0 && linkLocal.output.contains(" 0% packet loss"), "\(linkLocal.output)")
+        // Linux learnt the gateway by ND, as a router; the gateway learnt Linux.
+        let neigh = inA("ip -6 neigh show dev \(tap)").output
+        #expect(neigh.contains("2001:db8:1::1 lladdr 02:00:00:00:61:01") && neigh.contains("router"), "\(neigh)")
+        let theirs = try JSONDecoder().decode([NeighborInfo].self, from: Data(ctl("--json show neighbors").output.utf8))
+        let hostMAC = inA("cat /sys/class/net/\(tap)/address").output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(theirs.contains { $0.address == "2001:db8:1::2" && $0.mac == hostMAC }, "\(theirs)")
+
+        // A prefix behind the host: the reply to its address goes through the route.
+        #expect(ctl("route add 2001:db8:99::/48 via 2001:db8:1::2 dev lan0").status == 0)
+        let routed = inA("ping -6 -c 3 -i 0.2 -W 2 -I 2001:db8:99::5 2001:db8:1::1")
+        #expect(routed.status == 0 && routed.output.contains(" 0% packet loss"), "\(routed.output)")
+        #expect(ctl("route del 2001:db8:99::/48").status == 0)
+
+        var stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+
+        // IPv6 off by reload: the same pings are counted and dropped.
+        try config(ipv6: false).write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(ctl("reload").status == 0)
+        #expect(!ctl("show addresses").output.contains("2001:db8:1::1"))
+        let before = stats.drops["ipv6-not-supported"] ?? 0
+        _ = inA("ping -6 -c 2 -i 0.2 -W 1 2001:db8:1::1")
+        stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect((stats.drops["ipv6-not-supported"] ?? 0) > before, "\(stats.drops)")
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
+}
