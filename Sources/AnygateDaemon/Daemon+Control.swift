@@ -81,22 +81,21 @@ extension Daemon {
             guard let i = stack.interface(named: d) else { return fail("no interface named \(d)") }
             dev = i
         }
-        do {
-            if r.verb == .routeAdd {
-                guard via != nil || dev != nil else { return fail("a route needs via ADDR or dev IF") }
-                let nextHop = via, interface = dev, metric = r.metric ?? 0
-                try changeRoutes { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: interface, metric: metric) }
-                logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
-                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
-            } else {
-                let nextHop = via
-                try changeRoutes { s throws(RouteError) in try s.deleteRoute(prefix, via: nextHop) }
-                logger.notice("route deleted", metadata: ["prefix": "\(prefix)"])
-                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) deleted")))
-            }
-        } catch {
-            return fail(error.description)
+        if r.verb == .routeAdd && via == nil && dev == nil { return fail("a route needs via ADDR or dev IF") }
+        let metric = r.metric ?? 0
+        return routeChanged(r, prefix, via: via) { s throws(RouteError) in
+            if r.verb == .routeAdd { try s.addRoute(prefix, via: via, interface: dev, metric: metric) } else { try s.deleteRoute(prefix, via: via) }
         }
+    }
+
+    /// Applies a route change to the FIB's writer, logs it and answers.
+    func routeChanged(_ r: ControlRequest, _ prefix: some CustomStringConvertible, via: (some CustomStringConvertible)?,
+                      _ body: (Stack) throws(RouteError) -> Void) -> [UInt8] {
+        do { try changeRoutes(body) } catch { return fail(error.description) }
+        let added = r.verb == .routeAdd
+        logger.notice(added ? "route added" : "route deleted",
+                      metadata: added ? ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"] : ["prefix": "\(prefix)"])
+        return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) \(added ? "added" : "deleted")")))
     }
 
     /// `route add|del` with an IPv6 prefix: the route names its interface
@@ -109,22 +108,15 @@ extension Daemon {
             guard let a = IPv6Address(v) else { return fail("bad next hop \"\(v)\": not an IPv6 address") }
             via = a
         }
-        do {
-            if r.verb == .routeAdd {
-                guard let d = r.dev else { return fail("an IPv6 route needs dev IF") }
-                guard let i = stack.interface(named: d) else { return fail("no interface named \(d)") }
-                let nextHop = via, metric = r.metric ?? 0
-                try changeRoutes { s throws(RouteError) in try s.addRoute(prefix, via: nextHop, interface: i, metric: metric) }
-                logger.notice("route added", metadata: ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"])
-                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) added")))
-            } else {
-                let nextHop = via
-                try changeRoutes { s throws(RouteError) in try s.deleteRoute(prefix, via: nextHop) }
-                logger.notice("route deleted", metadata: ["prefix": "\(prefix)"])
-                return encode(ControlResponse(ok: true, result: Done(message: "route \(prefix) deleted")))
-            }
-        } catch {
-            return fail(error.description)
+        var dev: InterfaceIndex = -1
+        if r.verb == .routeAdd {
+            guard let d = r.dev else { return fail("an IPv6 route needs dev IF") }
+            guard let i = stack.interface(named: d) else { return fail("no interface named \(d)") }
+            dev = i
+        }
+        let metric = r.metric ?? 0
+        return routeChanged(r, prefix, via: via) { s throws(RouteError) in
+            if r.verb == .routeAdd { try s.addRoute(prefix, via: via, interface: dev, metric: metric) } else { try s.deleteRoute(prefix, via: via) }
         }
     }
 

@@ -277,33 +277,11 @@ extension Stack {
         sendSolicitation(for: nextHop, on: out, unicastTo: nil)
     }
 
-    /// The neighbour-discovery timers, run by `tick` like ARP's:
-    /// retransmitted solicitations, REACHABLE to STALE, STALE entries aged out.
-    func neighbor6Timers(now: Int64) {
-        let nd = configuration.arp
-        while let (idx, due) = neighbors6.nextTimer, due <= now {
-            hot.pointee.timerVisits &+= 1
-            let e = neighbors6.entries + Int(idx)
-            switch e.pointee.state {
-            case .incomplete:
-                if Int(e.pointee.probes) >= nd.maxProbes {
-                    let out = Int(e.pointee.interface)
-                    neighbors6.drainPending(idx) { drop($0, .neighborUnresolved, tx: out) }
-                    neighbors6.remove(idx)
-                } else {
-                    e.pointee.probes += 1
-                    e.pointee.nextProbe = now + nd.retransmitInterval.nanoseconds
-                    neighbors6.schedule(idx)
-                    sendSolicitation(for: e.pointee.address, on: Int(e.pointee.interface), unicastTo: nil)
-                }
-            case .reachable:
-                e.pointee.state = .stale
-                e.pointee.nextProbe = now
-                neighbors6.schedule(idx)
-            case .stale:
-                neighbors6.remove(idx)
-            }
-        }
+    /// An IPv6 neighbour that never answered: what waited on it is dropped.
+    func neighbor6Failed(_ idx: UInt32) {
+        let out = Int(neighbors6.entries[Int(idx)].interface)
+        neighbors6.drainPending(idx) { drop($0, .neighborUnresolved, tx: out) }
+        neighbors6.remove(idx)
     }
 
     // MARK: Echo

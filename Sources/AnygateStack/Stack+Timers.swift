@@ -7,32 +7,12 @@ extension Stack {
     public func tick() {
         enter()
         let now = hot.pointee.now
-        let arp = configuration.arp
-        // Only the entries whose timer is due: each step below moves the
-        // entry's deadline past `now` or removes it, so the loop ends.
-        while let (idx, due) = neighbors.nextTimer, due <= now {
-            hot.pointee.timerVisits &+= 1
-            let e = neighbors.entries + Int(idx)
-            switch e.pointee.state {
-            case .incomplete:
-                if Int(e.pointee.probes) >= arp.maxProbes {
-                    neighborFailed(idx)
-                } else {
-                    e.pointee.probes += 1
-                    e.pointee.nextProbe = now + arp.retransmitInterval.nanoseconds
-                    neighbors.schedule(idx)
-                    sendARPRequest(for: IPv4Address(rawValue: e.pointee.address), on: Int(e.pointee.interface),
-                                   unicastTo: nil, gratuitous: false)
-                }
-            case .reachable:
-                e.pointee.state = .stale
-                e.pointee.nextProbe = now
-                neighbors.schedule(idx)
-            case .stale:
-                neighbors.remove(idx)
-            }
-        }
-        neighbor6Timers(now: now)
+        neighborTimers(neighbors, now: now, probe: { e in
+            sendARPRequest(for: IPv4Address(rawValue: e.address), on: Int(e.interface), unicastTo: nil, gratuitous: false)
+        }, failed: neighborFailed)
+        neighborTimers(neighbors6, now: now, probe: { e in
+            sendSolicitation(for: e.address, on: Int(e.interface), unicastTo: nil)
+        }, failed: neighbor6Failed)
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
@@ -49,6 +29,36 @@ extension Stack {
                           rx: q.interface, linkBroadcast: false)
         }
         flush()
+    }
+
+    /// A neighbour table's due timers, ARP's or neighbour discovery's: only
+    /// the entries whose timer is due — each step moves the entry's
+    /// deadline past `now` or removes it, so the loop ends. An unresolved
+    /// entry is asked again (`probe`) until `arp.maxProbes`, then `failed`.
+    func neighborTimers<A>(_ table: NeighborTable<A>, now: Int64, probe: (NeighborTable<A>.Entry) -> Void,
+                           failed: (UInt32) -> Void) {
+        let arp = configuration.arp
+        while let (idx, due) = table.nextTimer, due <= now {
+            hot.pointee.timerVisits &+= 1
+            let e = table.entries + Int(idx)
+            switch e.pointee.state {
+            case .incomplete:
+                if Int(e.pointee.probes) >= arp.maxProbes {
+                    failed(idx)
+                } else {
+                    e.pointee.probes += 1
+                    e.pointee.nextProbe = now + arp.retransmitInterval.nanoseconds
+                    table.schedule(idx)
+                    probe(e.pointee)
+                }
+            case .reachable:
+                e.pointee.state = .stale
+                e.pointee.nextProbe = now
+                table.schedule(idx)
+            case .stale:
+                table.remove(idx)
+            }
+        }
     }
 
     /// The packets waiting on a next hop that never answered are dropped,
