@@ -6,9 +6,11 @@ public import AnygateWire
 /// and advertisements, resolving by multicast solicitation with the same
 /// bounded table, pending queues and timers as ARP) and echo.
 ///
-/// Not yet: forwarding (a packet for another address is counted
-/// `ipv6-not-supported`), duplicate address detection (an address is used
-/// at once), router advertisements, MLD, other upper layers.
+/// And forwarding (`forward6`): scope, hop limit, the IPv6 FIB with ECMP,
+/// packet too big, ICMPv6 errors.
+///
+/// Not yet: duplicate address detection (an address is used at once),
+/// router advertisements, MLD, ip6flow, other upper layers on our addresses.
 extension Stack {
     // MARK: Addresses
 
@@ -108,7 +110,7 @@ extension Stack {
         }
         if chain.discardSilently { return drop(p, .ipv6HeaderChain, rx: rx) }
         let source = ip.source, destination = ip.destination
-        guard isOurs6(destination, on: rx) else { return drop(p, .ipv6NotSupported, rx: rx) }
+        guard isOurs6(destination, on: rx) else { return forward6(p, rx: rx) }
         guard chain.upperLayer == .icmpv6, chain.upperLayerPresent, chain.fragment == nil else {
             return drop(p, .protocolUnreachable, rx: rx)
         }
@@ -134,6 +136,104 @@ extension Stack {
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
         }
+    }
+
+    // MARK: Forwarding (RFC 8200, RFC 4443)
+
+    /// A packet for another node: scope rules, hop limit, the route, the
+    /// egress MTU (a router never fragments: packet too big instead), then
+    /// the next hop's link-layer address by neighbour discovery.
+    func forward6(_ p: PacketHandle, rx: InterfaceIndex) {
+        let ip = IPv6Packet(unchecked: pool.bytes(p))
+        let source = ip.source, destination = ip.destination
+        guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }
+        guard !destination.isMulticast else { return drop(p, .multicastNotSupported, rx: rx) }
+        guard !source.isMulticast, !source.isUnspecified, !source.isLoopback, !destination.isLoopback,
+              !destination.isUnspecified else { return drop(p, .martianSource, rx: rx) }
+        // Link-local addresses never leave their link (RFC 4291 section 2.5.6).
+        if source.isLinkLocal || destination.isLinkLocal {
+            sendICMPv6Error(about: p, .destinationUnreachable, code: 2, rx: rx)
+            return drop(p, .noRoute, rx: rx)
+        }
+        if ip.hopLimit <= 1 {
+            sendICMPv6Error(about: p, .timeExceeded, code: 0, rx: rx)
+            return drop(p, .ttlExpired, rx: rx)
+        }
+        let view = FIBView(fib6)
+        guard let best = view.lookup(destination) else {
+            sendICMPv6Error(about: p, .destinationUnreachable, code: 0, rx: rx)
+            return drop(p, .noRoute, rx: rx)
+        }
+        var slot = best
+        if best.pointee.memberCount > 1 {
+            // ECMP: the flow (addresses, flow label) picks the member.
+            let key = destination.high ^ destination.low &* 0x9E37_79B9_7F4A_7C15 ^ source.high &* 31 ^ source.low
+                ^ UInt64(ip.flowLabel) << 40
+            slot = view.member(of: best, hash: key)
+        }
+        switch slot.pointee.kind {
+        case .blackhole: return drop(p, .blackhole, rx: rx)
+        case .local, .broadcast: return drop(p, .ipv6NotSupported, rx: rx)
+        case .connected, .gateway: break
+        }
+        let out = Int(slot.pointee.interface)
+        let mtu = ifs[out].mtu
+        // A super-frame is measured by its segments (TSO6 from a TAP).
+        let size = p.segmentSize != 0 ? segmentLength(p) ?? Int(p.length) : Int(p.length)
+        if size > mtu {
+            sendICMPv6Error(about: p, .packetTooBig, code: 0, rest: UInt32(mtu), rx: rx)
+            return drop(p, .fragmentationNeeded, rx: rx)
+        }
+        ip.hopLimit = ip.hopLimit - 1
+        let nextHop = slot.pointee.kind == .gateway ? slot.pointee.gateway : destination
+        hot.pointee.counters.ipForwarded &+= 1
+        ifs[rx].counters.forwarded &+= 1
+        resolveAndSend6(p, out: out, nextHop: nextHop)
+    }
+
+    /// Sends an ICMPv6 error about `packet` (RFC 4443 section 2.4): from our
+    /// address on the arrival interface, quoting as much of the packet as
+    /// fits in 1 280 bytes, rate limited by the stack's ICMP bucket. Never
+    /// about an ICMPv6 error, nor to a source that is not unicast; about a
+    /// multicast destination only packet too big.
+    func sendICMPv6Error(about packet: PacketHandle, _ type: ICMPv6Type, code: UInt8, rest: UInt32 = 0, rx: InterfaceIndex) {
+        let ip = IPv6Packet(unchecked: pool.bytes(packet))
+        let offender = ip.source
+        var suppress = offender.isUnspecified || offender.isMulticast || (ip.destination.isMulticast && type != .packetTooBig)
+        if !suppress, ip.nextHeader == .icmpv6, ip.payloadLength >= 1 {
+            suppress = ICMPv6Type(rawValue: ip.bytes.be8(IPv6Packet.headerLength)).isError
+        }
+        guard !suppress, let from = source6(on: rx, to: offender) else {
+            hot.pointee.counters.icmpErrorsSuppressed += 1
+            return
+        }
+        guard takeICMPToken() else {
+            hot.pointee.counters.icmpErrorsRateLimited += 1
+            return
+        }
+        let quote = min(Int(packet.length), 1280 - IPv6Packet.headerLength - ICMPv6Packet.headerLength)
+        guard var e = pool.allocate() else { return }
+        let length = ICMPv6Packet.headerLength + quote
+        pool.setLength(&e, IPv6Packet.headerLength + length)
+        let b = pool.bytes(e)
+        b.tail(from: IPv6Packet.headerLength + ICMPv6Packet.headerLength)
+            .copyMemory(from: UnsafeRawBufferPointer(ip.bytes.slice(0, quote)))
+        let message: ICMPv6Repr
+        switch type {
+        case .packetTooBig: message = .packetTooBig(mtu: rest)
+        case .timeExceeded: message = .timeExceeded(code: code)
+        case .parameterProblem: message = .parameterProblem(code: code, pointer: rest)
+        default: message = .destinationUnreachable(code: code)
+        }
+        message.emit(into: b.tail(from: IPv6Packet.headerLength), source: from, destination: offender)
+        IPv6Repr(source: from, destination: offender, nextHeader: .icmpv6, payloadLength: length,
+                 hopLimit: configuration.defaultTTL).emit(into: b)
+        hot.pointee.counters.icmpErrorsSent += 1
+        hot.pointee.counters.originated &+= 1
+        guard let back = fib6.lookup(offender), back.kind == .connected || back.kind == .gateway else {
+            return drop(e, .noRoute, tx: rx)
+        }
+        resolveAndSend6(e, out: back.interface, nextHop: back.nextHop ?? offender)
     }
 
     // MARK: Neighbour discovery (RFC 4861)

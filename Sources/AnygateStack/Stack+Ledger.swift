@@ -125,7 +125,7 @@ extension Stack {
         l.sent = total.txPackets
         l.toHostSockets = c.toHostSockets
         l.fragmented = c.fragmented
-        l.heldForNeighbor = UInt64(neighbors.pendingTotal)
+        l.heldForNeighbor = UInt64(neighbors.pendingTotal + neighbors6.pendingTotal)
         l.outputDrops = total.txDrops &+ c.outputDropsElsewhere
         l.dropsByReason = totalDrops
         l.dropsOutsideStack = c.dropsOutsideStack
@@ -136,7 +136,7 @@ extension Stack {
     /// reassembly, in socket queues, in transmit queues. With the packets in
     /// flight on wires and in the owner's hands, this is the pool's use.
     public var heldBuffers: Int {
-        var n = reassembly.active + neighbors.pendingTotal
+        var n = reassembly.active + neighbors.pendingTotal + neighbors6.pendingTotal
         for (_, q) in socketQueues { n += q.count }
         for i in 0..<configuration.maxInterfaces { n += ifs[i].txCount }
         return n

@@ -61,8 +61,8 @@ extension Stack {
 
     /// `sendFrame` for a packet that needs offloads its interface lacks.
     @inline(never)
-    func sendFrameWithoutOffloads(_ p: PacketHandle, on out: InterfaceIndex, to mac: UInt64) {
-        withoutOffloads(p, out: out) { sendFrame($0, on: out, to: mac, type: .ipv4) }
+    func sendFrameWithoutOffloads(_ p: PacketHandle, on out: InterfaceIndex, to mac: UInt64, type: EtherType) {
+        withoutOffloads(p, out: out) { sendFrame($0, on: out, to: mac, type: type) }
     }
 
     /// Into a tunnel: segments (or a completed checksum) each sent on the

@@ -241,7 +241,7 @@ extension Stack {
     /// Prepends an Ethernet header (from our MAC) and queues the frame.
     @inline(__always)
     func sendFrame(_ packet: PacketHandle, on out: InterfaceIndex, to mac: UInt64, type: EtherType) {
-        if _slowPath(packet.needsOffload && !ifs[out].offloads) { return sendFrameWithoutOffloads(packet, on: out, to: mac) }
+        if _slowPath(packet.needsOffload && !ifs[out].offloads) { return sendFrameWithoutOffloads(packet, on: out, to: mac, type: type) }
         var p = packet
         guard pool.prepend(&p, EthernetFrame.headerLength) else { return drop(p, .headroomExhausted, tx: out) }
         let b = pool.bytes(p)

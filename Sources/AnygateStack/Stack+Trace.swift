@@ -340,7 +340,7 @@ struct TraceSnapshot {
         interfaces = (0..<n).map { s.ifs[$0].counters }
         interfaceRows = (0..<n).map { i in DropReason.allCases.map { s.drops($0, on: i) } }
         tunnels = (0..<s.configuration.maxInterfaces).map { s.tunnelStates[$0].counters }
-        heldForNeighbor = UInt64(s.neighbors.pendingTotal)
+        heldForNeighbor = UInt64(s.neighbors.pendingTotal + s.neighbors6.pendingTotal)
         heldForReassembly = s.reassembly.heldFragments
     }
 }

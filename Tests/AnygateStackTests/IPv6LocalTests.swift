@@ -179,7 +179,7 @@ struct IPv6LocalTests {
         s.checkInvariants()
     }
 
-    @Test("what is refused is counted: a bad header, a misplaced hop-by-hop header, another address, IPv6 off")
+    @Test("what is refused is counted: a bad header, a misplaced hop-by-hop header, an address without a route, IPv6 off")
     func refusals() throws {
         let (s, _, lan) = try Self.stack()
         var bad = Self.echo(to: Self.routerAddress)
@@ -198,11 +198,112 @@ struct IPv6LocalTests {
         try Self.inject(s, chain, on: lan)
         #expect(s.dropCounts[.ipv6HeaderChain] == 1)
         try Self.inject(s, Self.echo(to: IPv6Address("2001:db8:9::1")!), on: lan)
-        #expect(s.dropCounts[.ipv6NotSupported] == 1, "not ours: no forwarding yet")
+        #expect(s.dropCounts[.noRoute] == 1, "not ours, and no route to it")
         let wan = try s.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 0, 0, 2))
         try s.setUp(wan, true)
         try Self.inject(s, Self.echo(to: Self.routerAddress, mac: MACAddress(2, 0, 0, 0, 0, 2)), on: wan)
-        #expect(s.dropCounts[.ipv6NotSupported] == 2, "IPv6 is off on that interface")
+        #expect(s.dropCounts[.ipv6NotSupported] == 1, "IPv6 is off on that interface")
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+}
+
+/// IPv6 forwarding between two links, Linux-router style: hop limit, the
+/// IPv6 FIB, neighbour discovery for the next hop, and the ICMPv6 errors.
+@Suite("IPv6 forwarding")
+struct IPv6ForwardingTests {
+    typealias L = IPv6LocalTests
+    static let wanMAC = MACAddress(2, 0, 0, 0, 0, 2), bMAC = MACAddress(2, 0, 0, 0, 0, 0x0B)
+    static let b = IPv6Address("2001:db8:2::9")!
+
+    static func router() throws -> (Stack, L.Recorder, InterfaceIndex, InterfaceIndex) {
+        let (s, h, lan) = try L.stack()
+        let wan = try s.addInterface(name: "wan", mac: wanMAC)
+        try s.setUp(wan, true)
+        try s.enableIPv6(on: wan)
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:2::1/64"), to: wan)
+        // A has asked for the router: the router knows A.
+        try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
+        h.sent.removeAll()
+        return (s, h, lan, wan)
+    }
+
+    /// A UDP packet from A (lan) to `destination`, `size` bytes of IPv6 payload.
+    static func udp(to destination: IPv6Address, hopLimit: UInt8 = 64, size: Int = 16) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 40 + size)
+        f.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: L.routerMAC, source: L.hostMAC, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: L.host, destination: destination, nextHeader: .udp, payloadLength: size, hopLimit: hopLimit)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            for k in 0..<size { b[54 + k] = UInt8(truncatingIfNeeded: k &* 7) }
+        }
+        return f
+    }
+
+    static func advertisement(from target: IPv6Address, mac: MACAddress, to destination: IPv6Address, routerMAC: MACAddress) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 40 + 32)
+        f.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: routerMAC, source: mac, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: target, destination: destination, nextHeader: .icmpv6, payloadLength: 32, hopLimit: 255)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            let m = UnsafeMutableRawBufferPointer(rebasing: b[54...])
+            NDOption.targetLinkLayer(mac).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[24...]))
+            ICMPv6Repr.neighborAdvertisement(target: target, flags: NAFlags.solicited | NAFlags.override)
+                .emit(into: m, source: target, destination: destination)
+        }
+        return f
+    }
+
+    static func header(_ f: [UInt8]) throws -> (eth: EthernetRepr, ip: IPv6Repr) {
+        var f = f
+        return try f.withUnsafeMutableBytes { b in
+            (EthernetRepr(parsing: EthernetFrame(unchecked: b)), try IPv6Repr(parsing: UnsafeMutableRawBufferPointer(rebasing: b[14...])))
+        }
+    }
+
+    @Test("A to B: the router solicits B on the other link, then forwards with the hop limit one lower, the payload untouched")
+    func forwardsAfterDiscovery() throws {
+        let (s, h, lan, wan) = try Self.router()
+        let packet = Self.udp(to: Self.b)
+        try L.inject(s, packet, on: lan)
+        let ns = try L.decode(try #require(h.sent.last))
+        #expect(ns.icmp == .neighborSolicitation(target: Self.b) && ns.ip.source == IPv6Address("2001:db8:2::1")!)
+        h.sent.removeAll()
+        try L.inject(s, Self.advertisement(from: Self.b, mac: Self.bMAC, to: IPv6Address("2001:db8:2::1")!, routerMAC: Self.wanMAC), on: wan)
+        let out = try #require(h.sent.last)
+        let (eth, ip) = try Self.header(out)
+        #expect(eth.destination == Self.bMAC && eth.source == Self.wanMAC)
+        #expect(ip.hopLimit == 63 && ip.source == L.host && ip.destination == Self.b)
+        #expect(Array(out[54...]) == Array(packet[54...]))
+        // Through a route behind B, straight away now that B is known.
+        h.sent.removeAll()
+        try s.addRoute(IPv6Prefix("2001:db8:99::/48"), via: Self.b, interface: wan)
+        try L.inject(s, Self.udp(to: IPv6Address("2001:db8:99::5")!), on: lan)
+        #expect(try Self.header(try #require(h.sent.last)).eth.destination == Self.bMAC)
+        #expect(s.counters.ipForwarded == 2)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("the ICMPv6 errors: time exceeded, no route, beyond scope, packet too big — each back to A, each drop counted")
+    func errors() throws {
+        let (s, h, lan, wan) = try Self.router()
+        func lastError() throws -> ICMPv6Repr {
+            let e = try L.decode(try #require(h.sent.last))
+            #expect(e.ip.destination == L.host && e.ip.source == L.routerAddress && e.eth.destination == L.hostMAC)
+            return e.icmp
+        }
+        try L.inject(s, Self.udp(to: Self.b, hopLimit: 1), on: lan)
+        #expect(try lastError() == .timeExceeded(code: 0))
+        try L.inject(s, Self.udp(to: IPv6Address("2001:db8:77::1")!), on: lan)
+        #expect(try lastError() == .destinationUnreachable(code: 0))
+        try L.inject(s, Self.udp(to: IPv6Address("fe80::77")!), on: lan)
+        #expect(try lastError() == .destinationUnreachable(code: 2))
+        try s.setMTU(wan, 1280)
+        try L.inject(s, Self.udp(to: Self.b, size: 1400), on: lan)
+        #expect(try lastError() == .packetTooBig(mtu: 1280))
+        let quoted = try #require(h.sent.last)
+        #expect(quoted.count == 14 + 1280, "the quote fills the minimum MTU, no more")
+        #expect(s.dropCounts[.ttlExpired] == 1 && s.dropCounts[.noRoute] == 2 && s.dropCounts[.fragmentationNeeded] == 1)
+        #expect(s.counters.icmpErrorsSent == 4)
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 }

@@ -21,6 +21,23 @@ struct IPv6SystemTests {
     var socket: String { dir + "/control.sock" }
     var configPath: String { dir + "/anygate.yaml" }
 
+    var nsB: String { p + "B" }
+
+    /// Two links, both IPv6: A on lan0, B on lan1.
+    func routerConfig() -> String {
+        """
+        control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: lan0
+            attach: {tap: \(p)-ta}
+            ipv6: {addresses: [2001:db8:1::1/64]}
+          - name: lan1
+            attach: {tap: \(p)-tb}
+            ipv6: {addresses: [2001:db8:2::1/64]}
+        """
+    }
+
     func config(ipv6: Bool) -> String {
         """
         control: {socket: \(socket)}
@@ -38,7 +55,7 @@ struct IPv6SystemTests {
     func inA(_ cmd: String, timeout: Int = 30) -> (status: Int32, output: String) { sh("ip netns exec \(nsA) \(cmd)", timeout: timeout) }
 
     func tearDown() {
-        for n in [nsA, nsR] { sh("ip netns del \(n) 2>/dev/null") }
+        for n in [nsA, nsB, nsR] { sh("ip netns del \(n) 2>/dev/null") }
         try? FileManager.default.removeItem(atPath: dir)
     }
 
@@ -97,6 +114,52 @@ struct IPv6SystemTests {
         _ = inA("ping -6 -c 2 -i 0.2 -W 1 2001:db8:1::1")
         stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect((stats.drops["ipv6-not-supported"] ?? 0) > before, "\(stats.drops)")
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
+
+    @Test("the gateway forwards IPv6 between two Linux hosts: ping6, 20 MB over TCP checksummed, hop limit, no route")
+    func forwarding() throws {
+        defer { tearDown() }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for s in ["ip netns add \(nsA)", "ip netns add \(nsB)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        try routerConfig().write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        defer { _ = daemon.stop() }
+        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
+                     "daemon did not come up: \(daemon.log)")
+        for (n, tap, address, gateway) in [(nsA, "\(p)-ta", "2001:db8:1::2/64", "2001:db8:1::1"), (nsB, "\(p)-tb", "2001:db8:2::2/64", "2001:db8:2::1")] {
+            for s in ["ip -n \(nsR) link set \(tap) netns \(n)",
+                      "ip netns exec \(n) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+                      "ip -n \(n) addr add \(address) dev \(tap) nodad", "ip -n \(n) link set \(tap) up",
+                      "ip -n \(n) -6 route add default via \(gateway)"] {
+                try #require(sh(s).status == 0, "\(s)")
+            }
+        }
+        let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemon.log)")
+        #expect(ping.output.contains("ttl=63") || ping.output.contains("hlim=63"), "one hop: \(ping.output)")
+
+        // 20 MB A -> B over TCP (TSO6 super-frames from A's TAP), checksummed at both ends.
+        let src = dir + "/data.bin", dst = dir + "/recv.bin"
+        sh("head -c 20000000 /dev/urandom > \(src)")
+        let listener = try Shell.spawn("exec ip netns exec \(nsB) timeout 120 nc -6 -l -N 2001:db8:2::2 5001", output: dst)
+        defer { if listener.isRunning { listener.terminate() } }
+        #expect(DaemonProcess.wait(seconds: 10) { sh("ip netns exec \(nsB) ss -ltn").output.contains("5001") })
+        let send = sh("ip netns exec \(nsA) timeout 120 nc -6 -N 2001:db8:2::2 5001 < \(src)", timeout: 130)
+        #expect(send.status == 0, "\(send.output)")
+        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
+        let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+        #expect(sums.count == 2 && sums[0] == sums[1], "20 MB A -> B: checksums differ")
+
+        // Hop limit 1: time exceeded from the gateway; no route: unreachable.
+        let expired = sh("ip netns exec \(nsA) ping -6 -c 1 -t 1 -W 2 2001:db8:2::2", timeout: 10).output
+        #expect(expired.contains("Time exceeded") || expired.contains("Time to live exceeded"), "\(expired)")
+        let unreachable = sh("ip netns exec \(nsA) ping -6 -c 1 -W 2 2001:db8:9::1", timeout: 10).output
+        #expect(unreachable.contains("nreachable"), "\(unreachable)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect((stats.counters["ipForwarded"] ?? 0) > 300, "20 MB in super-frames of up to 64 KB, and the acknowledgements")
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
 }
