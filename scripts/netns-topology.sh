@@ -5,6 +5,8 @@
 #   ns ${P}B  host B: ${P}-tb 10.2.0.2/24 (TAP to anygated)
 #   ns ${P}R  anygated, attached to both TAPs
 # and writes the daemon's config to $DIR/anygate.yaml ($WORKERS workers, default 1).
+# With one worker the links are dual-stack: A 2001:db8:1::2/64, B 2001:db8:2::2/64,
+# the gateway ::1 on each (IPv6 is not yet there with several workers).
 
 ns_cleanup() {
     if [ -n "${DAEMON_PID:-}" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -17,6 +19,11 @@ ns_cleanup() {
 }
 
 ns_config() {
+    local v6a="" v6b=""
+    if [ "${WORKERS:-1}" = 1 ]; then
+        v6a="    ipv6: {addresses: [2001:db8:1::1/64]}"
+        v6b="    ipv6: {addresses: [2001:db8:2::1/64]}"
+    fi
     cat > "$DIR/anygate.yaml" <<YAML
 control: {socket: $DIR/control.sock}
 state: {directory: $DIR/state}
@@ -26,9 +33,11 @@ interfaces:
   - name: lan0
     attach: {tap: ${P}-ta}
     addresses: [10.1.0.1/24]
+$v6a
   - name: lan1
     attach: {tap: ${P}-tb}
     addresses: [10.2.0.1/24]
+$v6b
 YAML
 }
 
@@ -49,4 +58,11 @@ ns_start() {
     ip -n "${P}B" addr add 10.2.0.2/24 dev "${P}-tb"
     ip -n "${P}B" link set "${P}-tb" up
     ip -n "${P}B" route add 10.1.0.0/16 via 10.2.0.1
+    if [ "${WORKERS:-1}" = 1 ]; then
+        for h in A B; do ip netns exec "${P}$h" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; done
+        ip -n "${P}A" addr add 2001:db8:1::2/64 dev "${P}-ta" nodad
+        ip -n "${P}A" -6 route add default via 2001:db8:1::1
+        ip -n "${P}B" addr add 2001:db8:2::2/64 dev "${P}-tb" nodad
+        ip -n "${P}B" -6 route add 2001:db8:1::/48 via 2001:db8:2::1
+    fi
 }

@@ -62,10 +62,13 @@ extension Stack {
     }
 
     /// Whether `address` is one of the interface's own, or a group it
-    /// listens to: all-nodes, and the solicited-node group of each address.
+    /// listens to: all-nodes, the solicited-node group of each address, and
+    /// as a router all-routers and the MLDv2 reports' group (what arrives
+    /// there — solicitations, reports — is taken in, not forwarded).
     func isOurs6(_ address: IPv6Address, on i: InterfaceIndex) -> Bool {
         if address.isMulticast {
             if address == .allNodes { return true }
+            if configuration.forwarding && (address == .allRouters || address == .allMLDv2Routers) { return true }
             return interfaceAddresses6[i].contains { $0.address.solicitedNode == address }
         }
         return interfaceAddresses6.indices.contains { interfaceAddresses6[$0].contains { $0.address == address } }

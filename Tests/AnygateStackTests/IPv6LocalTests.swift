@@ -179,6 +179,28 @@ struct IPv6LocalTests {
         s.checkInvariants()
     }
 
+    @Test("a router takes in what hosts send to all routers and to the MLDv2 group, instead of dropping it as multicast")
+    func routerGroups() throws {
+        let (s, _, lan) = try Self.stack()
+        let rs = Self.frame(to: IPv6Address.allRouters.multicastMAC, from: Self.hostLinkLocal, to: .allRouters, icmpLength: 16) { m in
+            NDOption.sourceLinkLayer(Self.hostMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[8...]))
+            ICMPv6Repr.routerSolicitation.emit(into: m, source: Self.hostLinkLocal, destination: .allRouters)
+        }
+        try Self.inject(s, rs, on: lan)
+        var report = [UInt8](repeating: 0, count: 14 + 40 + 8 + MLDv2Report.length(groups: 1))
+        report.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: IPv6Address.allMLDv2Routers.multicastMAC, source: Self.hostMAC, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: Self.hostLinkLocal, destination: .allMLDv2Routers, nextHeader: IPProtocol(rawValue: 0),
+                     payloadLength: 8 + MLDv2Report.length(groups: 1), hopLimit: 1).emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            MLDv2Report.emitHopByHopRouterAlert(into: UnsafeMutableRawBufferPointer(rebasing: b[54...]))
+            MLDv2Report.emit(recordType: MLDv2Report.changeToExclude, groups: [Self.hostLinkLocal.solicitedNode],
+                             into: UnsafeMutableRawBufferPointer(rebasing: b[62...]), source: Self.hostLinkLocal)
+        }
+        try Self.inject(s, report, on: lan)
+        #expect(s.dropCounts.isEmpty, "\(s.dropCounts)")
+        #expect(s.ledger.consumed == 2 && s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
     @Test("what is refused is counted: a bad header, a misplaced hop-by-hop header, an address without a route, IPv6 off")
     func refusals() throws {
         let (s, _, lan) = try Self.stack()
