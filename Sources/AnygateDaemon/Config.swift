@@ -147,6 +147,8 @@ public struct TunnelConfig: Equatable, Sendable {
 /// `interfaces[].ipv6`.
 public struct IPv6InterfaceConfig: Equatable, Sendable {
     public var addresses: [IPv6InterfaceAddress] = []
+    /// `router-advertisements:`; nil: none sent.
+    public var routerAdvertisements: RouterAdvertisements? = nil
     public init(addresses: [IPv6InterfaceAddress] = []) { self.addresses = addresses }
 }
 

@@ -219,8 +219,9 @@ public struct ConfigReader {
     /// `ipv6: {addresses: [2001:db8::1/64, ...]}`; `ipv6: {}` is the link-local address alone.
     func ipv6(_ node: Node, _ path: String) throws(ConfigError) -> IPv6InterfaceConfig {
         let m = try mapping(node, path)
-        try checkKeys(m, path, allowed: ["addresses"])
+        try checkKeys(m, path, allowed: ["addresses", "router-advertisements"])
         var c = IPv6InterfaceConfig()
+        if let ra = m["router-advertisements"] { c.routerAdvertisements = try routerAdvertisements(ra, path + ".router-advertisements") }
         if let list = m["addresses"] {
             guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
             for (k, a) in seq.enumerated() {
@@ -238,6 +239,29 @@ public struct ConfigReader {
             }
         }
         return c
+    }
+
+    /// `router-advertisements: {prefixes: [P/64, ...], interval: 200s, lifetime: 1800, mtu: 1500}`, each optional.
+    func routerAdvertisements(_ node: Node, _ path: String) throws(ConfigError) -> RouterAdvertisements {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ["prefixes", "interval", "lifetime", "mtu"])
+        var r = RouterAdvertisements()
+        if let list = m["prefixes"] {
+            guard case .sequence(let seq) = list else { throw fail(path + ".prefixes", list, "expected a list of prefixes") }
+            for (k, n) in seq.enumerated() {
+                let text = try string(n, "\(path).prefixes[\(k)]")
+                do { r.prefixes.append(try IPv6Prefix(text)) } catch { throw fail("\(path).prefixes[\(k)]", n, "\(error)") }
+            }
+        }
+        if let n = m["interval"] {
+            r.interval = try duration(n, path + ".interval")
+            guard r.interval.nanoseconds >= 4_000_000_000, r.interval.nanoseconds <= 1_800_000_000_000 else {
+                throw fail(path + ".interval", n, "must be 4s to 1800s (RFC 4861 MaxRtrAdvInterval)")
+            }
+        }
+        if let n = m["lifetime"] { r.lifetime = UInt16(try int(n, path + ".lifetime", 0...9000)) }
+        if let n = m["mtu"] { r.mtu = UInt32(try int(n, path + ".mtu", 1280...65535)) }
+        return r
     }
 
     func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {

@@ -187,6 +187,8 @@ public final class Daemon {
             if let v6 = i.ipv6 {
                 try change { s throws(InterfaceError) in try s.enableIPv6(on: idx) }
                 for a in v6.addresses { try change { s throws(InterfaceError) in try s.addAddress(a, to: idx) } }
+                let ra = v6.routerAdvertisements
+                try change { s throws(InterfaceError) in try s.setRouterAdvertisements(ra, on: idx) }
             }
             try change { s throws(InterfaceError) in try s.setSourcePolicy(policy, for: idx) }
             try change { s throws(InterfaceError) in try s.setReversePathFilter(idx, rpf) }
@@ -223,6 +225,8 @@ public final class Daemon {
             let address = a.address
             change { s in try? s.removeAddress(address, from: idx) }
         }
+        let ra = v6?.routerAdvertisements
+        try change { s throws(InterfaceError) in try s.setRouterAdvertisements(ra, on: idx) }
         guard let v6 else { return }
         try change { s throws(InterfaceError) in try s.enableIPv6(on: idx) }
         let have = Set(stack.addresses6(on: idx))

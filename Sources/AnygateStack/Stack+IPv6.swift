@@ -9,8 +9,11 @@ public import AnygateWire
 /// And forwarding (`forward6`): scope, hop limit, the IPv6 FIB with ECMP,
 /// packet too big, ICMPv6 errors.
 ///
+/// And router advertisements (`setRouterAdvertisements`: periodic and
+/// solicited, with prefixes for SLAAC).
+///
 /// Not yet: duplicate address detection (an address is used at once),
-/// router advertisements, MLD, ip6flow, other upper layers on our addresses.
+/// MLD, ip6flow, other upper layers on our addresses.
 extension Stack {
     // MARK: Addresses
 
@@ -279,8 +282,16 @@ extension Stack {
             }
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
+        case .routerSolicitation:
+            // Section 6.2.6: the sender's address makes a STALE entry; an advertisement follows.
+            if !source.isUnspecified, let mac = options.sourceLinkLayer {
+                learnNeighbor6(source, mac: mac.rawValue, on: rx, solicited: false, override: true, now: now)
+            }
+            solicitedAdvertisement(on: rx)
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
         default:
-            // Router solicitations and advertisements: no router role yet.
+            // Other routers' advertisements: the gateway configures itself by hand.
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
         }
@@ -416,5 +427,107 @@ extension Stack {
             return drop(out, .noRoute, tx: rx)
         }
         resolveAndSend6(out, out: route.interface, nextHop: route.nextHop ?? requester)
+    }
+}
+
+/// What a router advertises on an interface (RFC 4861 section 6.2.1), for
+/// hosts to configure themselves by SLAAC (RFC 4862) and take the gateway
+/// as their default router.
+public struct RouterAdvertisements: Sendable, Equatable {
+    /// Prefixes to advertise (on-link, autonomous); empty: those of the
+    /// interface's own addresses that are /64s.
+    public var prefixes: [IPv6Prefix] = []
+    /// The longest time between two unsolicited advertisements
+    /// (MaxRtrAdvInterval); each is sent after 75–100 % of it.
+    public var interval = Interval.seconds(200)
+    /// How long hosts may use this router as a default one, seconds
+    /// (0: hosts learn the prefixes but not a default route).
+    public var lifetime: UInt16 = 1800
+    /// The link MTU to advertise; nil: none.
+    public var mtu: UInt32? = nil
+    public init() {}
+}
+
+/// An interface's advertising state.
+struct AdvertisingState {
+    var config: RouterAdvertisements
+    /// When the next advertisement is due.
+    var next: Int64
+    /// When the last multicast one went (solicited ones keep 3 s apart).
+    var last: Int64 = .min
+    /// Of the first ones, sent at most 16 s apart (RFC 4861 section 6.2.4).
+    var initialLeft = 3
+}
+
+extension Stack {
+    /// Starts (or, with nil, stops) router advertisements on an interface.
+    public func setRouterAdvertisements(_ c: RouterAdvertisements?, on i: InterfaceIndex) throws(InterfaceError) {
+        try check(i)
+        guard let c else {
+            advertising[i] = nil
+            return scheduleAdvertisements()
+        }
+        precondition(c.interval.nanoseconds >= 4_000_000_000, "MaxRtrAdvInterval is at least 4 s")
+        advertising[i] = AdvertisingState(config: c, next: hot.pointee.now)
+        scheduleAdvertisements()
+    }
+
+    func scheduleAdvertisements() {
+        hot.pointee.nextAdvertisement = advertising.values.map(\.next).min() ?? 0
+    }
+
+    /// Sends the advertisements that are due and schedules the next ones.
+    func advertisementTimers(now: Int64) {
+        guard hot.pointee.nextAdvertisement != 0, now >= hot.pointee.nextAdvertisement else { return }
+        for (i, var st) in advertising where st.next <= now {
+            sendAdvertisement(on: i, st.config)
+            st.last = now
+            var wait = st.config.interval.nanoseconds
+            // 75–100 % of the interval; the first few at most 16 s apart.
+            wait = wait * 3 / 4 + Int64(hypercalls.random() % UInt64(wait / 4 + 1))
+            if st.initialLeft > 0 {
+                st.initialLeft -= 1
+                wait = min(wait, 16_000_000_000)
+            }
+            st.next = now + wait
+            advertising[i] = st
+        }
+        scheduleAdvertisements()
+    }
+
+    /// A router solicitation on an advertising interface: an advertisement
+    /// to all nodes soon, but never within 3 s of the last (section 6.2.6).
+    func solicitedAdvertisement(on i: InterfaceIndex) {
+        guard var st = advertising[i] else { return }
+        let soonest = st.last == .min ? hot.pointee.now : max(hot.pointee.now, st.last + 3_000_000_000)
+        if soonest < st.next {
+            st.next = soonest
+            advertising[i] = st
+            scheduleAdvertisements()
+        }
+    }
+
+    /// Sends one router advertisement to all nodes on `i`: our link-layer
+    /// address, the MTU if configured, and the prefixes.
+    func sendAdvertisement(on i: InterfaceIndex, _ c: RouterAdvertisements) {
+        guard ifs[i].up, let source = interfaceAddresses6[i].first(where: { $0.address.isLinkLocal })?.address else { return }
+        let prefixes = c.prefixes.isEmpty
+            ? interfaceAddresses6[i].filter { !$0.address.isLinkLocal && $0.prefixLength == 64 }.map(\.subnet)
+            : c.prefixes
+        var options: [NDOption] = [.sourceLinkLayer(MACAddress(rawValue: ifs[i].mac))]
+        if let mtu = c.mtu { options.append(.mtu(mtu)) }
+        for p in prefixes { options.append(.prefixInformation(NDPrefixInformation(prefix: p.address, prefixLength: p.length))) }
+        let length = RouterAdvertisementRepr.optionsOffset + options.reduce(0) { $0 + $1.encodedLength }
+        guard IPv6Packet.headerLength + length <= pool.dataCapacity, var p = pool.allocate() else { return }
+        pool.setLength(&p, IPv6Packet.headerLength + length)
+        let b = pool.bytes(p)
+        let message = b.tail(from: IPv6Packet.headerLength)
+        var at = RouterAdvertisementRepr.optionsOffset
+        for o in options { at += o.emit(into: message.tail(from: at)) }
+        ICMPv6Repr.routerAdvertisement(RouterAdvertisementRepr(currentHopLimit: configuration.defaultTTL, routerLifetime: c.lifetime))
+            .emit(into: message, source: source, destination: .allNodes)
+        IPv6Repr(source: source, destination: .allNodes, nextHeader: .icmpv6, payloadLength: length, hopLimit: 255).emit(into: b)
+        hot.pointee.counters.originated &+= 1
+        sendFrame(p, on: i, to: IPv6Address.allNodes.multicastMAC.rawValue, type: .ipv6)
     }
 }

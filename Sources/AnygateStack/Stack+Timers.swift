@@ -13,6 +13,7 @@ extension Stack {
         neighborTimers(neighbors6, now: now, probe: { e in
             sendSolicitation(for: e.address, on: Int(e.interface), unicastTo: nil)
         }, failed: neighbor6Failed)
+        advertisementTimers(now: now)
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
@@ -89,6 +90,7 @@ extension Stack {
         if hot.pointee.nextFlowSweep != 0 { next = min(next, hot.pointee.nextFlowSweep) }
         if let t = nextTunnelDeadline { next = min(next, max(t, hot.pointee.now + 100_000_000)) }
         if hot.pointee.nextHopRetry != 0 { next = min(next, hot.pointee.nextHopRetry) }
+        if hot.pointee.nextAdvertisement != 0 { next = min(next, hot.pointee.nextAdvertisement) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 

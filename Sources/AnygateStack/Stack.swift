@@ -54,6 +54,8 @@ public final class Stack {
         var nextTunnelTimer: Int64 = 0
         /// When a withdrawn ECMP next hop is next asked again; 0 when none is.
         var nextHopRetry: Int64 = 0
+        /// When the next router advertisement is due; 0 when none is.
+        var nextAdvertisement: Int64 = 0
         /// Fault injection for the ledger's own test: drops of this reason
         /// (its raw value) free the packet and count nothing. -1: off.
         var uncountedReason = -1
@@ -89,6 +91,8 @@ public final class Stack {
     var interfaceNames: [String] = []
     var interfaceAddresses: [[InterfaceAddress]] = []
     var interfaceAddresses6: [[IPv6InterfaceAddress]] = []
+    /// Interfaces sending router advertisements (`Stack+IPv6`).
+    var advertising: [InterfaceIndex: AdvertisingState] = [:]
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
     /// Sockets and tunnels: fixed tables of plain values, read and written
@@ -307,6 +311,8 @@ public final class Stack {
         try check(i)
         for a in interfaceAddresses[i] { try removeAddress(a.address.address, from: i) }
         for a in interfaceAddresses6[i] { try removeAddress(a.address, from: i) }
+        advertising[i] = nil
+        scheduleAdvertisements()
         if writesFIB { fib.removeAll(through: i) }
         fib6.removeAll(through: i)
         flushNeighbors(on: i)

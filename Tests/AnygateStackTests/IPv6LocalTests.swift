@@ -329,3 +329,83 @@ struct IPv6ForwardingTests {
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 }
+
+/// Router advertisements: periodic, solicited, and what they carry.
+@Suite("IPv6 router advertisements")
+struct RouterAdvertisementTests {
+    typealias L = IPv6LocalTests
+
+    static func advertisements(_ h: L.Recorder) throws -> [(ra: RouterAdvertisementRepr, options: NDOptions, ip: IPv6Repr)] {
+        try h.sent.compactMap { f in
+            var f = f
+            return try f.withUnsafeMutableBytes { b -> (RouterAdvertisementRepr, NDOptions, IPv6Repr)? in
+                let ipBytes = UnsafeMutableRawBufferPointer(rebasing: b[14...])
+                let ip = try IPv6Repr(parsing: ipBytes)
+                let m = UnsafeMutableRawBufferPointer(rebasing: ipBytes[40..<(40 + ip.payloadLength)])
+                guard case .routerAdvertisement(let ra) = try ICMPv6Repr(parsing: m, source: ip.source, destination: ip.destination) else {
+                    return nil
+                }
+                return (ra, try NDOptions(parsing: m, from: RouterAdvertisementRepr.optionsOffset), ip)
+            }
+        }
+    }
+
+    @Test("advertisements go out at once, the first three at most 16 s apart, then every 75–100 % of the interval, with prefix, MTU and lifetime")
+    func periodic() throws {
+        let (s, h, lan) = try L.stack()
+        var c = RouterAdvertisements()
+        c.interval = .seconds(60)
+        c.lifetime = 900
+        c.mtu = 1480
+        try s.setRouterAdvertisements(c, on: lan)
+        var times: [Int64] = []
+        for _ in 0..<600 {
+            h.time += 1_000_000_000
+            let before = h.sent.count
+            _ = s.runTimers(now: h.time)
+            if h.sent.count > before { times.append(h.time) }
+        }
+        let ras = try Self.advertisements(h)
+        #expect(ras.count == times.count && ras.count >= 10)
+        let first = try #require(ras.first)
+        #expect(first.ip.destination == .allNodes && first.ip.hopLimit == 255 && first.ip.source.isLinkLocal)
+        #expect(first.ra.routerLifetime == 900 && first.options.mtu == 1480 && first.options.sourceLinkLayer == L.routerMAC)
+        #expect(first.options.prefixes == [NDPrefixInformation(prefix: IPv6Address("2001:db8:1::")!, prefixLength: 64)])
+        let gaps = zip(times.dropFirst(), times).map { ($0 - $1) / 1_000_000_000 }
+        #expect(gaps.prefix(3).allSatisfy { $0 <= 16 }, "\(gaps)")
+        #expect(gaps.dropFirst(3).allSatisfy { $0 >= 45 && $0 <= 61 }, "\(gaps)")
+        try s.setRouterAdvertisements(nil, on: lan)
+        let count = h.sent.count
+        h.time += 120_000_000_000
+        _ = s.runTimers(now: h.time)
+        #expect(h.sent.count == count, "stopped")
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("a solicitation brings an advertisement at once, but not within 3 s of the last")
+    func solicited() throws {
+        let (s, h, lan) = try L.stack()
+        var c = RouterAdvertisements()
+        c.interval = .seconds(600)
+        try s.setRouterAdvertisements(c, on: lan)
+        _ = s.runTimers(now: h.time)
+        for _ in 0..<3 {  // past the initial ones
+            h.time += 17_000_000_000
+            _ = s.runTimers(now: h.time)
+        }
+        h.sent.removeAll()
+        let rs = L.frame(to: IPv6Address.allRouters.multicastMAC, from: L.hostLinkLocal, to: .allRouters, icmpLength: 16) { m in
+            NDOption.sourceLinkLayer(L.hostMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[8...]))
+            ICMPv6Repr.routerSolicitation.emit(into: m, source: L.hostLinkLocal, destination: .allRouters)
+        }
+        h.time += 1_000_000_000  // 1 s after the last advertisement
+        try L.inject(s, rs, on: lan)
+        _ = s.runTimers(now: h.time)
+        #expect(try Self.advertisements(h).isEmpty, "not within 3 s of the last")
+        h.time += 2_100_000_000
+        _ = s.runTimers(now: h.time)
+        #expect(try Self.advertisements(h).count == 1)
+        #expect(s.neighborList6.contains { $0.address == L.hostLinkLocal && $0.mac == L.hostMAC }, "the soliciting host is learnt")
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+}

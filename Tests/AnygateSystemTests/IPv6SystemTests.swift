@@ -24,14 +24,14 @@ struct IPv6SystemTests {
     var nsB: String { p + "B" }
 
     /// Two links, both IPv6: A on lan0, B on lan1.
-    func routerConfig() -> String {
+    func routerConfig(advertise: Bool = false) -> String {
         """
         control: {socket: \(socket)}
         state: {directory: \(dir)/state}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-ta}
-            ipv6: {addresses: [2001:db8:1::1/64]}
+            ipv6: {addresses: [2001:db8:1::1/64]\(advertise ? ", router-advertisements: {interval: 30s, mtu: 1500}" : "")}
           - name: lan1
             attach: {tap: \(p)-tb}
             ipv6: {addresses: [2001:db8:2::1/64]}
@@ -160,6 +160,46 @@ struct IPv6SystemTests {
         #expect(unreachable.contains("nreachable"), "\(unreachable)")
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect((stats.counters["ipForwarded"] ?? 0) > 300, "20 MB in super-frames of up to 64 KB, and the acknowledgements")
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
+
+    @Test("a Linux host configures itself from the gateway's router advertisements (SLAAC) and reaches the far link")
+    func slaac() throws {
+        defer { tearDown() }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for s in ["ip netns add \(nsA)", "ip netns add \(nsB)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        try routerConfig(advertise: true).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let check = sh("\(anygated) --config \(configPath) --check")
+        #expect(check.status == 0, "\(check.output)")
+        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        defer { _ = daemon.stop() }
+        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
+                     "daemon did not come up: \(daemon.log)")
+        let ta = "\(p)-ta", tb = "\(p)-tb"
+        for s in ["ip -n \(nsR) link set \(ta) netns \(nsA)", "ip -n \(nsR) link set \(tb) netns \(nsB)",
+                  // A: nothing configured but SLAAC (a host: no forwarding, accepting advertisements).
+                  "ip netns exec \(nsA) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.default.accept_ra=1 net.ipv6.conf.default.autoconf=1",
+                  "ip -n \(nsA) link set \(ta) up",
+                  "ip netns exec \(nsB) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+                  "ip -n \(nsB) addr add 2001:db8:2::2/64 dev \(tb) nodad", "ip -n \(nsB) link set \(tb) up",
+                  "ip -n \(nsB) -6 route add default via 2001:db8:2::1"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        let mac = sh("ip netns exec \(nsA) cat /sys/class/net/\(ta)/address").output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let configured = DaemonProcess.wait(seconds: 20) {
+            // Formed, and past Linux's own duplicate address detection.
+            let global = sh("ip -n \(nsA) -6 addr show dev \(ta) scope global").output
+            return global.contains("2001:db8:1:") && !global.contains("tentative")
+                && sh("ip -n \(nsA) -6 route show default").output.contains("via fe80::")
+        }
+        let addr = sh("ip -n \(nsA) -6 addr show dev \(ta)").output, routes = sh("ip -n \(nsA) -6 route").output
+        #expect(configured, "no SLAAC address or default route on A (MAC \(mac)):\n\(addr)\n\(routes)\n\(daemon.log)")
+        let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"),
+                "\(ping.output)\n\(addr)\n\(routes)\n\(ctl("show stats").output)\n\(ctl("show neighbors").output)\n\(sh("ip -n \(nsB) -6 neigh").output)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
 }
