@@ -12,8 +12,12 @@ public import AnygateWire
 /// And router advertisements (`setRouterAdvertisements`: periodic and
 /// solicited, with prefixes for SLAAC).
 ///
+/// And MLDv2 (reports of the groups we listen to, on change and in
+/// answer to queries), so that switches that snoop multicast forward
+/// neighbour discovery to us.
+///
 /// Not yet: duplicate address detection (an address is used at once),
-/// MLD, ip6flow, other upper layers on our addresses.
+/// ip6flow, other upper layers on our addresses.
 extension Stack {
     // MARK: Addresses
 
@@ -39,23 +43,31 @@ extension Stack {
                 throw .address6Exists(a)
             }
         }
+        enter()
+        let before = listenedGroups(i)
         interfaceAddresses6[i].append(a)
+        reportGroupChange(on: i, before: before)
         try? fib6.add(Route6(prefix: IPv6Prefix(address: a.address, length: 128), interface: i, origin: .connected, kind: .local))
         if a.prefixLength < 128 {
             try? fib6.add(Route6(prefix: a.subnet, interface: i, origin: .connected, kind: .connected))
         }
         fibChanged()
+        flush()
     }
 
     public func removeAddress(_ address: IPv6Address, from i: InterfaceIndex) throws(InterfaceError) {
         try check(i)
         guard let k = interfaceAddresses6[i].firstIndex(where: { $0.address == address }) else { throw .noSuchAddress6(address) }
+        enter()
+        let before = listenedGroups(i)
         let a = interfaceAddresses6[i].remove(at: k)
+        reportGroupChange(on: i, before: before)
         fib6.remove(IPv6Prefix(address: a.address, length: 128), interface: i, kind: .local)
         if a.prefixLength < 128, !interfaceAddresses6[i].contains(where: { $0.subnet == a.subnet }) {
             fib6.remove(a.subnet, interface: i, kind: .connected, origin: .connected)
         }
         fibChanged()
+        flush()
     }
 
     /// The IPv6 addresses of an interface, link-local first if it has one.
@@ -135,6 +147,11 @@ extension Stack {
                 return drop(p, .ndInvalid, rx: rx)
             }
             neighborDiscoveryInput(p, icmp, options: options, source: source, rx: rx)
+        case .multicastListenerQuery(let q):
+            // From a querier on the link only (section 5.1.14: link-local source, hop limit 1).
+            if source.isLinkLocal && ip.hopLimit == 1 { mldQuery(q, on: rx) }
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
         case .echoRequest(let id, let seq) where !destination.isMulticast || destination == .allNodes:
             echoReply6(p, identifier: id, sequence: seq, payload: message.count - ICMPv6Packet.headerLength,
                        at: chain.upperLayerOffset, to: source, from: destination, rx: rx)
@@ -529,5 +546,64 @@ extension Stack {
         IPv6Repr(source: source, destination: .allNodes, nextHeader: .icmpv6, payloadLength: length, hopLimit: 255).emit(into: b)
         hot.pointee.counters.originated &+= 1
         sendFrame(p, on: i, to: IPv6Address.allNodes.multicastMAC.rawValue, type: .ipv6)
+    }
+}
+
+// MARK: Multicast listener discovery (RFC 3810)
+
+extension Stack {
+    /// The groups an interface listens to and reports: the solicited-node
+    /// group of each of its addresses and, as a router, all-routers
+    /// (all-nodes is never reported, section 6). Switches that snoop MLD
+    /// forward neighbour discovery to us only for these.
+    func listenedGroups(_ i: InterfaceIndex) -> [IPv6Address] {
+        var groups = Set(interfaceAddresses6[i].map(\.address.solicitedNode))
+        if configuration.forwarding && !interfaceAddresses6[i].isEmpty { groups.insert(.allRouters) }
+        return groups.sorted()
+    }
+
+    /// Reports a change of the interface's groups (joins, then leaves),
+    /// as state-change records (section 6.1).
+    func reportGroupChange(on i: InterfaceIndex, before: [IPv6Address]) {
+        let after = listenedGroups(i)
+        let joined = after.filter { !before.contains($0) }, left = before.filter { !after.contains($0) }
+        if !joined.isEmpty { sendReport(on: i, recordType: MLDv2Report.changeToExclude, groups: joined) }
+        if !left.isEmpty { sendReport(on: i, recordType: MLDv2Report.changeToInclude, groups: left) }
+    }
+
+    /// A query: every group we listen to is reported after a random part of
+    /// the maximum response delay (one report for all, section 6.2).
+    func mldQuery(_ q: MLDQueryRepr, on i: InterfaceIndex) {
+        guard !listenedGroups(i).isEmpty else { return }
+        let delay = Int64(hypercalls.random() % UInt64(max(1, q.maximumResponseDelay))) * 1_000_000
+        let due = hot.pointee.now + delay
+        mldReportDue[i] = min(mldReportDue[i] ?? .max, due)
+        hot.pointee.nextMLDReport = mldReportDue.values.min() ?? 0
+    }
+
+    func mldTimers(now: Int64) {
+        guard hot.pointee.nextMLDReport != 0, now >= hot.pointee.nextMLDReport else { return }
+        for (i, due) in mldReportDue where due <= now {
+            mldReportDue[i] = nil
+            if ifs[i].exists { sendReport(on: i, recordType: MLDv2Report.isExclude, groups: listenedGroups(i)) }
+        }
+        hot.pointee.nextMLDReport = mldReportDue.values.min() ?? 0
+    }
+
+    /// An MLDv2 report to ff02::16: hop limit 1, a Router Alert, from our
+    /// link-local address (or :: before we have one).
+    func sendReport(on i: InterfaceIndex, recordType: UInt8, groups: [IPv6Address]) {
+        guard ifs[i].up, ifs[i].tunnel < 0, !groups.isEmpty else { return }
+        let source = interfaceAddresses6[i].first { $0.address.isLinkLocal }?.address ?? .any
+        let length = 8 + MLDv2Report.length(groups: groups.count)
+        guard IPv6Packet.headerLength + length <= pool.dataCapacity, var p = pool.allocate() else { return }
+        pool.setLength(&p, IPv6Packet.headerLength + length)
+        let b = pool.bytes(p)
+        MLDv2Report.emitHopByHopRouterAlert(into: b.tail(from: IPv6Packet.headerLength))
+        MLDv2Report.emit(recordType: recordType, groups: groups, into: b.tail(from: IPv6Packet.headerLength + 8), source: source)
+        IPv6Repr(source: source, destination: .allMLDv2Routers, nextHeader: IPProtocol(rawValue: 0), payloadLength: length, hopLimit: 1)
+            .emit(into: b)
+        hot.pointee.counters.originated &+= 1
+        sendFrame(p, on: i, to: IPv6Address.allMLDv2Routers.multicastMAC.rawValue, type: .ipv6)
     }
 }

@@ -14,6 +14,7 @@ extension Stack {
             sendSolicitation(for: e.address, on: Int(e.interface), unicastTo: nil)
         }, failed: neighbor6Failed)
         advertisementTimers(now: now)
+        mldTimers(now: now)
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
@@ -91,6 +92,7 @@ extension Stack {
         if let t = nextTunnelDeadline { next = min(next, max(t, hot.pointee.now + 100_000_000)) }
         if hot.pointee.nextHopRetry != 0 { next = min(next, hot.pointee.nextHopRetry) }
         if hot.pointee.nextAdvertisement != 0 { next = min(next, hot.pointee.nextAdvertisement) }
+        if hot.pointee.nextMLDReport != 0 { next = min(next, hot.pointee.nextMLDReport) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 

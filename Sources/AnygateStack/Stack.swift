@@ -56,6 +56,8 @@ public final class Stack {
         var nextHopRetry: Int64 = 0
         /// When the next router advertisement is due; 0 when none is.
         var nextAdvertisement: Int64 = 0
+        /// When the next answer to an MLD query is due; 0 when none is.
+        var nextMLDReport: Int64 = 0
         /// Fault injection for the ledger's own test: drops of this reason
         /// (its raw value) free the packet and count nothing. -1: off.
         var uncountedReason = -1
@@ -93,6 +95,8 @@ public final class Stack {
     var interfaceAddresses6: [[IPv6InterfaceAddress]] = []
     /// Interfaces sending router advertisements (`Stack+IPv6`).
     var advertising: [InterfaceIndex: AdvertisingState] = [:]
+    /// Interfaces owing an answer to an MLD query, and when.
+    var mldReportDue: [InterfaceIndex: Int64] = [:]
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
     /// Sockets and tunnels: fixed tables of plain values, read and written
@@ -341,6 +345,7 @@ public final class Stack {
         fib6.setInterface(i, up: up)
         if up {
             for a in interfaceAddresses[i] { sendARPRequest(for: a.address.address, on: i, unicastTo: nil, gratuitous: true) }
+            reportGroupChange(on: i, before: [])
         } else {
             flushNeighbors(on: i)
         }

@@ -34,6 +34,7 @@ struct IPv6LocalTests {
         try s.setUp(lan, true)
         try s.enableIPv6(on: lan)
         try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+        h.sent.removeAll()  // the setup's MLD reports
         return (s, h, lan)
     }
 
@@ -75,7 +76,9 @@ struct IPv6LocalTests {
             let eth = EthernetRepr(parsing: EthernetFrame(unchecked: b))
             let ipBytes = UnsafeMutableRawBufferPointer(rebasing: b[14...])
             let ip = try IPv6Repr(parsing: ipBytes)
-            let m = UnsafeMutableRawBufferPointer(rebasing: ipBytes[40..<(40 + ip.payloadLength)])
+            // An MLD report sits behind its hop-by-hop header.
+            let at = ip.nextHeader == IPProtocol(rawValue: 0) ? 48 : 40
+            let m = UnsafeMutableRawBufferPointer(rebasing: ipBytes[at..<(40 + ip.payloadLength)])
             let icmp = try ICMPv6Repr(parsing: m, source: ip.source, destination: ip.destination)
             var options = NDOptions()
             if case .neighborSolicitation = icmp { options = try NDOptions(parsing: m, from: 24) }
@@ -147,7 +150,7 @@ struct IPv6LocalTests {
         let ll = IPv6Address("fe80::ff:fe00:1")!
         try Self.inject(s, Self.echo(to: ll, from: Self.hostLinkLocal), on: lan)
         let ns = try Self.decode(try #require(h.sent.last))
-        #expect(h.sent.count == 1, "only the solicitation so far")
+        #expect(h.sent.count == 1, "only the solicitation so far: \(h.sent.map { try? Self.decode($0).icmp })")
         #expect(ns.icmp == .neighborSolicitation(target: Self.hostLinkLocal))
         #expect(ns.ip.destination == Self.hostLinkLocal.solicitedNode && ns.eth.destination == Self.hostLinkLocal.solicitedNode.multicastMAC)
         #expect(ns.ip.source == ll && ns.options.sourceLinkLayer == Self.routerMAC)
@@ -341,6 +344,7 @@ struct RouterAdvertisementTests {
             return try f.withUnsafeMutableBytes { b -> (RouterAdvertisementRepr, NDOptions, IPv6Repr)? in
                 let ipBytes = UnsafeMutableRawBufferPointer(rebasing: b[14...])
                 let ip = try IPv6Repr(parsing: ipBytes)
+                guard ip.nextHeader == .icmpv6 else { return nil }  // MLD reports
                 let m = UnsafeMutableRawBufferPointer(rebasing: ipBytes[40..<(40 + ip.payloadLength)])
                 guard case .routerAdvertisement(let ra) = try ICMPv6Repr(parsing: m, source: ip.source, destination: ip.destination) else {
                     return nil
@@ -409,3 +413,73 @@ struct RouterAdvertisementTests {
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 }
+
+/// MLDv2: what the gateway reports, and when.
+@Suite("IPv6 multicast listener reports")
+struct MLDTests {
+    typealias L = IPv6LocalTests
+
+    static func reports(_ h: L.Recorder) throws -> [(type: UInt8, groups: [IPv6Address])] {
+        try h.sent.compactMap { f in
+            var f = f
+            return try f.withUnsafeMutableBytes { b -> (UInt8, [IPv6Address])? in
+                let ipBytes = UnsafeMutableRawBufferPointer(rebasing: b[14...])
+                let ip = try IPv6Repr(parsing: ipBytes)
+                guard ip.destination == .allMLDv2Routers else { return nil }
+                #expect(ip.hopLimit == 1 && ip.nextHeader == IPProtocol(rawValue: 0))
+                let chain = try IPv6HeaderChain(walking: IPv6Packet(unchecked: ipBytes))
+                #expect(chain.routerAlert == 0)
+                let m = UnsafeMutableRawBufferPointer(rebasing: ipBytes[chain.upperLayerOffset..<(40 + ip.payloadLength)])
+                _ = try ICMPv6Packet(validating: m, source: ip.source, destination: ip.destination)
+                let records = try MLDv2Report.records(parsing: m)
+                return (records.first?.type ?? 0, records.map(\.group))
+            }
+        }
+    }
+
+    @Test("an address joins its solicited-node group (and a router all-routers); removing it leaves; a query is answered in its delay")
+    func reportsAndQueries() throws {
+        let h = L.Recorder()
+        let pool = PacketPool(capacity: 256, dataSize: 2048)
+        h.pool = pool
+        let s = Stack(name: "R", pool: pool, hypercalls: h)
+        let lan = try s.addInterface(name: "lan", mac: L.routerMAC)
+        try s.setUp(lan, true)
+        try s.enableIPv6(on: lan)
+        let ll = IPv6Address.linkLocal(L.routerMAC)
+        var r = try Self.reports(h)
+        #expect(r.count == 1 && r.first?.type == MLDv2Report.changeToExclude, "\(r) of \(h.sent.count)")
+        #expect(Set(r.first?.groups ?? []) == [ll.solicitedNode, .allRouters])
+        h.sent.removeAll()
+        // 2001:db8:1::1 shares fe80::ff:fe00:1's group (the same low 24 bits): nothing to report.
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+        #expect(try Self.reports(h).isEmpty)
+        let other = IPv6Address("2001:db8:1::abcd")!
+        try s.addAddress(IPv6InterfaceAddress(address: other, prefixLength: 64), to: lan)
+        r = try Self.reports(h)
+        #expect(r.count == 1 && r.first?.groups == [other.solicitedNode])
+        h.sent.removeAll()
+        try s.removeAddress(other, from: lan)
+        r = try Self.reports(h)
+        #expect(r.count == 1 && r.first?.type == MLDv2Report.changeToInclude && r.first?.groups == [other.solicitedNode])
+        // A general query from a querier: one report of every group, within the 1 s it allows.
+        h.sent.removeAll()
+        var q = [UInt8](repeating: 0, count: 14 + 40 + 28)
+        let querier = IPv6Address("fe80::99")!
+        q.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: IPv6Address.allNodes.multicastMAC, source: L.hostMAC, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: querier, destination: .allNodes, nextHeader: .icmpv6, payloadLength: 28, hopLimit: 1)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            ICMPv6Repr.multicastListenerQuery(MLDQueryRepr(maximumResponseDelay: 1000))
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[54...]), source: querier, destination: .allNodes)
+        }
+        try L.inject(s, q, on: lan)
+        #expect(try Self.reports(h).isEmpty || s.nextDeadline != nil)
+        h.time += 1_001_000_000
+        _ = s.runTimers(now: h.time)
+        r = try Self.reports(h)
+        #expect(r.count == 1 && r[0].type == MLDv2Report.isExclude && Set(r[0].groups) == [ll.solicitedNode, .allRouters])
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+}
+
