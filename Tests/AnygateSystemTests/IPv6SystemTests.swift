@@ -22,6 +22,7 @@ struct IPv6SystemTests {
     var configPath: String { dir + "/anygate.yaml" }
 
     var nsB: String { p + "B" }
+    var nsS: String { p + "S" }
 
     /// Two links, both IPv6: A on lan0, B on lan1.
     func routerConfig(advertise: Bool = false) -> String {
@@ -55,7 +56,7 @@ struct IPv6SystemTests {
     func inA(_ cmd: String, timeout: Int = 30) -> (status: Int32, output: String) { sh("ip netns exec \(nsA) \(cmd)", timeout: timeout) }
 
     func tearDown() {
-        for n in [nsA, nsB, nsR] { sh("ip netns del \(n) 2>/dev/null") }
+        for n in [nsA, nsB, nsR, nsS] { sh("ip netns del \(n) 2>/dev/null") }
         try? FileManager.default.removeItem(atPath: dir)
     }
 
@@ -202,4 +203,53 @@ struct IPv6SystemTests {
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
+
+    @Test("through a Linux bridge that snoops MLD with its own querier: the gateway's groups registered on its port, SLAAC, ping6 across")
+    func behindSnoopingBridge() throws {
+        defer { tearDown() }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for s in ["ip netns add \(nsA)", "ip netns add \(nsB)", "ip netns add \(nsR)", "ip netns add \(nsS)", "ip -n \(nsR) link set lo up"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        try routerConfig(advertise: true).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        defer { _ = daemon.stop() }
+        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
+                     "daemon did not come up: \(daemon.log)")
+        let ta = "\(p)-ta", tb = "\(p)-tb", va = "\(p)-va", vs = "\(p)-vs", br = "\(p)-br"
+        for s in [
+            // The switch: snooping on and its own querier, asking often. (With
+            // `mcast_flood off` a Linux bridge would not pass all-nodes traffic,
+            // router advertisements included, which RFC 4541 says to flood.)
+            "ip -n \(nsS) link add \(br) type bridge mcast_snooping 1 mcast_querier 1 mcast_query_interval 300 mcast_query_response_interval 100 mcast_startup_query_interval 100",
+            "ip -n \(nsR) link set \(ta) netns \(nsS)", "ip -n \(nsS) link set \(ta) master \(br)",
+            "ip -n \(nsS) link add \(vs) type veth peer name \(va) netns \(nsA)", "ip -n \(nsS) link set \(vs) master \(br)",
+            "ip -n \(nsS) link set \(ta) up", "ip -n \(nsS) link set \(vs) up", "ip -n \(nsS) link set \(br) up",
+            "ip netns exec \(nsA) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.\(va).accept_dad=0",
+            "ip -n \(nsA) link set \(va) up",
+            "ip -n \(nsR) link set \(tb) netns \(nsB)",
+            "ip netns exec \(nsB) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+            "ip -n \(nsB) addr add 2001:db8:2::2/64 dev \(tb) nodad", "ip -n \(nsB) link set \(tb) up",
+            "ip -n \(nsB) -6 route add default via 2001:db8:2::1",
+        ] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        // The switch learns the gateway's groups from its reports (answers to the querier).
+        let registered = DaemonProcess.wait(seconds: 30) {
+            let mdb = sh("bridge -n \(nsS) mdb show").output
+            return mdb.contains("port \(ta) grp ff02::2") && mdb.contains("port \(ta) grp ff02::1:ff")
+        }
+        #expect(registered, "the bridge never saw the gateway's groups:\n\(sh("bridge -n \(nsS) mdb show").output)")
+        let configured = DaemonProcess.wait(seconds: 40) {
+            let global = sh("ip -n \(nsA) -6 addr show dev \(va) scope global").output
+            return global.contains("2001:db8:1:") && !global.contains("tentative")
+                && sh("ip -n \(nsA) -6 route show default").output.contains("via fe80::")
+        }
+        #expect(configured, "no SLAAC through the bridge:\n\(sh("ip -n \(nsA) -6 addr").output)\n\(sh("bridge -n \(nsS) mdb show").output)")
+        let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(sh("bridge -n \(nsS) mdb show").output)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
 }
+
