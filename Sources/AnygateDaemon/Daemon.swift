@@ -360,7 +360,17 @@ public final class Daemon {
     }
 
     func handleStackEvents() {
-        while let e = stack.popEvent() { logStackEvent(e) }
+        while let e = stack.popEvent() {
+            if case .multicastChanged(let i) = e { applyMulticast(on: i) }
+            logStackEvent(e)
+        }
+    }
+
+    /// The port's device takes in the multicast MACs neighbour discovery needs.
+    func applyMulticast(on i: InterfaceIndex) {
+        do { try runtime.port(for: i)?.setMulticast(stack.multicastMACs(on: i)) } catch {
+            logger.warning("\(stack.interfaceName(i)): cannot set its multicast MACs: \(error)")
+        }
     }
 
     /// Logs what a stack reported — the daemon's own, or a worker's
@@ -384,7 +394,7 @@ public final class Daemon {
             metadata["address"] = "\(address)"
             metadata["interface"] = "\(stack.interfaceName(i))"
             logger.debug("\(failed ? "ECMP next hop failed" : "ECMP next hop answers again")", metadata: metadata)
-        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted:
+        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged:
             logger.trace("\(e)", metadata: metadata)
         }
     }

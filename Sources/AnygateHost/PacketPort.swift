@@ -1,4 +1,5 @@
 public import AnygateStack
+public import AnygateWire
 import CAnygateHost
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,8 @@ public final class PacketPort: FramePort {
     let messages = MessageBatch(capacity: 64)
     /// Kernel drops read so far (`PACKET_STATISTICS` resets on each read).
     private var kernelDropTotal: UInt64 = 0
+    /// Multicast MACs the device takes in for us (`PACKET_MR_MULTICAST`).
+    public private(set) var multicastGroups: Set<MACAddress> = []
 
     /// Frames the kernel dropped in this socket's receive queue, in all.
     public var kernelDrops: UInt64 {
@@ -88,6 +91,8 @@ public final class PacketPort: FramePort {
             mreq.mr_alen = 6
             withUnsafeMutableBytes(of: &mreq.mr_address) { b in for i in 0..<6 { b[i] = mac[i] } }
             try Sys.setsockopt(fd, ag_SOL_PACKET, ag_PACKET_ADD_MEMBERSHIP, mreq, "PACKET_ADD_MEMBERSHIP", name)
+            // A socket opened again (the device came back) takes the groups again.
+            for g in multicastGroups { try membership(fd, index, g, add: true) }
             // A deep receive queue: bursts arrive faster than one wake-up reads them, and what
             // overflows is lost (counted, `kernel-rx-queue`). FORCE passes rmem_max with CAP_NET_ADMIN.
             if (try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, PacketPort.receiveBuffer, "SO_RCVBUFFORCE", name)) == nil {
@@ -150,6 +155,27 @@ public final class PacketPort: FramePort {
         do { try open() } catch { return false }
         counters.reattaches += 1
         return true
+    }
+
+    /// Has the device take in exactly these multicast MACs for this socket.
+    public func setMulticast(_ macs: Set<MACAddress>) throws(SystemError) {
+        if fd >= 0 {
+            for g in multicastGroups.subtracting(macs) { try membership(fd, ifindex, g, add: false) }
+            for g in macs.subtracting(multicastGroups) { try membership(fd, ifindex, g, add: true) }
+        }
+        multicastGroups = macs
+    }
+
+    private func membership(_ fd: Int32, _ index: Int32, _ mac: MACAddress, add: Bool) throws(SystemError) {
+        var mreq = packet_mreq()
+        mreq.mr_ifindex = index
+        mreq.mr_type = UInt16(ag_PACKET_MR_MULTICAST)
+        mreq.mr_alen = 6
+        withUnsafeMutableBytes(of: &mreq.mr_address) { b in
+            for i in 0..<6 { b[i] = UInt8(truncatingIfNeeded: mac.rawValue >> UInt64(40 - 8 * i)) }
+        }
+        try Sys.setsockopt(fd, ag_SOL_PACKET, add ? ag_PACKET_ADD_MEMBERSHIP : ag_PACKET_DROP_MEMBERSHIP, mreq,
+                           add ? "PACKET_ADD_MEMBERSHIP" : "PACKET_DROP_MEMBERSHIP", name)
     }
 
     public func close(pool: PacketPool) {

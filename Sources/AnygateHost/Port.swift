@@ -1,4 +1,5 @@
 public import AnygateStack
+public import AnygateWire
 
 /// Counters kept by a port, beside the stack's own interface counters.
 public struct PortCounters: Sendable, Hashable {
@@ -57,4 +58,12 @@ public protocol Port: AnyObject {
     func reattach() -> Bool
     /// Releases the descriptor (and, for a TAP, deletes the device).
     func close(pool: PacketPool)
+    /// The multicast MACs the stack listens to on this port (neighbour
+    /// discovery's groups): a port whose device filters multicast has the
+    /// device take them in. A TAP gets every frame the host sends anyway.
+    func setMulticast(_ macs: Set<MACAddress>) throws(SystemError)
+}
+
+extension Port {
+    public func setMulticast(_ macs: Set<MACAddress>) throws(SystemError) {}
 }

@@ -562,11 +562,22 @@ extension Stack {
         return groups.sorted()
     }
 
+    /// The Ethernet multicast addresses the interface must take in: those
+    /// of all-nodes, of the groups it listens to and, as a router, of the
+    /// MLDv2 reports' group. Empty without IPv6.
+    public func multicastMACs(on i: InterfaceIndex) -> Set<MACAddress> {
+        guard i >= 0, i < interfaceAddresses6.count, !interfaceAddresses6[i].isEmpty else { return [] }
+        var groups = listenedGroups(i) + [.allNodes]
+        if configuration.forwarding { groups.append(.allMLDv2Routers) }
+        return Set(groups.map(\.multicastMAC))
+    }
+
     /// Reports a change of the interface's groups (joins, then leaves),
     /// as state-change records (section 6.1).
     func reportGroupChange(on i: InterfaceIndex, before: [IPv6Address]) {
         let after = listenedGroups(i)
         let joined = after.filter { !before.contains($0) }, left = before.filter { !after.contains($0) }
+        if !joined.isEmpty || !left.isEmpty { report(.multicastChanged(interface: i)) }
         if !joined.isEmpty { sendReport(on: i, recordType: MLDv2Report.changeToExclude, groups: joined) }
         if !left.isEmpty { sendReport(on: i, recordType: MLDv2Report.changeToInclude, groups: left) }
     }

@@ -26,6 +26,8 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     /// A reader of a shared FIB found an ECMP next hop failed (it did not
     /// answer ARP) or alive again (for the writer's `setNextHop`).
     case nextHopFailed(address: IPv4Address, interface: InterfaceIndex, failed: Bool)
+    /// The multicast MACs the interface listens to changed (`Stack.multicastMACs(on:)`).
+    case multicastChanged(interface: InterfaceIndex)
 
     public var description: String {
         switch self {
@@ -39,6 +41,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .neighborWanted(a, i): "neighbor \(a) on #\(i) wanted"
         case let .tunnelLine(i, up): "tunnel #\(i) line \(up ? "up" : "down")"
         case let .nextHopFailed(a, i, failed): "next hop \(a) on #\(i) \(failed ? "failed" : "answers again")"
+        case let .multicastChanged(i): "multicast groups of #\(i) changed"
         }
     }
 }

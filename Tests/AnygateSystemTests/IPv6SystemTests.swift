@@ -251,5 +251,53 @@ struct IPv6SystemTests {
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
+
+    @Test("on a packet attachment the device takes in the groups neighbour discovery needs (PACKET_MR_MULTICAST), and ping6 works")
+    func packetAttachmentMulticast() throws {
+        defer { tearDown() }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for s in ["ip netns add \(nsA)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up",
+                  "ip -n \(nsR) link add \(p)-vr type veth peer name \(p)-vp netns \(nsA)", "ip -n \(nsR) link set \(p)-vr up",
+                  "ip netns exec \(nsA) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.\(p)-vp.accept_dad=0",
+                  "ip -n \(nsA) addr add 2001:db8:5::2/64 dev \(p)-vp nodad", "ip -n \(nsA) link set \(p)-vp up"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        try """
+        control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: wan0
+            attach: {packet: \(p)-vr}
+            mac: 02:00:00:00:62:01
+            ipv6: {addresses: [2001:db8:5::1234/64]}
+        """.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        defer { _ = daemon.stop() }
+        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
+                     "daemon did not come up: \(daemon.log)")
+        // The solicited-node groups of fe80::ff:fe00:6201 and 2001:db8:5::1234, all-routers, all-nodes, MLDv2.
+        let wanted = ["33:33:ff:00:62:01", "33:33:ff:00:12:34", "33:33:00:00:00:02", "33:33:00:00:00:01", "33:33:00:00:00:16"]
+        let joined = DaemonProcess.wait(seconds: 10) {
+            let m = sh("ip -n \(nsR) maddr show dev \(p)-vr").output
+            return wanted.allSatisfy { m.contains($0) }
+        }
+        #expect(joined, "\(sh("ip -n \(nsR) maddr show dev \(p)-vr").output)")
+        let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:5::1234", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemon.log)")
+        // Removing the address by reload leaves its group.
+        try """
+        control: {socket: \(socket)}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: wan0
+            attach: {packet: \(p)-vr}
+            mac: 02:00:00:00:62:01
+            ipv6: {}
+        """.write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(ctl("reload").status == 0)
+        let left = DaemonProcess.wait(seconds: 10) { !sh("ip -n \(nsR) maddr show dev \(p)-vr").output.contains("33:33:ff:00:12:34") }
+        #expect(left, "\(sh("ip -n \(nsR) maddr show dev \(p)-vr").output)")
+        #expect(sh("ip -n \(nsR) maddr show dev \(p)-vr").output.contains("33:33:ff:00:62:01"), "the link-local address's group stays")
+    }
 }
 
