@@ -144,9 +144,13 @@ public struct AddressInfo: Codable, Equatable, Sendable {
     public var interface: String?
     public var policy: String?
     public var policyOrigin: String?
-    public init(address: String, preference: Int, interface: String? = nil, policy: String? = nil, policyOrigin: String? = nil) {
+    /// IPv6 only: tentative (duplicate address detection runs), preferred
+    /// or duplicated.
+    public var state: String?
+    public init(address: String, preference: Int, interface: String? = nil, policy: String? = nil, policyOrigin: String? = nil,
+                state: String? = nil) {
         self.address = address; self.preference = preference; self.interface = interface
-        self.policy = policy; self.policyOrigin = policyOrigin
+        self.policy = policy; self.policyOrigin = policyOrigin; self.state = state
     }
 }
 

@@ -206,7 +206,8 @@ extension Daemon {
                             policy: policy?.description ?? "none", policyOrigin: origin)
             } + stack.addresses6(on: s.index).map {
                 // IPSELSRC policies are IPv4's; IPv6 source selection is not there yet.
-                AddressInfo(address: "\($0)", preference: 0, interface: s.name, policy: "none", policyOrigin: "none")
+                AddressInfo(address: "\($0)", preference: 0, interface: s.name, policy: "none", policyOrigin: "none",
+                            state: "\(stack.state(of: $0.address, on: s.index))")
             }
         }
     }

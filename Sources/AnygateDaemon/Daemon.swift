@@ -394,6 +394,11 @@ public final class Daemon {
             metadata["address"] = "\(address)"
             metadata["interface"] = "\(stack.interfaceName(i))"
             logger.debug("\(failed ? "ECMP next hop failed" : "ECMP next hop answers again")", metadata: metadata)
+        case let .duplicateAddress(i, address):
+            metadata["interface"] = "\(stack.interfaceName(i))"
+            metadata["address"] = "\(address)"
+            logger.warning("duplicate address \(address) on \(stack.interfaceName(i)): another node on the link uses it; it stays unused",
+                           metadata: metadata)
         case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged:
             logger.trace("\(e)", metadata: metadata)
         }

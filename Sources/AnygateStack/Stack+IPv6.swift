@@ -16,8 +16,10 @@ public import AnygateWire
 /// answer to queries), so that switches that snoop multicast forward
 /// neighbour discovery to us.
 ///
-/// Not yet: duplicate address detection (an address is used at once),
-/// ip6flow, other upper layers on our addresses.
+/// And duplicate address detection (`dadTransmits` solicitations from ::
+/// before an address is used; a duplicate is reported and never used).
+///
+/// Not yet: ip6flow, other upper layers on our addresses.
 extension Stack {
     // MARK: Addresses
 
@@ -51,6 +53,8 @@ extension Stack {
         if a.prefixLength < 128 {
             try? fib6.add(Route6(prefix: a.subnet, interface: i, origin: .connected, kind: .connected))
         }
+        startDAD(a.address, on: i)
+        dadTimers(now: hot.pointee.now)
         fibChanged()
         flush()
     }
@@ -61,6 +65,7 @@ extension Stack {
         enter()
         let before = listenedGroups(i)
         let a = interfaceAddresses6[i].remove(at: k)
+        forgetDAD(a.address, on: i)
         reportGroupChange(on: i, before: before)
         fib6.remove(IPv6Prefix(address: a.address, length: 128), interface: i, kind: .local)
         if a.prefixLength < 128, !interfaceAddresses6[i].contains(where: { $0.subnet == a.subnet }) {
@@ -86,14 +91,16 @@ extension Stack {
             if configuration.forwarding && (address == .allRouters || address == .allMLDv2Routers) { return true }
             return interfaceAddresses6[i].contains { $0.address.solicitedNode == address }
         }
-        return interfaceAddresses6.indices.contains { interfaceAddresses6[$0].contains { $0.address == address } }
+        return interfaceAddresses6.indices.contains { j in
+            interfaceAddresses6[j].contains { $0.address == address } && usable6(address, on: j)
+        }
     }
 
     /// The address to speak from on `i` to `destination`: a link-local
     /// one for link-local and multicast destinations, else one whose prefix
     /// holds it, else the first global one.
     func source6(on i: InterfaceIndex, to destination: IPv6Address) -> IPv6Address? {
-        let list = interfaceAddresses6[i]
+        let list = interfaceAddresses6[i].filter { usable6($0.address, on: i) }
         if destination.isLinkLocal || (destination.isMulticast && destination.multicastScope <= 2) {
             return list.first { $0.address.isLinkLocal }?.address ?? list.first?.address
         }
@@ -264,6 +271,12 @@ extension Stack {
     func neighborDiscoveryInput(_ p: PacketHandle, _ icmp: ICMPv6Repr, options: NDOptions, source: IPv6Address, rx: InterfaceIndex) {
         let now = hot.pointee.now
         switch icmp {
+        case .neighborSolicitation(let target) where !usable6(target, on: rx):
+            // Our tentative address: another node's probe for it means a duplicate;
+            // anything else is not answered yet (RFC 4862 section 5.4.3).
+            if source.isUnspecified { dadConflict(target, on: rx) }
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
         case .neighborSolicitation(let target):
             // A solicitation for another address of the same solicited-node group: not ours to answer.
             guard interfaceAddresses6[rx].contains(where: { $0.address == target }) else {
@@ -285,6 +298,12 @@ extension Stack {
             pool.setLength(&out, 0)
             sendAdvertisement(out, target: target, flags: flags, to: toAll ? .allNodes : source, rx: rx)
         case .neighborAdvertisement(let target, let flags):
+            if interfaceAddresses6[rx].contains(where: { $0.address == target }) {
+                // Someone advertises our own address: while we check it, a duplicate.
+                dadConflict(target, on: rx)
+                hot.pointee.counters.consumed &+= 1
+                return pool.free(p)
+            }
             if let mac = options.targetLinkLayer {
                 learnNeighbor6(target, mac: mac.rawValue, on: rx, solicited: flags & NAFlags.solicited != 0,
                                override: flags & NAFlags.override != 0, now: now, onlyExisting: true)
@@ -616,5 +635,95 @@ extension Stack {
             .emit(into: b)
         hot.pointee.counters.originated &+= 1
         sendFrame(p, on: i, to: IPv6Address.allMLDv2Routers.multicastMAC.rawValue, type: .ipv6)
+    }
+}
+
+// MARK: Duplicate address detection (RFC 4862 section 5.4)
+
+/// An IPv6 address on an interface.
+struct AddressKey6: Hashable {
+    var interface: InterfaceIndex
+    var address: IPv6Address
+}
+
+/// Where an IPv6 address stands in duplicate address detection.
+public enum AddressState6: String, Sendable {
+    /// Being checked: not used yet, as a source or a destination.
+    case tentative
+    /// In use.
+    case preferred
+    /// Another node on the link has it: configured, but never used.
+    case duplicated
+}
+
+extension Stack {
+    public func state(of address: IPv6Address, on i: InterfaceIndex) -> AddressState6 {
+        let k = AddressKey6(interface: i, address: address)
+        if duplicated6.contains(k) { return .duplicated }
+        return tentative6[k] == nil ? .preferred : .tentative
+    }
+
+    /// Whether the address may be used: as a source, or to take packets in.
+    func usable6(_ address: IPv6Address, on i: InterfaceIndex) -> Bool {
+        guard !tentative6.isEmpty || !duplicated6.isEmpty else { return true }
+        let k = AddressKey6(interface: i, address: address)
+        return tentative6[k] == nil && !duplicated6.contains(k)
+    }
+
+    /// Starts detection for a new address: a solicitation from :: now, the
+    /// address used once `dadTransmits` of them went unanswered.
+    func startDAD(_ address: IPv6Address, on i: InterfaceIndex) {
+        guard configuration.dadTransmits > 0 else { return }
+        let k = AddressKey6(interface: i, address: address)
+        tentative6[k] = (configuration.dadTransmits, hot.pointee.now)
+        scheduleDAD()
+    }
+
+    func forgetDAD(_ address: IPv6Address, on i: InterfaceIndex) {
+        let k = AddressKey6(interface: i, address: address)
+        tentative6[k] = nil
+        duplicated6.remove(k)
+        scheduleDAD()
+    }
+
+    func scheduleDAD() {
+        hot.pointee.nextDAD = tentative6.values.map(\.due).min() ?? 0
+    }
+
+    func dadTimers(now: Int64) {
+        guard hot.pointee.nextDAD != 0, now >= hot.pointee.nextDAD else { return }
+        for (k, t) in tentative6 where t.due <= now {
+            if t.probesLeft == 0 {
+                tentative6[k] = nil  // unanswered: the address is ours
+                continue
+            }
+            // A link that is down waits: the probe goes when it is up.
+            guard ifs[k.interface].up else { continue }
+            sendDADProbe(for: k.address, on: k.interface)
+            tentative6[k] = (t.probesLeft - 1, now + configuration.arp.retransmitInterval.nanoseconds)
+        }
+        scheduleDAD()
+    }
+
+    /// A solicitation for our tentative `target` from :: (section 5.4.3:
+    /// someone else probes for it), or an advertisement for it (5.4.4):
+    /// the address is duplicated.
+    func dadConflict(_ target: IPv6Address, on i: InterfaceIndex) {
+        let k = AddressKey6(interface: i, address: target)
+        guard tentative6.removeValue(forKey: k) != nil else { return }
+        duplicated6.insert(k)
+        scheduleDAD()
+        report(.duplicateAddress(interface: i, address: target))
+    }
+
+    func sendDADProbe(for target: IPv6Address, on out: InterfaceIndex) {
+        guard var p = pool.allocate() else { return }
+        pool.setLength(&p, IPv6Packet.headerLength + 24)
+        let b = pool.bytes(p)
+        let destination = target.solicitedNode
+        ICMPv6Repr.neighborSolicitation(target: target).emit(into: b.tail(from: IPv6Packet.headerLength), source: .any, destination: destination)
+        IPv6Repr(source: .any, destination: destination, nextHeader: .icmpv6, payloadLength: 24, hopLimit: 255).emit(into: b)
+        hot.pointee.counters.originated &+= 1
+        sendFrame(p, on: out, to: destination.multicastMAC.rawValue, type: .ipv6)
     }
 }

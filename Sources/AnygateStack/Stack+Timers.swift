@@ -15,6 +15,7 @@ extension Stack {
         }, failed: neighbor6Failed)
         advertisementTimers(now: now)
         mldTimers(now: now)
+        dadTimers(now: now)
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
@@ -93,6 +94,7 @@ extension Stack {
         if hot.pointee.nextHopRetry != 0 { next = min(next, hot.pointee.nextHopRetry) }
         if hot.pointee.nextAdvertisement != 0 { next = min(next, hot.pointee.nextAdvertisement) }
         if hot.pointee.nextMLDReport != 0 { next = min(next, hot.pointee.nextMLDReport) }
+        if hot.pointee.nextDAD != 0 { next = min(next, hot.pointee.nextDAD) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 

@@ -58,6 +58,8 @@ public final class Stack {
         var nextAdvertisement: Int64 = 0
         /// When the next answer to an MLD query is due; 0 when none is.
         var nextMLDReport: Int64 = 0
+        /// When duplicate address detection next has a step due; 0 when none.
+        var nextDAD: Int64 = 0
         /// Fault injection for the ledger's own test: drops of this reason
         /// (its raw value) free the packet and count nothing. -1: off.
         var uncountedReason = -1
@@ -97,6 +99,10 @@ public final class Stack {
     var advertising: [InterfaceIndex: AdvertisingState] = [:]
     /// Interfaces owing an answer to an MLD query, and when.
     var mldReportDue: [InterfaceIndex: Int64] = [:]
+    /// IPv6 addresses under duplicate address detection, with the probes
+    /// left and when the next step is due; and those found duplicated.
+    var tentative6: [AddressKey6: (probesLeft: Int, due: Int64)] = [:]
+    var duplicated6: Set<AddressKey6> = []
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
     /// Sockets and tunnels: fixed tables of plain values, read and written

@@ -12,6 +12,10 @@ public struct StackConfiguration: Sendable {
     /// Events kept until the owner reads them; more are counted and lost.
     public var eventCapacity = 1024
     public var arp = ARP()
+    /// Duplicate address detection (RFC 4862 section 5.4): solicitations
+    /// sent for a new IPv6 address before it is used, one `arp.retransmitInterval`
+    /// apart; 0 uses addresses at once (Linux's dad_transmits).
+    public var dadTransmits = 1
     public var icmp = ICMP()
     public var reassembly = Reassembly()
     public var ipflow = IPFlow()

@@ -28,6 +28,9 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     case nextHopFailed(address: IPv4Address, interface: InterfaceIndex, failed: Bool)
     /// The multicast MACs the interface listens to changed (`Stack.multicastMACs(on:)`).
     case multicastChanged(interface: InterfaceIndex)
+    /// Duplicate address detection found another node using the address:
+    /// it stays configured, marked duplicated, and unused.
+    case duplicateAddress(interface: InterfaceIndex, address: IPv6Address)
 
     public var description: String {
         switch self {
@@ -42,6 +45,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .tunnelLine(i, up): "tunnel #\(i) line \(up ? "up" : "down")"
         case let .nextHopFailed(a, i, failed): "next hop \(a) on #\(i) \(failed ? "failed" : "answers again")"
         case let .multicastChanged(i): "multicast groups of #\(i) changed"
+        case let .duplicateAddress(i, a): "duplicate address \(a) on #\(i)"
         }
     }
 }

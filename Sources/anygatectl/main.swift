@@ -92,9 +92,10 @@ struct Show: ParsableCommand {
         case "addresses":
             let r = call(request, parent, as: [AddressInfo].self)
             if parent.json { return printJSON(r) }
-            table(["INTERFACE", "ADDRESS", "PREFERENCE", "POLICY"],
+            table(["INTERFACE", "ADDRESS", "PREFERENCE", "POLICY", "STATE"],
                   r.map { [$0.interface ?? "-", $0.address, "\($0.preference)",
-                           ($0.policy ?? "none") + ($0.policyOrigin.map { $0 == "none" ? "" : " (\($0))" } ?? "")] })
+                           ($0.policy ?? "none") + ($0.policyOrigin.map { $0 == "none" ? "" : " (\($0))" } ?? ""),
+                           $0.state ?? "-"] })
         case "routes":
             let r = call(request, parent, as: [RouteInfo].self)
             if parent.json { return printJSON(r) }

@@ -34,8 +34,16 @@ struct IPv6LocalTests {
         try s.setUp(lan, true)
         try s.enableIPv6(on: lan)
         try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
-        h.sent.removeAll()  // the setup's MLD reports
+        passDAD(s, h)
         return (s, h, lan)
+    }
+
+    /// Lets duplicate address detection finish unanswered, and forgets the
+    /// setup's frames (probes, MLD reports).
+    static func passDAD(_ s: Stack, _ h: Recorder) {
+        h.time += 1_100_000_000
+        _ = s.runTimers(now: h.time)
+        h.sent.removeAll()
     }
 
     /// An Ethernet frame with an IPv6 packet carrying `icmp` (written by `body`).
@@ -246,6 +254,7 @@ struct IPv6ForwardingTests {
         try s.setUp(wan, true)
         try s.enableIPv6(on: wan)
         try s.addAddress(IPv6InterfaceAddress("2001:db8:2::1/64"), to: wan)
+        L.passDAD(s, h)
         // A has asked for the router: the router knows A.
         try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
         h.sent.removeAll()
@@ -480,6 +489,76 @@ struct MLDTests {
         r = try Self.reports(h)
         #expect(r.count == 1 && r[0].type == MLDv2Report.isExclude && Set(r[0].groups) == [ll.solicitedNode, .allRouters])
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+}
+
+/// Duplicate address detection (RFC 4862 section 5.4).
+@Suite("IPv6 duplicate address detection")
+struct DADTests {
+    typealias L = IPv6LocalTests
+
+    static func fresh() throws -> (Stack, L.Recorder, InterfaceIndex) {
+        let h = L.Recorder()
+        let pool = PacketPool(capacity: 256, dataSize: 2048)
+        h.pool = pool
+        let s = Stack(name: "R", pool: pool, hypercalls: h)
+        let lan = try s.addInterface(name: "lan", mac: L.routerMAC)
+        try s.setUp(lan, true)
+        return (s, h, lan)
+    }
+
+    @Test("a new address is probed from ::, unused while tentative, and used once the probe goes unanswered")
+    func unanswered() throws {
+        let (s, h, lan) = try Self.fresh()
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+        #expect(s.state(of: L.routerAddress, on: lan) == .tentative)
+        let probe = try h.sent.compactMap { f -> (ICMPv6Repr, IPv6Repr)? in
+            let d = try L.decode(f)
+            if case .neighborSolicitation = d.icmp { return (d.icmp, d.ip) }
+            return nil
+        }.first { $0.0 == .neighborSolicitation(target: L.routerAddress) }
+        #expect(probe?.1.source == .any && probe?.1.destination == L.routerAddress.solicitedNode)
+        h.sent.removeAll()
+        // While tentative: a solicitation for it gets no answer.
+        try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
+        #expect(h.sent.isEmpty)
+        h.time += 1_100_000_000
+        _ = s.runTimers(now: h.time)
+        #expect(s.state(of: L.routerAddress, on: lan) == .preferred)
+        h.sent.removeAll()
+        try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
+        #expect(try L.decode(try #require(h.sent.last)).icmp
+            == .neighborAdvertisement(target: L.routerAddress, flags: NAFlags.solicited | NAFlags.override | NAFlags.router))
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("an advertisement for the tentative address, or another node's probe for it: duplicated, reported, never used")
+    func conflicts() throws {
+        for byProbe in [false, true] {
+            let (s, h, lan) = try Self.fresh()
+            try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+            let other = byProbe
+                ? L.frame(to: L.routerAddress.solicitedNode.multicastMAC, from: .any, to: L.routerAddress.solicitedNode, icmpLength: 24) { m in
+                    ICMPv6Repr.neighborSolicitation(target: L.routerAddress).emit(into: m, source: .any, destination: L.routerAddress.solicitedNode)
+                }
+                : L.frame(to: IPv6Address.allNodes.multicastMAC, from: L.routerAddress, to: .allNodes, icmpLength: 32) { m in
+                    NDOption.targetLinkLayer(L.hostMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[24...]))
+                    ICMPv6Repr.neighborAdvertisement(target: L.routerAddress, flags: NAFlags.override)
+                        .emit(into: m, source: L.routerAddress, destination: .allNodes)
+                }
+            try L.inject(s, other, on: lan)
+            #expect(s.state(of: L.routerAddress, on: lan) == .duplicated)
+            var events: [StackEvent] = []
+            while let e = s.popEvent() { events.append(e) }
+            #expect(events.contains(.duplicateAddress(interface: lan, address: L.routerAddress)), "\(events)")
+            h.time += 5_000_000_000
+            _ = s.runTimers(now: h.time)
+            #expect(s.state(of: L.routerAddress, on: lan) == .duplicated, "stays duplicated")
+            h.sent.removeAll()
+            try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
+            #expect(h.sent.isEmpty, "a duplicated address is never answered for")
+            #expect(s.ledger.balanced, "\(s.ledger.violations)")
+        }
     }
 }
 

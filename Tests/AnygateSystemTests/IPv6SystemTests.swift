@@ -55,6 +55,14 @@ struct IPv6SystemTests {
     func ctl(_ args: String) -> (status: Int32, output: String) { sh("\(anygatectl) --socket \(socket) \(args)") }
     func inA(_ cmd: String, timeout: Int = 30) -> (status: Int32, output: String) { sh("ip netns exec \(nsA) \(cmd)", timeout: timeout) }
 
+    /// Waits until the gateway's IPv6 addresses are past duplicate address detection.
+    func waitPreferred() {
+        _ = DaemonProcess.wait(seconds: 10) {
+            let out = ctl("show addresses").output
+            return !out.isEmpty && !out.contains("tentative")
+        }
+    }
+
     func tearDown() {
         for n in [nsA, nsB, nsR, nsS] { sh("ip netns del \(n) 2>/dev/null") }
         try? FileManager.default.removeItem(atPath: dir)
@@ -74,6 +82,7 @@ struct IPv6SystemTests {
         defer { _ = daemon.stop() }
         try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
                      "daemon did not come up: \(daemon.log)")
+        waitPreferred()
         let tap = "\(p)-ta"
         for s in ["ip -n \(nsR) link set \(tap) netns \(nsA)",
                   // Addresses usable at once (no DAD wait on this side either).
@@ -130,6 +139,7 @@ struct IPv6SystemTests {
         defer { _ = daemon.stop() }
         try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
                      "daemon did not come up: \(daemon.log)")
+        waitPreferred()
         for (n, tap, address, gateway) in [(nsA, "\(p)-ta", "2001:db8:1::2/64", "2001:db8:1::1"), (nsB, "\(p)-tb", "2001:db8:2::2/64", "2001:db8:2::1")] {
             for s in ["ip -n \(nsR) link set \(tap) netns \(n)",
                       "ip netns exec \(n) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
@@ -178,6 +188,7 @@ struct IPv6SystemTests {
         defer { _ = daemon.stop() }
         try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
                      "daemon did not come up: \(daemon.log)")
+        waitPreferred()
         let ta = "\(p)-ta", tb = "\(p)-tb"
         for s in ["ip -n \(nsR) link set \(ta) netns \(nsA)", "ip -n \(nsR) link set \(tb) netns \(nsB)",
                   // A: nothing configured but SLAAC (a host: no forwarding, accepting advertisements).
@@ -216,6 +227,7 @@ struct IPv6SystemTests {
         defer { _ = daemon.stop() }
         try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
                      "daemon did not come up: \(daemon.log)")
+        waitPreferred()
         let ta = "\(p)-ta", tb = "\(p)-tb", va = "\(p)-va", vs = "\(p)-vs", br = "\(p)-br"
         for s in [
             // The switch: snooping on and its own querier, asking often. (With
@@ -275,6 +287,7 @@ struct IPv6SystemTests {
         defer { _ = daemon.stop() }
         try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
                      "daemon did not come up: \(daemon.log)")
+        waitPreferred()
         // The solicited-node groups of fe80::ff:fe00:6201 and 2001:db8:5::1234, all-routers, all-nodes, MLDv2.
         let wanted = ["33:33:ff:00:62:01", "33:33:ff:00:12:34", "33:33:00:00:00:02", "33:33:00:00:00:01", "33:33:00:00:00:16"]
         let joined = DaemonProcess.wait(seconds: 10) {
