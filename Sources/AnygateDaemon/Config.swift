@@ -30,6 +30,8 @@ public struct DaemonConfig: Equatable, Sendable {
     public var interfaces: [InterfaceConfig] = []
     public var tunnels: [TunnelConfig] = []
     public var routes: [RouteConfig] = []
+    /// The routes whose `to` is an IPv6 prefix.
+    public var routes6: [Route6Config] = []
 
     public init() {}
 
@@ -150,6 +152,22 @@ public struct IPv6InterfaceConfig: Equatable, Sendable {
     /// `router-advertisements:`; nil: none sent.
     public var routerAdvertisements: RouterAdvertisements? = nil
     public init(addresses: [IPv6InterfaceAddress] = []) { self.addresses = addresses }
+}
+
+/// An IPv6 route: it names its interface (a link-local next hop needs one,
+/// and the interface's IPv6 subnets do not yet validate next hops).
+public struct Route6Config: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var to: IPv6Prefix
+    public var via: IPv6Address?
+    public var interface: String
+    public var metric: UInt32 = 0
+    public var weight: UInt8 = 1
+    public init(to: IPv6Prefix, via: IPv6Address? = nil, interface: String, metric: UInt32 = 0, weight: UInt8 = 1) {
+        self.to = to; self.via = via; self.interface = interface; self.metric = metric; self.weight = weight
+    }
+    public var description: String {
+        "\(to)" + (via.map { " via \($0)" } ?? "") + " dev \(interface) metric \(metric)" + (weight == 1 ? "" : " weight \(weight)")
+    }
 }
 
 public struct AddressConfig: Equatable, Hashable, Sendable {

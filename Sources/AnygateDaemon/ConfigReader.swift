@@ -148,7 +148,11 @@ public struct ConfigReader {
         }
         if let n = top["routes"] {
             guard case .sequence(let seq) = n else { throw fail("routes", n, "expected a list of routes") }
-            for (k, item) in seq.enumerated() { c.routes.append(try route(item, "routes[\(k)]")) }
+            for (k, item) in seq.enumerated() {
+                if ConfigReader.isIPv6Route(item) { c.routes6.append(try route6(item, "routes[\(k)]")) } else {
+                    c.routes.append(try route(item, "routes[\(k)]"))
+                }
+            }
         }
         try validate(c, top)
         return c
@@ -364,6 +368,33 @@ public struct ConfigReader {
         return r
     }
 
+    /// A route item whose `to` is an IPv6 prefix.
+    static func isIPv6Route(_ node: Node) -> Bool {
+        guard case .mapping(let m) = node, let to = m["to"]?.string else { return false }
+        return to.contains(":")
+    }
+
+    func route6(_ node: Node, _ path: String) throws(ConfigError) -> Route6Config {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ["to", "via", "interface", "metric", "weight"])
+        let toNode = m["to"]!
+        let toText = try string(toNode, path + ".to")
+        let to: IPv6Prefix
+        do { to = try IPv6Prefix(toText) } catch { throw fail(path + ".to", toNode, error.description) }
+        guard let i = m["interface"] else { throw fail(path, node, "an IPv6 route needs interface: NAME") }
+        var r = Route6Config(to: to, interface: try string(i, path + ".interface"))
+        if let v = m["via"] {
+            let t = try string(v, path + ".via")
+            guard let a = IPv6Address(t), !a.isMulticast, !a.isUnspecified else {
+                throw fail(path + ".via", v, "\"\(t)\" is not a unicast IPv6 address")
+            }
+            r.via = a
+        }
+        if let mt = m["metric"] { r.metric = UInt32(try int(mt, path + ".metric", 0...Int(UInt32.max))) }
+        if let w = m["weight"] { r.weight = UInt8(try int(w, path + ".weight", 1...Int(Route.maxWeight))) }
+        return r
+    }
+
     /// Checks that need the whole file: unique names, interfaces that routes
     /// name, next hops on a connected subnet, addresses used once.
     func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
@@ -416,7 +447,19 @@ public struct ConfigReader {
                            "\(t.tunnel.local) is not an address of any interface (a stack-backed tunnel sends from the stack's own address; use backend: host for the host's)")
             }
         }
-        let routeItems = top["routes"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
+        let allRouteItems = top["routes"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
+        let routeItems = allRouteItems.filter { !ConfigReader.isIPv6Route($0) }
+        let route6Items = allRouteItems.filter { ConfigReader.isIPv6Route($0) }
+        var seen6: Set<Route6Config> = []
+        for (k, r) in c.routes6.enumerated() {
+            let node = k < route6Items.count ? route6Items[k] : nil
+            let at = allRouteItems.firstIndex { $0 == node } ?? k
+            guard let i = c.interfaces.first(where: { $0.name == r.interface }) else {
+                throw fail("routes[\(at)].interface", node, "no interface named \(r.interface)")
+            }
+            guard i.ipv6 != nil else { throw fail("routes[\(at)].interface", node, "interface \(r.interface) has no ipv6") }
+            guard seen6.insert(r).inserted else { throw fail("routes[\(at)]", node, "duplicate route \(r)") }
+        }
         var seen: Set<RouteConfig> = []
         for (k, r) in c.routes.enumerated() {
             let node = k < routeItems.count ? routeItems[k] : nil

@@ -94,6 +94,9 @@ public final class Daemon {
         do throws(DaemonError) {
             for i in config.interfaces { try addInterface(i) }
             for t in config.tunnels { try addTunnel(t) }
+            for r in config.routes6 {
+                do { try addRoute6(r) } catch { throw DaemonError("route \(r): \(error)") }
+            }
             for r in config.routes {
                 do { try addRoute(r) } catch { throw DaemonError("route \(r): \(error)") }
             }
@@ -270,6 +273,11 @@ public final class Daemon {
         logger.info("interface removed", metadata: ["interface": "\(name)"])
     }
 
+    func addRoute6(_ r: Route6Config) throws(RouteError) {
+        guard let i = interfaceIndex[r.interface] else { throw .invalid("no interface named \(r.interface)") }
+        try changeRoutes { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: i, metric: r.metric, weight: r.weight) }
+    }
+
     func addRoute(_ r: RouteConfig) throws(RouteError) {
         let dev = r.interface.flatMap { interfaceIndex[$0] ?? stack.interface(named: $0) }
         try changeRoutes { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: dev, metric: r.metric, weight: r.weight) }
@@ -434,6 +442,10 @@ public final class Daemon {
         let old = config
         // Routes of the old config go first, so none points at a vanished address.
         let oldRoutes = Set(old.routes), newRoutes = Set(next.routes)
+        let newRoutes6 = Set(next.routes6)
+        for r in old.routes6 where !newRoutes6.contains(r) {
+            changeRoutes { s in try? s.deleteRoute(r.to, via: r.via) }
+        }
         for r in old.routes where !newRoutes.contains(r) {
             changeRoutes { s in try? s.deleteRoute(r.to, via: r.via) }
         }
@@ -487,6 +499,12 @@ public final class Daemon {
         let oldTunnels = Dictionary(uniqueKeysWithValues: old.tunnels.map { ($0.name, $0) })
         for t in next.tunnels where oldTunnels[t.name] != t {
             try addTunnel(t)
+        }
+        for r in next.routes6 where !Set(old.routes6).contains(r) || stack.routes(for: r.to).isEmpty {
+            do { try addRoute6(r) } catch {
+                if case .exists6 = error { continue }
+                throw DaemonError("route \(r): \(error)")
+            }
         }
         for r in next.routes where !oldRoutes.contains(r) || stack.routes(for: r.to).isEmpty {
             do { try addRoute(r) } catch {

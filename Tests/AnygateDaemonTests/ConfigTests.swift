@@ -242,7 +242,41 @@ struct ConfigTests {
         ("tunnels:\n  - {name: g, local: 10.0.0.1, remote: 10.0.0.2, backend: host, pmtu-discovery: maybe}",
          "tunnels[0].pmtu-discovery", 2, "true or false"),
         ("state: {directory: var/lib}", "state.directory", 1, "absolute path"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {addresses: [2001:db8::1]}", "interfaces[0].ipv6.addresses[0]", 4, "missing /length"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {addresses: [ff02::1/64]}", "interfaces[0].ipv6.addresses[0]", 4, "cannot be an interface address"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {router-advertisements: {interval: 1s}}",
+         "interfaces[0].ipv6.router-advertisements.interval", 4, "4s to 1800s"),
+        ("interfaces:\n  - name: a\n    attach: {mirror: eth0}\n    ipv6: {}", "interfaces[0].ipv6", 4, "from the host"),
+        ("stack: {workers: 2}\ninterfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {}", "interfaces[0].ipv6", nil, "stack.workers: 1"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\nroutes:\n  - {to: 2001:db8::/32, via: fe80::1}", "routes[0]", 5, "needs interface"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\nroutes:\n  - {to: 2001:db8::/32, via: fe80::1, interface: a}",
+         "routes[0].interface", 5, "has no ipv6"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {}\nroutes:\n  - {to: 10.0.0.0/8, interface: a}\n  - {to: 2001:db8::/32, via: ff02::2, interface: a}",
+         "routes[1].via", 7, "not a unicast IPv6 address"),
     ]
+
+    @Test("IPv6: interface addresses and router advertisements, and routes with IPv6 prefixes beside IPv4 ones")
+    func ipv6() throws {
+        let c = try reader.parse("""
+        interfaces:
+          - name: lan0
+            attach: {tap: ag-lan0}
+            addresses: [10.1.0.1/24]
+            ipv6: {addresses: [2001:db8:1::1/64], router-advertisements: {interval: 60s, lifetime: 600, mtu: 1480}}
+          - name: lan1
+            attach: {tap: ag-lan1}
+            ipv6: {}
+        routes:
+          - {to: 10.9.0.0/16, interface: lan0}
+          - {to: 2001:db8:99::/48, via: fe80::2, interface: lan1, metric: 5}
+        """)
+        #expect(c.interfaces[0].ipv6?.addresses == [try IPv6InterfaceAddress("2001:db8:1::1/64")])
+        let ra = try #require(c.interfaces[0].ipv6?.routerAdvertisements)
+        #expect(ra.interval == .seconds(60) && ra.lifetime == 600 && ra.mtu == 1480 && ra.prefixes.isEmpty)
+        #expect(c.interfaces[1].ipv6 == IPv6InterfaceConfig() && c.interfaces[1].ipv6?.routerAdvertisements == nil)
+        #expect(c.routes.count == 1)
+        #expect(c.routes6 == [Route6Config(to: try IPv6Prefix("2001:db8:99::/48"), via: IPv6Address("fe80::2"), interface: "lan1", metric: 5)])
+    }
 
     @Test("each rejection names the file, key path, line and reason", arguments: ConfigTests.rejections.indices)
     func rejection(_ k: Int) {

@@ -36,6 +36,8 @@ struct IPv6SystemTests {
           - name: lan1
             attach: {tap: \(p)-tb}
             ipv6: {addresses: [2001:db8:2::1/64]}
+        routes:
+          - {to: 2001:db8:99::/48, via: 2001:db8:2::2, interface: lan1}
         """
     }
 
@@ -151,6 +153,10 @@ struct IPv6SystemTests {
         let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::2", timeout: 20)
         #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemon.log)")
         #expect(ping.output.contains("ttl=63") || ping.output.contains("hlim=63"), "one hop: \(ping.output)")
+        // A prefix behind B, by the config's IPv6 route.
+        #expect(sh("ip -n \(nsB) link set lo up").status == 0 && sh("ip -n \(nsB) addr add 2001:db8:99::5/128 dev lo").status == 0)
+        let behind = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:99::5", timeout: 20)
+        #expect(behind.status == 0 && behind.output.contains(" 0% packet loss"), "\(behind.output)\n\(ctl("show routes").output)")
 
         // 20 MB A -> B over TCP (TSO6 super-frames from A's TAP), checksummed at both ends.
         let src = dir + "/data.bin", dst = dir + "/recv.bin"
