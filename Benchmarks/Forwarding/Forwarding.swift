@@ -231,6 +231,7 @@ let benchmarks: @Sendable () -> Void = {
     tunnelBenchmarks(perPacket)
     offloadBenchmarks()
     workerBenchmarks(perPacket)
+    ipv6ForwardingBenchmarks(perPacket)
 
     // Control: proves the malloc counter counts (one array per iteration).
     Benchmark("control: one heap allocation per iteration", configuration: perPacket) { benchmark in

@@ -24,6 +24,8 @@ struct InterfaceSlot {
     @usableFromInline var offloads = false
     /// When a frame from our own MAC was last reported (rate limit).
     var ownMACReported: Int64 = .min
+    /// The interface has IPv6 addresses: it takes IPv6 frames.
+    var ipv6 = false
 }
 
 /// An address configured on an interface, with its IPSELSRC preference.

@@ -48,6 +48,7 @@ extension Stack {
         enter()
         let before = listenedGroups(i)
         interfaceAddresses6[i].append(a)
+        ifs[i].ipv6 = true
         reportGroupChange(on: i, before: before)
         try? fib6.add(Route6(prefix: IPv6Prefix(address: a.address, length: 128), interface: i, origin: .connected, kind: .local))
         if a.prefixLength < 128 {
@@ -65,6 +66,7 @@ extension Stack {
         enter()
         let before = listenedGroups(i)
         let a = interfaceAddresses6[i].remove(at: k)
+        ifs[i].ipv6 = !interfaceAddresses6[i].isEmpty
         forgetDAD(a.address, on: i)
         reportGroupChange(on: i, before: before)
         fib6.remove(IPv6Prefix(address: a.address, length: 128), interface: i, kind: .local)
@@ -122,7 +124,7 @@ extension Stack {
 
     /// An IPv6 packet from the link (bytes start at the IPv6 header).
     func ipv6Input(_ packet: PacketHandle, rx: InterfaceIndex) {
-        guard !interfaceAddresses6[rx].isEmpty else { return drop(packet, .ipv6NotSupported, rx: rx) }
+        guard ifs[rx].ipv6 else { return drop(packet, .ipv6NotSupported, rx: rx) }
         let ip: IPv6Packet
         do { ip = try IPv6Packet(validating: pool.bytes(packet)) } catch { return drop(packet, .ipv6Malformed, rx: rx) }
         var p = packet
@@ -135,7 +137,16 @@ extension Stack {
         }
         if chain.discardSilently { return drop(p, .ipv6HeaderChain, rx: rx) }
         let source = ip.source, destination = ip.destination
-        guard isOurs6(destination, on: rx) else { return forward6(p, rx: rx) }
+        // One lookup decides: one of our addresses (a local route), or forward.
+        let best = destination.isMulticast ? nil : fib6View.pointee.lookup(destination)
+        if let best, best.pointee.kind == .local {
+            // A tentative or duplicated address takes nothing in (RFC 4862 section 5.4).
+            guard usable6(destination, on: Int(best.pointee.interface)) else { return drop(p, .notForUs, rx: rx) }
+        } else if destination.isMulticast {
+            guard isOurs6(destination, on: rx) else { return drop(p, .multicastNotSupported, rx: rx) }
+        } else {
+            return forward6(p, rx: rx, best: best)
+        }
         guard chain.upperLayer == .icmpv6, chain.upperLayerPresent, chain.fragment == nil else {
             return drop(p, .protocolUnreachable, rx: rx)
         }
@@ -173,7 +184,7 @@ extension Stack {
     /// A packet for another node: scope rules, hop limit, the route, the
     /// egress MTU (a router never fragments: packet too big instead), then
     /// the next hop's link-layer address by neighbour discovery.
-    func forward6(_ p: PacketHandle, rx: InterfaceIndex) {
+    func forward6(_ p: PacketHandle, rx: InterfaceIndex, best: UnsafeMutablePointer<RouteSlot<IPv6Address>>?) {
         let ip = IPv6Packet(unchecked: pool.bytes(p))
         let source = ip.source, destination = ip.destination
         guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }
@@ -189,8 +200,8 @@ extension Stack {
             sendICMPv6Error(about: p, .timeExceeded, code: 0, rx: rx)
             return drop(p, .ttlExpired, rx: rx)
         }
-        let view = FIBView(fib6)
-        guard let best = view.lookup(destination) else {
+        let view = fib6View.pointee
+        guard let best else {
             sendICMPv6Error(about: p, .destinationUnreachable, code: 0, rx: rx)
             return drop(p, .noRoute, rx: rx)
         }

@@ -80,7 +80,11 @@ public final class Stack {
     /// has announced itself awake, the generation it last read, and its
     /// own changes that flush cached routes (interface state, MTU).
     /// The IPv6 routing table (`Stack+Routes6`).
-    public internal(set) var fib6 = RoutingTable6()
+    public internal(set) var fib6: RoutingTable6 {
+        didSet { fib6View.pointee = FIBView(fib6) }
+    }
+    /// The packet path's pointers into `fib6`.
+    let fib6View: UnsafeMutablePointer<FIBView<IPv6Prefix>>
     let fibReader: (shared: SharedFIB, index: Int)?
     /// The same reader's two words, read and written once per batch
     /// (raw pointers: no reference counting there).
@@ -167,6 +171,10 @@ public final class Stack {
         }
         fibPublished = fibReader?.shared.generation
         fibAnnouncement = fibReader.map { $0.shared.announcement($0.index) }
+        let table6 = RoutingTable6()
+        fib6 = table6
+        fib6View = .allocate(capacity: 1)
+        fib6View.initialize(to: FIBView(table6))
         fibView = .allocate(capacity: 1)
         if let r = fibReader {
             fibView.initialize(to: FIBView(r.shared, generation: 0))
@@ -204,7 +212,7 @@ public final class Stack {
         dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
-        neighbors.deallocate(); neighbors6.deallocate(); flows.deallocate(); fib.deallocate(); fib6.deallocate()
+        neighbors.deallocate(); neighbors6.deallocate(); flows.deallocate(); fib.deallocate(); fib6.deallocate(); fib6View.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.

@@ -1,0 +1,98 @@
+// IPv6 forwarding in process: 64-byte frames (Ethernet, IPv6, UDP and two
+// bytes) through a router whose IPv6 FIB holds 200 000 BGP-shaped
+// prefixes via one resolved gateway; every packet takes the full path
+// (there is no ip6flow cache yet): chain walk, hop limit, trie, neighbour.
+import AnygateHost
+import AnygateStack
+import AnygateWire
+import Benchmark
+import BenchSupport
+
+final class Bench6 {
+    let host = SinkHost()
+    let pool = PacketPool(capacity: 2048, dataSize: 2048)
+    let router: Stack
+    let lan: InterfaceIndex, wan: InterfaceIndex
+    var frames: [[UInt8]] = []
+    var batch: [PacketHandle] = []
+
+    init(prefixes: [IPv6Prefix], flows: Int) throws {
+        host.pool = pool
+        var c = StackConfiguration()
+        c.dadTransmits = 0
+        router = Stack(name: "bench6", configuration: c, pool: pool, hypercalls: host)
+        lan = try router.addInterface(name: "lan", mac: MACAddress(2, 0, 0, 0, 0, 1))
+        wan = try router.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 0, 0, 2))
+        for i in [lan, wan] { try router.setUp(i, true); try router.enableIPv6(on: i) }
+        try router.addAddress(IPv6InterfaceAddress("2001:db8:ffff:1::1/64"), to: lan)
+        try router.addAddress(IPv6InterfaceAddress("2001:db8:ffff:2::1/64"), to: wan)
+        let gw = IPv6Address("2001:db8:ffff:2::2")!, gwMAC = MACAddress(2, 0, 0, 0, 9, 9)
+        for p in prefixes { try router.addRoute(p, via: gw, interface: wan) }
+        // Resolve the gateway: a packet for it starts a solicitation, its advertisement answers.
+        let destinations = addressesInside(prefixes, count: flows, seed: 12)
+        frames = destinations.enumerated().map { i, d in Bench6.frame(from: IPv6Address(high: 0x2001_0DB8_FFFF_0001, low: UInt64(i) + 2), to: d) }
+        router.receive(pool.make(copying: frames[0])!, on: lan)
+        var na = [UInt8](repeating: 0, count: 14 + 40 + 32)
+        na.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: MACAddress(2, 0, 0, 0, 0, 2), source: gwMAC, etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: gw, destination: IPv6Address("2001:db8:ffff:2::1")!, nextHeader: .icmpv6, payloadLength: 32, hopLimit: 255)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            let m = UnsafeMutableRawBufferPointer(rebasing: b[54...])
+            NDOption.targetLinkLayer(gwMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[24...]))
+            ICMPv6Repr.neighborAdvertisement(target: gw, flags: NAFlags.solicited | NAFlags.override)
+                .emit(into: m, source: gw, destination: IPv6Address("2001:db8:ffff:2::1")!)
+        }
+        router.receive(pool.make(copying: na)!, on: wan)
+        precondition(router.neighborList6.contains { $0.address == gw && $0.state == .reachable })
+        batch.reserveCapacity(256)
+    }
+
+    static func frame(from source: IPv6Address, to destination: IPv6Address) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 64)
+        f.withUnsafeMutableBytes { b in
+            EthernetRepr(destination: MACAddress(2, 0, 0, 0, 0, 1), source: MACAddress(2, 0, 0, 0, 7, 7), etherType: .ipv6).emit(into: b)
+            IPv6Repr(source: source, destination: destination, nextHeader: .udp, payloadLength: 10)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+            b.storeBytes(of: UInt16(1000).bigEndian, toByteOffset: 54, as: UInt16.self)
+            b.storeBytes(of: UInt16(2000).bigEndian, toByteOffset: 56, as: UInt16.self)
+            b.storeBytes(of: UInt16(10).bigEndian, toByteOffset: 58, as: UInt16.self)
+        }
+        return f
+    }
+
+    func forward(_ count: Int, startAt: inout Int) {
+        var left = count
+        frames.withUnsafeBufferPointer { frames in
+            while left > 0 {
+                let n = min(250, left)
+                batch.removeAll(keepingCapacity: true)
+                for _ in 0..<n {
+                    var p = pool.allocate()!
+                    p.length = 64
+                    frames[startAt].withUnsafeBytes { src in
+                        pool.bytes(p).copyMemory(from: src)
+                    }
+                    startAt = (startAt + 1) & (frames.count - 1)
+                    batch.append(p)
+                }
+                batch.withUnsafeBufferPointer { router.receive($0, on: lan) }
+                left -= n
+            }
+        }
+    }
+}
+
+nonisolated(unsafe) var bench6: Bench6?
+
+func ipv6ForwardingBenchmarks(_ perPacket: Benchmark.Configuration) {
+    Benchmark("IPv6 forward 64B, full lookup, 1024 destinations, FIB 200000 BGP-shaped prefixes", configuration: perPacket) { benchmark in
+        if bench6 == nil { bench6 = try! Bench6(prefixes: bgpShapedIPv6Prefixes(200_000, seed: 6), flows: 1024) }
+        let b = bench6!
+        var at = 0
+        let before = b.host.sent
+        benchmark.startMeasurement()
+        b.forward(benchmark.scaledIterations.count, startAt: &at)
+        benchmark.stopMeasurement()
+        precondition(b.host.sent - before == benchmark.scaledIterations.count, "every packet must be forwarded")
+    }
+}
