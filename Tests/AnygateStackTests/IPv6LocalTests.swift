@@ -448,12 +448,7 @@ struct MLDTests {
 
     @Test("an address joins its solicited-node group (and a router all-routers); removing it leaves; a query is answered in its delay")
     func reportsAndQueries() throws {
-        let h = L.Recorder()
-        let pool = PacketPool(capacity: 256, dataSize: 2048)
-        h.pool = pool
-        let s = Stack(name: "R", pool: pool, hypercalls: h)
-        let lan = try s.addInterface(name: "lan", mac: L.routerMAC)
-        try s.setUp(lan, true)
+        let (s, h, lan) = try DADTests.fresh()
         try s.enableIPv6(on: lan)
         let ll = IPv6Address.linkLocal(L.routerMAC)
         var r = try Self.reports(h)

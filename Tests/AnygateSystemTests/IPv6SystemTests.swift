@@ -57,6 +57,27 @@ struct IPv6SystemTests {
     func ctl(_ args: String) -> (status: Int32, output: String) { sh("\(anygatectl) --socket \(socket) \(args)") }
     func inA(_ cmd: String, timeout: Int = 30) -> (status: Int32, output: String) { sh("ip netns exec \(nsA) \(cmd)", timeout: timeout) }
 
+    /// Makes the namespaces (the daemon's with its loopback up) after the run's directory.
+    func makeNamespaces(_ names: [String]) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for s in names.map({ "ip netns add \($0)" }) + ["ip -n \(nsR) link set lo up"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+    }
+
+    /// Writes `config`, checks it, starts anygated in R and waits until it
+    /// answers and its IPv6 addresses are past duplicate address detection.
+    func startDaemon(_ config: String) throws -> DaemonProcess {
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let check = sh("\(anygated) --config \(configPath) --check")
+        #expect(check.status == 0, "\(check.output)")
+        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
+                     "daemon did not come up: \(daemon.log)")
+        waitPreferred()
+        return daemon
+    }
+
     /// Waits until the gateway's IPv6 addresses are past duplicate address detection.
     func waitPreferred() {
         _ = DaemonProcess.wait(seconds: 10) {
@@ -73,18 +94,9 @@ struct IPv6SystemTests {
     @Test("Linux pings the gateway's global and link-local addresses through neighbour discovery; a reload turns IPv6 off")
     func pingByNeighborDiscovery() throws {
         defer { tearDown() }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for s in ["ip netns add \(nsA)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up"] {
-            try #require(sh(s).status == 0, "\(s)")
-        }
-        try config(ipv6: true).write(toFile: configPath, atomically: true, encoding: .utf8)
-        let check = sh("\(anygated) --config \(configPath) --check")
-        #expect(check.status == 0, "\(check.output)")
-        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        try makeNamespaces([nsA, nsR])
+        let daemon = try startDaemon(config(ipv6: true))
         defer { _ = daemon.stop() }
-        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
-                     "daemon did not come up: \(daemon.log)")
-        waitPreferred()
         let tap = "\(p)-ta"
         for s in ["ip -n \(nsR) link set \(tap) netns \(nsA)",
                   // Addresses usable at once (no DAD wait on this side either).
@@ -132,16 +144,9 @@ struct IPv6SystemTests {
     @Test("the gateway forwards IPv6 between two Linux hosts: ping6, 20 MB over TCP checksummed, hop limit, no route")
     func forwarding() throws {
         defer { tearDown() }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for s in ["ip netns add \(nsA)", "ip netns add \(nsB)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up"] {
-            try #require(sh(s).status == 0, "\(s)")
-        }
-        try routerConfig().write(toFile: configPath, atomically: true, encoding: .utf8)
-        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        try makeNamespaces([nsA, nsB, nsR])
+        let daemon = try startDaemon(routerConfig())
         defer { _ = daemon.stop() }
-        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
-                     "daemon did not come up: \(daemon.log)")
-        waitPreferred()
         for (n, tap, address, gateway) in [(nsA, "\(p)-ta", "2001:db8:1::2/64", "2001:db8:1::1"), (nsB, "\(p)-tb", "2001:db8:2::2/64", "2001:db8:2::1")] {
             for s in ["ip -n \(nsR) link set \(tap) netns \(n)",
                       "ip netns exec \(n) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
@@ -183,18 +188,9 @@ struct IPv6SystemTests {
     @Test("a Linux host configures itself from the gateway's router advertisements (SLAAC) and reaches the far link")
     func slaac() throws {
         defer { tearDown() }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for s in ["ip netns add \(nsA)", "ip netns add \(nsB)", "ip netns add \(nsR)", "ip -n \(nsR) link set lo up"] {
-            try #require(sh(s).status == 0, "\(s)")
-        }
-        try routerConfig(advertise: true).write(toFile: configPath, atomically: true, encoding: .utf8)
-        let check = sh("\(anygated) --config \(configPath) --check")
-        #expect(check.status == 0, "\(check.output)")
-        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        try makeNamespaces([nsA, nsB, nsR])
+        let daemon = try startDaemon(routerConfig(advertise: true))
         defer { _ = daemon.stop() }
-        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
-                     "daemon did not come up: \(daemon.log)")
-        waitPreferred()
         let ta = "\(p)-ta", tb = "\(p)-tb"
         for s in ["ip -n \(nsR) link set \(ta) netns \(nsA)", "ip -n \(nsR) link set \(tb) netns \(nsB)",
                   // A: nothing configured but SLAAC (a host: no forwarding, accepting advertisements).
@@ -224,16 +220,9 @@ struct IPv6SystemTests {
     @Test("through a Linux bridge that snoops MLD with its own querier: the gateway's groups registered on its port, SLAAC, ping6 across")
     func behindSnoopingBridge() throws {
         defer { tearDown() }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for s in ["ip netns add \(nsA)", "ip netns add \(nsB)", "ip netns add \(nsR)", "ip netns add \(nsS)", "ip -n \(nsR) link set lo up"] {
-            try #require(sh(s).status == 0, "\(s)")
-        }
-        try routerConfig(advertise: true).write(toFile: configPath, atomically: true, encoding: .utf8)
-        let daemon = try DaemonProcess(binary: anygated, config: configPath, namespace: nsR, logPath: dir + "/anygated.log")
+        try makeNamespaces([nsA, nsB, nsR, nsS])
+        let daemon = try startDaemon(routerConfig(advertise: true))
         defer { _ = daemon.stop() }
-        try #require(DaemonProcess.wait(seconds: 20) { FileManager.default.fileExists(atPath: socket) && ctl("show interfaces").status == 0 },
-                     "daemon did not come up: \(daemon.log)")
-        waitPreferred()
         let ta = "\(p)-ta", tb = "\(p)-tb", va = "\(p)-va", vs = "\(p)-vs", br = "\(p)-br"
         for s in [
             // The switch: snooping on and its own querier, asking often. (With
