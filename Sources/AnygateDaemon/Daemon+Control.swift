@@ -138,8 +138,9 @@ extension Daemon {
     }
 
     func explainSource(_ r: ControlRequest) -> [UInt8] {
+        if let text = r.destination, let d6 = IPv6Address(text) { return explainSource6(r, d6) }
         guard let text = r.destination, let d = IPv4Address(text) else {
-            return fail("explain source needs a destination IPv4 address")
+            return fail("explain source needs a destination IPv4 or IPv6 address")
         }
         var i: Int? = nil
         if let dev = r.dev {
@@ -156,6 +157,24 @@ extension Daemon {
             destination: "\(d)", interface: stack.interfaceName(e.interface), route: route,
             policy: e.policy?.description ?? "none", policyOrigin: e.policyOrigin,
             scorers: e.policy?.scorers.map(\.rawValue) ?? [], incumbent: "\(e.incumbent)", candidates: candidates,
+            chosen: "\(e.chosen)", reason: e.reason)))
+    }
+
+    /// RFC 6724 for an IPv6 destination: the rules as scorers, each
+    /// candidate's score per rule.
+    func explainSource6(_ r: ControlRequest, _ d: IPv6Address) -> [UInt8] {
+        var i: Int? = nil
+        if let dev = r.dev {
+            guard let idx = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
+            i = idx
+        }
+        guard let e = stack.explainSource(d, interface: i) else { return fail("no route to \(d), or no usable IPv6 address to speak from") }
+        let candidates = e.candidates.enumerated().map { k, c in
+            ExplainInfo.Candidate(address: "\(c)", preference: 0, index: k, scores: e.scores[k])
+        }
+        return encode(ControlResponse(ok: true, result: ExplainInfo(
+            destination: "\(d)", interface: stack.interfaceName(e.interface), route: e.route.map { routeInfo($0) },
+            policy: "rfc6724", policyOrigin: "default", scorers: SourceExplanation6.rules, incumbent: "-", candidates: candidates,
             chosen: "\(e.chosen)", reason: e.reason)))
     }
 

@@ -98,16 +98,9 @@ extension Stack {
         }
     }
 
-    /// The address to speak from on `i` to `destination`: a link-local
-    /// one for link-local and multicast destinations, else one whose prefix
-    /// holds it, else the first global one.
+    /// The address to speak from on `i` to `destination` (RFC 6724, `explainSource`).
     func source6(on i: InterfaceIndex, to destination: IPv6Address) -> IPv6Address? {
-        let list = interfaceAddresses6[i].filter { usable6($0.address, on: i) }
-        if destination.isLinkLocal || (destination.isMulticast && destination.multicastScope <= 2) {
-            return list.first { $0.address.isLinkLocal }?.address ?? list.first?.address
-        }
-        return (list.first { !$0.address.isLinkLocal && $0.subnet.contains(destination) }
-            ?? list.first { !$0.address.isLinkLocal } ?? list.first)?.address
+        explainSource(destination, interface: i)?.chosen
     }
 
     /// The IPv6 neighbour cache, as `show neighbors` lists it.

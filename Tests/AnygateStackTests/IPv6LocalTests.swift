@@ -557,3 +557,36 @@ struct DADTests {
     }
 }
 
+
+/// RFC 6724 source selection among an interface's IPv6 addresses.
+@Suite("IPv6 source address selection")
+struct SourceSelection6Tests {
+    typealias L = IPv6LocalTests
+
+    @Test("scope, label and longest prefix decide, in that order; tentative addresses never take part")
+    func rules() throws {
+        let (s, h, lan) = try L.stack()  // fe80::ff:fe00:1, 2001:db8:1::1/64
+        try s.addAddress(IPv6InterfaceAddress("fd00:1::1/64"), to: lan)
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:2:3::1/64"), to: lan)
+        L.passDAD(s, h)
+        try s.addRoute(IPv6Prefix("::/0"), via: IPv6Address("fe80::9")!, interface: lan)
+        func chosen(_ d: String) -> (IPv6Address?, String) {
+            let e = s.explainSource(IPv6Address(d)!)
+            return (e?.chosen, e?.reason ?? "-")
+        }
+        // A link-local destination: the link-local address (rule 2).
+        #expect(chosen("fe80::9").0 == IPv6Address("fe80::ff:fe00:1"), "\(chosen("fe80::9"))")
+        // A ULA destination: the ULA address (rule 6, label 13).
+        #expect(chosen("fd00:2::7").0 == IPv6Address("fd00:1::1"), "\(chosen("fd00:2::7"))")
+        // Global destinations: the longest common prefix (rule 8).
+        #expect(chosen("2001:db8:2:3::99").0 == IPv6Address("2001:db8:2:3::1"))
+        #expect(chosen("2001:db8:1::99").0 == IPv6Address("2001:db8:1::1"))
+        #expect(chosen("2001:db8:1::99").1 == "rule longest-prefix")
+        // Our own address: itself (rule 1).
+        #expect(chosen("2001:db8:2:3::1").0 == IPv6Address("2001:db8:2:3::1"))
+        // A new, tentative address is not a candidate.
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:1::99/64"), to: lan)
+        #expect(chosen("2001:db8:1::99").0 == IPv6Address("2001:db8:1::1"))
+        #expect(s.explainSource(IPv6Address("2001:db8:1::99")!)?.candidates.contains(IPv6Address("2001:db8:1::99")!) == false)
+    }
+}

@@ -158,6 +158,9 @@ struct IPv6SystemTests {
         let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::2", timeout: 20)
         #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"), "\(ping.output)\n\(daemon.log)")
         #expect(ping.output.contains("ttl=63") || ping.output.contains("hlim=63"), "one hop: \(ping.output)")
+        // The address the gateway speaks from towards B, and why (RFC 6724).
+        let explained = ctl("explain source 2001:db8:2::2").output
+        #expect(explained.contains("2001:db8:2::1") && explained.contains("rfc6724"), "\(explained)")
         // A prefix behind B, by the config's IPv6 route.
         #expect(sh("ip -n \(nsB) link set lo up").status == 0 && sh("ip -n \(nsB) addr add 2001:db8:99::5/128 dev lo").status == 0)
         let behind = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:99::5", timeout: 20)
