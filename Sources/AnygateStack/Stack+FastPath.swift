@@ -273,7 +273,7 @@ extension Stack {
     /// Removes every flow (`anygatectl flows flush`). Returns how many went.
     @discardableResult
     public func flushFlows() -> Int {
-        let n = flows.removeAll()
+        let n = flows.removeAll() + flows6.flush()
         hot.pointee.counters.flowsFlushed &+= UInt64(n)
         return n
     }

@@ -118,6 +118,7 @@ extension Stack {
     /// An IPv6 packet from the link (bytes start at the IPv6 header).
     func ipv6Input(_ packet: PacketHandle, rx: InterfaceIndex) {
         guard ifs[rx].ipv6 else { return drop(packet, .ipv6NotSupported, rx: rx) }
+        if flows6.capacity > 0 && fastForward6(packet, rx: rx) { return }
         let ip: IPv6Packet
         do { ip = try IPv6Packet(validating: pool.bytes(packet)) } catch { return drop(packet, .ipv6Malformed, rx: rx) }
         var p = packet
@@ -138,7 +139,7 @@ extension Stack {
         } else if destination.isMulticast {
             guard isOurs6(destination, on: rx) else { return drop(p, .multicastNotSupported, rx: rx) }
         } else {
-            return forward6(p, rx: rx, best: best)
+            return forward6(p, rx: rx, best: best, cacheable: chain.extensionHeaders == 0)
         }
         guard chain.upperLayer == .icmpv6, chain.upperLayerPresent, chain.fragment == nil else {
             return drop(p, .protocolUnreachable, rx: rx)
@@ -177,7 +178,7 @@ extension Stack {
     /// A packet for another node: scope rules, hop limit, the route, the
     /// egress MTU (a router never fragments: packet too big instead), then
     /// the next hop's link-layer address by neighbour discovery.
-    func forward6(_ p: PacketHandle, rx: InterfaceIndex, best: UnsafeMutablePointer<RouteSlot<IPv6Address>>?) {
+    func forward6(_ p: PacketHandle, rx: InterfaceIndex, best: UnsafeMutablePointer<RouteSlot<IPv6Address>>?, cacheable: Bool) {
         let ip = IPv6Packet(unchecked: pool.bytes(p))
         let source = ip.source, destination = ip.destination
         guard configuration.forwarding else { return drop(p, .notForwarding, rx: rx) }
@@ -222,7 +223,56 @@ extension Stack {
         let nextHop = slot.pointee.kind == .gateway ? slot.pointee.gateway : destination
         hot.pointee.counters.ipForwarded &+= 1
         ifs[rx].counters.forwarded &+= 1
-        resolveAndSend6(p, out: out, nextHop: nextHop)
+        let label = ip.flowLabel  // read before the packet is handed on
+        let n = resolveAndSend6(p, out: out, nextHop: nextHop)
+        if cacheable && flows6.capacity > 0 && n != NeighborTable<IPv6Address>.none {
+            // ip6flow: the next packet of this flow skips all of the above.
+            let (e, evicts) = flows6.place(source, destination, label)
+            if evicts { hot.pointee.counters.flowsEvicted &+= 1 }
+            e.pointee = Flow6Table.Entry(source: source, destination: destination, flowLabel: label, valid: true, out: Int32(out), neighbor: n,
+                                         neighborGeneration: neighbors6.entries[Int(n)].generation,
+                                         fibGeneration: fibView.pointee.generation, fib6Generation: fib6View.pointee.generation,
+                                         lastUsed: hot.pointee.now)
+            hot.pointee.counters.flowsCreated &+= 1
+        }
+    }
+
+    /// ip6flow: forwards a packet of a cached flow, or returns false for
+    /// the full path. The same checks and the same frame as the full path
+    /// (`forward6`) for a packet without extension headers.
+    @inline(__always)
+    func fastForward6(_ p: PacketHandle, rx: InterfaceIndex) -> Bool {
+        let bytes = pool.bytes(p)
+        guard bytes.count >= IPv6Packet.headerLength, bytes.be8(0) >> 4 == 6 else { return false }
+        let ip = IPv6Packet(unchecked: bytes)
+        let total = IPv6Packet.headerLength + ip.payloadLength
+        let next = bytes.be8(IPv6Packet.Field.nextHeader)
+        guard total <= bytes.count, ip.hopLimit > 1,
+              next != 0, next != 43, next != 44, next != 60, next != 51 else { return false }
+        let source = ip.source, destination = ip.destination, label = ip.flowLabel
+        guard let e = flows6.find(source, destination, label),
+              e.pointee.fibGeneration == fibView.pointee.generation, e.pointee.fib6Generation == fib6View.pointee.generation,
+              hot.pointee.now &- e.pointee.lastUsed < configuration.ipflow.idleTimeout.nanoseconds else {
+            hot.pointee.counters.flowMisses &+= 1
+            return false
+        }
+        let n = neighbors6.entries + Int(e.pointee.neighbor)
+        guard n.pointee.generation == e.pointee.neighborGeneration, n.pointee.state == .reachable else {
+            hot.pointee.counters.flowMisses &+= 1
+            return false
+        }
+        let out = Int(e.pointee.out)
+        var packet = p
+        if packet.length > total { pool.setLength(&packet, total) }
+        let size = packet.segmentSize != 0 ? segmentLength(packet) ?? Int(packet.length) : Int(packet.length)
+        guard size <= ifs[out].mtu else { return false }  // the full path sends packet too big
+        ip.hopLimit = ip.hopLimit - 1
+        e.pointee.lastUsed = hot.pointee.now
+        hot.pointee.counters.flowHits &+= 1
+        hot.pointee.counters.ipForwarded &+= 1
+        ifs[rx].counters.forwarded &+= 1
+        sendFrame(packet, on: out, to: n.pointee.mac, type: .ipv6)
+        return true
     }
 
     /// Sends an ICMPv6 error about `packet` (RFC 4443 section 2.4): from our
@@ -407,20 +457,28 @@ extension Stack {
     /// Sends an IPv6 packet (bytes start at its header) to an on-link
     /// `nextHop`, resolving it first if need be; packets wait in the
     /// entry's bounded queue meanwhile.
-    func resolveAndSend6(_ p: PacketHandle, out: InterfaceIndex, nextHop: IPv6Address) {
-        guard ifs[out].tunnel < 0 else { return drop(p, .ipv6NotSupported, tx: out) }
+    /// Returns the neighbour entry when the packet went out at once to a
+    /// REACHABLE neighbour (what ip6flow may cache), else `none`.
+    @discardableResult
+    func resolveAndSend6(_ p: PacketHandle, out: InterfaceIndex, nextHop: IPv6Address) -> UInt32 {
+        guard ifs[out].tunnel < 0 else {
+            drop(p, .ipv6NotSupported, tx: out)
+            return NeighborTable<IPv6Address>.none
+        }
         var idx = neighbors6.find(nextHop, UInt16(out))
         if idx != NeighborTable<IPv6Address>.none {
             let e = neighbors6.entries + Int(idx)
             if e.pointee.state != .incomplete {
+                let reachable = e.pointee.state == .reachable
                 if e.pointee.state == .stale && hot.pointee.now >= e.pointee.nextProbe {
                     e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
                     sendSolicitation(for: nextHop, on: out, unicastTo: e.pointee.mac)
                 }
-                return sendFrame(p, on: out, to: e.pointee.mac, type: .ipv6)
+                sendFrame(p, on: out, to: e.pointee.mac, type: .ipv6)
+                return reachable ? idx : NeighborTable<IPv6Address>.none
             }
             if let dropped = neighbors6.enqueue(idx, p) { drop(dropped, .arpQueueOverflow, tx: out) }
-            return
+            return NeighborTable<IPv6Address>.none
         }
         idx = createNeighbor6(nextHop, out)
         let e = neighbors6.entries + Int(idx)
@@ -429,6 +487,7 @@ extension Stack {
         neighbors6.schedule(idx)
         _ = neighbors6.enqueue(idx, p)
         sendSolicitation(for: nextHop, on: out, unicastTo: nil)
+        return NeighborTable<IPv6Address>.none
     }
 
     /// An IPv6 neighbour that never answered: what waited on it is dropped.

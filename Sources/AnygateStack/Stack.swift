@@ -30,6 +30,8 @@ public final class Stack {
     /// IPv6 neighbours (`Stack+IPv6`), with ARP's limits and timers.
     let neighbors6: NeighborTable<IPv6Address>
     @usableFromInline let flows: FlowTable
+    /// ip6flow (`Flow6Table`).
+    @usableFromInline let flows6: Flow6Table
     @usableFromInline let txCapacity: Int
     /// Scratch for coalescing a transmit queue (`Stack+Coalesce`): the next
     /// member of each entry's run, whether an entry was merged away, the open runs.
@@ -195,6 +197,7 @@ public final class Stack {
                                                 reachableTime: configuration.arp.reachableTime.nanoseconds,
                                                 staleTime: configuration.arp.staleTime.nanoseconds, seed: seed)
         flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0, seed: seed)
+        flows6 = Flow6Table(maxFlows: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0, seed: seed)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
                                      maxPieces: configuration.reassembly.maxPieces,
                                      timeout: configuration.reassembly.timeout)
@@ -212,7 +215,7 @@ public final class Stack {
         dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
-        neighbors.deallocate(); neighbors6.deallocate(); flows.deallocate(); fib.deallocate(); fib6.deallocate(); fib6View.deallocate()
+        neighbors.deallocate(); neighbors6.deallocate(); flows.deallocate(); flows6.deallocate(); fib.deallocate(); fib6.deallocate(); fib6View.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.
