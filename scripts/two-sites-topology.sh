@@ -11,6 +11,13 @@
 # with KEEPALIVE set (e.g. "{interval: 2s, retries: 3}") the tunnel sends
 # keepalives; WORKERS sets stack.workers (default 1). BACKEND=host gives the uplink to the namespace's kernel and
 # the tunnel a host socket. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
+#
+# DUAL_STACK=1 (with ROUTE_SITES=1; stack backend) makes everything dual-stack:
+# the sites are also 2001:db8:1::/64 and 2001:db8:2::/64 (hosts ::2), the
+# internet also routes 2001:db8:ff01::/64 ⇄ 2001:db8:ff02::/64 (gateways ::1
+# and ::2), and a second tunnel gre6 (key 6, 172.16.6.1/30 ⇄ 172.16.6.2/30)
+# runs over the IPv6 underlay. IPv6 site traffic then goes inside gre0 (over
+# IPv4) and IPv4 site traffic inside gre6 (over IPv6).
 
 SITES_PIDS=()
 
@@ -33,11 +40,14 @@ interfaces:
     attach: {tap: ${P}-t$1}
     addresses: [$2]
 YAML
+        local o=$((3 - $1))
+        [ "${DUAL_STACK:-0}" = 1 ] && echo "    ipv6: {addresses: [\"2001:db8:$1::1/64\"], router-advertisements: {interval: 30s}}"
         [ "${BACKEND:-stack}" = stack ] && cat <<YAML
   - name: wan0
     attach: {packet: $8}
     addresses: [$3/24]
 YAML
+        [ "${DUAL_STACK:-0}" = 1 ] && echo "    ipv6: {addresses: [\"2001:db8:ff0$1::$1/64\"]}"
         cat <<YAML
 tunnels:
   - name: gre0
@@ -50,11 +60,27 @@ tunnels:
     addresses: [$5]
 YAML
         [ -n "${KEEPALIVE:-}" ] && echo "    keepalive: $KEEPALIVE"
+        [ "${DUAL_STACK:-0}" = 1 ] && cat <<YAML
+    ipv6: {addresses: ["fd00:16::$1/64"]}
+  - name: gre6
+    local: "2001:db8:ff0$1::$1"
+    remote: "2001:db8:ff0$o::$o"
+    key: 6
+    mss-clamp: auto
+    addresses: [172.16.6.$1/30]
+YAML
         local routes=""
         [ "${BACKEND:-stack}" = stack ] && routes="$routes  - {to: 0.0.0.0/0, via: $7}
 "
-        [ "${ROUTE_SITES:-0}" = 1 ] && routes="$routes  - {to: $9, via: $6}
+        if [ "${DUAL_STACK:-0}" = 1 ]; then
+            routes="$routes  - {to: $9, via: 172.16.6.$o}
+  - {to: \"::/0\", via: \"2001:db8:ff0$1::fe\", interface: wan0}
+  - {to: \"2001:db8:$o::/48\", interface: gre0}
 "
+        elif [ "${ROUTE_SITES:-0}" = 1 ]; then
+            routes="$routes  - {to: $9, via: $6}
+"
+        fi
         [ -n "$routes" ] && printf "routes:\n%s" "$routes"
         true
     } > "$DIR/gw$1.yaml"
@@ -76,6 +102,11 @@ sites_start() {
     done
     ip -n "${P}U" addr add 198.51.100.254/24 dev "${P}-u1"
     ip -n "${P}U" addr add 203.0.113.254/24 dev "${P}-u2"
+    if [ "${DUAL_STACK:-0}" = 1 ]; then
+        ip netns exec "${P}U" sysctl -qw net.ipv6.conf.all.forwarding=1
+        ip -n "${P}U" addr add 2001:db8:ff01::fe/64 dev "${P}-u1" nodad
+        ip -n "${P}U" addr add 2001:db8:ff02::fe/64 dev "${P}-u2" nodad
+    fi
     if [ "${BACKEND:-stack}" = host ]; then
         ip -n "${P}G1" addr add 198.51.100.1/24 dev "${P}-g1u"; ip -n "${P}G1" route add default via 198.51.100.254
         ip -n "${P}G2" addr add 203.0.113.2/24 dev "${P}-g2u"; ip -n "${P}G2" route add default via 203.0.113.254
@@ -92,6 +123,10 @@ sites_start() {
     ip -n "${P}G1" link set "${P}-t1" netns "${P}A"; ip -n "${P}G2" link set "${P}-t2" netns "${P}B"
     ip -n "${P}A" addr add 10.1.0.2/24 dev "${P}-t1"; ip -n "${P}A" link set "${P}-t1" up; ip -n "${P}A" route add default via 10.1.0.1
     ip -n "${P}B" addr add 10.2.0.2/24 dev "${P}-t2"; ip -n "${P}B" link set "${P}-t2" up; ip -n "${P}B" route add default via 10.2.0.1
+    if [ "${DUAL_STACK:-0}" = 1 ]; then
+        ip -n "${P}A" addr add 2001:db8:1::2/64 dev "${P}-t1" nodad; ip -n "${P}A" -6 route add default via 2001:db8:1::1
+        ip -n "${P}B" addr add 2001:db8:2::2/64 dev "${P}-t2" nodad; ip -n "${P}B" -6 route add default via 2001:db8:2::1
+    fi
     CTL1="$BIN/anygatectl --socket $DIR/gw1.sock"
     CTL2="$BIN/anygatectl --socket $DIR/gw2.sock"
 }

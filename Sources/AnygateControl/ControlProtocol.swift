@@ -225,6 +225,8 @@ public struct FlowInfo: Codable, Equatable, Sendable {
     /// The worker whose replica holds the flow (flows are per worker);
     /// absent with a single worker.
     public var worker: Int?
+    /// An IPv6 flow's flow label (part of its key); absent for IPv4 flows.
+    public var flowLabel: Int? = nil
     public init(source: String, destination: String, tos: Int, sourcePort: Int? = nil, destinationPort: Int? = nil,
                 interface: String, nextHop: String, packets: UInt64, bytes: UInt64, idleSeconds: Double, valid: Bool,
                 worker: Int? = nil) {

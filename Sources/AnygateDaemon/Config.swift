@@ -142,6 +142,9 @@ public struct MirrorRoutesConfig: Equatable, Sendable {
 public struct TunnelConfig: Equatable, Sendable {
     public var tunnel: TunnelConfiguration
     public var addresses: [AddressConfig] = []
+    /// `tunnels[].ipv6: {addresses: [...]}`: IPv6 inside the tunnel (its
+    /// link-local address and these); nil: the tunnel carries IPv4 only.
+    public var ipv6: IPv6InterfaceConfig? = nil
     public init(tunnel: TunnelConfiguration, addresses: [AddressConfig] = []) { self.tunnel = tunnel; self.addresses = addresses }
     public var name: String { tunnel.name }
 }

@@ -271,21 +271,24 @@ public struct ConfigReader {
     func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
         let m = try mapping(node, path)
         try checkKeys(m, path, allowed: ["name", "encapsulation", "backend", "local", "remote", "key", "sequence", "ttl", "tos",
-                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery"])
+                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery", "ipv6"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw fail(path + ".name", nameNode, "must be 1 to 15 letters, digits, '-', '_' or '.'")
         }
-        func address(_ key: String) throws(ConfigError) -> IPv4Address {
+        // The underlay: IPv4 addresses, or IPv6 ones (GRE over IPv6, RFC 7676).
+        func address(_ key: String) throws(ConfigError) -> IPAddress {
             guard let n = m[key] else { throw fail(path, node, "needs \(key): ADDRESS") }
             let t = try string(n, path + "." + key)
-            guard let a = IPv4Address(t), !a.isUnspecified, !a.isMulticast, !a.isLimitedBroadcast else {
-                throw fail(path + "." + key, n, "\"\(t)\" is not a unicast IPv4 address")
-            }
-            return a
+            if let a = IPv4Address(t), !a.isUnspecified, !a.isMulticast, !a.isLimitedBroadcast { return .v4(a) }
+            if let a = IPv6Address(t), !a.isUnspecified, !a.isMulticast, !a.isLoopback, !a.isLinkLocal { return .v6(a) }
+            throw fail(path + "." + key, n, "\"\(t)\" is not a unicast IPv4 or global IPv6 address")
         }
         var t = TunnelConfiguration(name: name, local: try address("local"), remote: try address("remote"))
+        guard t.local.isIPv6 == t.remote.isIPv6 else {
+            throw fail(path + ".remote", m["remote"], "\(t.remote) and local \(t.local) are of different families")
+        }
         if let e = m["encapsulation"] {
             let text = try string(e, path + ".encapsulation")
             guard let v = TunnelEncapsulation(rawValue: text) else { throw fail(path + ".encapsulation", e, "\"\(text)\" is not one of gre, gre-in-udp") }
@@ -326,7 +329,17 @@ public struct ConfigReader {
             if let r = km["retries"] { ka.retries = try int(r, path + ".keepalive.retries", 1...255) }
             t.keepalive = ka
         }
+        if t.underlay6 && t.backend == .host {
+            throw fail(path + ".backend", m["backend"] ?? node, "an IPv6 underlay needs backend: stack (host sockets are IPv4 only)")
+        }
         var tc = TunnelConfig(tunnel: t)
+        if let v6 = m["ipv6"] {
+            let c = try ipv6(v6, path + ".ipv6")
+            if c.routerAdvertisements != nil {
+                throw fail(path + ".ipv6.router-advertisements", v6, "a tunnel has no hosts to advertise to")
+            }
+            tc.ipv6 = c
+        }
         if let list = m["addresses"] {
             guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
             for (k, a) in seq.enumerated() {
@@ -414,6 +427,9 @@ public struct ConfigReader {
                 }
             }
             if c.mirrorRoutes != nil { throw fail("mirror", nil, "mirror: needs stack.workers: 1 (not shared by several workers yet)") }
+            for (k, t) in c.tunnels.enumerated() where t.ipv6 != nil || t.tunnel.underlay6 {
+                throw fail("tunnels[\(k)]" + (t.ipv6 != nil ? ".ipv6" : ".remote"), nil, "IPv6 needs stack.workers: 1 (not with several workers yet)")
+            }
         }
         let items = top["interfaces"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
         var names: Set<String> = [], hosts: Set<String> = [], addresses: Set<IPv4Address> = []
@@ -441,8 +457,12 @@ public struct ConfigReader {
             // A mirrored interface's addresses come from the host at run time,
             // so with one in the config the local address cannot be checked here.
             let mirrors = c.interfaces.contains { if case .mirror = $0.attach { return true } else { return false } }
-            if t.tunnel.backend == .stack, !mirrors,
-               !c.interfaces.contains(where: { $0.addresses.contains { $0.address.address == t.tunnel.local } }) {
+            let localIsOurs: Bool
+            switch t.tunnel.local {
+            case .v4(let a): localIsOurs = c.interfaces.contains { $0.addresses.contains { $0.address.address == a } }
+            case .v6(let a): localIsOurs = c.interfaces.contains { $0.ipv6?.addresses.contains { $0.address == a } ?? false }
+            }
+            if t.tunnel.backend == .stack, !mirrors, !localIsOurs {
                 throw fail("tunnels[\(k)].local", node,
                            "\(t.tunnel.local) is not an address of any interface (a stack-backed tunnel sends from the stack's own address; use backend: host for the host's)")
             }
@@ -454,10 +474,10 @@ public struct ConfigReader {
         for (k, r) in c.routes6.enumerated() {
             let node = k < route6Items.count ? route6Items[k] : nil
             let at = allRouteItems.firstIndex { $0 == node } ?? k
-            guard let i = c.interfaces.first(where: { $0.name == r.interface }) else {
-                throw fail("routes[\(at)].interface", node, "no interface named \(r.interface)")
-            }
-            guard i.ipv6 != nil else { throw fail("routes[\(at)].interface", node, "interface \(r.interface) has no ipv6") }
+            let v6 = c.interfaces.first { $0.name == r.interface }.map { $0.ipv6 != nil }
+                ?? c.tunnels.first { $0.name == r.interface }.map { $0.ipv6 != nil }
+            guard let v6 else { throw fail("routes[\(at)].interface", node, "no interface named \(r.interface)") }
+            guard v6 else { throw fail("routes[\(at)].interface", node, "interface \(r.interface) has no ipv6") }
             guard seen6.insert(r).inserted else { throw fail("routes[\(at)]", node, "duplicate route \(r)") }
         }
         var seen: Set<RouteConfig> = []

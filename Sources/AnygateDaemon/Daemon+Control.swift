@@ -386,7 +386,17 @@ extension Daemon {
 
     func flowInfos() -> [FlowInfo] {
         let several = workers != nil
-        return trafficView().flows.map { flowInfo($0.flow, worker: several ? $0.worker : nil) }
+        let view = trafficView()
+        return view.flows.map { flowInfo($0.flow, worker: several ? $0.worker : nil) }
+            + view.flows6.map { flowInfo($0.flow, worker: several ? $0.worker : nil) }
+    }
+
+    func flowInfo(_ f: Flow6, worker: Int? = nil) -> FlowInfo {
+        var info = FlowInfo(source: "\(f.source)", destination: "\(f.destination)", tos: 0,
+                            interface: stack.interfaceName(f.interface), nextHop: "\(f.nextHop)", packets: f.packets,
+                            bytes: f.bytes, idleSeconds: (f.idle.seconds * 10).rounded() / 10, valid: f.valid, worker: worker)
+        info.flowLabel = Int(f.flowLabel)
+        return info
     }
 
     func flowInfo(_ f: Flow, worker: Int? = nil) -> FlowInfo {

@@ -100,7 +100,7 @@ extension Daemon {
             family("anygate_tunnel_path_mtu", "gauge", "The outer path MTU in force.",
                    tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", UInt64($0.pathMTU)) })
         }
-        family("anygate_flows_active", "gauge", "ipflow entries in the table.", [("", UInt64(view.flowCount))])
+        family("anygate_flows_active", "gauge", "ipflow and ip6flow entries in the tables.", [("", UInt64(view.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(view.poolInUse))])
         family("anygate_pool_super_frame_buffers_free", "gauge", "64 KiB super-frame buffers free (ports with offloads read into them).",
                [("", UInt64(view.superFramesFree))])

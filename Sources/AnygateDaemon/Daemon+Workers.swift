@@ -17,6 +17,7 @@ struct TrafficView {
         var ledger: PacketLedger
         var neighbors: [Neighbor]
         var flows: [Flow]
+        var flows6: [Flow6]
         var tunnels: [TunnelStatus]
         var poolInUse: Int, poolBuffers: Int, poolExhausted: UInt64, superFramesFree: Int
         var ports: [InterfaceIndex: PortState]
@@ -40,6 +41,7 @@ struct TrafficView {
             ledger = s.ledger
             neighbors = s.neighborList
             flows = s.flowList
+            flows6 = s.flow6List
             tunnels = s.tunnelList
             poolInUse = runtime.pool.inUse
             poolBuffers = runtime.pool.capacity + runtime.pool.superFrames
@@ -135,7 +137,11 @@ struct TrafficView {
         replicas.enumerated().flatMap { k, r in r.flows.map { (k, $0) } }
     }
 
-    var flowCount: Int { replicas.reduce(0) { $0 + $1.flows.count } }
+    var flows6: [(worker: Int, flow: Flow6)] {
+        replicas.enumerated().flatMap { k, r in r.flows6.map { (k, $0) } }
+    }
+
+    var flowCount: Int { replicas.reduce(0) { $0 + $1.flows.count + $1.flows6.count } }
 
     /// Tunnels, counters summed; state and path MTU from the first replica.
     var tunnels: [TunnelStatus] {

@@ -246,6 +246,10 @@ public final class Daemon {
                 let address = a.address, preference = a.preference
                 try change { s throws(InterfaceError) in try s.addAddress(address, to: idx, preference: preference) }
             }
+            if let v6 = t.ipv6 {
+                try change { s throws(InterfaceError) in try s.enableIPv6(on: idx) }
+                for a in v6.addresses { try change { s throws(InterfaceError) in try s.addAddress(a, to: idx) } }
+            }
         } catch let e as TunnelError {
             change { s in try? s.removeTunnel(named: name) }
             throw DaemonError("tunnel \(t.name): \(e)")
@@ -274,7 +278,9 @@ public final class Daemon {
     }
 
     func addRoute6(_ r: Route6Config) throws(RouteError) {
-        guard let i = interfaceIndex[r.interface] else { throw .invalid("no interface named \(r.interface)") }
+        guard let i = interfaceIndex[r.interface] ?? stack.interface(named: r.interface) else {
+            throw .invalid("no interface named \(r.interface)")
+        }
         try changeRoutes { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: i, metric: r.metric, weight: r.weight) }
     }
 

@@ -30,6 +30,9 @@ struct Flow6Table {
         @usableFromInline var fibGeneration: UInt64 = 0
         @usableFromInline var fib6Generation: UInt64 = 0
         @usableFromInline var lastUsed: Int64 = 0
+        /// What the flow carried through the cache (`show flows`).
+        @usableFromInline var packets: UInt64 = 0
+        @usableFromInline var bytes: UInt64 = 0
 
         @inlinable @inline(__always)
         func holds(_ s: IPv6Address, _ d: IPv6Address, _ label: UInt32) -> Bool {
@@ -84,6 +87,9 @@ struct Flow6Table {
 
     /// Live flows (valid entries), for `show stats`.
     var count: Int { (0..<capacity).reduce(0) { $0 + (entries[$1].valid ? 1 : 0) } }
+
+    /// The live entries' indices, for `show flows`.
+    var liveIndices: [Int] { (0..<capacity).filter { entries[$0].valid } }
 
     /// Forgets every flow.
     func flush() -> Int {

@@ -1,19 +1,38 @@
 public import AnygateWire
 
-/// An address of either family. IPv4 only for now: the socket API is
-/// written against this type so that IPv6 adds a case, not a new API.
+/// An address of either family, as sockets and tunnels take them.
 public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     case v4(IPv4Address)
+    case v6(IPv6Address)
 
     public var v4: IPv4Address? {
+        if case .v4(let a) = self { return a }
+        return nil
+    }
+
+    public var v6: IPv6Address? {
+        if case .v6(let a) = self { return a }
+        return nil
+    }
+
+    public var isIPv6: Bool { v6 != nil }
+
+    public var isUnspecified: Bool {
         switch self {
-        case .v4(let a): a
+        case .v4(let a): a.isUnspecified
+        case .v6(let a): a.isUnspecified
         }
+    }
+
+    /// Parses dotted-quad or RFC 4291 text.
+    public init?(_ text: some StringProtocol) {
+        if let a = IPv4Address(text) { self = .v4(a) } else if let a = IPv6Address(text) { self = .v6(a) } else { return nil }
     }
 
     public var description: String {
         switch self {
         case .v4(let a): "\(a)"
+        case .v6(let a): "\(a)"
         }
     }
 }
@@ -105,6 +124,13 @@ struct PCB {
     var localPort: UInt16 = 0
     var remoteAddress: IPv4Address = .any
     var remotePort: UInt16 = 0
+    /// An IPv6 socket: its addresses are `localAddress6` and `remoteAddress6`
+    /// (the IPv4 ones stay unspecified).
+    var ipv6 = false
+    var localAddress6: IPv6Address = .any
+    var remoteAddress6: IPv6Address = .any
+    /// Whether a peer is set.
+    var connected: Bool { ipv6 ? !remoteAddress6.isUnspecified : !remoteAddress.isUnspecified }
     /// Whether datagrams must come from `remotePort` (GRE-in-UDP peers
     /// send from per-flow ports, so tunnels accept any).
     var matchRemotePort = true

@@ -18,6 +18,21 @@ public struct Flow: Hashable, Sendable {
     public var valid: Bool
 }
 
+/// One ip6flow entry, as `show flows` lists it.
+public struct Flow6: Hashable, Sendable {
+    public var source: IPv6Address
+    public var destination: IPv6Address
+    /// Part of the key: an ECMP set hashes it.
+    public var flowLabel: UInt32
+    public var interface: InterfaceIndex
+    public var nextHop: IPv6Address
+    public var packets: UInt64
+    public var bytes: UInt64
+    public var idle: Interval
+    /// False when a change has made it stale (its next packet refreshes it).
+    public var valid: Bool
+}
+
 extension Stack {
     // MARK: The fast path (NetBSD ipflow_fastforward)
 
@@ -300,6 +315,20 @@ extension Stack {
                     interface: interface, nextHop: IPv4Address(rawValue: nextHop), packets: f.packets, bytes: f.bytes,
                     idle: Interval(nanoseconds: Int64(nowTicks &- f.lastUsed) << FlowTable.tickShift),
                     valid: flowIsCurrent(f))
+    }
+
+    /// The ip6flow entries.
+    public var flow6List: [Flow6] {
+        flows6.liveIndices.map { i in
+            let f = flows6.entries[i]
+            let n = neighbors6.entries[Int(f.neighbor)]
+            let current = f.fibGeneration == fibView.pointee.generation && f.fib6Generation == fib6View.pointee.generation
+                && n.generation == f.neighborGeneration && n.state == .reachable
+                && hot.pointee.now &- f.lastUsed < configuration.ipflow.idleTimeout.nanoseconds
+            return Flow6(source: f.source, destination: f.destination, flowLabel: f.flowLabel, interface: Int(f.out),
+                         nextHop: n.address, packets: f.packets, bytes: f.bytes,
+                         idle: Interval(nanoseconds: hot.pointee.now - f.lastUsed), valid: current)
+        }
     }
 
     /// Number of flows in the table.

@@ -24,11 +24,19 @@ extension Stack {
     // MARK: Addresses
 
     /// Turns IPv6 on for an interface: its link-local address fe80::/64
-    /// with the MAC's modified EUI-64 identifier (RFC 4862, RFC 2464).
+    /// with the MAC's modified EUI-64 identifier (RFC 4862, RFC 2464). A
+    /// tunnel has no MAC: its identifier is its local underlay address
+    /// (the IPv4 address in the low 32 bits, as Linux does for GRE, or the
+    /// IPv6 address's own identifier).
     public func enableIPv6(on i: InterfaceIndex) throws(InterfaceError) {
         try check(i)
         guard !interfaceAddresses6[i].contains(where: { $0.address.isLinkLocal }) else { return }
-        try addAddress(IPv6InterfaceAddress(address: .linkLocal(MACAddress(rawValue: ifs[i].mac)), prefixLength: 64), to: i)
+        var linkLocal = IPv6Address.linkLocal(MACAddress(rawValue: ifs[i].mac))
+        if ifs[i].tunnel >= 0 {
+            let st = tunnelStates[Int(ifs[i].tunnel)]
+            linkLocal = IPv6Address(high: 0xFE80 << 48, low: st.underlay6 ? st.local6.low : UInt64(st.local.rawValue))
+        }
+        try addAddress(IPv6InterfaceAddress(address: linkLocal, prefixLength: 64), to: i)
     }
 
     /// Adds an IPv6 address: a local route for itself and a connected one
@@ -141,8 +149,13 @@ extension Stack {
         } else {
             return forward6(p, rx: rx, best: best, cacheable: chain.extensionHeaders == 0)
         }
-        guard chain.upperLayer == .icmpv6, chain.upperLayerPresent, chain.fragment == nil else {
+        guard chain.upperLayerPresent, chain.fragment == nil else {
             return drop(p, .protocolUnreachable, rx: rx)
+        }
+        guard chain.upperLayer == .icmpv6 else {
+            // UDP, GRE (a tunnel over IPv6) and the rest: to a socket, if one takes it.
+            guard !destination.isMulticast else { return drop(p, .protocolUnreachable, rx: rx) }
+            return socketInput6(p, chain: chain, rx: rx)
         }
         let message = pool.bytes(p).tail(from: chain.upperLayerOffset)
         let icmp: ICMPv6Repr
@@ -162,6 +175,11 @@ extension Stack {
         case .multicastListenerQuery(let q):
             // From a querier on the link only (section 5.1.14: link-local source, hop limit 1).
             if source.isLinkLocal && ip.hopLimit == 1 { mldQuery(q, on: rx) }
+            hot.pointee.counters.consumed &+= 1
+            pool.free(p)
+        case .packetTooBig(let mtu):
+            // About one of our tunnels' outer packets, perhaps: the quote follows the 8-byte header.
+            pathMTUReport6(quoted: message.tail(from: ICMPv6Packet.headerLength), mtu: Int(clamping: mtu), from: source)
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
         case .echoRequest(let id, let seq) where !destination.isMulticast || destination == .allNodes:
@@ -212,7 +230,8 @@ extension Stack {
         case .connected, .gateway: break
         }
         let out = Int(slot.pointee.interface)
-        let mtu = ifs[out].mtu
+        // A tunnel offers inner IPv6 packets at least 1280 bytes, whatever its own MTU (RFC 8200 section 5).
+        let mtu = ifs[out].tunnel < 0 ? ifs[out].mtu : max(TunnelConfiguration.minimumIPv6MTU, ifs[out].mtu)
         // A super-frame is measured by its segments (TSO6 from a TAP).
         let size = p.segmentSize != 0 ? segmentLength(p) ?? Int(p.length) : Int(p.length)
         if size > mtu {
@@ -224,6 +243,7 @@ extension Stack {
         hot.pointee.counters.ipForwarded &+= 1
         ifs[rx].counters.forwarded &+= 1
         let label = ip.flowLabel  // read before the packet is handed on
+        let length = UInt64(p.length)
         let n = resolveAndSend6(p, out: out, nextHop: nextHop)
         if cacheable && flows6.capacity > 0 && n != NeighborTable<IPv6Address>.none {
             // ip6flow: the next packet of this flow skips all of the above.
@@ -232,7 +252,7 @@ extension Stack {
             e.pointee = Flow6Table.Entry(source: source, destination: destination, flowLabel: label, valid: true, out: Int32(out), neighbor: n,
                                          neighborGeneration: neighbors6.entries[Int(n)].generation,
                                          fibGeneration: fibView.pointee.generation, fib6Generation: fib6View.pointee.generation,
-                                         lastUsed: hot.pointee.now)
+                                         lastUsed: hot.pointee.now, packets: 1, bytes: length)
             hot.pointee.counters.flowsCreated &+= 1
         }
     }
@@ -268,6 +288,8 @@ extension Stack {
         guard size <= ifs[out].mtu else { return false }  // the full path sends packet too big
         ip.hopLimit = ip.hopLimit - 1
         e.pointee.lastUsed = hot.pointee.now
+        e.pointee.packets &+= 1
+        e.pointee.bytes &+= UInt64(packet.length)
         hot.pointee.counters.flowHits &+= 1
         hot.pointee.counters.ipForwarded &+= 1
         ifs[rx].counters.forwarded &+= 1
@@ -461,8 +483,16 @@ extension Stack {
     /// REACHABLE neighbour (what ip6flow may cache), else `none`.
     @discardableResult
     func resolveAndSend6(_ p: PacketHandle, out: InterfaceIndex, nextHop: IPv6Address) -> UInt32 {
-        guard ifs[out].tunnel < 0 else {
-            drop(p, .ipv6NotSupported, tx: out)
+        let tunnel = ifs[out].tunnel
+        if tunnel >= 0 {
+            // A tunnel has no link layer and no offloads: into its encapsulation.
+            if _slowPath(p.needsOffload) {
+                tunnelOutputWithoutOffloads(Int(tunnel), p, interface: out)
+            } else {
+                ifs[out].counters.txPackets &+= 1
+                ifs[out].counters.txBytes &+= UInt64(p.length)
+                tunnelOutput(Int(tunnel), p)
+            }
             return NeighborTable<IPv6Address>.none
         }
         var idx = neighbors6.find(nextHop, UInt16(out))
@@ -735,8 +765,10 @@ extension Stack {
 
     /// Starts detection for a new address: a solicitation from :: now, the
     /// address used once `dadTransmits` of them went unanswered.
+    /// A point-to-point tunnel has no neighbours to ask: its addresses are
+    /// used at once (as on Linux GRE devices, which do no DAD).
     func startDAD(_ address: IPv6Address, on i: InterfaceIndex) {
-        guard configuration.dadTransmits > 0 else { return }
+        guard configuration.dadTransmits > 0, ifs[i].tunnel < 0 else { return }
         let k = AddressKey6(interface: i, address: address)
         tentative6[k] = (configuration.dadTransmits, hot.pointee.now)
         scheduleDAD()

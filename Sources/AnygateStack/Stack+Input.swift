@@ -292,14 +292,14 @@ extension Stack {
             let payloadLength = udp.length - UDPDatagram.headerLength
             pool.consume(&p, ip.headerLength + UDPDatagram.headerLength)
             p.length = UInt32(payloadLength)
-            deliver(p, to: k, from: src, port: port, outerTOS: ip.tos, rx: rx)
+            deliver(p, to: k, from: .v4(src), port: port, outerTOS: ip.tos, rx: rx)
             return true
         }
         guard let k = demux(.raw(ip.proto), destination: dst, destinationPort: 0, source: src, sourcePort: 0) else { return false }
         let payloadLength = ip.totalLength - ip.headerLength
         pool.consume(&p, ip.headerLength)
         p.length = UInt32(payloadLength)
-        deliver(p, to: k, from: src, port: 0, outerTOS: ip.tos, rx: rx)
+        deliver(p, to: k, from: .v4(src), port: 0, outerTOS: ip.tos, rx: rx)
         return true
     }
 }

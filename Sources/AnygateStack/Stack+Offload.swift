@@ -100,7 +100,8 @@ extension Stack {
     /// this does not apply (the caller cuts the inner packet itself).
     func tunnelOutputAsUDPSuperFrames(_ t: Int, _ p: PacketHandle, interface out: InterfaceIndex) -> Bool {
         let st = tunnelStates + t
-        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp, tunnelConfigs[t]?.backend == .stack,
+        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp, !st.pointee.underlay6, tunnelConfigs[t]?.backend == .stack,
+              pool.bytes(p).be8(0) >> 4 == 4,
               let under = fibView.pointee.lookup(st.pointee.remote.rawValue), ifs[Int(under.pointee.interface)].offloads,
               ifs[Int(under.pointee.interface)].tunnel < 0 else { return false }
         let bytes = pool.bytes(p)

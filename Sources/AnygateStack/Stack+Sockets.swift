@@ -30,7 +30,9 @@ extension Stack {
     /// Binds a local address (0.0.0.0 for any) and, for UDP, a port.
     public func bind(_ id: SocketID, address: IPAddress, port: UInt16 = 0) throws(SocketError) {
         var p = try pcb(id)
+        p.ipv6 = address.isIPv6
         p.localAddress = address.v4 ?? .any
+        p.localAddress6 = address.v6 ?? .any
         p.localPort = port
         socketTable[id.value] = p
     }
@@ -40,8 +42,12 @@ extension Stack {
     func inUse(_ id: SocketID, _ p: PCB) -> Bool {
         (0..<socketCount).contains { k in
             let s = socketTable[k]
-            guard k != id.value, s.inUse, s.backend == .stack, p.backend == .stack, s.proto == p.proto else { return false }
+            guard k != id.value, s.inUse, s.backend == .stack, p.backend == .stack, s.proto == p.proto, s.ipv6 == p.ipv6 else { return false }
             if case .udp = p.proto, s.localPort != p.localPort { return false }
+            if p.ipv6 {
+                let sameLocal = s.localAddress6 == p.localAddress6 || s.localAddress6.isUnspecified || p.localAddress6.isUnspecified
+                return sameLocal && s.remoteAddress6 == p.remoteAddress6
+            }
             let sameLocal = s.localAddress == p.localAddress || s.localAddress.isUnspecified || p.localAddress.isUnspecified
             return sameLocal && s.remoteAddress == p.remoteAddress
         }
@@ -51,7 +57,12 @@ extension Stack {
     /// A host-backed socket is opened on the host now.
     public func connect(_ id: SocketID, to address: IPAddress, port: UInt16 = 0) throws(SocketError) {
         var p = try pcb(id)
+        guard address.isIPv6 == p.ipv6 || (p.localAddress.isUnspecified && p.localAddress6.isUnspecified) else {
+            throw .noSourceAddress
+        }
+        p.ipv6 = address.isIPv6
         p.remoteAddress = address.v4 ?? .any
+        p.remoteAddress6 = address.v6 ?? .any
         p.remotePort = port
         p.route.clear()
         if inUse(id, p) {
@@ -60,6 +71,7 @@ extension Stack {
         }
         socketTable[id.value] = p
         if p.backend == .host {
+            guard !p.ipv6 else { throw .host("host sockets are IPv4 only: an IPv6 peer needs the stack backend") }
             if let error = hypercalls.openHostSocket(id, protocol: p.proto, local: p.localAddress, localPort: p.localPort,
                                                      remote: p.remoteAddress, remotePort: port, ttl: p.ttl ?? configuration.defaultTTL,
                                                      tos: p.tos, dontFragment: p.dontFragment) {
@@ -109,7 +121,7 @@ extension Stack {
             pool.free(payload)
             throw .noSuchSocket
         }
-        guard !socketTable[id.value].remoteAddress.isUnspecified else {
+        guard socketTable[id.value].connected else {
             pool.free(payload)
             throw .notConnected
         }
@@ -118,17 +130,19 @@ extension Stack {
     }
 
     /// The send path, with per-packet outer overrides (tunnels inherit the
-    /// inner TTL/TOS, and GRE-in-UDP varies the source port per flow). The
-    /// caller has counted `payload` as originated; what fails here is a
-    /// drop with its reason.
-    func socketSend(_ id: SocketID, _ payload: PacketHandle, ttl: UInt8?, tos: UInt8?, sourcePort: UInt16?) throws(SocketError) {
+    /// inner TTL/TOS, and GRE-in-UDP varies the source port per flow; over
+    /// IPv6 `flowHash` is the flow label, RFC 6438). `fragmentable` lets a
+    /// packet be fragmented whatever the socket's DF setting (a tunnel's
+    /// inner IPv6 packet of up to 1280 bytes). The caller has counted
+    /// `payload` as originated; what fails here is a drop with its reason.
+    func socketSend(_ id: SocketID, _ payload: PacketHandle, ttl: UInt8?, tos: UInt8?, sourcePort: UInt16?,
+                    flowHash: UInt32 = 0, fragmentable: Bool = false) throws(SocketError) {
         let k = id.value
         guard valid(id) else {
             drop(payload, .socketClosed, side: .output)
             throw .noSuchSocket
         }
-        let remote = socketTable[k].remoteAddress
-        guard !remote.isUnspecified else {
+        guard socketTable[k].connected else {
             drop(payload, .socketClosed, side: .output)
             throw .notConnected
         }
@@ -142,6 +156,11 @@ extension Stack {
             hot.pointee.counters.toHostSockets &+= 1
             return
         }
+        if socketTable[k].ipv6 {
+            return try socketSend6(k, payload, hopLimit: ttl, trafficClass: tos, sourcePort: sourcePort, flowLabel: flowHash,
+                                   fragmentable: fragmentable)
+        }
+        let remote = socketTable[k].remoteAddress
         let route = socketTable[k].route.route(to: remote, in: fibView.pointee, statistics: &routeCacheStatistics)
         guard let route else {
             socketTable[k].counters.sendErrors &+= 1
@@ -183,7 +202,7 @@ extension Stack {
         }
         IPv4Repr(source: source, destination: remote, proto: proto, payloadLength: length,
                  ttl: ttl ?? socketTable[k].ttl ?? configuration.defaultTTL, tos: tos ?? socketTable[k].tos, identification: nextIPID(),
-                 dontFragment: socketTable[k].dontFragment)
+                 dontFragment: socketTable[k].dontFragment && !fragmentable)
             .emit(into: pool.bytes(packet))
         socketTable[k].counters.sent &+= 1
         do {
@@ -208,7 +227,7 @@ extension Stack {
                sourcePort: UInt16) -> Int? {
         for k in 0..<socketCount {
             let s = socketTable + k
-            guard s.pointee.inUse, s.pointee.backend == .stack, s.pointee.proto == proto else { continue }
+            guard s.pointee.inUse, !s.pointee.ipv6, s.pointee.backend == .stack, s.pointee.proto == proto else { continue }
             if case .udp = proto, s.pointee.localPort != destinationPort { continue }
             if !s.pointee.localAddress.isUnspecified && s.pointee.localAddress != destination { continue }
             if !s.pointee.remoteAddress.isUnspecified && s.pointee.remoteAddress != source { continue }
@@ -222,7 +241,7 @@ extension Stack {
     /// `outerTOS` is the TOS of the IP header the datagram came in (the
     /// ECN a tunnel combines with its inner packet's); 0 when unknown.
     /// `rx` is the interface it arrived on (nil: from a host socket).
-    func deliver(_ packet: PacketHandle, to k: Int, from: IPv4Address, port: UInt16, outerTOS: UInt8 = 0,
+    func deliver(_ packet: PacketHandle, to k: Int, from: IPAddress, port: UInt16, outerTOS: UInt8 = 0,
                  rx: InterfaceIndex?) {
         guard socketTable[k].inUse else { return dropOnInput(packet, .socketClosed, rx: rx) }
         socketTable[k].counters.received &+= 1
@@ -236,7 +255,7 @@ extension Stack {
                 return dropOnInput(packet, .socketQueueFull, rx: rx)
             }
             hot.pointee.counters.consumed &+= 1
-            socketQueues[k, default: []].append((packet, .v4(from), port))
+            socketQueues[k, default: []].append((packet, from, port))
         }
     }
 
@@ -270,14 +289,14 @@ extension Stack {
         enter()
         for p in packets {
             hot.pointee.counters.fromHostSockets &+= 1
-            guard valid(id), let a = from.v4 else {
+            guard valid(id) else {
                 drop(p, .socketClosed, side: .input)
                 continue
             }
-            if _slowPath(hot.pointee.traceArmed) {
+            if _slowPath(hot.pointee.traceArmed), let a = from.v4 {
                 tracedHostSocketInput(p, socket: id.value, from: a, port: port)
             } else {
-                deliver(p, to: id.value, from: a, port: port, rx: nil)
+                deliver(p, to: id.value, from: from, port: port, rx: nil)
             }
         }
         flush()

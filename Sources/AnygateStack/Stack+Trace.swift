@@ -79,18 +79,18 @@ extension Stack {
     @inline(never)
     func tracedHostSocketInput(_ packet: PacketHandle, socket k: Int, from: IPv4Address, port: UInt16) {
         guard let t = tracer, t.remaining > 0, case .tunnel(let tunnel) = socketTable[k].receiver else {
-            return deliver(packet, to: k, from: from, port: port, rx: nil)
+            return deliver(packet, to: k, from: .v4(from), port: port, rx: nil)
         }
         let rx = tunnelStates[tunnel].interface
         guard t.interface == nil || t.interface == rx, t.filter.matches(gre: pool.bytes(packet)) else {
-            return deliver(packet, to: k, from: from, port: port, rx: nil)
+            return deliver(packet, to: k, from: .v4(from), port: port, rx: nil)
         }
         var subject = TraceSubject()
         subject.tunnel = tunnel
         subject.inner = PacketFilter.innerOfGRE(pool.bytes(packet)).flatMap(TraceSubject.Header.init(ipv4:))
         let arrival = PacketTrace.Step(node: "host-socket-input",
                                        detail: "\(interfaceName(rx)): GRE from \(from) by the host's socket, \(packet.length) bytes")
-        record(t, rx: rx, arrival: arrival, subject: subject) { deliver(packet, to: k, from: from, port: port, rx: nil) }
+        record(t, rx: rx, arrival: arrival, subject: subject) { deliver(packet, to: k, from: .v4(from), port: port, rx: nil) }
     }
 
     /// Runs `process` on the traced packet alone and writes down what it did:
@@ -108,7 +108,7 @@ extension Stack {
         var underlay: (tunnel: Int, plan: RouteExplanation)? = nil
         if let out = decision?.chosen?.interface, ifs[out].tunnel >= 0 {
             let tunnel = Int(ifs[out].tunnel)
-            if let c = tunnelConfigs[tunnel], c.backend == .stack {
+            if let c = tunnelConfigs[tunnel], c.backend == .stack, !c.underlay6 {
                 let st = tunnelStates[tunnel]
                 underlay = (tunnel, explainRoute(st.remote, source: st.local, arrivingOn: nil))
             }
@@ -314,7 +314,7 @@ struct TraceSubject {
     /// Finds the tunnel this GRE packet is for (our local, its remote).
     mutating func findTunnel(in stack: Stack, greAt gre: UnsafeMutableRawBufferPointer?) {
         guard let outer, let gre else { return }
-        for (t, c) in stack.tunnelConfigs where c.local == outer.destination && c.remote == outer.source {
+        for (t, c) in stack.tunnelConfigs where c.local == .v4(outer.destination) && c.remote == .v4(outer.source) {
             guard (c.encapsulation == .greInUDP) == (outer.proto == IPProtocol.udp.rawValue) else { continue }
             tunnel = t
             inner = PacketFilter.innerOfGRE(gre).flatMap(Header.init(ipv4:))

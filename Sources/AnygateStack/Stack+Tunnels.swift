@@ -28,6 +28,9 @@ extension Stack {
     @discardableResult
     public func addTunnel(_ config: TunnelConfiguration) throws(TunnelError) -> InterfaceIndex {
         guard !config.remote.isUnspecified else { throw .invalid("a tunnel needs a remote address") }
+        guard config.local.isIPv6 == config.remote.isIPv6 else {
+            throw .invalid("a tunnel's local and remote addresses must be of one family (\(config.local), \(config.remote))")
+        }
         let mtu = config.mtu ?? derivedTunnelMTU(config)
         let i: InterfaceIndex
         do { i = try addInterface(name: config.name, mac: .zero, mtu: max(68, mtu)) } catch { throw .interface(error) }
@@ -38,11 +41,11 @@ extension Stack {
         do throws(SocketError) {
             s = try openSocket(proto, backend: config.backend, queueCapacity: 1)
             let port = config.encapsulation == .greInUDP ? TunnelEncapsulation.greInUDPPort : 0
-            try bind(s, address: .v4(config.local), port: port)
+            try bind(s, address: config.local, port: port)
             try setSocketOptions(s, ttl: config.ttl, tos: config.tos ?? 0, dontFragment: config.pmtuDiscovery)
             socketTable[s.value].receiver = .tunnel(t)
             socketTable[s.value].matchRemotePort = false
-            do throws(SocketError) { try connect(s, to: .v4(config.remote), port: port) } catch {
+            do throws(SocketError) { try connect(s, to: config.remote, port: port) } catch {
                 closeSocket(s)
                 throw error
             }
@@ -98,8 +101,12 @@ extension Stack {
     }
 
     func underlayMTU(_ c: TunnelConfiguration) -> Int {
-        if c.backend == .stack, let r = fibView.pointee.lookupRoute(c.remote), ifs[r.interface].tunnel < 0, r.kind != .local {
-            return ifs[r.interface].mtu
+        guard c.backend == .stack else { return 1500 }
+        switch c.remote {
+        case .v4(let a):
+            if let r = fibView.pointee.lookupRoute(a), ifs[r.interface].tunnel < 0, r.kind != .local { return ifs[r.interface].mtu }
+        case .v6(let a):
+            if let r = fib6View.pointee.lookupRoute(a), ifs[r.interface].tunnel < 0, r.kind != .local { return ifs[r.interface].mtu }
         }
         return 1500
     }
@@ -132,7 +139,7 @@ extension Stack {
     func learnPathMTU(_ t: Int, _ reported: Int, source: String) {
         let st = tunnelStates + t
         guard st.pointee.inUse, st.pointee.pmtuDiscovery, let c = tunnelConfigs[t] else { return }
-        let mtu = max(TunnelConfiguration.minimumPathMTU, reported)
+        let mtu = max(c.pathMTUFloor, reported)
         let current = st.pointee.pathMTU != 0 ? st.pointee.pathMTU : (c.mtu.map { $0 + c.overhead } ?? underlayMTU(c))
         guard mtu <= current else { return }
         st.pointee.pathMTU = mtu
@@ -153,26 +160,8 @@ extension Stack {
     func pathMTUReport(quoted: UnsafeMutableRawBufferPointer, mtu: Int, from: IPv4Address) {
         let ip = IPv4Packet(unchecked: quoted)
         let hl = ip.headerLength
-        for (t, c) in tunnelConfigs where c.local == ip.source && c.remote == ip.destination {
-            let st = tunnelStates[t]
-            guard st.inUse else { continue }
-            let rest = quoted.count - hl
-            switch c.encapsulation {
-            case .gre:
-                guard ip.proto == .gre else { continue }
-                if rest >= 4 {
-                    let flags = quoted.be16(hl)
-                    let keyed = flags & 0x2000 != 0
-                    let keyAt = hl + 4 + (flags & 0x8000 != 0 ? 4 : 0)
-                    if keyed != (c.key != nil) { continue }
-                    if let k = c.key, quoted.count >= keyAt + 4, quoted.be32(keyAt) != k { continue }
-                }
-            case .greInUDP:
-                guard ip.proto == .udp else { continue }
-                if rest >= 4 {
-                    guard quoted.be16(hl + 2) == TunnelEncapsulation.greInUDPPort, quoted.be16(hl) >= 49152 else { continue }
-                }
-            }
+        for (t, c) in tunnelConfigs where c.local == .v4(ip.source) && c.remote == .v4(ip.destination) {
+            guard tunnelStates[t].inUse, quoteMatches(c, proto: ip.proto, quoted, at: hl) else { continue }
             // RFC 1191: a router that says 0 did not give its MTU; take the
             // next plateau below the packet that did not fit.
             var m = mtu
@@ -186,11 +175,48 @@ extension Stack {
         hot.pointee.counters.pmtuReportsIgnored &+= 1
     }
 
+    /// An ICMPv6 packet too big quoting one of a tunnel's outer IPv6
+    /// packets (`quoted` starts at its IPv6 header): the tunnel learns the
+    /// path MTU, as from ICMP over IPv4.
+    func pathMTUReport6(quoted: UnsafeMutableRawBufferPointer, mtu: Int, from: IPv6Address) {
+        guard quoted.count >= IPv6Packet.headerLength else { return }
+        let ip = IPv6Packet(unchecked: quoted)
+        for (t, c) in tunnelConfigs where c.local == .v6(ip.source) && c.remote == .v6(ip.destination) {
+            guard tunnelStates[t].inUse, quoteMatches(c, proto: ip.nextHeader, quoted, at: IPv6Packet.headerLength) else { continue }
+            learnPathMTU(t, mtu, source: "icmpv6 from \(from)")
+            return
+        }
+        hot.pointee.counters.pmtuReportsIgnored &+= 1
+    }
+
+    /// Whether a quoted outer packet's protocol, and where the quote is long
+    /// enough its GRE key (GRE) or its ports (GRE-in-UDP), are the tunnel's.
+    func quoteMatches(_ c: TunnelConfiguration, proto: IPProtocol, _ quoted: UnsafeMutableRawBufferPointer, at hl: Int) -> Bool {
+        let rest = quoted.count - hl
+        switch c.encapsulation {
+        case .gre:
+            guard proto == .gre else { return false }
+            if rest >= 4 {
+                let flags = quoted.be16(hl)
+                let keyed = flags & 0x2000 != 0
+                let keyAt = hl + 4 + (flags & 0x8000 != 0 ? 4 : 0)
+                if keyed != (c.key != nil) { return false }
+                if let k = c.key, quoted.count >= keyAt + 4, quoted.be32(keyAt) != k { return false }
+            }
+        case .greInUDP:
+            guard proto == .udp else { return false }
+            if rest >= 4 {
+                guard quoted.be16(hl + 2) == TunnelEncapsulation.greInUDPPort, quoted.be16(hl) >= 49152 else { return false }
+            }
+        }
+        return true
+    }
+
     // MARK: Transmit
 
-    /// Sends an inner IPv4 packet (bytes start at its header) through tunnel
-    /// `t`. The inner packet was sent on the tunnel's interface; what this
-    /// makes of it is a packet the stack originates.
+    /// Sends an inner IPv4 or IPv6 packet (bytes start at its header)
+    /// through tunnel `t`. The inner packet was sent on the tunnel's
+    /// interface; what this makes of it is a packet the stack originates.
     func tunnelOutput(_ t: Int, _ packet: PacketHandle) {
         hot.pointee.counters.originated &+= 1
         let st = tunnelStates + t
@@ -203,23 +229,41 @@ extension Stack {
         let key = st.pointee.key, sequenced = st.pointee.sequence
         let ttl = st.pointee.ttl, tos = st.pointee.tos
         let udp = st.pointee.udp
-        let inner = IPv4Packet(unchecked: pool.bytes(packet))
-        if st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
-        let innerTTL = inner.ttl, innerTOS = inner.tos
+        let bytes = pool.bytes(packet)
+        let inner6 = bytes.count >= IPv6Packet.headerLength && bytes.be8(0) >> 4 == 6
+        let innerTTL: UInt8, innerTOS: UInt8
+        // The inner flow, for GRE-in-UDP's source port and an IPv6 underlay's flow label.
+        var hash: UInt32 = 0
+        // RFC 8200 section 5: an inner IPv6 packet up to 1280 bytes goes
+        // through even when the tunnel's path is smaller, in outer fragments.
+        var fragmentable = false
+        if inner6 {
+            let inner = IPv6Packet(unchecked: bytes)
+            if st.pointee.mssClamp != .off { clampMSS6(inner, tunnel: t) }
+            innerTTL = inner.hopLimit; innerTOS = inner.trafficClass
+            hash = Stack.flowHash6(inner)
+            fragmentable = Int(packet.length) > ifs[st.pointee.interface].mtu
+        } else {
+            let inner = IPv4Packet(unchecked: bytes)
+            if st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
+            innerTTL = inner.ttl; innerTOS = inner.tos
+            if udp || st.pointee.underlay6 { hash = Stack.flowHash(inner) }
+        }
         var p = packet
-        let g = GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? st.pointee.txSequence : nil)
+        let g = GRERepr(protocolType: inner6 ? .ipv6 : .ipv4, key: key, sequence: sequenced ? st.pointee.txSequence : nil)
         guard pool.prepend(&p, g.headerLength) else { return drop(packet, .headroomExhausted, tx: st.pointee.interface) }
         g.emit(into: pool.bytes(p))
         if sequenced { st.pointee.txSequence &+= 1 }
         st.pointee.counters.txPackets &+= 1
         st.pointee.counters.txBytes &+= UInt64(packet.length)
         // RFC 8086: a source port from the inner flow, in the dynamic range.
-        let sourcePort: UInt16? = udp ? 49152 | UInt16(truncatingIfNeeded: Stack.flowHash(inner)) & 0x3FFF : nil
+        let sourcePort: UInt16? = udp ? 49152 | UInt16(truncatingIfNeeded: hash) & 0x3FFF : nil
         // RFC 6040 normal mode: the outer header carries the inner ECN
         // field, whatever DSCP the tunnel sets.
         let outerTOS = (tos ?? innerTOS) & 0xFC | innerTOS & 3
         do {
-            try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort)
+            try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort,
+                           flowHash: hash, fragmentable: fragmentable)
         } catch {
             // Counted as a drop, with its reason, where it failed.
             st.pointee.counters.sendErrors &+= 1
@@ -237,6 +281,36 @@ extension Stack {
             h = h &* 0xC2B2_AE3D ^ ip.bytes.be32(hl)
         }
         return h ^ (h >> 15)
+    }
+
+    /// A hash of an inner IPv6 packet's addresses, flow label and, without
+    /// extension headers, its TCP or UDP ports.
+    static func flowHash6(_ ip: IPv6Packet) -> UInt32 {
+        let s = ip.source, d = ip.destination
+        var h = UInt32(truncatingIfNeeded: (s.high ^ s.low &* 0x9E37_79B9_7F4A_7C15 ^ d.high &* 31 ^ d.low) >> 16)
+        h = h &* 0x85EB_CA77 ^ ip.flowLabel ^ UInt32(ip.nextHeader.rawValue) << 20
+        if ip.nextHeader == .tcp || ip.nextHeader == .udp, ip.bytes.count >= IPv6Packet.headerLength + 4 {
+            h = h &* 0xC2B2_AE3D ^ ip.bytes.be32(IPv6Packet.headerLength)
+        }
+        return h ^ (h >> 15)
+    }
+
+    /// Lowers the MSS of an IPv6 TCP SYN (no extension headers) to fit the tunnel.
+    func clampMSS6(_ ip: IPv6Packet, tunnel t: Int) {
+        guard ip.nextHeader == .tcp, ip.bytes.count >= IPv6Packet.headerLength + ip.payloadLength else { return }
+        let payload = ip.payload
+        guard payload.count >= TCPHeader.minimumLength else { return }
+        let tcp = TCPHeader(unchecked: payload)
+        guard tcp.isSYN, tcp.headerLength >= TCPHeader.minimumLength, tcp.headerLength <= payload.count else { return }
+        let limit: UInt16
+        switch tunnelStates[t].mssClamp {
+        case .off: return
+        case .auto:
+            let mtu = max(TunnelConfiguration.minimumIPv6MTU, ifs[tunnelStates[t].interface].mtu)
+            limit = UInt16(clamping: mtu - IPv6Packet.headerLength - TCPHeader.minimumLength)
+        case .fixed(let n): limit = n
+        }
+        if tcp.clampMSS(to: limit) != nil { tunnelStates[t].counters.mssClamped &+= 1 }
     }
 
     /// Lowers the MSS of a TCP SYN to fit the tunnel.
@@ -260,7 +334,7 @@ extension Stack {
     /// A GRE packet from tunnel `t`'s socket (bytes start at the GRE header).
     /// Everything the socket hands over is received on the tunnel's
     /// interface (its rxBytes count inner packets only).
-    func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPv4Address, sourcePort: UInt16, outerTOS: UInt8) {
+    func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPAddress, sourcePort: UInt16, outerTOS: UInt8) {
         let st = tunnelStates + t
         guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .input) }
         let interface = st.pointee.interface
@@ -309,6 +383,7 @@ extension Stack {
             if !st.pointee.alive { setTunnelAlive(t, true) }
             return
         }
+        if type == .ipv6 { return tunnelReceive6(t, p, outerTOS: outerTOS) }
         guard type == .ipv4 else { return drop(p, .greUnknownProtocol, rx: interface) }
         let inner = IPv4Packet(unchecked: pool.bytes(p))
         st.pointee.counters.rxPackets &+= 1
@@ -342,6 +417,43 @@ extension Stack {
         // like any other (NetBSD: ipflow at the head of ip_input).
         if flows.meta.pointee.count > 0 && fastForwardDecapsulated(p, rx: interface) { return }
         ipv4Input(p, rx: interface, linkBroadcast: false)
+    }
+
+    /// The inner IPv6 packet of tunnel `t` (bytes start at its header):
+    /// a peer's keepalive over an IPv6 underlay goes back, anything else
+    /// meets ECN decapsulation and MSS clamping, then IPv6 input on the
+    /// tunnel's interface (which needs IPv6 enabled, like any interface).
+    func tunnelReceive6(_ t: Int, _ p: PacketHandle, outerTOS: UInt8) {
+        let st = tunnelStates + t
+        let interface = st.pointee.interface
+        let inner = IPv6Packet(unchecked: pool.bytes(p))
+        st.pointee.counters.rxPackets &+= 1
+        st.pointee.counters.rxBytes &+= UInt64(p.length)
+        let wellFormed = inner.bytes.count >= IPv6Packet.headerLength && inner.version == 6
+            && IPv6Packet.headerLength + inner.payloadLength <= inner.bytes.count
+        if wellFormed, st.pointee.underlay6, inner.nextHeader == .gre, inner.source == st.pointee.local6,
+           inner.destination == st.pointee.remote6 {
+            st.pointee.counters.keepalivesAnswered &+= 1
+            var reply = p
+            pool.consume(&reply, IPv6Packet.headerLength)
+            hot.pointee.counters.consumed &+= 1
+            hot.pointee.counters.originated &+= 1
+            try? socketSend(st.pointee.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
+            return
+        }
+        if wellFormed, outerTOS & 3 != 0 {
+            guard let ecn = ECN.decapsulated(outer: outerTOS, inner: inner.trafficClass) else {
+                return drop(p, .ecnNotECT, rx: interface)
+            }
+            if ecn != inner.trafficClass & 3 {
+                let word = inner.bytes.be32(IPv6Packet.Field.versionClassFlow)
+                inner.bytes.setBE32(IPv6Packet.Field.versionClassFlow, word & ~(3 << 20) | UInt32(ecn) << 20)
+            }
+        }
+        if wellFormed, st.pointee.mssClamp != .off { clampMSS6(inner, tunnel: t) }
+        ifs[interface].counters.rxBytes &+= UInt64(p.length)
+        guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
+        ipv6Input(p, rx: interface)
     }
 
     // MARK: Keepalives and MTU
@@ -382,11 +494,18 @@ extension Stack {
         let state = tunnelStates[t]
         guard state.inUse, var p = pool.allocate() else { return }
         let g = GRERepr(protocolType: EtherType(rawValue: 0), key: state.key)
-        pool.setLength(&p, IPv4Packet.minimumHeaderLength + g.headerLength)
+        // Over an IPv6 underlay the reflected packet is an IPv6 one.
+        let header = state.underlay6 ? IPv6Packet.headerLength : IPv4Packet.minimumHeaderLength
+        pool.setLength(&p, header + g.headerLength)
         let b = pool.bytes(p)
-        g.emit(into: b.tail(from: IPv4Packet.minimumHeaderLength))
-        IPv4Repr(source: state.remote, destination: state.local, proto: .gre, payloadLength: g.headerLength,
-                 ttl: 255, identification: nextIPID()).emit(into: b)
+        g.emit(into: b.tail(from: header))
+        if state.underlay6 {
+            IPv6Repr(source: state.remote6, destination: state.local6, nextHeader: .gre, payloadLength: g.headerLength,
+                     hopLimit: 255).emit(into: b)
+        } else {
+            IPv4Repr(source: state.remote, destination: state.local, proto: .gre, payloadLength: g.headerLength,
+                     ttl: 255, identification: nextIPID()).emit(into: b)
+        }
         tunnelStates[t].counters.keepalivesSent &+= 1
         // Made here and sent on the tunnel's interface, like any packet into it.
         hot.pointee.counters.originated &+= 1

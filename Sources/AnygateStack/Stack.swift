@@ -101,6 +101,8 @@ public final class Stack {
     var interfaceNames: [String] = []
     var interfaceAddresses: [[InterfaceAddress]] = []
     var interfaceAddresses6: [[IPv6InterfaceAddress]] = []
+    /// The identification of the last IPv6 packet this stack fragmented.
+    var fragmentID6: UInt32 = 0
     /// Interfaces sending router advertisements (`Stack+IPv6`).
     var advertising: [InterfaceIndex: AdvertisingState] = [:]
     /// Interfaces owing an answer to an MLD query, and when.

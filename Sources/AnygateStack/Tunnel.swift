@@ -39,8 +39,10 @@ public struct TunnelConfiguration: Hashable, Sendable {
     public var name: String
     public var encapsulation: TunnelEncapsulation = .gre
     public var backend: SocketBackend = .stack
-    public var local: IPv4Address
-    public var remote: IPv4Address
+    /// The underlay addresses, both of one family: GRE over IPv4, or over
+    /// IPv6 (RFC 7676). Either family travels inside.
+    public var local: IPAddress
+    public var remote: IPAddress
     /// RFC 2890 key; packets must carry exactly this key (or none when nil).
     public var key: UInt32? = nil
     /// RFC 2890 sequence numbers: sent, and checked (out of order and duplicates dropped).
@@ -65,16 +67,30 @@ public struct TunnelConfiguration: Hashable, Sendable {
     public static let pathMTUTimeout = Interval.seconds(600)
     /// Reports below this are raised to it (RFC 1191's floor for IPv4 paths in practice).
     public static let minimumPathMTU = 576
+    /// Every IPv6 link carries this much (RFC 8200 section 5): the floor of
+    /// an IPv6 underlay's path MTU, and what a tunnel offers inner IPv6
+    /// packets whatever its underlay (fragmenting the outer packet if need be).
+    public static let minimumIPv6MTU = 1280
 
     public init(name: String, local: IPv4Address, remote: IPv4Address) {
+        self.name = name; self.local = .v4(local); self.remote = .v4(remote)
+    }
+
+    public init(name: String, local: IPAddress, remote: IPAddress) {
         self.name = name; self.local = local; self.remote = remote
     }
 
+    /// Whether the underlay is IPv6.
+    public var underlay6: Bool { remote.isIPv6 }
+
     /// Bytes the tunnel adds in front of an inner packet.
     public var overhead: Int {
-        IPv4Packet.minimumHeaderLength + 4 + (key == nil ? 0 : 4) + (sequence ? 4 : 0)
+        (underlay6 ? IPv6Packet.headerLength : IPv4Packet.minimumHeaderLength) + 4 + (key == nil ? 0 : 4) + (sequence ? 4 : 0)
             + (encapsulation == .greInUDP ? UDPDatagram.headerLength : 0)
     }
+
+    /// The least outer path MTU a report may set.
+    var pathMTUFloor: Int { underlay6 ? Self.minimumIPv6MTU : Self.minimumPathMTU }
 }
 
 /// Counters of one tunnel.
@@ -127,8 +143,12 @@ struct TunnelState {
     var inUse = false
     var interface: InterfaceIndex = 0
     var socket = SocketID(value: -1)
+    /// The underlay addresses: IPv4 ones, or with `underlay6` IPv6 ones.
     var local: IPv4Address = .any
     var remote: IPv4Address = .any
+    var underlay6 = false
+    var local6: IPv6Address = .any
+    var remote6: IPv6Address = .any
     var key: UInt32? = nil
     var sequence = false
     var ttl: UInt8? = nil
@@ -159,7 +179,9 @@ struct TunnelState {
         inUse = true
         self.interface = interface
         self.socket = socket
-        local = c.local; remote = c.remote; key = c.key; sequence = c.sequence; ttl = c.ttl; tos = c.tos
+        local = c.local.v4 ?? .any; remote = c.remote.v4 ?? .any
+        underlay6 = c.underlay6; local6 = c.local.v6 ?? .any; remote6 = c.remote.v6 ?? .any
+        key = c.key; sequence = c.sequence; ttl = c.ttl; tos = c.tos
         udp = c.encapsulation == .greInUDP; mssClamp = c.mssClamp; keepalive = c.keepalive; fixedMTU = c.mtu != nil
         pmtuDiscovery = c.pmtuDiscovery
     }

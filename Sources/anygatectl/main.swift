@@ -144,8 +144,8 @@ struct Show: ParsableCommand {
             table(["SOURCE", "DESTINATION", "PORTS", "TOS", "INTERFACE", "NEXT-HOP", "PACKETS", "BYTES", "IDLE", "STATE"]
                       + (several ? ["WORKER"] : []),
                   r.map { f in
-                      let ports = f.sourcePort.map { "\($0)>\(f.destinationPort ?? 0)" } ?? "-"
-                      return [f.source, f.destination, ports, "\(f.tos)", f.interface, f.nextHop, "\(f.packets)", "\(f.bytes)",
+                      let ports = f.flowLabel.map { "label \($0)" } ?? f.sourcePort.map { "\($0)>\(f.destinationPort ?? 0)" } ?? "-"
+                      return [f.source, f.destination, ports, f.flowLabel == nil ? "\(f.tos)" : "-", f.interface, f.nextHop, "\(f.packets)", "\(f.bytes)",
                               String(format: "%.1fs", f.idleSeconds), f.valid ? "valid" : "stale"]
                           + (several ? [f.worker.map { "\($0)" } ?? "-"] : [])
                   })

@@ -112,7 +112,7 @@ struct ConfigTests {
         tunnels:
           - {name: gre0, local: 198.51.100.10, remote: 203.0.113.2, addresses: [172.16.0.1/30]}
         """)
-        #expect(c.tunnels.first?.tunnel.local == IPv4Address(198, 51, 100, 10))
+        #expect(c.tunnels.first?.tunnel.local == .v4(IPv4Address(198, 51, 100, 10)))
     }
 
     @Test("a tunnel with every key")
@@ -253,7 +253,37 @@ struct ConfigTests {
          "routes[0].interface", 5, "has no ipv6"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {}\nroutes:\n  - {to: 10.0.0.0/8, interface: a}\n  - {to: 2001:db8::/32, via: ff02::2, interface: a}",
          "routes[1].via", 7, "not a unicast IPv6 address"),
+        ("tunnels:\n  - {name: t, local: 192.0.2.1, remote: 2001:db8::2, backend: host}", "tunnels[0].remote", 2, "different families"),
+        ("tunnels:\n  - {name: t, local: 2001:db8::1, remote: 2001:db8::2, backend: host}", "tunnels[0].backend", 2, "needs backend: stack"),
+        ("tunnels:\n  - {name: t, local: fe80::1, remote: 2001:db8::2}", "tunnels[0].local", 2, "global IPv6"),
+        ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {addresses: [2001:db8::1/64]}\ntunnels:\n  - {name: t, local: 2001:db8::9, remote: 2001:db8::2}",
+         "tunnels[0].local", 6, "not an address of any interface"),
+        ("tunnels:\n  - {name: t, local: 192.0.2.1, remote: 192.0.2.2, backend: host, ipv6: {router-advertisements: {}}}",
+         "tunnels[0].ipv6.router-advertisements", 2, "no hosts"),
+        ("stack: {workers: 2}\ntunnels:\n  - {name: t, local: 192.0.2.1, remote: 192.0.2.2, backend: host, ipv6: {}}",
+         "tunnels[0].ipv6", nil, "stack.workers: 1"),
     ]
+
+    @Test("IPv6 and tunnels: an IPv6 underlay, IPv6 inside, and IPv6 routes into a tunnel")
+    func tunnels6() throws {
+        let c = try reader.parse("""
+        interfaces:
+          - name: wan0
+            attach: {tap: ag-wan0}
+            addresses: [198.51.100.1/24]
+            ipv6: {addresses: [2001:db8:ff01::1/64]}
+        tunnels:
+          - {name: gre4, local: 198.51.100.1, remote: 203.0.113.2, ipv6: {addresses: [fd00:16::1/64]}}
+          - {name: gre6, local: 2001:db8:ff01::1, remote: 2001:db8:ff02::2, encapsulation: gre-in-udp, addresses: [172.16.6.1/30]}
+        routes:
+          - {to: 2001:db8:2::/48, interface: gre4}
+          - {to: 10.2.0.0/16, via: 172.16.6.2}
+        """)
+        #expect(c.tunnels[0].tunnel.remote == .v4(IPv4Address(203, 0, 113, 2)) && c.tunnels[0].ipv6?.addresses.count == 1)
+        #expect(c.tunnels[1].tunnel.local == .v6(IPv6Address("2001:db8:ff01::1")!) && c.tunnels[1].tunnel.underlay6)
+        #expect(c.tunnels[1].tunnel.overhead == 40 + 4 + 8 && c.tunnels[1].ipv6 == nil)
+        #expect(c.routes6.map(\.interface) == ["gre4"] && c.routes.count == 1)
+    }
 
     @Test("IPv6: interface addresses and router advertisements, and routes with IPv6 prefixes beside IPv4 ones")
     func ipv6() throws {

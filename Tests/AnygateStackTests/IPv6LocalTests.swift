@@ -314,6 +314,13 @@ struct IPv6ForwardingTests {
         try L.inject(s, Self.udp(to: IPv6Address("2001:db8:99::5")!), on: lan)
         #expect(try Self.header(try #require(h.sent.last)).eth.destination == Self.bMAC)
         #expect(s.counters.ipForwarded == 2)
+        // That one left at once to a REACHABLE neighbour: ip6flow holds it, and the next one hits.
+        try L.inject(s, Self.udp(to: IPv6Address("2001:db8:99::5")!), on: lan)
+        #expect(s.counters.flowHits == 1)
+        let f = try #require(s.flow6List.first { $0.destination == IPv6Address("2001:db8:99::5")! })
+        #expect(f.packets == 2 && f.bytes == 2 * UInt64(packet.count - 14) && f.interface == wan && f.nextHop == Self.b && f.valid)
+        try s.addRoute(IPv6Prefix("2001:db8:98::/48"), via: Self.b, interface: wan)
+        #expect(s.flow6List.first?.valid == false, "a routing change makes it stale")
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 

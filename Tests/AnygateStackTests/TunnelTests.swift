@@ -14,10 +14,18 @@ struct TwoSites {
 
     static let gw1Underlay = IPv4Address(192, 0, 2, 1)
     static let gw2Underlay = IPv4Address(192, 0, 2, 2)
+    static let gw1Underlay6 = IPv6Address("2001:db8:ffff::1")!
+    static let gw2Underlay6 = IPv6Address("2001:db8:ffff::2")!
+    static let a6 = IPv6Address("2001:db8:1::2")!
+    static let b6 = IPv6Address("2001:db8:2::2")!
 
+    /// `underlay6`: the gateways' wan link is IPv6 (2001:db8:ffff::/64) and
+    /// the tunnel runs over it. `ipv6`: the sites are dual-stack (A
+    /// 2001:db8:1::2, B 2001:db8:2::2) and the tunnel carries IPv6 too.
     init(encapsulation: TunnelEncapsulation = .gre, key1: UInt32? = 42, key2: UInt32? = 42, sequence: Bool = false,
          mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true, superFrames: Int = 0,
-         gw1Configuration: StackConfiguration = StackConfiguration()) throws {
+         gw1Configuration: StackConfiguration = StackConfiguration(), underlay6: Bool = false, ipv6: Bool = false,
+         wanMTU: Int = 1500) throws {
         net = MemoryNetwork(pool: PacketPool(superFrames: superFrames))
         a = net.addStack(name: "A", configuration: .host)
         gw1 = net.addStack(name: "GW1", configuration: gw1Configuration)
@@ -25,8 +33,8 @@ struct TwoSites {
         b = net.addStack(name: "B", configuration: .host)
         let aEth = try a.addInterface(name: "eth0", mac: MACAddress(2, 0, 0, 0, 0, 0xA))
         gw1Lan = try gw1.addInterface(name: "lan", mac: MACAddress(2, 0, 0, 1, 0, 1))
-        gw1Wan = try gw1.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 1, 0, 2))
-        gw2Wan = try gw2.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 2, 0, 2))
+        gw1Wan = try gw1.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 1, 0, 2), mtu: wanMTU)
+        gw2Wan = try gw2.addInterface(name: "wan", mac: MACAddress(2, 0, 0, 2, 0, 2), mtu: wanMTU)
         gw2Lan = try gw2.addInterface(name: "lan", mac: MACAddress(2, 0, 0, 2, 0, 1))
         let bEth = try b.addInterface(name: "eth0", mac: MACAddress(2, 0, 0, 0, 0, 0xB))
         net.connect(a, aEth, gw1, gw1Lan)
@@ -41,10 +49,16 @@ struct TwoSites {
         for (s, i) in [(a, aEth), (gw1, gw1Lan), (gw1, gw1Wan), (gw2, gw2Wan), (gw2, gw2Lan), (b, bEth)] { try s.setUp(i, true) }
         try a.addRoute(.any, via: IPv4Address(10, 1, 0, 1))
         try b.addRoute(.any, via: IPv4Address(10, 2, 0, 1))
-        var c1 = TunnelConfiguration(name: "gre0", local: TwoSites.gw1Underlay, remote: TwoSites.gw2Underlay)
+        let u1: IPAddress = underlay6 ? .v6(TwoSites.gw1Underlay6) : .v4(TwoSites.gw1Underlay)
+        let u2: IPAddress = underlay6 ? .v6(TwoSites.gw2Underlay6) : .v4(TwoSites.gw2Underlay)
+        if underlay6 {
+            try gw1.addAddress(IPv6InterfaceAddress("2001:db8:ffff::1/64"), to: gw1Wan)
+            try gw2.addAddress(IPv6InterfaceAddress("2001:db8:ffff::2/64"), to: gw2Wan)
+        }
+        var c1 = TunnelConfiguration(name: "gre0", local: u1, remote: u2)
         c1.encapsulation = encapsulation; c1.key = key1; c1.sequence = sequence; c1.mssClamp = mssClamp; c1.keepalive = keepalive
         c1.pmtuDiscovery = pmtuDiscovery
-        var c2 = TunnelConfiguration(name: "gre0", local: TwoSites.gw2Underlay, remote: TwoSites.gw1Underlay)
+        var c2 = TunnelConfiguration(name: "gre0", local: u2, remote: u1)
         c2.encapsulation = encapsulation; c2.key = key2; c2.sequence = sequence; c2.mssClamp = mssClamp
         gw1Tunnel = try gw1.addTunnel(c1)
         gw2Tunnel = try gw2.addTunnel(c2)
@@ -52,7 +66,21 @@ struct TwoSites {
         try gw2.addAddress(IPv4InterfaceAddress("172.16.0.2/30"), to: gw2Tunnel)
         try gw1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(172, 16, 0, 2))
         try gw2.addRoute(IPv4Prefix("10.1.0.0/16"), via: IPv4Address(172, 16, 0, 1))
+        if ipv6 {
+            try a.addAddress(IPv6InterfaceAddress("2001:db8:1::2/64"), to: aEth)
+            try gw1.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: gw1Lan)
+            try gw2.addAddress(IPv6InterfaceAddress("2001:db8:2::1/64"), to: gw2Lan)
+            try b.addAddress(IPv6InterfaceAddress("2001:db8:2::2/64"), to: bEth)
+            try gw1.enableIPv6(on: gw1Tunnel)
+            try gw2.enableIPv6(on: gw2Tunnel)
+            try a.addRoute(IPv6Prefix("::/0"), via: IPv6Address("2001:db8:1::1")!, interface: aEth)
+            try b.addRoute(IPv6Prefix("::/0"), via: IPv6Address("2001:db8:2::1")!, interface: bEth)
+            try gw1.addRoute(IPv6Prefix("2001:db8:2::/48"), interface: gw1Tunnel)
+            try gw2.addRoute(IPv6Prefix("2001:db8:1::/48"), interface: gw2Tunnel)
+        }
         net.run()
+        // Past duplicate address detection on every IPv6 address.
+        if ipv6 || underlay6 { net.advance(by: .seconds(2)) }
     }
 
     var stacks: [Stack] { [a, gw1, gw2, b] }

@@ -14,7 +14,7 @@ struct DemoTests {
         #expect(r.output.contains("pool: 0 of"))
     }
 
-    @Test("namespaces: the script pings across, moves 4 MB intact, shows both gateways and leaves nothing behind",
+    @Test("namespaces: the script pings across in both families, moves 4 MB intact inside each tunnel, shows both gateways and leaves nothing behind",
           .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)))
     func namespaces() {
         let bin = URL(fileURLWithPath: SystemEnvironment.binary("anygated")).deletingLastPathComponent().path
@@ -24,9 +24,13 @@ struct DemoTests {
         let r = Shell.run("cd \(SystemEnvironment.root) && scripts/demo-two-sites.sh \(bin) 2>&1", timeout: 120)
         #expect(r.status == 0, "\(r.output.suffix(3000))")
         #expect(r.output.contains(" 0% packet loss"))
-        #expect(r.output.contains("sha256 matches at both ends"), "\(r.output.suffix(3000))")
+        // Dual-stack: each family's transfer inside the tunnel over the other family.
+        #expect(r.output.contains("IPv4 (inside gre6, over IPv6): 4000000 bytes"), "\(r.output.suffix(3000))")
+        #expect(r.output.contains("IPv6 (inside gre0, over IPv4): 4000000 bytes"), "\(r.output.suffix(3000))")
+        #expect(r.output.components(separatedBy: "sha256 matches at both ends").count == 3)
         #expect(r.output.components(separatedBy: "anygatectl show tunnels").count == 3)
-        #expect(r.output.contains("GREv0, key=0x7"), "tcpdump saw GRE in the internet namespace")
+        #expect(r.output.contains("GREv0, key=0x7, length"), "tcpdump saw GRE over IPv4 in the internet namespace")
+        #expect(r.output.contains("IP6 2001:db8:ff01::1 > 2001:db8:ff02::2: GREv0, key=0x6"), "and GRE over IPv6")
         // The fast path carried the tunnelled transfer on both gateways:
         // towards gre0 on one, the decapsulated packets on the other.
         let hits = r.output.split(separator: "\n").filter { $0.hasPrefix("flowHits ") }

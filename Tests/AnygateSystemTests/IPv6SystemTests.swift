@@ -177,6 +177,10 @@ struct IPv6SystemTests {
         _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
         let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
         #expect(sums.count == 2 && sums[0] == sums[1], "20 MB A -> B: checksums differ")
+        // The transfer's flows are in ip6flow, with their flow labels, as show flows lists them.
+        let flows = try JSONDecoder().decode([FlowInfo].self, from: Data(ctl("--json show flows").output.utf8))
+        let toB = flows.filter { $0.destination == "2001:db8:2::2" && $0.flowLabel != nil }
+        #expect(toB.contains { $0.packets > 100 && $0.interface == "lan1" }, "\(ctl("show flows").output)")
 
         // Hop limit 1: time exceeded from the gateway; no route: unreachable.
         let expired = sh("ip netns exec \(nsA) ping -6 -c 1 -t 1 -W 2 2001:db8:2::2", timeout: 10).output
