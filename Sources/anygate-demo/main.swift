@@ -11,8 +11,12 @@ import Glibc
 //
 // Pings across (the first one traced frame by frame, GRE on the underlay),
 // a bulk of large pings that the tunnel's smaller MTU fragments, TTL and
-// unreachable errors through the tunnel, garbage into a gateway, then each
-// gateway's tunnels, flows, routes and counters.
+// unreachable errors through the tunnel, garbage into a gateway. Then
+// dual-stack: the sites (2001:db8:1::/64, 2001:db8:2::/64) send IPv6 inside
+// gre0, and the gateways' second tunnel gre6 runs over the IPv6 underlay
+// (2001:db8:ff01::1 ⇄ 2001:db8:ff02::2) and takes the sites' IPv4; a UDP
+// stream each way checked byte for byte. Last, each gateway's tunnels,
+// flows, routes and counters.
 import AnygateStack
 import AnygateWire
 
@@ -127,7 +131,93 @@ must("ping") { () throws in try a.ping(IPv4Address(10, 2, 0, 2), identifier: 5, 
 net.run()
 printEvents(a)
 
-print("\n== 6. 20 frames of garbage into GW1: counted, not fatal")
+// MARK: Dual-stack
+
+func v6(_ s: Stack, _ i: InterfaceIndex, _ address: String) {
+    must("IPv6 on \(s.name)") { () throws in try s.addAddress(IPv6InterfaceAddress(address), to: i) }
+}
+v6(a, aEth, "2001:db8:1::2/64"); v6(gw1, gw1Lan, "2001:db8:1::1/64"); v6(gw1, gw1Wan, "2001:db8:ff01::1/64")
+v6(u, uWest, "2001:db8:ff01::fe/64"); v6(u, uEast, "2001:db8:ff02::fe/64")
+v6(gw2, gw2Wan, "2001:db8:ff02::2/64"); v6(gw2, gw2Lan, "2001:db8:2::1/64"); v6(b, bEth, "2001:db8:2::2/64")
+func tunnel6(_ s: Stack, local: String, remote: String, address: String) -> InterfaceIndex {
+    must("gre6 on \(s.name)") { () throws -> InterfaceIndex in
+        var c = TunnelConfiguration(name: "gre6", local: IPAddress(local)!, remote: IPAddress(remote)!)
+        c.key = 6
+        c.mssClamp = .auto
+        let t = try s.addTunnel(c)
+        try s.addAddress(IPv4InterfaceAddress(address), to: t)
+        return t
+    }
+}
+let gw1Tunnel6 = tunnel6(gw1, local: "2001:db8:ff01::1", remote: "2001:db8:ff02::2", address: "172.16.6.1/30")
+let gw2Tunnel6 = tunnel6(gw2, local: "2001:db8:ff02::2", remote: "2001:db8:ff01::1", address: "172.16.6.2/30")
+must("IPv6 routes") { () throws in
+    try gw1.enableIPv6(on: gw1Tunnel)
+    try gw2.enableIPv6(on: gw2Tunnel)
+    try a.addRoute(IPv6Prefix("::/0"), via: IPv6Address("2001:db8:1::1"), interface: aEth)
+    try b.addRoute(IPv6Prefix("::/0"), via: IPv6Address("2001:db8:2::1"), interface: bEth)
+    try gw1.addRoute(IPv6Prefix("::/0"), via: IPv6Address("2001:db8:ff01::fe"), interface: gw1Wan)
+    try gw2.addRoute(IPv6Prefix("::/0"), via: IPv6Address("2001:db8:ff02::fe"), interface: gw2Wan)
+    // The sites' IPv6 inside gre0, over IPv4.
+    try gw1.addRoute(IPv6Prefix("2001:db8:2::/48"), interface: gw1Tunnel)
+    try gw2.addRoute(IPv6Prefix("2001:db8:1::/48"), interface: gw2Tunnel)
+}
+// Duplicate address detection: a second with no answer, and the addresses are ours.
+net.run()
+net.advance(by: .seconds(2))
+
+/// Sends `count` UDP datagrams of `size` bytes from A to B on `family`'s
+/// addresses and says whether B received exactly what A sent, in order.
+@MainActor func stream(_ label: String, from: IPAddress, to: IPAddress, count: Int, size: Int) {
+    let server = must("socket") { () throws in try b.openSocket(.udp, queueCapacity: 4096) }
+    let client = must("socket") { () throws in try a.openSocket(.udp) }
+    must("bind") { () throws in
+        try b.bind(server, address: to, port: 9000)
+        try a.bind(client, address: from, port: 5555)
+        try a.connect(client, to: to, port: 9000)
+    }
+    var sent: [UInt8] = [], received: [UInt8] = []
+    var x: UInt64 = 0x5EED
+    for n in 0..<count {
+        var d = [UInt8](repeating: 0, count: size)
+        for i in d.indices { x = x &* 6364136223846793005 &+ 1442695040888963407; d[i] = UInt8(truncatingIfNeeded: x >> 56) }
+        sent += d
+        guard let p = net.pool.make(copying: d) else { fail("pool empty") }
+        must("send") { () throws in try a.socketSend(client, p) }
+        if n % 50 == 49 {
+            net.run()
+            while let r = b.socketReceive(server) { received += net.pool.copyBytes(r.packet); net.pool.free(r.packet) }
+        }
+    }
+    net.run()
+    while let r = b.socketReceive(server) { received += net.pool.copyBytes(r.packet); net.pool.free(r.packet) }
+    a.closeSocket(client)
+    b.closeSocket(server)
+    let same = received == sent
+    print("  \(label): \(count) datagrams of \(size) bytes, \(received.count) of \(sent.count) bytes received, "
+          + (same ? "identical byte for byte" : "DIFFERENT"))
+    if !same { fail("\(label): the stream arrived damaged or incomplete") }
+}
+
+print("\n== 6. dual-stack: IPv6 from A to B inside gre0 (GRE over IPv4); the first datagram's frames shown")
+tracing = true
+stream("IPv6 inside gre0", from: .v6(IPv6Address("2001:db8:1::2")!), to: .v6(IPv6Address("2001:db8:2::2")!), count: 1, size: 64)
+tracing = false
+stream("IPv6 inside gre0", from: .v6(IPv6Address("2001:db8:1::2")!), to: .v6(IPv6Address("2001:db8:2::2")!), count: 1000, size: 1200)
+
+print("\n== 7. dual-stack: the sites' IPv4 moves to gre6, GRE over the IPv6 underlay (one route change each side)")
+must("reroute") { () throws in
+    try gw1.deleteRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(172, 16, 0, 2))
+    try gw1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(172, 16, 6, 2))
+    try gw2.deleteRoute(IPv4Prefix("10.1.0.0/16"), via: IPv4Address(172, 16, 0, 1))
+    try gw2.addRoute(IPv4Prefix("10.1.0.0/16"), via: IPv4Address(172, 16, 6, 1))
+}
+tracing = true
+stream("IPv4 inside gre6", from: .v4(IPv4Address(10, 1, 0, 2)), to: .v4(IPv4Address(10, 2, 0, 2)), count: 1, size: 64)
+tracing = false
+stream("IPv4 inside gre6", from: .v4(IPv4Address(10, 1, 0, 2)), to: .v4(IPv4Address(10, 2, 0, 2)), count: 1000, size: 1200)
+
+print("\n== 8. 20 frames of garbage into GW1: counted, not fatal")
 var seed: UInt64 = 1
 for n in 0..<20 {
     var f = [UInt8](repeating: 0, count: 14 + n * 3)
@@ -156,9 +246,17 @@ for s in [gw1, gw2] {
         print("  " + pad("\(f.source) -> \(f.destination)", 24) + pad("dev \(s.interfaceName(f.interface))", 10)
               + pad("via \(f.nextHop)", 18) + "\(f.packets) pkts \(f.valid ? "valid" : "stale")")
     }
+    for f in s.flow6List {
+        print("  " + pad("\(f.source) -> \(f.destination)", 34) + pad("dev \(s.interfaceName(f.interface))", 10)
+              + pad("via \(f.nextHop)", 22) + "\(f.packets) pkts \(f.valid ? "valid" : "stale")")
+    }
     print("== \(s.name): routes")
     for r in s.routes where !r.isInternal {
-        print("  " + pad("\(r.prefix)", 16) + pad(r.nextHop.map { "via \($0)" } ?? "", 21)
+        print("  " + pad("\(r.prefix)", 18) + pad(r.nextHop.map { "via \($0)" } ?? "", 23)
+              + pad("dev \(s.interfaceName(r.interface))", 10) + "\(r.origin)")
+    }
+    for r in s.routes6 where !r.isInternal {
+        print("  " + pad("\(r.prefix)", 18) + pad(r.nextHop.map { "via \($0)" } ?? "", 23)
               + pad("dev \(s.interfaceName(r.interface))", 10) + "\(r.origin)")
     }
     let c = s.counters
@@ -168,5 +266,5 @@ for s in [gw1, gw2] {
     print("  drops: " + s.dropCounts.sorted { $0.key.description < $1.key.description }
         .map { "\($0.key) \($0.value)" }.joined(separator: ", "))
 }
-_ = (gw1Tunnel, gw2Tunnel, uWest, uEast, gw2Wan, gw1Wan, bEth)
+_ = (gw1Tunnel, gw2Tunnel, gw1Tunnel6, gw2Tunnel6, uWest, uEast, gw2Wan, gw1Wan, bEth)
 print("\npool: \(net.pool.inUse) of \(net.pool.capacity) buffers in use after the run")

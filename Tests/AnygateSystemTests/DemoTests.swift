@@ -5,12 +5,17 @@ import Testing
 /// program, each run to the end with its checks.
 @Suite("Demo: two sites joined by GRE", .serialized)
 struct DemoTests {
-    @Test("in-process: pings and 1000 fragmented pings cross the tunnel, the pool ends empty")
+    @Test("in-process: pings and 1000 fragmented pings cross the tunnel, a stream of each family inside the tunnel over the other, the pool ends empty")
     func inProcess() {
         let r = Shell.run(SystemEnvironment.binary("anygate-demo"), timeout: 60)
         #expect(r.status == 0, "\(r.output.suffix(2000))")
         #expect(r.output.contains("1000 of 1000 answered"))
         #expect(r.output.contains("gre ipv4 key 7"), "the underlay trace shows GRE")
+        // Dual-stack: IPv6 inside the IPv4 tunnel, IPv4 inside the tunnel over IPv6.
+        #expect(r.output.contains("gre ipv6 key 7"), "IPv6 inside GRE over IPv4")
+        #expect(r.output.contains("ipv6 2001:db8:ff01::1 > 2001:db8:ff02::2 hlim 64 next gre"), "GRE over the IPv6 underlay")
+        #expect(r.output.contains("IPv6 inside gre0: 1000 datagrams of 1200 bytes, 1200000 of 1200000 bytes received, identical byte for byte"))
+        #expect(r.output.contains("IPv4 inside gre6: 1000 datagrams of 1200 bytes, 1200000 of 1200000 bytes received, identical byte for byte"))
         #expect(r.output.contains("pool: 0 of"))
     }
 
