@@ -152,6 +152,8 @@ public struct TunnelConfig: Equatable, Sendable {
 /// `interfaces[].ipv6`.
 public struct IPv6InterfaceConfig: Equatable, Sendable {
     public var addresses: [IPv6InterfaceAddress] = []
+    /// IPSELSRC preference numbers (`{address: ..., preference: N}`); absent: 0.
+    public var preferences: [IPv6Address: Int16] = [:]
     /// `router-advertisements:`; nil: none sent.
     public var routerAdvertisements: RouterAdvertisements? = nil
     public init(addresses: [IPv6InterfaceAddress] = []) { self.addresses = addresses }

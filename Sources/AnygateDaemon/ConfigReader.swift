@@ -228,11 +228,22 @@ public struct ConfigReader {
         if let ra = m["router-advertisements"] { c.routerAdvertisements = try routerAdvertisements(ra, path + ".router-advertisements") }
         if let list = m["addresses"] {
             guard case .sequence(let seq) = list else { throw fail(path + ".addresses", list, "expected a list of addresses") }
-            for (k, a) in seq.enumerated() {
-                let ap = "\(path).addresses[\(k)]"
+            for (k, item) in seq.enumerated() {
+                var ap = "\(path).addresses[\(k)]"
+                var a = item
+                var preference: Int16 = 0
+                // ADDR/LEN, or {address: ADDR/LEN, preference: N} as for IPv4.
+                if case .mapping(let am) = item {
+                    try checkKeys(am, ap, allowed: ["address", "preference"])
+                    guard let addrNode = am["address"] else { throw fail(ap, item, "needs address: ADDR/LEN") }
+                    if let p = am["preference"] { preference = Int16(try int(p, ap + ".preference", -32768...32767)) }
+                    a = addrNode
+                    ap += ".address"
+                }
                 let text = try string(a, ap)
                 let parsed: IPv6InterfaceAddress
                 do { parsed = try IPv6InterfaceAddress(text) } catch { throw fail(ap, a, "\(error)") }
+                if preference != 0 { c.preferences[parsed.address] = preference }
                 guard !parsed.address.isMulticast, !parsed.address.isUnspecified, !parsed.address.isLoopback else {
                     throw fail(ap, a, "\(parsed.address) cannot be an interface address")
                 }

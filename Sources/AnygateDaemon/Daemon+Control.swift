@@ -127,8 +127,16 @@ extension Daemon {
         }
         guard let i = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
         let bare = text.split(separator: "/").first.map(String.init) ?? text
-        guard let a = IPv4Address(bare) else { return fail("\"\(text)\" is not an IPv4 address") }
         guard let p = Int16(exactly: pref) else { return fail("preference \(pref) is out of range -32768...32767") }
+        if let a6 = IPv6Address(bare) {
+            do { try change { s throws(InterfaceError) in try s.setPreference(a6, on: i, p) } } catch {
+                if case .noSuchAddress6 = error { return fail("address \(a6) is not configured on \(dev)") }
+                return fail(error.description)
+            }
+            logger.notice("address preference", metadata: ["interface": "\(dev)", "address": "\(a6)", "preference": "\(p)"])
+            return encode(ControlResponse(ok: true, result: Done(message: "\(a6) on \(dev): preference \(p)")))
+        }
+        guard let a = IPv4Address(bare) else { return fail("\"\(text)\" is not an IPv4 or IPv6 address") }
         do { try change { s throws(InterfaceError) in try s.setPreference(a, on: i, p) } } catch {
             if case .noSuchAddress = error { return fail("address \(a) is not configured on \(dev)") }
             return fail(error.description)
@@ -208,7 +216,9 @@ extension Daemon {
                 name: s.name, index: s.index, mac: "\(s.mac)", mtu: s.mtu, up: s.up,
                 attach: attachments[s.index].map { "\($0)" } ?? "none", attached: view.attached(s.index),
                 addresses: s.addresses.map { AddressInfo(address: "\($0.address)", preference: Int($0.preference)) }
-                    + stack.addresses6(on: s.index).map { AddressInfo(address: "\($0)", preference: 0) },
+                    + stack.addresses6(on: s.index).map {
+                        AddressInfo(address: "\($0)", preference: Int(stack.preference(of: $0.address, on: s.index)))
+                    },
                 drops: Dictionary(uniqueKeysWithValues: view.dropCounts(on: s.index).map { ("\($0.key)", $0.value) }),
                 counters: InterfaceCountersInfo(
                     rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets,
@@ -224,8 +234,9 @@ extension Daemon {
                 AddressInfo(address: "\($0.address)", preference: Int($0.preference), interface: s.name,
                             policy: policy?.description ?? "none", policyOrigin: origin)
             } + stack.addresses6(on: s.index).map {
-                // IPSELSRC policies are IPv4's; IPv6 source selection is not there yet.
-                AddressInfo(address: "\($0)", preference: 0, interface: s.name, policy: "none", policyOrigin: "none",
+                // IPv6 sources follow RFC 6724 with the preference as tie-breaker, not IPSELSRC policies.
+                AddressInfo(address: "\($0)", preference: Int(stack.preference(of: $0.address, on: s.index)), interface: s.name,
+                            policy: "rfc6724", policyOrigin: "builtin",
                             state: "\(stack.state(of: $0.address, on: s.index))")
             }
         }

@@ -190,6 +190,7 @@ public final class Daemon {
             if let v6 = i.ipv6 {
                 try change { s throws(InterfaceError) in try s.enableIPv6(on: idx) }
                 for a in v6.addresses { try change { s throws(InterfaceError) in try s.addAddress(a, to: idx) } }
+                for (a, p) in v6.preferences { try change { s throws(InterfaceError) in try s.setPreference(a, on: idx, p) } }
                 let ra = v6.routerAdvertisements
                 try change { s throws(InterfaceError) in try s.setRouterAdvertisements(ra, on: idx) }
             }
@@ -235,6 +236,10 @@ public final class Daemon {
         let have = Set(stack.addresses6(on: idx))
         for a in v6.addresses where !have.contains(a) {
             try change { s throws(InterfaceError) in try s.addAddress(a, to: idx) }
+        }
+        for a in v6.addresses {
+            let address = a.address, p = v6.preferences[a.address] ?? 0
+            try change { s throws(InterfaceError) in try s.setPreference(address, on: idx, p) }
         }
     }
 

@@ -74,6 +74,7 @@ extension Stack {
         enter()
         let before = listenedGroups(i)
         let a = interfaceAddresses6[i].remove(at: k)
+        preferences6[AddressKey6(interface: i, address: address)] = nil
         ifs[i].ipv6 = !interfaceAddresses6[i].isEmpty
         forgetDAD(a.address, on: i)
         reportGroupChange(on: i, before: before)
@@ -83,6 +84,19 @@ extension Stack {
         }
         fibChanged()
         flush()
+    }
+
+    /// Sets an IPv6 address's IPSELSRC preference number: the tie-breaker
+    /// after RFC 6724's rules (`explainSource`), higher preferred.
+    public func setPreference(_ address: IPv6Address, on i: InterfaceIndex, _ preference: Int16) throws(InterfaceError) {
+        try check(i)
+        guard interfaceAddresses6[i].contains(where: { $0.address == address }) else { throw .noSuchAddress6(address) }
+        preferences6[AddressKey6(interface: i, address: address)] = preference == 0 ? nil : preference
+        fibChanged()
+    }
+
+    public func preference(of address: IPv6Address, on i: InterfaceIndex) -> Int16 {
+        preferences6[AddressKey6(interface: i, address: address)] ?? 0
     }
 
     /// The IPv6 addresses of an interface, link-local first if it has one.
@@ -149,9 +163,37 @@ extension Stack {
         } else {
             return forward6(p, rx: rx, best: best, cacheable: chain.extensionHeaders == 0)
         }
-        guard chain.upperLayerPresent, chain.fragment == nil else {
-            return drop(p, .protocolUnreachable, rx: rx)
+        localInput6(p, chain: chain, rx: rx)
+    }
+
+    /// A packet for one of our addresses or groups: fragments to
+    /// reassembly, then ICMPv6 here and the rest to the sockets.
+    func localInput6(_ packet: PacketHandle, chain: IPv6HeaderChain, rx: InterfaceIndex) {
+        var p = packet
+        if let f = chain.fragment {
+            hot.pointee.counters.fragmentsReceived += 1
+            // Only a fragment header right after the IPv6 header is reassembled.
+            guard chain.fragmentHeaderOffset == IPv6Packet.headerLength else { return drop(p, .ipv6HeaderChain, rx: rx) }
+            let outcome = reassembly.add6(p, ip: IPv6Packet(unchecked: pool.bytes(p)), f, interface: rx, pool: pool,
+                                          now: hot.pointee.now) { reason, q in countDrops(reason, q.fragments, rx: q.interface) }
+            switch outcome {
+            case .queued: return
+            case .dropped(let reason): return countDrops(reason, 1, rx: rx)
+            case .complete(let whole, let fragments):
+                hot.pointee.counters.datagramsReassembled += 1
+                hot.pointee.counters.fragmentsReassembled &+= UInt64(fragments)
+                p = whole
+            }
+            let again: IPv6HeaderChain
+            do { again = try IPv6HeaderChain(walking: IPv6Packet(unchecked: pool.bytes(p))) } catch {
+                return drop(p, .ipv6HeaderChain, rx: rx)
+            }
+            guard again.fragment == nil else { return drop(p, .ipv6HeaderChain, rx: rx) }
+            return localInput6(p, chain: again, rx: rx)
         }
+        let ip = IPv6Packet(unchecked: pool.bytes(p))
+        let source = ip.source, destination = ip.destination
+        guard chain.upperLayerPresent else { return drop(p, .protocolUnreachable, rx: rx) }
         guard chain.upperLayer == .icmpv6 else {
             // UDP, GRE (a tunnel over IPv6) and the rest: to a socket, if one takes it.
             guard !destination.isMulticast else { return drop(p, .protocolUnreachable, rx: rx) }

@@ -7,7 +7,9 @@ public import AnygateWire
 /// longest common prefix (rule 8); the first configured wins a tie. Rules
 /// 3, 4, 5 and 7 decide nothing here: tentative and duplicated addresses
 /// are never candidates, there are no home or temporary addresses, and
-/// every candidate is on the outgoing interface.
+/// every candidate is on the outgoing interface. Where the rules leave a
+/// tie, the higher IPSELSRC preference number wins (`setPreference`), and
+/// then the first configured.
 public struct SourceExplanation6: Sendable {
     public var destination: IPv6Address
     public var route: Route6?
@@ -18,7 +20,7 @@ public struct SourceExplanation6: Sendable {
     public var chosen: IPv6Address
     public var reason: String
 
-    public static let rules = ["same-address", "scope", "label", "longest-prefix"]
+    public static let rules = ["same-address", "scope", "label", "longest-prefix", "preference"]
 }
 
 /// RFC 6724 section 2.1's default policy table: the label of an address.
@@ -67,7 +69,7 @@ extension Stack {
             // Rule 2: a scope that reaches the destination, the narrowest such; else the widest.
             let scope = s >= dScope ? 100 - s : s - 100
             return [a == destination ? 1 : 0, scope, IPv6Policy.label(a) == dLabel ? 1 : 0,
-                    min(IPv6Policy.commonPrefix(a, destination), 64)]
+                    min(IPv6Policy.commonPrefix(a, destination), 64), Int(preference(of: a, on: i))]
         }
         var best = 0
         for k in scores.indices.dropFirst() where scores[k].lexicographicallyPrecedes(scores[best]) == false && scores[k] != scores[best] {

@@ -26,6 +26,11 @@ extension Stack {
             var first = q.buffer
             first.offset = UInt32(pool.headroom + ReassemblyTable.maxHeader - q.headerLength)
             first.length = UInt32(q.headerLength + min(8, max(0, q.ranges.first { $0.start == 0 }?.end ?? 0)))
+            if q.key.ipv6 {
+                // RFC 8200 section 4.5: time exceeded, code 1, about the first fragment.
+                pool.bytes(first).setBE16(IPv6Packet.Field.payloadLength, UInt16(Int(first.length) - IPv6Packet.headerLength))
+                return sendICMPv6Error(about: first, .timeExceeded, code: 1, rx: q.interface)
+            }
             let ip = IPv4Packet(unchecked: pool.bytes(first))
             ip.totalLength = Int(first.length)
             sendICMPError(about: first, type: .timeExceeded, code: ICMPv4TimeExceededCode.reassembly,

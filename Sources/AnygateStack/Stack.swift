@@ -111,6 +111,8 @@ public final class Stack {
     /// left and when the next step is due; and those found duplicated.
     var tentative6: [AddressKey6: (probesLeft: Int, due: Int64)] = [:]
     var duplicated6: Set<AddressKey6> = []
+    /// IPSELSRC preference numbers of IPv6 addresses (absent: 0).
+    var preferences6: [AddressKey6: Int16] = [:]
     var events: [StackEvent] = []
     var sourcePolicies = SourcePolicies()
     /// Sockets and tunnels: fixed tables of plain values, read and written

@@ -292,7 +292,7 @@ struct ConfigTests {
           - name: lan0
             attach: {tap: ag-lan0}
             addresses: [10.1.0.1/24]
-            ipv6: {addresses: [2001:db8:1::1/64], router-advertisements: {interval: 60s, lifetime: 600, mtu: 1480}}
+            ipv6: {addresses: [2001:db8:1::1/64, {address: 2001:db8:1::2/64, preference: 5}], router-advertisements: {interval: 60s, lifetime: 600, mtu: 1480}}
           - name: lan1
             attach: {tap: ag-lan1}
             ipv6: {}
@@ -300,7 +300,8 @@ struct ConfigTests {
           - {to: 10.9.0.0/16, interface: lan0}
           - {to: 2001:db8:99::/48, via: fe80::2, interface: lan1, metric: 5}
         """)
-        #expect(c.interfaces[0].ipv6?.addresses == [try IPv6InterfaceAddress("2001:db8:1::1/64")])
+        #expect(c.interfaces[0].ipv6?.addresses == [try IPv6InterfaceAddress("2001:db8:1::1/64"), try IPv6InterfaceAddress("2001:db8:1::2/64")])
+        #expect(c.interfaces[0].ipv6?.preferences == [IPv6Address("2001:db8:1::2")!: 5])
         let ra = try #require(c.interfaces[0].ipv6?.routerAdvertisements)
         #expect(ra.interval == .seconds(60) && ra.lifetime == 600 && ra.mtu == 1480 && ra.prefixes.isEmpty)
         #expect(c.interfaces[1].ipv6 == IPv6InterfaceConfig() && c.interfaces[1].ipv6?.routerAdvertisements == nil)

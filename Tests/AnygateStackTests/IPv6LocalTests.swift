@@ -595,5 +595,77 @@ struct SourceSelection6Tests {
         try s.addAddress(IPv6InterfaceAddress("2001:db8:1::99/64"), to: lan)
         #expect(chosen("2001:db8:1::99").0 == IPv6Address("2001:db8:1::1"))
         #expect(s.explainSource(IPv6Address("2001:db8:1::99")!)?.candidates.contains(IPv6Address("2001:db8:1::99")!) == false)
+        // Two addresses the rules cannot tell apart: the first configured, until a preference says otherwise.
+        L.passDAD(s, h)
+        #expect(chosen("2001:db8:1::5").0 == IPv6Address("2001:db8:1::1") && chosen("2001:db8:1::5").1 == "the first configured of equals")
+        try s.setPreference(IPv6Address("2001:db8:1::99")!, on: lan, 10)
+        #expect(chosen("2001:db8:1::5").0 == IPv6Address("2001:db8:1::99") && chosen("2001:db8:1::5").1 == "rule preference")
+        // The rules come first: a longer common prefix beats any preference.
+        #expect(chosen("2001:db8:2:3::5").0 == IPv6Address("2001:db8:2:3::1"))
+        #expect(throws: InterfaceError.self) { try s.setPreference(IPv6Address("2001:db8:7::1")!, on: lan, 1) }
+    }
+}
+
+/// IPv6 reassembly (RFC 8200 section 4.5) for our own addresses: the same
+/// table and rules as IPv4's.
+@Suite("IPv6 reassembly")
+struct IPv6ReassemblyTests {
+    typealias L = IPv6LocalTests
+
+    /// An echo request of `size` message bytes, cut at `cut` (a multiple of
+    /// 8) into two fragments with identification `id`.
+    static func fragments(size: Int, cut: Int, id: UInt32, sequence: UInt16 = 1) -> [[UInt8]] {
+        var message = [UInt8](repeating: 0, count: size)
+        for i in 8..<size { message[i] = UInt8(truncatingIfNeeded: i * 7) }
+        message.withUnsafeMutableBytes { m in
+            ICMPv6Repr.echoRequest(identifier: 9, sequence: sequence).emit(into: m, source: L.host, destination: L.routerAddress)
+        }
+        return [(0, cut, true), (cut, size, false)].map { start, end, more in
+            var f = [UInt8](repeating: 0, count: 14 + 40 + 8 + end - start)
+            f.withUnsafeMutableBytes { b in
+                EthernetRepr(destination: L.routerMAC, source: L.hostMAC, etherType: .ipv6).emit(into: b)
+                IPv6Repr(source: L.host, destination: L.routerAddress, nextHeader: .ipv6Fragment, payloadLength: 8 + end - start)
+                    .emit(into: b.tail(from: 14))
+                IPv6FragmentRepr(nextHeader: .icmpv6, offset: start, moreFragments: more, identification: id).emit(into: b.tail(from: 54))
+            }
+            f.replaceSubrange(62..., with: message[start..<end])
+            return f
+        }
+    }
+
+    @Test("fragments in any order make one echo request, answered whole; an overlap discards the datagram")
+    func reassembles() throws {
+        let (s, h, lan) = try L.stack()
+        try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
+        h.sent.removeAll()
+        let f = Self.fragments(size: 1200, cut: 600, id: 77)
+        try L.inject(s, f[1], on: lan)
+        #expect(h.sent.isEmpty)
+        try L.inject(s, f[0], on: lan)
+        let reply = try L.decode(try #require(h.sent.last))
+        #expect(reply.icmp == .echoReply(identifier: 9, sequence: 1) && reply.ip.payloadLength == 1200)
+        #expect(s.counters.datagramsReassembled == 1 && s.counters.fragmentsReassembled == 2)
+        // The second fragment overlaps the first by 8 bytes: both go.
+        let g = Self.fragments(size: 1200, cut: 600, id: 78, sequence: 2)
+        try L.inject(s, g[0], on: lan)
+        var overlapping = g[1]
+        overlapping[54 + 2] = 0x02; overlapping[54 + 3] = 0x50  // offset 592
+        try L.inject(s, overlapping, on: lan)
+        #expect(s.drops(.fragmentOverlap) == 2)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+
+    @Test("a first fragment alone times out: counted, and time exceeded (code 1) goes back")
+    func timesOut() throws {
+        let (s, h, lan) = try L.stack()
+        try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)
+        h.sent.removeAll()
+        try L.inject(s, Self.fragments(size: 1200, cut: 600, id: 5)[0], on: lan)
+        h.time += 31_000_000_000
+        _ = s.runTimers(now: h.time)
+        #expect(s.drops(.reassemblyTimeout) == 1)
+        let error = try L.decode(try #require(h.sent.last))
+        #expect(error.icmp == .timeExceeded(code: 1) && error.ip.destination == L.host)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 }

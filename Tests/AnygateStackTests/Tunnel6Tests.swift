@@ -149,17 +149,20 @@ struct Tunnel6Tests {
         s.checkInvariants()
     }
 
-    @Test("a tunnel over a 1200-byte IPv4 path still carries 1280-byte IPv6 packets, in outer fragments; larger ones draw packet too big")
-    func minimumMTU() throws {
-        let s = try TwoSites(ipv6: true, wanMTU: 1200)
-        #expect(s.gw1.tunnelList[0].mtu == 1200 - 28)
+    @Test("a tunnel over a smaller path (IPv4 1200, IPv6 1280) still carries 1280-byte IPv6 packets, in outer fragments; larger ones draw packet too big",
+          arguments: [false, true])
+    func minimumMTU(_ underlay6: Bool) throws {
+        let wan = underlay6 ? 1280 : 1200
+        let s = try TwoSites(underlay6: underlay6, ipv6: true, wanMTU: wan)
+        #expect(s.gw1.tunnelList[0].mtu == wan - (underlay6 ? 48 : 28))
         let u = capture(s)
         // 1280 bytes inside: 40 IPv6 + 8 UDP + 1232 payload.
         let d = try #require(try udp6(s, "at the minimum", size: 1232))
         s.net.pool.free(d.packet)
-        let fragments = u.packets.filter { $0.type == 0x0800 && $0.ip[9] == 47 }
-        #expect(fragments.count == 2 && fragments.allSatisfy { $0.ip.count <= 1200 }, "the outer packet went in two fragments")
-        #expect(fragments.allSatisfy { $0.ip[6] & 0x40 == 0 }, "without DF")
+        let fragments = u.packets.filter { underlay6 ? ($0.type == 0x86DD && $0.ip[6] == 44) : ($0.type == 0x0800 && $0.ip[9] == 47) }
+        #expect(fragments.count == 2 && fragments.allSatisfy { $0.ip.count <= wan }, "the outer packet went in two fragments")
+        if !underlay6 { #expect(fragments.allSatisfy { $0.ip[6] & 0x40 == 0 }, "without DF") }
+        #expect(s.gw2.counters.datagramsReassembled == 1, "and the far gateway put it together")
         // One byte more: packet too big at GW1, with 1280.
         _ = s.a.drainEvents()
         #expect(try udp6(s, "over", size: 1233) == nil)

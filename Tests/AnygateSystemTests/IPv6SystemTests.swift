@@ -109,6 +109,11 @@ struct IPv6SystemTests {
         let addresses = ctl("show addresses").output
         #expect(addresses.contains("fe80::ff:fe00:6101/64") && addresses.contains("2001:db8:1::1/64"), "\(addresses)")
         #expect(ctl("show routes").output.contains("2001:db8:1::/64"))
+        // An IPv6 address takes a preference number at run time, as an IPv4 one does.
+        #expect(ctl("address preference lan0 2001:db8:1::1 7").status == 0)
+        let prefs = try JSONDecoder().decode([AddressInfo].self, from: Data(ctl("--json show addresses").output.utf8))
+        #expect(prefs.contains { $0.address == "2001:db8:1::1/64" && $0.preference == 7 }, "\(prefs)")
+        #expect(ctl("address preference lan0 2001:db8:7::1 7").status != 0, "not an address of lan0")
 
         let global = inA("ping -6 -c 3 -i 0.2 -W 2 2001:db8:1::1")
         #expect(global.status == 0 && global.output.contains(" 0% packet loss"), "\(global.output)\n\(daemon.log)")
