@@ -12,12 +12,13 @@
 # keepalives; WORKERS sets stack.workers (default 1). BACKEND=host gives the uplink to the namespace's kernel and
 # the tunnel a host socket. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
 #
-# DUAL_STACK=1 (with ROUTE_SITES=1; stack backend) makes everything dual-stack:
+# DUAL_STACK=1 (with ROUTE_SITES=1) makes everything dual-stack:
 # the sites are also 2001:db8:1::/64 and 2001:db8:2::/64 (hosts ::2), the
 # internet also routes 2001:db8:ff01::/64 ⇄ 2001:db8:ff02::/64 (gateways ::1
 # and ::2), and a second tunnel gre6 (key 6, 172.16.6.1/30 ⇄ 172.16.6.2/30)
-# runs over the IPv6 underlay. IPv6 site traffic then goes inside gre0 (over
-# IPv4) and IPv4 site traffic inside gre6 (over IPv6).
+# runs over the IPv6 underlay (encapsulation $ENCAP6, default gre). IPv6
+# site traffic then goes inside gre0 (over IPv4) and IPv4 site traffic
+# inside gre6 (over IPv6).
 
 SITES_PIDS=()
 
@@ -42,12 +43,14 @@ interfaces:
 YAML
         local o=$((3 - $1))
         [ "${DUAL_STACK:-0}" = 1 ] && echo "    ipv6: {addresses: [\"2001:db8:$1::1/64\"], router-advertisements: {interval: 30s}}"
-        [ "${BACKEND:-stack}" = stack ] && cat <<YAML
+        if [ "${BACKEND:-stack}" = stack ]; then
+            cat <<YAML
   - name: wan0
     attach: {packet: $8}
     addresses: [$3/24]
 YAML
-        [ "${DUAL_STACK:-0}" = 1 ] && echo "    ipv6: {addresses: [\"2001:db8:ff0$1::$1/64\"]}"
+            [ "${DUAL_STACK:-0}" = 1 ] && echo "    ipv6: {addresses: [\"2001:db8:ff0$1::$1/64\"]}"
+        fi
         cat <<YAML
 tunnels:
   - name: gre0
@@ -63,6 +66,8 @@ YAML
         [ "${DUAL_STACK:-0}" = 1 ] && cat <<YAML
     ipv6: {addresses: ["fd00:16::$1/64"]}
   - name: gre6
+    encapsulation: ${ENCAP6:-gre}
+    backend: ${BACKEND:-stack}
     local: "2001:db8:ff0$1::$1"
     remote: "2001:db8:ff0$o::$o"
     key: 6
@@ -74,8 +79,9 @@ YAML
 "
         if [ "${DUAL_STACK:-0}" = 1 ]; then
             routes="$routes  - {to: $9, via: 172.16.6.$o}
-  - {to: \"::/0\", via: \"2001:db8:ff0$1::fe\", interface: wan0}
   - {to: \"2001:db8:$o::/48\", interface: gre0}
+"
+            [ "${BACKEND:-stack}" = stack ] && routes="$routes  - {to: \"::/0\", via: \"2001:db8:ff0$1::fe\", interface: wan0}
 "
         elif [ "${ROUTE_SITES:-0}" = 1 ]; then
             routes="$routes  - {to: $9, via: $6}
@@ -110,6 +116,10 @@ sites_start() {
     if [ "${BACKEND:-stack}" = host ]; then
         ip -n "${P}G1" addr add 198.51.100.1/24 dev "${P}-g1u"; ip -n "${P}G1" route add default via 198.51.100.254
         ip -n "${P}G2" addr add 203.0.113.2/24 dev "${P}-g2u"; ip -n "${P}G2" route add default via 203.0.113.254
+        if [ "${DUAL_STACK:-0}" = 1 ]; then
+            ip -n "${P}G1" addr add 2001:db8:ff01::1/64 dev "${P}-g1u" nodad; ip -n "${P}G1" -6 route add default via 2001:db8:ff01::fe
+            ip -n "${P}G2" addr add 2001:db8:ff02::2/64 dev "${P}-g2u" nodad; ip -n "${P}G2" -6 route add default via 2001:db8:ff02::fe
+        fi
     fi
     sites_config 1 10.1.0.1/24 198.51.100.1 203.0.113.2 172.16.0.1/30 172.16.0.2 198.51.100.254 "${P}-g1u" 10.2.0.0/16
     sites_config 2 10.2.0.1/24 203.0.113.2 198.51.100.1 172.16.0.2/30 172.16.0.1 203.0.113.254 "${P}-g2u" 10.1.0.0/16

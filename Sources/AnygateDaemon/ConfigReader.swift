@@ -340,9 +340,6 @@ public struct ConfigReader {
             if let r = km["retries"] { ka.retries = try int(r, path + ".keepalive.retries", 1...255) }
             t.keepalive = ka
         }
-        if t.underlay6 && t.backend == .host {
-            throw fail(path + ".backend", m["backend"] ?? node, "an IPv6 underlay needs backend: stack (host sockets are IPv4 only)")
-        }
         var tc = TunnelConfig(tunnel: t)
         if let v6 = m["ipv6"] {
             let c = try ipv6(v6, path + ".ipv6")

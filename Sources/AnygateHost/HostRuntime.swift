@@ -48,8 +48,8 @@ public final class HostRuntime {
         func transmit(_ packets: UnsafeBufferPointer<PacketHandle>, interface: InterfaceIndex, stack: Stack) {
             runtime?.transmit(packets, interface: interface)
         }
-        func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                            remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
+        func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPAddress, localPort: UInt16,
+                            remote: IPAddress, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
             guard let runtime else { return "the runtime is gone" }
             return runtime.openHostSocket(socket, protocol: `protocol`, local: local, localPort: localPort, remote: remote,
                                           remotePort: remotePort, ttl: ttl, tos: tos, dontFragment: dontFragment)

@@ -15,7 +15,7 @@ extension HostSocket {
         if raw { return flushBatched(pool: pool) }
         var error: Int32? = nil
         var i = 0
-        let to = HostSocket.sockaddr(remote, remotePort)
+        let to = peer
         while i < pending.count {
             let size = Int(pending[i].length)
             var j = i + 1, total = size
@@ -87,8 +87,9 @@ extension HostSocket {
             guard k < max(0, r.count) else { pool.free(p); continue }
             withUnsafePointer(to: &m.messages[k].msg_hdr) { _ = ag_rxq_overflow($0, &kernelDrops) }
             let length = m.length(k)
-            let hl = length >= 20 ? Int(pool.buffer(p).tail(from: Int(p.offset)).be8(0) & 0x0F) * 4 : 0
-            guard hl >= 20, hl <= length else { pool.free(p); continue }
+            // IPv4 raw sockets hand over the IP header; IPv6 ones never do.
+            let hl = remote.isIPv6 ? 0 : length >= 20 ? Int(pool.buffer(p).tail(from: Int(p.offset)).be8(0) & 0x0F) * 4 : -1
+            guard hl >= 0, hl <= length else { pool.free(p); continue }
             p.length = UInt32(length)
             pool.consume(&p, hl)
             batch[n] = p
@@ -106,21 +107,22 @@ extension HostSocket {
         var port: UInt16 = 0
         while n < batch.count {
             guard var p = pool.allocate() else { break }
-            var from = sockaddr_in()
+            var from = sockaddr_storage()
             let r = ag_recv_counting_drops(fd, pool.buffer(p).baseAddress! + Int(p.offset), pool.dataCapacity, &from, &kernelDrops)
             guard r > 0 else { pool.free(p); break }
             p.length = UInt32(r)
-            if UInt32(bigEndian: from.sin_addr.s_addr) != remote.rawValue {
+            let sender = KernelAddress.decode(from)
+            if sender?.address != remote {
                 foreign += 1
                 pool.free(p)
                 continue
             }
-            if raw {
+            if raw && !remote.isIPv6 {
                 let hl = Int(pool.bytes(p).be8(0) & 0x0F) * 4
                 guard hl >= 20, hl <= r else { pool.free(p); continue }
                 pool.consume(&p, hl)
             }
-            port = UInt16(bigEndian: from.sin_port)
+            port = sender?.port ?? 0
             batch[n] = p
             n += 1
             received += 1
@@ -135,12 +137,12 @@ extension HostSocket {
         var port: UInt16 = 0
         // The kernel coalesces at most 64 datagrams into one read: read while that many fit.
         while batch.count - n >= 64 {
-            var from = sockaddr_in()
+            var from = sockaddr_storage()
             var segment: Int32 = 0
             let r = ag_recv_gro(fd, scratch.baseAddress!, scratch.count, &from, &kernelDrops, &segment)
             guard r > 0 else { break }
-            if UInt32(bigEndian: from.sin_addr.s_addr) != remote.rawValue { foreign += 1; continue }
-            port = UInt16(bigEndian: from.sin_port)
+            guard let sender = KernelAddress.decode(from), sender.address == remote else { foreign += 1; continue }
+            port = sender.port
             let size = segment > 0 ? Int(segment) : r
             var at = 0
             while at < r {
@@ -158,5 +160,50 @@ extension HostSocket {
             }
         }
         return (n, port)
+    }
+}
+
+/// An address of either family as the kernel takes it: a `sockaddr_in` or
+/// `sockaddr_in6` inside a `sockaddr_storage`, with its length.
+struct KernelAddress {
+    var storage = sockaddr_storage()
+    var length: socklen_t = 0
+
+    init(_ address: IPAddress, port: UInt16) {
+        switch address {
+        case .v4(let a):
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            sin.sin_addr.s_addr = a.rawValue.bigEndian
+            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: &sin, count: MemoryLayout<sockaddr_in>.size)) }
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        case .v6(let a):
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { a.write(to: $0, at: 0) }
+            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: &sin6, count: MemoryLayout<sockaddr_in6>.size)) }
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        }
+    }
+
+    /// The address and port a received datagram came from, or nil for another family.
+    static func decode(_ storage: sockaddr_storage) -> (address: IPAddress, port: UInt16)? {
+        var s = storage
+        return withUnsafeMutableBytes(of: &s) { b in
+            switch Int32(storage.ss_family) {
+            case AF_INET:
+                let sin = b.load(as: sockaddr_in.self)
+                return (.v4(IPv4Address(rawValue: UInt32(bigEndian: sin.sin_addr.s_addr))), UInt16(bigEndian: sin.sin_port))
+            case AF_INET6:
+                let sin6 = b.load(as: sockaddr_in6.self)
+                var addr = sin6.sin6_addr
+                let a = withUnsafeMutableBytes(of: &addr) { IPv6Address(bytes: $0, at: 0) }
+                return (.v6(a), UInt16(bigEndian: sin6.sin6_port))
+            default:
+                return nil
+            }
+        }
     }
 }

@@ -15,8 +15,11 @@ import Glibc
 final class HostSocket {
     let fd: Int32
     let raw: Bool
-    let remote: IPv4Address
+    /// The peer, IPv4 or IPv6 (the socket's family follows it).
+    let remote: IPAddress
     let remotePort: UInt16
+    /// `remote` as the kernel takes it, with `remotePort`.
+    let peer: KernelAddress
     var received: UInt64 = 0
     var foreign: UInt64 = 0
     /// Datagrams the kernel dropped because the receive queue was full, as
@@ -36,8 +39,9 @@ final class HostSocket {
     /// Message headers for batched reads and writes on a raw (GRE) socket.
     let messages = MessageBatch(capacity: 64)
 
-    init(fd: Int32, raw: Bool, remote: IPv4Address, remotePort: UInt16, segments: Bool) {
+    init(fd: Int32, raw: Bool, remote: IPAddress, remotePort: UInt16, segments: Bool) {
         self.fd = fd; self.raw = raw; self.remote = remote; self.remotePort = remotePort
+        peer = KernelAddress(remote, port: remotePort)
         self.segments = segments
         scratch = .allocate(byteCount: segments ? 65536 : 0, alignment: 64)
         pending.reserveCapacity(segments ? 256 : 0)
@@ -48,43 +52,47 @@ final class HostSocket {
     /// The most a segmented send carries (a UDP payload's limit).
     static let maxSegmentedBytes = 65507
 
-    static func sockaddr(_ a: IPv4Address, _ port: UInt16) -> sockaddr_in {
-        var sin = sockaddr_in()
-        sin.sin_family = sa_family_t(AF_INET)
-        sin.sin_port = port.bigEndian
-        sin.sin_addr.s_addr = a.rawValue.bigEndian
-        return sin
-    }
-
     /// `replica`: with several workers each replica opens the tunnel's
     /// socket. UDP sockets share the port (SO_REUSEPORT: the kernel spreads
     /// the peers' flows, which GRE-in-UDP varies by inner flow); of the raw
     /// GRE sockets, which would each get a copy of every packet, only the
     /// owner's receives — the followers' only send (a filter that takes nothing).
-    static func open(protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16, remote: IPv4Address,
+    static func open(protocol proto: SocketProtocol, local: IPAddress, localPort: UInt16, remote: IPAddress,
                      remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool,
                      replica: StackConfiguration.Replica = .alone) throws(SystemError) -> HostSocket {
         let what = "\(proto) \(local) -> \(remote)"
         let raw: Bool
         let fd: Int32
         var segments = false
+        let v6 = remote.isIPv6
+        let domain = v6 ? AF_INET6 : AF_INET
         switch proto {
         case .raw(let p):
             raw = true
-            fd = try Sys.socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            fd = try Sys.socket(domain, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
                                 Int32(p.rawValue), what)
         case .udp:
             raw = false
-            fd = try Sys.socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            fd = try Sys.socket(domain, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
                                 0, what)
         }
         do {
-            try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl), "IP_TTL", what)
-            try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos), "IP_TOS", what)
-            // DF and the kernel's path MTU for the peer: a send larger than
-            // it fails with EMSGSIZE, and IP_MTU then says the path MTU.
-            try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, Int32(dontFragment ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT),
-                               "IP_MTU_DISCOVER", what)
+            if v6 {
+                // IPv6 only (no mapped IPv4 peers), hop limit and traffic class; a
+                // refused send (EMSGSIZE) and IPV6_MTU give the path MTU as over IPv4.
+                if !raw { try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(1), "IPV6_V6ONLY", what) }
+                try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(ttl), "IPV6_UNICAST_HOPS", what)
+                try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_TCLASS, Int32(tos), "IPV6_TCLASS", what)
+                try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MTU_DISCOVER,
+                                   Int32(dontFragment ? IPV6_PMTUDISC_DO : IPV6_PMTUDISC_DONT), "IPV6_MTU_DISCOVER", what)
+            } else {
+                try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl), "IP_TTL", what)
+                try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos), "IP_TOS", what)
+                // DF and the kernel's path MTU for the peer: a send larger than
+                // it fails with EMSGSIZE, and IP_MTU then says the path MTU.
+                try Sys.setsockopt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, Int32(dontFragment ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT),
+                                   "IP_MTU_DISCOVER", what)
+            }
             if !raw { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), "SO_REUSEADDR", what) }
             if !raw && replica != .alone { try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, Int32(1), "SO_REUSEPORT", what) }
             if raw && replica == .follower { try Sys.acceptNone(fd, what) }
@@ -99,20 +107,10 @@ final class HostSocket {
             if (try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, room, "SO_RCVBUFFORCE", what)) == nil {
                 try? Sys.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, room, "SO_RCVBUF", what)
             }
-            var l = sockaddr(local, raw ? 0 : localPort)
-            let b = withUnsafePointer(to: &l) {
-                $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            _ = try Sys.check(b, "bind", what)
+            try Sys.bind(fd, KernelAddress(local, port: raw ? 0 : localPort), connect: false, what)
             // UDP: datagrams of one peer may arrive coalesced (Linux 5.0+); best effort.
             if !raw { segments = (try? Sys.setsockopt(fd, Int32(IPPROTO_UDP), ag_UDP_GRO, Int32(1), "UDP_GRO", what)) != nil }
-            if raw {
-                var r = sockaddr(remote, 0)
-                let c = withUnsafePointer(to: &r) {
-                    $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-                _ = try Sys.check(c, "connect", what)
-            }
+            if raw { try Sys.bind(fd, KernelAddress(remote, port: 0), connect: true, what) }
         } catch {
             Sys.close(fd)
             throw error
@@ -123,19 +121,21 @@ final class HostSocket {
     /// Sends a payload; the kernel adds the IP (and UDP) header.
     /// Sends one payload; on failure, the errno.
     func send(_ bytes: UnsafeMutableRawBufferPointer) -> Int32? {
-        let n = Sys.sendto(fd, bytes, to: raw ? nil : HostSocket.sockaddr(remote, remotePort))
+        let n = Sys.sendto(fd, bytes, to: raw ? nil : peer)
         return n.count == bytes.count ? nil : n.errno
     }
 
     /// The kernel's path MTU towards the peer (the socket is connected).
-    var pathMTU: Int? { Sys.getsockoptInt(fd, Int32(IPPROTO_IP), IP_MTU).map(Int.init) }
+    var pathMTU: Int? {
+        (remote.isIPv6 ? Sys.getsockoptInt(fd, Int32(IPPROTO_IPV6), IPV6_MTU) : Sys.getsockoptInt(fd, Int32(IPPROTO_IP), IP_MTU)).map(Int.init)
+    }
 
     func close() { Sys.close(fd) }
 }
 
 extension HostRuntime {
-    func openHostSocket(_ id: SocketID, protocol proto: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
+    func openHostSocket(_ id: SocketID, protocol proto: SocketProtocol, local: IPAddress, localPort: UInt16,
+                        remote: IPAddress, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
         closeHostSocket(id)
         // A runtime that carries no traffic (the daemon's configuration
         // stack beside workers) must not take a share of the tunnel's packets.
@@ -201,7 +201,7 @@ extension HostRuntime {
         guard let s = hostSockets[id] else { return }
         for _ in 0..<16 {
             let (n, port) = s.receive(into: batch, pool: pool)
-            if n > 0 { stack.hostSocketReceived(id, UnsafeBufferPointer(start: batch.baseAddress, count: n), from: .v4(s.remote), port: port) }
+            if n > 0 { stack.hostSocketReceived(id, UnsafeBufferPointer(start: batch.baseAddress, count: n), from: s.remote, port: port) }
             flushHostSockets()
             // A coalesced read fills the batch only by chance: read until nothing is left.
             if n == 0 || (!s.segments && n < batch.count) { return }

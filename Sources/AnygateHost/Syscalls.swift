@@ -88,6 +88,15 @@ enum Sys {
         try check(Glibc.socket(domain, type, proto), "socket", object)
     }
 
+    /// Binds (`connect: false`) or connects a socket to an address of either family.
+    static func bind(_ fd: Int32, _ address: KernelAddress, connect: Bool, _ object: String) throws(SystemError) {
+        var a = address
+        let r = withUnsafePointer(to: &a.storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect ? Glibc.connect(fd, $0, a.length) : Glibc.bind(fd, $0, a.length) }
+        }
+        _ = try check(r, connect ? "connect" : "bind", object)
+    }
+
     static func setsockopt<T>(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: T, _ what: String, _ object: String) throws(SystemError) {
         var v = value
         let r = withUnsafePointer(to: &v) { Glibc.setsockopt(fd, level, name, $0, socklen_t(MemoryLayout<T>.size)) }
@@ -101,12 +110,13 @@ enum Sys {
     }
 
     /// `send` on a connected socket (`to` nil) or `sendto`; the byte count, or -1 and the errno.
-    static func sendto(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer, to: sockaddr_in?) -> (count: Int, errno: Int32) {
+    static func sendto(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer, to: KernelAddress?) -> (count: Int, errno: Int32) {
         let n: Int
         if var to {
-            n = withUnsafePointer(to: &to) {
+            let length = to.length
+            n = withUnsafePointer(to: &to.storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    Glibc.sendto(fd, bytes.baseAddress, bytes.count, 0, $0, length)
                 }
             }
         } else {
@@ -116,9 +126,9 @@ enum Sys {
     }
 
     /// `sendmsg` with `UDP_SEGMENT`: `bytes` as datagrams of `segment` bytes.
-    static func sendSegmented(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer, to: sockaddr_in, segment: UInt16) -> (count: Int, errno: Int32) {
+    static func sendSegmented(_ fd: Int32, _ bytes: UnsafeMutableRawBufferPointer, to: KernelAddress, segment: UInt16) -> (count: Int, errno: Int32) {
         var to = to
-        let n = ag_send_segmented(fd, bytes.baseAddress, bytes.count, &to, segment)
+        let n = ag_send_segmented(fd, bytes.baseAddress, bytes.count, &to.storage, to.length, segment)
         return (n, n < 0 ? Glibc.errno : 0)
     }
 

@@ -18,8 +18,8 @@ public protocol Hypercalls: AnyObject {
 
     /// Opens (binds, connects) a host socket carrying `socket`'s payloads;
     /// returns nil on success or the reason it failed.
-    func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                        remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String?
+    func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPAddress, localPort: UInt16,
+                        remote: IPAddress, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String?
     func closeHostSocket(_ socket: SocketID)
     /// Sends a payload through the host socket and takes ownership of it;
     /// returns false, leaving the payload to the caller, if it refused.
@@ -32,8 +32,8 @@ public protocol Hypercalls: AnyObject {
 extension Hypercalls {
     /// Opens (and binds and connects) a host socket for `socket`; returns
     /// nil on success or the reason it failed.
-    public func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPv4Address, localPort: UInt16,
-                               remote: IPv4Address, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
+    public func openHostSocket(_ socket: SocketID, protocol: SocketProtocol, local: IPAddress, localPort: UInt16,
+                               remote: IPAddress, remotePort: UInt16, ttl: UInt8, tos: UInt8, dontFragment: Bool) -> String? {
         "this host has no host sockets"
     }
     public func closeHostSocket(_ socket: SocketID) {}

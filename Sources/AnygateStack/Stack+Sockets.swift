@@ -71,9 +71,10 @@ extension Stack {
         }
         socketTable[id.value] = p
         if p.backend == .host {
-            guard !p.ipv6 else { throw .host("host sockets are IPv4 only: an IPv6 peer needs the stack backend") }
-            if let error = hypercalls.openHostSocket(id, protocol: p.proto, local: p.localAddress, localPort: p.localPort,
-                                                     remote: p.remoteAddress, remotePort: port, ttl: p.ttl ?? configuration.defaultTTL,
+            let local: IPAddress = p.ipv6 ? .v6(p.localAddress6) : .v4(p.localAddress)
+            let remote: IPAddress = p.ipv6 ? .v6(p.remoteAddress6) : .v4(p.remoteAddress)
+            if let error = hypercalls.openHostSocket(id, protocol: p.proto, local: local, localPort: p.localPort,
+                                                     remote: remote, remotePort: port, ttl: p.ttl ?? configuration.defaultTTL,
                                                      tos: p.tos, dontFragment: p.dontFragment) {
                 throw .host(error)
             }

@@ -10,12 +10,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops) {
+ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_storage *from, uint32_t *drops) {
     int segment = 0;
     return ag_recv_gro(fd, buffer, length, from, drops, &segment);
 }
 
-ssize_t ag_recv_gro(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops, int *segment) {
+ssize_t ag_recv_gro(int fd, void *buffer, size_t length, struct sockaddr_storage *from, uint32_t *drops, int *segment) {
     struct iovec iov = { buffer, length };
     union { char bytes[CMSG_SPACE(sizeof(uint32_t)) + CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
     struct msghdr msg;
@@ -39,13 +39,13 @@ ssize_t ag_recv_gro(int fd, void *buffer, size_t length, struct sockaddr_in *fro
     return r;
 }
 
-ssize_t ag_send_segmented(int fd, const void *buffer, size_t length, const struct sockaddr_in *to, uint16_t segment) {
+ssize_t ag_send_segmented(int fd, const void *buffer, size_t length, const struct sockaddr_storage *to, socklen_t tolen, uint16_t segment) {
     struct iovec iov = { (void *)buffer, length };
     union { char bytes[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control;
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_name = (void *)to;
-    msg.msg_namelen = sizeof *to;
+    msg.msg_namelen = tolen;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.bytes;

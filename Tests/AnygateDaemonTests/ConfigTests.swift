@@ -254,7 +254,6 @@ struct ConfigTests {
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {}\nroutes:\n  - {to: 10.0.0.0/8, interface: a}\n  - {to: 2001:db8::/32, via: ff02::2, interface: a}",
          "routes[1].via", 7, "not a unicast IPv6 address"),
         ("tunnels:\n  - {name: t, local: 192.0.2.1, remote: 2001:db8::2, backend: host}", "tunnels[0].remote", 2, "different families"),
-        ("tunnels:\n  - {name: t, local: 2001:db8::1, remote: 2001:db8::2, backend: host}", "tunnels[0].backend", 2, "needs backend: stack"),
         ("tunnels:\n  - {name: t, local: fe80::1, remote: 2001:db8::2}", "tunnels[0].local", 2, "global IPv6"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {addresses: [2001:db8::1/64]}\ntunnels:\n  - {name: t, local: 2001:db8::9, remote: 2001:db8::2}",
          "tunnels[0].local", 6, "not an address of any interface"),

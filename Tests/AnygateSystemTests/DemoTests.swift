@@ -44,4 +44,20 @@ struct DemoTests {
         let after = demoNamespaces()
         #expect(after.subtracting(before).isEmpty, "left behind: \(after.subtracting(before))")
     }
+
+    @Test("dual-stack tunnels in every backend and encapsulation: IPv4 inside GRE over IPv6 and IPv6 inside GRE over IPv4, sha256-checked",
+          .enabled(if: SystemEnvironment.canRun, Comment(rawValue: SystemEnvironment.skipReason)),
+          arguments: [("host", "gre"), ("host", "gre-in-udp"), ("stack", "gre-in-udp")])
+    func dualStackCombinations(_ backend: String, _ encapsulation: String) {
+        let bin = URL(fileURLWithPath: SystemEnvironment.binary("anygated")).deletingLastPathComponent().path
+        let r = Shell.run("cd \(SystemEnvironment.root) && BACKEND=\(backend) ENCAP=\(encapsulation) ENCAP6=\(encapsulation) "
+                          + "scripts/demo-two-sites.sh \(bin) 2>&1", timeout: 120)
+        #expect(r.status == 0, "\(r.output.suffix(3000))")
+        #expect(r.output.contains("IPv4 (inside gre6, over IPv6): 4000000 bytes"), "\(r.output.suffix(3000))")
+        #expect(r.output.contains("IPv6 (inside gre0, over IPv4): 4000000 bytes"), "\(r.output.suffix(3000))")
+        #expect(r.output.components(separatedBy: "sha256 matches at both ends").count == 3)
+        // Both tunnels list the backend and encapsulation asked for.
+        let rows = r.output.split(separator: "\n").filter { $0.hasPrefix("gre0 ") || $0.hasPrefix("gre6 ") }
+        #expect(rows.count == 4 && rows.allSatisfy { $0.contains(" \(encapsulation) ") && $0.contains(" \(backend) ") }, "\(rows)")
+    }
 }

@@ -87,7 +87,7 @@ static inline void ag_sigset(sigset_t *set, int a, int b, int c) {
 }
 /// Receives one datagram (recvmsg); when the kernel attaches the socket's
 /// receive-queue overflow count (SO_RXQ_OVFL, cumulative), stores it in *drops.
-ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops);
+ssize_t ag_recv_counting_drops(int fd, void *buffer, size_t length, struct sockaddr_storage *from, uint32_t *drops);
 /* UDP GSO/GRO (Linux 4.18 / 5.0): SOL_UDP options, absent from older headers. */
 #define AG_UDP_SEGMENT 103
 #define AG_UDP_GRO 104
@@ -95,9 +95,9 @@ static const int ag_SOL_UDP = 17;
 static const int ag_UDP_GRO = AG_UDP_GRO;
 /// The same, with UDP_GRO: *segment gets the size of the datagrams the
 /// kernel coalesced into the buffer (0 when it holds one datagram).
-ssize_t ag_recv_gro(int fd, void *buffer, size_t length, struct sockaddr_in *from, uint32_t *drops, int *segment);
+ssize_t ag_recv_gro(int fd, void *buffer, size_t length, struct sockaddr_storage *from, uint32_t *drops, int *segment);
 /// Sends `length` bytes as datagrams of `segment` bytes each (the last may be shorter) with UDP_SEGMENT.
-ssize_t ag_send_segmented(int fd, const void *buffer, size_t length, const struct sockaddr_in *to, uint16_t segment);
+ssize_t ag_send_segmented(int fd, const void *buffer, size_t length, const struct sockaddr_storage *to, socklen_t tolen, uint16_t segment);
 static const int ag_SO_RXQ_OVFL = SO_RXQ_OVFL;
 
 /// recvmmsg/sendmmsg's message header (struct mmsghdr is hidden behind
