@@ -392,14 +392,7 @@ extension Stack {
             && inner.headerLength >= IPv4Packet.minimumHeaderLength && inner.headerLength <= inner.totalLength
             && inner.totalLength <= inner.bytes.count
         if wellFormed, inner.proto == .gre, inner.source == st.pointee.local, inner.destination == st.pointee.remote {
-            // A keepalive of the peer's: send its inner GRE packet back.
-            st.pointee.counters.keepalivesAnswered &+= 1
-            var reply = p
-            pool.consume(&reply, inner.headerLength)
-            hot.pointee.counters.consumed &+= 1
-            hot.pointee.counters.originated &+= 1
-            try? socketSend(st.pointee.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
-            return
+            return answerKeepalive(t, p, innerHeader: inner.headerLength)
         }
         if wellFormed, outerTOS & 3 != 0 {
             // RFC 6040 normal mode: a congestion mark on the outer header
@@ -433,13 +426,7 @@ extension Stack {
             && IPv6Packet.headerLength + inner.payloadLength <= inner.bytes.count
         if wellFormed, st.pointee.underlay6, inner.nextHeader == .gre, inner.source == st.pointee.local6,
            inner.destination == st.pointee.remote6 {
-            st.pointee.counters.keepalivesAnswered &+= 1
-            var reply = p
-            pool.consume(&reply, IPv6Packet.headerLength)
-            hot.pointee.counters.consumed &+= 1
-            hot.pointee.counters.originated &+= 1
-            try? socketSend(st.pointee.socket, reply, ttl: nil, tos: nil, sourcePort: nil)
-            return
+            return answerKeepalive(t, p, innerHeader: IPv6Packet.headerLength)
         }
         if wellFormed, outerTOS & 3 != 0 {
             guard let ecn = ECN.decapsulated(outer: outerTOS, inner: inner.trafficClass) else {
@@ -454,6 +441,17 @@ extension Stack {
         ifs[interface].counters.rxBytes &+= UInt64(p.length)
         guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
         ipv6Input(p, rx: interface)
+    }
+
+    /// A keepalive of the peer's (an inner packet from us to it carrying
+    /// GRE): its inner GRE packet goes back through the tunnel's socket.
+    func answerKeepalive(_ t: Int, _ p: PacketHandle, innerHeader: Int) {
+        tunnelStates[t].counters.keepalivesAnswered &+= 1
+        var reply = p
+        pool.consume(&reply, innerHeader)
+        hot.pointee.counters.consumed &+= 1
+        hot.pointee.counters.originated &+= 1
+        try? socketSend(tunnelStates[t].socket, reply, ttl: nil, tos: nil, sourcePort: nil)
     }
 
     // MARK: Keepalives and MTU
