@@ -135,6 +135,7 @@ public struct MirrorRoutesConfig: Equatable, Sendable {
     public var protocols: Set<UInt8>? = nil
     /// Prefixes never imported (exact matches).
     public var exclude: Set<IPv4Prefix> = []
+    public var exclude6: Set<IPv6Prefix> = []
     public init() {}
 }
 

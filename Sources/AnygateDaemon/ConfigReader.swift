@@ -136,7 +136,11 @@ public struct ConfigReader {
                     guard case .sequence(let seq) = x else { throw fail("mirror.routes.exclude", x, "expected a list of prefixes") }
                     for (k, item) in seq.enumerated() {
                         let text = try string(item, "mirror.routes.exclude[\(k)]")
-                        do { mr.exclude.insert(try IPv4Prefix(text)) } catch { throw fail("mirror.routes.exclude[\(k)]", item, error.description) }
+                        if text.contains(":") {
+                            do { mr.exclude6.insert(try IPv6Prefix(text)) } catch { throw fail("mirror.routes.exclude[\(k)]", item, "\(error)") }
+                        } else {
+                            do { mr.exclude.insert(try IPv4Prefix(text)) } catch { throw fail("mirror.routes.exclude[\(k)]", item, error.description) }
+                        }
                     }
                 }
                 c.mirrorRoutes = mr

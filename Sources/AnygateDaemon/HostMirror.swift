@@ -6,8 +6,9 @@ public import Foundation
 import Logging
 
 /// Applies host changes (netlink events) to the stack: mirrored interfaces
-/// follow their host interface's MAC, MTU, state, addresses and neighbours;
-/// selected host routes become the stack's (origin `mirror`). Works on
+/// follow their host interface's MAC, MTU, state, addresses and neighbours
+/// (IPv4 and IPv6); selected host routes of both families become the
+/// stack's (origin `mirror`). Works on
 /// events alone, so tests drive it without netlink.
 ///
 /// The daemon never writes to the host's netlink, so there are no echoes
@@ -21,6 +22,7 @@ public final class HostMirror {
     /// Host routes imported, by their identity in the host table; the value
     /// is a compact fingerprint (a million routes are held here too).
     private(set) var imported: [HostRouteKey: ImportedRoute] = [:]
+    private(set) var imported6: [HostRouteKey6: ImportedRoute] = [:]
     public private(set) var eventsApplied: UInt64 = 0
     public private(set) var resyncs: UInt64 = 0
     public private(set) var lastResync: (date: Date, reason: String)? = nil
@@ -46,6 +48,7 @@ public final class HostMirror {
         struct Group: Hashable { var table: UInt32; var proto: UInt8 }
         var counts: [Group: Int] = [:]
         for (k, r) in imported { counts[Group(table: k.table, proto: r.proto), default: 0] += 1 }
+        for (k, r) in imported6 { counts[Group(table: k.table, proto: r.proto), default: 0] += 1 }
         var out: [String: Int] = [:]
         for (g, n) in counts { out["\(g.table)/\(RouteProtocols.name(g.proto))"] = n }
         return out
@@ -88,7 +91,54 @@ public final class HostMirror {
         case .routeRemoved(let r):
             guard imported[r.key] != nil else { return }
             uninstall(r.key, from: stack)
+        case .address6Added(let index, let a):
+            guard let i = stackInterface(index), !stack.addresses6(on: i).contains(a) else { return }
+            do { try stack.addAddress(a, to: i) } catch { log("mirror: address \(a) on \(stack.interfaceName(i)): \(error)") }
+        case .address6Removed(let index, let a):
+            guard let i = stackInterface(index) else { return }
+            try? stack.removeAddress(a.address, from: i)
+        case .neighbor6Changed(let index, let address, let mac):
+            guard let i = stackInterface(index), let mac else { return }
+            try? stack.learnNeighbor(address, on: i, mac: mac)
+        case .neighbor6Removed:
+            return
+        case .route6Added(let r):
+            guard wanted(r) else { return }
+            if imported6[r.key] != nil { uninstall(r.key, from: stack) }
+            install(r, into: stack)
+        case .route6Removed(let r):
+            guard imported6[r.key] != nil else { return }
+            uninstall(r.key, from: stack)
         }
+    }
+
+    /// Whether a host IPv6 route is one the config imports: as for IPv4,
+    /// and never a link-local or multicast prefix (each link has its own).
+    func wanted(_ r: HostRoute6) -> Bool {
+        guard let cfg = routes, r.table == cfg.table, !cfg.exclude6.contains(r.prefix), !r.prefix.address.isLinkLocal,
+              !r.prefix.address.isMulticast else { return false }
+        if let protocols = cfg.protocols { return protocols.contains(r.proto) }
+        return r.proto != RouteProtocols.byName["kernel"]!
+    }
+
+    private func install(_ r: HostRoute6, into stack: Stack) {
+        var installed = 0
+        for hop in r.nextHops.sorted(by: { ($0.gateway ?? .any, $0.interface) < ($1.gateway ?? .any, $1.interface) }) {
+            guard let i = stackInterface(hop.interface) else { continue }
+            do {
+                try stack.addRoute(r.prefix, via: hop.gateway, interface: i, metric: r.metric, origin: .mirror)
+                installed += 1
+            } catch {
+                if case .exists6 = error { installed += 1; continue }
+                log("mirror: route \(r): \(error)")
+            }
+        }
+        if installed > 0 { imported6[r.key] = ImportedRoute(r) } else { skippedRoutes &+= 1 }
+    }
+
+    private func uninstall(_ key: HostRouteKey6, from stack: Stack) {
+        stack.removeRoutes(key.prefix, origin: .mirror, metric: key.metric)
+        imported6[key] = nil
     }
 
     /// Whether a host route is one the config imports.
@@ -152,8 +202,32 @@ public final class HostMirror {
             }
         }
         for key in Array(imported.keys) where !seen.contains(key) { uninstall(key, from: stack) }
+        // The same for IPv6.
+        var wanted6: [InterfaceIndex: Set<IPv6InterfaceAddress>] = [:]
+        for i in mirrored.values { wanted6[i] = [] }
+        for case .address6Added(let index, let a) in snapshot {
+            if let i = stackInterface(index) { wanted6[i, default: []].insert(a) }
+        }
+        for (i, want) in wanted6 {
+            for a in stack.addresses6(on: i) where !want.contains(a) { try? stack.removeAddress(a.address, from: i) }
+            for a in want where !stack.addresses6(on: i).contains(a) { try? stack.addAddress(a, to: i) }
+        }
+        var seen6 = Set<HostRouteKey6>()
+        for case .route6Added(let r) in snapshot where wanted(r) {
+            seen6.insert(r.key)
+            if imported6[r.key] != ImportedRoute(r) {
+                if imported6[r.key] != nil { uninstall(r.key, from: stack) }
+                install(r, into: stack)
+            }
+        }
+        for key in Array(imported6.keys) where !seen6.contains(key) { uninstall(key, from: stack) }
         // Neighbours: learn what the host knows.
-        for e in snapshot { if case .neighborChanged = e { apply(e, to: stack) } }
+        for e in snapshot {
+            switch e {
+            case .neighborChanged, .neighbor6Changed: apply(e, to: stack)
+            default: break
+            }
+        }
     }
 }
 
@@ -211,6 +285,15 @@ struct ImportedRoute: Equatable {
     var gateway: UInt32
     var interface: Int32
     var hopsHash: Int
+
+    /// An IPv6 route's next hops are told apart by a hash of the set.
+    init(_ r: HostRoute6) {
+        proto = r.proto
+        hopCount = UInt16(clamping: r.nextHops.count)
+        gateway = 0
+        interface = r.nextHops.count == 1 ? r.nextHops.first!.interface : 0
+        hopsHash = r.nextHops.hashValue
+    }
 
     init(_ r: HostRoute) {
         proto = r.proto

@@ -15,37 +15,46 @@ public struct HostLink: Equatable, Hashable, Sendable {
     }
 }
 
-/// One next hop of a host route.
-public struct HostNextHop: Equatable, Hashable, Sendable, CustomStringConvertible {
-    public var gateway: IPv4Address?
+/// One next hop of a host route (of either family: `Address` is
+/// `IPv4Address` or `IPv6Address`).
+public struct HostNextHopOf<Address: Hashable & Sendable & CustomStringConvertible>: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var gateway: Address?
     public var interface: Int32
-    public init(gateway: IPv4Address?, interface: Int32) { self.gateway = gateway; self.interface = interface }
+    public init(gateway: Address?, interface: Int32) { self.gateway = gateway; self.interface = interface }
     public var description: String { (gateway.map { "via \($0) " } ?? "") + "dev#\(interface)" }
 }
 
-/// A host IPv4 unicast route: ECMP next hops as a set.
-public struct HostRoute: Equatable, Hashable, Sendable, CustomStringConvertible {
+/// A host unicast route: ECMP next hops as a set.
+public struct HostRouteOf<Prefix: Hashable & Sendable & CustomStringConvertible, Address: Hashable & Sendable & CustomStringConvertible>:
+    Equatable, Hashable, Sendable, CustomStringConvertible {
     public var table: UInt32
-    public var prefix: IPv4Prefix
-    public var nextHops: Set<HostNextHop>
+    public var prefix: Prefix
+    public var nextHops: Set<HostNextHopOf<Address>>
     public var metric: UInt32
     /// The routing protocol that installed it (RTPROT_*: 2 kernel, 4 static, 12 bird, …).
     public var proto: UInt8
-    public init(table: UInt32, prefix: IPv4Prefix, nextHops: Set<HostNextHop>, metric: UInt32, proto: UInt8) {
+    public init(table: UInt32, prefix: Prefix, nextHops: Set<HostNextHopOf<Address>>, metric: UInt32, proto: UInt8) {
         self.table = table; self.prefix = prefix; self.nextHops = nextHops; self.metric = metric; self.proto = proto
     }
     /// Identity in the host table: a route is (table, prefix, metric).
-    public var key: HostRouteKey { HostRouteKey(table: table, prefix: prefix, metric: metric) }
+    public var key: HostRouteKeyOf<Prefix> { HostRouteKeyOf(table: table, prefix: prefix, metric: metric) }
     public var description: String {
         "\(prefix) table \(table) metric \(metric) proto \(proto) " + nextHops.map(\.description).sorted().joined(separator: ", ")
     }
 }
 
-public struct HostRouteKey: Hashable, Sendable {
+public struct HostRouteKeyOf<Prefix: Hashable & Sendable>: Hashable, Sendable {
     public var table: UInt32
-    public var prefix: IPv4Prefix
+    public var prefix: Prefix
     public var metric: UInt32
 }
+
+public typealias HostNextHop = HostNextHopOf<IPv4Address>
+public typealias HostRoute = HostRouteOf<IPv4Prefix, IPv4Address>
+public typealias HostRouteKey = HostRouteKeyOf<IPv4Prefix>
+public typealias HostNextHop6 = HostNextHopOf<IPv6Address>
+public typealias HostRoute6 = HostRouteOf<IPv6Prefix, IPv6Address>
+public typealias HostRouteKey6 = HostRouteKeyOf<IPv6Prefix>
 
 /// A change on the host, translated from netlink. libnl objects never
 /// leave AnygateNetlink: this is all the rest of the daemon sees.
@@ -59,6 +68,13 @@ public enum NetlinkEvent: Equatable, Hashable, Sendable {
     /// A neighbour entry: `mac` nil while it is incomplete or failed.
     case neighborChanged(index: Int32, address: IPv4Address, mac: MACAddress?)
     case neighborRemoved(index: Int32, address: IPv4Address)
+    // IPv6: the same, beside.
+    case address6Added(index: Int32, address: IPv6InterfaceAddress)
+    case address6Removed(index: Int32, address: IPv6InterfaceAddress)
+    case route6Added(HostRoute6)
+    case route6Removed(HostRoute6)
+    case neighbor6Changed(index: Int32, address: IPv6Address, mac: MACAddress?)
+    case neighbor6Removed(index: Int32, address: IPv6Address)
 }
 
 /// Names of the routing protocols of /etc/iproute2/rt_protos.

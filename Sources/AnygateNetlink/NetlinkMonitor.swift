@@ -11,7 +11,7 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(operation): \(String(cString: nl_geterror(code))) (libnl \(code))" }
 }
 
-/// Follows the host's links, IPv4 addresses, routes and neighbours on the
+/// Follows the host's links, IPv4 and IPv6 addresses, routes and neighbours on the
 /// caller's event loop (no thread of its own). Links, addresses and
 /// neighbours come through a libnl cache manager; IPv4 routes through a
 /// socket of their own whose messages libnl parses one by one, without a
@@ -204,6 +204,24 @@ public final class NetlinkMonitor {
         return IPv4Address(b[0], b[1], b[2], b[3])
     }
 
+    static func ipv6(_ a: OpaquePointer?) -> IPv6Address? {
+        guard let a, nl_addr_get_family(a) == AF_INET6, nl_addr_get_len(a) == 16, let p = nl_addr_get_binary_addr(a) else { return nil }
+        let b = p.assumingMemoryBound(to: UInt8.self)
+        var high: UInt64 = 0, low: UInt64 = 0
+        for i in 0..<8 { high = high << 8 | UInt64(b[i]); low = low << 8 | UInt64(b[8 + i]) }
+        return IPv6Address(high: high, low: low)
+    }
+
+    /// A unicast route's next hops, of either family.
+    static func nextHops<A>(_ obj: OpaquePointer, _ gateway: (OpaquePointer?) -> A?) -> Set<HostNextHopOf<A>> {
+        var hops = Set<HostNextHopOf<A>>()
+        for i in 0..<rtnl_route_get_nnexthops(obj) {
+            guard let nh = rtnl_route_nexthop_n(obj, i) else { continue }
+            hops.insert(HostNextHopOf(gateway: gateway(rtnl_route_nh_get_gateway(nh)), interface: Int32(rtnl_route_nh_get_ifindex(nh))))
+        }
+        return hops
+    }
+
     static func mac(_ a: OpaquePointer?) -> MACAddress? {
         guard let a, nl_addr_get_len(a) == 6, let p = nl_addr_get_binary_addr(a) else { return nil }
         let b = p.assumingMemoryBound(to: UInt8.self)
@@ -221,6 +239,13 @@ public final class NetlinkMonitor {
             return .linkChanged(HostLink(index: index, name: name, mac: mac(rtnl_link_get_addr(obj)),
                                          mtu: Int(rtnl_link_get_mtu(obj)), adminUp: flags & ag_IFF_UP != 0,
                                          operUp: flags & (ag_IFF_LOWER_UP | ag_IFF_RUNNING) != 0))
+        case "route/addr" where rtnl_addr_get_family(obj) == AF_INET6:
+            guard let a = ipv6(rtnl_addr_get_local(obj)) else { return nil }
+            let len = Int(rtnl_addr_get_prefixlen(obj))
+            guard len >= 0, len <= 128 else { return nil }
+            let address = IPv6InterfaceAddress(address: a, prefixLength: len)
+            let index = Int32(rtnl_addr_get_ifindex(obj))
+            return removed ? .address6Removed(index: index, address: address) : .address6Added(index: index, address: address)
         case "route/addr":
             guard rtnl_addr_get_family(obj) == AF_INET, let a = ipv4(rtnl_addr_get_local(obj)) else { return nil }
             let len = Int(rtnl_addr_get_prefixlen(obj))
@@ -228,20 +253,30 @@ public final class NetlinkMonitor {
             let address = IPv4InterfaceAddress(address: a, prefixLength: len)
             let index = Int32(rtnl_addr_get_ifindex(obj))
             return removed ? .addressRemoved(index: index, address: address) : .addressAdded(index: index, address: address)
+        case "route/route" where rtnl_route_get_family(obj) == UInt8(AF_INET6):
+            guard rtnl_route_get_type(obj) == 1 /* RTN_UNICAST */ else { return nil }
+            let dst = rtnl_route_get_dst(obj)
+            let len = dst.map { Int(nl_addr_get_prefixlen($0)) } ?? 0
+            guard len >= 0, len <= 128 else { return nil }
+            let route = HostRoute6(table: rtnl_route_get_table(obj), prefix: IPv6Prefix(address: ipv6(dst) ?? .any, length: len),
+                                   nextHops: nextHops(obj, ipv6), metric: rtnl_route_get_priority(obj), proto: rtnl_route_get_protocol(obj))
+            return removed ? .route6Removed(route) : .route6Added(route)
         case "route/route":
             guard rtnl_route_get_family(obj) == UInt8(AF_INET), rtnl_route_get_type(obj) == 1 /* RTN_UNICAST */ else { return nil }
             let dst = rtnl_route_get_dst(obj)
             let len = dst.map { Int(nl_addr_get_prefixlen($0)) } ?? 0
             let base = ipv4(dst) ?? .any
             guard len >= 0, len <= 32 else { return nil }
-            var hops = Set<HostNextHop>()
-            for i in 0..<rtnl_route_get_nnexthops(obj) {
-                guard let nh = rtnl_route_nexthop_n(obj, i) else { continue }
-                hops.insert(HostNextHop(gateway: ipv4(rtnl_route_nh_get_gateway(nh)), interface: Int32(rtnl_route_nh_get_ifindex(nh))))
-            }
-            let route = HostRoute(table: rtnl_route_get_table(obj), prefix: IPv4Prefix(address: base, length: len), nextHops: hops,
-                                  metric: rtnl_route_get_priority(obj), proto: rtnl_route_get_protocol(obj))
+            let route = HostRoute(table: rtnl_route_get_table(obj), prefix: IPv4Prefix(address: base, length: len),
+                                  nextHops: nextHops(obj, ipv4), metric: rtnl_route_get_priority(obj), proto: rtnl_route_get_protocol(obj))
             return removed ? .routeRemoved(route) : .routeAdded(route)
+        case "route/neigh" where rtnl_neigh_get_family(obj) == AF_INET6:
+            guard let a = ipv6(rtnl_neigh_get_dst(obj)), !a.isMulticast else { return nil }
+            let index = Int32(rtnl_neigh_get_ifindex(obj))
+            if removed { return .neighbor6Removed(index: index, address: a) }
+            let state = rtnl_neigh_get_state(obj)
+            let usable = state & (Int32(ag_NUD_INCOMPLETE) | Int32(ag_NUD_FAILED)) == 0
+            return .neighbor6Changed(index: index, address: a, mac: usable ? mac(rtnl_neigh_get_lladdr(obj)) : nil)
         case "route/neigh":
             guard rtnl_neigh_get_family(obj) == AF_INET, let a = ipv4(rtnl_neigh_get_dst(obj)) else { return nil }
             let index = Int32(rtnl_neigh_get_ifindex(obj))

@@ -125,6 +125,15 @@ extension Stack {
         explainSource(destination, interface: i)?.chosen
     }
 
+    /// Records an IPv6 neighbour learnt elsewhere (the host's table):
+    /// reachable now, aging as usual; packets waiting for it go out.
+    public func learnNeighbor(_ address: IPv6Address, on i: InterfaceIndex, mac: MACAddress) throws(InterfaceError) {
+        try check(i)
+        enter()
+        learnNeighbor6(address, mac: mac.rawValue, on: i, solicited: true, override: true, now: hot.pointee.now)
+        flush()
+    }
+
     /// The IPv6 neighbour cache, as `show neighbors` lists it.
     public var neighborList6: [Neighbor6] {
         neighbors6.liveIndices.map { i in
@@ -224,6 +233,9 @@ extension Stack {
             pathMTUReport6(quoted: message.tail(from: ICMPv6Packet.headerLength), mtu: Int(clamping: mtu), from: source)
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
+        case .echoRequest where ifs[rx].hostOwned:
+            // The host's address: the host answers.
+            drop(p, .hostOwned, rx: rx)
         case .echoRequest(let id, let seq) where !destination.isMulticast || destination == .allNodes:
             echoReply6(p, identifier: id, sequence: seq, payload: message.count - ICMPv6Packet.headerLength,
                        at: chain.upperLayerOffset, to: source, from: destination, rx: rx)
@@ -405,6 +417,8 @@ extension Stack {
             if !source.isUnspecified, let mac = options.sourceLinkLayer {
                 learnNeighbor6(source, mac: mac.rawValue, on: rx, solicited: false, override: true, now: now)
             }
+            // On a mirrored interface the address is the host's, and the host answers.
+            if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }
             // The answer goes to the sender, or, for a duplicate-address probe
             // from ::, to all nodes, and says we are its owner (section 7.2.4).
             let toAll = source.isUnspecified
@@ -597,6 +611,10 @@ extension Stack {
         guard let route = fib6.lookup(requester), route.kind == .connected || route.kind == .gateway else {
             return drop(out, .noRoute, tx: rx)
         }
+        // A request that came in fragments may answer larger than the link: the reply goes in fragments too.
+        if Int(out.length) > ifs[route.interface].mtu {
+            return fragment6(out, mtu: ifs[route.interface].mtu, out: route.interface, nextHop: route.nextHop ?? requester)
+        }
         resolveAndSend6(out, out: route.interface, nextHop: route.nextHop ?? requester)
     }
 }
@@ -758,7 +776,8 @@ extension Stack {
     /// An MLDv2 report to ff02::16: hop limit 1, a Router Alert, from our
     /// link-local address (or :: before we have one).
     func sendReport(on i: InterfaceIndex, recordType: UInt8, groups: [IPv6Address]) {
-        guard ifs[i].up, ifs[i].tunnel < 0, !groups.isEmpty else { return }
+        // A mirrored interface's groups are the host's, which reports them itself.
+        guard ifs[i].up, ifs[i].tunnel < 0, !ifs[i].hostOwned, !groups.isEmpty else { return }
         let source = interfaceAddresses6[i].first { $0.address.isLinkLocal }?.address ?? .any
         let length = 8 + MLDv2Report.length(groups: groups.count)
         guard IPv6Packet.headerLength + length <= pool.dataCapacity, var p = pool.allocate() else { return }
@@ -808,9 +827,10 @@ extension Stack {
     /// Starts detection for a new address: a solicitation from :: now, the
     /// address used once `dadTransmits` of them went unanswered.
     /// A point-to-point tunnel has no neighbours to ask: its addresses are
-    /// used at once (as on Linux GRE devices, which do no DAD).
+    /// used at once (as on Linux GRE devices, which do no DAD); a mirrored
+    /// interface's are the host's, which checked them.
     func startDAD(_ address: IPv6Address, on i: InterfaceIndex) {
-        guard configuration.dadTransmits > 0, ifs[i].tunnel < 0 else { return }
+        guard configuration.dadTransmits > 0, ifs[i].tunnel < 0, !ifs[i].hostOwned else { return }
         let k = AddressKey6(interface: i, address: address)
         tentative6[k] = (configuration.dadTransmits, hot.pointee.now)
         scheduleDAD()

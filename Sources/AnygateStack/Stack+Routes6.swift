@@ -31,6 +31,18 @@ extension Stack {
         fibChanged()
     }
 
+    /// Removes the IPv6 routes of one origin for a prefix (with this
+    /// metric, if given). Returns how many went.
+    @discardableResult
+    public func removeRoutes(_ prefix: IPv6Prefix, origin: RouteOrigin, metric: UInt32? = nil) -> Int {
+        var n = 0
+        for r in fib6.routes(for: prefix) where r.origin == origin && (metric == nil || r.metric == metric!) && !r.isInternal {
+            n += fib6.remove(prefix, nextHop: r.nextHop, interface: r.interface, kind: r.kind, origin: origin)
+        }
+        if n > 0 { fibChanged() }
+        return n
+    }
+
     /// The IPv6 routes an operator manages.
     public var routes6: [Route6] { fib6.routes.filter { !$0.isInternal } }
 

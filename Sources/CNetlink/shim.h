@@ -57,8 +57,8 @@ static int ag_route_message(struct nl_msg *msg, void *arg) {
     return NL_OK;
 }
 
-/// Joins the IPv4 route group on `sk` (not yet connected) and sends every
-/// route message to the sink.
+/// Joins the IPv4 and IPv6 route groups on `sk` (not yet connected) and
+/// sends every route message to the sink.
 static inline int ag_route_listen(struct nl_sock *sk, struct ag_route_sink *sink) {
     nl_socket_disable_seq_check(sk);
     nl_socket_disable_auto_ack(sk);
@@ -66,7 +66,7 @@ static inline int ag_route_listen(struct nl_sock *sk, struct ag_route_sink *sink
     if (r < 0) return r;
     r = nl_connect(sk, NETLINK_ROUTE);
     if (r < 0) return r;
-    r = nl_socket_add_memberships(sk, RTNLGRP_IPV4_ROUTE, 0);
+    r = nl_socket_add_memberships(sk, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, 0);
     if (r < 0) return r;
     return nl_socket_set_nonblocking(sk);
 }
@@ -82,14 +82,14 @@ static inline int ag_route_read(struct nl_sock *sk) {
     return r;
 }
 
-/// Dumps every IPv4 route into the sink through `sk` (a connected socket).
+/// Dumps every IPv4 and IPv6 route into the sink through `sk` (a connected socket).
 static inline int ag_route_dump(struct nl_sock *sk, struct ag_route_sink *sink) {
     struct nl_cb *own = nl_socket_get_cb(sk);
     struct nl_cb *cb = nl_cb_clone(own);
     nl_cb_put(own);
     if (!cb) return -NLE_NOMEM;
     nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, ag_route_message, sink);
-    int r = nl_rtgen_request(sk, RTM_GETROUTE, AF_INET, NLM_F_DUMP);
+    int r = nl_rtgen_request(sk, RTM_GETROUTE, AF_UNSPEC, NLM_F_DUMP);
     if (r >= 0) r = nl_recvmsgs(sk, cb);
     nl_cb_put(cb);
     return r;

@@ -121,6 +121,53 @@ struct MirrorTests {
     }
 }
 
+/// The same for IPv6: addresses (no duplicate address detection: the host
+/// did it), routes with link-local next hops and ECMP, neighbours, resync.
+@Suite("Mirror: host IPv6 events into the stack")
+struct Mirror6Tests {
+    let hostIndex: Int32 = 7
+    let link = HostLink(index: 7, name: "veth0", mac: MACAddress(2, 0xAA, 0, 0, 0, 7), mtu: 1500, adminUp: true, operUp: true)
+
+    func route(_ prefix: String, _ hops: [(String?, Int32)], metric: UInt32 = 1024, proto: String = "bird") throws -> HostRoute6 {
+        HostRoute6(table: 254, prefix: try IPv6Prefix(prefix),
+                   nextHops: Set(hops.map { HostNextHop6(gateway: $0.0.flatMap { IPv6Address($0) }, interface: $0.1) }),
+                   metric: metric, proto: RouteProtocols.byName[proto]!)
+    }
+
+    @Test("addresses are the host's at once (no DAD), routes with ECMP link-local next hops come and go, neighbours are learnt, a resync trims")
+    func mirror6() throws {
+        var cfg = MirrorRoutesConfig()
+        cfg.exclude6 = [try IPv6Prefix("2001:db8:77::/48")]
+        let (_, s, i, m) = try MirrorTests().setUp(routes: cfg)
+        let global = try IPv6InterfaceAddress("2001:db8:1::10/64"), linkLocal = try IPv6InterfaceAddress("fe80::aa:ff:fe00:7/64")
+        m.apply([.linkChanged(link), .address6Added(index: hostIndex, address: linkLocal), .address6Added(index: hostIndex, address: global)], to: s)
+        #expect(Set(s.addresses6(on: i)) == [global, linkLocal])
+        #expect(s.state(of: global.address, on: i) == .preferred, "the host checked it already")
+        #expect(s.lookup(IPv6Address("2001:db8:1::99")!)?.kind == .connected)
+        // A default route through two routers by their link-local addresses; a link-local prefix and a kernel route are not taken.
+        let def = try route("::/0", [("fe80::1", 7), ("fe80::2", 7)])
+        m.apply([.route6Added(def), .route6Added(try route("fe80::/64", [(nil, 7)])),
+                 .route6Added(try route("2001:db8:1::/64", [(nil, 7)], proto: "kernel")),
+                 .route6Added(try route("2001:db8:77::/48", [("fe80::1", 7)]))], to: s)
+        #expect(s.equalCostSet(for: def.prefix).map(\.nextHop) .sorted { $0! < $1! } == [IPv6Address("fe80::1"), IPv6Address("fe80::2")])
+        #expect(s.routes6.filter { $0.origin == .mirror }.count == 2)
+        #expect(m.importedCounts["254/bird"] == 1)
+        // The host knows a neighbour: so does the stack, REACHABLE.
+        m.apply(.neighbor6Changed(index: hostIndex, address: IPv6Address("fe80::1")!, mac: MACAddress(2, 0, 0, 0, 0, 0x11)), to: s)
+        #expect(s.neighborList6.contains { $0.address == IPv6Address("fe80::1")! && $0.state == .reachable && $0.interface == i })
+        m.apply(.route6Removed(def), to: s)
+        #expect(s.routes6.filter { $0.origin == .mirror }.isEmpty)
+        // Lost messages: the dump no longer has the global address; a new route appeared.
+        let r2 = try route("2001:db8:99::/48", [("fe80::1", 7)])
+        m.resync(snapshot: [.linkChanged(link), .address6Added(index: hostIndex, address: linkLocal), .route6Added(r2)], to: s, reason: "test")
+        #expect(s.addresses6(on: i) == [linkLocal])
+        #expect(s.routes6.filter { $0.origin == .mirror }.map(\.prefix) == [r2.prefix])
+        m.apply(.address6Removed(index: hostIndex, address: linkLocal), to: s)
+        #expect(s.addresses6(on: i).isEmpty)
+        s.checkInvariants()
+    }
+}
+
 @Suite("Mirror: the stack leaves the host's control plane alone")
 struct HostOwnedTests {
     @Test("no ARP replies or echo replies for a mirrored interface's addresses; transit is forwarded")

@@ -652,6 +652,10 @@ struct IPv6ReassemblyTests {
         overlapping[54 + 2] = 0x02; overlapping[54 + 3] = 0x50  // offset 592
         try L.inject(s, overlapping, on: lan)
         #expect(s.drops(.fragmentOverlap) == 2)
+        // 1 800 bytes in two fragments: the reply is larger than the link, so it leaves in fragments as well.
+        h.sent.removeAll()
+        for f in Self.fragments(size: 1800, cut: 904, id: 79, sequence: 3) { try L.inject(s, f, on: lan) }
+        #expect(h.sent.count == 2 && h.sent.allSatisfy { $0.count <= 14 + 1500 && $0[14 + 6] == 44 }, "\(h.sent.map(\.count))")
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 

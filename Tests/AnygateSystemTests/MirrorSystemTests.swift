@@ -78,7 +78,7 @@ struct MirrorSystemTests {
         let hostMAC = sh("ip -n \(ns.m) -br link show \(p)-m0 | awk '{print $3}'").output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(wan()?.mac == hostMAC)
         #expect(sh("ip -n \(ns.m) addr add 192.0.2.10/24 dev \(p)-m0").status == 0)
-        within1s("address add") { wan()?.addresses.map(\.address) == ["192.0.2.10/24"] }
+        within1s("address add") { wan()?.addresses.map(\.address).filter { !$0.contains(":") } == ["192.0.2.10/24"] }
         #expect(sh("ip -n \(ns.m) link set \(p)-m0 mtu 1400").status == 0)
         within1s("mtu") { wan()?.mtu == 1400 }
         #expect(sh("ip -n \(ns.m) link set \(p)-m0 down").status == 0)
@@ -98,6 +98,27 @@ struct MirrorSystemTests {
         #expect(sh("ip -n \(ns.m) route add 10.7.0.0/16 via 192.0.2.1 proto kernel").status == 0)
         usleep(500_000)
         #expect(!routes().contains { $0.prefix == "10.7.0.0/16" }, "protocols not configured are not imported")
+
+        // IPv6: the host's link-local address, a global one, routes (multipath too) and neighbours.
+        #expect(sh("ip -n \(ns.m) addr add 2001:db8:5::10/64 dev \(p)-m0 nodad").status == 0)
+        within1s("IPv6 address add") {
+            let a = wan()?.addresses.map(\.address) ?? []
+            return a.contains("2001:db8:5::10/64") && a.contains { $0.hasPrefix("fe80::") }
+        }
+        #expect(sh("ip -n \(ns.m) -6 route add 2001:db8:99::/48 via 2001:db8:5::1 proto static").status == 0)
+        within1s("IPv6 route add") {
+            routes().contains(RouteInfo(prefix: "2001:db8:99::/48", nextHop: "2001:db8:5::1", interface: "wan0", metric: 1024, origin: "mirror"))
+        }
+        #expect(sh("ip -n \(ns.m) -6 route add 2001:db8:98::/48 proto static nexthop via fe80::1 dev \(p)-m0 nexthop via fe80::2 dev \(p)-m0").status == 0)
+        within1s("IPv6 multipath") { Set(routes().filter { $0.prefix == "2001:db8:98::/48" }.compactMap(\.nextHop)) == ["fe80::1", "fe80::2"] }
+        #expect(sh("ip -n \(ns.m) -6 route del 2001:db8:98::/48").status == 0)
+        within1s("IPv6 route del") { !routes().contains { $0.prefix == "2001:db8:98::/48" } }
+        #expect(sh("ip -n \(ns.m) -6 neigh add 2001:db8:5::77 lladdr 02:00:00:00:99:06 dev \(p)-m0").status == 0)
+        within1s("IPv6 neighbour") {
+            (json("neighbors", [NeighborInfo].self) ?? []).contains { $0.address == "2001:db8:5::77" && $0.mac == "02:00:00:00:99:06" }
+        }
+        #expect(sh("ip -n \(ns.m) addr del 2001:db8:5::10/64 dev \(p)-m0").status == 0)
+        within1s("IPv6 address del") { !(wan()?.addresses.map(\.address) ?? []).contains("2001:db8:5::10/64") }
 
         // Neighbours.
         #expect(sh("ip -n \(ns.m) neigh add 192.0.2.77 lladdr 02:00:00:00:99:01 dev \(p)-m0").status == 0)
