@@ -433,15 +433,8 @@ public struct ConfigReader {
                 if case .mirror = i.attach {
                     throw fail("interfaces[\(k)].attach", nil, "attach: mirror needs stack.workers: 1 (not shared by several workers yet)")
                 }
-                if i.ipv6 != nil {
-                    // Neighbour discovery does not yet run once per link for several replicas.
-                    throw fail("interfaces[\(k)].ipv6", nil, "ipv6 needs stack.workers: 1 (not with several workers yet)")
-                }
             }
             if c.mirrorRoutes != nil { throw fail("mirror", nil, "mirror: needs stack.workers: 1 (not shared by several workers yet)") }
-            for (k, t) in c.tunnels.enumerated() where t.ipv6 != nil || t.tunnel.underlay6 {
-                throw fail("tunnels[\(k)]" + (t.ipv6 != nil ? ".ipv6" : ".remote"), nil, "IPv6 needs stack.workers: 1 (not with several workers yet)")
-            }
         }
         let items = top["interfaces"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
         var names: Set<String> = [], hosts: Set<String> = [], addresses: Set<IPv4Address> = []

@@ -83,15 +83,18 @@ extension Daemon {
         }
         if r.verb == .routeAdd && via == nil && dev == nil { return fail("a route needs via ADDR or dev IF") }
         let metric = r.metric ?? 0
-        return routeChanged(r, prefix, via: via) { s throws(RouteError) in
-            if r.verb == .routeAdd { try s.addRoute(prefix, via: via, interface: dev, metric: metric) } else { try s.deleteRoute(prefix, via: via) }
+        return routeChanged(r, prefix, via: via) { () throws(RouteError) in
+            try changeRoutes { s throws(RouteError) in
+                if r.verb == .routeAdd { try s.addRoute(prefix, via: via, interface: dev, metric: metric) } else { try s.deleteRoute(prefix, via: via) }
+            }
         }
     }
 
-    /// Applies a route change to the FIB's writer, logs it and answers.
+    /// Applies a route change (`apply`: to the IPv4 FIB's writer, or to
+    /// every replica's IPv6 FIB), logs it and answers.
     func routeChanged(_ r: ControlRequest, _ prefix: some CustomStringConvertible, via: (some CustomStringConvertible)?,
-                      _ body: (Stack) throws(RouteError) -> Void) -> [UInt8] {
-        do { try changeRoutes(body) } catch { return fail(error.description) }
+                      _ apply: () throws(RouteError) -> Void) -> [UInt8] {
+        do { try apply() } catch { return fail(error.description) }
         let added = r.verb == .routeAdd
         logger.notice(added ? "route added" : "route deleted",
                       metadata: added ? ["prefix": "\(prefix)", "via": "\(via.map { "\($0)" } ?? "-")"] : ["prefix": "\(prefix)"])
@@ -114,9 +117,11 @@ extension Daemon {
             guard let i = stack.interface(named: d) else { return fail("no interface named \(d)") }
             dev = i
         }
-        let metric = r.metric ?? 0
-        return routeChanged(r, prefix, via: via) { s throws(RouteError) in
-            if r.verb == .routeAdd { try s.addRoute(prefix, via: via, interface: dev, metric: metric) } else { try s.deleteRoute(prefix, via: via) }
+        let metric = r.metric ?? 0, add = r.verb == .routeAdd, gateway = via, out = dev
+        return routeChanged(r, prefix, via: via) { () throws(RouteError) in
+            try change { s throws(RouteError) in
+                if add { try s.addRoute(prefix, via: gateway, interface: out, metric: metric) } else { try s.deleteRoute(prefix, via: gateway) }
+            }
         }
     }
 
@@ -358,7 +363,8 @@ extension Daemon {
 
     /// ARP's entries (summed over workers), then neighbour discovery's.
     func neighborInfos() -> [NeighborInfo] {
-        trafficView().neighbors.map(neighborInfo) + stack.neighborList6.map(neighborInfo)
+        let view = trafficView()
+        return view.neighbors.map(neighborInfo) + view.neighbors6.map(neighborInfo)
     }
 
     func neighborInfo<A>(_ n: IPNeighbor<A>) -> NeighborInfo {

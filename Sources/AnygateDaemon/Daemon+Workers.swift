@@ -16,6 +16,7 @@ struct TrafficView {
         var drops: [DropReason: UInt64]
         var ledger: PacketLedger
         var neighbors: [Neighbor]
+        var neighbors6: [Neighbor6]
         var flows: [Flow]
         var flows6: [Flow6]
         var tunnels: [TunnelStatus]
@@ -40,6 +41,7 @@ struct TrafficView {
             drops = s.dropCounts
             ledger = s.ledger
             neighbors = s.neighborList
+            neighbors6 = s.neighborList6
             flows = s.flowList
             flows6 = s.flow6List
             tunnels = s.tunnelList
@@ -114,12 +116,16 @@ struct TrafficView {
     }
 
     /// Neighbours, one row per address and interface: the replicas share
-    /// what ARP teaches them, so the most recently confirmed row stands.
-    var neighbors: [Neighbor] {
-        var best: [String: Neighbor] = [:]
+    /// what ARP and neighbour discovery teach them, so the most recently
+    /// confirmed row stands.
+    var neighbors: [Neighbor] { merged(\.neighbors) }
+    var neighbors6: [Neighbor6] { merged(\.neighbors6) }
+
+    private func merged<A>(_ table: KeyPath<Replica, [IPNeighbor<A>]>) -> [IPNeighbor<A>] {
+        var best: [String: IPNeighbor<A>] = [:]
         var order: [String] = []
         for r in replicas {
-            for n in r.neighbors {
+            for n in r[keyPath: table] {
                 let key = "\(n.address)#\(n.interface)"
                 if let b = best[key] {
                     if (b.mac == nil && n.mac != nil) || n.age < b.age { best[key] = n }

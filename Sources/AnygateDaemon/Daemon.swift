@@ -282,11 +282,12 @@ public final class Daemon {
         logger.info("interface removed", metadata: ["interface": "\(name)"])
     }
 
+    /// IPv6 routes are each replica's own (the shared FIB is IPv4's): they go to every replica.
     func addRoute6(_ r: Route6Config) throws(RouteError) {
         guard let i = interfaceIndex[r.interface] ?? stack.interface(named: r.interface) else {
             throw .invalid("no interface named \(r.interface)")
         }
-        try changeRoutes { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: i, metric: r.metric, weight: r.weight) }
+        try change { s throws(RouteError) in try s.addRoute(r.to, via: r.via, interface: i, metric: r.metric, weight: r.weight) }
     }
 
     func addRoute(_ r: RouteConfig) throws(RouteError) {
@@ -365,6 +366,9 @@ public final class Daemon {
             switch e {
             case let .tunnelLine(tunnel, up):
                 stack.setTunnelLine(tunnel: tunnel, up: up)
+            case let .duplicateAddress(i, address) where k == 0:
+                // `show addresses` reads the daemon's own stack: it learns what the owner found.
+                stack.markDuplicated(address, on: i)
             case let .nextHopFailed(address, i, failed):
                 // The FIB's writer withdraws the member (or brings it back);
                 // the worker that asks the links asks it again later.
@@ -418,7 +422,8 @@ public final class Daemon {
             metadata["address"] = "\(address)"
             logger.warning("duplicate address \(address) on \(stack.interfaceName(i)): another node on the link uses it; it stays unused",
                            metadata: metadata)
-        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged:
+        case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged,
+             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried:
             logger.trace("\(e)", metadata: metadata)
         }
     }
@@ -455,7 +460,8 @@ public final class Daemon {
         let oldRoutes = Set(old.routes), newRoutes = Set(next.routes)
         let newRoutes6 = Set(next.routes6)
         for r in old.routes6 where !newRoutes6.contains(r) {
-            changeRoutes { s in try? s.deleteRoute(r.to, via: r.via) }
+            let prefix = r.to, via = r.via
+            change { s in try? s.deleteRoute(prefix, via: via) }
         }
         for r in old.routes where !newRoutes.contains(r) {
             changeRoutes { s in try? s.deleteRoute(r.to, via: r.via) }

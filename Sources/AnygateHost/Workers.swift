@@ -22,6 +22,10 @@ public typealias WorkerJob = @Sendable (HostRuntime) -> Void
 /// `errorsPerSecond / count` (and a burst of `errorBurst / count`).
 /// ARP runs once per link: only worker 0's replica sends requests and
 /// announcements; another that needs a neighbour asks it (`resolveNeighbor`).
+/// So does neighbour discovery, and duplicate address detection, router
+/// advertisements and MLD reports run on worker 0's replica only: router
+/// solicitations and MLD queries that reach another worker are handed to
+/// it, and a duplicate it finds to the others (`markDuplicated`).
 /// Tunnel keepalives run once: worker 0's replica owns them and decides each
 /// tunnel's line; answers that reach another worker are handed to it, and
 /// the lines it decides to the others (`StackConfiguration.Replica`).
@@ -101,6 +105,21 @@ public final class WorkerGroup: @unchecked Sendable {
                     }
                 case let .neighborWanted(address, interface):
                     perform(on: 0) { $0.stack.resolveNeighbor(address, on: interface) }
+                case let .neighbor6Learned(address, interface, mac):
+                    for j in 0..<count where j != k {
+                        perform(on: j) { try? $0.stack.learnNeighbor(address, on: interface, mac: mac) }
+                    }
+                case let .neighbor6Wanted(address, interface):
+                    perform(on: 0) { $0.stack.resolveNeighbor(address, on: interface) }
+                case let .routerSolicited(interface):
+                    perform(on: 0) { $0.stack.routerSolicited(on: interface) }
+                case let .multicastQueried(interface, delay):
+                    perform(on: 0) { $0.stack.multicastQueried(on: interface, maximumDelay: delay) }
+                case let .duplicateAddress(interface, address) where k == 0:
+                    for j in 1..<count { perform(on: j) { $0.stack.markDuplicated(address, on: interface) } }
+                case let .multicastChanged(interface):
+                    // The device takes in the groups' MACs through this worker's own socket.
+                    perform(on: k) { r in try? r.port(for: interface)?.setMulticast(r.stack.multicastMACs(on: interface)) }
                 case let .keepaliveAnswered(tunnel):
                     perform(on: 0) { $0.stack.keepaliveAnswered(tunnel: tunnel) }
                 case let .tunnelLine(tunnel, up):

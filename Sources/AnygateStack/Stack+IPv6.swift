@@ -130,8 +130,62 @@ extension Stack {
     public func learnNeighbor(_ address: IPv6Address, on i: InterfaceIndex, mac: MACAddress) throws(InterfaceError) {
         try check(i)
         enter()
-        learnNeighbor6(address, mac: mac.rawValue, on: i, solicited: true, override: true, now: hot.pointee.now)
+        learnNeighbor6(address, mac: mac.rawValue, on: i, solicited: true, override: true, now: hot.pointee.now, share: false)
         flush()
+    }
+
+    /// The owner replica resolves an IPv6 neighbour a follower needs: asks
+    /// for it, or, if it is known and confirmed, reports it again.
+    public func resolveNeighbor(_ address: IPv6Address, on i: InterfaceIndex) {
+        guard (try? check(i)) != nil, ifs[i].up, ifs[i].tunnel < 0 else { return }
+        enter()
+        let idx = neighbors6.find(address, UInt16(i))
+        if idx == NeighborTable<IPv6Address>.none {
+            let n = createNeighbor6(address, i)
+            let e = neighbors6.entries + Int(n)
+            e.pointee.probes = 1
+            e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+            neighbors6.schedule(n)
+            sendSolicitation(for: address, on: i, unicastTo: nil)
+        } else {
+            let e = neighbors6.entries + Int(idx)
+            switch e.pointee.state {
+            case .reachable:
+                report(.neighbor6Learned(address: address, interface: i, mac: MACAddress(rawValue: e.pointee.mac)))
+            case .stale where hot.pointee.now >= e.pointee.nextProbe:
+                e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+                sendSolicitation(for: address, on: i, unicastTo: e.pointee.mac)
+            default:
+                break
+            }
+        }
+        flush()
+    }
+
+    /// The owner replica answers a router solicitation a follower received.
+    public func routerSolicited(on i: InterfaceIndex) {
+        guard (try? check(i)) != nil else { return }
+        enter()
+        solicitedAdvertisement(on: i)
+        flush()
+    }
+
+    /// The owner replica answers an MLD query a follower received.
+    public func multicastQueried(on i: InterfaceIndex, maximumDelay: Int) {
+        guard (try? check(i)) != nil else { return }
+        enter()
+        mldQuery(MLDQueryRepr(maximumResponseDelay: maximumDelay), on: i)
+        flush()
+    }
+
+    /// A follower replica hears from the owner that one of its addresses is
+    /// another node's (duplicate address detection runs on the owner only).
+    public func markDuplicated(_ address: IPv6Address, on i: InterfaceIndex) {
+        guard (try? check(i)) != nil, interfaceAddresses6[i].contains(where: { $0.address == address }) else { return }
+        let k = AddressKey6(interface: i, address: address)
+        tentative6[k] = nil
+        duplicated6.insert(k)
+        scheduleDAD()
     }
 
     /// The IPv6 neighbour cache, as `show neighbors` lists it.
@@ -437,8 +491,12 @@ extension Stack {
                 return pool.free(p)
             }
             if let mac = options.targetLinkLayer {
-                learnNeighbor6(target, mac: mac.rawValue, on: rx, solicited: flags & NAFlags.solicited != 0,
-                               override: flags & NAFlags.override != 0, now: now, onlyExisting: true)
+                // With several replicas the answer may reach one that did not ask: it
+                // takes it all the same, and shares it (the owner asked for them all).
+                let solicited = flags & NAFlags.solicited != 0
+                learnNeighbor6(target, mac: mac.rawValue, on: rx, solicited: solicited,
+                               override: flags & NAFlags.override != 0, now: now,
+                               onlyExisting: !(solicited && configuration.arp.shareLearned))
             } else {
                 // Without a link-layer option an advertisement can only confirm an entry's MAC.
                 let idx = neighbors6.find(target, UInt16(rx))
@@ -470,7 +528,7 @@ extension Stack {
     /// different MAC replaces the old one unless the advertisement did not
     /// say override. An entry that resolves sends what waited on it.
     func learnNeighbor6(_ address: IPv6Address, mac: UInt64, on rx: InterfaceIndex, solicited: Bool, override: Bool,
-                        now: Int64, onlyExisting: Bool = false) {
+                        now: Int64, onlyExisting: Bool = false, share: Bool = true) {
         var idx = neighbors6.find(address, UInt16(rx))
         if idx == NeighborTable<IPv6Address>.none {
             guard !onlyExisting else { return }
@@ -481,6 +539,13 @@ extension Stack {
         let changed = e.pointee.mac != mac
         // A known entry keeps its MAC against an advertisement that does not override.
         if !wasIncomplete && changed && !override { return }
+        // With several replicas, what one learns the others learn (as for ARP):
+        // a new entry, a new MAC, a confirmation of one not REACHABLE, or a refresh now and then.
+        if share && configuration.arp.shareLearned
+            && (wasIncomplete || changed || (solicited && e.pointee.state != .reachable)
+                || now - e.pointee.confirmed >= configuration.arp.shareInterval.nanoseconds) {
+            report(.neighbor6Learned(address: address, interface: rx, mac: MACAddress(rawValue: mac)))
+        }
         if solicited {
             neighbors6.confirm(idx, mac: mac, now: now)
         } else if wasIncomplete || changed {
@@ -518,11 +583,21 @@ extension Stack {
     /// Sends a neighbour solicitation for `target` on `out`: to its
     /// solicited-node group, or unicast to a known MAC to re-confirm it.
     func sendSolicitation(for target: IPv6Address, on out: InterfaceIndex, unicastTo: UInt64?) {
+        // A follower replica does not ask on the link: the owner does, once for all.
+        if configuration.replica == .follower {
+            if ifs[out].up, ifs[out].tunnel < 0 { report(.neighbor6Wanted(address: target, interface: out)) }
+            return
+        }
         guard ifs[out].up, ifs[out].tunnel < 0, let source = source6(on: out, to: target) else { return }
         guard var p = pool.allocate() else { return }
         let length = 24 + 8
         pool.setLength(&p, IPv6Packet.headerLength + length)
         let b = pool.bytes(p)
+        // With several replicas even a reachability probe goes to the
+        // solicited-node group: a unicast one is answered without the
+        // target's MAC (RFC 4861 section 7.2.4), which a replica that did not
+        // ask could neither use nor share.
+        let unicastTo = configuration.arp.shareLearned ? nil : unicastTo
         let destination = unicastTo == nil ? target.solicitedNode : target
         let message = b.tail(from: IPv6Packet.headerLength)
         NDOption.sourceLinkLayer(MACAddress(rawValue: ifs[out].mac)).emit(into: message.tail(from: 24))
@@ -668,6 +743,8 @@ extension Stack {
     /// Sends the advertisements that are due and schedules the next ones.
     func advertisementTimers(now: Int64) {
         guard hot.pointee.nextAdvertisement != 0, now >= hot.pointee.nextAdvertisement else { return }
+        // Advertisements go once per link, from the owner replica.
+        guard configuration.replica != .follower else { hot.pointee.nextAdvertisement = 0; return }
         for (i, var st) in advertising where st.next <= now {
             sendAdvertisement(on: i, st.config)
             st.last = now
@@ -688,6 +765,7 @@ extension Stack {
     /// to all nodes soon, but never within 3 s of the last (section 6.2.6).
     func solicitedAdvertisement(on i: InterfaceIndex) {
         guard var st = advertising[i] else { return }
+        if configuration.replica == .follower { return report(.routerSolicited(interface: i)) }
         let soonest = st.last == .min ? hot.pointee.now : max(hot.pointee.now, st.last + 3_000_000_000)
         if soonest < st.next {
             st.next = soonest
@@ -758,6 +836,9 @@ extension Stack {
     /// the maximum response delay (one report for all, section 6.2).
     func mldQuery(_ q: MLDQueryRepr, on i: InterfaceIndex) {
         guard !listenedGroups(i).isEmpty else { return }
+        if configuration.replica == .follower {
+            return report(.multicastQueried(interface: i, maximumDelay: Int(q.maximumResponseDelay)))
+        }
         let delay = Int64(hypercalls.random() % UInt64(max(1, q.maximumResponseDelay))) * 1_000_000
         let due = hot.pointee.now + delay
         mldReportDue[i] = min(mldReportDue[i] ?? .max, due)
@@ -777,7 +858,7 @@ extension Stack {
     /// link-local address (or :: before we have one).
     func sendReport(on i: InterfaceIndex, recordType: UInt8, groups: [IPv6Address]) {
         // A mirrored interface's groups are the host's, which reports them itself.
-        guard ifs[i].up, ifs[i].tunnel < 0, !ifs[i].hostOwned, !groups.isEmpty else { return }
+        guard ifs[i].up, ifs[i].tunnel < 0, !ifs[i].hostOwned, configuration.replica != .follower, !groups.isEmpty else { return }
         let source = interfaceAddresses6[i].first { $0.address.isLinkLocal }?.address ?? .any
         let length = 8 + MLDv2Report.length(groups: groups.count)
         guard IPv6Packet.headerLength + length <= pool.dataCapacity, var p = pool.allocate() else { return }
@@ -829,8 +910,9 @@ extension Stack {
     /// A point-to-point tunnel has no neighbours to ask: its addresses are
     /// used at once (as on Linux GRE devices, which do no DAD); a mirrored
     /// interface's are the host's, which checked them.
+    /// A follower replica leaves detection to the owner (`markDuplicated`).
     func startDAD(_ address: IPv6Address, on i: InterfaceIndex) {
-        guard configuration.dadTransmits > 0, ifs[i].tunnel < 0, !ifs[i].hostOwned else { return }
+        guard configuration.dadTransmits > 0, ifs[i].tunnel < 0, !ifs[i].hostOwned, configuration.replica != .follower else { return }
         let k = AddressKey6(interface: i, address: address)
         tentative6[k] = (configuration.dadTransmits, hot.pointee.now)
         scheduleDAD()

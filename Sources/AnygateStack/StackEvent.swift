@@ -31,6 +31,16 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     /// Duplicate address detection found another node using the address:
     /// it stays configured, marked duplicated, and unused.
     case duplicateAddress(interface: InterfaceIndex, address: IPv6Address)
+    /// Neighbour discovery confirmed `address` at `mac` (with `arp.shareLearned`).
+    case neighbor6Learned(address: IPv6Address, interface: InterfaceIndex, mac: MACAddress)
+    /// A follower replica needs `address` resolved on `interface` (the owner's `resolveNeighbor`).
+    case neighbor6Wanted(address: IPv6Address, interface: InterfaceIndex)
+    /// A follower replica received a router solicitation on `interface`
+    /// (the owner advertises: `routerSolicited(on:)`).
+    case routerSolicited(interface: InterfaceIndex)
+    /// A follower replica received an MLD query on `interface` (the owner
+    /// reports: `multicastQueried(on:maximumDelay:)`; milliseconds).
+    case multicastQueried(interface: InterfaceIndex, maximumDelay: Int)
 
     public var description: String {
         switch self {
@@ -46,6 +56,10 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .nextHopFailed(a, i, failed): "next hop \(a) on #\(i) \(failed ? "failed" : "answers again")"
         case let .multicastChanged(i): "multicast groups of #\(i) changed"
         case let .duplicateAddress(i, a): "duplicate address \(a) on #\(i)"
+        case let .neighbor6Learned(a, i, mac): "neighbor \(a) on #\(i) is at \(mac)"
+        case let .neighbor6Wanted(a, i): "neighbor \(a) on #\(i) wanted"
+        case let .routerSolicited(i): "router solicitation on #\(i)"
+        case let .multicastQueried(i, d): "MLD query on #\(i), answer within \(d) ms"
         }
     }
 }

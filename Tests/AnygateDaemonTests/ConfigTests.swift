@@ -247,7 +247,6 @@ struct ConfigTests {
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {router-advertisements: {interval: 1s}}",
          "interfaces[0].ipv6.router-advertisements.interval", 4, "4s to 1800s"),
         ("interfaces:\n  - name: a\n    attach: {mirror: eth0}\n    ipv6: {}", "interfaces[0].ipv6", 4, "from the host"),
-        ("stack: {workers: 2}\ninterfaces:\n  - name: a\n    attach: {tap: t0}\n    ipv6: {}", "interfaces[0].ipv6", nil, "stack.workers: 1"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\nroutes:\n  - {to: 2001:db8::/32, via: fe80::1}", "routes[0]", 5, "needs interface"),
         ("interfaces:\n  - name: a\n    attach: {tap: t0}\nroutes:\n  - {to: 2001:db8::/32, via: fe80::1, interface: a}",
          "routes[0].interface", 5, "has no ipv6"),
@@ -259,8 +258,6 @@ struct ConfigTests {
          "tunnels[0].local", 6, "not an address of any interface"),
         ("tunnels:\n  - {name: t, local: 192.0.2.1, remote: 192.0.2.2, backend: host, ipv6: {router-advertisements: {}}}",
          "tunnels[0].ipv6.router-advertisements", 2, "no hosts"),
-        ("stack: {workers: 2}\ntunnels:\n  - {name: t, local: 192.0.2.1, remote: 192.0.2.2, backend: host, ipv6: {}}",
-         "tunnels[0].ipv6", nil, "stack.workers: 1"),
     ]
 
     @Test("IPv6 and tunnels: an IPv6 underlay, IPv6 inside, and IPv6 routes into a tunnel")

@@ -673,3 +673,65 @@ struct IPv6ReassemblyTests {
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 }
+
+/// A follower replica (several workers): neighbour discovery, duplicate
+/// address detection, router advertisements and MLD run on the owner; the
+/// follower asks it, hands it what only the owner answers, and shares what
+/// it learns.
+@Suite("IPv6 on a follower replica")
+struct IPv6ReplicaTests {
+    typealias L = IPv6LocalTests
+    typealias F = IPv6ForwardingTests
+
+    @Test("no DAD, RA or MLD of its own; unknown next hops and solicitations go to the owner; any answer is taken and shared")
+    func follower() throws {
+        var c = StackConfiguration()
+        c.replica = .follower
+        c.arp.shareLearned = true
+        let h = L.Recorder()
+        let pool = PacketPool(capacity: 256, dataSize: 2048)
+        h.pool = pool
+        let s = Stack(name: "F", configuration: c, pool: pool, hypercalls: h)
+        let lan = try s.addInterface(name: "lan", mac: L.routerMAC), wan = try s.addInterface(name: "wan", mac: F.wanMAC)
+        for i in [lan, wan] { try s.setUp(i, true); try s.enableIPv6(on: i) }
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:1::1/64"), to: lan)
+        try s.addAddress(IPv6InterfaceAddress("2001:db8:2::1/64"), to: wan)
+        var ra = RouterAdvertisements()
+        ra.interval = .seconds(30)
+        try s.setRouterAdvertisements(ra, on: lan)
+        #expect(s.state(of: IPv6Address("2001:db8:1::1")!, on: lan) == .preferred, "the owner checks for duplicates")
+        for _ in 0..<3 { h.time += 17_000_000_000; _ = s.runTimers(now: h.time) }
+        #expect(h.sent.isEmpty, "no probe, advertisement or report from a follower: \(h.sent.count) frames")
+        // A router solicitation: the owner answers it.
+        let rs = L.frame(to: IPv6Address.allRouters.multicastMAC, from: L.hostLinkLocal, to: .allRouters, icmpLength: 16) { m in
+            NDOption.sourceLinkLayer(L.hostMAC).emit(into: UnsafeMutableRawBufferPointer(rebasing: m[8...]))
+            ICMPv6Repr.routerSolicitation.emit(into: m, source: L.hostLinkLocal, destination: .allRouters)
+        }
+        try L.inject(s, rs, on: lan)
+        #expect(s.drainEvents().contains(.routerSolicited(interface: lan)))
+        #expect(h.sent.isEmpty)
+        // A packet for an unknown next hop: the owner is asked to resolve it; the packet waits.
+        try L.inject(s, L.solicitation(for: L.routerAddress), on: lan)  // A known, as a host would be
+        h.sent.removeAll()
+        _ = s.drainEvents()
+        try L.inject(s, F.udp(to: F.b), on: lan)
+        #expect(h.sent.isEmpty, "no solicitation from a follower")
+        #expect(s.drainEvents().contains(.neighbor6Wanted(address: F.b, interface: wan)))
+        // The owner's solicitation is answered here: taken, the packet leaves, and it is shared.
+        try L.inject(s, F.advertisement(from: F.b, mac: F.bMAC, to: IPv6Address("2001:db8:2::1")!, routerMAC: F.wanMAC), on: wan)
+        #expect(try F.header(try #require(h.sent.last)).eth.destination == F.bMAC)
+        #expect(s.drainEvents().contains(.neighbor6Learned(address: F.b, interface: wan, mac: F.bMAC)))
+        // An answer to a question only the owner asked: taken and shared all the same.
+        let other = IPv6Address("2001:db8:2::7")!, otherMAC = MACAddress(2, 0, 0, 0, 0, 7)
+        try L.inject(s, F.advertisement(from: other, mac: otherMAC, to: IPv6Address("2001:db8:2::1")!, routerMAC: F.wanMAC), on: wan)
+        #expect(s.drainEvents().contains(.neighbor6Learned(address: other, interface: wan, mac: otherMAC)))
+        #expect(s.neighborList6.contains { $0.address == other && $0.state == .reachable })
+        // What the owner learns arrives without being shared back.
+        try s.learnNeighbor(IPv6Address("2001:db8:2::8")!, on: wan, mac: MACAddress(2, 0, 0, 0, 0, 8))
+        #expect(s.drainEvents().isEmpty)
+        // A duplicate the owner found.
+        s.markDuplicated(IPv6Address("2001:db8:1::1")!, on: lan)
+        #expect(s.state(of: IPv6Address("2001:db8:1::1")!, on: lan) == .duplicated)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+    }
+}

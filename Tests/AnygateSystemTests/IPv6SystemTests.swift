@@ -25,10 +25,11 @@ struct IPv6SystemTests {
     var nsS: String { p + "S" }
 
     /// Two links, both IPv6: A on lan0, B on lan1.
-    func routerConfig(advertise: Bool = false) -> String {
+    func routerConfig(advertise: Bool = false, workers: Int = 1) -> String {
         """
         control: {socket: \(socket)}
         state: {directory: \(dir)/state}
+        stack: {workers: \(workers)}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-ta}
@@ -194,6 +195,76 @@ struct IPv6SystemTests {
         #expect(unreachable.contains("nreachable"), "\(unreachable)")
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect((stats.counters["ipForwarded"] ?? 0) > 300, "20 MB in super-frames of up to 64 KB, and the acknowledgements")
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
+
+    @Test("with two workers: SLAAC from the owner's advertisements, 64 flows spread over both workers and all delivered, a route added at run time on every worker, 20 MB checksummed")
+    func twoWorkers() throws {
+        defer { tearDown() }
+        try makeNamespaces([nsA, nsB, nsR])
+        let daemon = try startDaemon(routerConfig(advertise: true, workers: 2))
+        defer { _ = daemon.stop() }
+        let ta = "\(p)-ta", tb = "\(p)-tb"
+        for s in ["ip -n \(nsR) link set \(ta) netns \(nsA)", "ip -n \(nsR) link set \(tb) netns \(nsB)",
+                  "ip netns exec \(nsA) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.default.accept_ra=1 net.ipv6.conf.default.autoconf=1",
+                  "ip -n \(nsA) link set \(ta) up",
+                  "ip netns exec \(nsB) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+                  "ip -n \(nsB) addr add 2001:db8:2::2/64 dev \(tb) nodad", "ip -n \(nsB) link set \(tb) up",
+                  "ip -n \(nsB) -6 route add default via 2001:db8:2::1",
+                  "ip -n \(nsB) link set lo up", "ip -n \(nsB) addr add 2001:db8:99::5/128 dev lo"] {
+            try #require(sh(s).status == 0, "\(s)")
+        }
+        let configured = DaemonProcess.wait(seconds: 20) {
+            let global = sh("ip -n \(nsA) -6 addr show dev \(ta) scope global").output
+            return global.contains("2001:db8:1:") && !global.contains("tentative")
+                && sh("ip -n \(nsA) -6 route show default").output.contains("via fe80::")
+        }
+        #expect(configured, "no SLAAC address or default route on A:\n\(sh("ip -n \(nsA) -6 addr; ip -n \(nsA) -6 route").output)\n\(daemon.log)")
+        let ping = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::2", timeout: 20)
+        #expect(ping.status == 0 && ping.output.contains(" 0% packet loss"),
+                "\(ping.output)\n\(ctl("show neighbors").output)\n\(daemon.log)\n\(sh("ip -n \(nsB) -6 neigh; ip -n \(nsA) -6 neigh; ip -n \(nsA) -6 addr").output)")
+
+        // A route added at run time reaches both workers: 64 UDP flows to the
+        // prefix behind B, spread by the TAP's queues, every datagram delivered.
+        #expect(ctl("route del 2001:db8:99::/48").status == 0)
+        #expect(ctl("route add 2001:db8:99::/48 via 2001:db8:2::2 dev lan1").status == 0)
+        func lan1Tx() throws -> UInt64 {
+            let list = try JSONDecoder().decode([InterfaceInfo].self, from: Data(ctl("--json show interfaces").output.utf8))
+            return try #require(list.first { $0.name == "lan1" }).counters.txPackets
+        }
+        func workerRx() throws -> [UInt64] {
+            let st = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+            return (st.workers ?? []).sorted { $0.index < $1.index }.map(\.rxPackets)
+        }
+        let txBefore = try lan1Tx(), rxBefore = try workerRx()
+        let flows = sh("ip netns exec \(nsA) python3 -c \"import socket, time\nfor f in range(64):\n"
+                       + "  s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n  s.bind(('', 30000 + f))\n"
+                       + "  for i in range(100): s.sendto(b'y' * 64, ('2001:db8:99::5', 9))\n  s.close()\n  time.sleep(0.005)\"", timeout: 60)
+        #expect(flows.status == 0, "\(flows.output)")
+        usleep(500_000)
+        let delivered = try lan1Tx() - txBefore
+        #expect(delivered >= 6400, "lan1 sent \(delivered) of 6 400\n\(ctl("show neighbors").output)\n\(daemon.log)")
+        let rxAfter = try workerRx()
+        try #require(rxAfter.count == 2 && rxBefore.count == 2, "two workers: \(rxAfter)")
+        let d0 = Double(rxAfter[0] - rxBefore[0]), d1 = Double(rxAfter[1] - rxBefore[1])
+        #expect(d0 >= 0.2 * (d0 + d1) && d1 >= 0.2 * (d0 + d1), "worker shares \(d0) / \(d1)")
+        // One row per neighbour, whichever worker learnt it.
+        let neighbors = try JSONDecoder().decode([NeighborInfo].self, from: Data(ctl("--json show neighbors").output.utf8))
+        #expect(neighbors.filter { $0.address == "2001:db8:2::2" }.count == 1 && neighbors.contains { $0.address == "2001:db8:2::2" && $0.mac != nil },
+                "\(neighbors)")
+
+        // 20 MB A -> B over TCP, checksummed at both ends.
+        let src = dir + "/data.bin", dst = dir + "/recv.bin"
+        sh("head -c 20000000 /dev/urandom > \(src)")
+        let listener = try Shell.spawn("exec ip netns exec \(nsB) timeout 120 nc -6 -l -N 2001:db8:2::2 5001", output: dst)
+        defer { if listener.isRunning { listener.terminate() } }
+        #expect(DaemonProcess.wait(seconds: 10) { sh("ip netns exec \(nsB) ss -ltn").output.contains("5001") })
+        let send = sh("ip netns exec \(nsA) timeout 120 nc -6 -N 2001:db8:2::2 5001 < \(src)", timeout: 130)
+        #expect(send.status == 0, "\(send.output)")
+        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
+        let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+        #expect(sums.count == 2 && sums[0] == sums[1], "20 MB A -> B: checksums differ")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
 
