@@ -295,8 +295,9 @@ extension Daemon {
     }
 
     func explainRoute(_ r: ControlRequest) -> [UInt8] {
+        if let text = r.destination, let d6 = IPv6Address(text) { return explainRoute6(r, d6) }
         guard let text = r.destination, let d = IPv4Address(text) else {
-            return fail("explain route needs a destination IPv4 address")
+            return fail("explain route needs a destination IPv4 or IPv6 address")
         }
         var source: IPv4Address? = nil
         if let s = r.source {
@@ -335,6 +336,29 @@ extension Daemon {
             egressMtu: e.egressMTU, pathMtu: e.tunnelPathMTU?.mtu, pathMtuSource: e.tunnelPathMTU?.source,
             sourceAddress: e.source.map { "\($0)" }, sourceReason: e.sourceReason,
             reversePath: e.reversePath.map { $0.mode.rawValue }, reversePathAccepted: e.reversePath?.accepted)))
+    }
+
+    /// `explain route` for an IPv6 destination (worker 0's replica with workers: the IPv6 FIB is each replica's).
+    func explainRoute6(_ r: ControlRequest, _ d: IPv6Address) -> [UInt8] {
+        var source: IPv6Address? = nil
+        if let s = r.source {
+            guard let a = IPv6Address(s) else { return fail("\(s) is not an IPv6 address") }
+            source = a
+        }
+        let src = source
+        let answer: RouteExplanation6? = workers.map { $0.gather { $0.stack.explainRoute(d, source: src) }?.first }
+            ?? stack.explainRoute(d, source: source)
+        guard let e = answer else { return fail("the workers did not answer") }
+        return encode(ControlResponse(ok: true, result: ExplainRouteInfo(
+            destination: "\(d)", source: source.map { "\($0)" }, sourcePort: nil, destinationPort: nil,
+            matches: e.matches.map { m in
+                ExplainRouteInfo.Match(prefix: "\(m.prefix)", routes: m.routes.map { routeInfo($0) }, forwarding: m.withdrawn.map { !$0 })
+            },
+            nextHops: e.equalCostSet.map(nextHopInfo),
+            chosen: e.chosen.map { routeInfo($0) }, flow: e.flow.map { flowInfo($0) }, nextHop: e.nextHop.map { "\($0)" },
+            neighbor: e.neighbor.map(neighborInfo), egressMtu: e.egressMTU, pathMtu: e.tunnelPathMTU?.mtu,
+            pathMtuSource: e.tunnelPathMTU?.source, sourceAddress: e.source.map { "\($0)" }, sourceReason: e.sourceReason,
+            reversePath: nil, reversePathAccepted: nil)))
     }
 
     /// IPv4 routes, then IPv6 ones.

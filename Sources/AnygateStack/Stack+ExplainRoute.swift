@@ -82,3 +82,67 @@ extension Stack {
         return e
     }
 }
+
+/// `explain route` for an IPv6 destination: the same steps as IPv4's,
+/// through `fib6`, ip6flow and neighbour discovery.
+public struct RouteExplanation6: Sendable {
+    public var matches: [(prefix: IPv6Prefix, routes: [Route6], withdrawn: [Bool])]
+    public var equalCostSet: [Route6]
+    /// The member a packet from `source` with flow label 0 takes.
+    public var chosen: Route6?
+    public var flow: Flow6?
+    public var nextHop: IPv6Address?
+    public var neighbor: Neighbor6?
+    public var egressMTU: Int?
+    public var tunnelPathMTU: (mtu: Int, source: String)?
+    public var source: IPv6Address?
+    public var sourceReason: String?
+}
+
+extension Stack {
+    /// The ECMP member key of an IPv6 packet: its addresses and flow label.
+    @inline(__always)
+    static func ecmpKey6(source: IPv6Address, destination: IPv6Address, flowLabel: UInt32) -> UInt64 {
+        destination.high ^ destination.low &* 0x9E37_79B9_7F4A_7C15 ^ source.high &* 31 ^ source.low ^ UInt64(flowLabel) << 40
+    }
+
+    public func explainRoute(_ destination: IPv6Address, source: IPv6Address? = nil) -> RouteExplanation6 {
+        var e = RouteExplanation6(matches: [], equalCostSet: [], chosen: nil, flow: nil, nextHop: nil, neighbor: nil,
+                                  egressMTU: nil, tunnelPathMTU: nil, source: nil, sourceReason: nil)
+        for length in stride(from: 128, through: 0, by: -1) {
+            let prefix = IPv6Prefix(address: destination, length: length)
+            let routes = fib6.routes(for: prefix)
+            guard !routes.isEmpty else { continue }
+            e.matches.append((prefix, routes, routes.map { fib6.isWithdrawn($0) }))
+        }
+        guard let best = fib6View.pointee.lookup(destination) else { return e }
+        let bestRoute = fib6View.pointee.route(best)
+        e.equalCostSet = fib6.equalCostSet(for: bestRoute.prefix)
+        if e.equalCostSet.isEmpty { e.equalCostSet = [bestRoute] }
+        let from = source ?? .any
+        let member = best.pointee.memberCount > 1
+            ? fib6View.pointee.member(of: best, hash: Stack.ecmpKey6(source: from, destination: destination, flowLabel: 0)) : best
+        let chosen = fib6View.pointee.route(member)
+        e.chosen = chosen
+        e.flow = flow6List.first { $0.destination == destination && (source == nil || $0.source == source) }
+        let out = chosen.interface
+        e.egressMTU = ifs[out].mtu
+        switch chosen.kind {
+        case .gateway, .connected:
+            let nh = chosen.nextHop ?? destination
+            e.nextHop = nh
+            if ifs[out].tunnel >= 0 {
+                e.tunnelPathMTU = outerPathMTU(Int(ifs[out].tunnel))
+            } else {
+                e.neighbor = neighborList6.first { $0.address == nh && $0.interface == out }
+            }
+        case .local, .broadcast, .blackhole:
+            break
+        }
+        if let s = explainSource(destination, interface: chosen.kind == .local ? nil : out) {
+            e.source = s.chosen
+            e.sourceReason = s.reason
+        }
+        return e
+    }
+}

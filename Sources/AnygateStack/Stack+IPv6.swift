@@ -328,9 +328,7 @@ extension Stack {
         var slot = best
         if best.pointee.memberCount > 1 {
             // ECMP: the flow (addresses, flow label) picks the member.
-            let key = destination.high ^ destination.low &* 0x9E37_79B9_7F4A_7C15 ^ source.high &* 31 ^ source.low
-                ^ UInt64(ip.flowLabel) << 40
-            slot = view.member(of: best, hash: key)
+            slot = view.member(of: best, hash: Stack.ecmpKey6(source: source, destination: destination, flowLabel: ip.flowLabel))
         }
         switch slot.pointee.kind {
         case .blackhole: return drop(p, .blackhole, rx: rx)

@@ -321,6 +321,13 @@ struct IPv6ForwardingTests {
         #expect(f.packets == 2 && f.bytes == 2 * UInt64(packet.count - 14) && f.interface == wan && f.nextHop == Self.b && f.valid)
         try s.addRoute(IPv6Prefix("2001:db8:98::/48"), via: Self.b, interface: wan)
         #expect(s.flow6List.first?.valid == false, "a routing change makes it stale")
+        // explain route, step by step: the prefixes that hold it, the route, the neighbour, the source.
+        let e = s.explainRoute(IPv6Address("2001:db8:99::5")!, source: L.host)
+        #expect(e.matches.first?.prefix == (try IPv6Prefix("2001:db8:99::/48")) && e.matches.first?.withdrawn == [false])
+        #expect(e.chosen?.nextHop == Self.b && e.chosen?.interface == wan && e.nextHop == Self.b && e.egressMTU == 1500)
+        #expect(e.neighbor?.mac == Self.bMAC && e.flow?.destination == IPv6Address("2001:db8:99::5")!)
+        #expect(e.source == IPv6Address("2001:db8:2::1") && e.sourceReason != nil)
+        #expect(s.explainRoute(IPv6Address("2001:db8:77::1")!).chosen == nil, "no route: nothing chosen")
         #expect(s.ledger.balanced, "\(s.ledger.violations)")
     }
 

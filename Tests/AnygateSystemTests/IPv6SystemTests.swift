@@ -171,6 +171,10 @@ struct IPv6SystemTests {
         #expect(sh("ip -n \(nsB) link set lo up").status == 0 && sh("ip -n \(nsB) addr add 2001:db8:99::5/128 dev lo").status == 0)
         let behind = sh("ip netns exec \(nsA) ping -6 -c 3 -i 0.2 -W 2 2001:db8:99::5", timeout: 20)
         #expect(behind.status == 0 && behind.output.contains(" 0% packet loss"), "\(behind.output)\n\(ctl("show routes").output)")
+        // explain route takes IPv6 as it takes IPv4.
+        let explainedRoute = try JSONDecoder().decode(ExplainRouteInfo.self, from: Data(ctl("--json explain route 2001:db8:99::5").output.utf8))
+        #expect(explainedRoute.chosen?.nextHop == "2001:db8:2::2" && explainedRoute.chosen?.interface == "lan1")
+        #expect(explainedRoute.neighbor?.mac != nil && explainedRoute.sourceAddress == "2001:db8:2::1", "\(ctl("explain route 2001:db8:99::5").output)")
 
         // 20 MB A -> B over TCP (TSO6 super-frames from A's TAP), checksummed at both ends.
         let src = dir + "/data.bin", dst = dir + "/recv.bin"
