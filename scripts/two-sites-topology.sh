@@ -73,6 +73,7 @@ YAML
     key: 6
     mss-clamp: auto
     addresses: [172.16.6.$1/30]
+    ipv6: {addresses: ["fd00:66::$1/64"]}
 YAML
         local routes=""
         [ "${BACKEND:-stack}" = stack ] && routes="$routes  - {to: 0.0.0.0/0, via: $7}

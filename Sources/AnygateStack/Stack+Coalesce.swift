@@ -5,9 +5,10 @@ import AnygateWire
 /// flow in it are merged into one super-frame, so the port writes one frame
 /// (and the host's TCP receives one) where it would have written dozens.
 ///
-/// Merged only when: IPv4 without options or fragments, TCP with only ACK
-/// (PSH allowed on the last), the same addresses, ports, TOS, TTL, DF,
-/// acknowledgment, window and options, contiguous sequence numbers, every
+/// Merged only when: IPv4 without options or fragments, or IPv6 without
+/// extension headers; TCP with only ACK (PSH allowed on the last), the same
+/// addresses, ports, TOS, TTL, DF (IPv6: traffic class, flow label, hop
+/// limit), acknowledgment, window and options, contiguous sequence numbers, every
 /// segment but the last a full segment, and **each segment's checksum
 /// verified** — GRE carries no integrity check of its own, and a merged
 /// super-frame goes out with a partial checksum that the receiver would
@@ -96,9 +97,13 @@ extension Stack {
         }
         let ip = dst.tail(from: EthernetFrame.headerLength)
         let ipLength = length - EthernetFrame.headerLength
-        ip.setBE16(2, UInt16(ipLength))
-        ip.setBE16(10, 0)
-        ip.setBE16(10, InternetChecksum.checksum(ip.slice(0, 20)))
+        if run.headView.layout.isIPv6 {
+            ip.setBE16(IPv6Packet.Field.payloadLength, UInt16(ipLength - IPv6Packet.headerLength))
+        } else {
+            ip.setBE16(2, UInt16(ipLength))
+            ip.setBE16(10, 0)
+            ip.setBE16(10, InternetChecksum.checksum(ip.slice(0, 20)))
+        }
         let tcp = run.tcp
         dst.setBE8(tcp + 13, dst.be8(tcp + 13) | psh)
         // Partial, as a NIC would leave it.
@@ -113,7 +118,7 @@ extension Stack {
     }
 }
 
-/// An Ethernet/IPv4/TCP segment a run may take, read once.
+/// An Ethernet/IPv4/TCP or Ethernet/IPv6/TCP segment a run may take, read once.
 struct TCPSegmentView {
     var bytes: UnsafeMutableRawBufferPointer
     var payloadLength: Int
@@ -130,28 +135,42 @@ struct TCPSegmentView {
         layout = Segmentation.Layout(network: 0, ipHeaderLength: 0, transportHeaderLength: 0, isIPv6: false, isTCP: true, payloadLength: 0)
     }
 
-    static let tcp = EthernetFrame.headerLength + 20
-
     init?(_ b: UnsafeMutableRawBufferPointer, handle p: PacketHandle) {
-        let t = TCPSegmentView.tcp
-        guard p.segmentSize == 0, p.offload & PacketHandle.checksumPartial == 0, b.count >= t + 20,
-              b.be16(12) == EtherType.ipv4.rawValue, b.be8(14) == 0x45, b.be8(14 + 9) == IPProtocol.tcp.rawValue,
-              b.be16(14 + 6) & 0x3FFF == 0 else { return nil }
-        let ipLength = Int(b.be16(14 + 2))
+        guard p.segmentSize == 0, p.offload & PacketHandle.checksumPartial == 0, b.count >= EthernetFrame.headerLength + 40 else {
+            return nil
+        }
+        let ipHeader: Int, ipLength: Int, isIPv6: Bool
+        switch b.be16(12) {
+        case EtherType.ipv4.rawValue:
+            guard b.be8(14) == 0x45, b.be8(14 + 9) == IPProtocol.tcp.rawValue, b.be16(14 + 6) & 0x3FFF == 0 else { return nil }
+            ipHeader = 20; ipLength = Int(b.be16(14 + 2)); isIPv6 = false
+        case EtherType.ipv6.rawValue:
+            // TCP right after the IPv6 header (no extension headers).
+            guard b.be8(14) >> 4 == 6, b.be8(14 + IPv6Packet.Field.nextHeader) == IPProtocol.tcp.rawValue,
+                  b.count >= EthernetFrame.headerLength + 60 else { return nil }
+            ipHeader = IPv6Packet.headerLength; ipLength = IPv6Packet.headerLength + Int(b.be16(14 + IPv6Packet.Field.payloadLength))
+            isIPv6 = true
+        default:
+            return nil
+        }
+        let t = EthernetFrame.headerLength + ipHeader
         let tcpHeader = Int(b.be8(t + 12) >> 4) * 4
-        guard tcpHeader >= 20, EthernetFrame.headerLength + ipLength == b.count, ipLength >= 20 + tcpHeader else { return nil }
+        guard tcpHeader >= 20, EthernetFrame.headerLength + ipLength == b.count, ipLength >= ipHeader + tcpHeader else { return nil }
         let flags = b.be8(t + 13)
         // ACK, and PSH; nothing that changes the connection's state.
         guard flags & ~UInt8(0x18) == 0, flags & 0x10 != 0 else { return nil }
         bytes = b
-        payloadLength = ipLength - 20 - tcpHeader
+        payloadLength = ipLength - ipHeader - tcpHeader
         guard payloadLength > 0 else { return nil }
         sequence = b.be32(t + 4)
         self.flags = flags
-        layout = Segmentation.Layout(network: EthernetFrame.headerLength, ipHeaderLength: 20, transportHeaderLength: tcpHeader,
-                                     isIPv6: false, isTCP: true, payloadLength: payloadLength)
+        layout = Segmentation.Layout(network: EthernetFrame.headerLength, ipHeaderLength: ipHeader, transportHeaderLength: tcpHeader,
+                                     isIPv6: isIPv6, isTCP: true, payloadLength: payloadLength)
         needsCheck = p.offload & PacketHandle.checksumVerified == 0
     }
+
+    /// Where the TCP header starts.
+    var tcp: Int { EthernetFrame.headerLength + layout.ipHeaderLength }
 
     /// Whether its TCP checksum is right (or the device said so).
     var checksumValid: Bool { !needsCheck || Segmentation.verifiesChecksum(bytes, layout: layout) }
@@ -175,12 +194,16 @@ struct CoalesceRun {
     /// The first segment, and whether its checksum was found right.
     var headView = TCPSegmentView.empty
     var headVerified = false
-    let tcp = TCPSegmentView.tcp
+    /// Where the TCP header starts in this run's frames.
+    var tcp = 0
 
-    /// Whether `s` belongs to this run's flow (addresses and ports).
+    /// Whether `s` belongs to this run's flow (family, addresses and ports).
     func sameFlow(_ s: TCPSegmentView) -> Bool {
-        guard let h = head else { return false }
+        guard let h = head, s.tcp == tcp else { return false }
         let b = s.bytes
+        if s.layout.isIPv6 {
+            return b.slice(22, 32).elementsEqual(h.slice(22, 32)) && b.be32(tcp) == h.be32(tcp)
+        }
         return b.be32(26) == h.be32(26) && b.be32(30) == h.be32(30) && b.be32(tcp) == h.be32(tcp)
     }
 
@@ -195,6 +218,7 @@ struct CoalesceRun {
         lastPayload = s.payloadLength
         head = s.bytes
         headView = s
+        tcp = s.tcp
         headVerified = !s.needsCheck
     }
 
@@ -205,9 +229,15 @@ struct CoalesceRun {
               lastFlags & 0x08 == 0, lastPayload == segmentSize, s.payloadLength <= segmentSize,
               totalLength + s.payloadLength <= min(pool.superFrameDataCapacity, EthernetFrame.headerLength + 65535) else { return false }
         let b = s.bytes
-        // Ethernet header; IP TOS, DF, TTL, protocol, addresses.
-        guard b.slice(0, 14).elementsEqual(h.slice(0, 14)), b.be8(15) == h.be8(15), b.be16(20) == h.be16(20),
-              b.be16(22) == h.be16(22), b.slice(26, 8).elementsEqual(h.slice(26, 8)) else { return false }
+        guard s.tcp == tcp, b.slice(0, 14).elementsEqual(h.slice(0, 14)) else { return false }
+        if s.layout.isIPv6 {
+            // Version, traffic class and flow label; next header and hop limit; addresses.
+            guard b.be32(14) == h.be32(14), b.be16(20) == h.be16(20), b.slice(22, 32).elementsEqual(h.slice(22, 32)) else { return false }
+        } else {
+            // IP TOS, DF, TTL, protocol, addresses.
+            guard b.be8(15) == h.be8(15), b.be16(20) == h.be16(20), b.be16(22) == h.be16(22),
+                  b.slice(26, 8).elementsEqual(h.slice(26, 8)) else { return false }
+        }
         // TCP ports; acknowledgment, header length, window; options.
         let t = tcp
         return b.slice(t, 4).elementsEqual(h.slice(t, 4)) && b.slice(t + 8, 5).elementsEqual(h.slice(t + 8, 5))

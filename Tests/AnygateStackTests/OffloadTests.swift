@@ -185,6 +185,39 @@ struct OffloadTests {
         #expect(!SegmentationTests.transportChecksumOK(toB[1]), "passed on with its bad checksum, for B to drop")
     }
 
+    @Test("IPv6 through the tunnel: the super-frame is cut before GRE, and B's port gets the segments merged into one super-frame again")
+    func coalescing6() throws {
+        let s = try TwoSites(superFrames: 8, ipv6: true)
+        try s.gw1.setOffloads(s.gw1Lan, true)
+        try s.gw2.setOffloads(s.gw2Lan, true)
+        // B known to GW2 (its first packet resolves it; the merge needs the frames to leave together).
+        let server = try s.b.openSocket(.udp)
+        try s.b.bind(server, address: .v6(TwoSites.b6), port: 9)
+        let client = try s.a.openSocket(.udp)
+        try s.a.connect(client, to: .v6(TwoSites.b6), port: 9)
+        try s.a.socketSend(client, try #require(s.net.pool.make(copying: [1, 2, 3])))
+        s.net.run()
+        if let d = s.b.socketReceive(server) { s.net.pool.free(d.packet) }
+        s.a.closeSocket(client); s.b.closeSocket(server)
+        var toB: [[UInt8]] = [], greSeen = 0
+        let (gw1Wan, gw2Lan) = (s.gw1Wan, s.gw2Lan)
+        s.net.observer = { from, _, f in
+            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 47 { greSeen += 1 }
+            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x86DD && f[14 + 6] == 6 { toB.append(Array(f[14...])) }
+        }
+        let eth = EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: .ipv6)
+        var header = [UInt8](repeating: 0, count: 14)
+        header.withUnsafeMutableBytes { eth.emit(into: $0) }
+        let packet = SegmentationTests.tcp6SuperFrame(payload: 10_000)
+        s.net.inject(header + packet, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
+        #expect(greSeen == 8, "8 segments of 1400 crossed the tunnel")
+        try #require(toB.count == 1, "\(toB.map(\.count))")
+        #expect(toB[0].count == 72 + 10_000 && Array(toB[0][72...]) == Array(packet[72...]))
+        #expect(toB[0][7] == 62, "hop limit: one less at each gateway")
+        #expect(Self.completesToValid(toB[0]))
+        #expect(s.gw2.counters.coalescedSegments == 8 && s.gw2.counters.coalescedFrames == 1)
+    }
+
     @Test("GRE-in-UDP into an underlay with offloads: the segments travel as one UDP super-frame, cut into datagrams on arrival and merged again for B")
     func udpSuperFramesThroughTunnel() throws {
         let s = try TwoSites(encapsulation: .greInUDP, superFrames: 16)

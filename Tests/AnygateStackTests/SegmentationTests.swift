@@ -51,6 +51,21 @@ struct SegmentationTests {
         return p
     }
 
+    /// The same as an IPv6 packet from 2001:db8:1::2 to 2001:db8:2::2.
+    static func tcp6SuperFrame(payload: Int, flags: UInt8 = 0x18) -> [UInt8] {
+        let v4 = tcpSuperFrame(payload: payload, flags: flags)
+        let tcpLength = 32 + payload
+        var p = [UInt8](repeating: 0, count: 40)
+        let source = IPv6Address("2001:db8:1::2")!, destination = IPv6Address("2001:db8:2::2")!
+        p.withUnsafeMutableBytes { IPv6Repr(source: source, destination: destination, nextHeader: .tcp, payloadLength: tcpLength).emit(into: $0) }
+        p += v4[20...]
+        var pseudo = Array(p[8..<40])
+        pseudo += [UInt8(tcpLength >> 24), UInt8((tcpLength >> 16) & 0xFF), UInt8((tcpLength >> 8) & 0xFF), UInt8(tcpLength & 0xFF), 0, 0, 0, 6]
+        let partial = UInt16(referenceSum(pseudo))
+        p[40 + 16] = UInt8(partial >> 8); p[40 + 17] = UInt8(partial & 0xFF)
+        return p
+    }
+
     @Test("a TCP super-frame cut at 1448: lengths, IDs, sequence numbers, flags, and checksums an independent sum accepts")
     func tcpSegments() throws {
         var frame = Self.tcpSuperFrame(payload: 4000)
