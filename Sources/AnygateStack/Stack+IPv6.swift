@@ -233,6 +233,8 @@ extension Stack {
     /// reassembly, then ICMPv6 here and the rest to the sockets.
     func localInput6(_ packet: PacketHandle, chain: IPv6HeaderChain, rx: InterfaceIndex) {
         var p = packet
+        // A UDP super-frame (GRE-in-UDP taken whole by an underlay port): its datagrams one by one.
+        if _slowPath(p.segmentSize != 0) { return localInputUnbundled(p, rx: rx, broadcast: false) }
         if let f = chain.fragment {
             hot.pointee.counters.fragmentsReceived += 1
             // Only a fragment header right after the IPv6 header is reassembled.

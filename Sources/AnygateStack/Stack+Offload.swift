@@ -96,19 +96,28 @@ extension Stack {
     /// takes offloads: the inner super-frame's segments, each behind its GRE
     /// header, are laid end to end as the payload of UDP super-frames (UDP
     /// segmentation offload: every chunk one datagram), so the underlay
-    /// carries a few large frames and the next device cuts them. False when
-    /// this does not apply (the caller cuts the inner packet itself).
+    /// carries a few large frames and the next device cuts them. Either
+    /// family inside, either underlay. False when this does not apply (the
+    /// caller cuts the inner packet itself).
     func tunnelOutputAsUDPSuperFrames(_ t: Int, _ p: PacketHandle, interface out: InterfaceIndex) -> Bool {
         let st = tunnelStates + t
-        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp, !st.pointee.underlay6, tunnelConfigs[t]?.backend == .stack,
-              pool.bytes(p).be8(0) >> 4 == 4,
-              let under = fibView.pointee.lookup(st.pointee.remote.rawValue), ifs[Int(under.pointee.interface)].offloads,
-              ifs[Int(under.pointee.interface)].tunnel < 0 else { return false }
+        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp, tunnelConfigs[t]?.backend == .stack else { return false }
+        let underlay: Int
+        if st.pointee.underlay6 {
+            guard let r = fib6View.pointee.lookup(st.pointee.remote6) else { return false }
+            underlay = Int(r.pointee.interface)
+        } else {
+            guard let r = fibView.pointee.lookup(st.pointee.remote.rawValue) else { return false }
+            underlay = Int(r.pointee.interface)
+        }
+        guard ifs[underlay].offloads, ifs[underlay].tunnel < 0 else { return false }
         let bytes = pool.bytes(p)
         guard let l = Segmentation.layout(bytes, network: 0) else { return false }
+        let inner6 = l.isIPv6
+        let type: EtherType = inner6 ? .ipv6 : .ipv4
         let size = Int(p.segmentSize)
         let key = st.pointee.key, sequenced = st.pointee.sequence
-        let greLength = GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? 0 : nil).headerLength
+        let greLength = GRERepr(protocolType: type, key: key, sequence: sequenced ? 0 : nil).headerLength
         let chunk = greLength + l.headersLength + size
         // A UDP payload holds at most 65 507 bytes; the kernel cuts at most 64 datagrams from one.
         let perFrame = min(64, (65_507 - UDPDatagram.headerLength) / chunk)
@@ -116,9 +125,15 @@ extension Stack {
         let n = Segmentation.segmentCount(l, segmentSize: size)
         // Every buffer it needs, or none of this (the caller cuts it the ordinary way).
         guard pool.superFramesAvailable >= (n + perFrame - 1) / perFrame else { return false }
-        let inner = IPv4Packet(unchecked: bytes)
-        let innerTTL = inner.ttl, innerTOS = inner.tos
-        let sourcePort: UInt16 = 49152 | UInt16(truncatingIfNeeded: Stack.flowHash(inner)) & 0x3FFF
+        let innerTTL: UInt8, innerTOS: UInt8, hash: UInt32
+        if inner6 {
+            let inner = IPv6Packet(unchecked: bytes)
+            innerTTL = inner.hopLimit; innerTOS = inner.trafficClass; hash = Stack.flowHash6(inner)
+        } else {
+            let inner = IPv4Packet(unchecked: bytes)
+            innerTTL = inner.ttl; innerTOS = inner.tos; hash = Stack.flowHash(inner)
+        }
+        let sourcePort: UInt16 = 49152 | UInt16(truncatingIfNeeded: hash) & 0x3FFF
         let outerTOS = (st.pointee.tos ?? innerTOS) & 0xFC | innerTOS & 3
         // The inner super-frame goes into the tunnel.
         ifs[out].counters.txPackets &+= 1
@@ -131,7 +146,7 @@ extension Stack {
             var at = 0
             let area = pool.buffer(q).tail(from: Int(q.offset))
             for j in k..<(k + count) {
-                GRERepr(protocolType: .ipv4, key: key, sequence: sequenced ? st.pointee.txSequence : nil).emit(into: area.tail(from: at))
+                GRERepr(protocolType: type, key: key, sequence: sequenced ? st.pointee.txSequence : nil).emit(into: area.tail(from: at))
                 if sequenced { st.pointee.txSequence &+= 1 }
                 let length = Segmentation.writeSegment(j, of: bytes, layout: l, segmentSize: size, into: area.tail(from: at + greLength))
                 at += greLength + length
@@ -142,7 +157,8 @@ extension Stack {
             st.pointee.counters.txPackets &+= UInt64(count)
             st.pointee.counters.txBytes &+= UInt64(at - count * greLength)
             do {
-                try socketSend(st.pointee.socket, q, ttl: st.pointee.ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort)
+                try socketSend(st.pointee.socket, q, ttl: st.pointee.ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort,
+                               flowHash: hash)
             } catch {
                 st.pointee.counters.sendErrors &+= 1
             }
@@ -175,7 +191,16 @@ extension Stack {
             pool.setLength(&s, length)
             s.offload = PacketHandle.checksumVerified  // each checksum was just computed here
             hot.pointee.counters.unbundledPackets &+= 1
-            localInput(s, rx: rx, broadcast: broadcast)
+            if l.isIPv6 {
+                // No extension headers (the layout has none): the chain is the UDP header.
+                guard let chain = try? IPv6HeaderChain(walking: IPv6Packet(unchecked: pool.bytes(s))) else {
+                    drop(s, .ipv6HeaderChain, rx: rx)
+                    continue
+                }
+                localInput6(s, chain: chain, rx: rx)
+            } else {
+                localInput(s, rx: rx, broadcast: broadcast)
+            }
         }
         pool.free(p)
     }

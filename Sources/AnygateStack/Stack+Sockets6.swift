@@ -50,10 +50,18 @@ extension Stack {
                 drop(payload, .headroomExhausted, side: .output)
                 throw .poolExhausted
             }
-            // Over IPv6 the UDP checksum is always computed (RFC 8200 section 8.1).
-            UDPRepr(sourcePort: sourcePort ?? socketTable[k].localPort, destinationPort: socketTable[k].remotePort,
-                    payloadLength: Int(payload.length))
-                .emit(into: pool.bytes(packet), source: source, destination: remote)
+            // Over IPv6 the UDP checksum is always computed (RFC 8200 section 8.1)...
+            let udp = UDPRepr(sourcePort: sourcePort ?? socketTable[k].localPort, destinationPort: socketTable[k].remotePort,
+                              payloadLength: Int(payload.length))
+            if packet.segmentSize == 0 {
+                udp.emit(into: pool.bytes(packet), source: source, destination: remote)
+            } else {
+                // ...but a UDP super-frame's is left partial for the device that cuts it.
+                let b = pool.bytes(packet)
+                b.setBE16(0, udp.sourcePort); b.setBE16(2, udp.destinationPort); b.setBE16(4, UInt16(truncatingIfNeeded: packet.length))
+                let pseudo = InternetChecksum.pseudoHeaderSum(source: source, destination: remote, nextHeader: .udp, length: Int(packet.length))
+                b.setBE16(6, InternetChecksum.fold(pseudo))
+            }
             proto = .udp
         case .raw(let pr):
             proto = pr
@@ -76,8 +84,11 @@ extension Stack {
         }
         let nextHop = route.kind == .gateway ? route.gateway : remote
         let mtu = ifs[out].mtu
-        if Int(packet.length) > mtu {
-            guard fragmentable || !socketTable[k].dontFragment else {
+        // A super-frame is measured by its segments.
+        let size = packet.segmentSize != 0 ? segmentLength(packet) ?? Int(packet.length) : Int(packet.length)
+        if size > mtu {
+            // A super-frame's segments are never fragmented (its device cuts it whole).
+            guard packet.segmentSize == 0, fragmentable || !socketTable[k].dontFragment else {
                 socketTable[k].counters.sendErrors &+= 1
                 drop(packet, .fragmentationNeeded, tx: out)
                 throw .tooBig(mtu: mtu)
@@ -133,8 +144,18 @@ extension Stack {
         let upper = pool.bytes(p).slice(offset, IPv6Packet.headerLength + ip.payloadLength - offset)
         if chain.upperLayer == .udp {
             let udp: UDPDatagram
-            do { udp = try UDPDatagram(validating: upper, source: source, destination: destination) } catch {
-                return drop(p, error == .badChecksum ? .udpBadChecksum : .udpMalformed, rx: rx)
+            if p.offload == 0 {
+                do { udp = try UDPDatagram(validating: upper, source: source, destination: destination) } catch {
+                    return drop(p, error == .badChecksum ? .udpBadChecksum : .udpMalformed, rx: rx)
+                }
+            } else {
+                // A checksum the device verified, or left partial (a datagram the
+                // host's own stack or the next device has yet to complete), is not
+                // checked again, as over IPv4; the lengths still are.
+                udp = UDPDatagram(unchecked: upper)
+                guard upper.count >= UDPDatagram.headerLength, udp.length >= UDPDatagram.headerLength, udp.length <= upper.count else {
+                    return drop(p, .udpMalformed, rx: rx)
+                }
             }
             guard let k = demux6(.udp, destination: destination, destinationPort: udp.destinationPort, source: source,
                                  sourcePort: udp.sourcePort) else {

@@ -249,6 +249,47 @@ struct OffloadTests {
         #expect(underlay.count == 8 && toB.count == 1)
     }
 
+    @Test("GRE-in-UDP super-frames with IPv6 inside, over an IPv6 underlay, or both: one UDP frame on the underlay, cut on arrival, merged for B",
+          arguments: [(false, true), (true, false), (true, true)])
+    func udpSuperFrames6(_ inner6: Bool, _ underlay6: Bool) throws {
+        let s = try TwoSites(encapsulation: .greInUDP, superFrames: 16, underlay6: underlay6, ipv6: true)
+        // Warm up both families end to end (neighbours on every link).
+        try s.a.ping(IPv4Address(10, 2, 0, 2))
+        try s.b.ping(IPv4Address(10, 1, 0, 2))
+        let server = try s.b.openSocket(.udp)
+        try s.b.bind(server, address: .v6(TwoSites.b6), port: 9)
+        let client = try s.a.openSocket(.udp)
+        try s.a.connect(client, to: .v6(TwoSites.b6), port: 9)
+        try s.a.socketSend(client, try #require(s.net.pool.make(copying: [1, 2, 3])))
+        s.net.run()
+        if let d = s.b.socketReceive(server) { s.net.pool.free(d.packet) }
+        s.a.closeSocket(client); s.b.closeSocket(server)
+        for (st, i) in [(s.gw1, s.gw1Lan), (s.gw1, s.gw1Wan), (s.gw2, s.gw2Wan), (s.gw2, s.gw2Lan)] { try st.setOffloads(i, true) }
+        var underlay: [[UInt8]] = [], toB: [[UInt8]] = []
+        let (gw1Wan, gw2Lan) = (s.gw1Wan, s.gw2Lan)
+        let outerType: UInt16 = underlay6 ? 0x86DD : 0x0800, innerType: UInt16 = inner6 ? 0x86DD : 0x0800
+        s.net.observer = { from, _, f in
+            let udp = underlay6 ? f[14 + 6] == 17 : f[14 + 9] == 17
+            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == outerType && udp { underlay.append(Array(f)) }
+            let tcp = inner6 ? f[14 + 6] == 6 : f[14 + 9] == 6
+            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == innerType && tcp { toB.append(Array(f[14...])) }
+        }
+        var eth = [UInt8](repeating: 0, count: 14)
+        eth.withUnsafeMutableBytes {
+            EthernetRepr(destination: s.gw1.status(s.gw1Lan).mac, source: s.a.status(0).mac, etherType: inner6 ? .ipv6 : .ipv4).emit(into: $0)
+        }
+        let packet = inner6 ? SegmentationTests.tcp6SuperFrame(payload: 10_000) : SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)
+        let headers = inner6 ? 72 : 52
+        s.net.inject(eth + packet, into: s.gw1, on: s.gw1Lan, segmentSize: 1300, offload: PacketHandle.checksumPartial)
+        // One UDP frame: 8 chunks of GRE (key: 8 bytes) + the inner headers + up to 1300 bytes.
+        try #require(underlay.count == 1, "\(underlay.map(\.count))")
+        #expect(underlay[0].count == 14 + (underlay6 ? 40 : 20) + 8 + 8 * (8 + headers) + 10_000)
+        #expect(s.gw2.counters.unbundled == 1 && s.gw2.counters.unbundledPackets == 8)
+        try #require(toB.count == 1, "\(toB.map(\.count))")
+        #expect(Array(toB[0][headers...]) == Array(packet[headers...]))
+        #expect(Self.completesToValid(toB[0]))
+    }
+
     @Test("a super-frame asking to be cut into hundreds of tiny segments is dropped with its reason, not multiplied")
     func tinySegments() throws {
         let t = try Topology(superFrames: 8)
