@@ -245,7 +245,10 @@ public final class NetlinkMonitor {
             guard len >= 0, len <= 128 else { return nil }
             let address = IPv6InterfaceAddress(address: a, prefixLength: len)
             let index = Int32(rtnl_addr_get_ifindex(obj))
-            return removed ? .address6Removed(index: index, address: address) : .address6Added(index: index, address: address)
+            // The host's own DAD decides: an address it is still checking, or
+            // found duplicated, is not the stack's to use (it comes with the change that ends the check).
+            let unusable = UInt32(rtnl_addr_get_flags(obj)) & (ag_IFA_F_TENTATIVE | ag_IFA_F_DADFAILED) != 0
+            return removed || unusable ? .address6Removed(index: index, address: address) : .address6Added(index: index, address: address)
         case "route/addr":
             guard rtnl_addr_get_family(obj) == AF_INET, let a = ipv4(rtnl_addr_get_local(obj)) else { return nil }
             let len = Int(rtnl_addr_get_prefixlen(obj))

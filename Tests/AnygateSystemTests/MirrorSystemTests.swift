@@ -117,6 +117,13 @@ struct MirrorSystemTests {
         within1s("IPv6 neighbour") {
             (json("neighbors", [NeighborInfo].self) ?? []).contains { $0.address == "2001:db8:5::77" && $0.mac == "02:00:00:00:99:06" }
         }
+        // An address the host is still checking (its own DAD, about a second) is not the stack's until the host is done.
+        #expect(sh("ip -n \(ns.m) addr add 2001:db8:5::20/64 dev \(p)-m0").status == 0)
+        usleep(300_000)
+        #expect(sh("ip -n \(ns.m) -6 addr show dev \(p)-m0").output.contains("tentative") == true
+                    ? !(wan()?.addresses.map(\.address) ?? []).contains("2001:db8:5::20/64") : true, "tentative on the host, not in the stack")
+        #expect(DaemonProcess.wait(seconds: 5) { (wan()?.addresses.map(\.address) ?? []).contains("2001:db8:5::20/64") },
+                "after the host's DAD: \(wan()?.addresses.map(\.address) ?? [])")
         #expect(sh("ip -n \(ns.m) addr del 2001:db8:5::10/64 dev \(p)-m0").status == 0)
         within1s("IPv6 address del") { !(wan()?.addresses.map(\.address) ?? []).contains("2001:db8:5::10/64") }
 
