@@ -25,7 +25,7 @@ struct IPv6SystemTests {
     var nsS: String { p + "S" }
 
     /// Two links, both IPv6: A on lan0, B on lan1.
-    func routerConfig(advertise: Bool = false, workers: Int = 1) -> String {
+    func routerConfig(advertise: Bool = false, workers: Int = 1, lan1MTU: Int = 1500) -> String {
         """
         control: {socket: \(socket)}
         state: {directory: \(dir)/state}
@@ -36,6 +36,7 @@ struct IPv6SystemTests {
             ipv6: {addresses: [2001:db8:1::1/64]\(advertise ? ", router-advertisements: {interval: 30s, mtu: 1500}" : "")}
           - name: lan1
             attach: {tap: \(p)-tb}
+            mtu: \(lan1MTU)
             ipv6: {addresses: [2001:db8:2::1/64]}
         routes:
           - {to: 2001:db8:99::/48, via: 2001:db8:2::2, interface: lan1}
@@ -147,12 +148,14 @@ struct IPv6SystemTests {
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
 
-    @Test("the gateway forwards IPv6 between two Linux hosts: ping6, 20 MB over TCP checksummed, hop limit, no route")
+    @Test("the gateway forwards IPv6 between a Linux host and a Linux router, both learnt by ND alone: ping6, 20 MB over TCP checksummed, hop limit, no route")
     func forwarding() throws {
         defer { tearDown() }
         try makeNamespaces([nsA, nsB, nsR])
         let daemon = try startDaemon(routerConfig())
         defer { _ = daemon.stop() }
+        // B is a Linux router (forwarding on: its advertisements carry the router flag) for 2001:db8:99::/48.
+        try #require(sh("ip netns exec \(nsB) sysctl -qw net.ipv6.conf.all.forwarding=1").status == 0)
         for (n, tap, address, gateway) in [(nsA, "\(p)-ta", "2001:db8:1::2/64", "2001:db8:1::1"), (nsB, "\(p)-tb", "2001:db8:2::2/64", "2001:db8:2::1")] {
             for s in ["ip -n \(nsR) link set \(tap) netns \(n)",
                       "ip netns exec \(n) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
@@ -269,6 +272,49 @@ struct IPv6SystemTests {
         let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
         #expect(sums.count == 2 && sums[0] == sums[1], "20 MB A -> B: checksums differ")
         let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+    }
+
+    @Test("path MTU discovery across the gateway's 1400-byte link: Linux gets packet too big, lowers its path MTU, and a 5 MB DF transfer converges intact")
+    func packetTooBig() throws {
+        defer { tearDown() }
+        try makeNamespaces([nsA, nsB, nsR])
+        let daemon = try startDaemon(routerConfig(lan1MTU: 1400))
+        defer { _ = daemon.stop() }
+        // B's own link says 1500: it offers A a full-size MSS, so A's segments
+        // are too big for the gateway's 1400-byte egress (IPv6 routers never fragment).
+        for (n, tap, address, gateway) in [(nsA, "\(p)-ta", "2001:db8:1::2/64", "2001:db8:1::1"), (nsB, "\(p)-tb", "2001:db8:2::2/64", "2001:db8:2::1")] {
+            for s in ["ip -n \(nsR) link set \(tap) netns \(n)",
+                      "ip netns exec \(n) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+                      "ip -n \(n) link set \(tap) mtu 1500",
+                      "ip -n \(n) addr add \(address) dev \(tap) nodad", "ip -n \(n) link set \(tap) up",
+                      "ip -n \(n) -6 route add default via \(gateway)"] {
+                try #require(sh(s).status == 0, "\(s)")
+            }
+        }
+        // One packet too big: 1452 bytes of ping with DF (IPv6 is always DF) gets the gateway's answer.
+        let big = sh("ip netns exec \(nsA) ping -6 -c 1 -s 1452 -W 2 2001:db8:2::2", timeout: 10).output
+        #expect(big.contains("Packet too big") && big.contains("mtu=1400"), "\(big)\n\(daemon.log)")
+        let route = sh("ip -n \(nsA) -6 route get 2001:db8:2::2").output
+        #expect(route.contains("mtu 1400"), "A cached the path MTU: \(route)")
+        let fits = sh("ip netns exec \(nsA) ping -6 -c 2 -i 0.2 -s 1352 -W 2 2001:db8:2::2", timeout: 10)
+        #expect(fits.status == 0 && fits.output.contains(" 0% packet loss"), "1400 bytes fit: \(fits.output)")
+        // A TCP transfer started afresh (new flow, full-size MSS from B) converges: every byte arrives.
+        sh("ip -n \(nsA) -6 route flush cache")
+        let src = dir + "/data.bin", dst = dir + "/recv.bin"
+        sh("head -c 5000000 /dev/urandom > \(src)")
+        let listener = try Shell.spawn("exec ip netns exec \(nsB) timeout 60 nc -6 -l -N 2001:db8:2::2 5001", output: dst)
+        defer { if listener.isRunning { listener.terminate() } }
+        #expect(DaemonProcess.wait(seconds: 10) { sh("ip netns exec \(nsB) ss -ltn").output.contains("5001") })
+        let send = sh("ip netns exec \(nsA) timeout 60 nc -6 -N 2001:db8:2::2 5001 < \(src)", timeout: 70)
+        #expect(send.status == 0, "\(send.output)")
+        _ = DaemonProcess.wait(seconds: 30) { !listener.isRunning }
+        let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+        #expect(sums.count == 2 && sums[0] == sums[1], "5 MB through the 1400-byte link: checksums differ")
+        #expect(sh("ip -n \(nsA) -6 route get 2001:db8:2::2").output.contains("mtu 1400"))
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(ctl("--json show stats").output.utf8))
+        #expect((stats.counters["icmpErrorsSent"] ?? 0) >= 2 && (stats.drops["fragmentation-needed"] ?? 0) >= 2,
+                "packet too big for the ping and for the transfer: \(stats.counters["icmpErrorsSent"] ?? 0)")
         #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
     }
 
