@@ -14,7 +14,8 @@ public import AnygateWire
 /// timeout is stale. Only
 /// packets without extension headers are cached, and only towards a
 /// neighbour that is REACHABLE (a STALE one takes the slow path, which
-/// re-probes it).
+/// re-probes it) or into a live tunnel (`tunnel` ≥ 0: valid while the
+/// tunnel's generation holds, as in IPv4's ipflow).
 @usableFromInline
 struct Flow6Table {
     @usableFromInline
@@ -26,7 +27,10 @@ struct Flow6Table {
         @usableFromInline var valid = false
         @usableFromInline var out: Int32 = 0
         @usableFromInline var neighbor: UInt32 = 0
+        /// The neighbour's generation, or for a tunnel egress the tunnel's.
         @usableFromInline var neighborGeneration: UInt32 = 0
+        /// The tunnel slot the flow goes into, or -1 (a neighbour on a link).
+        @usableFromInline var tunnel: Int32 = -1
         @usableFromInline var fibGeneration: UInt64 = 0
         @usableFromInline var fib6Generation: UInt64 = 0
         @usableFromInline var lastUsed: Int64 = 0

@@ -321,12 +321,21 @@ extension Stack {
     public var flow6List: [Flow6] {
         flows6.liveIndices.map { i in
             let f = flows6.entries[i]
-            let n = neighbors6.entries[Int(f.neighbor)]
-            let current = f.fibGeneration == fibView.pointee.generation && f.fib6Generation == fib6View.pointee.generation
-                && n.generation == f.neighborGeneration && n.state == .reachable
+            var current = f.fibGeneration == fibView.pointee.generation && f.fib6Generation == fib6View.pointee.generation
                 && hot.pointee.now &- f.lastUsed < configuration.ipflow.idleTimeout.nanoseconds
+            let nextHop: IPv6Address
+            if f.tunnel >= 0 {
+                // Into a tunnel: no neighbour; the destination is reached through it.
+                let st = tunnelStates[Int(f.tunnel)]
+                current = current && st.inUse && st.alive && st.generation == f.neighborGeneration
+                nextHop = f.destination
+            } else {
+                let n = neighbors6.entries[Int(f.neighbor)]
+                current = current && n.generation == f.neighborGeneration && n.state == .reachable
+                nextHop = n.address
+            }
             return Flow6(source: f.source, destination: f.destination, flowLabel: f.flowLabel, interface: Int(f.out),
-                         nextHop: n.address, packets: f.packets, bytes: f.bytes,
+                         nextHop: nextHop, packets: f.packets, bytes: f.bytes,
                          idle: Interval(nanoseconds: hot.pointee.now - f.lastUsed), valid: current)
         }
     }

@@ -353,7 +353,9 @@ extension Stack {
         let label = ip.flowLabel  // read before the packet is handed on
         let length = UInt64(p.length)
         let n = resolveAndSend6(p, out: out, nextHop: nextHop)
-        if cacheable && flows6.capacity > 0 && n != NeighborTable<IPv6Address>.none {
+        if cacheable && flows6.capacity > 0 && ifs[out].tunnel >= 0 {
+            installTunnelFlow6(source, destination, label, out: out, length: length)
+        } else if cacheable && flows6.capacity > 0 && n != NeighborTable<IPv6Address>.none {
             // ip6flow: the next packet of this flow skips all of the above.
             let (e, evicts) = flows6.place(source, destination, label)
             if evicts { hot.pointee.counters.flowsEvicted &+= 1 }
@@ -384,6 +386,7 @@ extension Stack {
             hot.pointee.counters.flowMisses &+= 1
             return false
         }
+        if e.pointee.tunnel >= 0 { return fastForward6IntoTunnel(p, e, total: total, rx: rx) }
         let n = neighbors6.entries + Int(e.pointee.neighbor)
         guard n.pointee.generation == e.pointee.neighborGeneration, n.pointee.state == .reachable else {
             hot.pointee.counters.flowMisses &+= 1
@@ -403,6 +406,56 @@ extension Stack {
         ifs[rx].counters.forwarded &+= 1
         sendFrame(packet, on: out, to: n.pointee.mac, type: .ipv6)
         return true
+    }
+
+    /// ip6flow's tunnel egress (out of line, like IPv4's): the tunnel still
+    /// the one the flow was made for and up, the packet within what the
+    /// tunnel offers IPv6 (at least 1280), then into the encapsulation.
+    @inline(never)
+    func fastForward6IntoTunnel(_ p: PacketHandle, _ e: UnsafeMutablePointer<Flow6Table.Entry>, total: Int, rx: InterfaceIndex) -> Bool {
+        let t = Int(e.pointee.tunnel)
+        let st = tunnelStates + t
+        guard st.pointee.inUse, st.pointee.alive, st.pointee.generation == e.pointee.neighborGeneration else {
+            hot.pointee.counters.flowMisses &+= 1
+            return false
+        }
+        let out = st.pointee.interface
+        guard ifs[out].up else { return false }
+        var packet = p
+        if packet.length > total { pool.setLength(&packet, total) }
+        let size = packet.segmentSize != 0 ? segmentLength(packet) ?? Int(packet.length) : Int(packet.length)
+        guard size <= max(TunnelConfiguration.minimumIPv6MTU, ifs[out].mtu) else { return false }  // the full path answers
+        let ip = IPv6Packet(unchecked: pool.bytes(packet))
+        ip.hopLimit = ip.hopLimit - 1
+        e.pointee.lastUsed = hot.pointee.now
+        e.pointee.packets &+= 1
+        e.pointee.bytes &+= UInt64(packet.length)
+        hot.pointee.counters.flowHits &+= 1
+        hot.pointee.counters.ipForwarded &+= 1
+        ifs[rx].counters.forwarded &+= 1
+        if packet.needsOffload {
+            tunnelOutputWithoutOffloads(t, packet, interface: out)
+            return true
+        }
+        ifs[out].counters.txPackets &+= 1
+        ifs[out].counters.txBytes &+= UInt64(packet.length)
+        tunnelOutput(t, packet)
+        return true
+    }
+
+    /// Remembers a decision into a live tunnel for ip6flow.
+    @inline(never)
+    func installTunnelFlow6(_ source: IPv6Address, _ destination: IPv6Address, _ label: UInt32, out: InterfaceIndex, length: UInt64) {
+        let t = Int(ifs[out].tunnel)
+        let st = tunnelStates + t
+        guard st.pointee.inUse, st.pointee.alive else { return }
+        let (e, evicts) = flows6.place(source, destination, label)
+        if evicts { hot.pointee.counters.flowsEvicted &+= 1 }
+        e.pointee = Flow6Table.Entry(source: source, destination: destination, flowLabel: label, valid: true, out: Int32(out), neighbor: 0,
+                                     neighborGeneration: st.pointee.generation, tunnel: Int32(t),
+                                     fibGeneration: fibView.pointee.generation, fib6Generation: fib6View.pointee.generation,
+                                     lastUsed: hot.pointee.now, packets: 1, bytes: length)
+        hot.pointee.counters.flowsCreated &+= 1
     }
 
     /// Sends an ICMPv6 error about `packet` (RFC 4443 section 2.4): from our

@@ -169,4 +169,34 @@ struct Tunnel6Tests {
         #expect(s.gw1.drops(.fragmentationNeeded) == 1)
         s.checkInvariants()
     }
+
+    @Test("ip6flow into a tunnel: later packets of a flow skip the full path, and the underlay carries the same bytes as without ip6flow",
+          arguments: [false, true])
+    func ip6flowIntoTunnel(_ underlay6: Bool) throws {
+        var off = StackConfiguration()
+        off.ipflow.enabled = false
+        let on = try TwoSites(underlay6: underlay6, ipv6: true), plain = try TwoSites(gw1Configuration: off, underlay6: underlay6, ipv6: true)
+        var frames: [[[UInt8]]] = []
+        for s in [on, plain] {
+            let u = capture(s)
+            for k in 0..<6 {
+                let d = try #require(try udp6(s, "datagram \(k)"))
+                s.net.pool.free(d.packet)
+            }
+            frames.append(u.packets.filter { $0.type == (underlay6 ? 0x86DD : 0x0800) }.map(\.ip))
+        }
+        #expect(!frames[0].isEmpty && frames[0] == frames[1], "the same outer packets, byte for byte")
+        #expect(on.gw1.counters.flowHits >= 5 && plain.gw1.counters.flowHits == 0)
+        let f = try #require(on.gw1.flow6List.first { $0.destination == TwoSites.b6 })
+        #expect(f.interface == on.gw1Tunnel && f.valid && f.packets == 6)
+        // The tunnel's line goes down: the flow is stale and the packet takes the full path (which drops it, counted).
+        let hits = on.gw1.counters.flowHits
+        try on.gw1.setUp(on.gw1Tunnel, false)
+        #expect(try udp6(on, "down") == nil)
+        #expect(on.gw1.counters.flowHits == hits)
+        try on.gw1.setUp(on.gw1Tunnel, true)
+        let d = try #require(try udp6(on, "up again"))
+        on.net.pool.free(d.packet)
+        on.checkInvariants()
+    }
 }
