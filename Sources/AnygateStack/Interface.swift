@@ -18,6 +18,9 @@ struct InterfaceSlot {
     /// (it answers ARP and ICMP for its addresses); the stack forwards
     /// transit traffic and terminates its own sockets' traffic only.
     @usableFromInline var hostOwned = false
+    /// The flow caches missed for a quarter or more of the last batch here:
+    /// the next one's IPv6 lookups run as a batch stage (`warmRoutes6`).
+    var ipv6FlowMisses = false
     /// The reverse-path check on packets arriving here (RFC 3704).
     @usableFromInline var rpf = ReversePathFilter.off
     /// The port takes super-frames and partial checksums (virtio-net offloads).

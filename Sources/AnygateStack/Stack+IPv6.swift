@@ -217,7 +217,7 @@ extension Stack {
         if chain.discardSilently { return drop(p, .ipv6HeaderChain, rx: rx) }
         let source = ip.source, destination = ip.destination
         // One lookup decides: one of our addresses (a local route), or forward.
-        let best = destination.isMulticast ? nil : fib6View.pointee.lookup(destination)
+        let best = destination.isMulticast ? nil : lookup6(destination)
         if let best, best.pointee.kind == .local {
             // A tentative or duplicated address takes nothing in (RFC 4862 section 5.4).
             guard usable6(destination, on: Int(best.pointee.interface)) else { return drop(p, .notForUs, rx: rx) }
@@ -1017,5 +1017,66 @@ extension Stack {
         IPv6Repr(source: .any, destination: destination, nextHeader: .icmpv6, payloadLength: 24, hopLimit: 255).emit(into: b)
         hot.pointee.counters.originated &+= 1
         sendFrame(p, on: out, to: destination.multicastMAC.rawValue, type: .ipv6)
+    }
+}
+
+extension Stack {
+    /// A batch stage before the per-packet path (VPP's way with memory
+    /// latency): the IPv6 FIB lookups of the batch's frames (at most
+    /// `warmBatch`) are walked level by level across the whole batch, so the
+    /// cache misses of many descents overlap instead of following one
+    /// another. The per-packet path takes the result (`lookup6`) when its
+    /// packet is the one looked up and the FIB has not changed since.
+    @inline(never)
+    func warmRoutes6(_ packets: UnsafeBufferPointer<PacketHandle>) {
+        hot.pointee.warmGeneration = fib6View.pointee.generation
+        let view = fib6View.pointee
+        let child = LPMTable<IPv6Address>.childFlag
+        let values = warmValues, keys = warmKeys
+        var sink: UInt32 = 0
+        var base = 0
+        while base < packets.count {
+            let n = min(Stack.warmBatch, packets.count - base)
+            var live = 0
+            for k in 0..<n {
+                let b = pool.bytes(packets[base + k])
+                guard b.count >= EthernetFrame.headerLength + IPv6Packet.headerLength, b.be16(12) == EtherType.ipv6.rawValue else {
+                    values[k] = 0
+                    keys[k] = .any  // nothing looked up for this one
+                    continue
+                }
+                let d = IPv6Address(bytes: b, at: EthernetFrame.headerLength + IPv6Packet.Field.destination)
+                keys[k] = d
+                values[k] = view.level0[d.top16].load(ordering: .acquiring)
+                live += 1
+            }
+            var bit = 16
+            while live > 0 && bit < 128 {
+                live = 0
+                for k in 0..<n where values[k] & child != 0 {
+                    values[k] = view.nodes[Int(values[k] & ~child) &<< 8 | keys[k].byte(at: bit)].load(ordering: .acquiring)
+                    if values[k] & child != 0 { live += 1 }
+                }
+                bit &+= 8
+            }
+            // The route slots too (the kind, interface and next hop the path reads).
+            for k in 0..<n where values[k] != 0 { sink &+= UInt32(view.slots[Int(values[k] &- 1)].interface) }
+            base += n
+        }
+        hot.pointee.warmSink = sink
+    }
+
+    /// The IPv6 FIB lookup of the packet being processed: the batch stage's
+    /// answer when it is for this packet's destination and the FIB is the
+    /// same, else the lookup itself.
+    @inline(__always)
+    func lookup6(_ destination: IPv6Address) -> UnsafeMutablePointer<RouteSlot<IPv6Address>>? {
+        let k = hot.pointee.warmIndex
+        if k >= 0, warmKeys[k] == destination, !destination.isUnspecified,
+           hot.pointee.warmGeneration == fib6View.pointee.generation {
+            let v = warmValues[k]
+            return v == 0 ? nil : fib6View.pointee.slots + Int(v &- 1)
+        }
+        return fib6View.pointee.lookup(destination)
     }
 }

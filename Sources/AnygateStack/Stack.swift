@@ -38,6 +38,10 @@ public final class Stack {
     let coalesceLinks: UnsafeMutablePointer<Int32>
     let coalesceAbsorbed: UnsafeMutablePointer<Bool>
     let coalesceOpenRuns: UnsafeMutablePointer<CoalesceRun>
+    /// `warmRoutes6`'s scratch: the lookup word and the key of each frame of a batch.
+    static let warmBatch = 256
+    let warmValues: UnsafeMutablePointer<UInt32>
+    let warmKeys: UnsafeMutablePointer<IPv6Address>
 
     @usableFromInline
     struct HotState {
@@ -67,6 +71,12 @@ public final class Stack {
         var uncountedReason = -1
         /// A trace session wants packets: the one branch tracing costs when off.
         @usableFromInline var traceArmed = false
+        /// What `warmRoutes6` read, kept so that its loads are not optimized away.
+        var warmSink: UInt32 = 0
+        /// The batch position of the frame being processed when `warmRoutes6`
+        /// looked its destination up (-1: none), and the FIB it looked in.
+        var warmIndex = -1
+        var warmGeneration: UInt64 = 0
     }
 
     @usableFromInline let fibView: UnsafeMutablePointer<FIBView<IPv4Prefix>>
@@ -154,6 +164,10 @@ public final class Stack {
         coalesceAbsorbed.initialize(repeating: false, count: txCapacity)
         coalesceOpenRuns = .allocate(capacity: Stack.coalesceRuns)
         coalesceOpenRuns.initialize(repeating: CoalesceRun(), count: Stack.coalesceRuns)
+        warmValues = .allocate(capacity: Stack.warmBatch)
+        warmValues.initialize(repeating: 0, count: Stack.warmBatch)
+        warmKeys = .allocate(capacity: Stack.warmBatch)
+        warmKeys.initialize(repeating: .any, count: Stack.warmBatch)
         txQueues = .allocate(capacity: n * txCapacity)
         dirty = .allocate(capacity: n)
         dropCounters = .allocate(capacity: DropReason.counterCount)
@@ -216,6 +230,7 @@ public final class Stack {
         releaseHeldPackets()
         ifs.deallocate(); txQueues.deallocate(); dirty.deallocate()
         coalesceLinks.deallocate(); coalesceAbsorbed.deallocate(); coalesceOpenRuns.deallocate()
+        warmValues.deallocate(); warmKeys.deallocate()
         dropCounters.deallocate(); interfaceDropCounters.deallocate(); hot.deallocate(); fibView.deallocate()
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()

@@ -125,4 +125,80 @@ struct IPv6FlowDifferentialTests {
         #expect(on.counters.ipForwarded == off.counters.ipForwarded)
         for (s, _) in both { #expect(s.ledger.balanced, "\(s.ledger.violations)") }
     }
+
+    @Test("IPv6 lookups as a batch stage change nothing: batches through routers with ip6flow off and on, against one frame at a time, byte for byte")
+    func batchStage() throws {
+        typealias D = IPv6FlowDifferentialTests
+        // Batched: ip6flow off (the stage runs on every batch) and on (it runs after a batch that missed);
+        // one at a time: the reference.
+        let (batchedOff, hBatchedOff, ifs) = try D.router(ip6flow: false)
+        let (batchedOn, hBatchedOn, _) = try D.router(ip6flow: true)
+        let (single, hSingle, _) = try D.router(ip6flow: false)
+        let all = [(batchedOff, hBatchedOff), (batchedOn, hBatchedOn), (single, hSingle)]
+        var rng = SplitMix64(seed: 707)
+        func apply(_ body: (Stack) throws -> Void) rethrows { for (s, _) in all { try body(s) } }
+        try apply { s in try s.addRoute(IPv6Prefix("::/0"), via: D.gateways[0], interface: ifs[1]) }
+        // Both gateways known (as neighbour discovery would leave them, without the clock moving).
+        for k in 0..<2 {
+            try apply { s in try s.learnNeighbor(D.gateways[k], on: ifs[1 + k], mac: D.gatewayMACs[k]) }
+        }
+        var compared = 0, forwarded = 0
+        for round in 0..<400 {
+            let roll = rng.next() % 100
+            if roll < 10 {
+                let p = D.prefixes[Int(rng.next() % UInt64(D.prefixes.count))]
+                let k = Int(rng.next() % 2)
+                if rng.next() % 3 == 0 { try? apply { s in try s.deleteRoute(p) } } else {
+                    try? apply { s in try s.addRoute(p, via: D.gateways[k], interface: ifs[1 + k]) }
+                }
+            } else if roll < 13 {
+                let mtu = [1280, 1400, 1500][Int(rng.next() % 3)]
+                try apply { s in try s.setMTU(ifs[1], mtu) }
+            }
+            // A batch of 1 to 60 frames: IPv6 to the prefixes and beyond (a few with hop limit 1 or
+            // options, some too big), and now and then an IPv4 frame among them.
+            var frames: [[UInt8]] = []
+            for _ in 0..<(1 + Int(rng.next() % 60)) {
+                if rng.next() % 15 == 0 {
+                    frames.append(FrameBuilder.ipv4(to: MACAddress(2, 0, 0, 0, 1, 0), IPv4Repr(source: IPv4Address(10, 0, 0, 1),
+                                                    destination: IPv4Address(10, 9, 0, 1), proto: .udp, payloadLength: 0), payload: [0, 0, 0, 0, 0, 0, 0, 8]))
+                    continue
+                }
+                let p = D.prefixes[Int(rng.next() % UInt64(D.prefixes.count))]
+                let dst = rng.next() % 5 == 0 ? IPv6Address(high: 0x2001_0DB8_0900_0000 | rng.next() % 4, low: 1)
+                    : IPv6Address(high: p.address.high | rng.next() % 3, low: rng.next() % 16)
+                let src = IPv6Address(high: 0x2001_0DB8_0001_0000, low: 0x10 + rng.next() % 5)
+                let hop: UInt8 = rng.next() % 40 == 0 ? 1 : 64
+                let withOptions = rng.next() % 20 == 0
+                let size = rng.next() % 30 == 0 ? 1420 : 40 + Int(rng.next() % 64)
+                var f = [UInt8](repeating: 0, count: 14 + 40 + size)
+                f.withUnsafeMutableBytes { b in
+                    EthernetRepr(destination: MACAddress(2, 0, 0, 0, 1, 0), source: L.hostMAC, etherType: .ipv6).emit(into: b)
+                    IPv6Repr(source: src, destination: dst, nextHeader: withOptions ? IPProtocol(rawValue: 60) : .udp,
+                             payloadLength: size, hopLimit: hop, flowLabel: UInt32(rng.next() % 2)).emit(into: UnsafeMutableRawBufferPointer(rebasing: b[14...]))
+                    if withOptions { b[54] = 17; b[55] = 0 }
+                    for k in (withOptions ? 62 : 54)..<b.count { b[k] = UInt8(truncatingIfNeeded: k &* 7 &+ round) }
+                }
+                frames.append(f)
+            }
+            for (_, h) in all { h.sent.removeAll() }
+            for (s, _) in [(batchedOff, hBatchedOff), (batchedOn, hBatchedOn)] {
+                let batch = try frames.map { try #require(s.pool.make(copying: $0)) }
+                batch.withUnsafeBufferPointer { s.receive($0, on: ifs[0]) }
+            }
+            for f in frames { single.receive(try #require(single.pool.make(copying: f)), on: ifs[0]) }
+            // A batch goes out per interface at its end, one frame at a time interleaves the
+            // interfaces: the same frames in the same order on each interface (by source MAC).
+            func byPort(_ frames: [[UInt8]]) -> [[UInt8]: [[UInt8]]] { Dictionary(grouping: frames) { Array($0[6..<12]) } }
+            guard byPort(hBatchedOff.sent) == byPort(hSingle.sent), byPort(hBatchedOn.sent) == byPort(hSingle.sent) else {
+                Issue.record("round \(round): batched \(hBatchedOff.sent.count) / \(hBatchedOn.sent.count) frames, one at a time \(hSingle.sent.count)")
+                return
+            }
+            compared += frames.count
+            forwarded += hSingle.sent.count
+        }
+        #expect(compared > 8000 && forwarded > 5000, "\(compared) frames compared, \(forwarded) sent")
+        #expect(batchedOn.counters.flowHits > 1000, "ip6flow was exercised too")
+        for (s, _) in all { #expect(s.ledger.balanced, "\(s.ledger.violations)") }
+    }
 }
