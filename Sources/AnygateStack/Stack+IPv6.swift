@@ -398,14 +398,20 @@ extension Stack {
         let size = packet.segmentSize != 0 ? segmentLength(packet) ?? Int(packet.length) : Int(packet.length)
         guard size <= ifs[out].mtu else { return false }  // the full path sends packet too big
         ip.hopLimit = ip.hopLimit - 1
+        countFlowHit6(e, length: packet.length, rx: rx)
+        sendFrame(packet, on: out, to: n.pointee.mac, type: .ipv6)
+        return true
+    }
+
+    /// What a packet that takes an ip6flow entry counts.
+    @inline(__always)
+    func countFlowHit6(_ e: UnsafeMutablePointer<Flow6Table.Entry>, length: UInt32, rx: InterfaceIndex) {
         e.pointee.lastUsed = hot.pointee.now
         e.pointee.packets &+= 1
-        e.pointee.bytes &+= UInt64(packet.length)
+        e.pointee.bytes &+= UInt64(length)
         hot.pointee.counters.flowHits &+= 1
         hot.pointee.counters.ipForwarded &+= 1
         ifs[rx].counters.forwarded &+= 1
-        sendFrame(packet, on: out, to: n.pointee.mac, type: .ipv6)
-        return true
     }
 
     /// ip6flow's tunnel egress (out of line, like IPv4's): the tunnel still
@@ -427,12 +433,7 @@ extension Stack {
         guard size <= max(TunnelConfiguration.minimumIPv6MTU, ifs[out].mtu) else { return false }  // the full path answers
         let ip = IPv6Packet(unchecked: pool.bytes(packet))
         ip.hopLimit = ip.hopLimit - 1
-        e.pointee.lastUsed = hot.pointee.now
-        e.pointee.packets &+= 1
-        e.pointee.bytes &+= UInt64(packet.length)
-        hot.pointee.counters.flowHits &+= 1
-        hot.pointee.counters.ipForwarded &+= 1
-        ifs[rx].counters.forwarded &+= 1
+        countFlowHit6(e, length: packet.length, rx: rx)
         if packet.needsOffload {
             tunnelOutputWithoutOffloads(t, packet, interface: out)
             return true
