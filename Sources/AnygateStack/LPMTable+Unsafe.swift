@@ -147,6 +147,24 @@ struct LPMTable<Key: LPMKey> {
         return v
     }
 
+    /// Finishes `count` lookups together, level by level: `values[k]` holds
+    /// key k's level-0 word (0 for none) and ends as its route value. The
+    /// loads of one level are independent of one another, so their cache
+    /// misses overlap where one lookup's would follow each other.
+    static func descendTogether(_ keys: UnsafeMutablePointer<Key>, _ values: UnsafeMutablePointer<UInt32>, count: Int,
+                                nodes: UnsafeMutablePointer<Word>) {
+        var bit = 16
+        var live = count
+        while live > 0 && bit < Key.width {
+            live = 0
+            for k in 0..<count where values[k] & childFlag != 0 {
+                values[k] = nodes[Int(values[k] & ~childFlag) &<< 8 | keys[k].byte(at: bit)].load(ordering: .acquiring)
+                if values[k] & childFlag != 0 { live += 1 }
+            }
+            bit &+= 8
+        }
+    }
+
     // MARK: Control plane
 
     private mutating func newNode(filledWith value: UInt32, depth: UInt8) -> UInt32 {

@@ -1030,40 +1030,28 @@ extension Stack {
     /// packet is the one looked up and the FIB has not changed since.
     @inline(never)
     func warmRoutes6(_ packets: UnsafeBufferPointer<PacketHandle>) {
+        precondition(packets.count <= Stack.warmBatch, "a batch stage takes at most warmBatch frames")
         hot.pointee.warmGeneration = fib6View.pointee.generation
         let view = fib6View.pointee
-        let child = LPMTable<IPv6Address>.childFlag
         let values = warmValues, keys = warmKeys
-        var sink: UInt32 = 0
-        var base = 0
-        while base < packets.count {
-            let n = min(Stack.warmBatch, packets.count - base)
-            var live = 0
-            for k in 0..<n {
-                let b = pool.bytes(packets[base + k])
-                guard b.count >= EthernetFrame.headerLength + IPv6Packet.headerLength, b.be16(12) == EtherType.ipv6.rawValue else {
-                    values[k] = 0
-                    keys[k] = .any  // nothing looked up for this one
-                    continue
-                }
-                let d = IPv6Address(bytes: b, at: EthernetFrame.headerLength + IPv6Packet.Field.destination)
-                keys[k] = d
-                values[k] = view.level0[d.top16].load(ordering: .acquiring)
-                live += 1
+        var live = 0
+        for k in 0..<packets.count {
+            let b = pool.bytes(packets[k])
+            guard b.count >= EthernetFrame.headerLength + IPv6Packet.headerLength, b.be16(12) == EtherType.ipv6.rawValue else {
+                values[k] = 0
+                keys[k] = .any  // nothing looked up for this one
+                continue
             }
-            var bit = 16
-            while live > 0 && bit < 128 {
-                live = 0
-                for k in 0..<n where values[k] & child != 0 {
-                    values[k] = view.nodes[Int(values[k] & ~child) &<< 8 | keys[k].byte(at: bit)].load(ordering: .acquiring)
-                    if values[k] & child != 0 { live += 1 }
-                }
-                bit &+= 8
-            }
-            // The route slots too (the kind, interface and next hop the path reads).
-            for k in 0..<n where values[k] != 0 { sink &+= UInt32(view.slots[Int(values[k] &- 1)].interface) }
-            base += n
+            let d = IPv6Address(bytes: b, at: EthernetFrame.headerLength + IPv6Packet.Field.destination)
+            keys[k] = d
+            values[k] = view.level0[d.top16].load(ordering: .acquiring)
+            live += 1
         }
+        guard live > 0 else { return }
+        LPMTable<IPv6Address>.descendTogether(keys, values, count: packets.count, nodes: view.nodes)
+        // The route slots too (the kind, interface and next hop the path reads).
+        var sink: UInt32 = 0
+        for k in 0..<packets.count where values[k] != 0 { sink &+= UInt32(view.slots[Int(values[k] &- 1)].interface) }
         hot.pointee.warmSink = sink
     }
 
