@@ -122,18 +122,13 @@ public final class HostMirror {
     }
 
     private func install(_ r: HostRoute6, into stack: Stack) {
-        var installed = 0
-        for hop in r.nextHops.sorted(by: { ($0.gateway ?? .any, $0.interface) < ($1.gateway ?? .any, $1.interface) }) {
-            guard let i = stackInterface(hop.interface) else { continue }
-            do {
-                try stack.addRoute(r.prefix, via: hop.gateway, interface: i, metric: r.metric, origin: .mirror)
-                installed += 1
-            } catch {
-                if case .exists6 = error { installed += 1; continue }
-                log("mirror: route \(r): \(error)")
+        let done = installHops(r) { (gateway, i) throws(RouteError) in
+            do throws(RouteError) { try stack.addRoute(r.prefix, via: gateway, interface: i, metric: r.metric, origin: .mirror) } catch {
+                if case .exists6 = error { return }
+                throw error
             }
         }
-        if installed > 0 { imported6[r.key] = ImportedRoute(r) } else { skippedRoutes &+= 1 }
+        if done { imported6[r.key] = ImportedRoute(r) }
     }
 
     private func uninstall(_ key: HostRouteKey6, from stack: Stack) {
@@ -149,18 +144,40 @@ public final class HostMirror {
     }
 
     private func install(_ r: HostRoute, into stack: Stack) {
+        let done = installHops(r) { (gateway, i) throws(RouteError) in
+            do throws(RouteError) { try stack.addRoute(r.prefix, via: gateway, interface: i, metric: r.metric, origin: .mirror) } catch {
+                if case .exists = error { return }
+                throw error
+            }
+        }
+        if done { imported[r.key] = ImportedRoute(r) }
+    }
+
+    /// Installs each next hop of a host route (of either family) that leaves
+    /// by a mirrored interface, in a fixed order; false, counted as skipped,
+    /// when none could be (a refused one is logged).
+    private func installHops<P, A: Comparable>(_ r: HostRouteOf<P, A>,
+                                               _ add: (A?, InterfaceIndex) throws(RouteError) -> Void) -> Bool {
         var installed = 0
-        for hop in r.nextHops.sorted(by: { ($0.gateway?.rawValue ?? 0, $0.interface) < ($1.gateway?.rawValue ?? 0, $1.interface) }) {
+        let hops = r.nextHops.sorted { a, b in
+            if a.gateway != b.gateway {
+                guard let x = a.gateway else { return true }
+                guard let y = b.gateway else { return false }
+                return x < y
+            }
+            return a.interface < b.interface
+        }
+        for hop in hops {
             guard let i = stackInterface(hop.interface) else { continue }
             do {
-                try stack.addRoute(r.prefix, via: hop.gateway, interface: i, metric: r.metric, origin: .mirror)
+                try add(hop.gateway, i)
                 installed += 1
             } catch {
-                if case .exists = error { installed += 1; continue }
                 log("mirror: route \(r): \(error)")
             }
         }
-        if installed > 0 { imported[r.key] = ImportedRoute(r) } else { skippedRoutes &+= 1 }
+        if installed == 0 { skippedRoutes &+= 1 }
+        return installed > 0
     }
 
     private func uninstall(_ key: HostRouteKey, from stack: Stack) {

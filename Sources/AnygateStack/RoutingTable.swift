@@ -428,6 +428,18 @@ public struct IPRoutingTable<Prefix: RoutePrefix> {
     }
 }
 
+extension IPRoutingTable {
+    /// Removes the routes of one origin for a prefix (with this metric, if
+    /// given), as a route importer withdraws what it installed. Returns how many went.
+    mutating func removeRoutes(_ prefix: Prefix, origin: RouteOrigin, metric: UInt32?) -> Int {
+        var n = 0
+        for r in routes(for: prefix) where r.origin == origin && (metric == nil || r.metric == metric!) && !r.isInternal {
+            n += remove(prefix, nextHop: r.nextHop, interface: r.interface, kind: r.kind, origin: origin)
+        }
+        return n
+    }
+}
+
 extension IPRoutingTable where Prefix == IPv4Prefix {
     /// The writer's table of `fib`: made at its full size, which never moves.
     init(writing fib: SharedFIB) {

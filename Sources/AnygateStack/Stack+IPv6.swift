@@ -139,26 +139,9 @@ extension Stack {
     public func resolveNeighbor(_ address: IPv6Address, on i: InterfaceIndex) {
         guard (try? check(i)) != nil, ifs[i].up, ifs[i].tunnel < 0 else { return }
         enter()
-        let idx = neighbors6.find(address, UInt16(i))
-        if idx == NeighborTable<IPv6Address>.none {
-            let n = createNeighbor6(address, i)
-            let e = neighbors6.entries + Int(n)
-            e.pointee.probes = 1
-            e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
-            neighbors6.schedule(n)
-            sendSolicitation(for: address, on: i, unicastTo: nil)
-        } else {
-            let e = neighbors6.entries + Int(idx)
-            switch e.pointee.state {
-            case .reachable:
-                report(.neighbor6Learned(address: address, interface: i, mac: MACAddress(rawValue: e.pointee.mac)))
-            case .stale where hot.pointee.now >= e.pointee.nextProbe:
-                e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
-                sendSolicitation(for: address, on: i, unicastTo: e.pointee.mac)
-            default:
-                break
-            }
-        }
+        resolveOnBehalf(neighbors6, address, on: i, create: { createNeighbor6(address, i) },
+                        ask: { sendSolicitation(for: address, on: i, unicastTo: $0) },
+                        known: { report(.neighbor6Learned(address: address, interface: i, mac: MACAddress(rawValue: $0))) })
         flush()
     }
 

@@ -35,10 +35,7 @@ extension Stack {
     /// metric, if given). Returns how many went.
     @discardableResult
     public func removeRoutes(_ prefix: IPv6Prefix, origin: RouteOrigin, metric: UInt32? = nil) -> Int {
-        var n = 0
-        for r in fib6.routes(for: prefix) where r.origin == origin && (metric == nil || r.metric == metric!) && !r.isInternal {
-            n += fib6.remove(prefix, nextHop: r.nextHop, interface: r.interface, kind: r.kind, origin: origin)
-        }
+        let n = fib6.removeRoutes(prefix, origin: origin, metric: metric)
         if n > 0 { fibChanged() }
         return n
     }

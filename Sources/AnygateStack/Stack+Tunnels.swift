@@ -295,35 +295,30 @@ extension Stack {
         return h ^ (h >> 15)
     }
 
-    /// Lowers the MSS of an IPv6 TCP SYN (no extension headers) to fit the tunnel.
+    /// Lowers the MSS of an IPv6 TCP SYN (no extension headers) to fit the
+    /// tunnel, which offers IPv6 at least 1280 bytes.
     func clampMSS6(_ ip: IPv6Packet, tunnel t: Int) {
         guard ip.nextHeader == .tcp, ip.bytes.count >= IPv6Packet.headerLength + ip.payloadLength else { return }
-        let payload = ip.payload
-        guard payload.count >= TCPHeader.minimumLength else { return }
-        let tcp = TCPHeader(unchecked: payload)
-        guard tcp.isSYN, tcp.headerLength >= TCPHeader.minimumLength, tcp.headerLength <= payload.count else { return }
-        let limit: UInt16
-        switch tunnelStates[t].mssClamp {
-        case .off: return
-        case .auto:
-            let mtu = max(TunnelConfiguration.minimumIPv6MTU, ifs[tunnelStates[t].interface].mtu)
-            limit = UInt16(clamping: mtu - IPv6Packet.headerLength - TCPHeader.minimumLength)
-        case .fixed(let n): limit = n
-        }
-        if tcp.clampMSS(to: limit) != nil { tunnelStates[t].counters.mssClamped &+= 1 }
+        let mtu = max(TunnelConfiguration.minimumIPv6MTU, ifs[tunnelStates[t].interface].mtu)
+        clampMSS(segment: ip.payload, maximum: mtu - IPv6Packet.headerLength, tunnel: t)
     }
 
     /// Lowers the MSS of a TCP SYN to fit the tunnel.
     func clampMSS(_ ip: IPv4Packet, tunnel t: Int) {
         guard ip.proto == .tcp, !ip.isFragment else { return }
-        let payload = ip.payload
+        clampMSS(segment: ip.payload, maximum: ifs[tunnelStates[t].interface].mtu - IPv4Packet.minimumHeaderLength, tunnel: t)
+    }
+
+    /// The clamp itself, on a TCP segment that may carry at most `maximum`
+    /// bytes (header included) through the tunnel.
+    private func clampMSS(segment payload: UnsafeMutableRawBufferPointer, maximum: Int, tunnel t: Int) {
         guard payload.count >= TCPHeader.minimumLength else { return }
         let tcp = TCPHeader(unchecked: payload)
         guard tcp.isSYN, tcp.headerLength >= TCPHeader.minimumLength, tcp.headerLength <= payload.count else { return }
         let limit: UInt16
         switch tunnelStates[t].mssClamp {
         case .off: return
-        case .auto: limit = UInt16(clamping: ifs[tunnelStates[t].interface].mtu - IPv4Packet.minimumHeaderLength - TCPHeader.minimumLength)
+        case .auto: limit = UInt16(clamping: maximum - TCPHeader.minimumLength)
         case .fixed(let n): limit = n
         }
         if tcp.clampMSS(to: limit) != nil { tunnelStates[t].counters.mssClamped &+= 1 }

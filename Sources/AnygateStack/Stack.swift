@@ -427,27 +427,37 @@ public final class Stack {
     public func resolveNeighbor(_ address: IPv4Address, on i: InterfaceIndex) {
         guard (try? check(i)) != nil, ifs[i].up, ifs[i].tunnel < 0 else { return }
         enter()
-        let idx = neighbors.find(address.rawValue, UInt16(i))
-        if idx == NeighborTable<UInt32>.none {
-            let n = createNeighbor(address.rawValue, i)
-            let e = neighbors.entries + Int(n)
+        resolveOnBehalf(neighbors, address.rawValue, on: i, create: { createNeighbor(address.rawValue, i) },
+                        ask: { sendARPRequest(for: address, on: i, unicastTo: $0, gratuitous: false) },
+                        known: { report(.neighborLearned(address: address, interface: i, mac: MACAddress(rawValue: $0))) })
+        flush()
+    }
+
+    /// The owner's side of a follower's question, for ARP and neighbour
+    /// discovery alike: an unknown neighbour is asked for (and its entry
+    /// waits, timed), a reachable one is reported again, a stale one is
+    /// asked again once its probe is due; one being asked is left alone.
+    func resolveOnBehalf<A>(_ table: NeighborTable<A>, _ key: A, on i: InterfaceIndex, create: () -> UInt32,
+                            ask: (_ unicastTo: UInt64?) -> Void, known: (_ mac: UInt64) -> Void) {
+        let idx = table.find(key, UInt16(i))
+        if idx == NeighborTable<A>.none {
+            let n = create()
+            let e = table.entries + Int(n)
             e.pointee.probes = 1
             e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
-            neighbors.schedule(n)
-            sendARPRequest(for: address, on: i, unicastTo: nil, gratuitous: false)
-        } else {
-            let e = neighbors.entries + Int(idx)
-            switch e.pointee.state {
-            case .reachable:
-                report(.neighborLearned(address: address, interface: i, mac: MACAddress(rawValue: e.pointee.mac)))
-            case .stale where hot.pointee.now >= e.pointee.nextProbe:
-                e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
-                sendARPRequest(for: address, on: i, unicastTo: e.pointee.mac, gratuitous: false)
-            default:
-                break  // being asked already
-            }
+            table.schedule(n)
+            return ask(nil)
         }
-        flush()
+        let e = table.entries + Int(idx)
+        switch e.pointee.state {
+        case .reachable:
+            known(e.pointee.mac)
+        case .stale where hot.pointee.now >= e.pointee.nextProbe:
+            e.pointee.nextProbe = hot.pointee.now + configuration.arp.retransmitInterval.nanoseconds
+            ask(e.pointee.mac)
+        default:
+            break  // being asked already
+        }
     }
 
     /// Removes the routes of one origin for a prefix (with this metric, if
@@ -455,11 +465,7 @@ public final class Stack {
     @discardableResult
     public func removeRoutes(_ prefix: IPv4Prefix, origin: RouteOrigin, metric: UInt32? = nil) -> Int {
         guard writesFIB else { return 0 }
-        var n = 0
-        for r in fib.routes(for: prefix) where r.origin == origin && (metric == nil || r.metric == metric!) && !r.isInternal {
-            n += fib.remove(prefix, nextHop: r.nextHop, interface: r.interface, kind: r.kind, origin: origin)
-        }
-        return n
+        return fib.removeRoutes(prefix, origin: origin, metric: metric)
     }
 
     /// Adds an address: its subnet becomes a connected route, the address a
