@@ -112,45 +112,45 @@ final class Bench {
         precondition(!ipflow || router.flowCount == frames.count, "every flow installed")
     }
 
-    /// Feeds `count` packets (in batches of `batchSize`), each a 64-byte frame
-    /// copied into a pool buffer as a NIC would DMA it.
+    /// Feeds `count` packets (in batches of `batchSize`) to the LAN port.
     @inline(__always)
     func forward(_ count: Int, batchSize: Int = 250, startAt: inout Int) {
-        var left = count
-        frames.withUnsafeBufferPointer { frames in
-            while left > 0 {
-                let n = min(batchSize, left)
-                batch.removeAll(keepingCapacity: true)
-                for _ in 0..<n {
-                    var p = pool.allocate()!
-                    p.length = 64
-                    frames[startAt].withUnsafeBytes { src in
-                        pool.bytes(p).baseAddress!.copyMemory(from: src.baseAddress!, byteCount: 64)
-                    }
-                    startAt = (startAt + 1) & (frames.count - 1)
-                    batch.append(p)
-                }
-                batch.withUnsafeBufferPointer { router.receive($0, on: lan) }
-                left -= n
-            }
-        }
+        feed(count, frames: frames, pool: pool, batch: &batch, batchSize: batchSize, startAt: &startAt) { router.receive($0, on: lan) }
     }
 }
 
-struct BenchKey: Hashable { var prefixes: Int; var flows: Int; var ipflow: Bool }
-extension Bench {
-    /// What `forward` does minus the stack: allocate, copy, free.
-    func harnessOnly(_ count: Int, startAt: inout Int) {
-        frames.withUnsafeBufferPointer { frames in
-            for _ in 0..<count {
+/// Feeds `count` packets in batches of `batchSize` to `receive`, each a
+/// 64-byte frame copied into a pool buffer as a NIC would DMA it, cycling
+/// through `frames` (a power of two of them).
+@inline(__always)
+func feed(_ count: Int, frames: [[UInt8]], pool: PacketPool, batch: inout [PacketHandle], batchSize: Int = 250, startAt: inout Int,
+          into receive: (UnsafeBufferPointer<PacketHandle>) -> Void) {
+    var left = count
+    frames.withUnsafeBufferPointer { frames in
+        while left > 0 {
+            let n = min(batchSize, left)
+            batch.removeAll(keepingCapacity: true)
+            for _ in 0..<n {
                 var p = pool.allocate()!
                 p.length = 64
                 frames[startAt].withUnsafeBytes { src in
                     pool.bytes(p).baseAddress!.copyMemory(from: src.baseAddress!, byteCount: 64)
                 }
                 startAt = (startAt + 1) & (frames.count - 1)
-                pool.free(p)
+                batch.append(p)
             }
+            batch.withUnsafeBufferPointer { receive($0) }
+            left -= n
+        }
+    }
+}
+
+struct BenchKey: Hashable { var prefixes: Int; var flows: Int; var ipflow: Bool }
+extension Bench {
+    /// What `forward` does minus the stack: the same feed, each batch freed.
+    func harnessOnly(_ count: Int, startAt: inout Int) {
+        feed(count, frames: frames, pool: pool, batch: &batch, startAt: &startAt) { packets in
+            for p in packets { pool.free(p) }
         }
     }
 }

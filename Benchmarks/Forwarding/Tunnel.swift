@@ -72,24 +72,9 @@ final class TunnelBench {
     }
 
     func forward(_ count: Int, startAt: inout Int) {
-        var left = count
-        frames.withUnsafeBufferPointer { frames in
-            while left > 0 {
-                let n = min(250, left)
-                batch.removeAll(keepingCapacity: true)
-                for _ in 0..<n {
-                    var p = net.pool.allocate()!
-                    p.length = 64
-                    frames[startAt].withUnsafeBytes { src in
-                        net.pool.bytes(p).baseAddress!.copyMemory(from: src.baseAddress!, byteCount: 64)
-                    }
-                    startAt = (startAt + 1) & 63
-                    batch.append(p)
-                }
-                batch.withUnsafeBufferPointer { gw1.receive($0, on: lan1) }
-                net.run()
-                left -= n
-            }
+        feed(count, frames: frames, pool: net.pool, batch: &batch, startAt: &startAt) { packets in
+            gw1.receive(packets, on: lan1)
+            net.run()
         }
     }
 }
