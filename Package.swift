@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Layers (DESIGN.md): AnygateWire knows bytes; AnygateStack is the virtual
+// Layers (DESIGN.md): AnygateWire knows bytes; AnygateCrypto keys ESP's
+// AEAD ciphers (libcrypto, in place); AnygateStack is the virtual
 // network kernel; AnygateHost runs a stack on Linux (epoll, TAP, AF_PACKET);
 // AnygateDaemon owns configuration, control and metrics; AnygateControl is
 // the control protocol shared with anygatectl.
@@ -14,6 +15,7 @@ let package = Package(
     name: "anygate",
     products: [
         .library(name: "AnygateWire", targets: ["AnygateWire"]),
+        .library(name: "AnygateCrypto", targets: ["AnygateCrypto"]),
         .library(name: "AnygateStack", targets: ["AnygateStack"]),
         .library(name: "AnygateHost", targets: ["AnygateHost"]),
         .executable(name: "anygated", targets: ["anygated"]),
@@ -27,7 +29,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "AnygateWire", swiftSettings: strict),
-        .target(name: "AnygateStack", dependencies: ["AnygateWire"], swiftSettings: strict),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "AnygateCrypto", dependencies: ["CCrypto"], swiftSettings: strict),
+        .target(name: "AnygateStack", dependencies: ["AnygateWire", "AnygateCrypto"], swiftSettings: strict),
         .target(name: "CAnygateHost"),
         .target(name: "AnygateHost", dependencies: ["AnygateStack", "AnygateWire", "CAnygateHost"], swiftSettings: strict),
         .target(name: "AnygateControl", swiftSettings: strict),
@@ -51,6 +55,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(name: "anygate-demo", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateWireTests", dependencies: ["AnygateWire"], swiftSettings: strict),
+        .testTarget(name: "AnygateCryptoTests", dependencies: ["AnygateCrypto"], swiftSettings: strict),
         .testTarget(name: "AnygateHostTests", dependencies: ["AnygateHost", "AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateDaemonTests", dependencies: ["AnygateDaemon", "AnygateControl", "AnygateStack", "AnygateWire",

@@ -38,6 +38,7 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConv
     @inlinable public static var ipv6: IPProtocol { IPProtocol(rawValue: 41) }
     @inlinable public static var ipv6Fragment: IPProtocol { IPProtocol(rawValue: 44) }
     @inlinable public static var gre: IPProtocol { IPProtocol(rawValue: 47) }
+    @inlinable public static var esp: IPProtocol { IPProtocol(rawValue: 50) }
     @inlinable public static var icmpv6: IPProtocol { IPProtocol(rawValue: 58) }
     @inlinable public static var ipv6NoNext: IPProtocol { IPProtocol(rawValue: 59) }
 
@@ -49,6 +50,7 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .ipv6: "ipv6"
         case .ipv6Fragment: "ipv6-frag"
         case .gre: "gre"
+        case .esp: "esp"
         case .icmpv6: "icmpv6"
         case .ipv6NoNext: "ipv6-nonxt"
         default: String(rawValue)
