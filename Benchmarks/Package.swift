@@ -25,6 +25,7 @@ let package = Package(
             dependencies: [
                 "BenchSupport",
                 .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "AnygateCrypto", package: "anygate"),
                 .product(name: "AnygateHost", package: "anygate"),
                 .product(name: "AnygateStack", package: "anygate"),
                 .product(name: "AnygateWire", package: "anygate"),

@@ -232,6 +232,7 @@ let benchmarks: @Sendable () -> Void = {
     offloadBenchmarks()
     workerBenchmarks(perPacket)
     ipv6ForwardingBenchmarks(perPacket)
+    espBenchmarks(perPacket)
 
     // Control: proves the malloc counter counts (one array per iteration).
     Benchmark("control: one heap allocation per iteration", configuration: perPacket) { benchmark in

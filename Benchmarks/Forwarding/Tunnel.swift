@@ -1,6 +1,7 @@
 // Encapsulation and decapsulation cost: 64-byte frames from a LAN through
 // two gateways, once routed plainly across the link between them and once
 // through a GRE tunnel over that link; the difference is encap + decap.
+import AnygateCrypto
 import AnygateStack
 import AnygateWire
 import Benchmark
@@ -12,7 +13,8 @@ final class TunnelBench {
     var frames: [[UInt8]] = []
     var batch: [PacketHandle] = []
 
-    init(tunnel: TunnelEncapsulation?, ipflow: Bool = false) throws {
+    /// `protection`: GRE over IPsec with AES-GCM-128 SAs installed by hand (as IKE would).
+    init(tunnel: TunnelEncapsulation?, ipflow: Bool = false, protection: ESPEncapsulation? = nil) throws {
         var config = StackConfiguration()
         config.ipflow.enabled = ipflow  // off: measure the path itself; on: the fast path through the tunnel
         gw1 = net.addStack(name: "gw1", configuration: config)
@@ -32,7 +34,19 @@ final class TunnelBench {
             c1.encapsulation = encapsulation; c1.key = 7
             var c2 = TunnelConfiguration(name: "gre0", local: IPv4Address(192, 0, 2, 2), remote: IPv4Address(192, 0, 2, 1))
             c2.encapsulation = encapsulation; c2.key = 7
+            if let protection {
+                c1.protection = TunnelProtection(encapsulation: protection)
+                c2.protection = TunnelProtection(encapsulation: protection)
+            }
             let t1 = try gw1.addTunnel(c1), t2 = try gw2.addTunnel(c2)
+            if protection != nil {
+                let a = AEADAlgorithm.aes128GCM
+                let k1 = SecretBytes((0..<a.keyMaterialLength).map { UInt8($0) }), k2 = SecretBytes((0..<a.keyMaterialLength).map { UInt8($0 + 100) })
+                try gw1.setOutboundSA(tunnel: t1, SAConfiguration(spi: 0x1001, algorithm: a, keyMaterial: k1))
+                try gw2.addInboundSA(tunnel: t2, SAConfiguration(spi: 0x1001, algorithm: a, keyMaterial: k1))
+                try gw2.setOutboundSA(tunnel: t2, SAConfiguration(spi: 0x2002, algorithm: a, keyMaterial: k2))
+                try gw1.addInboundSA(tunnel: t1, SAConfiguration(spi: 0x2002, algorithm: a, keyMaterial: k2))
+            }
             try gw1.addAddress(IPv4InterfaceAddress("172.16.0.1/30"), to: t1)
             try gw2.addAddress(IPv4InterfaceAddress("172.16.0.2/30"), to: t2)
             try gw1.addRoute(IPv4Prefix("10.2.0.0/16"), via: IPv4Address(172, 16, 0, 2))
@@ -82,13 +96,15 @@ final class TunnelBench {
 nonisolated(unsafe) var tunnelBenches: [String: TunnelBench] = [:]
 
 func tunnelBenchmarks(_ configuration: Benchmark.Configuration) {
-    let cases: [(String, TunnelEncapsulation?, Bool)] = [
-        ("plain", nil, false), ("gre", .gre, false), ("gre-in-udp", .greInUDP, false),
-        ("plain, ipflow", nil, true), ("gre, ipflow", .gre, true), ("gre-in-udp, ipflow", .greInUDP, true),
+    let cases: [(String, TunnelEncapsulation?, Bool, ESPEncapsulation?)] = [
+        ("plain", nil, false, nil), ("gre", .gre, false, nil), ("gre-in-udp", .greInUDP, false, nil),
+        ("plain, ipflow", nil, true, nil), ("gre, ipflow", .gre, true, nil), ("gre-in-udp, ipflow", .greInUDP, true, nil),
+        ("gre over ipsec (esp, aes128gcm16)", .gre, false, .esp), ("gre over ipsec (udp 4500, aes128gcm16)", .gre, false, .natTraversal),
+        ("gre over ipsec (esp, aes128gcm16), ipflow", .gre, true, .esp),
     ]
-    for (name, encapsulation, ipflow) in cases {
+    for (name, encapsulation, ipflow, protection) in cases {
         Benchmark("two gateways, 64B, \(name)", configuration: configuration) { benchmark in
-            let b = tunnelBenches[name] ?? (try! TunnelBench(tunnel: encapsulation, ipflow: ipflow))
+            let b = tunnelBenches[name] ?? (try! TunnelBench(tunnel: encapsulation, ipflow: ipflow, protection: protection))
             tunnelBenches[name] = b
             var at = 0
             let before = b.net.unconnectedDrops

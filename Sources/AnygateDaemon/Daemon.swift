@@ -422,8 +422,12 @@ public final class Daemon {
             metadata["address"] = "\(address)"
             logger.warning("duplicate address \(address) on \(stack.interfaceName(i)): another node on the link uses it; it stays unused",
                            metadata: metadata)
+        case let .saExpired(i, spi, inbound):
+            metadata["tunnel"] = "\(stack.interfaceName(i))"
+            logger.warning("\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) reached a hard limit and carries nothing more",
+                           metadata: metadata)
         case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged,
-             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried:
+             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried, .saExpiring:
             logger.trace("\(e)", metadata: metadata)
         }
     }

@@ -78,6 +78,25 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case rpfFailed
     /// Outer CE over a Not-ECT inner packet at decapsulation (RFC 6040 4.2).
     case ecnNotECT
+    // IPsec (RFC 4303)
+    /// Too short for ESP, a reserved SPI, or neither ESP, IKE nor a keepalive on port 4500.
+    case espMalformed
+    /// No inbound SA of this SPI on the tunnel it arrived for.
+    case espUnknownSPI
+    /// A sequence number the replay window has seen.
+    case espReplayed
+    /// A sequence number behind the replay window.
+    case espOutOfWindow
+    /// The ICV did not verify: forged, corrupted, or another key.
+    case espAuthFailed
+    /// An authentic packet whose trailer is inconsistent.
+    case espBadPadding
+    /// A protected tunnel without an outbound SA (IKE has not finished).
+    case ipsecNoSA
+    /// An SA past a hard lifetime or its sequence space.
+    case ipsecSAExpired
+    /// Plaintext GRE from the peer of a tunnel configured with protection (no downgrade).
+    case ipsecPlaintextRefused
     /// A super-frame or partial checksum whose headers cannot be cut or completed.
     case segmentationFailed
     // Resources
@@ -178,6 +197,15 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .hostOwned: "host-owned"
         case .rpfFailed: "rpf-failed"
         case .ecnNotECT: "ecn-not-ect"
+        case .espMalformed: "esp-malformed"
+        case .espUnknownSPI: "esp-unknown-spi"
+        case .espReplayed: "esp-replayed"
+        case .espOutOfWindow: "esp-out-of-window"
+        case .espAuthFailed: "esp-auth-failed"
+        case .espBadPadding: "esp-bad-padding"
+        case .ipsecNoSA: "ipsec-no-sa"
+        case .ipsecSAExpired: "ipsec-sa-expired"
+        case .ipsecPlaintextRefused: "ipsec-plaintext-refused"
         }
     }
 }

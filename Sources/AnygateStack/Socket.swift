@@ -112,6 +112,8 @@ public struct SocketCounters: Hashable, Sendable {
 enum SocketReceiver {
     case queue
     case tunnel(Int)
+    /// A protected tunnel's ESP socket (IKE's datagrams on it queue).
+    case esp(Int)
 }
 
 /// A protocol control block: one socket's addresses, its cached route and

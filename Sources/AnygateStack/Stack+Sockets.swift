@@ -250,14 +250,22 @@ extension Stack {
         case .tunnel(let t):
             hot.pointee.counters.consumed &+= 1
             tunnelReceive(t, packet, from: from, sourcePort: port, outerTOS: outerTOS)
-        case .queue:
-            if (socketQueues[k]?.count ?? 0) >= socketTable[k].queueCapacity {
-                socketTable[k].counters.queueDrops &+= 1
-                return dropOnInput(packet, .socketQueueFull, rx: rx)
-            }
+        case .esp(let t):
             hot.pointee.counters.consumed &+= 1
-            socketQueues[k, default: []].append((packet, from, port))
+            espSocketReceive(t, socket: k, packet, from: from, sourcePort: port, outerTOS: outerTOS)
+        case .queue:
+            queueForOwner(packet, socket: k, from: from, port: port, rx: rx)
         }
+    }
+
+    /// Queues a datagram for the socket's owner to read (bounded).
+    func queueForOwner(_ packet: PacketHandle, socket k: Int, from: IPAddress, port: UInt16, rx: InterfaceIndex?) {
+        if (socketQueues[k]?.count ?? 0) >= socketTable[k].queueCapacity {
+            socketTable[k].counters.queueDrops &+= 1
+            return dropOnInput(packet, .socketQueueFull, rx: rx)
+        }
+        hot.pointee.counters.consumed &+= 1
+        socketQueues[k, default: []].append((packet, from, port))
     }
 
     func dropOnInput(_ packet: PacketHandle, _ reason: DropReason, rx: InterfaceIndex?) {

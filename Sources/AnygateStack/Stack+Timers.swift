@@ -18,6 +18,7 @@ extension Stack {
         dadTimers(now: now)
         sweepFlows()
         if !tunnelConfigs.isEmpty { tunnelTimers() }
+        if hot.pointee.nextIPsecTimer != 0 && now >= hot.pointee.nextIPsecTimer { ipsecTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
         reassembly.expire(now: now, pool: pool) { q, pool in
             countDrops(.reassemblyTimeout, q.fragments, rx: q.interface)
@@ -100,6 +101,7 @@ extension Stack {
         if hot.pointee.nextAdvertisement != 0 { next = min(next, hot.pointee.nextAdvertisement) }
         if hot.pointee.nextMLDReport != 0 { next = min(next, hot.pointee.nextMLDReport) }
         if hot.pointee.nextDAD != 0 { next = min(next, hot.pointee.nextDAD) }
+        if hot.pointee.nextIPsecTimer != 0 { next = min(next, hot.pointee.nextIPsecTimer) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 

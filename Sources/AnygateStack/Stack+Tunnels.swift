@@ -31,6 +31,9 @@ extension Stack {
         guard config.local.isIPv6 == config.remote.isIPv6 else {
             throw .invalid("a tunnel's local and remote addresses must be of one family (\(config.local), \(config.remote))")
         }
+        if config.protection != nil && config.encapsulation != .gre {
+            throw .invalid("a protected tunnel carries GRE inside ESP; for NAT traversal ESP itself goes in UDP (protection encapsulation udp)")
+        }
         let mtu = config.mtu ?? derivedTunnelMTU(config)
         let i: InterfaceIndex
         do { i = try addInterface(name: config.name, mac: .zero, mtu: max(68, mtu)) } catch { throw .interface(error) }
@@ -53,9 +56,18 @@ extension Stack {
             try? removeInterface(i)
             throw .socket(error)
         }
+        var esp = SocketID(value: -1)
+        if let protection = config.protection {
+            do throws(SocketError) { esp = try openESPSocket(protection.encapsulation, config, tunnel: t) } catch {
+                closeSocket(s)
+                try? removeInterface(i)
+                throw .socket(error)
+            }
+        }
         ifs[i].tunnel = Int32(t)
         let generation = tunnelStates[t].generation &+ 1
         tunnelStates[t] = TunnelState(config, interface: i, socket: s)
+        tunnelStates[t].espSocket = esp
         tunnelStates[t].generation = generation
         tunnelStates[t].nextKeepalive = hot.pointee.now
         hot.pointee.nextTunnelTimer = hot.pointee.now
@@ -72,6 +84,10 @@ extension Stack {
         }
         let state = tunnelStates[t]
         closeSocket(state.socket)
+        if state.protected {
+            removeSAs(tunnel: t)
+            closeSocket(state.espSocket)
+        }
         ifs[state.interface].tunnel = -1
         tunnelStates[t].inUse = false
         tunnelStates[t].generation &+= 1
@@ -261,8 +277,13 @@ extension Stack {
         // RFC 6040 normal mode: the outer header carries the inner ECN
         // field, whatever DSCP the tunnel sets.
         let outerTOS = (tos ?? innerTOS) & 0xFC | innerTOS & 3
+        var socket = st.pointee.socket
+        if st.pointee.protected {
+            guard espSeal(&p, tunnel: t, nextHeader: IPProtocol.gre.rawValue) else { return }
+            socket = st.pointee.espSocket
+        }
         do {
-            try socketSend(st.pointee.socket, p, ttl: ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort,
+            try socketSend(socket, p, ttl: ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort,
                            flowHash: hash, fragmentable: fragmentable)
         } catch {
             // Counted as a drop, with its reason, where it failed.
@@ -329,11 +350,14 @@ extension Stack {
     /// A GRE packet from tunnel `t`'s socket (bytes start at the GRE header).
     /// Everything the socket hands over is received on the tunnel's
     /// interface (its rxBytes count inner packets only).
-    func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPAddress, sourcePort: UInt16, outerTOS: UInt8) {
+    /// `protected`: it came out of ESP (a protected tunnel takes nothing else).
+    func tunnelReceive(_ t: Int, _ packet: PacketHandle, from: IPAddress, sourcePort: UInt16, outerTOS: UInt8, protected: Bool = false) {
         let st = tunnelStates + t
         guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .input) }
         let interface = st.pointee.interface
-        ifs[interface].counters.rxPackets &+= 1
+        // Out of ESP, the packet was counted received when the ESP socket took it.
+        if !protected { ifs[interface].counters.rxPackets &+= 1 }
+        if _slowPath(st.pointee.protected && !protected) { return drop(packet, .ipsecPlaintextRefused, rx: interface) }
         let bytes = pool.bytes(packet)
         let gre: GREHeader
         do {
@@ -446,6 +470,11 @@ extension Stack {
         pool.consume(&reply, innerHeader)
         hot.pointee.counters.consumed &+= 1
         hot.pointee.counters.originated &+= 1
+        if tunnelStates[t].protected {
+            guard espSeal(&reply, tunnel: t, nextHeader: IPProtocol.gre.rawValue) else { return }
+            try? socketSend(tunnelStates[t].espSocket, reply, ttl: nil, tos: nil, sourcePort: nil)
+            return
+        }
         try? socketSend(tunnelStates[t].socket, reply, ttl: nil, tos: nil, sourcePort: nil)
     }
 

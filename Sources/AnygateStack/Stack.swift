@@ -58,6 +58,8 @@ public final class Stack {
         var timerVisits: UInt64 = 0
         /// The earliest keepalive or MTU check of any tunnel; 0 when none.
         var nextTunnelTimer: Int64 = 0
+        /// When an SA's time lifetime is next due; 0 when none is.
+        var nextIPsecTimer: Int64 = 0
         /// When a withdrawn ECMP next hop is next asked again; 0 when none is.
         var nextHopRetry: Int64 = 0
         /// When the next router advertisement is due; 0 when none is.
@@ -131,6 +133,8 @@ public final class Stack {
     var socketCount = 0
     var socketQueues: [Int: [(packet: PacketHandle, from: IPAddress, port: UInt16)]] = [:]
     let tunnelStates: UnsafeMutablePointer<TunnelState>
+    /// The SA database of protected tunnels (`Stack+IPsec`).
+    let sas: SecurityAssociations
     var tunnelConfigs: [Int: TunnelConfiguration] = [:]
     var tunnelDownReasons: [Int: String] = [:]
     /// Where each tunnel's learned path MTU came from.
@@ -216,6 +220,7 @@ public final class Stack {
                                                 staleTime: configuration.arp.staleTime.nanoseconds, seed: seed)
         flows = FlowTable(capacity: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0, seed: seed)
         flows6 = Flow6Table(maxFlows: configuration.ipflow.enabled ? configuration.ipflow.maxFlows : 0, seed: seed)
+        sas = SecurityAssociations(capacity: configuration.maxSAs)
         reassembly = ReassemblyTable(queues: configuration.reassembly.maxQueues,
                                      maxPieces: configuration.reassembly.maxPieces,
                                      timeout: configuration.reassembly.timeout)
@@ -235,6 +240,7 @@ public final class Stack {
         socketTable.deinitialize(count: configuration.maxSockets); socketTable.deallocate()
         tunnelStates.deinitialize(count: configuration.maxInterfaces); tunnelStates.deallocate()
         neighbors.deallocate(); neighbors6.deallocate(); flows.deallocate(); flows6.deallocate(); fib.deallocate(); fib6.deallocate(); fib6View.deallocate()
+        sas.deallocate()
     }
 
     /// Returns every packet the stack holds (pending, reassembly, transmit) to the pool.

@@ -7,6 +7,8 @@ public struct StackConfiguration: Sendable {
     public var maxInterfaces = 64
     /// Sockets the stack can hold (tunnels use one each).
     public var maxSockets = 256
+    /// IPsec SAs (each direction of a child SA is one; two more per tunnel during a rekey).
+    public var maxSAs = 256
     /// Frames an interface can hold between two flushes.
     public var transmitQueueCapacity = 1024
     /// Events kept until the owner reads them; more are counted and lost.

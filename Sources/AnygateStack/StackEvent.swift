@@ -41,6 +41,10 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     /// A follower replica received an MLD query on `interface` (the owner
     /// reports: `multicastQueried(on:maximumDelay:)`; milliseconds).
     case multicastQueried(interface: InterfaceIndex, maximumDelay: Int)
+    /// An SA of the protected tunnel on `tunnel` reached a soft lifetime: time to rekey.
+    case saExpiring(tunnel: InterfaceIndex, spi: UInt32, inbound: Bool)
+    /// An SA reached a hard lifetime (or its sequence space) and carries nothing more.
+    case saExpired(tunnel: InterfaceIndex, spi: UInt32, inbound: Bool)
 
     public var description: String {
         switch self {
@@ -60,6 +64,8 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .neighbor6Wanted(a, i): "neighbor \(a) on #\(i) wanted"
         case let .routerSolicited(i): "router solicitation on #\(i)"
         case let .multicastQueried(i, d): "MLD query on #\(i), answer within \(d) ms"
+        case let .saExpiring(i, spi, inbound): "\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) of #\(i) expiring"
+        case let .saExpired(i, spi, inbound): "\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) of #\(i) expired"
         }
     }
 }

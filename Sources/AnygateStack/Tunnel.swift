@@ -62,6 +62,9 @@ public struct TunnelConfiguration: Hashable, Sendable {
     /// ICMP fragmentation-needed for the outer destination lowers the
     /// tunnel MTU for `TunnelConfiguration.pathMTUTimeout`.
     public var pmtuDiscovery = true
+    /// GRE over IPsec: ESP in transport mode around every GRE packet
+    /// (`encapsulation` must be `.gre`); nil: plaintext GRE.
+    public var protection: TunnelProtection? = nil
 
     /// How long a learned path MTU holds (a host's PMTU cache: 10 minutes).
     public static let pathMTUTimeout = Interval.seconds(600)
@@ -86,7 +89,7 @@ public struct TunnelConfiguration: Hashable, Sendable {
     /// Bytes the tunnel adds in front of an inner packet.
     public var overhead: Int {
         (underlay6 ? IPv6Packet.headerLength : IPv4Packet.minimumHeaderLength) + 4 + (key == nil ? 0 : 4) + (sequence ? 4 : 0)
-            + (encapsulation == .greInUDP ? UDPDatagram.headerLength : 0)
+            + (encapsulation == .greInUDP ? UDPDatagram.headerLength : 0) + (protection?.overhead ?? 0)
     }
 
     /// The least outer path MTU a report may set.
@@ -172,6 +175,11 @@ struct TunnelState {
     var pathMTU = 0
     var pathMTUExpires: Int64 = 0
     var pmtuDiscovery = true
+    /// GRE over IPsec: packets leave sealed through `espSocket` with the
+    /// SA in `outboundSA` (-1: none yet); plaintext GRE is refused.
+    var protected = false
+    var espSocket = SocketID(value: -1)
+    var outboundSA: Int32 = -1
 
     init() {}
 
@@ -184,5 +192,6 @@ struct TunnelState {
         key = c.key; sequence = c.sequence; ttl = c.ttl; tos = c.tos
         udp = c.encapsulation == .greInUDP; mssClamp = c.mssClamp; keepalive = c.keepalive; fixedMTU = c.mtu != nil
         pmtuDiscovery = c.pmtuDiscovery
+        protected = c.protection != nil
     }
 }
