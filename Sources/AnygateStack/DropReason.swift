@@ -97,6 +97,8 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case ipsecSAExpired
     /// Plaintext GRE from the peer of a tunnel configured with protection (no downgrade).
     case ipsecPlaintextRefused
+    /// An inner packet outside a policy-based link's subnets (RFC 4301 section 5).
+    case ipsecSelectorMismatch
     /// A super-frame or partial checksum whose headers cannot be cut or completed.
     case segmentationFailed
     // Resources
@@ -206,6 +208,7 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .ipsecNoSA: "ipsec-no-sa"
         case .ipsecSAExpired: "ipsec-sa-expired"
         case .ipsecPlaintextRefused: "ipsec-plaintext-refused"
+        case .ipsecSelectorMismatch: "ipsec-selector-mismatch"
         }
     }
 }

@@ -138,3 +138,51 @@ public struct SAStatus: Hashable, Sendable {
     public var expiring: Bool
     public var expired: Bool
 }
+
+/// A policy-based link's subnets on one side, kept as plain values the
+/// packet path reads in place (at most `capacity`, either family).
+struct SelectorList {
+    static let capacity = 8
+
+    struct Prefix {
+        /// IPv4: the address in the top 32 bits of `high`.
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        var length: UInt8 = 0
+        var v6 = false
+    }
+
+    var count = 0
+    var items: InlineArray<8, Prefix> = .init(repeating: Prefix())
+
+    init() {}
+
+    init(_ prefixes: [IPPrefix]) {
+        for p in prefixes.prefix(SelectorList.capacity) {
+            switch p {
+            case .v4(let q): items[count] = Prefix(high: UInt64(q.address.rawValue) << 32, low: 0, length: UInt8(q.length), v6: false)
+            case .v6(let q): items[count] = Prefix(high: q.address.high, low: q.address.low, length: UInt8(q.length), v6: true)
+            }
+            count += 1
+        }
+    }
+
+    @inline(__always)
+    static func matches(_ p: Prefix, high: UInt64, low: UInt64) -> Bool {
+        let n = Int(p.length)
+        if n == 0 { return true }
+        if n <= 64 { return (p.high ^ high) >> (64 - n) == 0 }
+        return p.high == high && (n == 128 || (p.low ^ low) >> (128 - n) == 0)
+    }
+
+    func contains(_ a: IPv4Address) -> Bool {
+        let h = UInt64(a.rawValue) << 32
+        for i in 0..<count where !items[i].v6 && SelectorList.matches(items[i], high: h, low: 0) { return true }
+        return false
+    }
+
+    func contains(_ a: IPv6Address) -> Bool {
+        for i in 0..<count where items[i].v6 && SelectorList.matches(items[i], high: a.high, low: a.low) { return true }
+        return false
+    }
+}

@@ -236,8 +236,78 @@ extension Stack {
             hot.pointee.counters.consumed &+= 1
             return pool.free(p)
         }
+        if st.pointee.espTunnelMode { return ipsecTunnelReceive(t, p, nextHeader: nextHeader, outerTOS: outerTOS) }
         guard nextHeader == IPProtocol.gre.rawValue else { return drop(p, .greUnknownProtocol, rx: interface) }
         tunnelReceive(t, p, from: from, sourcePort: sourcePort, outerTOS: outerTOS, protected: true)
+    }
+
+    // MARK: Tunnel mode (a policy-based link)
+
+    /// An inner packet routed into a policy-based link: its addresses must
+    /// lie in the link's subnets (RFC 4301 section 5.1), then it is sealed
+    /// whole in ESP tunnel mode (next header 4 or 41).
+    @inline(never)
+    func ipsecTunnelOutput(_ t: Int, _ packet: PacketHandle) {
+        let st = tunnelStates + t
+        let interface = st.pointee.interface
+        let bytes = pool.bytes(packet)
+        var nextHeader: UInt8, innerTTL: UInt8, innerTOS: UInt8
+        if bytes.count >= IPv6Packet.headerLength && bytes.be8(0) >> 4 == 6 {
+            let ip = IPv6Packet(unchecked: bytes)
+            guard st.pointee.localSelectors.contains(ip.source), st.pointee.remoteSelectors.contains(ip.destination) else {
+                return drop(packet, .ipsecSelectorMismatch, tx: interface)
+            }
+            if st.pointee.mssClamp != .off { clampMSS6(ip, tunnel: t) }
+            nextHeader = IPProtocol.ipv6.rawValue; innerTTL = ip.hopLimit; innerTOS = ip.trafficClass
+        } else if bytes.count >= IPv4Packet.minimumHeaderLength && bytes.be8(0) >> 4 == 4 {
+            let ip = IPv4Packet(unchecked: bytes)
+            guard st.pointee.localSelectors.contains(ip.source), st.pointee.remoteSelectors.contains(ip.destination) else {
+                return drop(packet, .ipsecSelectorMismatch, tx: interface)
+            }
+            if st.pointee.mssClamp != .off { clampMSS(ip, tunnel: t) }
+            nextHeader = 4; innerTTL = ip.ttl; innerTOS = ip.tos
+        } else {
+            return drop(packet, .ipsecSelectorMismatch, tx: interface)
+        }
+        st.pointee.counters.txPackets &+= 1
+        st.pointee.counters.txBytes &+= UInt64(packet.length)
+        var p = packet
+        guard espSeal(&p, tunnel: t, nextHeader: nextHeader) else { return }
+        let tos = st.pointee.tos
+        do {
+            try socketSend(st.pointee.espSocket, p, ttl: st.pointee.ttl == nil ? innerTTL : nil,
+                           tos: (tos ?? innerTOS) & 0xFC | innerTOS & 3, sourcePort: nil)
+        } catch {
+            st.pointee.counters.sendErrors &+= 1
+            if case .tooBig(let mtu) = error { learnPathMTU(t, mtu, source: "underlay interface") }
+        }
+    }
+
+    /// An opened tunnel-mode packet: an inner IPv4 or IPv6 packet whose
+    /// addresses must lie in the link's subnets the other way round
+    /// (RFC 4301 section 5.2), then IP input on the link's interface.
+    func ipsecTunnelReceive(_ t: Int, _ p: PacketHandle, nextHeader: UInt8, outerTOS: UInt8) {
+        let st = tunnelStates + t
+        let interface = st.pointee.interface
+        let bytes = pool.bytes(p)
+        switch nextHeader {
+        case 4:
+            guard bytes.count >= IPv4Packet.minimumHeaderLength, bytes.be8(0) >> 4 == 4 else { return drop(p, .espMalformed, rx: interface) }
+            let ip = IPv4Packet(unchecked: bytes)
+            guard st.pointee.remoteSelectors.contains(ip.source), st.pointee.localSelectors.contains(ip.destination) else {
+                return drop(p, .ipsecSelectorMismatch, rx: interface)
+            }
+            tunnelReceive4(t, p, outerTOS: outerTOS)
+        case IPProtocol.ipv6.rawValue:
+            guard bytes.count >= IPv6Packet.headerLength, bytes.be8(0) >> 4 == 6 else { return drop(p, .espMalformed, rx: interface) }
+            let ip = IPv6Packet(unchecked: bytes)
+            guard st.pointee.remoteSelectors.contains(ip.source), st.pointee.localSelectors.contains(ip.destination) else {
+                return drop(p, .ipsecSelectorMismatch, rx: interface)
+            }
+            tunnelReceive6(t, p, outerTOS: outerTOS)
+        default:
+            drop(p, .greUnknownProtocol, rx: interface)
+        }
     }
 
     /// Opens an ESP packet of tunnel `t` in place: the SA by SPI, the replay

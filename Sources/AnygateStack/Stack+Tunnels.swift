@@ -31,8 +31,16 @@ extension Stack {
         guard config.local.isIPv6 == config.remote.isIPv6 else {
             throw .invalid("a tunnel's local and remote addresses must be of one family (\(config.local), \(config.remote))")
         }
-        if config.protection != nil && config.encapsulation != .gre {
+        if config.protection != nil && config.encapsulation == .greInUDP {
             throw .invalid("a protected tunnel carries GRE inside ESP; for NAT traversal ESP itself goes in UDP (protection encapsulation udp)")
+        }
+        if config.encapsulation == .ipsec {
+            guard config.keepalive == nil else { throw .invalid("an ipsec tunnel has no GRE keepalives; IKE's dead-peer detection watches it") }
+            guard let p = config.protection else { throw .invalid("an ipsec tunnel needs protection: its ESP encapsulation and subnets") }
+            guard !p.localSubnets.isEmpty, !p.remoteSubnets.isEmpty,
+                  p.localSubnets.count <= SelectorList.capacity, p.remoteSubnets.count <= SelectorList.capacity else {
+                throw .invalid("an ipsec tunnel needs 1 to \(SelectorList.capacity) local and remote subnets")
+            }
         }
         let mtu = config.mtu ?? derivedTunnelMTU(config)
         let i: InterfaceIndex
@@ -40,8 +48,14 @@ extension Stack {
         let proto: SocketProtocol = config.encapsulation == .gre ? .raw(.gre) : .udp
         // A tunnel's slot is its interface's index: both tables have maxInterfaces rows.
         let t = i
-        let s: SocketID
-        do throws(SocketError) {
+        var s = SocketID(value: -1)
+        if config.encapsulation == .ipsec, let p = config.protection {
+            // A policy-based link has only its ESP socket.
+            do throws(SocketError) { s = try openESPSocket(p.encapsulation, config, tunnel: t) } catch {
+                try? removeInterface(i)
+                throw .socket(error)
+            }
+        } else { do throws(SocketError) {
             s = try openSocket(proto, backend: config.backend, queueCapacity: 1)
             let port = config.encapsulation == .greInUDP ? TunnelEncapsulation.greInUDPPort : 0
             try bind(s, address: config.local, port: port)
@@ -55,9 +69,9 @@ extension Stack {
         } catch {
             try? removeInterface(i)
             throw .socket(error)
-        }
-        var esp = SocketID(value: -1)
-        if let protection = config.protection {
+        } }
+        var esp = config.encapsulation == .ipsec ? s : SocketID(value: -1)
+        if config.encapsulation != .ipsec, let protection = config.protection {
             do throws(SocketError) { esp = try openESPSocket(protection.encapsulation, config, tunnel: t) } catch {
                 closeSocket(s)
                 try? removeInterface(i)
@@ -86,7 +100,7 @@ extension Stack {
         closeSocket(state.socket)
         if state.protected {
             removeSAs(tunnel: t)
-            closeSocket(state.espSocket)
+            if state.espSocket != state.socket { closeSocket(state.espSocket) }
         }
         ifs[state.interface].tunnel = -1
         tunnelStates[t].inUse = false
@@ -209,6 +223,13 @@ extension Stack {
     /// enough its GRE key (GRE) or its ports (GRE-in-UDP), are the tunnel's.
     func quoteMatches(_ c: TunnelConfiguration, proto: IPProtocol, _ quoted: UnsafeMutableRawBufferPointer, at hl: Int) -> Bool {
         let rest = quoted.count - hl
+        if let p = c.protection {
+            // ESP (or ESP in UDP 4500) from our end of the tunnel.
+            if case .udp(let local, _) = p.encapsulation {
+                return proto == .udp && (rest < 2 || quoted.be16(hl) == local)
+            }
+            return proto == .esp
+        }
         switch c.encapsulation {
         case .gre:
             guard proto == .gre else { return false }
@@ -224,6 +245,8 @@ extension Stack {
             if rest >= 4 {
                 guard quoted.be16(hl + 2) == TunnelEncapsulation.greInUDPPort, quoted.be16(hl) >= 49152 else { return false }
             }
+        case .ipsec:
+            return false
         }
         return true
     }
@@ -237,6 +260,7 @@ extension Stack {
         hot.pointee.counters.originated &+= 1
         let st = tunnelStates + t
         guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .output) }
+        if st.pointee.espTunnelMode { return ipsecTunnelOutput(t, packet) }
         hot.pointee.tunnelDepth += 1
         defer { hot.pointee.tunnelDepth -= 1 }
         guard hot.pointee.tunnelDepth <= Stack.maxTunnelNesting else {
@@ -404,6 +428,15 @@ extension Stack {
         }
         if type == .ipv6 { return tunnelReceive6(t, p, outerTOS: outerTOS) }
         guard type == .ipv4 else { return drop(p, .greUnknownProtocol, rx: interface) }
+        tunnelReceive4(t, p, outerTOS: outerTOS)
+    }
+
+    /// The inner IPv4 packet of tunnel `t` (bytes start at its header): a
+    /// peer's keepalive goes back, anything else meets ECN decapsulation and
+    /// MSS clamping, then IPv4 input on the tunnel's interface.
+    func tunnelReceive4(_ t: Int, _ p: PacketHandle, outerTOS: UInt8) {
+        let st = tunnelStates + t
+        let interface = st.pointee.interface
         let inner = IPv4Packet(unchecked: pool.bytes(p))
         st.pointee.counters.rxPackets &+= 1
         st.pointee.counters.rxBytes &+= UInt64(p.length)

@@ -6,6 +6,9 @@ public enum TunnelEncapsulation: String, Hashable, Sendable {
     case gre
     /// GRE over UDP, destination port 4754, source port from a flow hash (RFC 8086).
     case greInUDP = "gre-in-udp"
+    /// No GRE: ESP in tunnel mode carries the inner packets (a policy-based
+    /// IPsec link between subnets, RFC 4301); needs `protection`.
+    case ipsec
 
     public static let greInUDPPort: UInt16 = 4754
 }
@@ -88,7 +91,9 @@ public struct TunnelConfiguration: Hashable, Sendable {
 
     /// Bytes the tunnel adds in front of an inner packet.
     public var overhead: Int {
-        (underlay6 ? IPv6Packet.headerLength : IPv4Packet.minimumHeaderLength) + 4 + (key == nil ? 0 : 4) + (sequence ? 4 : 0)
+        let outer = underlay6 ? IPv6Packet.headerLength : IPv4Packet.minimumHeaderLength
+        if encapsulation == .ipsec { return outer + (protection?.overhead ?? 0) }
+        return outer + 4 + (key == nil ? 0 : 4) + (sequence ? 4 : 0)
             + (encapsulation == .greInUDP ? UDPDatagram.headerLength : 0) + (protection?.overhead ?? 0)
     }
 
@@ -180,6 +185,11 @@ struct TunnelState {
     var protected = false
     var espSocket = SocketID(value: -1)
     var outboundSA: Int32 = -1
+    /// A policy-based link: ESP tunnel mode, inner packets checked against
+    /// the selectors both ways.
+    var espTunnelMode = false
+    var localSelectors = SelectorList()
+    var remoteSelectors = SelectorList()
 
     init() {}
 
@@ -193,5 +203,10 @@ struct TunnelState {
         udp = c.encapsulation == .greInUDP; mssClamp = c.mssClamp; keepalive = c.keepalive; fixedMTU = c.mtu != nil
         pmtuDiscovery = c.pmtuDiscovery
         protected = c.protection != nil
+        espTunnelMode = c.encapsulation == .ipsec
+        if let p = c.protection {
+            localSelectors = SelectorList(p.localSubnets)
+            remoteSelectors = SelectorList(p.remoteSubnets)
+        }
     }
 }

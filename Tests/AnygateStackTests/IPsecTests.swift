@@ -16,6 +16,14 @@ extension TwoSites {
         if keyed { try installSAs(algorithm, esn: esn, lifetime: lifetime) }
     }
 
+    /// A policy-based link between 10.1/16 and 10.2/16 (ESP tunnel mode, no GRE).
+    init(policyBased encapsulation: ESPEncapsulation, algorithm: AEADAlgorithm = .aes128GCM) throws {
+        let p1 = TunnelProtection(encapsulation: encapsulation, localSubnets: [IPPrefix("10.1.0.0/16")!], remoteSubnets: [IPPrefix("10.2.0.0/16")!])
+        let p2 = TunnelProtection(encapsulation: encapsulation, localSubnets: [IPPrefix("10.2.0.0/16")!], remoteSubnets: [IPPrefix("10.1.0.0/16")!])
+        try self.init(encapsulation: .ipsec, key1: nil, key2: nil, protection: p1, protection2: p2)
+        try installSAs(algorithm)
+    }
+
     func installSAs(_ a: AEADAlgorithm, esn: Bool = false, lifetime: SALifetime = SALifetime(), spi1: UInt32 = 0x1001, spi2: UInt32 = 0x2002) throws {
         let k1 = TwoSites.keys(a, 1), k2 = TwoSites.keys(a, 2)
         try gw1.setOutboundSA(tunnel: gw1Tunnel, SAConfiguration(spi: spi1, algorithm: a, keyMaterial: k1, extendedSequenceNumbers: esn, lifetime: lifetime))
@@ -200,6 +208,33 @@ struct IPsecTests {
         #expect(t.gw1.drainEvents().contains { if case .saExpired(_, 0x1001, false) = $0 { true } else { false } })
         try ping(t)
         #expect(t.a.echoReplies().isEmpty)
+    }
+
+    @Test("a policy-based link: ESP tunnel mode between the subnets, inner packets outside them refused both ways",
+          arguments: [ESPEncapsulation.esp, .natTraversal])
+    func policyBased(_ encapsulation: ESPEncapsulation) throws {
+        let s = try TwoSites(policyBased: encapsulation)
+        let u = capture(s)
+        try ping(s, count: 2)
+        #expect(s.a.echoReplies().count == 2)
+        for f in u.frames {
+            let e = try #require(esp(f))
+            #expect(Array(e[0..<4]) == [0, 0, 0x10, 0x01])
+        }
+        let t = try #require(s.gw1.tunnelList.first)
+        #expect(t.configuration.overhead == 20 + 37 + (encapsulation == .esp ? 0 : 8), "no GRE header in tunnel mode")
+        // GW1's own address is outside its local subnets: not sent.
+        try s.gw1.ping(IPv4Address(10, 2, 0, 2), source: IPv4Address(172, 16, 0, 1))
+        s.net.run()
+        #expect(s.gw1.drops(.ipsecSelectorMismatch) == 1)
+        // Were GW1 to send it anyway, GW2 refuses it: its source is not in GW2's remote subnets.
+        let t1 = Int(s.gw1.ifs[s.gw1Tunnel].tunnel)
+        s.gw1.tunnelStates[t1].localSelectors = SelectorList([IPPrefix("0.0.0.0/0")!])
+        try s.gw1.ping(IPv4Address(10, 2, 0, 2), source: IPv4Address(172, 16, 0, 1))
+        s.net.run()
+        #expect(s.gw2.drops(.ipsecSelectorMismatch) == 1)
+        #expect(s.gw2.drops(.ipsecSelectorMismatch, on: s.gw2Tunnel) == 1)
+        s.checkInvariants()
     }
 
     @Test("SA installation refuses reserved and duplicate SPIs, wrong key lengths and unprotected tunnels")

@@ -25,7 +25,7 @@ struct TwoSites {
     init(encapsulation: TunnelEncapsulation = .gre, key1: UInt32? = 42, key2: UInt32? = 42, sequence: Bool = false,
          mssClamp: MSSClamp = .off, keepalive: TunnelKeepalive? = nil, pmtuDiscovery: Bool = true, superFrames: Int = 0,
          gw1Configuration: StackConfiguration = StackConfiguration(), underlay6: Bool = false, ipv6: Bool = false,
-         wanMTU: Int = 1500, protection: TunnelProtection? = nil) throws {
+         wanMTU: Int = 1500, protection: TunnelProtection? = nil, protection2: TunnelProtection? = nil) throws {
         net = MemoryNetwork(pool: PacketPool(superFrames: superFrames))
         a = net.addStack(name: "A", configuration: .host)
         gw1 = net.addStack(name: "GW1", configuration: gw1Configuration)
@@ -61,7 +61,7 @@ struct TwoSites {
         c1.protection = protection
         var c2 = TunnelConfiguration(name: "gre0", local: u2, remote: u1)
         c2.encapsulation = encapsulation; c2.key = key2; c2.sequence = sequence; c2.mssClamp = mssClamp
-        c2.protection = protection
+        c2.protection = protection2 ?? protection
         gw1Tunnel = try gw1.addTunnel(c1)
         gw2Tunnel = try gw2.addTunnel(c2)
         try gw1.addAddress(IPv4InterfaceAddress("172.16.0.1/30"), to: gw1Tunnel)
