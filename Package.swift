@@ -43,7 +43,7 @@ let package = Package(
         .target(
             name: "AnygateDaemon",
             dependencies: [
-                "AnygateStack", "AnygateWire", "AnygateHost", "AnygateControl", "AnygateNetlink",
+                "AnygateStack", "AnygateWire", "AnygateHost", "AnygateControl", "AnygateNetlink", "AnygateIKE", "AnygateCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -55,7 +55,7 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         self.count = count; self.filter = filter
     }
 
-    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats"]
+    public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats", "sas"]
 }
 
 public struct ControlResponse<Result: Codable>: Codable {
@@ -266,6 +266,59 @@ public struct ExplainInfo: Codable, Equatable, Sendable {
         self.destination = destination; self.interface = interface; self.route = route; self.policy = policy
         self.policyOrigin = policyOrigin; self.scorers = scorers; self.incumbent = incumbent; self.candidates = candidates
         self.chosen = chosen; self.reason = reason
+    }
+}
+
+/// One IKE SA and its child SAs (`show sas`). SPIs are hex strings as
+/// strongSwan prints them; keys are never part of it.
+public struct SAInfo: Codable, Equatable, Sendable {
+    /// The tunnel or ipsec link it protects.
+    public var name: String
+    public var peer: String
+    /// idle | connecting | established | failed | closed
+    public var state: String
+    /// initiator | responder
+    public var role: String?
+    public var localId: String
+    public var remoteId: String
+    /// The IKE SA's transforms, once chosen.
+    public var ike: String?
+    /// ESP goes in UDP 4500 (a NAT was found, or the peer said so).
+    public var natTraversal: Bool
+    /// Why the last attempt failed or the SA closed.
+    public var reason: String?
+    public var children: [ChildSAInfo]
+    public init(name: String, peer: String, state: String, role: String?, localId: String, remoteId: String, ike: String?,
+                natTraversal: Bool, reason: String?, children: [ChildSAInfo]) {
+        self.name = name; self.peer = peer; self.state = state; self.role = role; self.localId = localId; self.remoteId = remoteId
+        self.ike = ike; self.natTraversal = natTraversal; self.reason = reason; self.children = children
+    }
+}
+
+public struct ChildSAInfo: Codable, Equatable, Sendable {
+    public var localSpi: String
+    public var remoteSpi: String
+    /// installed | expiring | expired
+    public var state: String
+    /// esp
+    public var `protocol`: String
+    /// transport | tunnel
+    public var mode: String
+    public var algorithm: String
+    public var esn: Bool
+    public var bytesIn: UInt64
+    public var bytesOut: UInt64
+    public var packetsIn: UInt64
+    public var packetsOut: UInt64
+    public var replayDrops: UInt64
+    public var authFailures: UInt64
+    public var ageSeconds: Double
+    public init(localSpi: String, remoteSpi: String, state: String, protocol: String, mode: String, algorithm: String, esn: Bool,
+                bytesIn: UInt64, bytesOut: UInt64, packetsIn: UInt64, packetsOut: UInt64, replayDrops: UInt64, authFailures: UInt64,
+                ageSeconds: Double) {
+        self.localSpi = localSpi; self.remoteSpi = remoteSpi; self.state = state; self.protocol = `protocol`; self.mode = mode
+        self.algorithm = algorithm; self.esn = esn; self.bytesIn = bytesIn; self.bytesOut = bytesOut; self.packetsIn = packetsIn
+        self.packetsOut = packetsOut; self.replayDrops = replayDrops; self.authFailures = authFailures; self.ageSeconds = ageSeconds
     }
 }
 

@@ -1,4 +1,5 @@
 public import AnygateStack
+public import AnygateIKE
 public import AnygateWire
 
 /// The daemon's configuration, as read from YAML (DESIGN.md, "The config
@@ -146,8 +147,36 @@ public struct TunnelConfig: Equatable, Sendable {
     /// `tunnels[].ipv6: {addresses: [...]}`: IPv6 inside the tunnel (its
     /// link-local address and these); nil: the tunnel carries IPv4 only.
     public var ipv6: IPv6InterfaceConfig? = nil
+    /// IKE for a protected tunnel (`tunnels[].protection`) or a policy-based
+    /// link (`ipsec:`); nil: no IPsec.
+    public var ike: IKEPeerConfig? = nil
     public init(tunnel: TunnelConfiguration, addresses: [AddressConfig] = []) { self.tunnel = tunnel; self.addresses = addresses }
     public var name: String { tunnel.name }
+}
+
+/// How the daemon runs IKEv2 for one tunnel or link.
+public struct IKEPeerConfig: Equatable, Sendable {
+    public enum Start: String, Equatable, Sendable, CaseIterable {
+        /// Bring the SA up at start, and again whenever it goes.
+        case initiate
+        /// Wait for the peer.
+        case respond
+    }
+
+    public var localID: String
+    public var remoteID: String
+    /// A file of mode 0600 (or stricter) holding the pre-shared key; the
+    /// key itself is read when the tunnel is made, never logged or shown.
+    public var pskFile: String
+    public var ikeProposals: [IKESuite] = IKESuite.defaults
+    public var espProposals: [ESPSuite] = ESPSuite.defaults
+    public var start = Start.initiate
+    /// Dead-peer detection interval in seconds; nil: off.
+    public var dpd: Int? = 30
+
+    public init(localID: String, remoteID: String, pskFile: String) {
+        self.localID = localID; self.remoteID = remoteID; self.pskFile = pskFile
+    }
 }
 
 /// `interfaces[].ipv6`.

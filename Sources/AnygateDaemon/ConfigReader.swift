@@ -1,3 +1,4 @@
+import AnygateIKE
 import AnygateNetlink
 import AnygateStack
 import AnygateWire
@@ -35,7 +36,8 @@ public struct ConfigReader {
         guard let root else { throw fail("", nil, "the file is empty") }
         var c = DaemonConfig()
         let top = try mapping(root, "")
-        try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "ecmp-hash", "interfaces", "routes", "tunnels", "mirror"])
+        try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "ecmp-hash", "interfaces", "routes", "tunnels", "mirror",
+                                       "ipsec"])
         if let e = top["ecmp-hash"] {
             let text = try string(e, "ecmp-hash")
             guard let v = StackConfiguration.ECMPHash(rawValue: text) else { throw fail("ecmp-hash", e, "\"\(text)\" is not one of l3, l4") }
@@ -149,6 +151,10 @@ public struct ConfigReader {
         if let n = top["tunnels"] {
             guard case .sequence(let seq) = n else { throw fail("tunnels", n, "expected a list of tunnels") }
             for (k, item) in seq.enumerated() { c.tunnels.append(try tunnel(item, "tunnels[\(k)]")) }
+        }
+        if let n = top["ipsec"] {
+            guard case .sequence(let seq) = n else { throw fail("ipsec", n, "expected a list of policy-based IPsec links") }
+            for (k, item) in seq.enumerated() { c.tunnels.append(try ipsecLink(item, "ipsec[\(k)]")) }
         }
         if let n = top["routes"] {
             guard case .sequence(let seq) = n else { throw fail("routes", n, "expected a list of routes") }
@@ -286,7 +292,7 @@ public struct ConfigReader {
     func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
         let m = try mapping(node, path)
         try checkKeys(m, path, allowed: ["name", "encapsulation", "backend", "local", "remote", "key", "sequence", "ttl", "tos",
-                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery", "ipv6"])
+                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery", "ipv6", "protection"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -306,7 +312,9 @@ public struct ConfigReader {
         }
         if let e = m["encapsulation"] {
             let text = try string(e, path + ".encapsulation")
-            guard let v = TunnelEncapsulation(rawValue: text) else { throw fail(path + ".encapsulation", e, "\"\(text)\" is not one of gre, gre-in-udp") }
+            guard let v = TunnelEncapsulation(rawValue: text), v != .ipsec else {
+                throw fail(path + ".encapsulation", e, "\"\(text)\" is not one of gre, gre-in-udp (policy-based IPsec links go under ipsec:)")
+            }
             t.encapsulation = v
         }
         if let b = m["backend"] {
@@ -345,6 +353,17 @@ public struct ConfigReader {
             t.keepalive = ka
         }
         var tc = TunnelConfig(tunnel: t)
+        if let n = m["protection"] {
+            // GRE over IPsec: ESP in transport mode around the GRE packets.
+            guard t.encapsulation == .gre else {
+                throw fail(path + ".protection", n, "protection carries GRE inside ESP: it needs encapsulation: gre (ESP itself goes in UDP for NATs)")
+            }
+            let pm = try mapping(n, path + ".protection")
+            try checkKeys(pm, path + ".protection", allowed: ConfigReader.ikeKeys)
+            let (ike, esp) = try ikePeer(pm, node: n, path + ".protection")
+            tc.tunnel.protection = TunnelProtection(encapsulation: esp)
+            tc.ike = ike
+        }
         if let v6 = m["ipv6"] {
             let c = try ipv6(v6, path + ".ipv6")
             if c.routerAdvertisements != nil {
@@ -358,6 +377,94 @@ public struct ConfigReader {
                 tc.addresses.append(AddressConfig(address: try interfaceAddress(a, "\(path).addresses[\(k)]")))
             }
         }
+        return tc
+    }
+
+    static let ikeKeys: Set<String> = ["local-id", "remote-id", "psk-file", "ike-proposals", "esp-proposals", "encapsulation", "start", "dpd"]
+
+    /// The IKE settings shared by `tunnels[].protection` and `ipsec[]`, and
+    /// how ESP travels (`encapsulation: udp` — RFC 3948, the default — or `esp`).
+    func ikePeer(_ m: Node.Mapping, node: Node, _ path: String) throws(ConfigError) -> (IKEPeerConfig, ESPEncapsulation) {
+        func text(_ key: String) throws(ConfigError) -> String {
+            guard let n = m[key] else { throw fail(path, node, "needs \(key)") }
+            let s = try string(n, path + "." + key)
+            guard !s.isEmpty else { throw fail(path + "." + key, n, "must not be empty") }
+            return s
+        }
+        let pskFile = try text("psk-file")
+        let pskNode = m["psk-file"]
+        guard pskFile.hasPrefix("/") else { throw fail(path + ".psk-file", pskNode, "must be an absolute path") }
+        var st = stat()
+        guard stat(pskFile, &st) == 0 else { throw fail(path + ".psk-file", pskNode, "cannot read \(pskFile): \(String(cString: strerror(errno)))") }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw fail(path + ".psk-file", pskNode, "\(pskFile) is not a regular file") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw fail(path + ".psk-file", pskNode,
+                       "\(pskFile) is readable by its group or by others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+        }
+        var ike = IKEPeerConfig(localID: try text("local-id"), remoteID: try text("remote-id"), pskFile: pskFile)
+        /// A non-empty list of proposals, each read by `parse`.
+        func proposals<T>(_ key: String, _ parse: (String) throws(IKEConfigError) -> T) throws(ConfigError) -> [T]? {
+            guard let n = m[key] else { return nil }
+            guard case .sequence(let seq) = n, !seq.isEmpty else { throw fail(path + "." + key, n, "expected a list of proposals") }
+            var out: [T] = []
+            for (k, item) in seq.enumerated() {
+                let p = "\(path).\(key)[\(k)]"
+                let text = try string(item, p)
+                do throws(IKEConfigError) { out.append(try parse(text)) } catch { throw fail(p, item, error.description) }
+            }
+            return out
+        }
+        if let v = try proposals("ike-proposals", { (s: String) throws(IKEConfigError) in try IKESuite(parsing: s) }) { ike.ikeProposals = v }
+        if let v = try proposals("esp-proposals", { (s: String) throws(IKEConfigError) in try ESPSuite(parsing: s) }) { ike.espProposals = v }
+        if let n = m["start"] {
+            let s = try string(n, path + ".start")
+            guard let v = IKEPeerConfig.Start(rawValue: s) else { throw fail(path + ".start", n, "\"\(s)\" is not one of initiate, respond") }
+            ike.start = v
+        }
+        if let n = m["dpd"] {
+            let s = try string(n, path + ".dpd")
+            if s == "off" { ike.dpd = nil } else { ike.dpd = Int(try duration(n, path + ".dpd").nanoseconds / 1_000_000_000) }
+        }
+        var esp = ESPEncapsulation.natTraversal
+        if let n = m["encapsulation"] {
+            switch try string(n, path + ".encapsulation") {
+            case "udp": esp = .natTraversal
+            case "esp": esp = .esp
+            case "auto":
+                throw fail(path + ".encapsulation", n, "auto (UDP only when a NAT is found) is not built yet: use udp or esp")
+            case let s: throw fail(path + ".encapsulation", n, "\"\(s)\" is not one of udp, esp")
+            }
+        }
+        return (ike, esp)
+    }
+
+    /// A policy-based IPsec link: ESP tunnel mode between subnets, on an
+    /// interface named after it that routes to the remote subnets while the
+    /// SA is up.
+    func ipsecLink(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
+        let m = try mapping(node, path)
+        try checkKeys(m, path, allowed: ConfigReader.ikeKeys.union(["name", "local", "remote", "local-subnets", "remote-subnets", "backend",
+                                                                     "mss-clamp", "addresses"]))
+        // The name, the underlay addresses, the backend and MSS clamping read as a tunnel's do.
+        var tm = Node.Mapping([])
+        for (k, v) in m where ["name", "local", "remote", "backend", "mss-clamp", "addresses"].contains(k.string ?? "") { tm[k] = v }
+        var tc = try tunnel(.mapping(tm), path)
+        tc.tunnel.encapsulation = .ipsec
+        let (ike, esp) = try ikePeer(m, node: node, path)
+        func subnets(_ key: String) throws(ConfigError) -> [IPPrefix] {
+            guard let n = m[key], case .sequence(let seq) = n, !seq.isEmpty else { throw fail(path, node, "needs \(key): a list of prefixes") }
+            guard seq.count <= 8 else { throw fail(path + "." + key, n, "at most 8 subnets") }
+            var out: [IPPrefix] = []
+            for (k, item) in seq.enumerated() {
+                let s = try string(item, "\(path).\(key)[\(k)]")
+                guard let p = IPPrefix(s) else { throw fail("\(path).\(key)[\(k)]", item, "\"\(s)\" is not an IPv4 or IPv6 prefix") }
+                out.append(p)
+            }
+            return out
+        }
+        tc.tunnel.protection = TunnelProtection(encapsulation: esp, localSubnets: try subnets("local-subnets"),
+                                                remoteSubnets: try subnets("remote-subnets"))
+        tc.ike = ike
         return tc
     }
 
@@ -423,6 +530,10 @@ public struct ConfigReader {
     /// Checks that need the whole file: unique names, interfaces that routes
     /// name, next hops on a connected subnet, addresses used once.
     func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
+        if c.workers != 1, let t = c.tunnels.first(where: { $0.ike != nil }) {
+            // Each SA's sequence counter and replay window have one owner.
+            throw fail("stack.workers", top["stack"], "IPsec (\(t.name)) needs stack.workers: 1 for now: each SA's counter and replay window have one owner")
+        }
         if c.workers != 1 {
             // What several workers cannot share yet: one sequence per
             // tunnel, and the host's own interfaces mirrored into the stack.

@@ -41,6 +41,7 @@ extension Daemon {
             case "tunnels": return encode(ControlResponse(ok: true, result: tunnelInfos()))
             case "mirror": return encode(ControlResponse(ok: true, result: mirrorInfo()))
             case "stats": return encode(ControlResponse(ok: true, result: statsInfo()))
+            case "sas": return encode(ControlResponse(ok: true, result: saInfos()))
             case let other:
                 return fail("cannot show \"\(other)\": choose one of \(ControlRequest.showTopics.joined(separator: ", "))")
             }

@@ -47,6 +47,8 @@ public final class Daemon {
     let state: StateDirectory
     /// The state directory's problem already logged, so it is said once.
     var stateProblemLogged: String?
+    /// IKE for each protected tunnel and policy-based link, by name.
+    var ikePeers: [String: IKEPeer] = [:]
 
     /// Builds the stack, attaches every interface, installs routes, and
     /// opens the control socket and metrics listener.
@@ -262,6 +264,12 @@ public final class Daemon {
             change { s in try? s.removeTunnel(named: name) }
             throw DaemonError("tunnel \(t.name): \(error)")
         }
+        if t.ike != nil {
+            do throws(DaemonError) { try startIKE(t, interface: stack.interface(named: t.name) ?? -1) } catch {
+                change { s in try? s.removeTunnel(named: name) }
+                throw error
+            }
+        }
         logger.info("tunnel up", metadata: ["tunnel": "\(t.name)", "encapsulation": "\(t.tunnel.encapsulation.rawValue)",
                                             "backend": "\(t.tunnel.backend.rawValue)", "remote": "\(t.tunnel.remote)"])
     }
@@ -329,7 +337,8 @@ public final class Daemon {
             }
         }
         loop.run { [self] in
-            let next = runtime.runTimers()
+            var next = runtime.runTimers()
+            if let ike = serviceIKE() { next = min(next ?? ike, ike) }
             if stack.hasEvents { handleStackEvents() }
             if let workers {
                 collectFromWorkers()
@@ -344,6 +353,7 @@ public final class Daemon {
     /// Closes the ports (which deletes the TAP devices the daemon created)
     /// and removes the control socket.
     public func shutdown() {
+        for name in Array(ikePeers.keys) { stopIKE(name) }
         control?.close(removing: config.controlSocket)
         control = nil
         metrics?.close()
@@ -480,6 +490,7 @@ public final class Daemon {
         let newTunnels = Dictionary(uniqueKeysWithValues: next.tunnels.map { ($0.name, $0) })
         for t in old.tunnels where newTunnels[t.name] != t {
             let name = t.name
+            stopIKE(name)
             change { s in try? s.removeTunnel(named: name) }
             logger.info("tunnel removed", metadata: ["tunnel": "\(t.name)"])
         }

@@ -178,6 +178,9 @@ public final class HostRuntime {
     /// Whether `interface`'s port has lost its device.
     public func isLost(_ interface: InterfaceIndex) -> Bool { lostPorts.contains(interface) }
 
+    /// The host's monotonic clock, in the stack's nanoseconds.
+    public var clock: Int64 { Sys.monotonicNanoseconds() }
+
     /// Runs the stack's timers if one is due; returns when they next want
     /// to run (one call per wake-up).
     public func runTimers() -> Int64? {

@@ -78,6 +78,8 @@ public final class IKESession {
     var retries = 0
     var lastResponse: (id: UInt32, bytes: [UInt8])? = nil
     var lastHeard: Int64 = 0
+    /// The outstanding request is a dead-peer-detection probe.
+    var probing = false
 
     public init(role: Role, policy: IKEPolicy, local: IKEEndpoint, remote: IKEEndpoint, random: @escaping () -> UInt64) {
         self.role = role; self.policy = policy; self.local = local; self.remote = remote; self.random = random
@@ -303,6 +305,7 @@ public final class IKESession {
             lastRequest = nil
             nextRequestID &+= 1
             retries = 0
+            probing = false
             lastHeard = now
             if h.exchange == .saInit {
                 guard let (payloads, _) = try? IKEPayload.parse(message, from: IKEHeader.length, first: h.nextPayload) else {
@@ -345,9 +348,12 @@ public final class IKESession {
         if let r = lastRequest {
             let wait = Int64(1_000_000_000) << Int64(min(retries, 6))
             guard now - requestSentAt >= wait else { return [] }
-            if retries >= policy.retransmissions {
+            // A liveness check gives up sooner: 1 + 2 + 4 s after the probe.
+            let limit = probing ? min(3, policy.retransmissions) : policy.retransmissions
+            if retries >= limit {
+                let wasUp = state == .established
                 state = .closed
-                return state == .established || lastHeard > 0 ? [.closed("the peer stopped answering")]
+                return wasUp ? [.closed("the peer stopped answering (dead-peer detection)")]
                     : [.failed("no answer from the peer after \(retries) retransmissions")]
             }
             retries += 1
@@ -355,6 +361,7 @@ public final class IKESession {
             return [.send(r)]
         }
         if state == .established, let dpd = policy.dpdInterval, now - lastHeard >= Int64(dpd) * 1_000_000_000 {
+            probing = true
             return [request(sealedMessage(.informational, id: nextRequestID, response: false, []), now: now)]
         }
         return []
@@ -371,6 +378,7 @@ public final class IKESession {
     // MARK: Messages
 
     func request(_ m: [UInt8], now: Int64) -> IKEOutput {
+        if !m.isEmpty, m.count > 18, IKEExchange(rawValue: m[18]) != .informational { probing = false }
         lastRequest = m
         requestSentAt = now
         return .send(m)

@@ -125,6 +125,18 @@ struct Show: ParsableCommand {
                               t.key.map { "\($0)" } ?? "-", "\(t.mtu)", "\(t.pathMtu) (\(t.pathMtuSource))", "\(t.counters["txPackets"] ?? 0)",
                               "\(t.counters["rxPackets"] ?? 0)", ka]
                   })
+        case "sas":
+            let r = call(request, parent, as: [SAInfo].self)
+            if parent.json { return printJSON(r) }
+            table(["NAME", "PEER", "STATE", "ROLE", "IKE", "NAT-T", "LOCAL-SPI", "REMOTE-SPI", "ESP", "MODE", "PKTS-IN", "PKTS-OUT", "REPLAY", "AUTH-FAIL"],
+                  r.flatMap { s -> [[String]] in
+                      let head = [s.name, s.peer, s.state + (s.reason.map { " (\($0))" } ?? ""), s.role ?? "-", s.ike ?? "-", s.natTraversal ? "yes" : "no"]
+                      if s.children.isEmpty { return [head + ["-", "-", "-", "-", "-", "-", "-", "-"]] }
+                      return s.children.map { c in
+                          head + [c.localSpi, c.remoteSpi, c.algorithm + (c.esn ? "-esn" : ""), c.mode, "\(c.packetsIn)", "\(c.packetsOut)",
+                                  "\(c.replayDrops)", "\(c.authFailures)"]
+                      }
+                  })
         case "mirror":
             let m = call(request, parent, as: MirrorInfo.self)
             if parent.json { return printJSON(m) }

@@ -28,6 +28,8 @@ enum Shell {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", command]
+        // createFile replaces what is there: never a device (it would replace /dev/null with a file).
+        precondition(!output.hasPrefix("/dev/"), "spawn's output must be a file of the test's own")
         FileManager.default.createFile(atPath: output, contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         p.standardError = FileHandle.nullDevice
@@ -109,4 +111,20 @@ final class DaemonProcess {
         }
         return condition()
     }
+}
+
+/// Sends `megabytes` of random data from namespace `from` to `address` in
+/// namespace `to` over one TCP connection (nc) and compares the sha256 of
+/// what left and what arrived; nil when they match, else what went wrong.
+func sha256Transfer(megabytes: Int, dir: String, from: String, to: String, address: String) throws -> String? {
+    let src = "\(dir)/data.bin", dst = "\(dir)/recv.bin"
+    Shell.run("head -c \(megabytes * 1_000_000) /dev/urandom > \(src); rm -f \(dst)")
+    let listener = try Shell.spawn("exec ip netns exec \(to) timeout 120 nc -l -N \(address) 5001", output: dst)
+    defer { if listener.isRunning { listener.terminate() } }
+    _ = DaemonProcess.wait(seconds: 10) { Shell.run("ip netns exec \(to) ss -ltn").output.contains("\(address):5001") }
+    let send = Shell.run("ip netns exec \(from) timeout 120 nc -N \(address) 5001 < \(src)", timeout: 130)
+    guard send.status == 0 else { return "nc: \(send.output)" }
+    _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
+    let sums = Shell.run("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
+    return sums.count == 2 && sums[0] == sums[1] ? nil : "checksums differ: \(sums)"
 }

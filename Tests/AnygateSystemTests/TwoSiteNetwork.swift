@@ -126,16 +126,7 @@ final class TwoSiteNetwork {
     /// connection (nc) and compares the sha256 of what left and what
     /// arrived; nil when they match, else what went wrong.
     func transfer(megabytes: Int) throws -> String? {
-        let src = "\(dir)/data.bin", dst = "\(dir)/recv.bin"
-        sh("head -c \(megabytes * 1_000_000) /dev/urandom > \(src)")
-        let listener = try Shell.spawn("exec ip netns exec \(ns.b) timeout 120 nc -l -N 10.2.0.2 5001", output: dst)
-        defer { if listener.isRunning { listener.terminate() } }
-        _ = DaemonProcess.wait(seconds: 10) { sh("ip netns exec \(ns.b) ss -ltn").output.contains("10.2.0.2:5001") }
-        let send = sh("ip netns exec \(ns.a) timeout 120 nc -N 10.2.0.2 5001 < \(src)", timeout: 130)
-        guard send.status == 0 else { return "nc: \(send.output)" }
-        _ = DaemonProcess.wait(seconds: 60) { !listener.isRunning }
-        let sums = sh("sha256sum \(src) \(dst) | cut -d' ' -f1").output.split(separator: "\n")
-        return sums.count == 2 && sums[0] == sums[1] ? nil : "checksums differ: \(sums)"
+        try sha256Transfer(megabytes: megabytes, dir: dir, from: ns.a, to: ns.b, address: "10.2.0.2")
     }
 
     /// For a stack-backed gateway's uplink: the daemon's received frames

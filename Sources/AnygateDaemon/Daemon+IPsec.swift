@@ -1,0 +1,320 @@
+import AnygateControl
+import AnygateCrypto
+import AnygateIKE
+import AnygateStack
+import AnygateWire
+import Foundation
+import Logging
+
+/// The IKE side of one protected tunnel or policy-based link: its sockets
+/// (UDP 500, and the tunnel's UDP 4500 ESP socket that IKE shares after a
+/// NAT is found), the current session, and what it installed.
+final class IKEPeer {
+    let name: String
+    let config: IKEPeerConfig
+    let tunnel: InterfaceIndex
+    let local: IPAddress
+    let remote: IPAddress
+    let policy: IKEPolicy
+    /// ESP goes in UDP 4500 (the tunnel's ESP socket is UDP).
+    let udpEncapsulation: Bool
+    let ikeSocket: SocketID
+    let espSocket: SocketID
+    let remoteSubnets: [IPPrefix]
+    var session: IKESession?
+    var child: ChildSAKeys?
+    /// When to try again (initiators), in stack-clock nanoseconds; 0: not waiting.
+    var retryAt: Int64 = 0
+    var lastReason: String?
+    var state = "idle"
+
+    init(name: String, config: IKEPeerConfig, tunnel: InterfaceIndex, local: IPAddress, remote: IPAddress, policy: IKEPolicy,
+         udpEncapsulation: Bool, ikeSocket: SocketID, espSocket: SocketID, remoteSubnets: [IPPrefix]) {
+        self.name = name; self.config = config; self.tunnel = tunnel; self.local = local; self.remote = remote; self.policy = policy
+        self.udpEncapsulation = udpEncapsulation; self.ikeSocket = ikeSocket; self.espSocket = espSocket; self.remoteSubnets = remoteSubnets
+    }
+
+    var localEndpoint: IKEEndpoint { IKEEndpoint(address: IKEPeer.bytes(local), port: UDPEncapsulation.ikePort) }
+    var remoteEndpoint: IKEEndpoint { IKEEndpoint(address: IKEPeer.bytes(remote), port: UDPEncapsulation.ikePort) }
+
+    static func bytes(_ a: IPAddress) -> [UInt8] {
+        switch a {
+        case .v4(let v): [UInt8(v.rawValue >> 24), UInt8(v.rawValue >> 16 & 0xFF), UInt8(v.rawValue >> 8 & 0xFF), UInt8(v.rawValue & 0xFF)]
+        case .v6(let v):
+            (0..<16).map { (i: Int) -> UInt8 in
+                let word: UInt64 = i < 8 ? v.high : v.low
+                let shift = UInt64(56 - 8 * (i % 8))
+                return UInt8(truncatingIfNeeded: word >> shift)
+            }
+        }
+    }
+}
+
+/// A CSPRNG for IKE's SPIs and nonces.
+func secureRandom() -> UInt64 {
+    var g = SystemRandomNumberGenerator()
+    return g.next()
+}
+
+extension Daemon {
+    // MARK: Peers
+
+    /// Starts IKE for a tunnel made with `ike` settings: reads the key,
+    /// opens UDP 500, and (initiators) sends the first message.
+    func startIKE(_ t: TunnelConfig, interface idx: InterfaceIndex) throws(DaemonError) {
+        guard let ike = t.ike, let protection = t.tunnel.protection else { return }
+        var raw: [UInt8]
+        do {
+            raw = Array(try Data(contentsOf: URL(fileURLWithPath: ike.pskFile)))
+        } catch {
+            throw DaemonError("tunnel \(t.name): cannot read its psk-file \(ike.pskFile)")
+        }
+        // A trailing newline is not part of the key.
+        var end = raw.count
+        while end > 0, raw[end - 1] == 0x0A || raw[end - 1] == 0x0D { end -= 1 }
+        guard end > 0 else { throw DaemonError("tunnel \(t.name): psk-file \(ike.pskFile) is empty") }
+        let psk = raw.withUnsafeBytes { SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[..<end])) }
+        raw.withUnsafeMutableBytes { wipe($0) }
+        let transport = t.tunnel.encapsulation != .ipsec
+        let (localTS, remoteTS): ([TrafficSelector], [TrafficSelector])
+        if transport {
+            // GRE over IPsec protects the GRE packets between the two endpoints.
+            localTS = [Daemon.selector(host: t.tunnel.local, protocol: IPProtocol.gre.rawValue)]
+            remoteTS = [Daemon.selector(host: t.tunnel.remote, protocol: IPProtocol.gre.rawValue)]
+        } else {
+            localTS = protection.localSubnets.map(Daemon.selector)
+            remoteTS = protection.remoteSubnets.map(Daemon.selector)
+        }
+        var policy = IKEPolicy(localID: IKEIdentity(ike.localID), remoteID: IKEIdentity(ike.remoteID), psk: psk,
+                               localSelectors: localTS, remoteSelectors: remoteTS)
+        policy.ikeSuites = ike.ikeProposals
+        policy.espSuites = ike.espProposals
+        policy.transportMode = transport
+        policy.dpdInterval = ike.dpd
+        let backend = t.tunnel.backend, local = t.tunnel.local, remote = t.tunnel.remote
+        let ikeSocket: SocketID
+        do throws(SocketError) {
+            ikeSocket = try stack.openSocket(.udp, backend: backend, queueCapacity: 16)
+            try stack.bind(ikeSocket, address: local, port: UDPEncapsulation.ikePort)
+            try stack.connect(ikeSocket, to: remote, port: UDPEncapsulation.ikePort)
+        } catch {
+            throw DaemonError("tunnel \(t.name): cannot open IKE's UDP port 500: \(error)")
+        }
+        guard let esp = stack.espSocket(tunnel: idx) else { throw DaemonError("tunnel \(t.name): no ESP socket") }
+        var udp = false
+        if case .udp = protection.encapsulation { udp = true }
+        let peer = IKEPeer(name: t.name, config: ike, tunnel: idx, local: local, remote: remote, policy: policy, udpEncapsulation: udp,
+                           ikeSocket: ikeSocket, espSocket: esp, remoteSubnets: transport ? [] : protection.remoteSubnets)
+        ikePeers[t.name] = peer
+        if ike.start == .initiate { peer.retryAt = runtime.clock }
+        logger.info("IKE peer ready", metadata: ["tunnel": "\(t.name)", "peer": "\(remote)", "start": "\(ike.start.rawValue)",
+                                                 "mode": "\(transport ? "transport (GRE over IPsec)" : "tunnel")"])
+    }
+
+    /// Ends IKE for a tunnel going away: a Delete to the peer, SAs and routes gone.
+    func stopIKE(_ name: String) {
+        guard let peer = ikePeers.removeValue(forKey: name) else { return }
+        if let s = peer.session { send(peer, s.close(now: runtime.clock)) }
+        teardownChild(peer)
+        stack.closeSocket(peer.ikeSocket)
+    }
+
+    static func selector(host a: IPAddress, protocol p: UInt8) -> TrafficSelector {
+        let b = IKEPeer.bytes(a)
+        return TrafficSelector(type: a.isIPv6 ? TrafficSelector.ipv6Range : TrafficSelector.ipv4Range, ipProtocol: p, start: b, end: b)
+    }
+
+    static func selector(_ p: IPPrefix) -> TrafficSelector {
+        switch p {
+        case .v4(let q):
+            let start = q.address.rawValue, end = q.length == 0 ? UInt32.max : start | (UInt32.max >> UInt32(q.length))
+            return TrafficSelector(type: TrafficSelector.ipv4Range, start: IKEPeer.bytes(.v4(IPv4Address(rawValue: start))),
+                                   end: IKEPeer.bytes(.v4(IPv4Address(rawValue: end))))
+        case .v6(let q):
+            let n = q.length
+            let hiMask: UInt64 = n >= 64 ? 0 : (n == 0 ? .max : .max >> UInt64(n))
+            let loMask: UInt64 = n <= 64 ? .max : (n == 128 ? 0 : .max >> UInt64(n - 64))
+            let a = q.address
+            return TrafficSelector(type: TrafficSelector.ipv6Range, start: IKEPeer.bytes(.v6(a)),
+                                   end: IKEPeer.bytes(.v6(IPv6Address(high: a.high | hiMask, low: a.low | loMask))))
+        }
+    }
+
+    // MARK: Running
+
+    /// Reads what came for IKE, runs its timers and retries; returns when
+    /// it next needs the loop (at most a second away while peers exist).
+    func serviceIKE() -> Int64? {
+        guard !ikePeers.isEmpty else { return nil }
+        let now = runtime.clock
+        for peer in ikePeers.values {
+            while let d = stack.socketReceive(peer.ikeSocket) {
+                let bytes = stack.pool.copyBytes(d.packet)
+                stack.pool.free(d.packet)
+                receive(peer, bytes, natTraversal: false, now: now)
+            }
+            while peer.udpEncapsulation, let d = stack.socketReceive(peer.espSocket) {
+                // IKE on 4500 behind its non-ESP marker (RFC 3948 section 2.2).
+                let bytes = stack.pool.copyBytes(d.packet)
+                stack.pool.free(d.packet)
+                guard bytes.count > UDPEncapsulation.nonESPMarkerLength else { continue }
+                receive(peer, Array(bytes.dropFirst(UDPEncapsulation.nonESPMarkerLength)), natTraversal: true, now: now)
+            }
+            if let s = peer.session { handle(peer, s.tick(now: now), arrivedOn4500: nil) }
+            if peer.retryAt != 0, now >= peer.retryAt, peer.config.start == .initiate {
+                peer.retryAt = 0
+                initiate(peer, now: now)
+            }
+        }
+        return now + 1_000_000_000
+    }
+
+    func initiate(_ peer: IKEPeer, now: Int64) {
+        let s = IKESession(role: .initiator, policy: peer.policy, local: peer.localEndpoint, remote: peer.remoteEndpoint, random: secureRandom)
+        peer.session = s
+        peer.state = "connecting"
+        handle(peer, s.start(now: now), arrivedOn4500: nil)
+    }
+
+    func receive(_ peer: IKEPeer, _ message: [UInt8], natTraversal: Bool, now: Int64) {
+        guard let h = try? IKEHeader(parsing: message) else { return }
+        // A new IKE_SA_INIT from the peer: it starts over (after a restart, or as responder).
+        if h.exchange == .saInit, !h.isResponse, h.responderSPI == 0,
+           peer.session == nil || peer.session?.role == .responder || peer.session?.state == .closed {
+            if peer.session?.initiatorSPI != h.initiatorSPI {
+                if peer.session != nil { teardownChild(peer) }
+                peer.session = IKESession(role: .responder, policy: peer.policy, local: peer.localEndpoint, remote: peer.remoteEndpoint,
+                                          random: secureRandom)
+                peer.state = "connecting"
+            }
+        }
+        guard let s = peer.session else { return }
+        handle(peer, s.receive(message, now: now), arrivedOn4500: natTraversal)
+    }
+
+    /// Carries out a session's outputs. Answers go back the way the request
+    /// came; our own requests go on 4500 once a NAT was found.
+    func handle(_ peer: IKEPeer, _ outputs: [IKEOutput], arrivedOn4500: Bool?) {
+        guard let s = peer.session else { return }
+        for o in outputs {
+            switch o {
+            case .send(let m):
+                // IKE_SA_INIT stays where it came (port 500); after it, a NAT
+                // moves everything to 4500; otherwise answers go back the way
+                // their request came.
+                let initExchange = m.count > 18 && IKEExchange(rawValue: m[18]) == .saInit
+                let on4500 = initExchange ? (arrivedOn4500 ?? false) : (s.natDetected || (arrivedOn4500 ?? false))
+                send(peer, m, on4500: on4500 && peer.udpEncapsulation)
+            case .childSA(let keys):
+                install(peer, keys)
+            case .established:
+                peer.state = "established"
+                peer.lastReason = nil
+                logger.notice("IPsec SA established", metadata: [
+                    "tunnel": "\(peer.name)", "peer": "\(peer.remote)", "ike": "\(s.suite?.description ?? "-")",
+                    "esp": "\(peer.child?.suite.description ?? "-")", "nat-t": "\(s.natDetected)",
+                    "spi-in": "\(Daemon.hex(peer.child?.inboundSPI ?? 0))", "spi-out": "\(Daemon.hex(peer.child?.outboundSPI ?? 0))",
+                ])
+                if s.natDetected && !peer.udpEncapsulation {
+                    logger.warning("a NAT lies between the peers but the tunnel sends ESP as protocol 50: set encapsulation: udp",
+                                   metadata: ["tunnel": "\(peer.name)"])
+                }
+            case .failed(let why):
+                peer.state = "failed"
+                peer.lastReason = why
+                logger.warning("IKE failed", metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
+                teardownChild(peer)
+                peer.session = nil
+                if peer.config.start == .initiate { peer.retryAt = runtime.clock + 10_000_000_000 }
+            case .closed(let why):
+                peer.state = "closed"
+                peer.lastReason = why
+                logger.warning("IPsec SA closed", metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
+                teardownChild(peer)
+                peer.session = nil
+                if peer.config.start == .initiate { peer.retryAt = runtime.clock + 2_000_000_000 }
+            }
+        }
+    }
+
+    func send(_ peer: IKEPeer, _ outputs: [IKEOutput]) {
+        for case .send(let m) in outputs { send(peer, m, on4500: (peer.session?.natDetected ?? false) && peer.udpEncapsulation) }
+    }
+
+    func send(_ peer: IKEPeer, _ message: [UInt8], on4500: Bool) {
+        let bytes = on4500 ? [UInt8](repeating: 0, count: UDPEncapsulation.nonESPMarkerLength) + message : message
+        guard let p = stack.pool.make(copying: bytes) else { return }
+        do { try stack.socketSend(on4500 ? peer.espSocket : peer.ikeSocket, p) } catch {
+            logger.debug("IKE send failed", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+        }
+    }
+
+    /// Installs a child SA in the stack: the inbound SA first, then the
+    /// outbound one; a policy-based link then routes its remote subnets.
+    func install(_ peer: IKEPeer, _ keys: ChildSAKeys) {
+        let old = peer.child
+        do throws(IPsecError) {
+            try stack.addInboundSA(tunnel: peer.tunnel, SAConfiguration(spi: keys.inboundSPI, algorithm: keys.suite.encryption,
+                                                                        keyMaterial: keys.inboundKey,
+                                                                        extendedSequenceNumbers: keys.suite.extendedSequenceNumbers))
+            try stack.setOutboundSA(tunnel: peer.tunnel, SAConfiguration(spi: keys.outboundSPI, algorithm: keys.suite.encryption,
+                                                                         keyMaterial: keys.outboundKey,
+                                                                         extendedSequenceNumbers: keys.suite.extendedSequenceNumbers))
+        } catch {
+            logger.error("cannot install the child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+            return
+        }
+        if let old, old.inboundSPI != keys.inboundSPI { stack.removeSA(tunnel: peer.tunnel, spi: old.inboundSPI, inbound: true) }
+        peer.child = keys
+        for p in peer.remoteSubnets {
+            switch p {
+            case .v4(let q): try? stack.addRoute(q, interface: peer.tunnel, origin: .tunnel)
+            case .v6(let q): try? stack.addRoute(q, interface: peer.tunnel, origin: .tunnel)
+            }
+        }
+    }
+
+    /// Removes the child SA and, for a policy-based link, its routes.
+    func teardownChild(_ peer: IKEPeer) {
+        guard let c = peer.child else { return }
+        stack.removeSA(tunnel: peer.tunnel, spi: c.inboundSPI, inbound: true)
+        stack.removeSA(tunnel: peer.tunnel, spi: c.outboundSPI, inbound: false)
+        peer.child = nil
+        for p in peer.remoteSubnets {
+            switch p {
+            case .v4(let q): _ = stack.removeRoutes(q, origin: .tunnel)
+            case .v6(let q): _ = stack.removeRoutes(q, origin: .tunnel)
+            }
+        }
+    }
+
+    static func hex(_ spi: UInt32) -> String { String(format: "%08x", spi) }
+
+    // MARK: show sas
+
+    func saInfos() -> [SAInfo] {
+        let sas = stack.saList
+        return ikePeers.values.sorted { $0.name < $1.name }.map { peer in
+            var children: [ChildSAInfo] = []
+            if let c = peer.child {
+                let inbound = sas.first { $0.inbound && $0.spi == c.inboundSPI }
+                let outbound = sas.first { !$0.inbound && $0.spi == c.outboundSPI }
+                let state = (inbound?.expired ?? false) || (outbound?.expired ?? false) ? "expired"
+                    : (inbound?.expiring ?? false) || (outbound?.expiring ?? false) ? "expiring" : "installed"
+                children.append(ChildSAInfo(localSpi: Daemon.hex(c.inboundSPI), remoteSpi: Daemon.hex(c.outboundSPI), state: state,
+                                            protocol: "esp", mode: c.transportMode ? "transport" : "tunnel",
+                                            algorithm: c.suite.encryption.name, esn: c.suite.extendedSequenceNumbers,
+                                            bytesIn: inbound?.counters.bytes ?? 0, bytesOut: outbound?.counters.bytes ?? 0,
+                                            packetsIn: inbound?.counters.packets ?? 0, packetsOut: outbound?.counters.packets ?? 0,
+                                            replayDrops: (inbound?.counters.replayed ?? 0) + (inbound?.counters.outOfWindow ?? 0),
+                                            authFailures: inbound?.counters.authFailures ?? 0,
+                                            ageSeconds: Double(outbound?.age.nanoseconds ?? 0) / 1e9))
+            }
+            let role: String? = peer.session.map { $0.role == .initiator ? "initiator" : "responder" }
+            return SAInfo(name: peer.name, peer: "\(peer.remote)", state: peer.state, role: role, localId: peer.config.localID,
+                          remoteId: peer.config.remoteID, ike: peer.session?.suite?.description,
+                          natTraversal: (peer.session?.natDetected ?? false) && peer.udpEncapsulation, reason: peer.lastReason,
+                          children: children)
+        }
+    }
+}

@@ -1,0 +1,278 @@
+import AnygateControl
+import Foundation
+import Testing
+
+/// anygated against strongSwan (charon with its userspace ESP,
+/// `kernel-libipsec`), a policy-based tunnel-mode link over NAT-T:
+///
+///     siteA 10.1.0.2 ─TAP─ gw1 anygated [198.51.100.1] ── U (router) ── [203.0.113.2] SW charon ── siteB 10.2.0.2
+///
+/// charon 5.9.8 with kernel-libipsec always puts ESP in UDP 4500 (it fakes
+/// a NAT), so this exercises NAT-T. `close()` stops both daemons by PID and
+/// removes every namespace and file.
+final class StrongSwanNetwork {
+    let p = "is" + String(UInt32.random(in: 0..<0xFFFF), radix: 16)
+    let dir: String
+    var ns: (a: String, g1: String, u: String, sw: String, b: String) { (p + "A", p + "G1", p + "U", p + "SW", p + "B") }
+    var anygated: DaemonProcess?
+    var charon: DaemonProcess?
+    let anygatedBinary = SystemEnvironment.binary("anygated")
+    let anygatectl = SystemEnvironment.binary("anygatectl")
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "anygate-ipsec-\(p)"
+        try FileManager.default.createDirectory(atPath: dir + "/swrun", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
+    }
+
+    func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
+
+    func close() {
+        _ = anygated?.stop()
+        _ = charon?.stop()
+        for n in [ns.a, ns.g1, ns.u, ns.sw, ns.b] { sh("ip netns del \(n) 2>/dev/null") }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func build() throws {
+        var steps = [ns.a, ns.g1, ns.u, ns.sw, ns.b].map { "ip netns add \($0) && ip -n \($0) link set lo up" }
+        steps += [
+            "ip netns exec \(ns.u) sysctl -qw net.ipv4.ip_forward=1", "ip netns exec \(ns.sw) sysctl -qw net.ipv4.ip_forward=1",
+            "ip -n \(ns.g1) link add \(p)-g1u type veth peer name \(p)-u1 netns \(ns.u)",
+            "ip -n \(ns.sw) link add \(p)-swu type veth peer name \(p)-u2 netns \(ns.u)",
+            "ip -n \(ns.sw) link add \(p)-swb type veth peer name \(p)-b netns \(ns.b)",
+            "ip -n \(ns.u) addr add 198.51.100.254/24 dev \(p)-u1", "ip -n \(ns.u) addr add 203.0.113.254/24 dev \(p)-u2",
+            "ip -n \(ns.u) link set \(p)-u1 up", "ip -n \(ns.u) link set \(p)-u2 up", "ip -n \(ns.g1) link set \(p)-g1u up",
+            "ip -n \(ns.sw) addr add 203.0.113.2/24 dev \(p)-swu", "ip -n \(ns.sw) link set \(p)-swu up",
+            "ip -n \(ns.sw) route add default via 203.0.113.254",
+            "ip -n \(ns.sw) addr add 10.2.0.1/24 dev \(p)-swb", "ip -n \(ns.sw) link set \(p)-swb up",
+            "ip -n \(ns.b) addr add 10.2.0.2/24 dev \(p)-b", "ip -n \(ns.b) link set \(p)-b up", "ip -n \(ns.b) route add default via 10.2.0.1",
+        ]
+        for s in steps {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+    }
+
+    /// anygated's side: `start` initiate or respond, its key and proposals.
+    func startAnygated(start: String, psk: String = "sekrit-sekrit-42", ikeProposals: String? = nil) throws {
+        let pskPath = dir + "/gw1.psk"
+        try (psk + "\n").write(toFile: pskPath, atomically: true, encoding: .utf8)
+        chmod(pskPath, 0o600)
+        let proposals = ikeProposals.map { "\n    ike-proposals: [\($0)]" } ?? ""
+        let yaml = """
+        control: {socket: \(dir)/gw1.sock}
+        state: {directory: \(dir)/state}
+        interfaces:
+          - name: lan0
+            attach: {tap: \(p)-t1}
+            addresses: [10.1.0.1/24]
+          - name: wan0
+            attach: {packet: \(p)-g1u}
+            addresses: [198.51.100.1/24]
+        ipsec:
+          - name: sw0
+            local: 198.51.100.1
+            remote: 203.0.113.2
+            local-id: gw1.example
+            remote-id: sw.example
+            psk-file: \(pskPath)
+            local-subnets: [10.1.0.0/16]
+            remote-subnets: [10.2.0.0/16]
+            start: \(start)
+            dpd: 1s\(proposals)
+        routes:
+          - {to: 0.0.0.0/0, via: 198.51.100.254}
+
+        """
+        try yaml.write(toFile: dir + "/gw1.yaml", atomically: true, encoding: .utf8)
+        let d = try DaemonProcess(binary: anygatedBinary, config: dir + "/gw1.yaml", namespace: ns.g1, logPath: dir + "/gw1.log")
+        anygated = d
+        let up = DaemonProcess.wait(seconds: 20) { ctl("show sas").status == 0 }
+        try #require(up, "anygated did not start: \(d.log)")
+        for s in ["ip -n \(ns.g1) link set \(p)-t1 netns \(ns.a)", "ip -n \(ns.a) addr add 10.1.0.2/24 dev \(p)-t1",
+                  "ip -n \(ns.a) link set \(p)-t1 up", "ip -n \(ns.a) route add default via 10.1.0.1"] {
+            let r = sh(s)
+            try #require(r.status == 0, "\(s): \(r.output)")
+        }
+    }
+
+    /// charon in SW with a private /run, its vici socket in `dir`.
+    func startCharon(psk: String = "sekrit-sekrit-42", startAction: String = "none", proposals: String = "aes128gcm16-prfsha256-curve25519",
+                     esp: String = "aes128gcm16") throws {
+        let conf = """
+        charon {
+          load_modular = no
+          load = random nonce kdf aes sha1 sha2 hmac gcm chapoly curve25519 openssl kernel-libipsec kernel-netlink socket-default vici updown
+          plugins { vici { socket = unix://\(dir)/swrun/vici.sock } }
+          install_routes = yes
+          retransmit_tries = 2
+          retransmit_timeout = 1.0
+          filelog { stderr { default = 1 ike = 2 } }
+        }
+
+        """
+        try conf.write(toFile: dir + "/strongswan.conf", atomically: true, encoding: .utf8)
+        let swanctl = """
+        connections {
+          gw {
+            local_addrs = 203.0.113.2
+            remote_addrs = 198.51.100.1
+            version = 2
+            proposals = \(proposals)
+            mobike = no
+            dpd_delay = 1s
+            local {
+              auth = psk
+              id = sw.example
+            }
+            remote {
+              auth = psk
+              id = gw1.example
+            }
+            children {
+              net {
+                local_ts = 10.2.0.0/16
+                remote_ts = 10.1.0.0/16
+                esp_proposals = \(esp)
+                start_action = \(startAction)
+                dpd_action = clear
+              }
+            }
+          }
+        }
+        secrets {
+          ike-gw {
+            id-1 = gw1.example
+            id-2 = sw.example
+            secret = "\(psk)"
+          }
+        }
+
+        """
+        try FileManager.default.createDirectory(atPath: dir + "/swetc/x509", withIntermediateDirectories: true)
+        try swanctl.write(toFile: dir + "/swetc/swanctl.conf", atomically: true, encoding: .utf8)
+        let c = try DaemonProcess(binary: "", config: "", namespace: ns.sw, logPath: dir + "/charon.log", arguments: [
+            "sh", "-c", "mount --bind \(dir)/swrun /run && exec env STRONGSWAN_CONF=\(dir)/strongswan.conf /usr/lib/ipsec/charon",
+        ])
+        charon = c
+        let up = DaemonProcess.wait(seconds: 15) { FileManager.default.fileExists(atPath: dir + "/swrun/vici.sock") }
+        try #require(up, "charon did not start: \(c.log)")
+        let load = swan("--load-all --file \(dir)/swetc/swanctl.conf")
+        try #require(load.status == 0, "swanctl --load-all: \(load.output)")
+    }
+
+    func swan(_ args: String) -> (status: Int32, output: String) {
+        let parts = args.split(separator: " ", maxSplits: 1)
+        return sh("ip netns exec \(ns.sw) swanctl \(parts[0]) --uri unix://\(dir)/swrun/vici.sock \(parts.count > 1 ? String(parts[1]) : "")")
+    }
+
+    func ctl(_ args: String) -> (status: Int32, output: String) { sh("\(anygatectl) --socket \(dir)/gw1.sock \(args)") }
+
+    func sas() -> [SAInfo] {
+        let r = ctl("--json show sas")
+        return (try? JSONDecoder().decode([SAInfo].self, from: Data(r.output.utf8))) ?? []
+    }
+
+    func established() -> Bool { sas().first?.state == "established" && !(sas().first?.children.isEmpty ?? true) }
+
+    /// `megabytes` from `from` to `to` over TCP, sha256 compared; nil when equal.
+    func transfer(megabytes: Int, from: String, to: String, address: String) throws -> String? {
+        try sha256Transfer(megabytes: megabytes, dir: dir, from: from, to: to, address: address)
+    }
+}
+
+@Suite("System: IPsec with strongSwan as the peer", .serialized,
+       .enabled(if: SystemEnvironment.canRun && Shell.run("test -x /usr/lib/ipsec/charon && command -v swanctl && command -v tshark").status == 0,
+                Comment(rawValue: SystemEnvironment.skipReason + " (and strongSwan's charon with kernel-libipsec, swanctl, tshark)")))
+struct IPsecSystemTests {
+    @Test("anygated initiates, strongSwan responds: ping and 20 MB both ways, only UDP-encapsulated ESP on the underlay")
+    func anygatedInitiates() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon()
+        let capture = try Shell.spawn("exec ip netns exec \(net.ns.u) timeout 120 tcpdump -U -n -i \(net.p)-u2 -w \(net.dir)/underlay.pcap",
+                                      output: "\(net.dir)/tcpdump.out")
+        defer { if capture.isRunning { capture.terminate() } }
+        _ = DaemonProcess.wait(seconds: 3) { FileManager.default.fileExists(atPath: "\(net.dir)/underlay.pcap") }
+        try net.startAnygated(start: "initiate")
+        #expect(DaemonProcess.wait(seconds: 20) { net.established() }, "no SA: \(net.anygated?.log ?? "") \(net.charon?.log ?? "")")
+        let ping = net.sh("ip netns exec \(net.ns.a) ping -c 3 -W 2 10.2.0.2")
+        #expect(ping.status == 0, "\(ping.output)")
+        #expect(try net.transfer(megabytes: 20, from: net.ns.a, to: net.ns.b, address: "10.2.0.2") == nil)
+        #expect(try net.transfer(megabytes: 20, from: net.ns.b, to: net.ns.a, address: "10.1.0.2") == nil)
+        let sa = try #require(net.sas().first)
+        #expect(sa.natTraversal && sa.role == "initiator" && sa.ike == "aes128gcm16-prfsha256-curve25519")
+        let child = try #require(sa.children.first)
+        #expect(child.mode == "tunnel" && child.protocol == "esp" && child.packetsIn > 10_000 && child.packetsOut > 10_000)
+        #expect(child.replayDrops == 0 && child.authFailures == 0)
+        // strongSwan's view of the same SA: its inbound SPI is our outbound one.
+        let list = net.swan("--list-sas")
+        #expect(list.output.contains("ESTABLISHED") && list.output.contains(child.remoteSpi), "\(list.output)")
+        capture.interrupt()
+        _ = DaemonProcess.wait(seconds: 5) { !capture.isRunning }
+        // Between the two: IKE and ESP in UDP, never the inner traffic.
+        let kinds = net.sh("tshark -r \(net.dir)/underlay.pcap -T fields -e _ws.col.Protocol 2>/dev/null | sort | uniq -c").output
+        #expect(kinds.contains("ESP") && kinds.contains("ISAKMP"), "\(kinds)")
+        let inner = net.sh("tshark -r \(net.dir)/underlay.pcap -Y 'tcp || icmp || (ip.src==10.1.0.2)' 2>/dev/null | wc -l").output
+        #expect(inner.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "inner packets seen in clear: \(inner)")
+    }
+
+    @Test("strongSwan initiates, anygated responds: ping both ways")
+    func strongSwanInitiates() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon()
+        try net.startAnygated(start: "respond")
+        let up = net.swan("--initiate --child net")
+        #expect(up.status == 0, "\(up.output) \(net.anygated?.log ?? "")")
+        #expect(DaemonProcess.wait(seconds: 10) { net.established() })
+        #expect(net.sas().first?.role == "responder")
+        #expect(net.sh("ip netns exec \(net.ns.b) ping -c 3 -W 2 10.1.0.2").status == 0)
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 3 -W 2 10.2.0.2").status == 0)
+    }
+
+    @Test("a wrong pre-shared key brings no SA up and says why; mismatched proposals likewise")
+    func refused() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon(psk: "the-other-key-123")
+        try net.startAnygated(start: "initiate")
+        #expect(DaemonProcess.wait(seconds: 15) { net.anygated?.log.contains("IKE failed") ?? false })
+        #expect(!net.established())
+        let log = net.anygated?.log ?? ""
+        #expect(log.contains("AUTHENTICATION_FAILED"), "\(log)")
+        #expect(!log.contains("sekrit"), "the key never reaches the log")
+        #expect(net.sas().first?.reason?.contains("AUTHENTICATION_FAILED") == true)
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status != 0)
+        _ = net.anygated?.stop()
+        _ = net.charon?.stop()
+        net.sh("rm -f \(net.dir)/swrun/vici.sock")
+        // Proposals with nothing in common: NO_PROPOSAL_CHOSEN.
+        try net.startCharon(proposals: "aes256gcm16-prfsha384-ecp256")
+        net.sh("ip -n \(net.ns.a) link del \(net.p)-t1 2>/dev/null")
+        try net.startAnygated(start: "initiate", ikeProposals: "aes128gcm16-prfsha256-curve25519")
+        #expect(DaemonProcess.wait(seconds: 15) { net.anygated?.log.contains("NO_PROPOSAL_CHOSEN") ?? false }, "\(net.anygated?.log ?? "")")
+        #expect(!net.established())
+    }
+
+    @Test("a strongSwan that dies is noticed by dead-peer detection: the link's routes are withdrawn")
+    func deadPeer() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon()
+        try net.startAnygated(start: "initiate")
+        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
+        #expect(net.ctl("show routes").output.contains("10.2.0.0/16"))
+        // Killed, not stopped: no Delete reaches anygated; only its probes can tell.
+        net.charon?.signal(SIGKILL)
+        #expect(DaemonProcess.wait(seconds: 30) { !net.ctl("show routes").output.contains("10.2.0.0/16") },
+                "\(net.ctl("show routes").output) \(net.anygated?.log ?? "")")
+        #expect(net.anygated?.log.contains("dead-peer detection") == true, "\(net.anygated?.log ?? "")")
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status != 0)
+    }
+}
