@@ -283,7 +283,7 @@ public struct SAInfo: Codable, Equatable, Sendable {
     public var remoteId: String
     /// The IKE SA's transforms, once chosen.
     public var ike: String?
-    /// ESP goes in UDP 4500 (a NAT was found, or the peer said so).
+    /// ESP goes in UDP 4500 (RFC 3948), as configured (`encapsulation: udp`).
     public var natTraversal: Bool
     /// Why the last attempt failed or the SA closed.
     public var reason: String?

@@ -173,6 +173,8 @@ public struct IKEPeerConfig: Equatable, Sendable {
     public var start = Start.initiate
     /// Dead-peer detection interval in seconds; nil: off.
     public var dpd: Int? = 30
+    /// Seconds between rekeys of the child SA (CREATE_CHILD_SA, make-before-break).
+    public var rekey = 3600
 
     public init(localID: String, remoteID: String, pskFile: String) {
         self.localID = localID; self.remoteID = remoteID; self.pskFile = pskFile

@@ -380,7 +380,8 @@ public struct ConfigReader {
         return tc
     }
 
-    static let ikeKeys: Set<String> = ["local-id", "remote-id", "psk-file", "ike-proposals", "esp-proposals", "encapsulation", "start", "dpd"]
+    static let ikeKeys: Set<String> = ["local-id", "remote-id", "psk-file", "ike-proposals", "esp-proposals", "encapsulation", "start", "dpd",
+                                        "rekey"]
 
     /// The IKE settings shared by `tunnels[].protection` and `ipsec[]`, and
     /// how ESP travels (`encapsulation: udp` — RFC 3948, the default — or `esp`).
@@ -424,6 +425,11 @@ public struct ConfigReader {
         if let n = m["dpd"] {
             let s = try string(n, path + ".dpd")
             if s == "off" { ike.dpd = nil } else { ike.dpd = Int(try duration(n, path + ".dpd").nanoseconds / 1_000_000_000) }
+        }
+        if let n = m["rekey"] {
+            let d = try duration(n, path + ".rekey")
+            guard d >= .seconds(2) else { throw fail(path + ".rekey", n, "must be at least 2s") }
+            ike.rekey = Int(d.nanoseconds / 1_000_000_000)
         }
         var esp = ESPEncapsulation.natTraversal
         if let n = m["encapsulation"] {

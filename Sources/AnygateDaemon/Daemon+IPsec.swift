@@ -27,6 +27,8 @@ final class IKEPeer {
     var retryAt: Int64 = 0
     var lastReason: String?
     var state = "idle"
+    /// When the current child SA went in (for the rekey interval).
+    var childInstalled: Int64 = 0
 
     init(name: String, config: IKEPeerConfig, tunnel: InterfaceIndex, local: IPAddress, remote: IPAddress, policy: IKEPolicy,
          udpEncapsulation: Bool, ikeSocket: SocketID, espSocket: SocketID, remoteSubnets: [IPPrefix]) {
@@ -48,6 +50,13 @@ final class IKEPeer {
             }
         }
     }
+}
+
+/// What IKE did, for `/metrics`.
+struct IKEMetrics {
+    var established: UInt64 = 0
+    var rekeys: UInt64 = 0
+    var ikeFailures: UInt64 = 0
 }
 
 /// A CSPRNG for IKE's SPIs and nonces.
@@ -161,6 +170,11 @@ extension Daemon {
                 receive(peer, Array(bytes.dropFirst(UDPEncapsulation.nonESPMarkerLength)), natTraversal: true, now: now)
             }
             if let s = peer.session { handle(peer, s.tick(now: now), arrivedOn4500: nil) }
+            // Rekey the child SA on time, make-before-break.
+            if let s = peer.session, s.state == .established, peer.child != nil,
+               now - peer.childInstalled >= Int64(peer.config.rekey) * 1_000_000_000 {
+                handle(peer, s.rekeyChild(now: now), arrivedOn4500: nil)
+            }
             if peer.retryAt != 0, now >= peer.retryAt, peer.config.start == .initiate {
                 peer.retryAt = 0
                 initiate(peer, now: now)
@@ -207,7 +221,27 @@ extension Daemon {
                 send(peer, m, on4500: on4500 && peer.udpEncapsulation)
             case .childSA(let keys):
                 install(peer, keys)
+            case .rekeyed(let new, let old, let outboundNow):
+                do throws(IPsecError) {
+                    try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: true))
+                    if outboundNow { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false)) }
+                } catch {
+                    logger.error("cannot install the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+                }
+                peer.child = new
+                peer.childInstalled = runtime.clock
+                ikeMetrics.rekeys += 1
+                logger.info("child SA rekeyed", metadata: ["tunnel": "\(peer.name)", "old-spi-in": "\(Daemon.hex(old.inboundSPI))",
+                                                           "spi-in": "\(Daemon.hex(new.inboundSPI))", "spi-out": "\(Daemon.hex(new.outboundSPI))"])
+            case .outboundSwitch(let new):
+                do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false)) } catch {
+                    logger.error("cannot switch to the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+                }
+            case .childDeleted(let old):
+                stack.removeSA(tunnel: peer.tunnel, spi: old.inboundSPI, inbound: true)
+                stack.removeSA(tunnel: peer.tunnel, spi: old.outboundSPI, inbound: false)
             case .established:
+                ikeMetrics.established += 1
                 peer.state = "established"
                 peer.lastReason = nil
                 logger.notice("IPsec SA established", metadata: [
@@ -220,6 +254,7 @@ extension Daemon {
                                    metadata: ["tunnel": "\(peer.name)"])
                 }
             case .failed(let why):
+                ikeMetrics.ikeFailures += 1
                 peer.state = "failed"
                 peer.lastReason = why
                 logger.warning("IKE failed", metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
@@ -249,23 +284,25 @@ extension Daemon {
         }
     }
 
+    func saConfiguration(_ keys: ChildSAKeys, inbound: Bool) -> SAConfiguration {
+        SAConfiguration(spi: inbound ? keys.inboundSPI : keys.outboundSPI, algorithm: keys.suite.encryption,
+                        keyMaterial: inbound ? keys.inboundKey : keys.outboundKey, extendedSequenceNumbers: keys.suite.extendedSequenceNumbers)
+    }
+
     /// Installs a child SA in the stack: the inbound SA first, then the
     /// outbound one; a policy-based link then routes its remote subnets.
     func install(_ peer: IKEPeer, _ keys: ChildSAKeys) {
         let old = peer.child
         do throws(IPsecError) {
-            try stack.addInboundSA(tunnel: peer.tunnel, SAConfiguration(spi: keys.inboundSPI, algorithm: keys.suite.encryption,
-                                                                        keyMaterial: keys.inboundKey,
-                                                                        extendedSequenceNumbers: keys.suite.extendedSequenceNumbers))
-            try stack.setOutboundSA(tunnel: peer.tunnel, SAConfiguration(spi: keys.outboundSPI, algorithm: keys.suite.encryption,
-                                                                         keyMaterial: keys.outboundKey,
-                                                                         extendedSequenceNumbers: keys.suite.extendedSequenceNumbers))
+            try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: true))
+            try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: false))
         } catch {
             logger.error("cannot install the child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
             return
         }
         if let old, old.inboundSPI != keys.inboundSPI { stack.removeSA(tunnel: peer.tunnel, spi: old.inboundSPI, inbound: true) }
         peer.child = keys
+        peer.childInstalled = runtime.clock
         for p in peer.remoteSubnets {
             switch p {
             case .v4(let q): try? stack.addRoute(q, interface: peer.tunnel, origin: .tunnel)
@@ -313,7 +350,7 @@ extension Daemon {
             let role: String? = peer.session.map { $0.role == .initiator ? "initiator" : "responder" }
             return SAInfo(name: peer.name, peer: "\(peer.remote)", state: peer.state, role: role, localId: peer.config.localID,
                           remoteId: peer.config.remoteID, ike: peer.session?.suite?.description,
-                          natTraversal: (peer.session?.natDetected ?? false) && peer.udpEncapsulation, reason: peer.lastReason,
+                          natTraversal: peer.udpEncapsulation, reason: peer.lastReason,
                           children: children)
         }
     }

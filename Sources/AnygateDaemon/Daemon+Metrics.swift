@@ -1,3 +1,4 @@
+import AnygateControl
 import AnygateHost
 import AnygateStack
 
@@ -99,6 +100,21 @@ extension Daemon {
                    tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", $0.up ? 1 : 0) })
             family("anygate_tunnel_path_mtu", "gauge", "The outer path MTU in force.",
                    tunnels.map { ("{tunnel=\"\($0.configuration.name)\"}", UInt64($0.pathMTU)) })
+        }
+        if !ikePeers.isEmpty {
+            let sas = saInfos()
+            family("anygate_ipsec_sa_established", "gauge", "1 while the IKE SA of the tunnel or link is established with a child SA.",
+                   sas.map { ("{tunnel=\"\($0.name)\"}", $0.state == "established" && !$0.children.isEmpty ? 1 : 0) })
+            func perChild(_ name: String, _ help: String, _ value: (ChildSAInfo) -> UInt64) {
+                family(name, "counter", help, sas.map { s in ("{tunnel=\"\(s.name)\"}", s.children.reduce(0) { $0 &+ value($1) }) })
+            }
+            perChild("anygate_ipsec_packets_in_total", "Packets opened by the current child SA.") { $0.packetsIn }
+            perChild("anygate_ipsec_packets_out_total", "Packets sealed by the current child SA.") { $0.packetsOut }
+            perChild("anygate_ipsec_replay_drops_total", "Packets the current child SA's replay window refused.") { $0.replayDrops }
+            perChild("anygate_ipsec_auth_failures_total", "Packets whose ICV did not verify on the current child SA.") { $0.authFailures }
+            family("anygate_ike_established_total", "counter", "IKE SAs established.", [("", ikeMetrics.established)])
+            family("anygate_ike_rekeys_total", "counter", "Child SAs rekeyed.", [("", ikeMetrics.rekeys)])
+            family("anygate_ike_failures_total", "counter", "IKE attempts that failed.", [("", ikeMetrics.ikeFailures)])
         }
         family("anygate_flows_active", "gauge", "ipflow and ip6flow entries in the tables.", [("", UInt64(view.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(view.poolInUse))])

@@ -49,6 +49,8 @@ public final class Daemon {
     var stateProblemLogged: String?
     /// IKE for each protected tunnel and policy-based link, by name.
     var ikePeers: [String: IKEPeer] = [:]
+    /// IKE's counts for the metrics endpoint.
+    var ikeMetrics = IKEMetrics()
 
     /// Builds the stack, attaches every interface, installs routes, and
     /// opens the control socket and metrics listener.

@@ -33,6 +33,15 @@ public enum IKEOutput: Sendable {
     case failed(String)
     /// The peer deleted the IKE SA, or stopped answering (DPD).
     case closed(String)
+    /// A rekey made `new` to replace `old` (RFC 7296 section 2.8): add its
+    /// inbound SA now, beside the old one; send with it now if
+    /// `outboundNow`, else when `outboundSwitch` comes.
+    case rekeyed(new: ChildSAKeys, old: ChildSAKeys, outboundNow: Bool)
+    /// Send with this child SA from now on (the old one is being deleted).
+    case outboundSwitch(ChildSAKeys)
+    /// This child SA is gone: remove its inbound SA (and its outbound one,
+    /// if still in use).
+    case childDeleted(ChildSAKeys)
 }
 
 /// One IKEv2 SA (RFC 7296) with a pre-shared key, as initiator or
@@ -78,6 +87,14 @@ public final class IKESession {
     var retries = 0
     var lastResponse: (id: UInt32, bytes: [UInt8])? = nil
     var lastHeard: Int64 = 0
+    /// The child SA in use, and one being made by a rekey we started.
+    public private(set) var child: ChildSAKeys?
+    var rekeying: (inbound: UInt32, nonce: [UInt8], old: ChildSAKeys)?
+    /// A child the peer rekeyed whose old SA it has yet to delete.
+    var replaced: (old: ChildSAKeys, new: ChildSAKeys)?
+    /// An old child we rekeyed, deleted once the peer answers our Delete.
+    var deleting: ChildSAKeys?
+    public private(set) var rekeys = 0
     /// The outstanding request is a dead-peer-detection probe.
     var probing = false
 
@@ -188,6 +205,7 @@ public final class IKESession {
         state = .established
         lastHeard = now
         let keys = childKeys(esp, inbound: childInboundSPI, outbound: chosen[0].spi.be32(0), local: tsi, remote: tsr)
+        child = keys
         return [.childSA(keys), .established]
     }
 
@@ -281,6 +299,7 @@ public final class IKESession {
         state = .established
         lastHeard = now
         let keys = childKeys(esp, inbound: childInboundSPI, outbound: proposal.spi.be32(0), local: localTS, remote: remoteTS)
+        child = keys
         return [respond(h, reply), .childSA(keys), .established]
     }
 
@@ -316,7 +335,14 @@ public final class IKESession {
             guard let payloads = open(message, h) else { return [] }
             switch (h.exchange, state) {
             case (.auth, .authSent): return authResponse(payloads, now: now)
-            case (.informational, _): return []
+            case (.createChildSA, .established): return rekeyResponse(payloads, now: now)
+            case (.informational, _):
+                // The answer to our Delete of a rekeyed child: now it goes.
+                if let old = deleting {
+                    deleting = nil
+                    return [.childDeleted(old)]
+                }
+                return []
             default: return []
             }
         }
@@ -330,15 +356,119 @@ public final class IKESession {
         case .auth where role == .responder && state == .initSent: return authRequest(h, payloads, now: now)
         case .informational:
             let deletesIKE = payloads.contains { if case .delete(IKEProposal.ike, _) = $0 { true } else { false } }
-            let reply = respond(h, [])
             if deletesIKE {
                 state = .closed
-                return [reply, .closed("the peer deleted the IKE SA")]
+                return [respond(h, []), .closed("the peer deleted the IKE SA")]
             }
-            return [reply]
+            return deleteRequest(h, payloads)
+        case .createChildSA where state == .established:
+            return rekeyRequest(h, payloads)
         default:
             return [respond(h, [.notify(IKENotify(IKENotify.noAdditionalSAs))])]
         }
+    }
+
+    // MARK: Rekeying child SAs (RFC 7296 sections 1.3.3 and 2.8)
+
+    /// Starts a rekey of the child SA (make-before-break): a CREATE_CHILD_SA
+    /// request; the old SA is deleted once the new one is in place.
+    public func rekeyChild(now: Int64) -> [IKEOutput] {
+        guard state == .established, let old = child, rekeying == nil, lastRequest == nil else { return [] }
+        let inbound = childSPI()
+        let ni = randomBytes(32)
+        rekeying = (inbound, ni, old)
+        var payloads: [IKEPayload] = [.notify(IKENotify(IKENotify.rekeySA, protocolID: IKEProposal.esp, spi: spiBytes(old.inboundSPI)))]
+        if policy.transportMode { payloads.append(.notify(IKENotify(IKENotify.useTransportMode))) }
+        payloads += [
+            .sa(policy.espSuites.enumerated().map { k, s in
+                IKEProposal(number: UInt8(k + 1), protocolID: IKEProposal.esp, spi: spiBytes(inbound), transforms: s.proposalTransforms)
+            }),
+            .nonce(ni), .tsI(old.localSelectors), .tsR(old.remoteSelectors),
+        ]
+        return [request(sealedMessage(.createChildSA, id: nextRequestID, response: false, payloads), now: now)]
+    }
+
+    /// The peer rekeys the child SA: answer with our new SPI and nonce, add
+    /// the new inbound SA now, and keep sending on the old one until the
+    /// peer deletes it (it may not have the new one yet).
+    func rekeyRequest(_ h: IKEHeader, _ payloads: [IKEPayload]) -> [IKEOutput] {
+        guard let old = child else { return [respond(h, [.notify(IKENotify(IKENotify.childSANotFound))])] }
+        let rekey = payloads.contains { p in
+            if case .notify(let n) = p, n.type == IKENotify.rekeySA, n.spi.count == 4 {
+                let spi = n.spi.be32(0)
+                return spi == old.outboundSPI || spi == old.inboundSPI
+            }
+            return false
+        }
+        // Both sides rekeying at once: ours goes on, the peer tries again later (RFC 7296 section 2.25).
+        if rekey, rekeying != nil || replaced != nil { return [respond(h, [.notify(IKENotify(IKENotify.temporaryFailure))])] }
+        // A new child SA (not a rekey), or an IKE SA rekey, is not offered: the peer falls back to reauthentication.
+        guard rekey,
+              case .sa(let offered)? = payloads.first(where: { $0.type == IKEPayloadType.sa }),
+              case .nonce(let ni)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }),
+              !payloads.contains(where: { $0.type == IKEPayloadType.ke }) else {
+            return [respond(h, [.notify(IKENotify(IKENotify.noAdditionalSAs))])]
+        }
+        guard let esp = policy.espSuites.first(where: { mine in offered.contains { $0.spi.count == 4 && espSuite(of: $0) == mine } }),
+              let proposal = offered.first(where: { $0.spi.count == 4 && espSuite(of: $0) == esp }) else {
+            return [respond(h, [.notify(IKENotify(IKENotify.noProposalChosen))])]
+        }
+        let inbound = childSPI()
+        let nr = randomBytes(32)
+        var reply: [IKEPayload] = []
+        if policy.transportMode { reply.append(.notify(IKENotify(IKENotify.useTransportMode))) }
+        reply += [.sa([IKEProposal(number: proposal.number, protocolID: IKEProposal.esp, spi: spiBytes(inbound), transforms: esp.proposalTransforms)]),
+                  .nonce(nr), .tsI(old.remoteSelectors), .tsR(old.localSelectors)]
+        let new = childKeys(esp, inbound: inbound, outbound: proposal.spi.be32(0), local: old.localSelectors, remote: old.remoteSelectors,
+                            ni: ni, nr: nr, exchangeInitiator: false)
+        replaced = (old, new)
+        child = new
+        rekeys += 1
+        return [respond(h, reply), .rekeyed(new: new, old: old, outboundNow: false)]
+    }
+
+    /// Our rekey answered: the new SA goes in both ways at once (the peer
+    /// has it), then the old one is deleted.
+    func rekeyResponse(_ payloads: [IKEPayload], now: Int64) -> [IKEOutput] {
+        guard let r = rekeying else { return [] }
+        rekeying = nil
+        guard case .sa(let chosen)? = payloads.first(where: { $0.type == IKEPayloadType.sa }), chosen.count == 1, chosen[0].spi.count == 4,
+              let esp = espSuite(of: chosen[0]), policy.espSuites.contains(esp),
+              case .nonce(let nr)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }) else {
+            // Refused (TEMPORARY_FAILURE in a collision, or no proposal): the old SA stays; try again later.
+            return []
+        }
+        let new = childKeys(esp, inbound: r.inbound, outbound: chosen[0].spi.be32(0), local: r.old.localSelectors,
+                            remote: r.old.remoteSelectors, ni: r.nonce, nr: nr, exchangeInitiator: true)
+        child = new
+        deleting = r.old
+        rekeys += 1
+        let delete = request(sealedMessage(.informational, id: nextRequestID, response: false,
+                                           [.delete(protocolID: IKEProposal.esp, spis: [spiBytes(r.old.inboundSPI)])]), now: now)
+        return [.rekeyed(new: new, old: r.old, outboundNow: true), delete]
+    }
+
+    /// The peer deletes child SAs (its inbound SPIs: our outbound ones).
+    func deleteRequest(_ h: IKEHeader, _ payloads: [IKEPayload]) -> [IKEOutput] {
+        var spis: [[UInt8]] = []
+        var outputs: [IKEOutput] = []
+        for case .delete(IKEProposal.esp, let list) in payloads {
+            for s in list where s.count == 4 {
+                let spi = s.be32(0)
+                if let r = replaced, r.old.outboundSPI == spi {
+                    // The rekey's old SA: the new one takes over both ways.
+                    replaced = nil
+                    spis.append(spiBytes(r.old.inboundSPI))
+                    outputs += [.outboundSwitch(r.new), .childDeleted(r.old)]
+                } else if let c = child, c.outboundSPI == spi {
+                    spis.append(spiBytes(c.inboundSPI))
+                    child = nil
+                    outputs.append(.childDeleted(c))
+                }
+            }
+        }
+        let reply = respond(h, spis.isEmpty ? [] : [.delete(protocolID: IKEProposal.esp, spis: spis)])
+        return [reply] + outputs
     }
 
     /// Retransmits an unanswered request (1, 2, 4, … s), gives up after
@@ -450,12 +580,17 @@ public final class IKESession {
     }
 
     /// KEYMAT = prf+(SK_d, Ni | Nr): initiator-to-responder key first (section 2.17).
-    func childKeys(_ esp: ESPSuite, inbound: UInt32, outbound: UInt32, local: [TrafficSelector], remote: [TrafficSelector]) -> ChildSAKeys {
+    /// `exchangeInitiator`: whether this side started the exchange that made
+    /// the SA (IKE_AUTH: the IKE initiator; a rekey: whoever asked), whose
+    /// nonces `ni`, `nr` seed KEYMAT.
+    func childKeys(_ esp: ESPSuite, inbound: UInt32, outbound: UInt32, local: [TrafficSelector], remote: [TrafficSelector],
+                   ni: [UInt8]? = nil, nr: [UInt8]? = nil, exchangeInitiator: Bool? = nil) -> ChildSAKeys {
         let n = esp.encryption.keyMaterialLength
-        let keymat = suite!.prf.plus(skD, nonceI + nonceR, count: 2 * n)
+        let keymat = suite!.prf.plus(skD, (ni ?? nonceI) + (nr ?? nonceR), count: 2 * n)
         let iToR = SecretBytes(Array(keymat[..<n])), rToI = SecretBytes(Array(keymat[n...]))
+        let initiator = exchangeInitiator ?? (role == .initiator)
         return ChildSAKeys(inboundSPI: inbound, outboundSPI: outbound, suite: esp,
-                           inboundKey: role == .initiator ? rToI : iToR, outboundKey: role == .initiator ? iToR : rToI,
+                           inboundKey: initiator ? rToI : iToR, outboundKey: initiator ? iToR : rToI,
                            transportMode: policy.transportMode, localSelectors: local, remoteSelectors: remote)
     }
 
@@ -493,6 +628,8 @@ public final class IKESession {
     }
 
     func espSuite(of p: IKEProposal) -> ESPSuite? {
+        // A proposal asking for a fresh Diffie-Hellman per child (PFS) is not one we take.
+        guard !p.transforms.contains(where: { $0.type == IKETransform.keyExchange && $0.id != 0 }) else { return nil }
         guard p.protocolID == IKEProposal.esp,
               let e = p.transforms.first(where: { $0.type == IKETransform.encryption }).flatMap(AEADAlgorithm.init(transform:)) else { return nil }
         let esn = p.transforms.filter { $0.type == IKETransform.esn }.map(\.id)

@@ -35,13 +35,15 @@ public struct ReplayWindow: Sendable {
         let w = UInt32(ReplayWindow.size)
         let tl = UInt32(truncatingIfNeeded: top), th = UInt32(truncatingIfNeeded: top >> 32)
         let high: UInt32
+        // The window's bottom, Tl - W + 1 (mod 2^32).
+        let bottom = tl &- (w - 1)
         if tl >= w - 1 {
             // The window lies inside one 2^32 subspace.
-            if low >= tl - w + 1 { high = th } else {
+            if low >= bottom { high = th } else {
                 guard th < .max else { return nil }
                 high = th + 1
             }
-        } else if low >= tl &- w &+ 1 {
+        } else if low >= bottom {
             // The window straddles subspaces and `low` is in its older part.
             guard th > 0 else { return nil }
             high = th - 1

@@ -52,6 +52,7 @@ struct Pair {
                 case .established: if initiator { establishedI = true } else { establishedR = true }
                 case .failed(let why): if initiator { failedI = why } else { failedR = why }
                 case .closed(let why): log.append("closed: \(why)")
+                case .rekeyed, .outboundSwitch, .childDeleted: log.append("\(o)")
                 }
             }
         }
@@ -220,5 +221,73 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
             _ = p.r.receive(m, now: 0)
         }
         #expect(p.r.state == .established)
+    }
+}
+
+@Suite struct IKERekeyTests {
+    /// Hands messages back and forth until none is left; returns every non-send output per side.
+    static func exchange(_ first: [IKEOutput], from a: IKESession, to b: IKESession) -> (a: [IKEOutput], b: [IKEOutput]) {
+        var outA: [IKEOutput] = [], outB: [IKEOutput] = []
+        var toB = first, toA: [IKEOutput] = []
+        for _ in 0..<10 {
+            var nextToA: [IKEOutput] = []
+            for case .send(let m) in toB {
+                for o in b.receive(m, now: 0) { if case .send = o { nextToA.append(o) } else { outB.append(o) } }
+            }
+            toA += nextToA
+            var nextToB: [IKEOutput] = []
+            for case .send(let m) in toA {
+                for o in a.receive(m, now: 0) { if case .send = o { nextToB.append(o) } else { outA.append(o) } }
+            }
+            toA = []
+            toB = nextToB
+            if toB.isEmpty { break }
+        }
+        outA += first.filter { if case .send = $0 { false } else { true } }
+        return (outA, outB)
+    }
+
+    @Test("either side rekeys the child SA make-before-break: new keys agree, the old SA is deleted last", arguments: [true, false])
+    func rekey(initiatorRekeys: Bool) throws {
+        var p = Pair.standard()
+        p.run()
+        let old = try #require(p.childI)
+        let (a, b) = initiatorRekeys ? (p.i, p.r) : (p.r, p.i)
+        let (outA, outB) = Self.exchange(a.rekeyChild(now: 0), from: a, to: b)
+        // The side that asked: new SA both ways at once, then the old one goes when its Delete is answered.
+        guard case .rekeyed(let newA, let oldA, true)? = outA.first else { Issue.record("\(outA)"); return }
+        guard case .childDeleted(let goneA)? = outA.last else { Issue.record("\(outA)"); return }
+        // The side that answered: new inbound first, outbound only once the old SA is deleted.
+        guard outB.count == 3, case .rekeyed(let newB, _, false) = outB[0], case .outboundSwitch(let switched) = outB[1],
+              case .childDeleted(let goneB) = outB[2] else { Issue.record("\(outB)"); return }
+        #expect(newA.outboundSPI == newB.inboundSPI && newA.inboundSPI == newB.outboundSPI)
+        #expect(bytes(newA.outboundKey) == bytes(newB.inboundKey) && bytes(newA.inboundKey) == bytes(newB.outboundKey))
+        #expect(switched.outboundSPI == newB.outboundSPI)
+        #expect(bytes(newA.outboundKey) != bytes(initiatorRekeys ? old.outboundKey : old.inboundKey))
+        #expect(goneA.inboundSPI == oldA.inboundSPI && goneB.outboundSPI == oldA.inboundSPI)
+        #expect(a.child?.inboundSPI == newA.inboundSPI && b.child?.inboundSPI == newB.inboundSPI)
+        #expect(a.rekeys == 1 && b.rekeys == 1)
+        // And again: a rekey of the rekeyed SA.
+        let (again, _) = Self.exchange(a.rekeyChild(now: 0), from: a, to: b)
+        guard case .rekeyed(let third, _, true)? = again.first else { Issue.record("\(again)"); return }
+        #expect(third.inboundSPI != newA.inboundSPI && a.rekeys == 2)
+    }
+
+    @Test("a peer's PFS proposal or IKE SA rekey is refused with NO_ADDITIONAL_SAS, the child SA untouched")
+    func refusedRekeys() throws {
+        var p = Pair.standard()
+        p.run()
+        let before = try #require(p.r.child)
+        // An IKE SA rekey: SA of protocol IKE, a nonce, KE.
+        let msg = p.i.sealedMessage(.createChildSA, id: p.i.nextRequestID, response: false, [
+            .sa([IKEProposal(number: 1, protocolID: IKEProposal.ike, spi: [1, 2, 3, 4, 5, 6, 7, 8], transforms: IKESuite.defaults[0].proposalTransforms)]),
+            .nonce([UInt8](repeating: 3, count: 32)), .ke(group: 31, data: DHKeyPair(.curve25519).publicValue),
+        ])
+        let out = p.r.receive(msg, now: 0)
+        guard case .send(let reply)? = out.first, out.count == 1 else { Issue.record("\(out)"); return }
+        let h = try IKEHeader(parsing: reply)
+        let payloads = try #require(p.i.open(reply, h))
+        #expect(payloads.contains { if case .notify(let n) = $0 { n.type == IKENotify.noAdditionalSAs } else { false } })
+        #expect(p.r.child?.inboundSPI == before.inboundSPI)
     }
 }

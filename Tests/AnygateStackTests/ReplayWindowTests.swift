@@ -75,6 +75,17 @@ import Testing
         #expect(w.check(edge - 8) == .fresh)
         #expect(w.check(edge - 10) == .replayed)
         #expect(w.infer(low: 100) == edge + 100)
+        // The window's edges, where Tl - W + 1 is 0 or wraps (a 32-bit overflow here once crashed the daemon).
+        for top in [ReplayWindow.size - 2, ReplayWindow.size - 1, ReplayWindow.size, ReplayWindow.size + 1] {
+            var e = ReplayWindow(extendedSequenceNumbers: true)
+            e.accept(top)
+            for low in [UInt32(0), 1, UInt32(top), UInt32(top) + 1, UInt32(top) - 1, 0xFFFF_FFFF, 0xFFFF_FFF0] {
+                let full = e.infer(low: low)
+                // Whatever it says must be the number of that low half nearest the window.
+                if let full { #expect(UInt32(truncatingIfNeeded: full) == low && (full >> 32) <= 1, "top \(top) low \(low)") }
+            }
+            #expect(e.infer(low: UInt32(top) + 5) == top + 5)
+        }
         // Without ESN the low half is the number.
         #expect(ReplayWindow(extendedSequenceNumbers: false).infer(low: 0xFFFF_FFF0) == 0xFFFF_FFF0)
     }

@@ -55,7 +55,7 @@ final class StrongSwanNetwork {
     }
 
     /// anygated's side: `start` initiate or respond, its key and proposals.
-    func startAnygated(start: String, psk: String = "sekrit-sekrit-42", ikeProposals: String? = nil) throws {
+    func startAnygated(start: String, psk: String = "sekrit-sekrit-42", ikeProposals: String? = nil, extra: String = "") throws {
         let pskPath = dir + "/gw1.psk"
         try (psk + "\n").write(toFile: pskPath, atomically: true, encoding: .utf8)
         chmod(pskPath, 0o600)
@@ -80,7 +80,7 @@ final class StrongSwanNetwork {
             local-subnets: [10.1.0.0/16]
             remote-subnets: [10.2.0.0/16]
             start: \(start)
-            dpd: 1s\(proposals)
+            dpd: 1s\(proposals)\(extra)
         routes:
           - {to: 0.0.0.0/0, via: 198.51.100.254}
 
@@ -259,6 +259,36 @@ struct IPsecSystemTests {
         #expect(!net.established())
     }
 
+    @Test("rekeys started by strongSwan and by anygated during a transfer lose nothing")
+    func rekeyDuringTransfer() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon()
+        try net.startAnygated(start: "initiate", extra: "\n    rekey: 4s")
+        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
+        // strongSwan rekeys twice while 150 MB cross; anygated rekeys on its own 4 s after the last rekey.
+        let rekeys = try Shell.spawn("sleep 1; ip netns exec \(net.ns.sw) swanctl --rekey --child net --uri unix://\(net.dir)/swrun/vici.sock"
+                                     + "; sleep 1.5; ip netns exec \(net.ns.sw) swanctl --rekey --child net --uri unix://\(net.dir)/swrun/vici.sock",
+                                     output: net.dir + "/rekeys.out")
+        defer { if rekeys.isRunning { rekeys.terminate() } }
+        let start = Date()
+        #expect(try net.transfer(megabytes: 150, from: net.ns.a, to: net.ns.b, address: "10.2.0.2") == nil)
+        _ = DaemonProcess.wait(seconds: 10) { !rekeys.isRunning }
+        let log = net.anygated?.log ?? ""
+        let ours = log.components(separatedBy: "child SA rekeyed").count - 1
+        let theirs = (net.charon?.log ?? "").components(separatedBy: "generating CREATE_CHILD_SA request").count - 1
+        #expect(theirs >= 2, "strongSwan's rekeys: \((try? String(contentsOfFile: net.dir + "/rekeys.out", encoding: .utf8)) ?? "")")
+        #expect(ours >= theirs + 1, "anygated rekeyed \(ours - theirs) times itself in \(Date().timeIntervalSince(start)) s")
+        // Nothing lost to IPsec on either side: no drop of an ESP reason here, no complaint there.
+        let stats = net.ctl("show stats").output
+        for reason in ["esp-unknown-spi", "esp-auth-failed", "esp-replayed", "esp-out-of-window", "ipsec-no-sa", "ipsec-sa-expired"] {
+            #expect(!stats.contains(reason), "\(reason) in \(stats)")
+        }
+        let charonLog = net.charon?.log.lowercased() ?? ""
+        #expect(!charonLog.contains("unknown spi") && !charonLog.contains("verification failed") && !charonLog.contains("replay"))
+    }
+
     @Test("a strongSwan that dies is noticed by dead-peer detection: the link's routes are withdrawn")
     func deadPeer() throws {
         let net = try StrongSwanNetwork()
@@ -274,5 +304,58 @@ struct IPsecSystemTests {
                 "\(net.ctl("show routes").output) \(net.anygated?.log ?? "")")
         #expect(net.anygated?.log.contains("dead-peer detection") == true, "\(net.anygated?.log ?? "")")
         #expect(net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status != 0)
+    }
+}
+
+@Suite("System: GRE over IPsec between two anygated", .serialized,
+       .enabled(if: SystemEnvironment.canRun && Shell.run("command -v tshark && command -v tcpdump").status == 0,
+                Comment(rawValue: SystemEnvironment.skipReason + " (and tcpdump, tshark)")))
+struct GREOverIPsecSystemTests {
+    /// ESP as protocol 50 with extended sequence numbers, and ESP in UDP 4500.
+    @Test("ping and 30 MB through GRE over IPsec; the underlay carries only ESP, never GRE or the inner packets",
+          arguments: [("esp", "aes256gcm16-esn"), ("udp", "aes128gcm16")])
+    func greOverIPsec(encapsulation: String, esp: String) throws {
+        let net = try TwoSiteNetwork()
+        defer { net.close() }
+        try net.build()
+        let psk = net.dir + "/psk"
+        try "a-shared-key-for-both-sites\n".write(toFile: psk, atomically: true, encoding: .utf8)
+        chmod(psk, 0o600)
+        let capture = try Shell.spawn("exec ip netns exec \(net.ns.u) timeout 120 tcpdump -U -n -i \(net.p)-u1 -w \(net.dir)/underlay.pcap",
+                                      output: net.dir + "/tcpdump.out")
+        defer { if capture.isRunning { capture.terminate() } }
+        _ = DaemonProcess.wait(seconds: 3) { FileManager.default.fileExists(atPath: "\(net.dir)/underlay.pcap") }
+        try net.start(perSide: { side in
+            """
+                protection:
+                  local-id: gw\(side).example
+                  remote-id: gw\(3 - side).example
+                  psk-file: \(psk)
+                  encapsulation: \(encapsulation)
+                  esp-proposals: [\(esp)]
+                  start: \(side == 1 ? "initiate" : "respond")
+            """
+        })
+        func sas(_ side: Int) -> [SAInfo] {
+            let r = net.sh("\(net.anygatectl) --socket \(net.dir)/gw\(side).sock --json show sas")
+            return (try? JSONDecoder().decode([SAInfo].self, from: Data(r.output.utf8))) ?? []
+        }
+        #expect(DaemonProcess.wait(seconds: 20) { sas(1).first?.state == "established" && sas(2).first?.state == "established" },
+                "\(net.daemons.map(\.log))")
+        #expect(DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status == 0 })
+        #expect(try net.transfer(megabytes: 30) == nil, "\(net.daemons.map(\.log))")
+        let child = try #require(sas(1).first?.children.first)
+        #expect(child.mode == "transport" && child.esn == esp.hasSuffix("-esn") && child.packetsOut > 10_000)
+        #expect(sas(1).first?.natTraversal == (encapsulation == "udp"), "ESP in UDP 4500 exactly when configured so")
+        capture.interrupt()
+        _ = DaemonProcess.wait(seconds: 5) { !capture.isRunning }
+        let gre = net.sh("tshark -r \(net.dir)/underlay.pcap -Y 'gre || icmp || tcp' 2>/dev/null | wc -l").output
+        #expect(gre.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "GRE or inner packets in clear: \(gre)")
+        let esp = net.sh("tshark -r \(net.dir)/underlay.pcap -Y esp 2>/dev/null | wc -l").output
+        #expect((Int(esp.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 10_000, "ESP packets: \(esp)")
+        if encapsulation == "esp" {
+            let proto50 = net.sh("tshark -r \(net.dir)/underlay.pcap -Y 'ip.proto == 50' 2>/dev/null | wc -l").output
+            #expect((Int(proto50.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 10_000, "protocol 50: \(proto50)")
+        }
     }
 }

@@ -104,10 +104,11 @@ final class TwoSiteNetwork {
     }
 
     /// Starts both gateways and moves each TAP into its site.
-    func start(extraTunnelKeys: String = "") throws {
+    /// `perSide`, when given, makes each side's extra tunnel keys.
+    func start(extraTunnelKeys: String = "", perSide: ((Int) -> String)? = nil) throws {
         for side in [1, 2] {
             let path = "\(dir)/gw\(side).yaml"
-            try config(side: side, extraTunnelKeys: extraTunnelKeys).write(toFile: path, atomically: true, encoding: .utf8)
+            try config(side: side, extraTunnelKeys: perSide?(side) ?? extraTunnelKeys).write(toFile: path, atomically: true, encoding: .utf8)
             let d = try DaemonProcess(binary: anygated, config: path, namespace: side == 1 ? ns.g1 : ns.g2, logPath: "\(dir)/gw\(side).log")
             daemons.append(d)
             let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/gw\(side).sock show tunnels").status == 0 }
