@@ -29,6 +29,8 @@ final class IKEPeer {
     var state = "idle"
     /// When the current child SA went in (for the rekey interval).
     var childInstalled: Int64 = 0
+    /// When the next NAT keepalive is due.
+    var keepaliveAt: Int64 = 0
 
     init(name: String, config: IKEPeerConfig, tunnel: InterfaceIndex, local: IPAddress, remote: IPAddress, policy: IKEPolicy,
          udpEncapsulation: Bool, ikeSocket: SocketID, espSocket: SocketID, remoteSubnets: [IPPrefix]) {
@@ -170,6 +172,11 @@ extension Daemon {
                 receive(peer, Array(bytes.dropFirst(UDPEncapsulation.nonESPMarkerLength)), natTraversal: true, now: now)
             }
             if let s = peer.session { handle(peer, s.tick(now: now), arrivedOn4500: nil) }
+            // Behind a NAT, keep its mapping for UDP 4500 open (RFC 3948 section 2.3).
+            if let s = peer.session, s.state == .established, s.behindNAT, peer.udpEncapsulation, now >= peer.keepaliveAt {
+                peer.keepaliveAt = now + 20_000_000_000
+                if let p = stack.pool.make(copying: [UDPEncapsulation.keepaliveByte]) { try? stack.socketSend(peer.espSocket, p) }
+            }
             // Rekey the child SA on time, make-before-break.
             if let s = peer.session, s.state == .established, peer.child != nil,
                now - peer.childInstalled >= Int64(peer.config.rekey) * 1_000_000_000 {
@@ -246,7 +253,7 @@ extension Daemon {
                 peer.lastReason = nil
                 logger.notice("IPsec SA established", metadata: [
                     "tunnel": "\(peer.name)", "peer": "\(peer.remote)", "ike": "\(s.suite?.description ?? "-")",
-                    "esp": "\(peer.child?.suite.description ?? "-")", "nat-t": "\(s.natDetected)",
+                    "esp": "\(peer.child?.suite.description ?? "-")", "nat-t": "\(s.natDetected)", "behind-nat": "\(s.behindNAT)",
                     "spi-in": "\(Daemon.hex(peer.child?.inboundSPI ?? 0))", "spi-out": "\(Daemon.hex(peer.child?.outboundSPI ?? 0))",
                 ])
                 if s.natDetected && !peer.udpEncapsulation {

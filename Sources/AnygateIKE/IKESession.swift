@@ -65,6 +65,9 @@ public final class IKESession {
     /// A NAT between the peers (or a peer that claims one): IKE moves to
     /// port 4500 after IKE_SA_INIT and ESP goes in UDP (RFC 3948).
     public private(set) var natDetected = false
+    /// This side's own address is translated: the peer saw another one (it
+    /// keeps the NAT's mapping open with keepalives, RFC 3948 section 2.3).
+    public private(set) var behindNAT = false
     public private(set) var suite: IKESuite?
     public private(set) var initiatorSPI: UInt64 = 0
     public private(set) var responderSPI: UInt64 = 0
@@ -608,7 +611,8 @@ public final class IKESession {
             if n.type == IKENotify.natDetectionSourceIP { sawSource = true; sourceMatches = sourceMatches || n.data == theirHash }
             if n.type == IKENotify.natDetectionDestinationIP { sawDestination = true; destinationMatches = n.data == myHash }
         }
-        natDetected = (sawSource && !sourceMatches) || (sawDestination && !destinationMatches)
+        behindNAT = sawDestination && !destinationMatches
+        natDetected = (sawSource && !sourceMatches) || behindNAT
     }
 
     // MARK: Helpers
