@@ -288,10 +288,15 @@ public struct SAInfo: Codable, Equatable, Sendable {
     /// Why the last attempt failed or the SA closed.
     public var reason: String?
     public var children: [ChildSAInfo]
+    /// IKE_SA_INIT requests answered with a cookie (a flood was on).
+    public var cookiesSent: UInt64
+    /// Child SAs rekeyed so far by this IKE SA.
+    public var rekeys: Int
     public init(name: String, peer: String, state: String, role: String?, localId: String, remoteId: String, ike: String?,
-                natTraversal: Bool, reason: String?, children: [ChildSAInfo]) {
+                natTraversal: Bool, reason: String?, children: [ChildSAInfo], cookiesSent: UInt64 = 0, rekeys: Int = 0) {
         self.name = name; self.peer = peer; self.state = state; self.role = role; self.localId = localId; self.remoteId = remoteId
         self.ike = ike; self.natTraversal = natTraversal; self.reason = reason; self.children = children
+        self.cookiesSent = cookiesSent; self.rekeys = rekeys
     }
 }
 

@@ -31,6 +31,11 @@ final class IKEPeer {
     var childInstalled: Int64 = 0
     /// When the next NAT keepalive is due.
     var keepaliveAt: Int64 = 0
+    /// Stateless cookies for IKE_SA_INIT floods.
+    var cookies = IKECookieJar()
+    /// A responder session beside an established (or starting) one: the
+    /// peer began again; it takes over only once authenticated.
+    var pending: IKESession?
 
     init(name: String, config: IKEPeerConfig, tunnel: InterfaceIndex, local: IPAddress, remote: IPAddress, policy: IKEPolicy,
          udpEncapsulation: Bool, ikeSocket: SocketID, espSocket: SocketID, remoteSubnets: [IPPrefix]) {
@@ -199,23 +204,55 @@ extension Daemon {
 
     func receive(_ peer: IKEPeer, _ message: [UInt8], natTraversal: Bool, now: Int64) {
         guard let h = try? IKEHeader(parsing: message) else { return }
-        // A new IKE_SA_INIT from the peer: it starts over (after a restart, or as responder).
-        if h.exchange == .saInit, !h.isResponse, h.responderSPI == 0,
-           peer.session == nil || peer.session?.role == .responder || peer.session?.state == .closed {
-            if peer.session?.initiatorSPI != h.initiatorSPI {
-                if peer.session != nil { teardownChild(peer) }
-                peer.session = IKESession(role: .responder, policy: peer.policy, local: peer.localEndpoint, remote: peer.remoteEndpoint,
-                                          random: secureRandom)
+        // A new IKE_SA_INIT from the peer (as responder, or after the peer restarted).
+        if h.exchange == .saInit, !h.isResponse, h.responderSPI == 0, h.initiatorSPI != peer.session?.initiatorSPI,
+           h.initiatorSPI != peer.pending?.initiatorSPI {
+            // Under a flood, only requests that bring back our cookie cost a key exchange.
+            if let reply = peer.cookies.check(message, from: IKEPeer.bytes(peer.remote), now: now) {
+                send(peer, reply, on4500: natTraversal && peer.udpEncapsulation)
+                return
+            }
+            let fresh = IKESession(role: .responder, policy: peer.policy, local: peer.localEndpoint, remote: peer.remoteEndpoint,
+                                   random: secureRandom)
+            if let s = peer.session, s.state != .closed, s.state == .established || s.role == .initiator {
+                // An SA is up (or ours is on its way): the newcomer replaces it
+                // only once it has authenticated, so a forged request costs nothing.
+                peer.pending = fresh
+            } else {
+                peer.session = fresh
                 peer.state = "connecting"
             }
+        }
+        if let p = peer.pending, h.initiatorSPI == p.initiatorSPI || (p.state == .idle && h.exchange == .saInit && !h.isResponse) {
+            return handle(peer, p.receive(message, now: now), arrivedOn4500: natTraversal, session: p)
         }
         guard let s = peer.session else { return }
         handle(peer, s.receive(message, now: now), arrivedOn4500: natTraversal)
     }
 
-    /// Carries out a session's outputs. Answers go back the way the request
-    /// came; our own requests go on 4500 once a NAT was found.
-    func handle(_ peer: IKEPeer, _ outputs: [IKEOutput], arrivedOn4500: Bool?) {
+    /// Carries out a session's outputs (`session`: a newcomer beside the
+    /// established one, which takes over when it is established and is
+    /// forgotten if it fails). Answers go back the way the request came;
+    /// our own requests go on 4500 once a NAT was found.
+    func handle(_ peer: IKEPeer, _ outputs: [IKEOutput], arrivedOn4500: Bool?, session: IKESession? = nil) {
+        if let newcomer = session, newcomer !== peer.session {
+            let up = outputs.contains { if case .established = $0 { true } else { false } }
+            let failed = outputs.contains { if case .failed = $0 { true } else { false } }
+            for case .send(let m) in outputs { send(peer, m, on4500: (arrivedOn4500 ?? false) && peer.udpEncapsulation) }
+            if failed {
+                peer.pending = nil
+                for case .failed(let why) in outputs {
+                    ikeMetrics.ikeFailures += 1
+                    logger.warning("IKE failed", metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
+                }
+            } else if up {
+                // The peer started over: the new IKE SA takes the place of the old one.
+                peer.pending = nil
+                peer.session = newcomer
+                handle(peer, outputs.filter { if case .send = $0 { false } else { true } }, arrivedOn4500: arrivedOn4500)
+            }
+            return
+        }
         guard let s = peer.session else { return }
         for o in outputs {
             switch o {
@@ -358,7 +395,7 @@ extension Daemon {
             return SAInfo(name: peer.name, peer: "\(peer.remote)", state: peer.state, role: role, localId: peer.config.localID,
                           remoteId: peer.config.remoteID, ike: peer.session?.suite?.description,
                           natTraversal: peer.udpEncapsulation, reason: peer.lastReason,
-                          children: children)
+                          children: children, cookiesSent: peer.cookies.cookiesSent, rekeys: peer.session?.rekeys ?? 0)
         }
     }
 }

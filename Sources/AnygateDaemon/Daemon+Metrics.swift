@@ -115,6 +115,8 @@ extension Daemon {
             family("anygate_ike_established_total", "counter", "IKE SAs established.", [("", ikeMetrics.established)])
             family("anygate_ike_rekeys_total", "counter", "Child SAs rekeyed.", [("", ikeMetrics.rekeys)])
             family("anygate_ike_failures_total", "counter", "IKE attempts that failed.", [("", ikeMetrics.ikeFailures)])
+            family("anygate_ike_cookies_sent_total", "counter", "IKE_SA_INIT requests answered with a cookie (RFC 7296 section 2.6).",
+                   ikePeers.values.sorted { $0.name < $1.name }.map { ("{tunnel=\"\($0.name)\"}", $0.cookies.cookiesSent) })
         }
         family("anygate_flows_active", "gauge", "ipflow and ip6flow entries in the tables.", [("", UInt64(view.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(view.poolInUse))])

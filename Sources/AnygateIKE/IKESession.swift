@@ -114,9 +114,12 @@ public final class IKESession {
         return sendInit(group: policy.ikeSuites[0].group, now: now)
     }
 
+    /// The IKE_SA_INIT request; after a COOKIE (RFC 7296 section 2.6) the
+    /// same again with the cookie in front, after INVALID_KE_PAYLOAD with a
+    /// key of the group asked for.
     func sendInit(group: DHGroup, now: Int64) -> [IKEOutput] {
-        dh = DHKeyPair(group)
-        nonceI = randomBytes(32)
+        if dh?.group != group { dh = DHKeyPair(group) }
+        if nonceI.isEmpty { nonceI = randomBytes(32) }
         let proposals = policy.ikeSuites.filter { $0.group == group } + policy.ikeSuites.filter { $0.group != group }
         var payloads: [IKEPayload] = []
         if let cookie { payloads.append(.notify(IKENotify(IKENotify.cookie, data: cookie))) }

@@ -291,3 +291,43 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
         #expect(p.r.child?.inboundSPI == before.inboundSPI)
     }
 }
+
+@Suite struct IKECookieTests {
+    @Test("past the threshold a request without a cookie gets only a COOKIE; the initiator comes back with it and gets through")
+    func cookies() throws {
+        var jar = IKECookieJar(threshold: 2)
+        var p = Pair.standard()
+        let first = p.i.start(now: 0)
+        guard case .send(let request)? = first.first else { Issue.record("no request"); return }
+        let peer: [UInt8] = [192, 0, 2, 1]
+        #expect(jar.check(request, from: peer, now: 0) == nil)
+        #expect(jar.check(request, from: peer, now: 0) == nil)
+        let third = jar.check(request, from: peer, now: 0)
+        let reply = try #require(third, "the third in a second needs a cookie")
+        #expect(jar.cookiesSent == 1)
+        // The initiator answers the cookie with the same request plus the cookie.
+        guard case .send(let again)? = p.i.receive(reply, now: 0).first else { Issue.record("no retry"); return }
+        let withCookie = jar.check(again, from: peer, now: 0)
+        #expect(withCookie == nil, "a request with the right cookie goes on")
+        // The cookie is bound to the address: from elsewhere it does not count.
+        let elsewhere = jar.check(again, from: [198, 51, 100, 9], now: 0)
+        #expect(elsewhere != nil)
+        // A second later the pressure is gone.
+        let later = jar.check(request, from: peer, now: 2_000_000_000)
+        #expect(later == nil)
+        // And the exchange completes with the cookie in it.
+        var established = false
+        for o in p.r.receive(again, now: 0) {
+            if case .send(let m) = o {
+                for x in p.i.receive(m, now: 0) {
+                    if case .send(let auth) = x {
+                        for y in p.r.receive(auth, now: 0) {
+                            if case .send(let last) = y { for z in p.i.receive(last, now: 0) { if case .established = z { established = true } } }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(established)
+    }
+}

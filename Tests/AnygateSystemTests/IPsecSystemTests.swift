@@ -326,6 +326,64 @@ struct IPsecSystemTests {
         #expect(net.anygated?.log.contains("behind-nat=true") == true, "\(net.anygated?.log ?? "")")
     }
 
+    /// Sends `count` IKE_SA_INIT requests to gw1 from U with forged sources:
+    /// strongSwan's address, or random ones (IP_HDRINCL; UDP checksum 0).
+    static let flood = #"""
+    import os, random, socket, struct, sys
+    count, spoof_peer = int(sys.argv[1]), sys.argv[2] == "peer"
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    def payload(t, body, nxt):
+        return struct.pack("!BBH", nxt, 0, 4 + len(body)) + body
+    for n in range(count):
+        sa = struct.pack("!BBHBBBB", 0, 0, 8 + 3 * 8 + 4, 1, 1, 0, 3)
+        sa += struct.pack("!BBHBBH", 3, 0, 12, 1, 0, 20) + struct.pack("!HH", 0x800E, 128)
+        sa += struct.pack("!BBHBBH", 3, 0, 8, 2, 0, 5)
+        sa += struct.pack("!BBHBBH", 0, 0, 8, 4, 0, 31)
+        ke = struct.pack("!HH", 31, 0) + os.urandom(32)
+        body = payload(33, sa, 34) + payload(34, ke, 40) + payload(40, os.urandom(32), 0)
+        ike = os.urandom(8) + bytes(8) + struct.pack("!BBBBII", 33, 0x20, 34, 0x08, 0, 28 + len(body)) + body
+        src = "203.0.113.2" if spoof_peer else "%d.%d.%d.%d" % (random.randint(1, 223), random.randint(0, 255), random.randint(0, 255), random.randint(1, 254))
+        udp = struct.pack("!HHHH", 500, 500, 8 + len(ike), 0) + ike
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton("198.51.100.1"))
+        s.sendto(ip + udp, ("198.51.100.1", 0))
+    """#
+
+    func rss(_ pid: Int32) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    @Test("a flood of IKE_SA_INIT, forged from the peer's address and from many others: cookies engage, memory stays bounded, the real peer still gets through and an established SA stays up")
+    func initFlood() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon()
+        try net.startAnygated(start: "respond")
+        let script = net.dir + "/flood.py"
+        try Self.flood.write(toFile: script, atomically: true, encoding: .utf8)
+        let pid = try #require(net.anygated?.pid)
+        let before = rss(pid)
+        // 20 000 forged from anywhere (the daemon's socket takes only its peer's), then 5 000 as the peer, while strongSwan initiates.
+        #expect(net.sh("ip netns exec \(net.ns.u) python3 \(script) 20000 random", timeout: 120).status == 0)
+        let flood = try Shell.spawn("exec ip netns exec \(net.ns.u) python3 \(script) 5000 peer", output: net.dir + "/flood.out")
+        defer { if flood.isRunning { flood.terminate() } }
+        usleep(200_000)
+        let up = net.swan("--initiate --child net")
+        #expect(up.status == 0, "\(up.output)")
+        _ = DaemonProcess.wait(seconds: 60) { !flood.isRunning }
+        #expect(DaemonProcess.wait(seconds: 20) { net.established() }, "\(net.anygated?.log ?? "")")
+        let sa = try #require(net.sas().first)
+        #expect(sa.cookiesSent > 100, "cookies sent: \(sa.cookiesSent)")
+        // Another forged burst at an established SA changes nothing: the newcomer never authenticates.
+        #expect(net.sh("ip netns exec \(net.ns.u) python3 \(script) 3000 peer", timeout: 120).status == 0)
+        #expect(net.established())
+        #expect(net.sh("ip netns exec \(net.ns.b) ping -c 3 -W 2 10.1.0.2").status == 0)
+        let after = rss(pid)
+        #expect(after - before < 30_000, "RSS grew from \(before) kB to \(after) kB")
+    }
+
     @Test("a strongSwan that dies is noticed by dead-peer detection: the link's routes are withdrawn")
     func deadPeer() throws {
         let net = try StrongSwanNetwork()
