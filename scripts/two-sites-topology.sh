@@ -10,7 +10,8 @@
 # ROUTE_SITES=1 each also routes the other site through the tunnel, and
 # with KEEPALIVE set (e.g. "{interval: 2s, retries: 3}") the tunnel sends
 # keepalives; WORKERS sets stack.workers (default 1). BACKEND=host gives the uplink to the namespace's kernel and
-# the tunnel a host socket. Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
+# the tunnel a host socket; with PROTECT=1 the tunnel is GRE over IPsec
+# (IKEv2 with a generated key, AES-GCM-128, ESP in UDP 4500). Uses $P, $DIR and $BIN; daemon PIDs go to SITES_PIDS.
 #
 # DUAL_STACK=1 (with ROUTE_SITES=1) makes everything dual-stack:
 # the sites are also 2001:db8:1::/64 and 2001:db8:2::/64 (hosts ::2), the
@@ -63,6 +64,18 @@ tunnels:
     addresses: [$5]
 YAML
         [ -n "${KEEPALIVE:-}" ] && echo "    keepalive: $KEEPALIVE"
+        # PROTECT=1: GRE over IPsec (AES-GCM-128, ESP in UDP 4500); gw1 initiates.
+        if [ "${PROTECT:-0}" = 1 ]; then
+            [ -f "$DIR/psk" ] || { head -c 24 /dev/urandom | base64 > "$DIR/psk"; chmod 600 "$DIR/psk"; }
+            cat <<YAML
+    protection:
+      local-id: gw$1.example
+      remote-id: gw$o.example
+      psk-file: $DIR/psk
+      esp-proposals: [aes128gcm16]
+      start: $([ "$1" = 1 ] && echo initiate || echo respond)
+YAML
+        fi
         [ "${DUAL_STACK:-0}" = 1 ] && cat <<YAML
     ipv6: {addresses: ["fd00:16::$1/64"]}
   - name: gre6

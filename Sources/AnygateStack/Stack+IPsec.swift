@@ -149,34 +149,38 @@ extension Stack {
     /// in the headroom, padding, trailer and ICV after the payload. On
     /// failure the packet is dropped (counted) and false returned.
     func espSeal(_ p: inout PacketHandle, tunnel t: Int, nextHeader: UInt8) -> Bool {
-        let st = tunnelStates + t
-        let out = st.pointee.interface
-        let i = Int(st.pointee.outboundSA)
-        guard i >= 0 else {
-            drop(p, .ipsecNoSA, tx: out)
+        let out = tunnelStates[t].interface
+        let payload = Int(p.length)
+        let total = ESPPacket.sealedLength(payload: payload)
+        guard Int(p.offset) + total - ESPPacket.Field.payload <= pool.bufferCapacity(p), pool.prepend(&p, ESPPacket.Field.payload) else {
+            drop(p, .headroomExhausted, tx: out)
             return false
         }
+        pool.setLength(&p, total)
+        switch espSeal(pool.bytes(p), payload: payload, tunnel: t, nextHeader: nextHeader) {
+        case .sealed: return true
+        case .noSA: drop(p, .ipsecNoSA, tx: out)
+        case .expired: drop(p, .ipsecSAExpired, tx: out)
+        }
+        return false
+    }
+
+    enum SealOutcome { case sealed, noSA, expired }
+
+    /// Seals in place what `b` holds: 16 bytes for the ESP header and IV,
+    /// then `payload` bytes, then room for the trailer and ICV
+    /// (`ESPPacket.sealedLength`), with the tunnel's outbound SA.
+    func espSeal(_ b: UnsafeMutableRawBufferPointer, payload: Int, tunnel t: Int, nextHeader: UInt8) -> SealOutcome {
+        let i = Int(tunnelStates[t].outboundSA)
+        guard i >= 0 else { return .noSA }
         let sa = sas.entries + i
         let sequence = sa.pointee.sequence &+ 1
         // RFC 4303 section 3.3.3: the counter never cycles; the SA stops first.
         if _slowPath(sa.pointee.expired || sequence == 0 || (!sa.pointee.esn && sequence > UInt64(UInt32.max))) {
             expireSA(i)
-            drop(p, .ipsecSAExpired, tx: out)
-            return false
+            return .expired
         }
-        let payload = Int(p.length)
-        let pad = ESPPacket.padding(forPayload: payload)
-        let total = ESPPacket.Field.payload + payload + pad + ESPPacket.trailerLength + ESPPacket.icvLength
-        guard Int(p.offset) + total - ESPPacket.Field.payload <= pool.bufferCapacity(p) else {
-            drop(p, .headroomExhausted, tx: out)
-            return false
-        }
-        guard pool.prepend(&p, ESPPacket.Field.payload) else {
-            drop(p, .headroomExhausted, tx: out)
-            return false
-        }
-        pool.setLength(&p, total)
-        let b = pool.bytes(p)
+        let total = ESPPacket.sealedLength(payload: payload)
         let spi = sa.pointee.spi
         b.setBE32(ESPPacket.Field.spi, spi)
         b.setBE32(ESPPacket.Field.sequence, UInt32(truncatingIfNeeded: sequence))
@@ -188,15 +192,12 @@ extension Stack {
         let sealed = withESPAAD(spi: spi, sequence: sequence, esn: sa.pointee.esn) { aad in
             sa.pointee.cipher!.seal(iv: sequence, aad: aad, text: text, icv: b.baseAddress! + total - ESPPacket.icvLength)
         }
-        guard sealed else {
-            drop(p, .ipsecSAExpired, tx: out)
-            return false
-        }
+        guard sealed else { return .expired }
         sa.pointee.sequence = sequence
         sa.pointee.counters.packets &+= 1
         sa.pointee.counters.bytes &+= UInt64(payload)
         if _slowPath(sa.pointee.lifetime.softBytes != nil || sa.pointee.lifetime.hardBytes != nil) { checkByteLifetime(i) }
-        return true
+        return .sealed
     }
 
     /// ESP's AAD (RFC 4106 section 5, RFC 7634 section 3): the SPI and the

@@ -101,7 +101,10 @@ extension Stack {
     /// caller cuts the inner packet itself).
     func tunnelOutputAsUDPSuperFrames(_ t: Int, _ p: PacketHandle, interface out: InterfaceIndex) -> Bool {
         let st = tunnelStates + t
-        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp, tunnelConfigs[t]?.backend == .stack else { return false }
+        // GRE over IPsec in UDP 4500 too: each chunk one ESP packet (GRE and a segment, sealed).
+        let esp = st.pointee.protected && !st.pointee.espTunnelMode && socketTable[st.pointee.espSocket.value].proto == .udp
+        guard p.segmentSize != 0, st.pointee.inUse, st.pointee.udp || esp, tunnelConfigs[t]?.backend == .stack else { return false }
+        if esp && st.pointee.outboundSA < 0 { return false }
         let underlay: Int
         if st.pointee.underlay6 {
             guard let r = fib6View.pointee.lookup(st.pointee.remote6) else { return false }
@@ -118,7 +121,9 @@ extension Stack {
         let size = Int(p.segmentSize)
         let key = st.pointee.key, sequenced = st.pointee.sequence
         let greLength = GRERepr(protocolType: type, key: key, sequence: sequenced ? 0 : nil).headerLength
-        let chunk = greLength + l.headersLength + size
+        // With ESP around it, a full segment's chunk is its sealed length (the last may be shorter).
+        let espFront = esp ? ESPPacket.Field.payload : 0
+        let chunk = esp ? ESPPacket.sealedLength(payload: greLength + l.headersLength + size) : greLength + l.headersLength + size
         // A UDP payload holds at most 65 507 bytes; the kernel cuts at most 64 datagrams from one.
         let perFrame = min(64, (65_507 - UDPDatagram.headerLength) / chunk)
         guard perFrame >= 2 else { return false }
@@ -145,20 +150,37 @@ extension Stack {
             var q = pool.allocateSuperFrame()!  // counted above
             var at = 0
             let area = pool.buffer(q).tail(from: Int(q.offset))
+            var innerBytes = 0
+            var sealedAll = true
             for j in k..<(k + count) {
-                GRERepr(protocolType: type, key: key, sequence: sequenced ? st.pointee.txSequence : nil).emit(into: area.tail(from: at))
+                GRERepr(protocolType: type, key: key, sequence: sequenced ? st.pointee.txSequence : nil).emit(into: area.tail(from: at + espFront))
                 if sequenced { st.pointee.txSequence &+= 1 }
-                let length = Segmentation.writeSegment(j, of: bytes, layout: l, segmentSize: size, into: area.tail(from: at + greLength))
-                at += greLength + length
+                let length = Segmentation.writeSegment(j, of: bytes, layout: l, segmentSize: size, into: area.tail(from: at + espFront + greLength))
+                innerBytes += length
+                if esp {
+                    let payload = greLength + length
+                    let sealed = ESPPacket.sealedLength(payload: payload)
+                    if espSeal(UnsafeMutableRawBufferPointer(rebasing: area[at..<(at + sealed)]), payload: payload, tunnel: t,
+                               nextHeader: IPProtocol.gre.rawValue) != .sealed { sealedAll = false }
+                    at += sealed
+                } else {
+                    at += greLength + length
+                }
             }
             pool.setLength(&q, at)
             q.segmentSize = UInt16(chunk)
             q.offload = PacketHandle.checksumPartial
             st.pointee.counters.txPackets &+= UInt64(count)
-            st.pointee.counters.txBytes &+= UInt64(at - count * greLength)
+            st.pointee.counters.txBytes &+= UInt64(innerBytes)
+            if !sealedAll {
+                // The SA went away or expired mid-batch: nothing of it leaves.
+                drop(q, st.pointee.outboundSA < 0 ? .ipsecNoSA : .ipsecSAExpired, tx: st.pointee.interface)
+                k += count
+                continue
+            }
             do {
-                try socketSend(st.pointee.socket, q, ttl: st.pointee.ttl == nil ? innerTTL : nil, tos: outerTOS, sourcePort: sourcePort,
-                               flowHash: hash)
+                try socketSend(esp ? st.pointee.espSocket : st.pointee.socket, q, ttl: st.pointee.ttl == nil ? innerTTL : nil, tos: outerTOS,
+                               sourcePort: esp ? nil : sourcePort, flowHash: hash)
             } catch {
                 st.pointee.counters.sendErrors &+= 1
             }

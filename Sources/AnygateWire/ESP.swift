@@ -63,6 +63,11 @@ public struct ESPPacket {
     /// Bytes that are encrypted: payload, padding and trailer.
     @inlinable public var encryptedLength: Int { bytes.count - Field.payload - ESPPacket.icvLength }
 
+    /// The length of an ESP packet around `payload` bytes.
+    @inlinable public static func sealedLength(payload: Int) -> Int {
+        Field.payload + payload + padding(forPayload: payload) + trailerLength + icvLength
+    }
+
     /// Bytes of padding that put the trailer's end (and so the ICV) on a
     /// 4-byte boundary after `payloadLength` bytes of payload (RFC 4303
     /// section 2.4; the AEAD transforms need no more).
