@@ -318,9 +318,12 @@ public struct ChildSAInfo: Codable, Equatable, Sendable {
     public var replayDrops: UInt64
     public var authFailures: UInt64
     public var ageSeconds: Double
+    /// Seconds until this side rekeys the child SA.
+    public var rekeyInSeconds: Double
     public init(localSpi: String, remoteSpi: String, state: String, protocol: String, mode: String, algorithm: String, esn: Bool,
                 bytesIn: UInt64, bytesOut: UInt64, packetsIn: UInt64, packetsOut: UInt64, replayDrops: UInt64, authFailures: UInt64,
-                ageSeconds: Double) {
+                ageSeconds: Double, rekeyInSeconds: Double = 0) {
+        self.rekeyInSeconds = rekeyInSeconds
         self.localSpi = localSpi; self.remoteSpi = remoteSpi; self.state = state; self.protocol = `protocol`; self.mode = mode
         self.algorithm = algorithm; self.esn = esn; self.bytesIn = bytesIn; self.bytesOut = bytesOut; self.packetsIn = packetsIn
         self.packetsOut = packetsOut; self.replayDrops = replayDrops; self.authFailures = authFailures; self.ageSeconds = ageSeconds

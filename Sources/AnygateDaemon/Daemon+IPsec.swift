@@ -267,8 +267,8 @@ extension Daemon {
                 install(peer, keys)
             case .rekeyed(let new, let old, let outboundNow):
                 do throws(IPsecError) {
-                    try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: true))
-                    if outboundNow { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false)) }
+                    try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: true, rekey: peer.config.rekey))
+                    if outboundNow { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey)) }
                 } catch {
                     logger.error("cannot install the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
                 }
@@ -278,7 +278,7 @@ extension Daemon {
                 logger.info("child SA rekeyed", metadata: ["tunnel": "\(peer.name)", "old-spi-in": "\(Daemon.hex(old.inboundSPI))",
                                                            "spi-in": "\(Daemon.hex(new.inboundSPI))", "spi-out": "\(Daemon.hex(new.outboundSPI))"])
             case .outboundSwitch(let new):
-                do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false)) } catch {
+                do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey)) } catch {
                     logger.error("cannot switch to the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
                 }
             case .childDeleted(let old):
@@ -328,9 +328,12 @@ extension Daemon {
         }
     }
 
-    func saConfiguration(_ keys: ChildSAKeys, inbound: Bool) -> SAConfiguration {
+    /// An SA for the stack; it expires (hard) a tenth past the rekey
+    /// interval plus a minute, so one whose rekey keeps failing does not live on.
+    func saConfiguration(_ keys: ChildSAKeys, inbound: Bool, rekey: Int) -> SAConfiguration {
         SAConfiguration(spi: inbound ? keys.inboundSPI : keys.outboundSPI, algorithm: keys.suite.encryption,
-                        keyMaterial: inbound ? keys.inboundKey : keys.outboundKey, extendedSequenceNumbers: keys.suite.extendedSequenceNumbers)
+                        keyMaterial: inbound ? keys.inboundKey : keys.outboundKey, extendedSequenceNumbers: keys.suite.extendedSequenceNumbers,
+                        lifetime: SALifetime(hardSeconds: rekey + rekey / 10 + 60))
     }
 
     /// Installs a child SA in the stack: the inbound SA first, then the
@@ -338,8 +341,8 @@ extension Daemon {
     func install(_ peer: IKEPeer, _ keys: ChildSAKeys) {
         let old = peer.child
         do throws(IPsecError) {
-            try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: true))
-            try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: false))
+            try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: true, rekey: peer.config.rekey))
+            try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: false, rekey: peer.config.rekey))
         } catch {
             logger.error("cannot install the child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
             return
@@ -389,7 +392,8 @@ extension Daemon {
                                             packetsIn: inbound?.counters.packets ?? 0, packetsOut: outbound?.counters.packets ?? 0,
                                             replayDrops: (inbound?.counters.replayed ?? 0) + (inbound?.counters.outOfWindow ?? 0),
                                             authFailures: inbound?.counters.authFailures ?? 0,
-                                            ageSeconds: Double(outbound?.age.nanoseconds ?? 0) / 1e9))
+                                            ageSeconds: Double(outbound?.age.nanoseconds ?? 0) / 1e9,
+                                            rekeyInSeconds: max(0, Double(peer.config.rekey) - Double(runtime.clock - peer.childInstalled) / 1e9)))
             }
             let role: String? = peer.session.map { $0.role == .initiator ? "initiator" : "responder" }
             return SAInfo(name: peer.name, peer: "\(peer.remote)", state: peer.state, role: role, localId: peer.config.localID,

@@ -68,7 +68,11 @@ public final class PacketPool {
         @usableFromInline var allocations: UInt64
     }
 
-    public static let defaultHeadroom = 128
+    /// Room in front of what arrives: the deepest encapsulation the stack
+    /// builds around a packet it originated itself — an IPv6 datagram (48)
+    /// in GRE with key and sequence (16) in ESP (16) in UDP (8) over IPv6
+    /// (40) on Ethernet (14) — is 142 bytes.
+    public static let defaultHeadroom = 192
     /// Room for a 9216-byte jumbo frame or reassembled datagram.
     public static let defaultDataSize = 9216
 

@@ -11,8 +11,8 @@ extension TwoSites {
     }
 
     init(protected encapsulation: ESPEncapsulation, algorithm: AEADAlgorithm = .aes128GCM, esn: Bool = false,
-         lifetime: SALifetime = SALifetime(), keyed: Bool = true) throws {
-        try self.init(protection: TunnelProtection(encapsulation: encapsulation))
+         lifetime: SALifetime = SALifetime(), keyed: Bool = true, underlay6: Bool = false, ipv6: Bool = false) throws {
+        try self.init(underlay6: underlay6, ipv6: ipv6, protection: TunnelProtection(encapsulation: encapsulation))
         if keyed { try installSAs(algorithm, esn: esn, lifetime: lifetime) }
     }
 
@@ -92,6 +92,40 @@ struct IPsecTests {
         s.net.run()
         #expect(s.a.echoReplies().contains { $0.length == t.mtu - 28 })
         #expect(s.gw1.drops(.fragmentationNeeded) == 0)
+        s.checkInvariants()
+    }
+
+    @Test("over an IPv6 underlay, IPv4 and IPv6 inside: ESP in IPv6 (protocol 50, and UDP 4500 with its checksum)",
+          arguments: [ESPEncapsulation.esp, .natTraversal])
+    func ipv6Underlay(_ encapsulation: ESPEncapsulation) throws {
+        let s = try TwoSites(protected: encapsulation, underlay6: true, ipv6: true)
+        var frames: [[UInt8]] = []
+        let gw1Wan = s.gw1Wan
+        s.net.observer = { from, _, f in if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x86DD { frames.append(Array(f)) } }
+        try ping(s, count: 2)
+        #expect(s.a.echoReplies().count == 2)
+        // IPv6 inside too: a UDP datagram from A to B.
+        let server = try s.b.openSocket(.udp)
+        try s.b.bind(server, address: .v6(TwoSites.b6), port: 9000)
+        let client = try s.a.openSocket(.udp)
+        try s.a.bind(client, address: .v6(TwoSites.a6), port: 5555)
+        try s.a.connect(client, to: .v6(TwoSites.b6), port: 9000)
+        let p = try #require(s.net.pool.make(copying: Array("over IPv6 in ESP over IPv6".utf8)))
+        try s.a.socketSend(client, p)
+        s.net.run()
+        let dropped = s.stacks.map { st in DropReason.allCases.filter { st.drops($0) > 0 }.map { "\(st.name) \($0) \(st.drops($0))" } }
+        let d = try #require(s.b.socketReceive(server), "drops: \(dropped)")
+        #expect(s.net.pool.copyBytes(d.packet) == Array("over IPv6 in ESP over IPv6".utf8))
+        s.net.pool.free(d.packet)
+        s.a.closeSocket(client); s.b.closeSocket(server)
+        let esp = frames.filter { f in
+            let next = f[14 + 6]
+            if encapsulation == .esp { return next == 50 }
+            return next == 17 && f[14 + 40 + 2] == 0x11 && f[14 + 40 + 3] == 0x94 && (f[14 + 40 + 6] != 0 || f[14 + 40 + 7] != 0)
+        }
+        #expect(esp.count >= 3, "ESP over IPv6 (with a UDP checksum when in UDP): \(frames.count) IPv6 frames")
+        #expect(!frames.contains { $0[14 + 6] == 47 }, "no plaintext GRE")
+        #expect(s.gw2.saList.first { $0.inbound }?.counters.authFailures == 0)
         s.checkInvariants()
     }
 
