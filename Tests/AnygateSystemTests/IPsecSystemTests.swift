@@ -239,7 +239,7 @@ struct IPsecSystemTests {
         #expect(inner.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "inner packets seen in clear: \(inner)")
     }
 
-    @Test("strongSwan initiates, anygated responds: ping both ways")
+    @Test("strongSwan initiates, anygated responds: ping both ways and 20 MB sha256-checked")
     func strongSwanInitiates() throws {
         let net = try StrongSwanNetwork()
         defer { net.close() }
@@ -252,6 +252,42 @@ struct IPsecSystemTests {
         #expect(net.sas().first?.role == "responder")
         #expect(net.sh("ip netns exec \(net.ns.b) ping -c 3 -W 2 10.1.0.2").status == 0)
         #expect(net.sh("ip netns exec \(net.ns.a) ping -c 3 -W 2 10.2.0.2").status == 0)
+        #expect(try net.transfer(megabytes: 20, from: net.ns.b, to: net.ns.a, address: "10.1.0.2") == nil)
+    }
+
+    @Test("reload adds and removes a protected link without touching the running one")
+    func reload() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon()
+        try net.startAnygated(start: "initiate")
+        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
+        let before = try #require(net.sas().first?.children.first)
+        // A second link (to a peer that is not there) comes with a reload, and goes with the next.
+        let config = try String(contentsOfFile: net.dir + "/gw1.yaml", encoding: .utf8)
+        let second = config.replacingOccurrences(of: "routes:", with: """
+          - name: sw1
+            local: 198.51.100.1
+            remote: 203.0.113.99
+            local-id: gw1.example
+            remote-id: other.example
+            psk-file: \(net.dir)/gw1.psk
+            local-subnets: [10.1.0.0/16]
+            remote-subnets: [10.99.0.0/16]
+            start: respond
+        routes:
+        """)
+        try second.write(toFile: net.dir + "/gw1.yaml", atomically: true, encoding: .utf8)
+        #expect(net.ctl("reload").status == 0, "\(net.anygated?.log ?? "")")
+        #expect(net.sas().map(\.name) == ["sw0", "sw1"])
+        #expect(net.sas().first?.children.first?.localSpi == before.localSpi, "the running SA untouched")
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 2 -W 2 10.2.0.2").status == 0)
+        try config.write(toFile: net.dir + "/gw1.yaml", atomically: true, encoding: .utf8)
+        #expect(net.ctl("reload").status == 0)
+        #expect(net.sas().map(\.name) == ["sw0"])
+        #expect(net.sas().first?.children.first?.localSpi == before.localSpi)
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 2 -W 2 10.2.0.2").status == 0)
     }
 
     @Test("a wrong pre-shared key brings no SA up and says why; mismatched proposals likewise")
