@@ -292,8 +292,11 @@ public struct SAInfo: Codable, Equatable, Sendable {
     public var cookiesSent: UInt64
     /// Child SAs rekeyed so far by this IKE SA.
     public var rekeys: Int
+    /// Times the IKE SA itself was rekeyed.
+    public var ikeRekeys: Int
     public init(name: String, peer: String, state: String, role: String?, localId: String, remoteId: String, ike: String?,
-                natTraversal: Bool, reason: String?, children: [ChildSAInfo], cookiesSent: UInt64 = 0, rekeys: Int = 0) {
+                natTraversal: Bool, reason: String?, children: [ChildSAInfo], cookiesSent: UInt64 = 0, rekeys: Int = 0, ikeRekeys: Int = 0) {
+        self.ikeRekeys = ikeRekeys
         self.name = name; self.peer = peer; self.state = state; self.role = role; self.localId = localId; self.remoteId = remoteId
         self.ike = ike; self.natTraversal = natTraversal; self.reason = reason; self.children = children
         self.cookiesSent = cookiesSent; self.rekeys = rekeys

@@ -175,6 +175,8 @@ public struct IKEPeerConfig: Equatable, Sendable {
     public var dpd: Int? = 30
     /// Seconds between rekeys of the child SA (CREATE_CHILD_SA, make-before-break).
     public var rekey = 3600
+    /// Seconds between rekeys of the IKE SA.
+    public var ikeRekey = 14400
 
     public init(localID: String, remoteID: String, pskFile: String) {
         self.localID = localID; self.remoteID = remoteID; self.pskFile = pskFile

@@ -381,7 +381,7 @@ public struct ConfigReader {
     }
 
     static let ikeKeys: Set<String> = ["local-id", "remote-id", "psk-file", "ike-proposals", "esp-proposals", "encapsulation", "start", "dpd",
-                                        "rekey"]
+                                        "rekey", "ike-rekey"]
 
     /// The IKE settings shared by `tunnels[].protection` and `ipsec[]`, and
     /// how ESP travels (`encapsulation: udp` — RFC 3948, the default — or `esp`).
@@ -430,6 +430,11 @@ public struct ConfigReader {
             let d = try duration(n, path + ".rekey")
             guard d >= .seconds(2) else { throw fail(path + ".rekey", n, "must be at least 2s") }
             ike.rekey = Int(d.nanoseconds / 1_000_000_000)
+        }
+        if let n = m["ike-rekey"] {
+            let d = try duration(n, path + ".ike-rekey")
+            guard d >= .seconds(2) else { throw fail(path + ".ike-rekey", n, "must be at least 2s") }
+            ike.ikeRekey = Int(d.nanoseconds / 1_000_000_000)
         }
         var esp = ESPEncapsulation.natTraversal
         if let n = m["encapsulation"] {

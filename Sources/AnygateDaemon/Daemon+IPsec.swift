@@ -29,6 +29,8 @@ final class IKEPeer {
     var state = "idle"
     /// When the current child SA went in (for the rekey interval).
     var childInstalled: Int64 = 0
+    /// When the IKE SA was made or last rekeyed.
+    var ikeInstalled: Int64 = 0
     /// When the next NAT keepalive is due.
     var keepaliveAt: Int64 = 0
     /// Stateless cookies for IKE_SA_INIT floods.
@@ -63,6 +65,7 @@ final class IKEPeer {
 struct IKEMetrics {
     var established: UInt64 = 0
     var rekeys: UInt64 = 0
+    var ikeRekeys: UInt64 = 0
     var ikeFailures: UInt64 = 0
 }
 
@@ -182,6 +185,11 @@ extension Daemon {
                 peer.keepaliveAt = now + 20_000_000_000
                 if let p = stack.pool.make(copying: [UDPEncapsulation.keepaliveByte]) { try? stack.socketSend(peer.espSocket, p) }
             }
+            // Rekey the IKE SA on time (the child SAs carry on).
+            if let s = peer.session, s.state == .established, now - peer.ikeInstalled >= Int64(peer.config.ikeRekey) * 1_000_000_000 {
+                peer.ikeInstalled = now
+                handle(peer, s.rekeyIKE(now: now), arrivedOn4500: nil)
+            }
             // Rekey the child SA on time, make-before-break.
             if let s = peer.session, s.state == .established, peer.child != nil,
                now - peer.childInstalled >= Int64(peer.config.rekey) * 1_000_000_000 {
@@ -281,10 +289,15 @@ extension Daemon {
                 do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey)) } catch {
                     logger.error("cannot switch to the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
                 }
+            case .ikeRekeyed:
+                peer.ikeInstalled = runtime.clock
+                ikeMetrics.ikeRekeys += 1
+                logger.info("IKE SA rekeyed", metadata: ["tunnel": "\(peer.name)", "role": "\(s.role == .initiator ? "initiator" : "responder")"])
             case .childDeleted(let old):
                 stack.removeSA(tunnel: peer.tunnel, spi: old.inboundSPI, inbound: true)
                 stack.removeSA(tunnel: peer.tunnel, spi: old.outboundSPI, inbound: false)
             case .established:
+                peer.ikeInstalled = runtime.clock
                 ikeMetrics.established += 1
                 peer.state = "established"
                 peer.lastReason = nil
@@ -399,7 +412,8 @@ extension Daemon {
             return SAInfo(name: peer.name, peer: "\(peer.remote)", state: peer.state, role: role, localId: peer.config.localID,
                           remoteId: peer.config.remoteID, ike: peer.session?.suite?.description,
                           natTraversal: peer.udpEncapsulation, reason: peer.lastReason,
-                          children: children, cookiesSent: peer.cookies.cookiesSent, rekeys: peer.session?.rekeys ?? 0)
+                          children: children, cookiesSent: peer.cookies.cookiesSent, rekeys: peer.session?.rekeys ?? 0,
+                          ikeRekeys: peer.session?.ikeRekeys ?? 0)
         }
     }
 }

@@ -114,6 +114,7 @@ extension Daemon {
             perChild("anygate_ipsec_auth_failures_total", "Packets whose ICV did not verify on the current child SA.") { $0.authFailures }
             family("anygate_ike_established_total", "counter", "IKE SAs established.", [("", ikeMetrics.established)])
             family("anygate_ike_rekeys_total", "counter", "Child SAs rekeyed.", [("", ikeMetrics.rekeys)])
+            family("anygate_ike_sa_rekeys_total", "counter", "IKE SAs rekeyed.", [("", ikeMetrics.ikeRekeys)])
             family("anygate_ike_failures_total", "counter", "IKE attempts that failed.", [("", ikeMetrics.ikeFailures)])
             family("anygate_ike_cookies_sent_total", "counter", "IKE_SA_INIT requests answered with a cookie (RFC 7296 section 2.6).",
                    ikePeers.values.sorted { $0.name < $1.name }.map { ("{tunnel=\"\($0.name)\"}", $0.cookies.cookiesSent) })

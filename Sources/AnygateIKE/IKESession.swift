@@ -42,6 +42,8 @@ public enum IKEOutput: Sendable {
     /// This child SA is gone: remove its inbound SA (and its outbound one,
     /// if still in use).
     case childDeleted(ChildSAKeys)
+    /// The IKE SA was rekeyed (its child SAs carry on).
+    case ikeRekeyed
 }
 
 /// One IKEv2 SA (RFC 7296) with a pre-shared key, as initiator or
@@ -59,7 +61,8 @@ public final class IKESession {
         case closed
     }
 
-    public let role: Role
+    /// Which side started this IKE SA (after a rekey: the side that rekeyed it).
+    public private(set) var role: Role
     public let policy: IKEPolicy
     public private(set) var state = State.idle
     /// A NAT between the peers (or a peer that claims one): IKE moves to
@@ -323,6 +326,7 @@ public final class IKESession {
             guard let (payloads, sk) = try? IKEPayload.parse(message, from: IKEHeader.length, first: h.nextPayload), sk == nil else { return [] }
             return initRequest(h, payloads, now: now)
         }
+        if let old = previous, h.initiatorSPI == old.spiI, h.responderSPI == old.spiR { return receiveOnPrevious(message, h, now: now) }
         guard h.initiatorSPI == initiatorSPI, h.responderSPI == responderSPI || h.exchange == .saInit else { return [] }
         if h.isResponse {
             guard let request = lastRequest, h.messageID == nextRequestID else { return [] }
@@ -341,6 +345,7 @@ public final class IKESession {
             guard let payloads = open(message, h) else { return [] }
             switch (h.exchange, state) {
             case (.auth, .authSent): return authResponse(payloads, now: now)
+            case (.createChildSA, .established) where ikeRekeying != nil: return ikeRekeyResponse(payloads, now: now)
             case (.createChildSA, .established): return rekeyResponse(payloads, now: now)
             case (.informational, _):
                 // The answer to our Delete of a rekeyed child: now it goes.
@@ -368,10 +373,129 @@ public final class IKESession {
             }
             return deleteRequest(h, payloads)
         case .createChildSA where state == .established:
-            return rekeyRequest(h, payloads)
+            let rekeysIKE = payloads.contains { if case .sa(let ps) = $0 { ps.contains { $0.protocolID == IKEProposal.ike } } else { false } }
+            return rekeysIKE ? ikeRekeyRequest(h, payloads, now: now) : rekeyRequest(h, payloads)
         default:
             return [respond(h, [.notify(IKENotify(IKENotify.noAdditionalSAs))])]
         }
+    }
+
+    // MARK: Rekeying the IKE SA (RFC 7296 sections 1.3.2 and 2.18)
+
+    /// What identifies and protects an IKE SA, kept for the old one after a
+    /// rekey until its Delete exchange is over.
+    struct SAContext {
+        var spiI: UInt64, spiR: UInt64, role: Role
+        var aeadI: IKEAEAD?, aeadR: IKEAEAD?
+        var nextRequestID: UInt32, expectedRequestID: UInt32
+        var lastResponse: (id: UInt32, bytes: [UInt8])?
+        var ivCounter: UInt64
+    }
+    var previous: SAContext?
+    var ikeRekeying: (spi: UInt64, nonce: [UInt8], dh: DHKeyPair)?
+    public private(set) var ikeRekeys = 0
+
+    var context: SAContext {
+        get {
+            SAContext(spiI: initiatorSPI, spiR: responderSPI, role: role, aeadI: aeadI, aeadR: aeadR, nextRequestID: nextRequestID,
+                      expectedRequestID: expectedRequestID, lastResponse: lastResponse, ivCounter: ivCounter)
+        }
+        set {
+            initiatorSPI = newValue.spiI; responderSPI = newValue.spiR; role = newValue.role; aeadI = newValue.aeadI; aeadR = newValue.aeadR
+            nextRequestID = newValue.nextRequestID; expectedRequestID = newValue.expectedRequestID
+            lastResponse = newValue.lastResponse; ivCounter = newValue.ivCounter
+        }
+    }
+
+    /// Makes the new IKE SA current: its SPIs, keys from the old SK_d, message IDs from 0.
+    func switchIKE(spiI: UInt64, spiR: UInt64, role newRole: Role, suite s: IKESuite, ni: [UInt8], nr: [UInt8], shared: SecretBytes) {
+        let oldSKd = skD
+        previous = context
+        initiatorSPI = spiI; responderSPI = spiR; role = newRole; suite = s
+        nonceI = ni; nonceR = nr
+        deriveKeys(shared, rekeying: oldSKd)
+        nextRequestID = 0; expectedRequestID = 0; lastResponse = nil; lastRequest = nil; ivCounter = 0; retries = 0; probing = false
+        ikeRekeys += 1
+    }
+
+    /// Starts a rekey of the IKE SA (the child SAs move to the new one).
+    public func rekeyIKE(now: Int64) -> [IKEOutput] {
+        guard state == .established, let s = suite, lastRequest == nil, rekeying == nil, ikeRekeying == nil, previous == nil else { return [] }
+        let spi = nonZero(), ni = randomBytes(32), dh = DHKeyPair(s.group)
+        ikeRekeying = (spi, ni, dh)
+        let payloads: [IKEPayload] = [
+            .sa([IKEProposal(number: 1, protocolID: IKEProposal.ike, spi: spiBytes64(spi), transforms: s.proposalTransforms)]),
+            .nonce(ni), .ke(group: s.group.rawValue, data: dh.publicValue),
+        ]
+        return [request(sealedMessage(.createChildSA, id: nextRequestID, response: false, payloads), now: now)]
+    }
+
+    func ikeRekeyResponse(_ payloads: [IKEPayload], now: Int64) -> [IKEOutput] {
+        guard let r = ikeRekeying else { return [] }
+        ikeRekeying = nil
+        guard case .sa(let chosen)? = payloads.first(where: { $0.type == IKEPayloadType.sa }), chosen.count == 1, chosen[0].spi.count == 8,
+              let s = suite(of: chosen[0]), policy.ikeSuites.contains(s), s.group == r.dh.group,
+              case .nonce(let nr)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }),
+              case .ke(_, let pub)? = payloads.first(where: { $0.type == IKEPayloadType.ke }), let shared = r.dh.shared(with: pub) else {
+            return []  // refused: the old IKE SA stays; try again later
+        }
+        switchIKE(spiI: r.spi, spiR: chosen[0].spi.be64(0), role: .initiator, suite: s, ni: r.nonce, nr: nr, shared: shared)
+        // Delete the old IKE SA, on the old IKE SA.
+        let now = context
+        context = previous!
+        let delete = sealedMessage(.informational, id: nextRequestID, response: false, [.delete(protocolID: IKEProposal.ike, spis: [])])
+        nextRequestID &+= 1
+        previous = context
+        context = now
+        return [.send(delete), .ikeRekeyed]
+    }
+
+    /// The peer rekeys the IKE SA: answer on the old one, then the new one is current.
+    func ikeRekeyRequest(_ h: IKEHeader, _ payloads: [IKEPayload], now: Int64) -> [IKEOutput] {
+        if ikeRekeying != nil || rekeying != nil || previous != nil {
+            return [respond(h, [.notify(IKENotify(IKENotify.temporaryFailure))])]
+        }
+        guard case .sa(let offered)? = payloads.first(where: { $0.type == IKEPayloadType.sa }),
+              case .nonce(let ni)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }),
+              case .ke(let group, let pub)? = payloads.first(where: { $0.type == IKEPayloadType.ke }) else {
+            return [respond(h, [.notify(IKENotify(IKENotify.invalidSyntax))])]
+        }
+        guard let s = policy.ikeSuites.first(where: { mine in offered.contains { $0.spi.count == 8 && suite(of: $0) == mine } }),
+              let proposal = offered.first(where: { $0.spi.count == 8 && suite(of: $0) == s }) else {
+            return [respond(h, [.notify(IKENotify(IKENotify.noProposalChosen))])]
+        }
+        guard group == s.group.rawValue else {
+            let g = s.group.rawValue
+            return [respond(h, [.notify(IKENotify(IKENotify.invalidKEPayload, data: [UInt8(g >> 8), UInt8(g & 0xFF)]))])]
+        }
+        let dh = DHKeyPair(s.group)
+        guard let shared = dh.shared(with: pub) else { return [respond(h, [.notify(IKENotify(IKENotify.invalidSyntax))])] }
+        let spi = nonZero(), nr = randomBytes(32)
+        let reply = respond(h, [
+            .sa([IKEProposal(number: proposal.number, protocolID: IKEProposal.ike, spi: spiBytes64(spi), transforms: s.proposalTransforms)]),
+            .nonce(nr), .ke(group: s.group.rawValue, data: dh.publicValue),
+        ])
+        switchIKE(spiI: proposal.spi.be64(0), spiR: spi, role: .responder, suite: s, ni: ni, nr: nr, shared: shared)
+        return [reply, .ikeRekeyed]
+    }
+
+    /// A message on the old IKE SA after a rekey: its Delete (answered, then
+    /// the old SA is gone) or the answer to ours; anything else is ignored.
+    func receiveOnPrevious(_ message: [UInt8], _ h: IKEHeader, now: Int64) -> [IKEOutput] {
+        let current = context
+        context = previous!
+        defer { previous = previous == nil ? nil : context; context = current }
+        if h.isResponse {
+            // The answer to our Delete of the old IKE SA.
+            if h.exchange == .informational, open(message, h) != nil { previous = nil }
+            return []
+        }
+        if let last = lastResponse, h.messageID == last.id { return [.send(last.bytes)] }
+        guard let payloads = open(message, h) else { return [] }
+        let deletes = payloads.contains { if case .delete(IKEProposal.ike, _) = $0 { true } else { false } }
+        let reply = respond(h, [])
+        if deletes { previous = nil }
+        return [reply]
     }
 
     // MARK: Rekeying child SAs (RFC 7296 sections 1.3.3 and 2.8)
@@ -565,9 +689,12 @@ public final class IKESession {
     // MARK: Keys
 
     /// SKEYSEED and the IKE SA's keys (RFC 7296 section 2.14); AEAD: no SK_a.
-    func deriveKeys(_ shared: SecretBytes) {
+    /// `rekeying`: the old SK_d, for a rekeyed IKE SA (RFC 7296 section
+    /// 2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)).
+    func deriveKeys(_ shared: SecretBytes, rekeying oldSKd: [UInt8]? = nil) {
         let s = suite!
-        let seed = s.prf(nonceI + nonceR, shared.withUnsafeBytes { Array($0) })
+        let secret = shared.withUnsafeBytes { Array($0) }
+        let seed = oldSKd.map { s.prf($0, secret + nonceI + nonceR) } ?? s.prf(nonceI + nonceR, secret)
         let k = s.encryption.keyMaterialLength, p = s.prf.length
         let keys = s.prf.plus(seed, nonceI + nonceR + spiBytes64(initiatorSPI) + spiBytes64(responderSPI), count: 3 * p + 2 * k)
         skD = Array(keys[0..<p])

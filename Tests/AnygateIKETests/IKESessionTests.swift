@@ -52,7 +52,7 @@ struct Pair {
                 case .established: if initiator { establishedI = true } else { establishedR = true }
                 case .failed(let why): if initiator { failedI = why } else { failedR = why }
                 case .closed(let why): log.append("closed: \(why)")
-                case .rekeyed, .outboundSwitch, .childDeleted: log.append("\(o)")
+                case .rekeyed, .outboundSwitch, .childDeleted, .ikeRekeyed: log.append("\(o)")
                 }
             }
         }
@@ -273,15 +273,18 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
         #expect(third.inboundSPI != newA.inboundSPI && a.rekeys == 2)
     }
 
-    @Test("a peer's PFS proposal or IKE SA rekey is refused with NO_ADDITIONAL_SAS, the child SA untouched")
+    @Test("a peer's child rekey asking for PFS (a fresh key exchange) is refused with NO_ADDITIONAL_SAS, the child SA untouched")
     func refusedRekeys() throws {
         var p = Pair.standard()
         p.run()
         let before = try #require(p.r.child)
-        // An IKE SA rekey: SA of protocol IKE, a nonce, KE.
+        var suite = ESPSuite.defaults[0].proposalTransforms
+        suite.append(IKETransform(type: IKETransform.keyExchange, id: 31))
         let msg = p.i.sealedMessage(.createChildSA, id: p.i.nextRequestID, response: false, [
-            .sa([IKEProposal(number: 1, protocolID: IKEProposal.ike, spi: [1, 2, 3, 4, 5, 6, 7, 8], transforms: IKESuite.defaults[0].proposalTransforms)]),
+            .notify(IKENotify(IKENotify.rekeySA, protocolID: IKEProposal.esp, spi: spiBytes(before.outboundSPI))),
+            .sa([IKEProposal(number: 1, protocolID: IKEProposal.esp, spi: [1, 2, 3, 4], transforms: suite)]),
             .nonce([UInt8](repeating: 3, count: 32)), .ke(group: 31, data: DHKeyPair(.curve25519).publicValue),
+            .tsI(before.remoteSelectors), .tsR(before.localSelectors),
         ])
         let out = p.r.receive(msg, now: 0)
         guard case .send(let reply)? = out.first, out.count == 1 else { Issue.record("\(out)"); return }
@@ -329,5 +332,27 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
             }
         }
         #expect(established)
+    }
+}
+
+@Suite struct IKESARekeyTests {
+    @Test("either side rekeys the IKE SA: new SPIs and keys on both, the old SA deleted, then DPD and child rekeys run on the new one", arguments: [true, false])
+    func rekeyIKE(initiatorRekeys: Bool) throws {
+        var p = Pair.standard()
+        p.run()
+        let (a, b) = initiatorRekeys ? (p.i, p.r) : (p.r, p.i)
+        let oldSPIs = (a.initiatorSPI, a.responderSPI)
+        let (outA, outB) = IKERekeyTests.exchange(a.rekeyIKE(now: 0), from: a, to: b)
+        #expect(outA.contains { if case .ikeRekeyed = $0 { true } else { false } }, "\(outA)")
+        #expect(outB.contains { if case .ikeRekeyed = $0 { true } else { false } }, "\(outB)")
+        #expect(a.initiatorSPI == b.initiatorSPI && a.responderSPI == b.responderSPI)
+        #expect((a.initiatorSPI, a.responderSPI) != oldSPIs)
+        #expect(a.role == .initiator && b.role == .responder, "the side that rekeyed is the new SA's initiator")
+        #expect(a.previous == nil && b.previous == nil, "the old IKE SA is gone on both sides")
+        #expect(bytes(a.aeadI!.key) == bytes(b.aeadI!.key) && bytes(a.aeadR!.key) == bytes(b.aeadR!.key))
+        // The new IKE SA works: a child rekey over it, from the other side.
+        let (outB2, _) = IKERekeyTests.exchange(b.rekeyChild(now: 0), from: b, to: a)
+        #expect(outB2.contains { if case .rekeyed = $0 { true } else { false } }, "\(outB2)")
+        #expect(a.ikeRekeys == 1 && b.ikeRekeys == 1)
     }
 }

@@ -29,6 +29,22 @@ final class StrongSwanNetwork {
         try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
     }
 
+    /// The usual start: namespaces, strongSwan, anygated initiating (with
+    /// `extra` keys on its link), the SA up. The caller closes it.
+    static func established(extra: String = "") throws -> StrongSwanNetwork {
+        let net = try StrongSwanNetwork()
+        do {
+            try net.build()
+            try net.startCharon()
+            try net.startAnygated(start: "initiate", extra: extra)
+            try #require(DaemonProcess.wait(seconds: 20) { net.established() }, "no SA: \(net.anygated?.log ?? "")")
+        } catch {
+            net.close()
+            throw error
+        }
+        return net
+    }
+
     func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
 
     func close() {
@@ -257,12 +273,8 @@ struct IPsecSystemTests {
 
     @Test("reload adds and removes a protected link without touching the running one")
     func reload() throws {
-        let net = try StrongSwanNetwork()
+        let net = try StrongSwanNetwork.established()
         defer { net.close() }
-        try net.build()
-        try net.startCharon()
-        try net.startAnygated(start: "initiate")
-        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
         let before = try #require(net.sas().first?.children.first)
         // A second link (to a peer that is not there) comes with a reload, and goes with the next.
         let config = try String(contentsOfFile: net.dir + "/gw1.yaml", encoding: .utf8)
@@ -317,12 +329,8 @@ struct IPsecSystemTests {
 
     @Test("rekeys started by strongSwan and by anygated during a transfer lose nothing")
     func rekeyDuringTransfer() throws {
-        let net = try StrongSwanNetwork()
+        let net = try StrongSwanNetwork.established(extra: "\n    rekey: 4s")
         defer { net.close() }
-        try net.build()
-        try net.startCharon()
-        try net.startAnygated(start: "initiate", extra: "\n    rekey: 4s")
-        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
         // strongSwan rekeys twice while 150 MB cross; anygated rekeys on its own 4 s after the last rekey.
         let rekeys = try Shell.spawn("sleep 1; ip netns exec \(net.ns.sw) swanctl --rekey --child net --uri unix://\(net.dir)/swrun/vici.sock"
                                      + "; sleep 1.5; ip netns exec \(net.ns.sw) swanctl --rekey --child net --uri unix://\(net.dir)/swrun/vici.sock",
@@ -420,14 +428,28 @@ struct IPsecSystemTests {
         #expect(after - before < 30_000, "RSS grew from \(before) kB to \(after) kB")
     }
 
+    @Test("IKE SA rekeys started by strongSwan and by anygated during a transfer: the child SA carries on, no reauthentication")
+    func ikeRekeyDuringTransfer() throws {
+        let net = try StrongSwanNetwork.established(extra: "\n    ike-rekey: 3s")
+        defer { net.close() }
+        let child = try #require(net.sas().first?.children.first)
+        let rekey = try Shell.spawn("sleep 1; ip netns exec \(net.ns.sw) swanctl --rekey --ike gw --uri unix://\(net.dir)/swrun/vici.sock",
+                                    output: net.dir + "/rekey.out")
+        defer { if rekey.isRunning { rekey.terminate() } }
+        #expect(try net.transfer(megabytes: 100, from: net.ns.a, to: net.ns.b, address: "10.2.0.2") == nil)
+        _ = DaemonProcess.wait(seconds: 10) { !rekey.isRunning }
+        let sa = try #require(net.sas().first)
+        #expect(sa.state == "established" && sa.ikeRekeys >= 2, "IKE SA rekeys: \(sa.ikeRekeys)")
+        #expect(sa.children.first?.localSpi == child.localSpi, "the child SA was not touched")
+        let log = net.charon?.log ?? ""
+        #expect(log.contains("rekeyed between") && !log.contains("reauthenticating"), "\(log)")
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 2 -W 2 10.2.0.2").status == 0)
+    }
+
     @Test("a strongSwan that dies is noticed by dead-peer detection: the link's routes are withdrawn")
     func deadPeer() throws {
-        let net = try StrongSwanNetwork()
+        let net = try StrongSwanNetwork.established()
         defer { net.close() }
-        try net.build()
-        try net.startCharon()
-        try net.startAnygated(start: "initiate")
-        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
         #expect(net.ctl("show routes").output.contains("10.2.0.0/16"))
         // Killed, not stopped: no Delete reaches anygated; only its probes can tell.
         net.charon?.signal(SIGKILL)
