@@ -108,6 +108,14 @@ public final class IKESession {
         self.role = role; self.policy = policy; self.local = local; self.remote = remote; self.random = random
     }
 
+    /// The IKE SA's own keys go with it (the SK_e keys are `SecretBytes`,
+    /// wiped by themselves).
+    deinit {
+        skD.withUnsafeMutableBytes { wipe($0) }
+        skPi.withUnsafeMutableBytes { wipe($0) }
+        skPr.withUnsafeMutableBytes { wipe($0) }
+    }
+
     // MARK: Initiator
 
     /// Starts the exchange (initiator): the IKE_SA_INIT request.
@@ -409,7 +417,11 @@ public final class IKESession {
 
     /// Makes the new IKE SA current: its SPIs, keys from the old SK_d, message IDs from 0.
     func switchIKE(spiI: UInt64, spiR: UInt64, role newRole: Role, suite s: IKESuite, ni: [UInt8], nr: [UInt8], shared: SecretBytes) {
-        let oldSKd = skD
+        var oldSKd = skD
+        defer { oldSKd.withUnsafeMutableBytes { wipe($0) } }
+        skD.withUnsafeMutableBytes { wipe($0) }
+        skPi.withUnsafeMutableBytes { wipe($0) }
+        skPr.withUnsafeMutableBytes { wipe($0) }
         previous = context
         initiatorSPI = spiI; responderSPI = spiR; role = newRole; suite = s
         nonceI = ni; nonceR = nr
