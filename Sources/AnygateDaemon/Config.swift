@@ -177,6 +177,9 @@ public struct IKEPeerConfig: Equatable, Sendable {
     public var rekey = 3600
     /// Seconds between rekeys of the IKE SA.
     public var ikeRekey = 14400
+    /// Bytes a child SA carries each way before it must go (hard); it is
+    /// rekeyed at half of it. nil: no byte limit.
+    public var lifetimeBytes: UInt64? = nil
 
     public init(localID: String, remoteID: String, pskFile: String) {
         self.localID = localID; self.remoteID = remoteID; self.pskFile = pskFile

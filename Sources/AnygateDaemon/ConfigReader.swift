@@ -360,8 +360,8 @@ public struct ConfigReader {
             }
             let pm = try mapping(n, path + ".protection")
             try checkKeys(pm, path + ".protection", allowed: ConfigReader.ikeKeys)
-            let (ike, esp) = try ikePeer(pm, node: n, path + ".protection")
-            tc.tunnel.protection = TunnelProtection(encapsulation: esp)
+            let (ike, esp, auto) = try ikePeer(pm, node: n, path + ".protection")
+            tc.tunnel.protection = TunnelProtection(encapsulation: esp, auto: auto)
             tc.ike = ike
         }
         if let v6 = m["ipv6"] {
@@ -381,11 +381,11 @@ public struct ConfigReader {
     }
 
     static let ikeKeys: Set<String> = ["local-id", "remote-id", "psk-file", "ike-proposals", "esp-proposals", "encapsulation", "start", "dpd",
-                                        "rekey", "ike-rekey"]
+                                        "rekey", "ike-rekey", "lifetime-bytes"]
 
     /// The IKE settings shared by `tunnels[].protection` and `ipsec[]`, and
     /// how ESP travels (`encapsulation: udp` — RFC 3948, the default — or `esp`).
-    func ikePeer(_ m: Node.Mapping, node: Node, _ path: String) throws(ConfigError) -> (IKEPeerConfig, ESPEncapsulation) {
+    func ikePeer(_ m: Node.Mapping, node: Node, _ path: String) throws(ConfigError) -> (IKEPeerConfig, ESPEncapsulation, Bool) {
         func text(_ key: String) throws(ConfigError) -> String {
             guard let n = m[key] else { throw fail(path, node, "needs \(key)") }
             let s = try string(n, path + "." + key)
@@ -431,22 +431,24 @@ public struct ConfigReader {
             guard d >= .seconds(2) else { throw fail(path + ".rekey", n, "must be at least 2s") }
             ike.rekey = Int(d.nanoseconds / 1_000_000_000)
         }
+        if let n = m["lifetime-bytes"] {
+            ike.lifetimeBytes = UInt64(try int(n, path + ".lifetime-bytes", 1_000_000...Int.max))
+        }
         if let n = m["ike-rekey"] {
             let d = try duration(n, path + ".ike-rekey")
             guard d >= .seconds(2) else { throw fail(path + ".ike-rekey", n, "must be at least 2s") }
             ike.ikeRekey = Int(d.nanoseconds / 1_000_000_000)
         }
-        var esp = ESPEncapsulation.natTraversal
+        var esp = ESPEncapsulation.natTraversal, auto = false
         if let n = m["encapsulation"] {
             switch try string(n, path + ".encapsulation") {
             case "udp": esp = .natTraversal
             case "esp": esp = .esp
-            case "auto":
-                throw fail(path + ".encapsulation", n, "auto (UDP only when a NAT is found) is not built yet: use udp or esp")
-            case let s: throw fail(path + ".encapsulation", n, "\"\(s)\" is not one of udp, esp")
+            case "auto": esp = .natTraversal; auto = true
+            case let s: throw fail(path + ".encapsulation", n, "\"\(s)\" is not one of udp, esp, auto")
             }
         }
-        return (ike, esp)
+        return (ike, esp, auto)
     }
 
     /// A policy-based IPsec link: ESP tunnel mode between subnets, on an
@@ -461,7 +463,7 @@ public struct ConfigReader {
         for (k, v) in m where ["name", "local", "remote", "backend", "mss-clamp", "addresses"].contains(k.string ?? "") { tm[k] = v }
         var tc = try tunnel(.mapping(tm), path)
         tc.tunnel.encapsulation = .ipsec
-        let (ike, esp) = try ikePeer(m, node: node, path)
+        let (ike, esp, auto) = try ikePeer(m, node: node, path)
         func subnets(_ key: String) throws(ConfigError) -> [IPPrefix] {
             guard let n = m[key], case .sequence(let seq) = n, !seq.isEmpty else { throw fail(path, node, "needs \(key): a list of prefixes") }
             guard seq.count <= 8 else { throw fail(path + "." + key, n, "at most 8 subnets") }
@@ -474,7 +476,7 @@ public struct ConfigReader {
             return out
         }
         tc.tunnel.protection = TunnelProtection(encapsulation: esp, localSubnets: try subnets("local-subnets"),
-                                                remoteSubnets: try subnets("remote-subnets"))
+                                                remoteSubnets: try subnets("remote-subnets"), auto: auto)
         tc.ike = ike
         return tc
     }

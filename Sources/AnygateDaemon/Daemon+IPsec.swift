@@ -16,8 +16,10 @@ final class IKEPeer {
     let local: IPAddress
     let remote: IPAddress
     let policy: IKEPolicy
-    /// ESP goes in UDP 4500 (the tunnel's ESP socket is UDP).
+    /// The tunnel has a UDP 4500 ESP socket (IKE may move there).
     let udpEncapsulation: Bool
+    /// `encapsulation: auto`: ESP in UDP only when a NAT is found.
+    var auto = false
     let ikeSocket: SocketID
     let espSocket: SocketID
     let remoteSubnets: [IPPrefix]
@@ -29,6 +31,8 @@ final class IKEPeer {
     var state = "idle"
     /// When the current child SA went in (for the rekey interval).
     var childInstalled: Int64 = 0
+    /// When to try a rekey the byte lifetime asked for; 0: none wanted.
+    var rekeyWanted: Int64 = 0
     /// When the IKE SA was made or last rekeyed.
     var ikeInstalled: Int64 = 0
     /// When the next NAT keepalive is due.
@@ -124,6 +128,7 @@ extension Daemon {
         if case .udp = protection.encapsulation { udp = true }
         let peer = IKEPeer(name: t.name, config: ike, tunnel: idx, local: local, remote: remote, policy: policy, udpEncapsulation: udp,
                            ikeSocket: ikeSocket, espSocket: esp, remoteSubnets: transport ? [] : protection.remoteSubnets)
+        peer.auto = protection.auto
         ikePeers[t.name] = peer
         if ike.start == .initiate { peer.retryAt = runtime.clock }
         logger.info("IKE peer ready", metadata: ["tunnel": "\(t.name)", "peer": "\(remote)", "start": "\(ike.start.rawValue)",
@@ -190,6 +195,11 @@ extension Daemon {
                 peer.ikeInstalled = now
                 handle(peer, s.rekeyIKE(now: now), arrivedOn4500: nil)
             }
+            // A rekey the byte lifetime asked for, tried until one (ours or the peer's) goes through.
+            if peer.rekeyWanted != 0, now >= peer.rekeyWanted, let s = peer.session, s.state == .established {
+                peer.rekeyWanted = now + 500_000_000 + Int64(secureRandom() % 500_000_000)
+                handle(peer, s.rekeyChild(now: now), arrivedOn4500: nil)
+            }
             // Rekey the child SA on time, make-before-break.
             if let s = peer.session, s.state == .established, peer.child != nil,
                now - peer.childInstalled >= Int64(peer.config.rekey) * 1_000_000_000 {
@@ -200,7 +210,8 @@ extension Daemon {
                 initiate(peer, now: now)
             }
         }
-        return now + 1_000_000_000
+        let soonest = ikePeers.values.map(\.rekeyWanted).filter { $0 != 0 }.min() ?? .max
+        return min(now + 1_000_000_000, max(soonest, now))
     }
 
     func initiate(_ peer: IKEPeer, now: Int64) {
@@ -275,18 +286,19 @@ extension Daemon {
                 install(peer, keys)
             case .rekeyed(let new, let old, let outboundNow):
                 do throws(IPsecError) {
-                    try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: true, rekey: peer.config.rekey))
-                    if outboundNow { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey)) }
+                    try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: true, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes))
+                    if outboundNow { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)) }
                 } catch {
                     logger.error("cannot install the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
                 }
                 peer.child = new
                 peer.childInstalled = runtime.clock
+                peer.rekeyWanted = 0
                 ikeMetrics.rekeys += 1
                 logger.info("child SA rekeyed", metadata: ["tunnel": "\(peer.name)", "old-spi-in": "\(Daemon.hex(old.inboundSPI))",
                                                            "spi-in": "\(Daemon.hex(new.inboundSPI))", "spi-out": "\(Daemon.hex(new.outboundSPI))"])
             case .outboundSwitch(let new):
-                do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey)) } catch {
+                do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)) } catch {
                     logger.error("cannot switch to the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
                 }
             case .ikeRekeyed:
@@ -298,6 +310,8 @@ extension Daemon {
                 stack.removeSA(tunnel: peer.tunnel, spi: old.outboundSPI, inbound: false)
             case .established:
                 peer.ikeInstalled = runtime.clock
+                // encapsulation: auto — ESP in UDP only across a NAT (RFC 3948).
+                if peer.auto { stack.setESPInUDP(tunnel: peer.tunnel, s.natDetected) }
                 ikeMetrics.established += 1
                 peer.state = "established"
                 peer.lastReason = nil
@@ -343,10 +357,18 @@ extension Daemon {
 
     /// An SA for the stack; it expires (hard) a tenth past the rekey
     /// interval plus a minute, so one whose rekey keeps failing does not live on.
-    func saConfiguration(_ keys: ChildSAKeys, inbound: Bool, rekey: Int) -> SAConfiguration {
+    func saConfiguration(_ keys: ChildSAKeys, inbound: Bool, rekey: Int, bytes: UInt64? = nil) -> SAConfiguration {
         SAConfiguration(spi: inbound ? keys.inboundSPI : keys.outboundSPI, algorithm: keys.suite.encryption,
                         keyMaterial: inbound ? keys.inboundKey : keys.outboundKey, extendedSequenceNumbers: keys.suite.extendedSequenceNumbers,
-                        lifetime: SALifetime(hardSeconds: rekey + rekey / 10 + 60))
+                        lifetime: SALifetime(softBytes: bytes.map { $0 / 2 }, hardBytes: bytes, hardSeconds: rekey + rekey / 10 + 60))
+    }
+
+    /// The stack says an SA reached its soft byte limit: rekey its child SA
+    /// soon — after a random fraction of a second, so that two gateways
+    /// counting the same bytes do not keep colliding (RFC 7296 section 2.25.1).
+    func saExpiring(tunnel: InterfaceIndex) {
+        guard let peer = ikePeers.values.first(where: { $0.tunnel == tunnel }), peer.rekeyWanted == 0 else { return }
+        peer.rekeyWanted = runtime.clock + Int64(secureRandom() % 300_000_000)
     }
 
     /// Installs a child SA in the stack: the inbound SA first, then the
@@ -354,8 +376,8 @@ extension Daemon {
     func install(_ peer: IKEPeer, _ keys: ChildSAKeys) {
         let old = peer.child
         do throws(IPsecError) {
-            try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: true, rekey: peer.config.rekey))
-            try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: false, rekey: peer.config.rekey))
+            try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: true, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes))
+            try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes))
         } catch {
             logger.error("cannot install the child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
             return
@@ -411,7 +433,7 @@ extension Daemon {
             let role: String? = peer.session.map { $0.role == .initiator ? "initiator" : "responder" }
             return SAInfo(name: peer.name, peer: "\(peer.remote)", state: peer.state, role: role, localId: peer.config.localID,
                           remoteId: peer.config.remoteID, ike: peer.session?.suite?.description,
-                          natTraversal: peer.udpEncapsulation, reason: peer.lastReason,
+                          natTraversal: stack.espInUDP(tunnel: peer.tunnel), reason: peer.lastReason,
                           children: children, cookiesSent: peer.cookies.cookiesSent, rekeys: peer.session?.rekeys ?? 0,
                           ikeRekeys: peer.session?.ikeRekeys ?? 0)
         }

@@ -397,6 +397,7 @@ public final class Daemon {
     func handleStackEvents() {
         while let e = stack.popEvent() {
             if case .multicastChanged(let i) = e { applyMulticast(on: i) }
+            if case .saExpiring(let tunnel, _, _) = e { saExpiring(tunnel: tunnel) }
             logStackEvent(e)
         }
     }

@@ -31,17 +31,22 @@ public struct TunnelProtection: Hashable, Sendable {
     /// are dropped (RFC 4301 section 5.2).
     public var localSubnets: [IPPrefix] = []
     public var remoteSubnets: [IPPrefix] = []
+    /// Both ways open — protocol 50 and UDP (`encapsulation`'s ports) —
+    /// sending as protocol 50 until the owner finds a NAT (`Stack.setESPInUDP`).
+    public var auto = false
 
-    public init(encapsulation: ESPEncapsulation = .natTraversal, localSubnets: [IPPrefix] = [], remoteSubnets: [IPPrefix] = []) {
+    public init(encapsulation: ESPEncapsulation = .natTraversal, localSubnets: [IPPrefix] = [], remoteSubnets: [IPPrefix] = [],
+                auto: Bool = false) {
         self.encapsulation = encapsulation
         self.localSubnets = localSubnets
         self.remoteSubnets = remoteSubnets
+        self.auto = auto
     }
 
     /// Bytes ESP adds at most (header, IV, padding, trailer, ICV, and the
     /// UDP header when encapsulated).
     public var overhead: Int {
-        ESPPacket.maximumOverhead + (encapsulation == .esp ? 0 : UDPDatagram.headerLength)
+        ESPPacket.maximumOverhead + (encapsulation == .esp && !auto ? 0 : UDPDatagram.headerLength)
     }
 }
 

@@ -135,10 +135,27 @@ extension Stack {
         return s
     }
 
+    /// With `TunnelProtection.auto`: ESP goes in UDP from now on (a NAT was
+    /// found) or as protocol 50; both are received either way.
+    public func setESPInUDP(tunnel interface: InterfaceIndex, _ udp: Bool) {
+        guard let t = try? protectedTunnel(interface), tunnelStates[t].espUDPSocket.value >= 0 else { return }
+        let s = udp ? tunnelStates[t].espUDPSocket : tunnelStates[t].espRawSocket
+        tunnelStates[t].espSocket = s
+        if tunnelStates[t].espTunnelMode { tunnelStates[t].socket = s }
+    }
+
+    /// Whether the protected tunnel sends ESP in UDP.
+    public func espInUDP(tunnel interface: InterfaceIndex) -> Bool {
+        guard let t = try? protectedTunnel(interface), valid(tunnelStates[t].espSocket) else { return false }
+        return socketTable[tunnelStates[t].espSocket.value].proto == .udp
+    }
+
     /// The socket a protected tunnel carries ESP on (IKE shares it when it
-    /// is UDP 4500: datagrams with the non-ESP marker queue there).
+    /// is UDP 4500: datagrams with the non-ESP marker queue there); with
+    /// `auto`, its UDP socket.
     public func espSocket(tunnel interface: InterfaceIndex) -> SocketID? {
         guard let t = try? protectedTunnel(interface) else { return nil }
+        if tunnelStates[t].espUDPSocket.value >= 0 { return tunnelStates[t].espUDPSocket }
         return tunnelStates[t].espSocket
     }
 

@@ -78,10 +78,25 @@ extension Stack {
                 throw .socket(error)
             }
         }
+        // auto: protocol 50 beside the UDP socket, and sent on until a NAT is found.
+        var raw = SocketID(value: -1)
+        if let protection = config.protection, protection.auto {
+            do throws(SocketError) { raw = try openESPSocket(.esp, config, tunnel: t) } catch {
+                closeSocket(esp)
+                if s != esp { closeSocket(s) }
+                try? removeInterface(i)
+                throw .socket(error)
+            }
+        }
         ifs[i].tunnel = Int32(t)
         let generation = tunnelStates[t].generation &+ 1
         tunnelStates[t] = TunnelState(config, interface: i, socket: s)
-        tunnelStates[t].espSocket = esp
+        tunnelStates[t].espSocket = raw.value >= 0 ? raw : esp
+        if raw.value >= 0 {
+            tunnelStates[t].espUDPSocket = esp
+            tunnelStates[t].espRawSocket = raw
+            if config.encapsulation == .ipsec { tunnelStates[t].socket = raw }
+        }
         tunnelStates[t].generation = generation
         tunnelStates[t].nextKeepalive = hot.pointee.now
         hot.pointee.nextTunnelTimer = hot.pointee.now
@@ -100,7 +115,7 @@ extension Stack {
         closeSocket(state.socket)
         if state.protected {
             removeSAs(tunnel: t)
-            if state.espSocket != state.socket { closeSocket(state.espSocket) }
+            for e in Set([state.espSocket, state.espUDPSocket, state.espRawSocket]) where e != state.socket && e.value >= 0 { closeSocket(e) }
         }
         ifs[state.interface].tunnel = -1
         tunnelStates[t].inUse = false

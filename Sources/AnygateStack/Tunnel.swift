@@ -184,6 +184,9 @@ struct TunnelState {
     /// SA in `outboundSA` (-1: none yet); plaintext GRE is refused.
     var protected = false
     var espSocket = SocketID(value: -1)
+    /// With `TunnelProtection.auto`, both ESP sockets (the current one is `espSocket`).
+    var espUDPSocket = SocketID(value: -1)
+    var espRawSocket = SocketID(value: -1)
     var outboundSA: Int32 = -1
     /// A policy-based link: ESP tunnel mode, inner packets checked against
     /// the selectors both ways.

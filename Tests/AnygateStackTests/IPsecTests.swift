@@ -129,6 +129,28 @@ struct IPsecTests {
         s.checkInvariants()
     }
 
+    @Test("encapsulation auto: protocol 50 until the owner finds a NAT, then UDP 4500; both are taken in either way")
+    func auto() throws {
+        let s = try TwoSites(protection: TunnelProtection(encapsulation: .natTraversal, auto: true))
+        try s.installSAs(.aes128GCM)
+        let u = capture(s)
+        try ping(s)
+        #expect(s.a.echoReplies().count == 1)
+        #expect(u.frames.allSatisfy { $0[14 + 9] == 50 } && !u.frames.isEmpty, "protocol 50 first")
+        #expect(!s.gw1.espInUDP(tunnel: s.gw1Tunnel))
+        // GW1 finds a NAT; GW2 has not yet: GW1 sends in UDP, GW2 still as protocol 50, and both arrive.
+        s.gw1.setESPInUDP(tunnel: s.gw1Tunnel, true)
+        u.frames = []
+        try ping(s, count: 2)
+        #expect(s.a.echoReplies().count == 2)
+        #expect(u.frames.allSatisfy { esp($0) != nil && $0[14 + 9] == 17 } && !u.frames.isEmpty, "UDP 4500 now")
+        #expect(s.gw1.espInUDP(tunnel: s.gw1Tunnel))
+        #expect(s.gw1.tunnelList[0].configuration.overhead == 20 + 8 + 37 + 8, "the MTU leaves room for UDP either way")
+        s.checkInvariants()
+        try s.gw1.removeTunnel(named: "gre0")
+        #expect(s.gw1.saList.isEmpty)
+    }
+
     @Test("before IKE has installed an outbound SA nothing leaves, counted as ipsec-no-sa")
     func noSAYet() throws {
         let s = try TwoSites(protected: .natTraversal, keyed: false)

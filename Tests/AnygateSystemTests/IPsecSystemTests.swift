@@ -359,7 +359,8 @@ struct IPsecSystemTests {
         defer { net.close() }
         try net.build(behindNAT: true)
         try net.startCharon()
-        try net.startAnygated(start: "initiate")
+        // encapsulation auto: the NAT found, ESP goes in UDP.
+        try net.startAnygated(start: "initiate", extra: "\n    encapsulation: auto")
         #expect(DaemonProcess.wait(seconds: 20) { net.established() }, "\(net.anygated?.log ?? "") \(net.charon?.log ?? "")")
         #expect(net.sh("ip netns exec \(net.ns.a) ping -c 3 -W 2 10.2.0.2").status == 0)
         #expect(try net.transfer(megabytes: 20, from: net.ns.a, to: net.ns.b, address: "10.2.0.2") == nil)
@@ -368,6 +369,7 @@ struct IPsecSystemTests {
         #expect(list.contains("198.51.100.1[4500]") || list.contains("198.51.100.1"), "\(list)")
         // anygated found the NAT in front of itself (not only the one strongSwan pretends to be behind).
         #expect(net.anygated?.log.contains("behind-nat=true") == true, "\(net.anygated?.log ?? "")")
+        #expect(net.sas().first?.natTraversal == true, "auto chose UDP across the NAT")
     }
 
     /// Sends `count` IKE_SA_INIT requests to gw1 from U with forged sources:
@@ -468,7 +470,7 @@ struct GREOverIPsecSystemTests {
     /// sequence numbers, through the stack's own IP layer and the host's sockets.
     @Test("ping and 30 MB through GRE over IPsec; the underlay carries only ESP, never GRE or the inner packets",
           arguments: [("esp", "aes256gcm16-esn", "stack"), ("udp", "aes128gcm16", "stack"), ("esp", "chacha20poly1305", "host"),
-                      ("udp", "aes128gcm16-esn", "host")])
+                      ("udp", "aes128gcm16-esn", "host"), ("auto", "aes128gcm16", "stack")])
     func greOverIPsec(encapsulation: String, esp: String, backend: String) throws {
         let net = try TwoSiteNetwork(backend: backend)
         defer { net.close() }
@@ -501,6 +503,7 @@ struct GREOverIPsecSystemTests {
         #expect(try net.transfer(megabytes: 30) == nil, "\(net.daemons.map(\.log))")
         let child = try #require(sas(1).first?.children.first)
         #expect(child.mode == "transport" && child.esn == esp.hasSuffix("-esn") && child.packetsOut > 10_000)
+        // auto: no NAT between the two, so protocol 50.
         #expect(sas(1).first?.natTraversal == (encapsulation == "udp"), "ESP in UDP 4500 exactly when configured so")
         capture.interrupt()
         _ = DaemonProcess.wait(seconds: 5) { !capture.isRunning }
@@ -511,9 +514,41 @@ struct GREOverIPsecSystemTests {
         let esp = net.sh("tshark -r \(net.dir)/underlay.pcap -Y esp 2>/dev/null | wc -l").output
         let whole = encapsulation == "udp" || backend == "host"
         #expect((Int(esp.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > (whole ? 100 : 10_000), "ESP packets: \(esp)")
-        if encapsulation == "esp" {
+        if encapsulation != "udp" {
             let proto50 = net.sh("tshark -r \(net.dir)/underlay.pcap -Y 'ip.proto == 50' 2>/dev/null | wc -l").output
             #expect((Int(proto50.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 10_000, "protocol 50: \(proto50)")
         }
+    }
+
+    @Test("a byte lifetime: the child SA is rekeyed at half of it, again and again, while 100 MB cross intact")
+    func byteLifetime() throws {
+        let net = try TwoSiteNetwork()
+        defer { net.close() }
+        try net.build()
+        let psk = net.dir + "/psk"
+        try "a-shared-key-for-both-sites\n".write(toFile: psk, atomically: true, encoding: .utf8)
+        chmod(psk, 0o600)
+        try net.start(perSide: { side in
+            """
+                protection:
+                  local-id: gw\(side).example
+                  remote-id: gw\(3 - side).example
+                  psk-file: \(psk)
+                  lifetime-bytes: 20000000
+                  start: \(side == 1 ? "initiate" : "respond")
+            """
+        })
+        func sas(_ side: Int) -> [SAInfo] {
+            let r = net.sh("\(net.anygatectl) --socket \(net.dir)/gw\(side).sock --json show sas")
+            return (try? JSONDecoder().decode([SAInfo].self, from: Data(r.output.utf8))) ?? []
+        }
+        #expect(DaemonProcess.wait(seconds: 20) { sas(1).first?.state == "established" && sas(2).first?.state == "established" })
+        #expect(DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status == 0 })
+        #expect(try net.transfer(megabytes: 100) == nil, "\(net.daemons.map(\.log))")
+        let rekeys = sas(1).first?.rekeys ?? 0
+        #expect(rekeys >= 3, "rekeys: \(rekeys)")
+        // No SA was unknown to its receiver at any point (make-before-break held).
+        let stats = net.sh("\(net.anygatectl) --socket \(net.dir)/gw2.sock show stats").output
+        #expect(!stats.contains("esp-unknown-spi"), "\(stats)")
     }
 }
