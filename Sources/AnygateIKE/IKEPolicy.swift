@@ -39,33 +39,43 @@ public struct IKESuite: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A child SA's transforms: an AEAD and whether sequence numbers are extended.
+/// A child SA's transforms: an AEAD, whether sequence numbers are
+/// extended, and for perfect forward secrecy a Diffie-Hellman group whose
+/// fresh exchange keys every rekeyed child SA (the first child SA, made in
+/// IKE_AUTH, has none: RFC 7296 section 1.2).
 public struct ESPSuite: Hashable, Sendable, CustomStringConvertible {
     public var encryption: AEADAlgorithm
     public var extendedSequenceNumbers: Bool
+    public var group: DHGroup?
 
-    public init(encryption: AEADAlgorithm, extendedSequenceNumbers: Bool = false) {
-        self.encryption = encryption; self.extendedSequenceNumbers = extendedSequenceNumbers
+    public init(encryption: AEADAlgorithm, extendedSequenceNumbers: Bool = false, group: DHGroup? = nil) {
+        self.encryption = encryption; self.extendedSequenceNumbers = extendedSequenceNumbers; self.group = group
     }
 
-    /// Parses `aes128gcm16`, `aes128gcm16-esn` or `aes128gcm16-noesn`.
+    /// Parses `aes128gcm16`, `aes128gcm16-esn`, `aes128gcm16-curve25519-noesn`, …
     public init(parsing text: String) throws(IKEConfigError) {
         let parts = text.split(separator: "-").map(String.init)
         guard let first = parts.first, let a = AEADAlgorithm(name: first) else {
             throw .unknownTransform(parts.first ?? text, in: text)
         }
         var esn = false
+        var group: DHGroup?
         for p in parts.dropFirst() {
             switch p {
             case "esn": esn = true
             case "noesn": esn = false
-            default: throw .unknownTransform(p, in: text)
+            default:
+                guard let g = DHGroup.allCases.first(where: { $0.name == p }) else { throw .unknownTransform(p, in: text) }
+                group = g
             }
         }
-        self.init(encryption: a, extendedSequenceNumbers: esn)
+        self.init(encryption: a, extendedSequenceNumbers: esn, group: group)
     }
 
-    public var description: String { encryption.name + (extendedSequenceNumbers ? "-esn" : "") }
+    public var description: String { encryption.name + (group.map { "-" + $0.name } ?? "") + (extendedSequenceNumbers ? "-esn" : "") }
+
+    /// The suite without its group (what IKE_AUTH negotiates).
+    public var withoutGroup: ESPSuite { ESPSuite(encryption: encryption, extendedSequenceNumbers: extendedSequenceNumbers) }
 
     public static let defaults: [ESPSuite] = [
         ESPSuite(encryption: .aes128GCM), ESPSuite(encryption: .aes256GCM), ESPSuite(encryption: .chacha20Poly1305),
@@ -73,6 +83,7 @@ public struct ESPSuite: Hashable, Sendable, CustomStringConvertible {
 
     var proposalTransforms: [IKETransform] {
         [encryption.transform, IKETransform(type: IKETransform.esn, id: extendedSequenceNumbers ? 1 : 0)]
+            + (group.map { [IKETransform(type: IKETransform.keyExchange, id: $0.rawValue)] } ?? [])
     }
 }
 

@@ -95,7 +95,7 @@ public final class IKESession {
     var lastHeard: Int64 = 0
     /// The child SA in use, and one being made by a rekey we started.
     public private(set) var child: ChildSAKeys?
-    var rekeying: (inbound: UInt32, nonce: [UInt8], old: ChildSAKeys)?
+    var rekeying: (inbound: UInt32, nonce: [UInt8], old: ChildSAKeys, dh: DHKeyPair?)?
     /// A child the peer rekeyed whose old SA it has yet to delete.
     var replaced: (old: ChildSAKeys, new: ChildSAKeys)?
     /// An old child we rekeyed, deleted once the peer answers our Delete.
@@ -207,8 +207,8 @@ public final class IKESession {
             return fail("the responder's AUTH does not verify (wrong pre-shared key?)")
         }
         guard case .sa(let chosen)? = payloads.first(where: { $0.type == IKEPayloadType.sa }), chosen.count == 1,
-              chosen[0].protocolID == IKEProposal.esp, chosen[0].spi.count == 4, let esp = espSuite(of: chosen[0]),
-              policy.espSuites.contains(esp) else {
+              chosen[0].protocolID == IKEProposal.esp, chosen[0].spi.count == 4, let esp = espSuite(of: chosen[0])?.withoutGroup,
+              policy.espSuites.map(\.withoutGroup).contains(esp) else {
             return fail("the responder chose no ESP proposal of ours")
         }
         guard case .tsI(let tsi)? = payloads.first(where: { $0.type == IKEPayloadType.tsI }),
@@ -287,9 +287,11 @@ public final class IKESession {
         guard method == 2, authentication(message: message1, nonce: nonceR, key: skPi, idBody: IKEPayload.idI(id).body) == data else {
             return refuse(IKENotify.authenticationFailed, "the initiator's AUTH does not verify (wrong pre-shared key?)")
         }
+        // No key exchange in IKE_AUTH: a proposal's group waits for the first rekey (RFC 7296 section 1.2).
         guard case .sa(let offered)? = payloads.first(where: { $0.type == IKEPayloadType.sa }),
-              let esp = policy.espSuites.first(where: { mine in offered.contains { $0.spi.count == 4 && espSuite(of: $0) == mine } }),
-              let proposal = offered.first(where: { $0.spi.count == 4 && espSuite(of: $0) == esp }) else {
+              let esp = policy.espSuites.map(\.withoutGroup).first(where: { mine in
+                  offered.contains { $0.spi.count == 4 && espSuite(of: $0)?.withoutGroup == mine } }),
+              let proposal = offered.first(where: { $0.spi.count == 4 && espSuite(of: $0)?.withoutGroup == esp }) else {
             return refuse(IKENotify.noProposalChosen, "no ESP proposal in common")
         }
         guard case .tsI(let tsi)? = payloads.first(where: { $0.type == IKEPayloadType.tsI }),
@@ -518,15 +520,20 @@ public final class IKESession {
         guard state == .established, let old = child, rekeying == nil, lastRequest == nil else { return [] }
         let inbound = childSPI()
         let ni = randomBytes(32)
-        rekeying = (inbound, ni, old)
+        // PFS: a fresh key exchange in the group of our first suite that has one.
+        let dh = policy.espSuites.first(where: { $0.group != nil })?.group.map(DHKeyPair.init)
+        rekeying = (inbound, ni, old, dh)
         var payloads: [IKEPayload] = [.notify(IKENotify(IKENotify.rekeySA, protocolID: IKEProposal.esp, spi: spiBytes(old.inboundSPI)))]
         if policy.transportMode { payloads.append(.notify(IKENotify(IKENotify.useTransportMode))) }
+        let suites = policy.espSuites.filter { dh == nil || $0.group == dh?.group }
         payloads += [
-            .sa(policy.espSuites.enumerated().map { k, s in
+            .sa(suites.enumerated().map { k, s in
                 IKEProposal(number: UInt8(k + 1), protocolID: IKEProposal.esp, spi: spiBytes(inbound), transforms: s.proposalTransforms)
             }),
-            .nonce(ni), .tsI(old.localSelectors), .tsR(old.remoteSelectors),
+            .nonce(ni),
         ]
+        if let dh { payloads.append(.ke(group: dh.group.rawValue, data: dh.publicValue)) }
+        payloads += [.tsI(old.localSelectors), .tsR(old.remoteSelectors)]
         return [request(sealedMessage(.createChildSA, id: nextRequestID, response: false, payloads), now: now)]
     }
 
@@ -547,22 +554,34 @@ public final class IKESession {
         // A new child SA (not a rekey), or an IKE SA rekey, is not offered: the peer falls back to reauthentication.
         guard rekey,
               case .sa(let offered)? = payloads.first(where: { $0.type == IKEPayloadType.sa }),
-              case .nonce(let ni)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }),
-              !payloads.contains(where: { $0.type == IKEPayloadType.ke }) else {
+              case .nonce(let ni)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }) else {
             return [respond(h, [.notify(IKENotify(IKENotify.noAdditionalSAs))])]
         }
-        guard let esp = policy.espSuites.first(where: { mine in offered.contains { $0.spi.count == 4 && espSuite(of: $0) == mine } }),
+        // With a key exchange (PFS) the suite's group must be the KE's; without, a suite without group.
+        var ke: (group: UInt16, data: [UInt8])?
+        if case .ke(let g, let d)? = payloads.first(where: { $0.type == IKEPayloadType.ke }) { ke = (g, d) }
+        guard let esp = policy.espSuites.first(where: { mine in
+                  mine.group?.rawValue == ke?.group && offered.contains { $0.spi.count == 4 && espSuite(of: $0) == mine } }),
               let proposal = offered.first(where: { $0.spi.count == 4 && espSuite(of: $0) == esp }) else {
             return [respond(h, [.notify(IKENotify(IKENotify.noProposalChosen))])]
+        }
+        var shared: SecretBytes?, ours: DHKeyPair?
+        if let ke, let g = esp.group {
+            let dh = DHKeyPair(g)
+            guard let s = dh.shared(with: ke.data) else { return [respond(h, [.notify(IKENotify(IKENotify.invalidSyntax))])] }
+            shared = s
+            ours = dh
         }
         let inbound = childSPI()
         let nr = randomBytes(32)
         var reply: [IKEPayload] = []
         if policy.transportMode { reply.append(.notify(IKENotify(IKENotify.useTransportMode))) }
         reply += [.sa([IKEProposal(number: proposal.number, protocolID: IKEProposal.esp, spi: spiBytes(inbound), transforms: esp.proposalTransforms)]),
-                  .nonce(nr), .tsI(old.remoteSelectors), .tsR(old.localSelectors)]
+                  .nonce(nr)]
+        if let ours { reply.append(.ke(group: ours.group.rawValue, data: ours.publicValue)) }
+        reply += [.tsI(old.remoteSelectors), .tsR(old.localSelectors)]
         let new = childKeys(esp, inbound: inbound, outbound: proposal.spi.be32(0), local: old.localSelectors, remote: old.remoteSelectors,
-                            ni: ni, nr: nr, exchangeInitiator: false)
+                            ni: ni, nr: nr, exchangeInitiator: false, shared: shared)
         replaced = (old, new)
         child = new
         rekeys += 1
@@ -575,13 +594,19 @@ public final class IKESession {
         guard let r = rekeying else { return [] }
         rekeying = nil
         guard case .sa(let chosen)? = payloads.first(where: { $0.type == IKEPayloadType.sa }), chosen.count == 1, chosen[0].spi.count == 4,
-              let esp = espSuite(of: chosen[0]), policy.espSuites.contains(esp),
+              let esp = espSuite(of: chosen[0]), policy.espSuites.contains(esp), esp.group == r.dh?.group,
               case .nonce(let nr)? = payloads.first(where: { $0.type == IKEPayloadType.nonce }) else {
             // Refused (TEMPORARY_FAILURE in a collision, or no proposal): the old SA stays; try again later.
             return []
         }
+        var shared: SecretBytes?
+        if let dh = r.dh {
+            guard case .ke(let g, let pub)? = payloads.first(where: { $0.type == IKEPayloadType.ke }), g == dh.group.rawValue,
+                  let s = dh.shared(with: pub) else { return [] }
+            shared = s
+        }
         let new = childKeys(esp, inbound: r.inbound, outbound: chosen[0].spi.be32(0), local: r.old.localSelectors,
-                            remote: r.old.remoteSelectors, ni: r.nonce, nr: nr, exchangeInitiator: true)
+                            remote: r.old.remoteSelectors, ni: r.nonce, nr: nr, exchangeInitiator: true, shared: shared)
         child = new
         deleting = r.old
         rekeys += 1
@@ -729,9 +754,11 @@ public final class IKESession {
     /// the SA (IKE_AUTH: the IKE initiator; a rekey: whoever asked), whose
     /// nonces `ni`, `nr` seed KEYMAT.
     func childKeys(_ esp: ESPSuite, inbound: UInt32, outbound: UInt32, local: [TrafficSelector], remote: [TrafficSelector],
-                   ni: [UInt8]? = nil, nr: [UInt8]? = nil, exchangeInitiator: Bool? = nil) -> ChildSAKeys {
+                   ni: [UInt8]? = nil, nr: [UInt8]? = nil, exchangeInitiator: Bool? = nil, shared: SecretBytes? = nil) -> ChildSAKeys {
         let n = esp.encryption.keyMaterialLength
-        let keymat = suite!.prf.plus(skD, (ni ?? nonceI) + (nr ?? nonceR), count: 2 * n)
+        // With PFS, KEYMAT = prf+(SK_d, g^ir (new) | Ni | Nr) (RFC 7296 section 2.17).
+        let fresh = shared?.withUnsafeBytes { Array($0) } ?? []
+        let keymat = suite!.prf.plus(skD, fresh + (ni ?? nonceI) + (nr ?? nonceR), count: 2 * n)
         let iToR = SecretBytes(Array(keymat[..<n])), rToI = SecretBytes(Array(keymat[n...]))
         let initiator = exchangeInitiator ?? (role == .initiator)
         return ChildSAKeys(inboundSPI: inbound, outboundSPI: outbound, suite: esp,
@@ -774,15 +801,17 @@ public final class IKESession {
     }
 
     func espSuite(of p: IKEProposal) -> ESPSuite? {
-        // A proposal asking for a fresh Diffie-Hellman per child (PFS) is not one we take.
-        guard !p.transforms.contains(where: { $0.type == IKETransform.keyExchange && $0.id != 0 }) else { return nil }
+        // A group we do not know makes the proposal one we cannot take.
+        let ke = p.transforms.first { $0.type == IKETransform.keyExchange && $0.id != 0 }
+        let group = ke.flatMap { DHGroup(rawValue: $0.id) }
+        guard ke == nil || group != nil else { return nil }
         guard p.protocolID == IKEProposal.esp,
               let e = p.transforms.first(where: { $0.type == IKETransform.encryption }).flatMap(AEADAlgorithm.init(transform:)) else { return nil }
         let esn = p.transforms.filter { $0.type == IKETransform.esn }.map(\.id)
         // No ESN transform means none; with both offered, take what our list prefers.
         let wanted = policy.espSuites.first { $0.encryption == e }?.extendedSequenceNumbers ?? false
         let chosen = esn.isEmpty ? false : (esn.contains(wanted ? 1 : 0) ? wanted : esn[0] == 1)
-        return ESPSuite(encryption: e, extendedSequenceNumbers: chosen)
+        return ESPSuite(encryption: e, extendedSequenceNumbers: chosen, group: group)
     }
 
     func narrow(_ offered: [TrafficSelector], to policy: [TrafficSelector]) -> [TrafficSelector] {

@@ -273,7 +273,22 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
         #expect(third.inboundSPI != newA.inboundSPI && a.rekeys == 2)
     }
 
-    @Test("a peer's child rekey asking for PFS (a fresh key exchange) is refused with NO_ADDITIONAL_SAS, the child SA untouched")
+    @Test("PFS: with a group in the ESP suites, the first child SA has none (IKE_AUTH), each rekey a fresh key exchange", arguments: [true, false])
+    func pfs(initiatorRekeys: Bool) throws {
+        let suites = [ESPSuite(encryption: .aes128GCM, group: .curve25519)]
+        var p = Pair.standard(espI: suites, espR: suites)
+        p.run()
+        #expect(p.childI?.suite == ESPSuite(encryption: .aes128GCM), "IKE_AUTH: no group")
+        let (a, b) = initiatorRekeys ? (p.i, p.r) : (p.r, p.i)
+        let (outA, outB) = Self.exchange(a.rekeyChild(now: 0), from: a, to: b)
+        guard case .rekeyed(let newA, _, true)? = outA.first, case .rekeyed(let newB, _, false)? = outB.first else {
+            Issue.record("\(outA) \(outB)"); return
+        }
+        #expect(newA.suite.group == .curve25519 && newB.suite.group == .curve25519)
+        #expect(bytes(newA.outboundKey) == bytes(newB.inboundKey) && bytes(newA.inboundKey) == bytes(newB.outboundKey))
+    }
+
+    @Test("a peer's child rekey with a key exchange we did not configure is refused, the child SA untouched")
     func refusedRekeys() throws {
         var p = Pair.standard()
         p.run()
@@ -290,7 +305,7 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
         guard case .send(let reply)? = out.first, out.count == 1 else { Issue.record("\(out)"); return }
         let h = try IKEHeader(parsing: reply)
         let payloads = try #require(p.i.open(reply, h))
-        #expect(payloads.contains { if case .notify(let n) = $0 { n.type == IKENotify.noAdditionalSAs } else { false } })
+        #expect(payloads.contains { if case .notify(let n) = $0 { n.type == IKENotify.noProposalChosen } else { false } })
         #expect(p.r.child?.inboundSPI == before.inboundSPI)
     }
 }

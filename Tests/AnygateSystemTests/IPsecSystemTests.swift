@@ -448,6 +448,26 @@ struct IPsecSystemTests {
         #expect(net.sh("ip netns exec \(net.ns.a) ping -c 2 -W 2 10.2.0.2").status == 0)
     }
 
+    @Test("PFS: child rekeys both ways with a fresh Curve25519 exchange each, during a transfer")
+    func pfsRekeys() throws {
+        let net = try StrongSwanNetwork()
+        defer { net.close() }
+        try net.build()
+        try net.startCharon(esp: "aes128gcm16-curve25519")
+        try net.startAnygated(start: "initiate", extra: "\n    esp-proposals: [aes128gcm16-curve25519]\n    rekey: 3s")
+        #expect(DaemonProcess.wait(seconds: 20) { net.established() })
+        let rekey = try Shell.spawn("sleep 1; ip netns exec \(net.ns.sw) swanctl --rekey --child net --uri unix://\(net.dir)/swrun/vici.sock",
+                                    output: net.dir + "/rekey.out")
+        defer { if rekey.isRunning { rekey.terminate() } }
+        #expect(try net.transfer(megabytes: 100, from: net.ns.a, to: net.ns.b, address: "10.2.0.2") == nil)
+        _ = DaemonProcess.wait(seconds: 10) { !rekey.isRunning }
+        let log = net.charon?.log ?? ""
+        #expect(log.contains("parsed CREATE_CHILD_SA request") && log.contains("generating CREATE_CHILD_SA request"), "rekeys both ways")
+        #expect(log.contains("ESP:AES_GCM_16_128/CURVE_25519"), "a fresh key exchange: \(log)")
+        #expect(net.sas().first?.children.first?.algorithm == "aes128gcm16")
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 2 -W 2 10.2.0.2").status == 0)
+    }
+
     @Test("a strongSwan that dies is noticed by dead-peer detection: the link's routes are withdrawn")
     func deadPeer() throws {
         let net = try StrongSwanNetwork.established()
