@@ -49,20 +49,8 @@ final class IKEPeer {
         self.udpEncapsulation = udpEncapsulation; self.ikeSocket = ikeSocket; self.espSocket = espSocket; self.remoteSubnets = remoteSubnets
     }
 
-    var localEndpoint: IKEEndpoint { IKEEndpoint(address: IKEPeer.bytes(local), port: UDPEncapsulation.ikePort) }
-    var remoteEndpoint: IKEEndpoint { IKEEndpoint(address: IKEPeer.bytes(remote), port: UDPEncapsulation.ikePort) }
-
-    static func bytes(_ a: IPAddress) -> [UInt8] {
-        switch a {
-        case .v4(let v): [UInt8(v.rawValue >> 24), UInt8(v.rawValue >> 16 & 0xFF), UInt8(v.rawValue >> 8 & 0xFF), UInt8(v.rawValue & 0xFF)]
-        case .v6(let v):
-            (0..<16).map { (i: Int) -> UInt8 in
-                let word: UInt64 = i < 8 ? v.high : v.low
-                let shift = UInt64(56 - 8 * (i % 8))
-                return UInt8(truncatingIfNeeded: word >> shift)
-            }
-        }
-    }
+    var localEndpoint: IKEEndpoint { IKEEndpoint(address: local.networkBytes, port: UDPEncapsulation.ikePort) }
+    var remoteEndpoint: IKEEndpoint { IKEEndpoint(address: remote.networkBytes, port: UDPEncapsulation.ikePort) }
 }
 
 /// What IKE did, for `/metrics`.
@@ -144,7 +132,7 @@ extension Daemon {
     }
 
     static func selector(host a: IPAddress, protocol p: UInt8) -> TrafficSelector {
-        let b = IKEPeer.bytes(a)
+        let b = a.networkBytes
         return TrafficSelector(type: a.isIPv6 ? TrafficSelector.ipv6Range : TrafficSelector.ipv4Range, ipProtocol: p, start: b, end: b)
     }
 
@@ -152,15 +140,15 @@ extension Daemon {
         switch p {
         case .v4(let q):
             let start = q.address.rawValue, end = q.length == 0 ? UInt32.max : start | (UInt32.max >> UInt32(q.length))
-            return TrafficSelector(type: TrafficSelector.ipv4Range, start: IKEPeer.bytes(.v4(IPv4Address(rawValue: start))),
-                                   end: IKEPeer.bytes(.v4(IPv4Address(rawValue: end))))
+            return TrafficSelector(type: TrafficSelector.ipv4Range, start: IPv4Address(rawValue: start).networkBytes,
+                                   end: IPv4Address(rawValue: end).networkBytes)
         case .v6(let q):
             let n = q.length
             let hiMask: UInt64 = n >= 64 ? 0 : (n == 0 ? .max : .max >> UInt64(n))
             let loMask: UInt64 = n <= 64 ? .max : (n == 128 ? 0 : .max >> UInt64(n - 64))
             let a = q.address
-            return TrafficSelector(type: TrafficSelector.ipv6Range, start: IKEPeer.bytes(.v6(a)),
-                                   end: IKEPeer.bytes(.v6(IPv6Address(high: a.high | hiMask, low: a.low | loMask))))
+            return TrafficSelector(type: TrafficSelector.ipv6Range, start: a.networkBytes,
+                                   end: IPv6Address(high: a.high | hiMask, low: a.low | loMask).networkBytes)
         }
     }
 
@@ -227,7 +215,7 @@ extension Daemon {
         if h.exchange == .saInit, !h.isResponse, h.responderSPI == 0, h.initiatorSPI != peer.session?.initiatorSPI,
            h.initiatorSPI != peer.pending?.initiatorSPI {
             // Under a flood, only requests that bring back our cookie cost a key exchange.
-            if let reply = peer.cookies.check(message, from: IKEPeer.bytes(peer.remote), now: now) {
+            if let reply = peer.cookies.check(message, from: peer.remote.networkBytes, now: now) {
                 send(peer, reply, on4500: natTraversal && peer.udpEncapsulation)
                 return
             }
@@ -326,21 +314,22 @@ extension Daemon {
                 }
             case .failed(let why):
                 ikeMetrics.ikeFailures += 1
-                peer.state = "failed"
-                peer.lastReason = why
-                logger.warning("IKE failed", metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
-                teardownChild(peer)
-                peer.session = nil
-                if peer.config.start == .initiate { peer.retryAt = runtime.clock + 10_000_000_000 }
+                end(peer, "failed", "IKE failed", why, retryIn: 10_000_000_000)
             case .closed(let why):
-                peer.state = "closed"
-                peer.lastReason = why
-                logger.warning("IPsec SA closed", metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
-                teardownChild(peer)
-                peer.session = nil
-                if peer.config.start == .initiate { peer.retryAt = runtime.clock + 2_000_000_000 }
+                end(peer, "closed", "IPsec SA closed", why, retryIn: 2_000_000_000)
             }
         }
+    }
+
+    /// The session is over (failed, or closed): logged with the reason, its
+    /// child SA and routes gone, and an initiator tries again in `retryIn`.
+    func end(_ peer: IKEPeer, _ state: String, _ message: Logger.Message, _ why: String, retryIn: Int64) {
+        peer.state = state
+        peer.lastReason = why
+        logger.warning(message, metadata: ["tunnel": "\(peer.name)", "peer": "\(peer.remote)", "reason": "\(why)"])
+        teardownChild(peer)
+        peer.session = nil
+        if peer.config.start == .initiate { peer.retryAt = runtime.clock + retryIn }
     }
 
     func send(_ peer: IKEPeer, _ outputs: [IKEOutput]) {

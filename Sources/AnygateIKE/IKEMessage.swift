@@ -211,10 +211,10 @@ public struct IKEIdentity: Hashable, Sendable, CustomStringConvertible {
     /// An identity from config text: an address, an email (`user@host`),
     /// or else a name (FQDN).
     public init(_ text: String) {
-        if let a = parseIPv4(text) {
-            self.init(type: IKEIdentity.ipv4, data: a)
-        } else if let a = parseIPv6(text) {
-            self.init(type: IKEIdentity.ipv6, data: a)
+        if let a = IPv4Address(text) {
+            self.init(type: IKEIdentity.ipv4, data: a.networkBytes)
+        } else if let a = IPv6Address(text) {
+            self.init(type: IKEIdentity.ipv6, data: a.networkBytes)
         } else if text.contains("@") {
             self.init(type: IKEIdentity.rfc822, data: Array(text.utf8))
         } else {
@@ -493,19 +493,4 @@ extension Array where Element == UInt8 {
     func be64(_ i: Int) -> UInt64 { UInt64(be32(i)) << 32 | UInt64(be32(i + 4)) }
     mutating func append32(_ v: UInt32) { self += [UInt8(v >> 24), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
     mutating func append64(_ v: UInt64) { append32(UInt32(v >> 32)); append32(UInt32(v & 0xFFFF_FFFF)) }
-}
-
-/// Dotted-quad text to 4 bytes, or nil.
-func parseIPv4(_ s: String) -> [UInt8]? {
-    guard let a = IPv4Address(s) else { return nil }
-    return [UInt8(a.rawValue >> 24), UInt8(a.rawValue >> 16 & 0xFF), UInt8(a.rawValue >> 8 & 0xFF), UInt8(a.rawValue & 0xFF)]
-}
-
-/// RFC 4291 text to 16 bytes, or nil.
-func parseIPv6(_ s: String) -> [UInt8]? {
-    guard let a = IPv6Address(s) else { return nil }
-    var b: [UInt8] = []
-    b.append64(a.high)
-    b.append64(a.low)
-    return b
 }

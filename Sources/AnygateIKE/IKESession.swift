@@ -848,5 +848,5 @@ public final class IKESession {
     }
 }
 
-func spiBytes(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
-func spiBytes64(_ v: UInt64) -> [UInt8] { spiBytes(UInt32(v >> 32)) + spiBytes(UInt32(v & 0xFFFF_FFFF)) }
+func spiBytes(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+func spiBytes64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }

@@ -17,6 +17,14 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var isIPv6: Bool { v6 != nil }
 
+    /// The address's bytes as they travel (4 or 16).
+    public var networkBytes: [UInt8] {
+        switch self {
+        case .v4(let a): a.networkBytes
+        case .v6(let a): a.networkBytes
+        }
+    }
+
     public var isUnspecified: Bool {
         switch self {
         case .v4(let a): a.isUnspecified

@@ -11,6 +11,9 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     public static let any = IPv4Address(rawValue: 0)
     public static let broadcast = IPv4Address(rawValue: 0xFFFF_FFFF)
 
+    /// The four bytes as they travel (IKE identities, selectors, NAT detection).
+    public var networkBytes: [UInt8] { withUnsafeBytes(of: rawValue.bigEndian) { Array($0) } }
+
     /// Parses dotted-quad text ("192.0.2.1"): four decimal parts 0...255, no
     /// leading zeros (which some parsers read as octal), nothing else.
     public init?(_ text: some StringProtocol) {
@@ -207,6 +210,9 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
     @inlinable public init(high: UInt64, low: UInt64) { self.high = high; self.low = low }
 
     public static let any = IPv6Address(high: 0, low: 0)
+
+    /// The sixteen bytes as they travel.
+    public var networkBytes: [UInt8] { withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { Array($0) } }
 
     @inlinable public init(bytes: UnsafeMutableRawBufferPointer, at offset: Int) {
         high = UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))

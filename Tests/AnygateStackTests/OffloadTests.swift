@@ -218,64 +218,67 @@ struct OffloadTests {
         #expect(s.gw2.counters.coalescedSegments == 8 && s.gw2.counters.coalescedFrames == 1)
     }
 
-    @Test("GRE-in-UDP into an underlay with offloads: the segments travel as one UDP super-frame, cut into datagrams on arrival and merged again for B")
-    func udpSuperFramesThroughTunnel() throws {
-        let s = try TwoSites(encapsulation: .greInUDP, superFrames: 16)
+    final class Recorded {
+        /// UDP frames GW1 sends on the underlay, and TCP packets GW2 sends to B (from the IP header).
+        var underlay: [[UInt8]] = [], toB: [[UInt8]] = []
+    }
+
+    /// Resolves both sites, turns offloads on at every gateway port, and
+    /// records what crosses the underlay in UDP and what reaches B.
+    func recordThroughTunnel(_ s: TwoSites) throws -> Recorded {
         try s.a.ping(IPv4Address(10, 2, 0, 2))
         try s.b.ping(IPv4Address(10, 1, 0, 2))
         s.net.run()
         for (st, i) in [(s.gw1, s.gw1Lan), (s.gw1, s.gw1Wan), (s.gw2, s.gw2Wan), (s.gw2, s.gw2Lan)] { try st.setOffloads(i, true) }
-        var underlay: [[UInt8]] = [], toB: [[UInt8]] = []
+        let r = Recorded()
         let (gw1Wan, gw2Lan) = (s.gw1Wan, s.gw2Lan)
         s.net.observer = { from, _, f in
-            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 17 { underlay.append(Array(f)) }
-            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { toB.append(Array(f[14...])) }
+            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 17 { r.underlay.append(Array(f)) }
+            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { r.toB.append(Array(f[14...])) }
         }
+        return r
+    }
+
+    @Test("GRE-in-UDP into an underlay with offloads: the segments travel as one UDP super-frame, cut into datagrams on arrival and merged again for B")
+    func udpSuperFramesThroughTunnel() throws {
+        let s = try TwoSites(encapsulation: .greInUDP, superFrames: 16)
+        let r = try recordThroughTunnel(s)
         let frame = Self.superFrame(s, payload: 10_000, flags: 0x18)
         s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
         // One UDP frame on the underlay: 8 chunks of GRE (key: 8 bytes) + 52 header bytes + up to 1400.
-        try #require(underlay.count == 1, "\(underlay.map(\.count))")
-        #expect(underlay[0].count == 14 + 20 + 8 + 8 * (8 + 52) + 10_000)
-        #expect(underlay[0][14 + 20 + 2] == 0x12 && underlay[0][14 + 20 + 3] == 0x92, "to port 4754")
+        try #require(r.underlay.count == 1, "\(r.underlay.map(\.count))")
+        #expect(r.underlay[0].count == 14 + 20 + 8 + 8 * (8 + 52) + 10_000)
+        #expect(r.underlay[0][14 + 20 + 2] == 0x12 && r.underlay[0][14 + 20 + 3] == 0x92, "to port 4754")
         #expect(s.gw2.counters.unbundled == 1 && s.gw2.counters.unbundledPackets == 8)
         // B's port: the inner segments merged into one super-frame again, intact.
-        try #require(toB.count == 1, "\(toB.map(\.count))")
-        #expect(Array(toB[0][52...]) == Array(SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)[52...]))
-        #expect(Self.completesToValid(toB[0]))
-        // Without offloads on the underlay, the same super-frame crosses as 8 datagrams.
+        try #require(r.toB.count == 1, "\(r.toB.map(\.count))")
+        #expect(Array(r.toB[0][52...]) == Array(SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)[52...]))
+        #expect(Self.completesToValid(r.toB[0]))
+        // Without offloads on the r.underlay, the same super-frame crosses as 8 datagrams.
         try s.gw1.setOffloads(s.gw1Wan, false)
-        underlay = []; toB = []
+        r.underlay = []; r.toB = []
         s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1400, offload: PacketHandle.checksumPartial)
-        #expect(underlay.count == 8 && toB.count == 1)
+        #expect(r.underlay.count == 8 && r.toB.count == 1)
     }
 
     @Test("GRE over IPsec in UDP 4500 into an underlay with offloads: one UDP super-frame of ESP packets, each opened on arrival, merged again for B")
     func espSuperFramesThroughTunnel() throws {
         let s = try TwoSites(superFrames: 16, protection: TunnelProtection(encapsulation: .natTraversal))
         try s.installSAs(.aes128GCM)
-        try s.a.ping(IPv4Address(10, 2, 0, 2))
-        try s.b.ping(IPv4Address(10, 1, 0, 2))
-        s.net.run()
-        for (st, i) in [(s.gw1, s.gw1Lan), (s.gw1, s.gw1Wan), (s.gw2, s.gw2Wan), (s.gw2, s.gw2Lan)] { try st.setOffloads(i, true) }
-        var underlay: [[UInt8]] = [], toB: [[UInt8]] = []
-        let (gw1Wan, gw2Lan) = (s.gw1Wan, s.gw2Lan)
-        s.net.observer = { from, _, f in
-            if from.stack == 1 && from.interface == gw1Wan && f.be16(12) == 0x0800 && f[14 + 9] == 17 { underlay.append(Array(f)) }
-            if from.stack == 2 && from.interface == gw2Lan && f.be16(12) == 0x0800 && f[14 + 9] == 6 { toB.append(Array(f[14...])) }
-        }
+        let r = try recordThroughTunnel(s)
         let frame = Self.superFrame(s, payload: 10_000, flags: 0x18)
         s.net.inject(frame, into: s.gw1, on: s.gw1Lan, segmentSize: 1300, offload: PacketHandle.checksumPartial)
         // One UDP frame: 8 ESP packets, each around GRE (8 bytes) + 52 header bytes + up to 1300 (the tunnel MTU leaves room for ESP).
         let dropped = DropReason.allCases.filter { s.gw1.drops($0) > 0 }.map { "\($0) \(s.gw1.drops($0))" }
-        try #require(underlay.count == 1, "\(underlay.map(\.count)) gw1 drops: \(dropped)")
+        try #require(r.underlay.count == 1, "\(r.underlay.map(\.count)) gw1 drops: \(dropped)")
         let sealed = (0..<8).map { k in ESPPacket.sealedLength(payload: 8 + 52 + (k < 7 ? 1300 : 10_000 - 7 * 1300)) }.reduce(0, +)
-        #expect(underlay[0].count == 14 + 20 + 8 + sealed)
-        #expect(underlay[0][14 + 20 + 2] == 0x11 && underlay[0][14 + 20 + 3] == 0x94, "to port 4500")
+        #expect(r.underlay[0].count == 14 + 20 + 8 + sealed)
+        #expect(r.underlay[0][14 + 20 + 2] == 0x11 && r.underlay[0][14 + 20 + 3] == 0x94, "to port 4500")
         #expect(s.gw2.counters.unbundled == 1 && s.gw2.counters.unbundledPackets == 8)
         // Opened one by one (each with its own sequence number), merged again for B, intact.
-        try #require(toB.count == 1, "\(toB.map(\.count))")
-        #expect(Array(toB[0][52...]) == Array(SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)[52...]))
-        #expect(Self.completesToValid(toB[0]))
+        try #require(r.toB.count == 1, "\(r.toB.map(\.count))")
+        #expect(Array(r.toB[0][52...]) == Array(SegmentationTests.tcpSuperFrame(payload: 10_000, flags: 0x18)[52...]))
+        #expect(Self.completesToValid(r.toB[0]))
         let inbound = try #require(s.gw2.saList.first { $0.inbound })
         #expect(inbound.counters.packets == 8 + 2 && inbound.counters.authFailures == 0)
         s.checkInvariants()
