@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "AnygateWireTests", dependencies: ["AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateCryptoTests", dependencies: ["AnygateCrypto"], swiftSettings: strict),
         .testTarget(name: "AnygateIKETests", dependencies: ["AnygateIKE", "AnygateCrypto"], swiftSettings: strict),
-        .testTarget(name: "AnygateHostTests", dependencies: ["AnygateHost", "AnygateStack", "AnygateWire"], swiftSettings: strict),
+        .testTarget(name: "AnygateHostTests", dependencies: ["AnygateCrypto", "AnygateHost", "AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
         .testTarget(name: "AnygateDaemonTests", dependencies: ["AnygateDaemon", "AnygateControl", "AnygateStack", "AnygateWire",
                                                              .product(name: "Logging", package: "swift-log"),

@@ -543,10 +543,6 @@ public struct ConfigReader {
     /// Checks that need the whole file: unique names, interfaces that routes
     /// name, next hops on a connected subnet, addresses used once.
     func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
-        if c.workers != 1, let t = c.tunnels.first(where: { $0.ike != nil }) {
-            // Each SA's sequence counter and replay window have one owner.
-            throw fail("stack.workers", top["stack"], "IPsec (\(t.name)) needs stack.workers: 1 for now: each SA's counter and replay window have one owner")
-        }
         if c.workers != 1 {
             // What several workers cannot share yet: one sequence per
             // tunnel, and the host's own interfaces mirrored into the stack.

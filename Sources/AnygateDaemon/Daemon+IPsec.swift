@@ -42,6 +42,9 @@ final class IKEPeer {
     /// A responder session beside an established (or starting) one: the
     /// peer began again; it takes over only once authenticated.
     var pending: IKESession?
+    /// With several workers, the worker whose replica holds the SAs (and
+    /// sends IKE's datagrams); nil with one.
+    var owner: Int?
 
     init(name: String, config: IKEPeerConfig, tunnel: InterfaceIndex, local: IPAddress, remote: IPAddress, policy: IKEPolicy,
          udpEncapsulation: Bool, ikeSocket: SocketID, espSocket: SocketID, remoteSubnets: [IPPrefix]) {
@@ -105,9 +108,18 @@ extension Daemon {
         let backend = t.tunnel.backend, local = t.tunnel.local, remote = t.tunnel.remote
         let ikeSocket: SocketID
         do throws(SocketError) {
-            ikeSocket = try stack.openSocket(.udp, backend: backend, queueCapacity: 16)
-            try stack.bind(ikeSocket, address: local, port: UDPEncapsulation.ikePort)
-            try stack.connect(ikeSocket, to: remote, port: UDPEncapsulation.ikePort)
+            // In every replica (built alike, they give it the same id).
+            ikeSocket = try change { s throws(SocketError) in
+                let id = try s.openSocket(.udp, backend: backend, queueCapacity: 16)
+                do throws(SocketError) {
+                    try s.bind(id, address: local, port: UDPEncapsulation.ikePort)
+                    try s.connect(id, to: remote, port: UDPEncapsulation.ikePort)
+                } catch {
+                    s.closeSocket(id)
+                    throw error
+                }
+                return id
+            }
         } catch {
             throw DaemonError("tunnel \(t.name): cannot open IKE's UDP port 500: \(error)")
         }
@@ -117,6 +129,21 @@ extension Daemon {
         let peer = IKEPeer(name: t.name, config: ike, tunnel: idx, local: local, remote: remote, policy: policy, udpEncapsulation: udp,
                            ikeSocket: ikeSocket, espSocket: esp, remoteSubnets: transport ? [] : protection.remoteSubnets)
         peer.auto = protection.auto
+        if let workers {
+            // One worker's replica holds the SAs — one owner for each
+            // counter and window — and the others hand it what needs them;
+            // IKE's datagrams come to this thread from whichever worker reads them.
+            let owner = nextSAOwner % workers.count
+            nextSAOwner += 1
+            peer.owner = owner
+            for j in 0..<workers.count {
+                workers.perform(on: j) { r in
+                    try? r.stack.setSAOwner(tunnel: idx, replica: j == owner ? nil : owner)
+                    r.stack.setReportsDatagrams(ikeSocket, true)
+                    r.stack.setReportsDatagrams(esp, true)
+                }
+            }
+        }
         ikePeers[t.name] = peer
         if ike.start == .initiate { peer.retryAt = runtime.clock }
         logger.info("IKE peer ready", metadata: ["tunnel": "\(t.name)", "peer": "\(remote)", "start": "\(ike.start.rawValue)",
@@ -128,7 +155,8 @@ extension Daemon {
         guard let peer = ikePeers.removeValue(forKey: name) else { return }
         if let s = peer.session { send(peer, s.close(now: runtime.clock)) }
         teardownChild(peer)
-        stack.closeSocket(peer.ikeSocket)
+        let id = peer.ikeSocket
+        change { s in s.closeSocket(id) }
     }
 
     static func selector(host a: IPAddress, protocol p: UInt8) -> TrafficSelector {
@@ -176,7 +204,7 @@ extension Daemon {
             // Behind a NAT, keep its mapping for UDP 4500 open (RFC 3948 section 2.3).
             if let s = peer.session, s.state == .established, s.behindNAT, peer.udpEncapsulation, now >= peer.keepaliveAt {
                 peer.keepaliveAt = now + 20_000_000_000
-                if let p = stack.pool.make(copying: [UDPEncapsulation.keepaliveByte]) { try? stack.socketSend(peer.espSocket, p) }
+                sendDatagram(peer, socket: peer.espSocket, [UDPEncapsulation.keepaliveByte])
             }
             // Rekey the IKE SA on time (the child SAs carry on).
             if let s = peer.session, s.state == .established, now - peer.ikeInstalled >= Int64(peer.config.ikeRekey) * 1_000_000_000 {
@@ -200,6 +228,17 @@ extension Daemon {
         }
         let soonest = ikePeers.values.map(\.rekeyWanted).filter { $0 != 0 }.min() ?? .max
         return min(now + 1_000_000_000, max(soonest, now))
+    }
+
+    /// A datagram a worker's replica read for IKE (several workers).
+    func ikeDatagram(socket: SocketID, bytes: [UInt8]) {
+        let now = runtime.clock
+        if let peer = ikePeers.values.first(where: { $0.ikeSocket == socket }) {
+            receive(peer, bytes, natTraversal: false, now: now)
+        } else if let peer = ikePeers.values.first(where: { $0.udpEncapsulation && $0.espSocket == socket }),
+                  bytes.count > UDPEncapsulation.nonESPMarkerLength {
+            receive(peer, Array(bytes.dropFirst(UDPEncapsulation.nonESPMarkerLength)), natTraversal: true, now: now)
+        }
     }
 
     func initiate(_ peer: IKEPeer, now: Int64) {
@@ -261,7 +300,11 @@ extension Daemon {
             return
         }
         guard let s = peer.session else { return }
-        for o in outputs {
+        // SAs go in before the message that lets the peer use them leaves
+        // (with several workers both are jobs for the owner, run in order).
+        let installsFirst = outputs.filter { if case .childSA = $0 { true } else if case .rekeyed = $0 { true } else { false } }
+            + outputs.filter { if case .childSA = $0 { false } else if case .rekeyed = $0 { false } else { true } }
+        for o in installsFirst {
             switch o {
             case .send(let m):
                 // IKE_SA_INIT stays where it came (port 500); after it, a NAT
@@ -273,11 +316,12 @@ extension Daemon {
             case .childSA(let keys):
                 install(peer, keys)
             case .rekeyed(let new, let old, let outboundNow):
-                do throws(IPsecError) {
-                    try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: true, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes))
-                    if outboundNow { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)) }
-                } catch {
-                    logger.error("cannot install the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+                let tunnel = peer.tunnel
+                let inbound = saConfiguration(new, inbound: true, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)
+                let outbound = saConfiguration(new, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)
+                _ = changeSAs(peer, "install the rekeyed child SA") { st throws(IPsecError) in
+                    try st.addInboundSA(tunnel: tunnel, inbound)
+                    if outboundNow { try st.setOutboundSA(tunnel: tunnel, outbound) }
                 }
                 peer.child = new
                 peer.childInstalled = runtime.clock
@@ -286,20 +330,22 @@ extension Daemon {
                 logger.info("child SA rekeyed", metadata: ["tunnel": "\(peer.name)", "old-spi-in": "\(Daemon.hex(old.inboundSPI))",
                                                            "spi-in": "\(Daemon.hex(new.inboundSPI))", "spi-out": "\(Daemon.hex(new.outboundSPI))"])
             case .outboundSwitch(let new):
-                do throws(IPsecError) { try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(new, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)) } catch {
-                    logger.error("cannot switch to the rekeyed child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
-                }
+                let tunnel = peer.tunnel
+                let outbound = saConfiguration(new, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)
+                _ = changeSAs(peer, "switch to the rekeyed child SA") { st throws(IPsecError) in try st.setOutboundSA(tunnel: tunnel, outbound) }
             case .ikeRekeyed:
                 peer.ikeInstalled = runtime.clock
                 ikeMetrics.ikeRekeys += 1
                 logger.info("IKE SA rekeyed", metadata: ["tunnel": "\(peer.name)", "role": "\(s.role == .initiator ? "initiator" : "responder")"])
             case .childDeleted(let old):
-                stack.removeSA(tunnel: peer.tunnel, spi: old.inboundSPI, inbound: true)
-                stack.removeSA(tunnel: peer.tunnel, spi: old.outboundSPI, inbound: false)
+                removeSAs(peer, old)
             case .established:
                 peer.ikeInstalled = runtime.clock
                 // encapsulation: auto — ESP in UDP only across a NAT (RFC 3948).
-                if peer.auto { stack.setESPInUDP(tunnel: peer.tunnel, s.natDetected) }
+                if peer.auto {
+                    let tunnel = peer.tunnel, udp = s.natDetected
+                    change { st in st.setESPInUDP(tunnel: tunnel, udp) }
+                }
                 ikeMetrics.established += 1
                 peer.state = "established"
                 peer.lastReason = nil
@@ -338,9 +384,37 @@ extension Daemon {
 
     func send(_ peer: IKEPeer, _ message: [UInt8], on4500: Bool) {
         let bytes = on4500 ? [UInt8](repeating: 0, count: UDPEncapsulation.nonESPMarkerLength) + message : message
-        guard let p = stack.pool.make(copying: bytes) else { return }
-        do { try stack.socketSend(on4500 ? peer.espSocket : peer.ikeSocket, p) } catch {
-            logger.debug("IKE send failed", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+        sendDatagram(peer, socket: on4500 ? peer.espSocket : peer.ikeSocket, bytes)
+    }
+
+    /// Sends on one of the peer's sockets: the stack's, or with several
+    /// workers the SA owner's replica's.
+    func sendDatagram(_ peer: IKEPeer, socket: SocketID, _ bytes: [UInt8]) {
+        let name = peer.name, logger = logger
+        let job: @Sendable (Stack) -> Void = { s in
+            guard let p = s.pool.make(copying: bytes) else { return }
+            do { try s.socketSend(socket, p) } catch {
+                logger.debug("IKE send failed", metadata: ["tunnel": "\(name)", "error": "\(error)"])
+            }
+        }
+        if let workers, let owner = peer.owner { workers.perform(on: owner) { job($0.stack) } } else { job(stack) }
+    }
+
+    /// Changes the peer's SAs where they live: the stack's, or with several
+    /// workers the owner's replica (a failure there is logged there).
+    func changeSAs(_ peer: IKEPeer, _ what: String, _ body: @escaping @Sendable (Stack) throws(IPsecError) -> Void) -> Bool {
+        guard let workers, let owner = peer.owner else {
+            do { try body(stack) } catch {
+                logger.error("cannot \(what)", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
+                return false
+            }
+            return true
+        }
+        let name = peer.name, logger = logger
+        return workers.perform(on: owner) { r in
+            do { try body(r.stack) } catch {
+                logger.error("cannot \(what)", metadata: ["tunnel": "\(name)", "error": "\(error)", "worker": "\(owner)"])
+            }
         }
     }
 
@@ -364,34 +438,45 @@ extension Daemon {
     /// outbound one; a policy-based link then routes its remote subnets.
     func install(_ peer: IKEPeer, _ keys: ChildSAKeys) {
         let old = peer.child
-        do throws(IPsecError) {
-            try stack.addInboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: true, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes))
-            try stack.setOutboundSA(tunnel: peer.tunnel, saConfiguration(keys, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes))
-        } catch {
-            logger.error("cannot install the child SA", metadata: ["tunnel": "\(peer.name)", "error": "\(error)"])
-            return
-        }
-        if let old, old.inboundSPI != keys.inboundSPI { stack.removeSA(tunnel: peer.tunnel, spi: old.inboundSPI, inbound: true) }
+        let tunnel = peer.tunnel
+        let inbound = saConfiguration(keys, inbound: true, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)
+        let outbound = saConfiguration(keys, inbound: false, rekey: peer.config.rekey, bytes: peer.config.lifetimeBytes)
+        let oldInbound = old.flatMap { $0.inboundSPI != keys.inboundSPI ? $0.inboundSPI : nil }
+        guard changeSAs(peer, "install the child SA", { st throws(IPsecError) in
+            try st.addInboundSA(tunnel: tunnel, inbound)
+            try st.setOutboundSA(tunnel: tunnel, outbound)
+            if let spi = oldInbound { st.removeSA(tunnel: tunnel, spi: spi, inbound: true) }
+        }) else { return }
         peer.child = keys
         peer.childInstalled = runtime.clock
+        // IPv4 routes go to the FIB the daemon's stack writes (the workers
+        // read it); IPv6 routes are each replica's.
         for p in peer.remoteSubnets {
             switch p {
-            case .v4(let q): try? stack.addRoute(q, interface: peer.tunnel, origin: .tunnel)
-            case .v6(let q): try? stack.addRoute(q, interface: peer.tunnel, origin: .tunnel)
+            case .v4(let q): try? changeRoutes { s throws(RouteError) in try s.addRoute(q, interface: tunnel, origin: .tunnel) }
+            case .v6(let q): change { s in try? s.addRoute(q, interface: tunnel, origin: .tunnel) }
             }
+        }
+    }
+
+    /// Removes a child SA's pair wherever it lives.
+    func removeSAs(_ peer: IKEPeer, _ c: ChildSAKeys) {
+        let tunnel = peer.tunnel, inbound = c.inboundSPI, outbound = c.outboundSPI
+        _ = changeSAs(peer, "remove a child SA") { st in
+            st.removeSA(tunnel: tunnel, spi: inbound, inbound: true)
+            st.removeSA(tunnel: tunnel, spi: outbound, inbound: false)
         }
     }
 
     /// Removes the child SA and, for a policy-based link, its routes.
     func teardownChild(_ peer: IKEPeer) {
         guard let c = peer.child else { return }
-        stack.removeSA(tunnel: peer.tunnel, spi: c.inboundSPI, inbound: true)
-        stack.removeSA(tunnel: peer.tunnel, spi: c.outboundSPI, inbound: false)
+        removeSAs(peer, c)
         peer.child = nil
         for p in peer.remoteSubnets {
             switch p {
-            case .v4(let q): _ = stack.removeRoutes(q, origin: .tunnel)
-            case .v6(let q): _ = stack.removeRoutes(q, origin: .tunnel)
+            case .v4(let q): _ = changeRoutes { s in s.removeRoutes(q, origin: .tunnel) }
+            case .v6(let q): change { s in _ = s.removeRoutes(q, origin: .tunnel) }
             }
         }
     }
@@ -401,7 +486,8 @@ extension Daemon {
     // MARK: show sas
 
     func saInfos() -> [SAInfo] {
-        let sas = stack.saList
+        // With several workers each SA is in its owner's replica only.
+        let sas = workers.map { $0.gather { $0.stack.saList }?.flatMap { $0 } ?? [] } ?? stack.saList
         return ikePeers.values.sorted { $0.name < $1.name }.map { peer in
             var children: [ChildSAInfo] = []
             if let c = peer.child {

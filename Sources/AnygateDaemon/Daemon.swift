@@ -49,6 +49,8 @@ public final class Daemon {
     var stateProblemLogged: String?
     /// IKE for each protected tunnel and policy-based link, by name.
     var ikePeers: [String: IKEPeer] = [:]
+    /// Protected tunnels' SAs go to the workers in turn.
+    var nextSAOwner = 0
     /// IKE's counts for the metrics endpoint.
     var ikeMetrics = IKEMetrics()
 
@@ -381,6 +383,12 @@ public final class Daemon {
             case let .duplicateAddress(i, address) where k == 0:
                 // `show addresses` reads the daemon's own stack: it learns what the owner found.
                 stack.markDuplicated(address, on: i)
+            case let .datagram(socket, _, _, bytes):
+                // IKE's, read by whichever worker the kernel gave it to.
+                ikeDatagram(socket: socket, bytes: bytes)
+                return
+            case let .saExpiring(tunnel, _, _):
+                saExpiring(tunnel: tunnel)
             case let .nextHopFailed(address, i, failed):
                 // The FIB's writer withdraws the member (or brings it back);
                 // the worker that asks the links asks it again later.
@@ -440,7 +448,7 @@ public final class Daemon {
             logger.warning("\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) reached a hard limit and carries nothing more",
                            metadata: metadata)
         case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged,
-             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried, .saExpiring:
+             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried, .saExpiring, .datagram:
             logger.trace("\(e)", metadata: metadata)
         }
     }

@@ -58,6 +58,22 @@ public final class HostRuntime {
         func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool {
             runtime?.sendHostSocket(socket, payload) ?? false
         }
+        func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool {
+            runtime?.handOffs?.send(packet, to: replica, work) ?? false
+        }
+    }
+
+    /// With several workers, this worker's end of the lanes packets cross
+    /// to the worker that owns their tunnel's SAs (`HandOffLanes`).
+    var handOffs: HandOffEndpoint?
+
+    /// Frees what other workers returned and finishes what they handed
+    /// this one; then publishes what this one handed on meanwhile.
+    func serveHandOffs() {
+        guard let h = handOffs else { return }
+        h.serve(stack: stack, pool: pool)
+        flushHostSockets()
+        h.publish()
     }
 
     /// False for a runtime that carries no traffic: its stack's tunnels get
@@ -133,6 +149,7 @@ public final class HostRuntime {
                 case .frames(let n):
                     if n > 0 { stack.receive(UnsafeBufferPointer(start: batch.baseAddress, count: n), on: interface) }
                     flushHostSockets()
+                    handOffs?.publish()
                     if n < batch.count { return }
                 case .lost(let error):
                     portLost(interface, error)
@@ -196,6 +213,8 @@ public final class HostRuntime {
             lastRetry = now
             retryLostPorts()
         }
-        return stack.runTimers(now: now)
+        let next = stack.runTimers(now: now)
+        handOffs?.publish()
+        return next
     }
 }

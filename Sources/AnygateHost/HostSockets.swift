@@ -203,6 +203,7 @@ extension HostRuntime {
             let (n, port) = s.receive(into: batch, pool: pool)
             if n > 0 { stack.hostSocketReceived(id, UnsafeBufferPointer(start: batch.baseAddress, count: n), from: s.remote, port: port) }
             flushHostSockets()
+            handOffs?.publish()
             // A coalesced read fills the batch only by chance: read until nothing is left.
             if n == 0 || (!s.segments && n < batch.count) { return }
         }

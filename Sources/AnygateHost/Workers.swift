@@ -35,6 +35,8 @@ public final class WorkerGroup: @unchecked Sendable {
     /// Rung when a worker has put something in its outbox while the
     /// control thread said it sleeps (`prepareToSleep`); watch its `fd`.
     public let notifications: Doorbell
+    /// The lanes packets cross between workers on (nil with one worker).
+    let lanes: HandOffLanes?
 
     /// Starts `count` workers, each building its runtime on its own thread
     /// with `configuration` and a pool from `makePool`, then running its loop.
@@ -49,6 +51,12 @@ public final class WorkerGroup: @unchecked Sendable {
         self.count = count
         let bell = try Doorbell("worker notifications")
         notifications = bell
+        var bells: [Doorbell] = []
+        for k in 0..<count { bells.append(try Doorbell("worker \(k)")) }
+        let pools = (0..<count).map { _ in makePool() }
+        // Packets for the worker that owns their tunnel's SAs cross on these.
+        let lanes = count > 1 ? HandOffLanes(pools: pools, bells: bells) : nil
+        self.lanes = lanes
         var made: [Worker] = []
         for k in 0..<count {
             var replica = configuration
@@ -61,8 +69,8 @@ public final class WorkerGroup: @unchecked Sendable {
                 replica.icmp.errorsPerSecond = max(1, configuration.icmp.errorsPerSecond / count)
                 replica.icmp.errorBurst = max(1, configuration.icmp.errorBurst / count)
             }
-            made.append(try Worker(index: k, configuration: replica, inboxCapacity: inboxCapacity,
-                                   notify: { bell.ring() }, makePool: makePool))
+            made.append(try Worker(index: k, configuration: replica, inboxCapacity: inboxCapacity, bell: bells[k],
+                                   notify: { bell.ring() }, pool: pools[k], handOffs: lanes?.endpoint(k)))
         }
         workers = made
         for w in workers { w.waitReady() }
@@ -204,6 +212,12 @@ final class ReplySlot<T: Sendable>: @unchecked Sendable {
     }
 }
 
+/// What a worker's thread takes over from the control thread that made it.
+struct WorkerOwned: @unchecked Sendable {
+    let pool: PacketPool
+    let handOffs: HandOffEndpoint?
+}
+
 /// A worker thread: its inbox and doorbell are shared with the control
 /// thread; its event loop and runtime are created on, and used only by, its
 /// own thread.
@@ -223,25 +237,28 @@ final class Worker: @unchecked Sendable {
     /// Jobs a full inbox refused (control thread only).
     private(set) var refused = 0
 
-    init(index: Int, configuration: StackConfiguration, inboxCapacity: Int, notify: @escaping @Sendable () -> Void,
-         makePool: @escaping @Sendable () -> PacketPool) throws(SystemError) {
+    init(index: Int, configuration: StackConfiguration, inboxCapacity: Int, bell: Doorbell, notify: @escaping @Sendable () -> Void,
+         pool: PacketPool, handOffs: HandOffEndpoint?) throws(SystemError) {
         self.index = index
-        let bell = try Doorbell("worker \(index)")
         self.bell = bell
         inbox = NetChannel(capacity: inboxCapacity, wake: { bell.ring() })
         outbox = NetChannel(capacity: 4096, wake: notify)
+        // The pool and the lane endpoint were made on the control thread and
+        // are used only by this worker's thread from here on.
+        let owned = WorkerOwned(pool: pool, handOffs: handOffs)
         thread = try HostThread("anygate-w\(index)") { [unowned self] in
-            self.main(configuration: configuration, pool: makePool())
+            self.main(configuration: configuration, owned)
         }
     }
 
     /// The worker thread: builds its runtime and serves its loop until stopped.
-    private func main(configuration: StackConfiguration, pool: PacketPool) {
+    private func main(configuration: StackConfiguration, _ owned: WorkerOwned) {
         let loop: EventLoop
         let runtime: HostRuntime
         do {
             loop = try EventLoop()
-            runtime = HostRuntime(loop: loop, configuration: configuration, pool: pool)
+            runtime = HostRuntime(loop: loop, configuration: configuration, pool: owned.pool)
+            runtime.handOffs = owned.handOffs
             try loop.register(bell.fd) { [unowned self] _ in
                 bell.answer()
                 runJobs(runtime)
@@ -254,15 +271,17 @@ final class Worker: @unchecked Sendable {
         ready.store(true, ordering: .releasing)
         loop.run { [unowned self] in
             inbox.awake()
+            runtime.handOffs?.awake()
             runJobs(runtime)
             if stopping.load(ordering: .acquiring) {
                 loop.stop()
                 return 0
             }
+            runtime.serveHandOffs()
             let next = runtime.runTimers()
             report(runtime.stack)
             // Something arrived after the jobs were run: look again at once.
-            guard inbox.prepareToSleep() else { return Sys.monotonicNanoseconds() }
+            guard inbox.prepareToSleep(), runtime.handOffs?.prepareToSleep() ?? true else { return Sys.monotonicNanoseconds() }
             // It may sleep: it holds nothing from a shared FIB until it wakes.
             runtime.stack.quiesce()
             return next

@@ -101,6 +101,10 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case ipsecSelectorMismatch
     /// A super-frame or partial checksum whose headers cannot be cut or completed.
     case segmentationFailed
+    // Several workers
+    /// A packet for the replica that owns its tunnel's SAs found that
+    /// worker's channel full (or the host has none).
+    case handOffRefused
     // Resources
     case poolExhausted
     case headroomExhausted
@@ -209,6 +213,7 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .ipsecSAExpired: "ipsec-sa-expired"
         case .ipsecPlaintextRefused: "ipsec-plaintext-refused"
         case .ipsecSelectorMismatch: "ipsec-selector-mismatch"
+        case .handOffRefused: "handoff-refused"
         }
     }
 }
@@ -267,6 +272,10 @@ public struct StackCounters: Hashable, Sendable {
     public var flowsFlushed: UInt64 = 0
     /// ICMP fragmentation-needed that matched no tunnel's outer packets (ignored).
     public var pmtuReportsIgnored: UInt64 = 0
+    /// Several workers: packets handed to the replica that owns their
+    /// tunnel's SAs, and packets another replica handed this one.
+    public var handedOff: UInt64 = 0
+    public var takenOver: UInt64 = 0
 
     // The packet ledger's own terms (see `PacketLedger`); the rest of the
     // ledger is summed from the interface counters.

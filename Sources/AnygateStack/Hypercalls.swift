@@ -24,6 +24,11 @@ public protocol Hypercalls: AnyObject {
     /// Sends a payload through the host socket and takes ownership of it;
     /// returns false, leaving the payload to the caller, if it refused.
     func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool
+
+    /// Hands `packet` to replica `replica`, which finishes `work` (it owns
+    /// what the work needs: a tunnel's SAs), taking ownership; false,
+    /// leaving the packet to the caller, if that replica's channel is full.
+    func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool
 }
 
 /// Host sockets (the `host` socket backend, in the role of rump's sockin):
@@ -39,4 +44,9 @@ extension Hypercalls {
     public func closeHostSocket(_ socket: SocketID) {}
     /// Sends a payload (taking ownership); false if the host refused it.
     public func sendHostSocket(_ socket: SocketID, _ payload: PacketHandle, sourcePort: UInt16?) -> Bool { false }
+}
+
+/// Hosts of one stack have no other replica to hand packets to.
+extension Hypercalls {
+    public func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool { false }
 }

@@ -146,6 +146,9 @@ struct PCB {
     var matchRemotePort = true
     var route = RouteCache()
     var receiver: SocketReceiver = .queue
+    /// What would queue is reported instead (`StackEvent.datagram`): a
+    /// worker's replica passing IKE's datagrams to the control thread.
+    var reportsDatagrams = false
     /// Datagrams waiting in `Stack.socketQueues` (kept apart so that a PCB
     /// is a plain value, copied without reference counting).
     var queueCapacity = 64

@@ -234,20 +234,34 @@ extension Stack {
         let st = tunnelStates + t
         let interface = st.pointee.interface
         // The socket consumed the outer packet; the tunnel receives what it carries.
-        ifs[interface].counters.rxPackets &+= 1
         if case .udp = socketTable[k].proto {
             switch UDPEncapsulation.classify(UnsafeRawBufferPointer(pool.bytes(packet))) {
             case .esp: break
             case .keepalive:
+                ifs[interface].counters.rxPackets &+= 1
                 hot.pointee.counters.consumed &+= 1
                 return pool.free(packet)
             case .ike:
                 // IKE on port 4500: for the socket's owner to read, marker and all.
+                ifs[interface].counters.rxPackets &+= 1
                 return queueForOwner(packet, socket: k, from: from, port: sourcePort, rx: nil)
             case .malformed:
+                ifs[interface].counters.rxPackets &+= 1
                 return drop(packet, .espMalformed, rx: interface)
             }
         }
+        if _slowPath(st.pointee.saOwner >= 0) {
+            return handESPInput(t, packet, from: from, sourcePort: sourcePort, outerTOS: outerTOS)
+        }
+        espInput(t, packet, from: from, sourcePort: sourcePort, outerTOS: outerTOS)
+    }
+
+    /// ESP of tunnel `t` (bytes from its header on) in the replica that
+    /// owns the tunnel's SAs: opened, then what it carries goes on.
+    func espInput(_ t: Int, _ packet: PacketHandle, from: IPAddress, sourcePort: UInt16, outerTOS: UInt8) {
+        let st = tunnelStates + t
+        let interface = st.pointee.interface
+        ifs[interface].counters.rxPackets &+= 1
         var p = packet
         guard let nextHeader = espOpen(&p, tunnel: t) else { return }
         if nextHeader == ESPPacket.dummyNextHeader {

@@ -106,6 +106,13 @@ extension Stack {
     }
 
     /// Takes the oldest queued datagram.
+    /// Whether what reaches the socket is reported (`StackEvent.datagram`,
+    /// a copy each: control traffic) instead of queued for `socketReceive`.
+    public func setReportsDatagrams(_ id: SocketID, _ on: Bool) {
+        guard valid(id) else { return }
+        socketTable[id.value].reportsDatagrams = on
+    }
+
     public func socketReceive(_ id: SocketID) -> ReceivedDatagram? {
         guard valid(id), let d = socketQueues[id.value]?.first else { return nil }
         socketQueues[id.value]?.removeFirst()
@@ -260,6 +267,11 @@ extension Stack {
 
     /// Queues a datagram for the socket's owner to read (bounded).
     func queueForOwner(_ packet: PacketHandle, socket k: Int, from: IPAddress, port: UInt16, rx: InterfaceIndex?) {
+        if socketTable[k].reportsDatagrams {
+            hot.pointee.counters.consumed &+= 1
+            report(.datagram(socket: SocketID(value: k), from: from, port: port, bytes: pool.copyBytes(packet)))
+            return pool.free(packet)
+        }
         if (socketQueues[k]?.count ?? 0) >= socketTable[k].queueCapacity {
             socketTable[k].counters.queueDrops &+= 1
             return dropOnInput(packet, .socketQueueFull, rx: rx)

@@ -272,8 +272,9 @@ extension Stack {
     /// through tunnel `t`. The inner packet was sent on the tunnel's
     /// interface; what this makes of it is a packet the stack originates.
     func tunnelOutput(_ t: Int, _ packet: PacketHandle) {
-        hot.pointee.counters.originated &+= 1
         let st = tunnelStates + t
+        if _slowPath(st.pointee.saOwner >= 0) { return handTunnelOutput(t, packet) }
+        hot.pointee.counters.originated &+= 1
         guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .output) }
         if st.pointee.espTunnelMode { return ipsecTunnelOutput(t, packet) }
         hot.pointee.tunnelDepth += 1

@@ -45,6 +45,9 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     case saExpiring(tunnel: InterfaceIndex, spi: UInt32, inbound: Bool)
     /// An SA reached a hard lifetime (or its sequence space) and carries nothing more.
     case saExpired(tunnel: InterfaceIndex, spi: UInt32, inbound: Bool)
+    /// A datagram for a socket that reports instead of queueing
+    /// (`Stack.setReportsDatagrams`): its payload, copied.
+    case datagram(socket: SocketID, from: IPAddress, port: UInt16, bytes: [UInt8])
 
     public var description: String {
         switch self {
@@ -66,6 +69,7 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .multicastQueried(i, d): "MLD query on #\(i), answer within \(d) ms"
         case let .saExpiring(i, spi, inbound): "\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) of #\(i) expiring"
         case let .saExpired(i, spi, inbound): "\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) of #\(i) expired"
+        case let .datagram(socket, from, port, bytes): "\(bytes.count) bytes from \(from) port \(port) for socket \(socket.value)"
         }
     }
 }

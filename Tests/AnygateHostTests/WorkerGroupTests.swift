@@ -1,3 +1,4 @@
+import AnygateCrypto
 import AnygateHost
 import AnygateStack
 import AnygateWire
@@ -83,6 +84,63 @@ struct WorkerGroupTests {
             #expect(answers == [round, round])
             if answers == nil { break }
         }
+    }
+
+    /// Worker 1's replica holds the protected tunnel's SAs; worker 0's
+    /// hands it every packet it routes into the tunnel, and worker 1 seals
+    /// each with the one sequence counter. Worker 0 gets its buffers back.
+    @Test("packets for a tunnel whose SAs another worker owns cross to that worker; one counter seals them all; the buffers come back")
+    func handOff() throws {
+        let g = try Self.group(2)
+        defer { g.stop() }
+        #expect(g.perform(Self.setUpLAN))
+        let key = SecretBytes((0..<AEADAlgorithm.aes128GCM.keyMaterialLength).map { UInt8($0) })
+        for k in 0..<2 {
+            #expect(g.perform(on: k) { r in
+                let s = r.stack!
+                var t = TunnelConfiguration(name: "sec0", local: IPv4Address(10, 9, 0, 1), remote: IPv4Address(10, 9, 0, 7))
+                t.protection = TunnelProtection(encapsulation: .esp)
+                guard let i = try? s.addTunnel(t) else { return }
+                try? s.addAddress(IPv4InterfaceAddress("172.16.0.1/30"), to: i)
+                try? s.setUp(i, true)
+                try? s.addRoute(IPv4Prefix(address: IPv4Address(10, 50, 0, 0), length: 16), interface: i)
+                try? s.setSAOwner(tunnel: i, replica: k == 0 ? 1 : nil)
+                if k == 1 { try? s.setOutboundSA(tunnel: i, SAConfiguration(spi: 0x4242, algorithm: .aes128GCM, keyMaterial: key)) }
+            })
+        }
+        let baseline = try #require(g.gather { $0.pool.inUse })
+        let n = 300
+        // In bursts, so the lane (1024 slots) never fills.
+        for burst in 0..<3 {
+            #expect(g.perform(on: 0) { r in
+                for q in 0..<100 { try? r.stack!.ping(IPv4Address(10, 50, 0, 9), sequence: UInt16(burst * 100 + q)) }
+            })
+            _ = g.gather { _ in 0 }
+        }
+        var counts: [(handed: UInt64, taken: UInt64)] = []
+        var sealed: UInt64 = 0
+        let deadline = ContinuousClock.now + .seconds(5)
+        repeat {
+            counts = try #require(g.gather { ($0.stack!.counters.handedOff, $0.stack!.counters.takenOver) })
+            sealed = try #require(g.gather { $0.stack!.saList.first { !$0.inbound }?.counters.packets ?? 0 }).reduce(0, +)
+            if counts[1].taken == UInt64(n) && sealed == UInt64(n) { break }
+            usleep(1000)
+        } while ContinuousClock.now < deadline
+        #expect(counts[0].handed == UInt64(n) && counts[0].taken == 0, "worker 0: \(counts[0])")
+        #expect(counts[1].taken == UInt64(n) && counts[1].handed == 0, "worker 1: \(counts[1])")
+        let sas = try #require(g.gather { $0.stack!.saList.filter { !$0.inbound } })
+        #expect(sas[0].isEmpty, "worker 0 holds no SA")
+        #expect(sas[1].first?.sequence == UInt64(n), "one counter: \(sas[1])")
+        // Worker 0's buffers came back (it frees them as it next runs).
+        var inUse: [Int] = []
+        repeat {
+            inUse = try #require(g.gather { $0.pool.inUse })
+            if inUse[0] == baseline[0] { break }
+            usleep(1000)
+        } while ContinuousClock.now < deadline + .seconds(2)
+        #expect(inUse[0] == baseline[0], "worker 0's pool: \(inUse[0]) in use, \(baseline[0]) before")
+        let ledgers = try #require(g.gather { $0.stack!.ledger })
+        #expect(ledgers.allSatisfy { $0.balanced }, "\(ledgers.map(\.violations))")
     }
 
     /// An ARP reply for 10.9.0.7 (at 02:00:00:00:00:07) addressed to the replicas' LAN.

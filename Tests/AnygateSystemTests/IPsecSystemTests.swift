@@ -31,12 +31,12 @@ final class StrongSwanNetwork {
 
     /// The usual start: namespaces, strongSwan, anygated initiating (with
     /// `extra` keys on its link), the SA up. The caller closes it.
-    static func established(extra: String = "") throws -> StrongSwanNetwork {
+    static func established(extra: String = "", workers: Int = 1) throws -> StrongSwanNetwork {
         let net = try StrongSwanNetwork()
         do {
             try net.build()
             try net.startCharon()
-            try net.startAnygated(start: "initiate", extra: extra)
+            try net.startAnygated(start: "initiate", extra: extra, workers: workers)
             try #require(DaemonProcess.wait(seconds: 20) { net.established() }, "no SA: \(net.anygated?.log ?? "")")
         } catch {
             net.close()
@@ -91,7 +91,8 @@ final class StrongSwanNetwork {
     }
 
     /// anygated's side: `start` initiate or respond, its key and proposals.
-    func startAnygated(start: String, psk: String = "sekrit-sekrit-42", ikeProposals: String? = nil, extra: String = "") throws {
+    func startAnygated(start: String, psk: String = "sekrit-sekrit-42", ikeProposals: String? = nil, extra: String = "",
+                       workers: Int = 1) throws {
         let pskPath = dir + "/gw1.psk"
         try (psk + "\n").write(toFile: pskPath, atomically: true, encoding: .utf8)
         chmod(pskPath, 0o600)
@@ -99,6 +100,7 @@ final class StrongSwanNetwork {
         let yaml = """
         control: {socket: \(dir)/gw1.sock}
         state: {directory: \(dir)/state}
+        stack: {workers: \(workers)}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-t1}
@@ -468,6 +470,39 @@ struct IPsecSystemTests {
         #expect(net.sh("ip netns exec \(net.ns.a) ping -c 2 -W 2 10.2.0.2").status == 0)
     }
 
+    @Test("anygated with two workers: 64 flows and 100 MB sha256-checked across rekeys by both sides, the SA in one worker; then DPD")
+    func twoWorkers() throws {
+        let net = try StrongSwanNetwork.established(extra: "\n    rekey: 5s", workers: 2)
+        defer { net.close() }
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 3 -W 2 10.2.0.2").status == 0)
+        // Flows from site A spread over the TAP's two queues, so both workers route into the link.
+        let flows = net.sh("ip netns exec \(net.ns.a) python3 -c \"import socket, time\nfor f in range(64):\n"
+                           + "  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', 30000 + f))\n"
+                           + "  for i in range(20): s.sendto(b'y' * 64, ('10.2.0.2', 9))\n  s.close()\n  time.sleep(0.005)\"", timeout: 60)
+        #expect(flows.status == 0, "\(flows.output)")
+        let rekeys = try Shell.spawn("sleep 1; ip netns exec \(net.ns.sw) swanctl --rekey --child net --uri unix://\(net.dir)/swrun/vici.sock",
+                                     output: net.dir + "/rekeys.out")
+        defer { if rekeys.isRunning { rekeys.terminate() } }
+        #expect(try net.transfer(megabytes: 100, from: net.ns.a, to: net.ns.b, address: "10.2.0.2") == nil)
+        #expect(try net.transfer(megabytes: 20, from: net.ns.b, to: net.ns.a, address: "10.1.0.2") == nil)
+        _ = DaemonProcess.wait(seconds: 10) { !rekeys.isRunning }
+        let log = net.anygated?.log ?? ""
+        #expect(log.components(separatedBy: "child SA rekeyed").count - 1 >= 2, "\(log)")
+        let stats = try JSONDecoder().decode(StatsInfo.self, from: Data(net.ctl("--json show stats").output.utf8))
+        #expect((stats.counters["handedOff"] ?? 0) > 0 && stats.counters["takenOver"] == stats.counters["handedOff"], "\(stats.counters)")
+        for reason in ["esp-unknown-spi", "esp-auth-failed", "esp-replayed", "esp-out-of-window", "ipsec-no-sa", "ipsec-sa-expired", "handoff-refused"] {
+            #expect(stats.drops[reason] == nil, "\(reason): \(stats.drops)")
+        }
+        #expect(stats.ledger.balanced, "\(stats.ledger.violations)")
+        let charonLog = net.charon?.log.lowercased() ?? ""
+        #expect(!charonLog.contains("unknown spi") && !charonLog.contains("verification failed") && !charonLog.contains("replay"))
+        // Dead-peer detection runs as with one worker: its probes go out through the SA's worker.
+        // (A rekey of ours may be under way when the peer dies: its five retransmissions, 63 s, come first.)
+        net.charon?.signal(SIGKILL)
+        #expect(DaemonProcess.wait(seconds: 75) { !net.ctl("show routes").output.contains("10.2.0.0/16") },
+                "\(net.ctl("show routes").output) \(net.anygated?.log ?? "")")
+    }
+
     @Test("a strongSwan that dies is noticed by dead-peer detection: the link's routes are withdrawn")
     func deadPeer() throws {
         let net = try StrongSwanNetwork.established()
@@ -479,6 +514,49 @@ struct IPsecSystemTests {
                 "\(net.ctl("show routes").output) \(net.anygated?.log ?? "")")
         #expect(net.anygated?.log.contains("dead-peer detection") == true, "\(net.anygated?.log ?? "")")
         #expect(net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status != 0)
+    }
+}
+
+extension TwoSiteNetwork {
+    /// Starts a capture of the underlay (`underlay.pcap`, when `capture`),
+    /// then both gateways with GRE over IPsec (gw1 initiates); waits for
+    /// both SAs and site B's answer. Returns the capture, if any.
+    func startProtected(encapsulation: String = "udp", esp: String = "aes128gcm16", extra: String = "",
+                        capture: Bool = true) throws -> Process? {
+        let psk = dir + "/psk"
+        try "a-shared-key-for-both-sites\n".write(toFile: psk, atomically: true, encoding: .utf8)
+        chmod(psk, 0o600)
+        var tcpdump: Process?
+        if capture {
+            tcpdump = try Shell.spawn("exec ip netns exec \(ns.u) timeout 120 tcpdump -U -n -i \(p)-u1 -w \(dir)/underlay.pcap",
+                                      output: dir + "/tcpdump.out")
+            _ = DaemonProcess.wait(seconds: 3) { FileManager.default.fileExists(atPath: "\(dir)/underlay.pcap") }
+        }
+        do {
+            try start(perSide: { side in
+                """
+                    protection:
+                      local-id: gw\(side).example
+                      remote-id: gw\(3 - side).example
+                      psk-file: \(psk)
+                      encapsulation: \(encapsulation)
+                      esp-proposals: [\(esp)]
+                      start: \(side == 1 ? "initiate" : "respond")\(extra)
+                """
+            })
+        } catch {
+            tcpdump?.terminate()
+            throw error
+        }
+        #expect(DaemonProcess.wait(seconds: 20) { sas(1).first?.state == "established" && sas(2).first?.state == "established" },
+                "\(daemons.map(\.log))")
+        #expect(DaemonProcess.wait(seconds: 10) { sh("ip netns exec \(ns.a) ping -c 1 -W 1 10.2.0.2").status == 0 })
+        return tcpdump
+    }
+
+    func sas(_ side: Int) -> [SAInfo] {
+        let r = sh("\(anygatectl) --socket \(dir)/gw\(side).sock --json show sas")
+        return (try? JSONDecoder().decode([SAInfo].self, from: Data(r.output.utf8))) ?? []
     }
 }
 
@@ -495,31 +573,9 @@ struct GREOverIPsecSystemTests {
         let net = try TwoSiteNetwork(backend: backend)
         defer { net.close() }
         try net.build()
-        let psk = net.dir + "/psk"
-        try "a-shared-key-for-both-sites\n".write(toFile: psk, atomically: true, encoding: .utf8)
-        chmod(psk, 0o600)
-        let capture = try Shell.spawn("exec ip netns exec \(net.ns.u) timeout 120 tcpdump -U -n -i \(net.p)-u1 -w \(net.dir)/underlay.pcap",
-                                      output: net.dir + "/tcpdump.out")
+        let capture = try #require(try net.startProtected(encapsulation: encapsulation, esp: esp))
         defer { if capture.isRunning { capture.terminate() } }
-        _ = DaemonProcess.wait(seconds: 3) { FileManager.default.fileExists(atPath: "\(net.dir)/underlay.pcap") }
-        try net.start(perSide: { side in
-            """
-                protection:
-                  local-id: gw\(side).example
-                  remote-id: gw\(3 - side).example
-                  psk-file: \(psk)
-                  encapsulation: \(encapsulation)
-                  esp-proposals: [\(esp)]
-                  start: \(side == 1 ? "initiate" : "respond")
-            """
-        })
-        func sas(_ side: Int) -> [SAInfo] {
-            let r = net.sh("\(net.anygatectl) --socket \(net.dir)/gw\(side).sock --json show sas")
-            return (try? JSONDecoder().decode([SAInfo].self, from: Data(r.output.utf8))) ?? []
-        }
-        #expect(DaemonProcess.wait(seconds: 20) { sas(1).first?.state == "established" && sas(2).first?.state == "established" },
-                "\(net.daemons.map(\.log))")
-        #expect(DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status == 0 })
+        func sas(_ side: Int) -> [SAInfo] { net.sas(side) }
         #expect(try net.transfer(megabytes: 30) == nil, "\(net.daemons.map(\.log))")
         let child = try #require(sas(1).first?.children.first)
         #expect(child.mode == "transport" && child.esn == esp.hasSuffix("-esn") && child.packetsOut > 10_000)
@@ -540,30 +596,65 @@ struct GREOverIPsecSystemTests {
         }
     }
 
+    /// Two workers on each gateway: each SA lives in one worker's replica;
+    /// the other hands it the packets that need the SA (out: inner packets
+    /// to seal; in: ESP to open).
+    @Test("two workers per gateway: 64 flows and 30 MB through GRE over IPsec, every SA with one owner: no sequence number sent twice, nothing lost",
+          arguments: ["esp", "udp"])
+    func greOverIPsecTwoWorkers(encapsulation: String) throws {
+        let net = try TwoSiteNetwork(workers: 2)
+        defer { net.close() }
+        try net.build()
+        let capture = try #require(try net.startProtected(encapsulation: encapsulation, esp: "aes128gcm16-esn"))
+        defer { if capture.isRunning { capture.terminate() } }
+        func sas(_ side: Int) -> [SAInfo] { net.sas(side) }
+        func stats(_ side: Int) throws -> StatsInfo {
+            let out = net.sh("\(net.anygatectl) --socket \(net.dir)/gw\(side).sock --json show stats").output
+            return try JSONDecoder().decode(StatsInfo.self, from: Data(out.utf8))
+        }
+        // What was lost while the SAs came up (a packet racing its SA) is not this test's business.
+        let before = try [1, 2].map { try stats($0).drops }
+        // 64 UDP flows from site A: the TAP's queues spread them over gw1's
+        // two workers, so both route packets into the tunnel.
+        let flows = net.sh("ip netns exec \(net.ns.a) python3 -c \"import socket, time\nfor f in range(64):\n"
+                           + "  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', 30000 + f))\n"
+                           + "  for i in range(50): s.sendto(b'y' * 64, ('10.2.0.2', 9))\n  s.close()\n  time.sleep(0.005)\"", timeout: 60)
+        #expect(flows.status == 0, "\(flows.output)")
+        #expect(try net.transfer(megabytes: 30) == nil, "\(net.daemons.map(\.log))")
+        for side in [1, 2] {
+            let st = try stats(side)
+            let handed = st.counters["handedOff"] ?? 0, taken = st.counters["takenOver"] ?? 0
+            // Out: the worker without the SA hands inner packets over; in: ESP
+            // that reaches the worker without the SA goes over too.
+            #expect(handed > 0 && taken == handed, "gw\(side): handed off \(handed), taken over \(taken)")
+            let lost = ["handoff-refused", "esp-replayed", "esp-out-of-window", "esp-unknown-spi", "esp-auth-failed", "ipsec-no-sa"]
+                .filter { (st.drops[$0] ?? 0) != (before[side - 1][$0] ?? 0) }
+            #expect(lost.isEmpty, "gw\(side): \(lost) rose during the traffic: before \(before[side - 1]), after \(st.drops)")
+            #expect(st.ledger.balanced, "gw\(side): \(st.ledger.violations)")
+            // The transfer goes from site A to site B.
+            let child = try #require(sas(side).first?.children.first)
+            #expect((side == 1 ? child.packetsOut : child.packetsIn) > 5_000 && child.replayDrops == 0, "gw\(side): \(child)")
+        }
+        capture.interrupt()
+        _ = DaemonProcess.wait(seconds: 5) { !capture.isRunning }
+        let clear = net.sh("tshark -r \(net.dir)/underlay.pcap -Y 'gre || tcp || (udp && !(udp.port == 500 || udp.port == 4500)) || (icmp && !(icmp.type == 3 && udp.dstport == 500))' 2>/dev/null").output
+        #expect(clear.isEmpty, "GRE or inner packets in clear: \(clear)")
+        if encapsulation == "esp" {
+            // One owner per outbound SA: no (SPI, sequence) pair twice on the wire.
+            let fields = net.sh("tshark -r \(net.dir)/underlay.pcap -Y esp -T fields -e esp.spi -e esp.sequence 2>/dev/null").output
+            let pairs = fields.split(separator: "\n").map(String.init)
+            #expect(pairs.count > 20_000, "ESP packets: \(pairs.count)")
+            #expect(Set(pairs).count == pairs.count, "\(pairs.count - Set(pairs).count) sequence numbers sent twice")
+        }
+    }
+
     @Test("a byte lifetime: the child SA is rekeyed at half of it, again and again, while 100 MB cross intact")
     func byteLifetime() throws {
         let net = try TwoSiteNetwork()
         defer { net.close() }
         try net.build()
-        let psk = net.dir + "/psk"
-        try "a-shared-key-for-both-sites\n".write(toFile: psk, atomically: true, encoding: .utf8)
-        chmod(psk, 0o600)
-        try net.start(perSide: { side in
-            """
-                protection:
-                  local-id: gw\(side).example
-                  remote-id: gw\(3 - side).example
-                  psk-file: \(psk)
-                  lifetime-bytes: 20000000
-                  start: \(side == 1 ? "initiate" : "respond")
-            """
-        })
-        func sas(_ side: Int) -> [SAInfo] {
-            let r = net.sh("\(net.anygatectl) --socket \(net.dir)/gw\(side).sock --json show sas")
-            return (try? JSONDecoder().decode([SAInfo].self, from: Data(r.output.utf8))) ?? []
-        }
-        #expect(DaemonProcess.wait(seconds: 20) { sas(1).first?.state == "established" && sas(2).first?.state == "established" })
-        #expect(DaemonProcess.wait(seconds: 10) { net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 1 10.2.0.2").status == 0 })
+        _ = try net.startProtected(extra: "\n      lifetime-bytes: 20000000", capture: false)
+        func sas(_ side: Int) -> [SAInfo] { net.sas(side) }
         #expect(try net.transfer(megabytes: 100) == nil, "\(net.daemons.map(\.log))")
         let rekeys = sas(1).first?.rekeys ?? 0
         #expect(rekeys >= 3, "rekeys: \(rekeys)")
