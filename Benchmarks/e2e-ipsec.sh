@@ -6,6 +6,8 @@
 #   anygated, plaintext GRE                 (scripts/two-sites-topology.sh)
 #   anygated, plaintext GRE-in-UDP (the same UDP super-frame path ESP in UDP takes)
 #   anygated, GRE over IPsec (AES-GCM-128, IKEv2, ESP in UDP 4500; PROTECT=1)
+#   the same with stack.workers: 2 on both gateways (the SA in one worker's
+#   replica, the other handing it what needs the SA)
 #   OpenVPN 2.6, AES-256-GCM, TLS with self-signed certificates (peer fingerprints), --disable-dco
 #   strongSwan 5.9.8, userspace ESP (kernel-libipsec), AES-GCM-128, tunnel mode
 #   wireguard-go (Debian's build)
@@ -156,10 +158,10 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 reach() { for _ in $(seq 100); do ip netns exec "${P}$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
 
-anygated_round() { # protect [encapsulation] → "Gbit/s retr" (in a subshell: its own DIR, which sites_cleanup removes)
+anygated_round() { # protect [encapsulation [workers]] → "Gbit/s retr" (in a subshell: its own DIR, which sites_cleanup removes)
     local DIR="$DIR/sites"
     mkdir -p "$DIR"
-    PROTECT=$1 ENCAP=${2:-gre} sites_start >/dev/null
+    PROTECT=$1 ENCAP=${2:-gre} WORKERS=${3:-1} sites_start >/dev/null
     if [ "$1" = 1 ]; then
         for _ in $(seq 100); do "$BIN/anygatectl" --socket "$DIR/gw1.sock" show sas 2>/dev/null | grep -q established && break; sleep 0.2; done
     fi
@@ -169,7 +171,7 @@ anygated_round() { # protect [encapsulation] → "Gbit/s retr" (in a subshell: i
     SITES_PIDS=()
 }
 
-names=(gre gre-in-udp ipsec openvpn strongswan wireguard)
+names=(gre gre-in-udp ipsec ipsec-2-workers openvpn strongswan wireguard)
 for n in "${names[@]}"; do : > "$DIR/$n-t"; : > "$DIR/$n-r"; done
 reach OA 10.12.0.2 || echo "openvpn: no path yet" >&2
 reach SA 10.32.0.2 || echo "strongswan: no path yet" >&2
@@ -180,6 +182,7 @@ for r in $(seq "$ROUNDS"); do
     record gre "$(anygated_round 0)"
     record gre-in-udp "$(anygated_round 0 gre-in-udp)"
     record ipsec "$(anygated_round 1)"
+    record ipsec-2-workers "$(anygated_round 1 gre 2)"
     record openvpn "$(tcp OA OB 10.12.0.2)"
     record strongswan "$(tcp SA SB 10.32.0.2)"
     record wireguard "$(tcp WA WB 10.42.0.2)"
@@ -196,3 +199,4 @@ echo "GRE over IPsec ÷ plaintext GRE-in-UDP:           $(ratio "${T[ipsec]}" "$
 echo "GRE over IPsec ÷ OpenVPN AES-256-GCM (goal ≥ 5): $(ratio "${T[ipsec]}" "${T[openvpn]}")"
 echo "GRE over IPsec ÷ strongSwan userspace (goal ≥ 1): $(ratio "${T[ipsec]}" "${T[strongswan]}")"
 echo "GRE over IPsec ÷ wireguard-go (goal ≥ 1.5):      $(ratio "${T[ipsec]}" "${T[wireguard]}")"
+echo "GRE over IPsec, 2 workers ÷ 1 worker:             $(ratio "${T[ipsec-2-workers]}" "${T[ipsec]}")"
