@@ -402,6 +402,8 @@ public final class IKESession {
         var ivCounter: UInt64
     }
     var previous: SAContext?
+    /// Our Delete of the previous IKE SA, until answered: when it was last sent, and how often again.
+    var previousDelete: (bytes: [UInt8], sentAt: Int64, retries: Int)?
     var ikeRekeying: (spi: UInt64, nonce: [UInt8], dh: DHKeyPair)?
     public private(set) var ikeRekeys = 0
 
@@ -454,13 +456,14 @@ public final class IKESession {
             return []  // refused: the old IKE SA stays; try again later
         }
         switchIKE(spiI: r.spi, spiR: chosen[0].spi.be64(0), role: .initiator, suite: s, ni: r.nonce, nr: nr, shared: shared)
-        // Delete the old IKE SA, on the old IKE SA.
-        let now = context
+        // Delete the old IKE SA, on the old IKE SA (sent again until answered, `tick`).
+        let current = context
         context = previous!
         let delete = sealedMessage(.informational, id: nextRequestID, response: false, [.delete(protocolID: IKEProposal.ike, spis: [])])
         nextRequestID &+= 1
         previous = context
-        context = now
+        context = current
+        previousDelete = (delete, now, 0)
         return [.send(delete), .ikeRekeyed]
     }
 
@@ -501,14 +504,20 @@ public final class IKESession {
         defer { previous = previous == nil ? nil : context; context = current }
         if h.isResponse {
             // The answer to our Delete of the old IKE SA.
-            if h.exchange == .informational, open(message, h) != nil { previous = nil }
+            if h.exchange == .informational, open(message, h) != nil {
+                previous = nil
+                previousDelete = nil
+            }
             return []
         }
         if let last = lastResponse, h.messageID == last.id { return [.send(last.bytes)] }
         guard let payloads = open(message, h) else { return [] }
         let deletes = payloads.contains { if case .delete(IKEProposal.ike, _) = $0 { true } else { false } }
         let reply = respond(h, [])
-        if deletes { previous = nil }
+        if deletes {
+            previous = nil
+            previousDelete = nil
+        }
         return [reply]
     }
 
@@ -642,6 +651,17 @@ public final class IKESession {
     /// `policy.retransmissions`, and probes a quiet peer (DPD).
     public func tick(now: Int64) -> [IKEOutput] {
         guard state != .closed else { return [] }
+        // Our Delete of the old IKE SA after a rekey: again at 1, 2, 4 s,
+        // then the old SA is forgotten whether or not the peer answered.
+        if let d = previousDelete, now - d.sentAt >= Int64(1_000_000_000) << Int64(d.retries) {
+            if d.retries >= 3 {
+                previous = nil
+                previousDelete = nil
+            } else {
+                previousDelete = (d.bytes, now, d.retries + 1)
+                return [.send(d.bytes)] + tick(now: now)
+            }
+        }
         if let r = lastRequest {
             let wait = Int64(1_000_000_000) << Int64(min(retries, 6))
             guard now - requestSentAt >= wait else { return [] }

@@ -370,4 +370,35 @@ func bytes(_ s: SecretBytes) -> [UInt8] { s.withUnsafeBytes { Array($0) } }
         #expect(outB2.contains { if case .rekeyed = $0 { true } else { false } }, "\(outB2)")
         #expect(a.ikeRekeys == 1 && b.ikeRekeys == 1)
     }
+
+    @Test("the Delete of the old IKE SA is sent again until answered (1, 2, 4 s), then the old SA is forgotten anyway")
+    func deleteRetransmitted() throws {
+        for answered in [true, false] {
+            var p = Pair.standard()
+            p.run()
+            let (a, b) = (p.i, p.r)
+            guard case .send(let request)? = a.rekeyIKE(now: 0).first,
+                  case .send(let response)? = b.receive(request, now: 0).first else { Issue.record("no rekey exchange"); return }
+            let out = a.receive(response, now: 0)
+            // The Delete on the old SA is lost on the way.
+            #expect(out.contains { if case .send = $0 { true } else { false } } && a.previous != nil && b.previous != nil)
+            let sends = { (o: [IKEOutput]) in o.compactMap { if case .send(let m) = $0 { m } else { nil } } }
+            #expect(sends(a.tick(now: 500_000_000)).isEmpty, "not before a second")
+            let again = sends(a.tick(now: 1_000_000_000))
+            #expect(again.count == 1, "sent again at 1 s")
+            if answered {
+                let reply = sends(b.receive(again[0], now: 1_000_000_000))
+                #expect(reply.count == 1 && b.previous == nil)
+                _ = a.receive(reply[0], now: 1_000_000_000)
+                #expect(a.previous == nil, "answered: the old IKE SA is gone")
+                #expect(sends(a.tick(now: 10_000_000_000)).allSatisfy { (try? IKEHeader(parsing: $0))?.initiatorSPI == a.initiatorSPI },
+                        "nothing more on the old SA")
+            } else {
+                #expect(sends(a.tick(now: 3_000_000_000)).count == 1 && sends(a.tick(now: 7_000_000_000)).count == 1)
+                #expect(a.previous != nil)
+                _ = a.tick(now: 15_000_000_000)
+                #expect(a.previous == nil, "given up after three retransmissions")
+            }
+        }
+    }
 }
