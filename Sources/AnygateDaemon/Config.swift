@@ -28,6 +28,15 @@ public struct DaemonConfig: Equatable, Sendable {
     public var sourcePolicy: SourcePolicy? = nil
     /// Host routes to import; nil: none.
     public var mirrorRoutes: MirrorRoutesConfig? = nil
+    /// What host twins take (`punt:`; default OSPF, BGP and BFD).
+    public var punt: PuntSet = .routing
+
+    /// Every interface's and tunnel's twin: its `host-twin`, or with
+    /// `host-twins: all` one named after it (`tw-NAME`, cut to 15 characters).
+    public var twins: [(stackName: String, twinName: String, layer3: Bool)] {
+        interfaces.compactMap { i in i.hostTwin.map { (i.name, $0, false) } }
+            + tunnels.compactMap { t in t.hostTwin.map { (t.name, $0, true) } }
+    }
     public var interfaces: [InterfaceConfig] = []
     public var tunnels: [TunnelConfig] = []
     public var routes: [RouteConfig] = []
@@ -121,6 +130,8 @@ public struct InterfaceConfig: Equatable, Sendable {
     /// IPv6 on this interface (`ipv6:`): its link-local address from the
     /// MAC and these; nil: IPv6 off (frames counted `ipv6-not-supported`).
     public var ipv6: IPv6InterfaceConfig? = nil
+    /// `host-twin: NAME`: a TAP on the host paired with this interface (nil: none).
+    public var hostTwin: String? = nil
 
     public init(name: String, attach: Attachment, mac: MACAddress? = nil, mtu: Int = 1500, addresses: [AddressConfig] = []) {
         self.name = name; self.attach = attach; self.mac = mac; self.mtu = mtu; self.addresses = addresses
@@ -150,6 +161,8 @@ public struct TunnelConfig: Equatable, Sendable {
     /// IKE for a protected tunnel (`tunnels[].protection`) or a policy-based
     /// link (`ipsec:`); nil: no IPsec.
     public var ike: IKEPeerConfig? = nil
+    /// `host-twin: NAME`: a TUN on the host paired with this tunnel (nil: none).
+    public var hostTwin: String? = nil
     public init(tunnel: TunnelConfiguration, addresses: [AddressConfig] = []) { self.tunnel = tunnel; self.addresses = addresses }
     public var name: String { tunnel.name }
 }

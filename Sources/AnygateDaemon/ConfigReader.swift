@@ -37,7 +37,7 @@ public struct ConfigReader {
         var c = DaemonConfig()
         let top = try mapping(root, "")
         try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "ecmp-hash", "interfaces", "routes", "tunnels", "mirror",
-                                       "ipsec"])
+                                       "ipsec", "host-twins", "punt"])
         if let e = top["ecmp-hash"] {
             let text = try string(e, "ecmp-hash")
             guard let v = StackConfiguration.ECMPHash(rawValue: text) else { throw fail("ecmp-hash", e, "\"\(text)\" is not one of l3, l4") }
@@ -164,6 +164,24 @@ public struct ConfigReader {
                 }
             }
         }
+        if let n = top["host-twins"] {
+            guard try string(n, "host-twins") == "all" else { throw fail("host-twins", n, "the only value is all (or set host-twin: on each)") }
+            let twin = { (name: String) in String(("tw-" + name).prefix(15)) }
+            for k in c.interfaces.indices where c.interfaces[k].hostTwin == nil { c.interfaces[k].hostTwin = twin(c.interfaces[k].name) }
+            for k in c.tunnels.indices where c.tunnels[k].hostTwin == nil { c.tunnels[k].hostTwin = twin(c.tunnels[k].name) }
+        }
+        if let n = top["punt"] {
+            guard case .sequence(let seq) = n else { throw fail("punt", n, "expected a list: ospf, bgp, bfd, rip, pim, all-unclaimed") }
+            var set: PuntSet = []
+            for (k, item) in seq.enumerated() {
+                let text = try string(item, "punt[\(k)]")
+                guard let p = PuntSet(name: text) else {
+                    throw fail("punt[\(k)]", item, "\"\(text)\" is not one of \(PuntSet.names.map(\.0).joined(separator: ", "))")
+                }
+                set.insert(p)
+            }
+            c.punt = set
+        }
         try validate(c, top)
         return c
     }
@@ -172,7 +190,7 @@ public struct ConfigReader {
 
     func interface(_ node: Node, _ path: String) throws(ConfigError) -> InterfaceConfig {
         let m = try mapping(node, path)
-        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf", "offloads", "ipv6"])
+        try checkKeys(m, path, allowed: ["name", "attach", "mac", "mtu", "addresses", "source-selection", "rpf", "offloads", "ipv6", "host-twin"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -227,7 +245,17 @@ public struct ConfigReader {
                 }
             }
         }
+        if let n = m["host-twin"] { i.hostTwin = try twinName(n, path + ".host-twin") }
         return i
+    }
+
+    /// A host interface name for a twin: 1 to 15 characters, no '/' or space.
+    func twinName(_ n: Node, _ path: String) throws(ConfigError) -> String {
+        let text = try string(n, path)
+        guard !text.isEmpty, text.utf8.count <= 15, text.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw fail(path, n, "\"\(text)\" is not a host interface name (1 to 15 letters, digits, '-', '_' or '.')")
+        }
+        return text
     }
 
     /// `ipv6: {addresses: [2001:db8::1/64, ...]}`; `ipv6: {}` is the link-local address alone.
@@ -292,7 +320,8 @@ public struct ConfigReader {
     func tunnel(_ node: Node, _ path: String) throws(ConfigError) -> TunnelConfig {
         let m = try mapping(node, path)
         try checkKeys(m, path, allowed: ["name", "encapsulation", "backend", "local", "remote", "key", "sequence", "ttl", "tos",
-                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery", "ipv6", "protection"])
+                                         "mtu", "mss-clamp", "keepalive", "addresses", "rpf", "pmtu-discovery", "ipv6", "protection",
+                                         "host-twin"])
         guard let nameNode = m["name"] else { throw fail(path, node, "needs a name") }
         let name = try string(nameNode, path + ".name")
         guard !name.isEmpty, name.count <= 15, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
@@ -377,6 +406,7 @@ public struct ConfigReader {
                 tc.addresses.append(AddressConfig(address: try interfaceAddress(a, "\(path).addresses[\(k)]")))
             }
         }
+        if let n = m["host-twin"] { tc.hostTwin = try twinName(n, path + ".host-twin") }
         return tc
     }
 
@@ -543,6 +573,11 @@ public struct ConfigReader {
     /// Checks that need the whole file: unique names, interfaces that routes
     /// name, next hops on a connected subnet, addresses used once.
     func validate(_ c: DaemonConfig, _ top: Node.Mapping) throws(ConfigError) {
+        // Twins are host interfaces of their own: each name once, none the name of an attached one.
+        var twinNames: Set<String> = Set(c.interfaces.map(\.attach.hostName))
+        for t in c.twins where !twinNames.insert(t.twinName).inserted {
+            throw fail("host-twin", nil, "host twin \(t.twinName) (of \(t.stackName)) names a host interface already in use")
+        }
         if c.workers != 1 {
             // What several workers cannot share yet: one sequence per
             // tunnel, and the host's own interfaces mirrored into the stack.
@@ -555,6 +590,9 @@ public struct ConfigReader {
                 }
             }
             if c.mirrorRoutes != nil { throw fail("mirror", nil, "mirror: needs stack.workers: 1 (not shared by several workers yet)") }
+            if let t = c.twins.first {
+                throw fail("stack.workers", top["stack"], "host twins (\(t.twinName)) need stack.workers: 1 (not shared by several workers yet)")
+            }
         }
         let items = top["interfaces"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
         var names: Set<String> = [], hosts: Set<String> = [], addresses: Set<IPv4Address> = []

@@ -51,6 +51,8 @@ public final class Daemon {
     var ikePeers: [String: IKEPeer] = [:]
     /// Protected tunnels' SAs go to the workers in turn.
     var nextSAOwner = 0
+    /// Host twins by host name.
+    var twins: [String: HostTwin] = [:]
     /// IKE's counts for the metrics endpoint.
     var ikeMetrics = IKEMetrics()
 
@@ -109,6 +111,7 @@ public final class Daemon {
             try openControl()
             try openMetrics()
             try startMirror()
+            try syncTwins()
             logStateProblem()
         } catch {
             runtime.detachAll()
@@ -577,6 +580,9 @@ public final class Daemon {
         applied.controlSocket = old.controlSocket
         applied.metricsListen = old.metricsListen
         config = applied
+        // Twins follow: made, removed, and given the interfaces' addresses as they are now.
+        if netlink == nil, !config.twins.isEmpty { try startMirror() }
+        try syncTwins()
     }
 }
 

@@ -29,6 +29,12 @@ public final class HostMirror {
     /// Host routes that could not be installed (no mirrored interface for a next hop, ...).
     public private(set) var skippedRoutes: UInt64 = 0
     var log: (String) -> Void = { _ in }
+    /// Host twins by host name: the stack interface each pairs with.
+    /// Routes through a twin become routes through its stack interface;
+    /// the twin's own link and addresses are the daemon's to keep (`twinEvent`).
+    var twins: [String: InterfaceIndex] = [:]
+    /// Told of every link and address event of a twin.
+    var twinEvent: (String, NetlinkEvent) -> Void = { _, _ in }
 
     public init(mirrored: [String: InterfaceIndex], routes: MirrorRoutesConfig?) {
         self.mirrored = mirrored
@@ -38,6 +44,22 @@ public final class HostMirror {
     /// Stack interface for a host interface index, when it is mirrored.
     func stackInterface(_ hostIndex: Int32) -> InterfaceIndex? {
         hostNames[hostIndex].flatMap { mirrored[$0] }
+    }
+
+    /// Stack interface a route's next hop leaves by: a mirrored interface's or a twin's.
+    func routeInterface(_ hostIndex: Int32) -> InterfaceIndex? {
+        hostNames[hostIndex].flatMap { mirrored[$0] ?? twins[$0] }
+    }
+
+    /// The twin a link or address event is about, if any.
+    private func twinName(_ e: NetlinkEvent) -> String? {
+        switch e {
+        case .linkChanged(let l): twins[l.name] != nil ? l.name : nil
+        case .linkRemoved(_, let name): twins[name] != nil ? name : nil
+        case .addressAdded(let i, _), .addressRemoved(let i, _), .address6Added(let i, _), .address6Removed(let i, _):
+            hostNames[i].flatMap { twins[$0] != nil ? $0 : nil }
+        default: nil
+        }
     }
 
     /// Whether netlink currently shows a host interface of that name.
@@ -60,6 +82,11 @@ public final class HostMirror {
 
     public func apply(_ e: NetlinkEvent, to stack: Stack) {
         eventsApplied &+= 1
+        if !twins.isEmpty, let twin = twinName(e) {
+            if case .linkChanged(let l) = e { hostNames[l.index] = l.name }
+            if case .linkRemoved(let index, _) = e { hostNames[index] = nil }
+            return twinEvent(twin, e)
+        }
         switch e {
         case .linkChanged(let l):
             hostNames[l.index] = l.name
@@ -115,10 +142,19 @@ public final class HostMirror {
     /// Whether a host IPv6 route is one the config imports: as for IPv4,
     /// and never a link-local or multicast prefix (each link has its own).
     func wanted(_ r: HostRoute6) -> Bool {
+        if routes == nil, !twins.isEmpty { return viaTwin(r) && !r.prefix.address.isLinkLocal && !r.prefix.address.isMulticast }
         guard let cfg = routes, r.table == cfg.table, !cfg.exclude6.contains(r.prefix), !r.prefix.address.isLinkLocal,
               !r.prefix.address.isMulticast else { return false }
         if let protocols = cfg.protocols { return protocols.contains(r.proto) }
         return r.proto != RouteProtocols.byName["kernel"]!
+    }
+
+    /// Without `mirror.routes`, twins still bring back what a routing daemon
+    /// installs through them: main-table routes, not the kernel's own, with
+    /// a next hop by a twin.
+    private func viaTwin<P, A>(_ r: HostRouteOf<P, A>) -> Bool {
+        r.table == 254 && r.proto != RouteProtocols.byName["kernel"]!
+            && r.nextHops.contains { hostNames[$0.interface].map { twins[$0] != nil } ?? false }
     }
 
     private func install(_ r: HostRoute6, into stack: Stack) {
@@ -138,6 +174,7 @@ public final class HostMirror {
 
     /// Whether a host route is one the config imports.
     func wanted(_ r: HostRoute) -> Bool {
+        if routes == nil, !twins.isEmpty { return viaTwin(r) }
         guard let cfg = routes, r.table == cfg.table, !cfg.exclude.contains(r.prefix) else { return false }
         if let protocols = cfg.protocols { return protocols.contains(r.proto) }
         return r.proto != RouteProtocols.byName["kernel"]!
@@ -168,7 +205,7 @@ public final class HostMirror {
             return a.interface < b.interface
         }
         for hop in hops {
-            guard let i = stackInterface(hop.interface) else { continue }
+            guard let i = routeInterface(hop.interface) else { continue }
             do {
                 try add(hop.gateway, i)
                 installed += 1
@@ -256,7 +293,7 @@ extension Daemon {
         for i in config.interfaces {
             if case .mirror(let host) = i.attach, let idx = interfaceIndex[i.name] { mirrored[host] = idx }
         }
-        guard !mirrored.isEmpty || config.mirrorRoutes != nil else { return }
+        guard !mirrored.isEmpty || config.mirrorRoutes != nil || !config.twins.isEmpty else { return }
         let monitor: NetlinkMonitor
         // ANYGATE_NETLINK_RCVBUF (bytes) shrinks the netlink receive buffer,
         // for tests that must provoke lost messages and a resync.
@@ -264,6 +301,8 @@ extension Daemon {
         do { monitor = try NetlinkMonitor(receiveBuffer: rcvbuf) } catch { throw DaemonError("netlink: \(error)") }
         let m = HostMirror(mirrored: mirrored, routes: config.mirrorRoutes)
         m.log = { [weak self] in self?.logger.warning("\($0)") }
+        m.twinEvent = { [weak self] name, e in self?.twinEvent(name, e) }
+        m.twins = Dictionary(uniqueKeysWithValues: config.twins.map { ($0.twinName, interfaceIndex[$0.stackName] ?? stack.interface(named: $0.stackName) ?? -1) })
         mirror = m
         netlink = monitor
         m.resync(snapshot: monitor.snapshot(), to: stack, reason: "start")

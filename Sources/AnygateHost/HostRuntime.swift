@@ -61,6 +61,62 @@ public final class HostRuntime {
         func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool {
             runtime?.handOffs?.send(packet, to: replica, work) ?? false
         }
+        func punt(_ packet: PacketHandle, frame: Bool, interface: InterfaceIndex, stack: Stack) -> Bool {
+            guard let runtime, let twin = runtime.twins[interface], twin.send(runtime.pool.bytes(packet)) else { return false }
+            runtime.pool.free(packet)
+            return true
+        }
+    }
+
+    /// Host twins by the interface they pair with (`TwinDevice`).
+    private(set) var twins: [InterfaceIndex: TwinDevice] = [:]
+
+    /// Pairs a twin device with `interface`: what the host sends out of it
+    /// is injected there; what the stack punts is written to it.
+    public func attachTwin(_ device: TwinDevice, to interface: InterfaceIndex) throws(SystemError) {
+        detachTwin(interface)
+        twins[interface] = device
+        try loop.register(device.fd, events: EventLoop.readable) { [unowned self] _ in serveTwin(interface) }
+    }
+
+    /// Unpairs (and closes) the twin of `interface`.
+    public func detachTwin(_ interface: InterfaceIndex) {
+        guard let d = twins.removeValue(forKey: interface) else { return }
+        if d.fd >= 0 { loop.unregister(d.fd) }
+        d.close()
+    }
+
+    /// The twin paired with `interface`, if any.
+    public func twin(_ interface: InterfaceIndex) -> TwinDevice? { twins[interface] }
+
+    private func serveTwin(_ interface: InterfaceIndex) {
+        guard let d = twins[interface] else { return }
+        for _ in 0..<16 {
+            var n = 0
+            var gone: Int32? = nil
+            reading: while n < batch.count {
+                switch d.receive(pool: pool) {
+                case .packet(let p):
+                    batch[n] = p
+                    n += 1
+                case .gone(let e):
+                    gone = e
+                    break reading
+                case .empty, .noBuffer:
+                    break reading
+                }
+            }
+            if n > 0 { stack.inject(UnsafeBufferPointer(start: batch.baseAddress, count: n), from: interface) }
+            flushHostSockets()
+            if let e = gone {
+                // Deleted from outside: the daemon makes it again when netlink says so.
+                log("twin \(d.name) of \(stack.interfaceName(interface)) is gone (\(SystemError("read", d.name, errno: e))); waiting to make it again")
+                loop.unregister(d.fd)
+                d.close()
+                return
+            }
+            if n < batch.count { return }
+        }
     }
 
     /// With several workers, this worker's end of the lanes packets cross
@@ -132,6 +188,7 @@ public final class HostRuntime {
 
     /// Closes every port and host socket.
     public func detachAll() {
+        for i in Array(twins.keys) { detachTwin(i) }
         for i in ports.indices { detach(i) }
         for id in Array(hostSockets.keys) { closeHostSocket(id) }
     }

@@ -105,6 +105,14 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     /// A packet for the replica that owns its tunnel's SAs found that
     /// worker's channel full (or the host has none).
     case handOffRefused
+    // Host twins
+    /// A packet for a host twin past the twin's rate limit.
+    case puntRateLimited
+    /// A packet for a host twin whose device is gone or full.
+    case puntRefused
+    /// A frame from a host twin that cannot leave (too short, not IP, or
+    /// the interface is down).
+    case injectRefused
     // Resources
     case poolExhausted
     case headroomExhausted
@@ -214,6 +222,9 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .ipsecPlaintextRefused: "ipsec-plaintext-refused"
         case .ipsecSelectorMismatch: "ipsec-selector-mismatch"
         case .handOffRefused: "handoff-refused"
+        case .puntRateLimited: "punt-rate-limited"
+        case .puntRefused: "punt-refused"
+        case .injectRefused: "inject-refused"
         }
     }
 }
@@ -276,6 +287,11 @@ public struct StackCounters: Hashable, Sendable {
     /// tunnel's SAs, and packets another replica handed this one.
     public var handedOff: UInt64 = 0
     public var takenOver: UInt64 = 0
+    /// Host twins: packets handed to a twin (an end of the ledger's input
+    /// side), and packets a twin sent out through the stack (a start of its
+    /// output side).
+    public var punted: UInt64 = 0
+    public var injected: UInt64 = 0
 
     // The packet ledger's own terms (see `PacketLedger`); the rest of the
     // ledger is summed from the interface counters.

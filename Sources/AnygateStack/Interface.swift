@@ -29,6 +29,9 @@ struct InterfaceSlot {
     var ownMACReported: Int64 = .min
     /// The interface has IPv6 addresses: it takes IPv6 frames.
     var ipv6 = false
+    /// The interface has a host twin: routing protocols' packets the stack
+    /// does not consume go to it (`Stack+Twins`).
+    @usableFromInline var twin = false
 }
 
 /// An address configured on an interface, with its IPSELSRC preference.

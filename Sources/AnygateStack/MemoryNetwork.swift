@@ -27,6 +27,11 @@ public final class MemoryNetwork: Hypercalls {
     public private(set) var delivered = 0
     /// Sees every frame as it crosses a link (for tests and the demo's trace).
     public var observer: ((_ from: Endpoint, _ to: Endpoint, _ frame: UnsafeMutableRawBufferPointer) -> Void)?
+    /// What the stacks punted to their interfaces' host twins, in order:
+    /// the twin's interface and the bytes (a frame for an Ethernet twin).
+    public private(set) var punted: [(at: Endpoint, bytes: [UInt8])] = []
+    /// Whether twins take what is punted (false: refused, as a vanished device).
+    public var twinsTake = true
 
     /// One end of a link: a stack (by creation order on this network) and one of its interfaces.
     public struct Endpoint: Hashable, Sendable {
@@ -116,6 +121,13 @@ public final class MemoryNetwork: Hypercalls {
             observer?(from, to, pool.bytes(p))
             inFlight.append((to, p))
         }
+    }
+
+    public func punt(_ packet: PacketHandle, frame: Bool, interface: InterfaceIndex, stack: Stack) -> Bool {
+        guard twinsTake else { return false }
+        punted.append((Endpoint(stack: position(stack), interface: interface), pool.copyBytes(packet)))
+        pool.free(packet)
+        return true
     }
 
     // MARK: Driving

@@ -205,7 +205,15 @@ extension Stack {
             // A tentative or duplicated address takes nothing in (RFC 4862 section 5.4).
             guard usable6(destination, on: Int(best.pointee.interface)) else { return drop(p, .notForUs, rx: rx) }
         } else if destination.isMulticast {
-            guard isOurs6(destination, on: rx) else { return drop(p, .multicastNotSupported, rx: rx) }
+            guard isOurs6(destination, on: rx) else {
+                // A routing protocol's link-local group (ff02::5, 6, 9, d): the host twin's, if it wants it.
+                if _slowPath(ifs[rx].twin), destination.high == 0xFF02_0000_0000_0000, destination.low < 256, chain.upperLayerPresent,
+                   twinWants(rx: rx, proto: chain.upperLayer.rawValue, transport: pool.bytes(p).tail(from: chain.upperLayerOffset),
+                             group: UInt8(destination.low)) {
+                    return punt(p, rx: rx)
+                }
+                return drop(p, .multicastNotSupported, rx: rx)
+            }
         } else {
             return forward6(p, rx: rx, best: best, cacheable: chain.extensionHeaders == 0)
         }

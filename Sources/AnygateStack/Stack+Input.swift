@@ -151,6 +151,18 @@ extension Stack {
             let gratuitous = arp.senderIP == arp.targetIP
             if idx == NeighborTable<UInt32>.none && !targetIsOurs && !gratuitous { return drop(p, .arpNotForUs, rx: rx) }
             if ifs[rx].hostOwned && targetIsOurs && arp.operation == .request { return drop(p, .hostOwned, rx: rx) }
+            // An answer to us, learnt from: the twin's kernel learns from it too
+            // (its own requests left through the stack).
+            if _slowPath(ifs[rx].twin), arp.operation == .reply, targetIsOurs {
+                var frame = p
+                if pool.prepend(&frame, EthernetFrame.headerLength) {
+                    let b = pool.bytes(frame)
+                    MACAddress(rawValue: ifs[rx].mac).write(to: b, at: EthernetFrame.Field.destination)
+                    arp.senderMAC.write(to: b, at: EthernetFrame.Field.source)
+                    b.setBE16(EthernetFrame.Field.etherType, EtherType.arp.rawValue)
+                    return punt(frame, rx: rx, frame: true)
+                }
+            }
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
             return
@@ -220,7 +232,14 @@ extension Stack {
         if dst.isLimitedBroadcast { return localInput(p, rx: rx, broadcast: true) }
         if src.isUnspecified { return drop(p, .martianSource, rx: rx) }
         if ifs[rx].rpf != .off && !reversePathAcceptsOutOfLine(src.rawValue, rx: rx) { return drop(p, .rpfFailed, rx: rx) }
-        if dst.isMulticast { return drop(p, .multicastNotSupported, rx: rx) }
+        if dst.isMulticast {
+            // A routing protocol's link-local group (224.0.0.x): the host twin's, if it wants it.
+            if _slowPath(ifs[rx].twin), dst.rawValue & 0xFFFF_FF00 == 0xE000_0000,
+               twinWants(rx: rx, proto: ip.proto.rawValue, transport: ip.payload, group: UInt8(truncatingIfNeeded: dst.rawValue)) {
+                return punt(p, rx: rx)
+            }
+            return drop(p, .multicastNotSupported, rx: rx)
+        }
         if dst.isUnspecified || dst.isLoopback { return drop(p, .martianDestination, rx: rx) }
 
         guard let route = fibView.pointee.lookup(dst.rawValue) else {
@@ -281,6 +300,11 @@ extension Stack {
         // On a mirrored interface, what is addressed to the host's addresses
         // and not to one of the stack's sockets is the host's to answer.
         if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }
+        // What the stack does not take itself and the host twin wants (a routing protocol's).
+        if _slowPath(ifs[rx].twin), !broadcast, ip.proto != .icmp,
+           twinWants(rx: rx, proto: ip.proto.rawValue, transport: ip.payload, group: nil) {
+            return punt(p, rx: rx)
+        }
         hot.pointee.counters.ipDelivered &+= 1
         switch ip.proto {
         case .icmp:

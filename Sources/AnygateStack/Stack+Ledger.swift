@@ -5,11 +5,11 @@
 /// Input side — what arrives ends in exactly one way:
 ///
 ///     received + fromHostSockets + looped + reassembled + unbundledPackets
-///       = forwarded + consumed + fragmentsReassembled + heldForReassembly + unbundled + inputDrops
+///       = forwarded + consumed + punted + fragmentsReassembled + heldForReassembly + unbundled + inputDrops
 ///
 /// Output side — what is to leave ends in exactly one way:
 ///
-///     forwarded + originated + fragmentsCreated + segmentsCreated
+///     forwarded + originated + injected + fragmentsCreated + segmentsCreated
 ///       = sent + toHostSockets + looped + fragmented + segmented + heldForNeighbor + outputDrops
 ///
 /// And the drop table holds each drop once:
@@ -37,11 +37,15 @@ public struct PacketLedger: Hashable, Sendable {
     public var unbundled: UInt64 = 0
     public var forwarded: UInt64 = 0
     public var consumed: UInt64 = 0
+    /// Handed to a host twin.
+    public var punted: UInt64 = 0
     public var fragmentsReassembled: UInt64 = 0
     public var heldForReassembly: UInt64 = 0
     public var inputDrops: UInt64 = 0
 
     public var originated: UInt64 = 0
+    /// Sent by a host twin through the stack.
+    public var injected: UInt64 = 0
     public var fragmentsCreated: UInt64 = 0
     public var segmentsCreated: UInt64 = 0
     public var sent: UInt64 = 0
@@ -59,12 +63,12 @@ public struct PacketLedger: Hashable, Sendable {
     /// What entered the input side and has no recorded end (negative: ends counted twice).
     public var inputImbalance: Int64 {
         Int64(bitPattern: (received &+ fromHostSockets &+ looped &+ reassembled &+ unbundledPackets)
-              &- (forwarded &+ consumed &+ fragmentsReassembled &+ heldForReassembly &+ unbundled &+ inputDrops))
+              &- (forwarded &+ consumed &+ punted &+ fragmentsReassembled &+ heldForReassembly &+ unbundled &+ inputDrops))
     }
 
     /// What entered the output side and has no recorded end.
     public var outputImbalance: Int64 {
-        Int64(bitPattern: (forwarded &+ originated &+ fragmentsCreated &+ segmentsCreated)
+        Int64(bitPattern: (forwarded &+ originated &+ injected &+ fragmentsCreated &+ segmentsCreated)
               &- (sent &+ toHostSockets &+ looped &+ fragmented &+ segmented &+ heldForNeighbor &+ outputDrops))
     }
 
@@ -81,11 +85,11 @@ public struct PacketLedger: Hashable, Sendable {
         if inputImbalance != 0 {
             v.append("input: received \(received) + from host sockets \(fromHostSockets) + looped \(looped) + reassembled \(reassembled)"
                      + " + unbundled datagrams \(unbundledPackets) - unbundled \(unbundled)"
-                     + " != forwarded \(forwarded) + consumed \(consumed) + fragments reassembled \(fragmentsReassembled)"
+                     + " != forwarded \(forwarded) + consumed \(consumed) + punted \(punted) + fragments reassembled \(fragmentsReassembled)"
                      + " + held for reassembly \(heldForReassembly) + dropped \(inputDrops) (off by \(inputImbalance))")
         }
         if outputImbalance != 0 {
-            v.append("output: forwarded \(forwarded) + originated \(originated) + fragments created \(fragmentsCreated)"
+            v.append("output: forwarded \(forwarded) + originated \(originated) + injected \(injected) + fragments created \(fragmentsCreated)"
                      + " + segments created \(segmentsCreated)"
                      + " != sent \(sent) + to host sockets \(toHostSockets) + looped \(looped) + fragmented \(fragmented)"
                      + " + segmented \(segmented)"
@@ -115,6 +119,8 @@ extension Stack {
         l.unbundledPackets = c.unbundledPackets
         l.forwarded = total.forwarded
         l.consumed = c.consumed
+        l.punted = c.punted
+        l.injected = c.injected
         l.fragmentsReassembled = c.fragmentsReassembled
         l.heldForReassembly = UInt64(reassembly.heldFragments)
         l.inputDrops = total.rxDrops &+ c.inputDropsElsewhere

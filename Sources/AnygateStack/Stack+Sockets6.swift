@@ -160,6 +160,9 @@ extension Stack {
             guard let k = demux6(.udp, destination: destination, destinationPort: udp.destinationPort, source: source,
                                  sourcePort: udp.sourcePort) else {
                 if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }
+                if _slowPath(ifs[rx].twin), twinWants(rx: rx, proto: IPProtocol.udp.rawValue, transport: upper, group: nil) {
+                    return punt(p, rx: rx)
+                }
                 sendICMPv6Error(about: p, .destinationUnreachable, code: 4, rx: rx)
                 return drop(p, .portUnreachable, rx: rx)
             }
@@ -172,6 +175,9 @@ extension Stack {
         }
         guard let k = demux6(.raw(chain.upperLayer), destination: destination, destinationPort: 0, source: source, sourcePort: 0) else {
             if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }
+            if _slowPath(ifs[rx].twin), twinWants(rx: rx, proto: chain.upperLayer.rawValue, transport: upper, group: nil) {
+                return punt(p, rx: rx)
+            }
             // Unrecognized next header (RFC 8200 section 4): a pointer to the field that named it.
             let pointer = chain.extensionHeaders == 0 ? IPv6Packet.Field.nextHeader : offset
             sendICMPv6Error(about: p, .parameterProblem, code: 1, rest: UInt32(pointer), rx: rx)

@@ -144,6 +144,8 @@ public final class Stack {
     var failedNextHops: [NextHopKey: Int64] = [:]
     /// The trace session, if one runs (`startTrace`).
     var tracer: Tracer?
+    /// Interfaces with a host twin: what they punt and their rate limit (`Stack+Twins`).
+    var twins: [InterfaceIndex: TwinState] = [:]
     /// What removed interfaces had counted (the ledger sums live and removed ones).
     var retiredCounters = InterfaceCounters()
     /// Route-cache counters of the stack's sockets.

@@ -48,6 +48,8 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     @inlinable public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
     @inlinable public var isMulticast: Bool { rawValue >> 28 == 0xE }
+    /// The Ethernet group a multicast address maps to (RFC 1112 section 6.4: 01:00:5e and its low 23 bits).
+    public var multicastMAC: MACAddress { MACAddress(rawValue: 0x0100_5E00_0000 | UInt64(rawValue & 0x7F_FFFF)) }
     @inlinable public var isLimitedBroadcast: Bool { rawValue == 0xFFFF_FFFF }
     @inlinable public var isUnspecified: Bool { rawValue == 0 }
     @inlinable public var isLoopback: Bool { rawValue >> 24 == 127 }

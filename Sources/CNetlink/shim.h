@@ -35,6 +35,7 @@ static const int ag_NUD_PERMANENT = NUD_PERMANENT;
 /// IPv6 addresses still under the host's duplicate address detection, or failed by it.
 static const unsigned ag_IFA_F_TENTATIVE = IFA_F_TENTATIVE;
 static const unsigned ag_IFA_F_DADFAILED = IFA_F_DADFAILED;
+static const unsigned ag_IFA_F_NODAD = IFA_F_NODAD;
 
 /// The object type name of a libnl object ("route/link", "route/addr", ...).
 static inline const char *ag_object_type(struct nl_object *obj) { return nl_object_get_type(obj); }

@@ -29,6 +29,7 @@ static const unsigned long ag_SIOCGIFMTU = SIOCGIFMTU;
 static const unsigned long ag_SIOCSIFMTU = SIOCSIFMTU;
 static const unsigned long ag_SIOCGIFHWADDR = SIOCGIFHWADDR;
 static const short ag_IFF_TAP = IFF_TAP;
+static const short ag_IFF_TUN = IFF_TUN;
 static const short ag_IFF_NO_PI = IFF_NO_PI;
 static const short ag_IFF_VNET_HDR = IFF_VNET_HDR;
 static const short ag_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
