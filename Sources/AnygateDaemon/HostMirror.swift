@@ -32,9 +32,9 @@ public final class HostMirror {
     /// Host twins by host name: the stack interface each pairs with.
     /// Routes through a twin become routes through its stack interface;
     /// the twin's own link and addresses are the daemon's to keep (`twinEvent`).
-    var twins: [String: InterfaceIndex] = [:]
+    public var twins: [String: InterfaceIndex] = [:]
     /// Told of every link and address event of a twin.
-    var twinEvent: (String, NetlinkEvent) -> Void = { _, _ in }
+    public var twinEvent: (String, NetlinkEvent) -> Void = { _, _ in }
 
     public init(mirrored: [String: InterfaceIndex], routes: MirrorRoutesConfig?) {
         self.mirrored = mirrored

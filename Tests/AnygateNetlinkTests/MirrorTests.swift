@@ -70,6 +70,44 @@ struct MirrorTests {
         #expect(s.lookup(IPv4Address(10, 9, 1, 1)) == nil)
     }
 
+    @Test("routes through host twins become routes through their stack interfaces (ECMP included); the twins' own link and address events are the daemon's")
+    func twins() throws {
+        let net = MemoryNetwork()
+        let s = net.addStack(name: "S")
+        let wan = try s.addInterface(name: "wan0", mac: MACAddress(2, 0, 0, 0, 0, 1))
+        try s.addAddress(IPv4InterfaceAddress("192.0.2.1/24"), to: wan)
+        var tunnels: [InterfaceIndex] = []
+        for k in 1...2 {
+            var c = TunnelConfiguration(name: "gre\(k)", local: IPv4Address(192, 0, 2, 1), remote: IPv4Address(192, 0, 2, UInt8(10 + k)))
+            c.key = UInt32(k)
+            let t = try s.addTunnel(c)
+            try s.addAddress(IPv4InterfaceAddress("172.16.\(k).1/30"), to: t)
+            tunnels.append(t)
+        }
+        let m = HostMirror(mirrored: [:], routes: nil)
+        m.twins = ["twgre1": tunnels[0], "twgre2": tunnels[1]]
+        var seen: [String] = []
+        m.twinEvent = { name, _ in seen.append(name) }
+        let tw1 = HostLink(index: 11, name: "twgre1", mac: nil, mtu: 1476, adminUp: true, operUp: true)
+        let tw2 = HostLink(index: 12, name: "twgre2", mac: nil, mtu: 1476, adminUp: true, operUp: true)
+        let other = HostLink(index: 13, name: "eth0", mac: MACAddress(2, 0, 0, 0, 0, 9), mtu: 1500, adminUp: true, operUp: true)
+        m.apply([.linkChanged(tw1), .linkChanged(tw2), .linkChanged(other)], to: s)
+        m.apply(.addressAdded(index: 11, address: try IPv4InterfaceAddress("10.99.0.1/24")), to: s)
+        #expect(seen == ["twgre1", "twgre2", "twgre1"], "the twins' events go to the daemon")
+        #expect(s.status(tunnels[0]).addresses.map(\.address) == [try IPv4InterfaceAddress("172.16.1.1/30")], "an address added by hand is not taken")
+        // OSPF's route over both tunnels (ECMP), through the twins.
+        let both = try route("10.2.0.0/24", [("172.16.1.2", 11), ("172.16.2.2", 12)])
+        m.apply(.routeAdded(both), to: s)
+        let installed = s.routes.filter { $0.prefix == both.prefix }
+        #expect(Set(installed.map(\.interface)) == Set(tunnels) && Set(installed.map(\.nextHop)) == [IPv4Address(172, 16, 1, 2), IPv4Address(172, 16, 2, 2)])
+        #expect(installed.allSatisfy { $0.origin == .mirror })
+        // Not imported: the kernel's own routes on a twin, and routes by other host interfaces.
+        m.apply([.routeAdded(try route("172.16.1.0/30", [(nil, 11)], proto: "kernel")), .routeAdded(try route("10.7.0.0/16", [("10.0.0.1", 13)]))], to: s)
+        #expect(s.routes.filter { $0.origin == .mirror }.count == 2)
+        m.apply(.routeRemoved(both), to: s)
+        #expect(s.routes.filter { $0.origin == .mirror }.isEmpty)
+    }
+
     @Test("only the configured table and protocols are imported; excluded prefixes and kernel routes are not")
     func filters() throws {
         var cfg = MirrorRoutesConfig()

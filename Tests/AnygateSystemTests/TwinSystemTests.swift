@@ -252,6 +252,15 @@ struct TwinSystemTests {
         #expect(try net.transfer(megabytes: 10) == nil)
     }
 
+    @Test("the example's BIRD configurations are ones BIRD takes")
+    func exampleConfigurations() {
+        for side in ["a", "b"] {
+            let path = SystemEnvironment.root + "/etc/anygate/examples/ospf-over-twins-bird-site-\(side).conf"
+            let r = Shell.run("bird -p -c \(path)")
+            #expect(r.status == 0, "\(path): \(r.output)")
+        }
+    }
+
     @Test("a twin deleted by hand is made again; a change by hand is reported; no twin outlives the daemon")
     func twinLifecycle() throws {
         let net = try RoutedSites()
