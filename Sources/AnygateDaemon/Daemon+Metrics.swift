@@ -119,6 +119,19 @@ extension Daemon {
             family("anygate_ike_cookies_sent_total", "counter", "IKE_SA_INIT requests answered with a cookie (RFC 7296 section 2.6).",
                    ikePeers.values.sorted { $0.name < $1.name }.map { ("{tunnel=\"\($0.name)\"}", $0.cookies.cookiesSent) })
         }
+        if !twins.isEmpty {
+            // Twins run with one worker only: the daemon's stack is the one that punts.
+            let list = twins.values.sorted { $0.name < $1.name }.map { t in (t, stack.twinCounters(t.interface) ?? TwinCounters()) }
+            func perTwin(_ name: String, _ help: String, _ value: (HostTwin, TwinCounters) -> UInt64) {
+                family(name, "counter", help, list.map { t, c in ("{twin=\"\(t.name)\",interface=\"\(t.stackName)\"}", value(t, c)) })
+            }
+            perTwin("anygate_twin_punted_total", "Packets handed to the host twin.") { $1.punted }
+            perTwin("anygate_twin_rate_limited_total", "Packets for the twin dropped by its rate limit.") { $1.rateLimited }
+            perTwin("anygate_twin_refused_total", "Packets the twin's device did not take.") { $1.refused }
+            perTwin("anygate_twin_injected_total", "Packets the host sent out of the twin.") { $1.injected }
+            perTwin("anygate_twin_remade_total", "Times the twin was made again after being deleted.") { t, _ in UInt64(t.remade) }
+            perTwin("anygate_twin_changes_by_hand_total", "Changes made to the twin by hand (reported, not taken).") { t, _ in UInt64(t.changesByHand) }
+        }
         family("anygate_flows_active", "gauge", "ipflow and ip6flow entries in the tables.", [("", UInt64(view.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(view.poolInUse))])
         family("anygate_pool_super_frame_buffers_free", "gauge", "64 KiB super-frame buffers free (ports with offloads read into them).",

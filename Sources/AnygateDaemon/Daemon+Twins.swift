@@ -21,6 +21,9 @@ final class HostTwin {
     /// Its link was seen as configured once: from then on a difference is a change by hand
     /// (before, it is the daemon's own configuring under way).
     var settled = false
+    /// Changes by hand seen and not yet reported: held a moment, since
+    /// deleting a link first takes its addresses and sets it down.
+    var pending: [String] = []
     /// The addresses the daemon gave it.
     var given: Set<[UInt8]> = []
     init(name: String, stackName: String, interface: InterfaceIndex, layer3: Bool) {
@@ -107,6 +110,7 @@ extension Daemon {
         guard let t = twins[name] else { return }
         switch e {
         case .linkRemoved:
+            t.pending = []
             logger.warning("host twin \(name) was deleted; making it again")
             runtime.detachTwin(t.interface)
             loop.after(nanoseconds: 200_000_000) { [weak self] in
@@ -128,35 +132,44 @@ extension Daemon {
             let line = drift.joined(separator: ", ")
             if drift.isEmpty { t.settled = true }
             if t.settled, !drift.isEmpty, line != t.reportedLink {
-                t.changesByHand += 1
-                logger.warning("host twin \(name) changed by hand: \(line); not taken by \(t.stackName)")
+                report(t, "changed by hand: \(line); not taken by \(t.stackName)")
             }
             t.reportedLink = drift.isEmpty ? nil : line
         case .addressAdded(_, let a):
             if !twinAddresses(t).contains(where: { $0.bytes == a.address.networkBytes }) {
-                t.changesByHand += 1
-                logger.warning("host twin \(name): address \(a) added by hand; not taken by \(t.stackName)")
+                report(t, "address \(a) added by hand; not taken by \(t.stackName)")
             }
         case .address6Added(_, let a):
             // The kernel gives a link its own link-local address: not a change by hand.
             if !a.address.isLinkLocal, !twinAddresses(t).contains(where: { $0.bytes == a.address.networkBytes }) {
-                t.changesByHand += 1
-                logger.warning("host twin \(name): address \(a) added by hand; not taken by \(t.stackName)")
+                report(t, "address \(a) added by hand; not taken by \(t.stackName)")
             }
         case .addressRemoved(_, let a):
             if t.given.contains(a.address.networkBytes) {
-                t.changesByHand += 1
                 t.given.remove(a.address.networkBytes)
-                logger.warning("host twin \(name): address \(a) removed by hand; \(t.stackName) keeps it")
+                report(t, "address \(a) removed by hand; \(t.stackName) keeps it")
             }
         case .address6Removed(_, let a):
             if t.given.contains(a.address.networkBytes) {
-                t.changesByHand += 1
                 t.given.remove(a.address.networkBytes)
-                logger.warning("host twin \(name): address \(a) removed by hand; \(t.stackName) keeps it")
+                report(t, "address \(a) removed by hand; \(t.stackName) keeps it")
             }
         default:
             break
+        }
+    }
+
+    /// Reports a change by hand a moment later, unless the twin was deleted meanwhile.
+    func report(_ t: HostTwin, _ what: String) {
+        t.pending.append(what)
+        guard t.pending.count == 1 else { return }
+        loop.after(nanoseconds: 200_000_000) { [weak self, weak t] in
+            guard let self, let t else { return }
+            for line in t.pending {
+                t.changesByHand += 1
+                logger.warning("host twin \(t.name): \(line)")
+            }
+            t.pending = []
         }
     }
 }

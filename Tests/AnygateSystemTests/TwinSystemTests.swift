@@ -71,6 +71,7 @@ final class RoutedSites {
         return """
         control: {socket: \(dir)/gw\(side).sock}
         state: {directory: \(dir)/state\(side)}
+        metrics: {listen: 127.0.0.1:9469}
         interfaces:
           - name: lan0
             attach: {tap: \(p)-t\(side)}
@@ -277,6 +278,10 @@ struct TwinSystemTests {
         #expect(DaemonProcess.wait(seconds: 5) { net.daemons[0]?.log.contains("10.99.0.1/24 added by hand") == true })
         // The stack did not take it.
         #expect(!net.ctl(1, "show addresses").contains("10.99.0.1"))
+        let metrics = net.sh("ip netns exec \(g1) curl -s http://127.0.0.1:9469/metrics").output
+        #expect(metrics.contains("anygate_twin_remade_total{twin=\"twgre1\",interface=\"gre1\"} 1"), "\(metrics)")
+        #expect(metrics.contains("anygate_twin_changes_by_hand_total{twin=\"twgre1\",interface=\"gre1\"} 1"))
+        #expect(metrics.contains("anygate_twin_changes_by_hand_total{twin=\"twlan0\",interface=\"lan0\"} 1"))
         // The TAP twin carries the LAN interface's MAC.
         let mac = net.sh("ip -n \(g1) -br link show twlan0").output
         let lan = try JSONDecoder().decode([InterfaceInfo].self, from: Data(net.ctl(1, "--json show interfaces").utf8)).first { $0.name == "lan0" }
