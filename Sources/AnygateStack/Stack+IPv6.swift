@@ -551,6 +551,9 @@ extension Stack {
                                    now: now, onlyExisting: true)
                 }
             }
+            // An answer to a solicitation: the host twin's kernel may have asked
+            // (its solicitations leave through the stack), so it learns from it too.
+            if _slowPath(ifs[rx].twin), ifs[rx].tunnel < 0, flags & NAFlags.solicited != 0 { return punt(p, rx: rx) }
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
         case .routerSolicitation:

@@ -124,4 +124,28 @@ struct TwinTests {
         #expect(s.gw2.neighborList.contains { $0.address == IPv4Address(10, 2, 0, 2) && $0.mac == bMAC })
         s.checkInvariants()
     }
+
+    @Test("an Ethernet twin gets the neighbour advertisements that answer solicitations, after the stack learnt from them")
+    func ethernetTwinIPv6() throws {
+        let s = try TwoSites(ipv6: true)
+        try s.gw2.setTwin(s.gw2Lan, TwinSettings())
+        // A datagram from A to B over IPv6: GW2 asks for B on its LAN, B answers.
+        let server = try s.b.openSocket(.udp)
+        try s.b.bind(server, address: .v6(TwoSites.b6), port: 9000)
+        let client = try s.a.openSocket(.udp)
+        try s.a.bind(client, address: .v6(TwoSites.a6), port: 5555)
+        try s.a.connect(client, to: .v6(TwoSites.b6), port: 9000)
+        try s.a.socketSend(client, try #require(s.net.pool.make(copying: [1, 2, 3])))
+        s.net.run()
+        #expect(s.b.socketReceive(server).map { s.net.pool.free($0.packet) } != nil)
+        #expect(s.gw2.neighborList6.contains { $0.address == TwinTests.b6 && $0.mac == MACAddress(2, 0, 0, 0, 0, 0xB) })
+        let na = try #require(s.net.punted.first { $0.bytes.count > 54 && $0.bytes[12] == 0x86 && $0.bytes[13] == 0xDD && $0.bytes[54] == 136 })
+        #expect(na.at.interface == s.gw2Lan)
+        #expect(Array(na.bytes[0..<6]) == [2, 0, 0, 2, 0, 1], "to the twin's MAC")
+        s.a.closeSocket(client)
+        s.b.closeSocket(server)
+        s.checkInvariants()
+    }
+
+    static let b6 = IPv6Address("2001:db8:2::2")!
 }
