@@ -253,6 +253,26 @@ struct TwinSystemTests {
         #expect(try net.transfer(megabytes: 10) == nil)
     }
 
+    @Test("reload removes a twin the config no longer names and makes it again when it does; the others stay")
+    func reload() throws {
+        let net = try RoutedSites()
+        defer { net.close() }
+        try net.build()
+        try net.startGateways()
+        let g1 = net.ns.g1, path = "\(net.dir)/gw1.yaml"
+        let full = net.config(side: 1)
+        let index = { (name: String) in net.sh("ip netns exec \(g1) cat /sys/class/net/\(name)/ifindex").output }
+        let before = index("twgre1")
+        #expect(Int(before.trimmingCharacters(in: .whitespacesAndNewlines)) != nil, "\(before)")
+        try full.replacingOccurrences(of: "    host-twin: twgre2\n", with: "").write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(net.ctl(1, "reload").contains("reloaded"), "\(net.daemons[0]?.log ?? "")")
+        #expect(DaemonProcess.wait(seconds: 5) { net.sh("ip -n \(g1) link show twgre2").status != 0 }, "twgre2 still there")
+        try full.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(net.ctl(1, "reload").contains("reloaded"))
+        #expect(DaemonProcess.wait(seconds: 5) { net.sh("ip -n \(g1) -br addr show twgre2").output.contains("172.16.2.1/30") })
+        #expect(index("twgre1") == before, "twgre1 was not touched")
+    }
+
     @Test("the example's BIRD configurations are ones BIRD takes")
     func exampleConfigurations() {
         for side in ["a", "b"] {
