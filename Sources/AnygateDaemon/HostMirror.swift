@@ -11,8 +11,9 @@ import Logging
 /// stack's (origin `mirror`). Works on
 /// events alone, so tests drive it without netlink.
 ///
-/// The daemon never writes to the host's netlink, so there are no echoes
-/// of its own changes to ignore.
+/// The daemon writes to the host's netlink only for its host twins, whose
+/// events the mirror hands to the daemon (`twinEvent`) instead of
+/// applying them: no echo of the daemon's own changes reaches the stack.
 public final class HostMirror {
     /// Stack interface of each mirrored host interface, by host name.
     let mirrored: [String: InterfaceIndex]
