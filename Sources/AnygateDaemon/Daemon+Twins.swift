@@ -24,6 +24,9 @@ final class HostTwin {
     /// Changes by hand seen and not yet reported: held a moment, since
     /// deleting a link first takes its addresses and sets it down.
     var pending: [String] = []
+    /// Whether the host sees its carrier: the interface is up (and a
+    /// tunnel's line, as its keepalives judge it).
+    var carrier = true
     /// The addresses the daemon gave it.
     var given: Set<[UInt8]> = []
     init(name: String, stackName: String, interface: InterfaceIndex, layer3: Bool) {
@@ -47,6 +50,33 @@ extension Daemon {
         }
         mirror?.twins = Dictionary(uniqueKeysWithValues: twins.values.map { ($0.name, $0.interface) })
         for t in twins.values { configureTwin(t) }
+        if !twins.isEmpty && !twinWatch {
+            twinWatch = true
+            watchTwinCarriers()
+        }
+    }
+
+    /// Every 200 ms: each twin's carrier follows its interface's state and
+    /// a tunnel's line, so a routing daemon on the host sees a link go
+    /// down as soon as the stack does (keepalives, a vanished port).
+    func watchTwinCarriers() {
+        guard !twins.isEmpty else {
+            twinWatch = false
+            return
+        }
+        let lines = Dictionary(stack.tunnelList.map { ($0.interface, $0.up) }, uniquingKeysWith: { a, _ in a })
+        for t in twins.values {
+            let up = stack.status(t.interface).up && (lines[t.interface] ?? true)
+            guard up != t.carrier, let device = runtime.twin(t.interface) else { continue }
+            do {
+                try device.setCarrier(up)
+                t.carrier = up
+                logger.notice("host twin \(t.name): carrier \(up ? "on" : "off") (\(t.stackName) \(up ? "up" : "down"))")
+            } catch {
+                logger.warning("host twin \(t.name): cannot set its carrier: \(error)")
+            }
+        }
+        loop.after(nanoseconds: 200_000_000) { [weak self] in self?.watchTwinCarriers() }
     }
 
     /// Creates the twin's device and pairs it with its interface.
@@ -64,6 +94,7 @@ extension Daemon {
             throw DaemonError("host twin \(t.name) of \(t.stackName): \(error)")
         }
         t.given = []
+        t.carrier = true
         t.settled = false
         t.reportedLink = nil
         configureTwin(t)

@@ -53,6 +53,8 @@ public final class Daemon {
     var nextSAOwner = 0
     /// Host twins by host name.
     var twins: [String: HostTwin] = [:]
+    /// The twins' carriers are being watched (`watchTwinCarriers`).
+    var twinWatch = false
     /// IKE's counts for the metrics endpoint.
     var ikeMetrics = IKEMetrics()
 

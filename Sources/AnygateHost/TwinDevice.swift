@@ -33,6 +33,13 @@ public final class TwinDevice {
 
     deinit { close() }
 
+    /// Sets the device's carrier (the host sees NO-CARRIER without it):
+    /// a twin follows whether its interface or tunnel carries traffic.
+    public func setCarrier(_ on: Bool) throws(SystemError) {
+        var v: Int32 = on ? 1 : 0
+        try Sys.ioctl(fd, ag_TUNSETCARRIER, &v, "TUNSETCARRIER", name)
+    }
+
     public func close() {
         if fd >= 0 { Sys.close(fd) }
         fd = -1

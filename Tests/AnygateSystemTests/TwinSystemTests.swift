@@ -61,8 +61,10 @@ final class RoutedSites {
         }
     }
 
-    func config(side: Int) -> String {
+    /// `keepalive`: the tunnels judge their lines (1 s × 2).
+    func config(side: Int, keepalive: Bool = false) -> String {
         let one = side == 1
+        let ka = keepalive ? "\n    keepalive: {interval: 1s, retries: 2}" : ""
         let lan = one ? "10.1.0.1/24" : "10.2.0.1/24"
         let (w1, w2) = one ? ("198.51.100.1", "192.0.2.1") : ("203.0.113.2", "100.64.0.2")
         let (r1, r2) = one ? ("203.0.113.2", "100.64.0.2") : ("198.51.100.1", "192.0.2.1")
@@ -89,13 +91,13 @@ final class RoutedSites {
             remote: \(r1)
             key: 1
             addresses: [172.16.1.\(side)/30]
-            host-twin: twgre1
+            host-twin: twgre1\(ka)
           - name: gre2
             local: \(w2)
             remote: \(r2)
             key: 2
             addresses: [172.16.2.\(side)/30]
-            host-twin: twgre2
+            host-twin: twgre2\(ka)
         routes:
           - {to: \(n1), via: \(g1)}
           - {to: \(n2), via: \(g2)}
@@ -109,6 +111,7 @@ final class RoutedSites {
         """
         router id 10.\(side).0.1;
         log "\(dir)/bird\(side).log" all;
+        timeformat log "%T.%3f";
         protocol device { scan time 1; }
         protocol kernel { ipv4 { import none; export where source = RTS_OSPF; }; }
         protocol bfd { interface "twgre*" { interval 50 ms; multiplier 3; }; }
@@ -142,10 +145,10 @@ final class RoutedSites {
         """
     }
 
-    func startGateways() throws {
+    func startGateways(keepalive: Bool = false) throws {
         for side in [1, 2] {
             let path = "\(dir)/gw\(side).yaml"
-            try config(side: side).write(toFile: path, atomically: true, encoding: .utf8)
+            try config(side: side, keepalive: keepalive).write(toFile: path, atomically: true, encoding: .utf8)
             let d = try DaemonProcess(binary: anygated, config: path, namespace: gw(side), logPath: "\(dir)/gw\(side).log")
             daemons[side - 1] = d
             let up = DaemonProcess.wait(seconds: 20) { sh("\(anygatectl) --socket \(dir)/gw\(side).sock show tunnels").status == 0 }
@@ -206,6 +209,9 @@ struct TwinSystemTests {
         #expect(DaemonProcess.wait(seconds: 10) { net.birdc(1, "show bfd sessions").components(separatedBy: " Up ").count - 1 >= 2 },
                 "\(net.birdc(1, "show bfd sessions"))")
 
+        // Steady state first: an OSPF router may originate its LSA again only
+        // 5 s after the last time (RFC 2328 MinLSInterval), and convergence just made them.
+        usleep(5_000_000)
         // A ping every 50 ms while the primary underlay goes down.
         let trace = try Shell.spawn("exec ip netns exec \(net.ns.a) ping -D -i 0.05 -W 1 -w 12 10.2.0.2", output: net.dir + "/ping.out")
         defer { if trace.isRunning { trace.terminate() } }
@@ -221,10 +227,11 @@ struct TwinSystemTests {
         let gap = zip(times, times.dropFirst()).map { $1 - $0 }.max() ?? 99
         print("failover: route moved \(String(format: "%.2f", switched)) s after the primary went down; longest gap in replies \(String(format: "%.2f", gap)) s; \(times.count) replies")
         #expect(times.count > 150, "replies: \(times.count)")
-        // Within OSPF's dead interval (4 s). BFD notices in 150 ms; BIRD then
-        // recomputes routes at its next tick (1 s, its shortest), so the gap
-        // is 0.15 to about 1.2 s (printed above; BENCHMARKS.md has the figures).
-        #expect(gap < 4.0, "traffic lost for \(gap) s: longer than OSPF's dead interval")
+        // BFD notices in 150 ms; BIRD then recomputes routes at its next
+        // tick (once a second, its shortest): 0.15 to about 1.2 s, and the
+        // stack follows the kernel's route at once. Bound here at 2 s (half
+        // OSPF's dead interval) so that a slow path of ours shows.
+        #expect(gap < 2.0, "traffic lost for \(gap) s")
         #expect(try net.transfer(megabytes: 20) == nil, "through the backup: \(net.logs)")
         // The primary comes back: OSPF moves the traffic back.
         #expect(net.sh("ip -n \(net.ns.pr) link set \(net.p)-p2 up").status == 0)
@@ -287,8 +294,17 @@ struct TwinSystemTests {
         let net = try RoutedSites()
         defer { net.close() }
         try net.build()
-        try net.startGateways()
+        try net.startGateways(keepalive: true)
         let g1 = net.ns.g1
+        // The twin's carrier follows the tunnel's line: the primary underlay
+        // down, the keepalives go unanswered, the host sees NO-CARRIER.
+        #expect(DaemonProcess.wait(seconds: 5) { !net.sh("ip -n \(g1) link show twgre1").output.contains("NO-CARRIER") })
+        #expect(net.sh("ip -n \(net.ns.pr) link set \(net.p)-p2 down").status == 0)
+        #expect(DaemonProcess.wait(seconds: 8) { net.sh("ip -n \(g1) link show twgre1").output.contains("NO-CARRIER") },
+                "\(net.sh("ip -n \(g1) link show twgre1").output) \(net.ctl(1, "show tunnels"))")
+        #expect(!net.sh("ip -n \(g1) link show twgre2").output.contains("NO-CARRIER"), "the backup's twin keeps its carrier")
+        #expect(net.sh("ip -n \(net.ns.pr) link set \(net.p)-p2 up").status == 0)
+        #expect(DaemonProcess.wait(seconds: 5) { !net.sh("ip -n \(g1) link show twgre1").output.contains("NO-CARRIER") })
         #expect(net.sh("ip -n \(g1) link del twgre1").status == 0)
         #expect(DaemonProcess.wait(seconds: 5) { net.sh("ip -n \(g1) -br addr show twgre1").output.contains("172.16.1.1/30") },
                 "\(net.daemons[0]?.log ?? "")")

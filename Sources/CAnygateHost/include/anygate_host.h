@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 static const unsigned long ag_TUNSETIFF = TUNSETIFF;
+static const unsigned long ag_TUNSETCARRIER = TUNSETCARRIER;
 static const unsigned long ag_TUNGETIFF = TUNGETIFF;
 static const unsigned long ag_SIOCGIFFLAGS = SIOCGIFFLAGS;
 static const unsigned long ag_SIOCSIFFLAGS = SIOCSIFFLAGS;
