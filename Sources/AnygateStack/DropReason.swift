@@ -283,15 +283,6 @@ public struct StackCounters: Hashable, Sendable {
     public var flowsFlushed: UInt64 = 0
     /// ICMP fragmentation-needed that matched no tunnel's outer packets (ignored).
     public var pmtuReportsIgnored: UInt64 = 0
-    /// Several workers: packets handed to the replica that owns their
-    /// tunnel's SAs, and packets another replica handed this one.
-    public var handedOff: UInt64 = 0
-    public var takenOver: UInt64 = 0
-    /// Host twins: packets handed to a twin (an end of the ledger's input
-    /// side), and packets a twin sent out through the stack (a start of its
-    /// output side).
-    public var punted: UInt64 = 0
-    public var injected: UInt64 = 0
 
     // The packet ledger's own terms (see `PacketLedger`); the rest of the
     // ledger is summed from the interface counters.
@@ -325,5 +316,15 @@ public struct StackCounters: Hashable, Sendable {
     public var outputDropsElsewhere: UInt64 = 0
     /// Losses the host reported outside the stack (kernel queues, ports).
     public var dropsOutsideStack: UInt64 = 0
+    // Rarer events after the per-packet ones (the hot ones keep their cache lines).
+    /// Several workers: packets handed to the replica that owns their
+    /// tunnel's SAs, and packets another replica handed this one.
+    public var handedOff: UInt64 = 0
+    public var takenOver: UInt64 = 0
+    /// Host twins: packets handed to a twin (an end of the ledger's input
+    /// side), and packets a twin sent out through the stack (a start of its
+    /// output side).
+    public var punted: UInt64 = 0
+    public var injected: UInt64 = 0
     public init() {}
 }

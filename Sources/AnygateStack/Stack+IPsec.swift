@@ -258,6 +258,7 @@ extension Stack {
 
     /// ESP of tunnel `t` (bytes from its header on) in the replica that
     /// owns the tunnel's SAs: opened, then what it carries goes on.
+    @inline(__always)
     func espInput(_ t: Int, _ packet: PacketHandle, from: IPAddress, sourcePort: UInt16, outerTOS: UInt8) {
         let st = tunnelStates + t
         let interface = st.pointee.interface

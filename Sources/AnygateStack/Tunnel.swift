@@ -188,14 +188,14 @@ struct TunnelState {
     var espUDPSocket = SocketID(value: -1)
     var espRawSocket = SocketID(value: -1)
     var outboundSA: Int32 = -1
-    /// With several workers, the replica that holds the tunnel's SAs when
-    /// it is another (-1: this one): what needs them is handed there.
-    var saOwner: Int32 = -1
     /// A policy-based link: ESP tunnel mode, inner packets checked against
     /// the selectors both ways.
     var espTunnelMode = false
     var localSelectors = SelectorList()
     var remoteSelectors = SelectorList()
+    /// With several workers, the replica that holds the tunnel's SAs when
+    /// it is another (-1: this one): what needs them is handed there.
+    var saOwner: Int32 = -1
 
     init() {}
 
