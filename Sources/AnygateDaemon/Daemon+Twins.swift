@@ -167,27 +167,30 @@ extension Daemon {
             }
             t.reportedLink = drift.isEmpty ? nil : line
         case .addressAdded(_, let a):
-            if !twinAddresses(t).contains(where: { $0.bytes == a.address.networkBytes }) {
-                report(t, "address \(a) added by hand; not taken by \(t.stackName)")
-            }
+            addressAdded(t, "\(a)", a.address.networkBytes)
         case .address6Added(_, let a):
             // The kernel gives a link its own link-local address: not a change by hand.
-            if !a.address.isLinkLocal, !twinAddresses(t).contains(where: { $0.bytes == a.address.networkBytes }) {
-                report(t, "address \(a) added by hand; not taken by \(t.stackName)")
-            }
+            if !a.address.isLinkLocal { addressAdded(t, "\(a)", a.address.networkBytes) }
         case .addressRemoved(_, let a):
-            if t.given.contains(a.address.networkBytes) {
-                t.given.remove(a.address.networkBytes)
-                report(t, "address \(a) removed by hand; \(t.stackName) keeps it")
-            }
+            addressRemoved(t, "\(a)", a.address.networkBytes)
         case .address6Removed(_, let a):
-            if t.given.contains(a.address.networkBytes) {
-                t.given.remove(a.address.networkBytes)
-                report(t, "address \(a) removed by hand; \(t.stackName) keeps it")
-            }
+            addressRemoved(t, "\(a)", a.address.networkBytes)
         default:
             break
         }
+    }
+
+    /// An address appeared on the twin: reported unless the stack interface has it.
+    func addressAdded(_ t: HostTwin, _ text: String, _ bytes: [UInt8]) {
+        if !twinAddresses(t).contains(where: { $0.bytes == bytes }) {
+            report(t, "address \(text) added by hand; not taken by \(t.stackName)")
+        }
+    }
+
+    /// An address the daemon gave the twin went: reported (not given again).
+    func addressRemoved(_ t: HostTwin, _ text: String, _ bytes: [UInt8]) {
+        guard t.given.remove(bytes) != nil else { return }
+        report(t, "address \(text) removed by hand; \(t.stackName) keeps it")
     }
 
     /// Reports a change by hand a moment later, unless the twin was deleted meanwhile.

@@ -87,9 +87,7 @@ public final class HandOffEndpoint {
 
     /// Frees the buffers other workers returned, then takes in what they
     /// handed this worker: each copied into `pool` and finished by `stack`.
-    /// Returns how many packets it took in.
-    @discardableResult
-    func serve(stack: Stack, pool: PacketPool) -> Int {
+    func serve(stack: Stack, pool: PacketPool) {
         let n = lanes.count
         for to in 0..<n where to != index {
             guard let lane = lanes.back[index * n + to] else { continue }
@@ -99,7 +97,6 @@ public final class HandOffEndpoint {
                 if k < returned.count { break }
             }
         }
-        var total = 0
         for from in 0..<n where from != index {
             guard let lane = lanes.forward[from * n + index], let back = lanes.back[from * n + index] else { continue }
             let source = lanes.pools[from]
@@ -119,10 +116,8 @@ public final class HandOffEndpoint {
                 _ = back.push(h.packet)
             }
             back.publish()
-            total += k
             if kept > 0 { stack.takeOver(UnsafeBufferPointer(rebasing: copies[..<kept])) }
         }
-        return total
     }
 
     /// Whether the worker may sleep: false (nothing left marked) when a

@@ -61,7 +61,7 @@ public final class HostRuntime {
         func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool {
             runtime?.handOffs?.send(packet, to: replica, work) ?? false
         }
-        func punt(_ packet: PacketHandle, frame: Bool, interface: InterfaceIndex, stack: Stack) -> Bool {
+        func punt(_ packet: PacketHandle, interface: InterfaceIndex, stack: Stack) -> Bool {
             guard let runtime, let twin = runtime.twins[interface], twin.send(runtime.pool.bytes(packet)) else { return false }
             runtime.pool.free(packet)
             return true

@@ -30,10 +30,10 @@ public protocol Hypercalls: AnyObject {
     /// leaving the packet to the caller, if that replica's channel is full.
     func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool
 
-    /// Hands `packet` (an IP packet, or with `frame` an Ethernet frame) to
-    /// the host twin of `interface`, taking ownership; false, leaving it to
-    /// the caller, when there is no twin device or it refused.
-    func punt(_ packet: PacketHandle, frame: Bool, interface: InterfaceIndex, stack: Stack) -> Bool
+    /// Hands `packet` to the host twin of `interface` (an IP packet for a
+    /// TUN, an Ethernet frame for a TAP), taking ownership; false, leaving
+    /// it to the caller, when there is no twin device or it refused.
+    func punt(_ packet: PacketHandle, interface: InterfaceIndex, stack: Stack) -> Bool
 }
 
 /// Host sockets (the `host` socket backend, in the role of rump's sockin):
@@ -54,5 +54,5 @@ extension Hypercalls {
 /// Hosts of one stack have no other replica to hand packets to.
 extension Hypercalls {
     public func handOff(_ packet: PacketHandle, to replica: Int, _ work: HandOffWork, stack: Stack) -> Bool { false }
-    public func punt(_ packet: PacketHandle, frame: Bool, interface: InterfaceIndex, stack: Stack) -> Bool { false }
+    public func punt(_ packet: PacketHandle, interface: InterfaceIndex, stack: Stack) -> Bool { false }
 }

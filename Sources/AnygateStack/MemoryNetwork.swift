@@ -123,7 +123,7 @@ public final class MemoryNetwork: Hypercalls {
         }
     }
 
-    public func punt(_ packet: PacketHandle, frame: Bool, interface: InterfaceIndex, stack: Stack) -> Bool {
+    public func punt(_ packet: PacketHandle, interface: InterfaceIndex, stack: Stack) -> Bool {
         guard twinsTake else { return false }
         punted.append((Endpoint(stack: position(stack), interface: interface), pool.copyBytes(packet)))
         pool.free(packet)

@@ -136,22 +136,7 @@ extension Stack {
     }
 
     /// Token bucket for ICMP errors, refilled from the stack clock.
-    func takeICMPToken() -> Bool {
-        let rate = Int64(configuration.icmp.errorsPerSecond)
-        guard rate > 0 else { return false }
-        let burst = Int64(max(1, configuration.icmp.errorBurst))
-        let now = hot.pointee.now
-        let perToken = 1_000_000_000 / rate
-        let earned = (now - hot.pointee.icmpLastRefill) / perToken
-        if earned > 0 {
-            hot.pointee.icmpTokens = min(burst, hot.pointee.icmpTokens + earned)
-            hot.pointee.icmpLastRefill += earned * perToken
-        }
-        if hot.pointee.icmpTokens >= burst { hot.pointee.icmpLastRefill = now }
-        guard hot.pointee.icmpTokens > 0 else { return false }
-        hot.pointee.icmpTokens -= 1
-        return true
-    }
+    func takeICMPToken() -> Bool { hot.pointee.icmpBucket.take(now: hot.pointee.now) }
 
     // MARK: Originating pings
 

@@ -153,16 +153,7 @@ extension Stack {
             if ifs[rx].hostOwned && targetIsOurs && arp.operation == .request { return drop(p, .hostOwned, rx: rx) }
             // An answer to us, learnt from: the twin's kernel learns from it too
             // (its own requests left through the stack).
-            if _slowPath(ifs[rx].twin), arp.operation == .reply, targetIsOurs {
-                var frame = p
-                if pool.prepend(&frame, EthernetFrame.headerLength) {
-                    let b = pool.bytes(frame)
-                    MACAddress(rawValue: ifs[rx].mac).write(to: b, at: EthernetFrame.Field.destination)
-                    arp.senderMAC.write(to: b, at: EthernetFrame.Field.source)
-                    b.setBE16(EthernetFrame.Field.etherType, EtherType.arp.rawValue)
-                    return punt(frame, rx: rx, frame: true)
-                }
-            }
+            if _slowPath(ifs[rx].twin), arp.operation == .reply, targetIsOurs { return punt(p, rx: rx, arpFrom: arp.senderMAC) }
             hot.pointee.counters.consumed &+= 1
             pool.free(p)
             return

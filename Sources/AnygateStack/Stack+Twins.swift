@@ -52,12 +52,12 @@ public struct TwinCounters: Sendable, Equatable, Hashable {
 
 struct TwinState {
     var settings: TwinSettings
-    /// The rate limit's bucket, in nanoseconds' worth of packets (a packet
-    /// costs 10⁹; it fills at `packetsPerSecond` a nanosecond).
-    var bucket: Int64
-    var lastRefill: Int64
+    /// The rate limit: `packetsPerSecond`, as many at once.
+    var bucket: TokenBucket
     var counters = TwinCounters()
 }
+
+
 
 /// Host twins (VPP's linux-cp pairs): a host interface paired with a stack
 /// interface or tunnel, so that a routing daemon on the host speaks over
@@ -71,8 +71,8 @@ extension Stack {
         guard interface >= 0, interface < configuration.maxInterfaces, ifs[interface].exists else { throw .noSuchInterface(interface) }
         ifs[interface].twin = settings != nil
         if let settings {
-            let burst = Int64(max(1, settings.packetsPerSecond)) * 1_000_000_000
-            twins[interface] = TwinState(settings: settings, bucket: burst, lastRefill: hot.pointee.now)
+            twins[interface] = TwinState(settings: settings, bucket: TokenBucket(rate: max(1, settings.packetsPerSecond),
+                                                                                 burst: settings.packetsPerSecond, now: hot.pointee.now))
         } else {
             twins[interface] = nil
         }
@@ -108,49 +108,41 @@ extension Stack {
     }
 
     /// Hands a packet that arrived on `rx` to its twin, within the twin's
-    /// rate; it ends there (punted) or is dropped with the reason.
+    /// rate; it ends there (punted) or is dropped with the reason. An
+    /// Ethernet twin (a TAP) takes frames: an IP packet gets a header to the
+    /// twin's MAC (the interface's) or the group's; an ARP packet (`arpFrom`:
+    /// its sender) one to the twin from its sender.
     @inline(never)
-    func punt(_ packet: PacketHandle, rx: InterfaceIndex, frame: Bool = false) {
-        guard var t = twins[rx] else { return drop(packet, .puntRefused, rx: rx) }
+    func punt(_ packet: PacketHandle, rx: InterfaceIndex, arpFrom sender: MACAddress? = nil) {
+        guard twins[rx] != nil else { return drop(packet, .puntRefused, rx: rx) }
+        guard twins[rx]!.bucket.take(now: hot.pointee.now) else {
+            twins[rx]!.counters.rateLimited &+= 1
+            return drop(packet, .puntRateLimited, rx: rx)
+        }
         var p = packet
-        var frame = frame
-        // An Ethernet twin (a TAP) takes frames: addressed to it (its MAC is
-        // the interface's), or to the group's MAC.
-        if ifs[rx].tunnel < 0 && !frame {
+        if ifs[rx].tunnel < 0 {
             guard pool.prepend(&p, EthernetFrame.headerLength) else { return drop(packet, .headroomExhausted, rx: rx) }
             let b = pool.bytes(p)
-            let v6 = b.be8(EthernetFrame.headerLength) >> 4 == 6
-            var destination = MACAddress(rawValue: ifs[rx].mac)
-            if v6, b.count >= EthernetFrame.headerLength + IPv6Packet.headerLength {
-                let d = IPv6Packet(unchecked: b.tail(from: EthernetFrame.headerLength)).destination
-                if d.isMulticast { destination = d.multicastMAC }
-            } else if !v6, b.count >= EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength {
-                let d = IPv4Packet(unchecked: b.tail(from: EthernetFrame.headerLength)).destination
-                if d.isMulticast { destination = d.multicastMAC }
+            let own = MACAddress(rawValue: ifs[rx].mac)
+            var destination = own, type = EtherType.arp
+            if sender == nil {
+                let v6 = b.be8(EthernetFrame.headerLength) >> 4 == 6
+                type = v6 ? .ipv6 : .ipv4
+                if v6, b.count >= EthernetFrame.headerLength + IPv6Packet.headerLength {
+                    let d = IPv6Packet(unchecked: b.tail(from: EthernetFrame.headerLength)).destination
+                    if d.isMulticast { destination = d.multicastMAC }
+                } else if !v6, b.count >= EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength {
+                    let d = IPv4Packet(unchecked: b.tail(from: EthernetFrame.headerLength)).destination
+                    if d.isMulticast { destination = d.multicastMAC }
+                }
             }
-            destination.write(to: b, at: EthernetFrame.Field.destination)
-            MACAddress(rawValue: ifs[rx].mac).write(to: b, at: EthernetFrame.Field.source)
-            b.setBE16(EthernetFrame.Field.etherType, v6 ? EtherType.ipv6.rawValue : EtherType.ipv4.rawValue)
-            frame = true
+            EthernetRepr(destination: destination, source: sender ?? own, etherType: type).emit(into: b)
         }
-        let now = hot.pointee.now
-        let rate = Int64(max(1, t.settings.packetsPerSecond))
-        let elapsed = max(0, min(now - t.lastRefill, 2_000_000_000))
-        t.bucket = min(rate * 1_000_000_000, t.bucket + elapsed * rate)
-        t.lastRefill = now
-        guard t.bucket >= 1_000_000_000 else {
-            t.counters.rateLimited &+= 1
-            twins[rx] = t
-            return drop(p, .puntRateLimited, rx: rx)
-        }
-        t.bucket -= 1_000_000_000
-        guard hypercalls.punt(p, frame: frame, interface: rx, stack: self) else {
-            t.counters.refused &+= 1
-            twins[rx] = t
+        guard hypercalls.punt(p, interface: rx, stack: self) else {
+            twins[rx]!.counters.refused &+= 1
             return drop(p, .puntRefused, rx: rx)
         }
-        t.counters.punted &+= 1
-        twins[rx] = t
+        twins[rx]!.counters.punted &+= 1
         hot.pointee.counters.punted &+= 1
     }
 

@@ -49,8 +49,7 @@ public final class Stack {
         @usableFromInline var counters = StackCounters()
         @usableFromInline var dirtyCount = 0
         var nextIPID: UInt16 = 0
-        var icmpTokens: Int64 = 0
-        var icmpLastRefill: Int64 = 0
+        var icmpBucket = TokenBucket(rate: 0, burst: 1, now: 0)
         var nextFlowSweep: Int64 = 0
         /// How many tunnel encapsulations the current packet is inside.
         var tunnelDepth = 0
@@ -229,8 +228,8 @@ public final class Stack {
         events.reserveCapacity(configuration.eventCapacity)
         hot.pointee.nextIPID = UInt16(truncatingIfNeeded: hypercalls.random())
         hot.pointee.now = hypercalls.now().nanoseconds
-        hot.pointee.icmpTokens = Int64(configuration.icmp.errorBurst)
-        hot.pointee.icmpLastRefill = hot.pointee.now
+        hot.pointee.icmpBucket = TokenBucket(rate: configuration.icmp.errorsPerSecond, burst: configuration.icmp.errorBurst,
+                                             now: hot.pointee.now)
     }
 
     deinit {
