@@ -44,6 +44,7 @@ let package = Package(
             name: "AnygateDaemon",
             dependencies: [
                 "AnygateStack", "AnygateWire", "AnygateHost", "AnygateControl", "AnygateNetlink", "AnygateIKE", "AnygateCrypto",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -61,7 +62,8 @@ let package = Package(
         .testTarget(name: "AnygateCryptoTests", dependencies: ["AnygateCrypto"], swiftSettings: strict),
         .testTarget(name: "AnygateIKETests", dependencies: ["AnygateIKE", "AnygateCrypto"], swiftSettings: strict),
         .testTarget(name: "AnygateHostTests", dependencies: ["AnygateCrypto", "AnygateHost", "AnygateStack", "AnygateWire"], swiftSettings: strict),
-        .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire"], swiftSettings: strict),
+        .testTarget(name: "AnygateStackTests", dependencies: ["AnygateStack", "AnygateWire", .product(name: "Crypto", package: "swift-crypto")],
+                    swiftSettings: strict),
         .testTarget(name: "AnygateDaemonTests", dependencies: ["AnygateDaemon", "AnygateControl", "AnygateStack", "AnygateWire",
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "Yams", package: "Yams")],

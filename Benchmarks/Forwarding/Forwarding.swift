@@ -233,6 +233,7 @@ let benchmarks: @Sendable () -> Void = {
     workerBenchmarks(perPacket)
     ipv6ForwardingBenchmarks(perPacket)
     espBenchmarks(perPacket)
+    vestigeBenchmarks(perPacket)
 
     // Control: proves the malloc counter counts (one array per iteration).
     Benchmark("control: one heap allocation per iteration", configuration: perPacket) { benchmark in

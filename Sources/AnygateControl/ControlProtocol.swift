@@ -30,6 +30,10 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     /// For `trace-start`: how many packets, and which (`dev` names the arrival interface).
     public var count: Int?
     public var filter: String?
+    /// For `bandwidth-test`: how long (`count` is the number of streams).
+    public var seconds: Int?
+    /// Over `control.listen` (the stack's TCP): the token from the daemon's token file.
+    public var token: String?
 
     public enum Verb: String, Codable, Sendable {
         case show
@@ -44,15 +48,21 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         case traceStart = "trace-start"
         case traceShow = "trace-show"
         case traceStop = "trace-stop"
+        /// Starts a bandwidth test to `destination` (ADDR[:PORT], default
+        /// port 5201) with `count` streams for `seconds`; `bandwidth-test-show` reads it.
+        case bandwidthTest = "bandwidth-test"
+        case bandwidthTestShow = "bandwidth-test-show"
     }
 
     public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil,
                 address: String? = nil, preference: Int? = nil, destination: String? = nil, source: String? = nil,
-                sourcePort: UInt16? = nil, destinationPort: UInt16? = nil, count: Int? = nil, filter: String? = nil) {
+                sourcePort: UInt16? = nil, destinationPort: UInt16? = nil, count: Int? = nil, filter: String? = nil,
+                seconds: Int? = nil, token: String? = nil) {
         self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
         self.address = address; self.preference = preference; self.destination = destination
         self.source = source; self.sourcePort = sourcePort; self.destinationPort = destinationPort
         self.count = count; self.filter = filter
+        self.seconds = seconds; self.token = token
     }
 
     public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats", "sas"]
@@ -65,6 +75,28 @@ public struct ControlResponse<Result: Codable>: Codable {
 
     public init(ok: Bool, error: String? = nil, result: Result? = nil) {
         self.ok = ok; self.error = error; self.result = result
+    }
+}
+
+/// A bandwidth test from the appliance's stack (`bandwidth-test`).
+public struct BandwidthTestInfo: Codable, Equatable, Sendable {
+    public var peer: String
+    public var streams: Int
+    /// How long it ran, from the first connection established.
+    public var seconds: Double
+    /// running | done | failed
+    public var state: String
+    /// Bytes the peer acknowledged, over all streams.
+    public var bytes: Int
+    public var bitsPerSecond: Double
+    public var retransmits: UInt64
+    /// The streams' mean smoothed RTT at the end.
+    public var rttMilliseconds: Double
+    public var error: String?
+    public init(peer: String, streams: Int, seconds: Double, state: String, bytes: Int, bitsPerSecond: Double, retransmits: UInt64,
+                rttMilliseconds: Double, error: String?) {
+        self.peer = peer; self.streams = streams; self.seconds = seconds; self.state = state; self.bytes = bytes
+        self.bitsPerSecond = bitsPerSecond; self.retransmits = retransmits; self.rttMilliseconds = rttMilliseconds; self.error = error
     }
 }
 

@@ -6,8 +6,24 @@ public import AnygateWire
 /// file"). Every optional key has the default shown in `etc/anygate/anygate.yaml`.
 public struct DaemonConfig: Equatable, Sendable {
     public var controlSocket = "/run/anygate/control.sock"
+    /// A second way in for `anygatectl --connect`: a TCP listener on one of
+    /// the stack's own addresses (`control.listen: stack:ADDR:PORT`), for
+    /// sources in `controlAllow` that present the token in `controlTokenFile`.
+    public var controlListen: SocketAddress? = nil
+    public var controlAllow: [IPPrefix] = []
+    public var controlTokenFile: String? = nil
     /// Where to serve Prometheus metrics; nil (the default) serves none.
-    public var metricsListen: SocketAddress? = nil
+    public var metricsListen: ServiceAddress? = nil
+    /// The bandwidth-test responder (`services.bandwidth-test.listen`), on the stack.
+    public var bandwidthTestListen: SocketAddress? = nil
+    /// `stack.tcp`: MSLs per class, VTW, and how many TIME-WAIT vestiges are kept.
+    public var tcpMSLLoopback = Interval.seconds(1)
+    public var tcpMSLLocal = Interval.seconds(5)
+    public var tcpMSLRemote = Interval.seconds(30)
+    public var tcpMSLT = true
+    public var tcpVTW = true
+    public var tcpTimeWaitMax = 65536
+    public var tcpMaxConnections = 1024
     public var logLevel: LogLevel = .info
     public var logFormat: LogFormat = .text
     /// Where state that must survive restarts is kept: the MACs generated
@@ -77,6 +93,20 @@ public struct DaemonConfig: Equatable, Sendable {
             + (tunnels.isEmpty ? "" : "\(tunnels.count) tunnel\(tunnels.count == 1 ? "" : "s"), ")
             + "\(routes.count) route\(routes.count == 1 ? "" : "s"), control socket \(controlSocket)"
             + (metricsListen.map { ", metrics on \($0)" } ?? "")
+    }
+}
+
+/// Where a service listens: a host socket ("127.0.0.1:9100"), or the
+/// stack's own TCP on one of its addresses ("stack:10.1.0.1:9100"), so it
+/// is reached through the appliance's interfaces and tunnels.
+public enum ServiceAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
+    case host(SocketAddress)
+    case stack(SocketAddress)
+    public var description: String {
+        switch self {
+        case .host(let a): "\(a)"
+        case .stack(let a): "stack:\(a)"
+        }
     }
 }
 

@@ -37,7 +37,7 @@ public struct ConfigReader {
         var c = DaemonConfig()
         let top = try mapping(root, "")
         try checkKeys(top, "", allowed: ["control", "metrics", "log", "state", "stack", "ecmp-hash", "interfaces", "routes", "tunnels", "mirror",
-                                       "ipsec", "host-twins", "punt"])
+                                       "ipsec", "host-twins", "punt", "services"])
         if let e = top["ecmp-hash"] {
             let text = try string(e, "ecmp-hash")
             guard let v = StackConfiguration.ECMPHash(rawValue: text) else { throw fail("ecmp-hash", e, "\"\(text)\" is not one of l3, l4") }
@@ -45,10 +45,42 @@ public struct ConfigReader {
         }
         if let n = top["control"] {
             let m = try mapping(n, "control")
-            try checkKeys(m, "control", allowed: ["socket"])
+            try checkKeys(m, "control", allowed: ["socket", "listen", "allow", "token-file"])
             if let s = m["socket"] {
                 c.controlSocket = try string(s, "control.socket")
                 guard c.controlSocket.hasPrefix("/") else { throw fail("control.socket", s, "must be an absolute path") }
+            }
+            if let l = m["listen"] {
+                guard case .stack(let a) = try serviceAddress(l, "control.listen") else {
+                    throw fail("control.listen", l, "must name a stack address (stack:ADDR:PORT); on the host, use control.socket")
+                }
+                c.controlListen = a
+                guard let t = m["token-file"] else { throw fail("control", n, "control.listen needs token-file: a file of mode 0600 holding the token") }
+                c.controlTokenFile = try string(t, "control.token-file")
+                guard c.controlTokenFile!.hasPrefix("/") else { throw fail("control.token-file", t, "must be an absolute path") }
+                guard let allow = m["allow"], case .sequence(let seq) = allow, !seq.isEmpty else {
+                    throw fail("control", n, "control.listen needs allow: a list of the prefixes that may connect")
+                }
+                for (k, item) in seq.enumerated() {
+                    let text = try string(item, "control.allow[\(k)]")
+                    guard let p = IPPrefix(text) else { throw fail("control.allow[\(k)]", item, "\"\(text)\" is not a prefix") }
+                    c.controlAllow.append(p)
+                }
+            } else if m["allow"] != nil || m["token-file"] != nil {
+                throw fail("control", n, "allow and token-file go with listen: stack:ADDR:PORT")
+            }
+        }
+        if let n = top["services"] {
+            let m = try mapping(n, "services")
+            try checkKeys(m, "services", allowed: ["bandwidth-test"])
+            if let b = m["bandwidth-test"] {
+                let bm = try mapping(b, "services.bandwidth-test")
+                try checkKeys(bm, "services.bandwidth-test", allowed: ["listen"])
+                guard let l = bm["listen"] else { throw fail("services.bandwidth-test", b, "needs listen: stack:ADDR:PORT") }
+                guard case .stack(let a) = try serviceAddress(l, "services.bandwidth-test.listen") else {
+                    throw fail("services.bandwidth-test.listen", l, "must name a stack address (stack:ADDR:PORT)")
+                }
+                c.bandwidthTestListen = a
             }
         }
         if let n = top["state"] {
@@ -62,8 +94,8 @@ public struct ConfigReader {
         if let n = top["metrics"] {
             let m = try mapping(n, "metrics")
             try checkKeys(m, "metrics", allowed: ["listen"])
-            guard let l = m["listen"] else { throw fail("metrics", n, "needs listen: HOST:PORT") }
-            c.metricsListen = try socketAddress(l, "metrics.listen")
+            guard let l = m["listen"] else { throw fail("metrics", n, "needs listen: HOST:PORT or stack:ADDR:PORT") }
+            c.metricsListen = try serviceAddress(l, "metrics.listen")
         }
         if let n = top["log"] {
             let m = try mapping(n, "log")
@@ -73,7 +105,32 @@ public struct ConfigReader {
         }
         if let n = top["stack"] {
             let m = try mapping(n, "stack")
-            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection", "workers"])
+            try checkKeys(m, "stack", allowed: ["arp", "icmp", "ipflow", "source-selection", "workers", "tcp"])
+            if let t = m["tcp"] {
+                let tm = try mapping(t, "stack.tcp")
+                try checkKeys(tm, "stack.tcp", allowed: ["msl", "mslt", "vtw", "time-wait", "max-connections"])
+                if let v = tm["msl"] {
+                    let mm = try mapping(v, "stack.tcp.msl")
+                    try checkKeys(mm, "stack.tcp.msl", allowed: ["loopback", "local", "remote"])
+                    func msl(_ key: String) throws(ConfigError) -> Interval? {
+                        guard let x = mm[key] else { return nil }
+                        let d = try duration(x, "stack.tcp.msl.\(key)")
+                        guard d >= .milliseconds(100) && d <= .seconds(240) else { throw fail("stack.tcp.msl.\(key)", x, "must be 100ms to 240s") }
+                        return d
+                    }
+                    if let d = try msl("loopback") { c.tcpMSLLoopback = d }
+                    if let d = try msl("local") { c.tcpMSLLocal = d }
+                    if let d = try msl("remote") { c.tcpMSLRemote = d }
+                }
+                if let v = tm["mslt"] { c.tcpMSLT = try bool(v, "stack.tcp.mslt") }
+                if let v = tm["vtw"] { c.tcpVTW = try bool(v, "stack.tcp.vtw") }
+                if let v = tm["time-wait"] {
+                    let wm = try mapping(v, "stack.tcp.time-wait")
+                    try checkKeys(wm, "stack.tcp.time-wait", allowed: ["max"])
+                    if let x = wm["max"] { c.tcpTimeWaitMax = try int(x, "stack.tcp.time-wait.max", 4...16_000_000) }
+                }
+                if let v = tm["max-connections"] { c.tcpMaxConnections = try int(v, "stack.tcp.max-connections", 1...1_000_000) }
+            }
             if let w = m["workers"] {
                 if case .scalar(let sc) = w, sc.string == "auto" { c.workers = nil } else {
                     c.workers = try int(w, "stack.workers", 1...256)
@@ -593,6 +650,10 @@ public struct ConfigReader {
             if let t = c.twins.first {
                 throw fail("stack.workers", top["stack"], "host twins (\(t.twinName)) need stack.workers: 1 (not shared by several workers yet)")
             }
+            // The stack's own TCP lives in one replica: the one that carries the traffic.
+            if c.controlListen != nil || c.bandwidthTestListen != nil || { if case .stack = c.metricsListen { return true }; return false }() {
+                throw fail("stack.workers", top["stack"], "services on stack addresses (stack:ADDR:PORT) need stack.workers: 1 (not shared by several workers yet)")
+            }
         }
         let items = top["interfaces"].flatMap { n -> [Node]? in if case .sequence(let s) = n { return Array(s) }; return nil } ?? []
         var names: Set<String> = [], hosts: Set<String> = [], addresses: Set<IPv4Address> = []
@@ -749,6 +810,17 @@ public struct ConfigReader {
     func interfaceAddress(_ node: Node, _ path: String) throws(ConfigError) -> IPv4InterfaceAddress {
         let text = try string(node, path)
         do { return try IPv4InterfaceAddress(text) } catch { throw fail(path, node, error.description) }
+    }
+
+    /// HOST:PORT for a host socket, stack:ADDR:PORT for the stack's own TCP.
+    func serviceAddress(_ node: Node, _ path: String) throws(ConfigError) -> ServiceAddress {
+        let text = try string(node, path)
+        guard text.hasPrefix("stack:") else { return .host(try socketAddress(node, path)) }
+        let parts = text.dropFirst(6).split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let host = IPv4Address(parts[0]), !host.isUnspecified, let port = UInt16(parts[1]), port > 0 else {
+            throw fail(path, node, "\"\(text)\" is not stack:IPV4:PORT")
+        }
+        return .stack(SocketAddress(host: host, port: port))
     }
 
     func socketAddress(_ node: Node, _ path: String) throws(ConfigError) -> SocketAddress {

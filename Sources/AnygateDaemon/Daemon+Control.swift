@@ -55,6 +55,8 @@ extension Daemon {
             return explainRoute(request)
         case .traceStart, .traceShow, .traceStop:
             return trace(request)
+        case .bandwidthTest, .bandwidthTestShow:
+            return bandwidthTest(request)
         case .flowsFlush:
             let n = workers.map { $0.gather { $0.stack.flushFlows() }?.reduce(0, +) ?? 0 } ?? stack.flushFlows()
             logger.notice("flows flushed", metadata: ["flows": "\(n)"])

@@ -9,7 +9,7 @@ extension Daemon {
     /// already lives in the stack's counters, so a registry would only copy
     /// them, and the text format is a few lines.
     func openMetrics() throws(DaemonError) {
-        guard let listen = config.metricsListen else { return }
+        guard case .host(let listen)? = config.metricsListen else { return }
         do {
             metrics = try StreamServer.tcp(host: listen.host.rawValue, port: listen.port, loop: loop,
                                            isComplete: { Daemon.headersComplete($0) },
@@ -131,6 +131,36 @@ extension Daemon {
             perTwin("anygate_twin_injected_total", "Packets the host sent out of the twin.") { $1.injected }
             perTwin("anygate_twin_remade_total", "Times the twin was made again after being deleted.") { t, _ in UInt64(t.remade) }
             perTwin("anygate_twin_changes_by_hand_total", "Changes made to the twin by hand (reported, not taken).") { t, _ in UInt64(t.changesByHand) }
+        }
+        if workers == nil {
+            // The stack's own TCP (one worker: the daemon's stack is the one that carries it).
+            let t = stack.tcpStatistics
+            let v = t.vestige4
+            family("anygate_tcp_connections", "gauge", "TCP connections in the stack, TIME-WAIT ones kept whole included.", [("", UInt64(t.connections))])
+            family("anygate_tcp_time_wait", "gauge", "TIME-WAIT connections, as vestiges (VTW) and as whole connections.",
+                   [("{as=\"vestige\"}", UInt64(t.vestiges)), ("{as=\"connection\"}", UInt64(t.timeWaitConnections))])
+            family("anygate_tcp_syn_cache_entries", "gauge", "Half-open connections in the SYN cache.", [("", UInt64(t.synCacheEntries))])
+            family("anygate_tcp_opens_total", "counter", "Connections opened, by side.",
+                   [("{side=\"active\"}", t.activeOpens), ("{side=\"passive\"}", t.passiveOpens), ("{side=\"failed\"}", t.failedOpens)])
+            family("anygate_tcp_segments_total", "counter", "TCP segments, by direction.",
+                   [("{direction=\"in\"}", t.segmentsReceived), ("{direction=\"out\"}", t.segmentsSent)])
+            family("anygate_tcp_retransmits_total", "counter", "Segments sent again.", [("", t.retransmits)])
+            family("anygate_tcp_resets_total", "counter", "RSTs, by direction.",
+                   [("{direction=\"in\"}", t.resetsReceived), ("{direction=\"out\"}", t.resetsSent)])
+            family("anygate_tcp_syn_cookies_total", "counter", "SYN cookies (RFC 4987), by outcome.",
+                   [("{outcome=\"sent\"}", t.cookiesSent), ("{outcome=\"accepted\"}", t.cookiesAccepted),
+                    ("{outcome=\"rejected\"}", t.cookiesRejected)])
+            family("anygate_tcp_challenge_acks_total", "counter", "Challenge ACKs (RFC 5961), sent and suppressed by the rate limit.",
+                   [("{outcome=\"sent\"}", t.challengeACKs), ("{outcome=\"suppressed\"}", t.challengeACKsSuppressed)])
+            family("anygate_tcp_vestige_segments_total", "counter", "Segments answered or absorbed by a TIME-WAIT vestige.", [("", t.vestigeSegments)])
+            family("anygate_tcp_vestiges_reopened_total", "counter", "New SYNs accepted on a vestige's four-tuple (RFC 6191).",
+                   [("", t.vestigesReopened)])
+            family("anygate_tcp_vestige_operations_total", "counter", "Vestige table operations (IPv4).",
+                   [("{op=\"insert\"}", v.inserts), ("{op=\"delete\"}", v.deletes), ("{op=\"kill\"}", v.kills),
+                    ("{op=\"expire\"}", v.expired), ("{op=\"lookup\"}", v.lookups), ("{op=\"hit\"}", v.hits)])
+            let refused = controlRefusals
+            family("anygate_control_refused_total", "counter", "Control requests refused on the stack listener, by reason.",
+                   [("{reason=\"source\"}", refused.source), ("{reason=\"token\"}", refused.token)])
         }
         family("anygate_flows_active", "gauge", "ipflow and ip6flow entries in the tables.", [("", UInt64(view.flowCount))])
         family("anygate_pool_buffers_in_use", "gauge", "Packet buffers in use.", [("", UInt64(view.poolInUse))])

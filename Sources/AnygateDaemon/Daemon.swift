@@ -35,6 +35,14 @@ public final class Daemon {
     /// The trace session the control socket started: its filter and interface, as asked.
     var traceSession: (filter: String, interface: String?)?
     var metrics: StreamServer?
+    /// Services on the stack's own TCP, and the bandwidth test running from it.
+    var stackServices: [StackTCPService] = []
+    var stackMetrics: StackStreamServer?
+    var stackControl: StackStreamServer?
+    var bandwidthResponder: BandwidthResponder?
+    var bandwidthRun: BandwidthTestRun?
+    var controlToken: [UInt8]?
+    var controlRefusedToken: UInt64 = 0
     let started = Date()
     /// Stack interface index of each configured interface, by name.
     var interfaceIndex: [String: InterfaceIndex] = [:]
@@ -74,6 +82,13 @@ public final class Daemon {
         sc.ipflow.maxFlows = config.ipflowMaxFlows
         sc.ipflow.idleTimeout = config.ipflowIdleTimeout
         sc.ecmpHash = config.ecmpHash
+        sc.tcp.mslLoopback = config.tcpMSLLoopback
+        sc.tcp.mslLocal = config.tcpMSLLocal
+        sc.tcp.mslRemote = config.tcpMSLRemote
+        sc.tcp.mslt = config.tcpMSLT
+        sc.tcp.vtw = config.tcpVTW
+        sc.tcp.timeWaitMax = config.tcpTimeWaitMax
+        sc.tcp.maxConnections = config.tcpMaxConnections
         let workerCount = config.workers ?? HostThread.usableCPUs
         // Beside workers, the daemon's own stack holds the configuration and
         // carries no traffic: it asks nothing on links (a follower), opens no
@@ -112,6 +127,7 @@ public final class Daemon {
             }
             try openControl()
             try openMetrics()
+            try openStackServices()
             try startMirror()
             try syncTwins()
             logStateProblem()
@@ -367,6 +383,7 @@ public final class Daemon {
         control = nil
         metrics?.close()
         metrics = nil
+        closeStackServices()
         runtime.detachAll()
         // Each worker closes its own ports as its thread ends.
         if let w = workers { loop.unregister(w.notifications.fd) }
@@ -411,7 +428,10 @@ public final class Daemon {
         while let e = stack.popEvent() {
             if case .multicastChanged(let i) = e { applyMulticast(on: i) }
             if case .saExpiring(let tunnel, _, _) = e { saExpiring(tunnel: tunnel) }
-            logStackEvent(e)
+            switch e {
+            case .tcp, .tcpAcceptable: stackTCPEvent(e)
+            default: logStackEvent(e)
+            }
         }
     }
 
@@ -453,7 +473,7 @@ public final class Daemon {
             logger.warning("\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) reached a hard limit and carries nothing more",
                            metadata: metadata)
         case .echoReply, .icmpError, .neighborLearned, .keepaliveAnswered, .tunnelLine, .neighborWanted, .multicastChanged,
-             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried, .saExpiring, .datagram:
+             .neighbor6Learned, .neighbor6Wanted, .routerSolicited, .multicastQueried, .saExpiring, .datagram, .tcp, .tcpAcceptable:
             logger.trace("\(e)", metadata: metadata)
         }
     }
@@ -566,8 +586,18 @@ public final class Daemon {
             || next.ecmpHash != old.ecmpHash || next.stateDirectory != old.stateDirectory {
             logger.warning("stack settings (arp, icmp, ipflow, ecmp-hash, state) changed in the config; they take effect when anygated restarts")
         }
-        if next.controlSocket != old.controlSocket || next.metricsListen != old.metricsListen {
-            logger.warning("control socket or metrics address changed; they take effect when anygated restarts")
+        if next.controlSocket != old.controlSocket || next.metricsListen != old.metricsListen || next.controlListen != old.controlListen
+            || next.controlAllow != old.controlAllow || next.controlTokenFile != old.controlTokenFile
+            || next.bandwidthTestListen != old.bandwidthTestListen {
+            logger.warning("control, metrics or services addresses changed; they take effect when anygated restarts")
+        }
+        if next.tcpMSLLoopback != old.tcpMSLLoopback || next.tcpMSLLocal != old.tcpMSLLocal || next.tcpMSLRemote != old.tcpMSLRemote
+            || next.tcpMSLT != old.tcpMSLT || next.tcpVTW != old.tcpVTW {
+            let (lo, lc, rm, mslt, vtw) = (next.tcpMSLLoopback, next.tcpMSLLocal, next.tcpMSLRemote, next.tcpMSLT, next.tcpVTW)
+            stack.setTCPTimeWait(mslLoopback: lo, mslLocal: lc, mslRemote: rm, mslt: mslt, vtw: vtw)
+        }
+        if next.tcpTimeWaitMax != old.tcpTimeWaitMax || next.tcpMaxConnections != old.tcpMaxConnections {
+            logger.warning("stack.tcp sizes changed; they take effect when anygated restarts")
         }
         logStateProblem()
         if next.logLevel != old.logLevel { logger.logLevel = next.logLevel.loggerLevel }
@@ -581,6 +611,12 @@ public final class Daemon {
         var applied = next
         applied.controlSocket = old.controlSocket
         applied.metricsListen = old.metricsListen
+        applied.controlListen = old.controlListen
+        applied.controlAllow = old.controlAllow
+        applied.controlTokenFile = old.controlTokenFile
+        applied.bandwidthTestListen = old.bandwidthTestListen
+        applied.tcpTimeWaitMax = old.tcpTimeWaitMax
+        applied.tcpMaxConnections = old.tcpMaxConnections
         config = applied
         // Twins follow: made, removed, and given the interfaces' addresses as they are now.
         if netlink == nil, !config.twins.isEmpty { try startMirror() }

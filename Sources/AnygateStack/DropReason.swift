@@ -113,6 +113,24 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     /// A frame from a host twin that cannot leave (too short, not IP, or
     /// the interface is down).
     case injectRefused
+    // TCP
+    /// A segment too short for its header or with a bad data offset.
+    case tcpMalformed
+    case tcpBadChecksum
+    /// No connection, vestige or listener: answered with a RST (RFC 9293 3.10.7.1).
+    case tcpNoListener
+    /// A segment outside its connection's window, or refused by its state
+    /// (answered with an ACK where RFC 9293 says so).
+    case tcpOutOfWindow
+    /// A SYN from a source the listener does not allow.
+    case tcpSourceNotAllowed
+    /// A completed handshake whose listener's accept queue was full, or a
+    /// SYN when no connection slot was left.
+    case tcpListenOverflow
+    /// An ACK to a listener that matched no SYN cache entry and no valid cookie.
+    case tcpBadCookie
+    /// A segment to a vestige that needs no answer, or a TCP segment to a broadcast.
+    case tcpIgnored
     // Resources
     case poolExhausted
     case headroomExhausted
@@ -225,6 +243,14 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .puntRateLimited: "punt-rate-limited"
         case .puntRefused: "punt-refused"
         case .injectRefused: "inject-refused"
+        case .tcpMalformed: "tcp-malformed"
+        case .tcpBadChecksum: "tcp-bad-checksum"
+        case .tcpNoListener: "tcp-no-listener"
+        case .tcpOutOfWindow: "tcp-out-of-window"
+        case .tcpSourceNotAllowed: "tcp-source-not-allowed"
+        case .tcpListenOverflow: "tcp-listen-overflow"
+        case .tcpBadCookie: "tcp-bad-cookie"
+        case .tcpIgnored: "tcp-ignored"
         }
     }
 }

@@ -27,6 +27,9 @@ public final class MemoryNetwork: Hypercalls {
     public private(set) var delivered = 0
     /// Sees every frame as it crosses a link (for tests and the demo's trace).
     public var observer: ((_ from: Endpoint, _ to: Endpoint, _ frame: UnsafeMutableRawBufferPointer) -> Void)?
+    /// Frames for which this answers true are lost on the wire (a lossy link), counted in `lost`.
+    public var loss: ((_ from: Endpoint, _ frame: UnsafeMutableRawBufferPointer) -> Bool)?
+    public private(set) var lost = 0
     /// What the stacks punted to their interfaces' host twins, in order:
     /// the twin's interface and the bytes (a frame for an Ethernet twin).
     public private(set) var punted: [(at: Endpoint, bytes: [UInt8])] = []
@@ -119,6 +122,11 @@ public final class MemoryNetwork: Hypercalls {
         }
         for p in packets {
             observer?(from, to, pool.bytes(p))
+            if let loss, loss(from, pool.bytes(p)) {
+                pool.free(p)
+                lost += 1
+                continue
+            }
             inFlight.append((to, p))
         }
     }

@@ -283,6 +283,11 @@ extension Stack {
                 return drop(p, error == .badChecksum ? .udpBadChecksum : .udpMalformed, rx: rx)
             }
         }
+        // A TCP connection, vestige or listener takes it (or counts its drop).
+        if ip.proto == .tcp && !broadcast && tcpInput(p, ip: ip, rx: rx) {
+            hot.pointee.counters.ipDelivered &+= 1
+            return
+        }
         // A socket that takes it consumes it (or drops it: its queue is full).
         if socketCount > 0 && socketInput(p, ip: ip, rx: rx) {
             hot.pointee.counters.ipDelivered &+= 1
@@ -300,6 +305,9 @@ extension Stack {
         switch ip.proto {
         case .icmp:
             icmpInput(p, rx: rx, broadcast: broadcast)
+        case .tcp:
+            if broadcast { return drop(p, .tcpIgnored, rx: rx) }
+            tcpRefuse(p, ip: ip, rx: rx)
         case .udp:
             // No socket took it: the port is closed.
             if broadcast { return drop(p, .portUnreachable, rx: rx) }

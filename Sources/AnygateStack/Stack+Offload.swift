@@ -190,12 +190,13 @@ extension Stack {
         return true
     }
 
-    /// A UDP super-frame for one of our addresses (an underlay port took
-    /// GRE-in-UDP whole): cut into its datagrams, each delivered on its own.
+    /// A super-frame for one of our addresses — UDP (an underlay port took
+    /// GRE-in-UDP whole) or TCP (a host sent the stack's TCP a TSO frame):
+    /// cut into its datagrams or segments, each delivered on its own.
     @inline(never)
     func localInputUnbundled(_ p: PacketHandle, rx: InterfaceIndex, broadcast: Bool) {
         let bytes = pool.bytes(p)
-        guard let l = Segmentation.layout(bytes, network: 0), !l.isTCP else { return drop(p, .segmentationFailed, rx: rx) }
+        guard let l = Segmentation.layout(bytes, network: 0) else { return drop(p, .segmentationFailed, rx: rx) }
         let size = Int(p.segmentSize)
         let n = Segmentation.segmentCount(l, segmentSize: size)
         guard l.headersLength + size <= pool.dataCapacity, n <= Segmentation.maxSegments else {

@@ -20,6 +20,7 @@ extension Stack {
         if !tunnelConfigs.isEmpty { tunnelTimers() }
         if hot.pointee.nextIPsecTimer != 0 && now >= hot.pointee.nextIPsecTimer { ipsecTimers() }
         if !failedNextHops.isEmpty { retryFailedNextHops() }
+        if tcp.nextTimer != 0 || tcp.vestiges4.count + tcp.vestiges6.count > 0 { tcpTimers() }
         reassembly.expire(now: now, pool: pool) { q, pool in
             countDrops(.reassemblyTimeout, q.fragments, rx: q.interface)
             // Time exceeded in reassembly, only if the first fragment came (RFC 792).
@@ -102,6 +103,7 @@ extension Stack {
         if hot.pointee.nextMLDReport != 0 { next = min(next, hot.pointee.nextMLDReport) }
         if hot.pointee.nextDAD != 0 { next = min(next, hot.pointee.nextDAD) }
         if hot.pointee.nextIPsecTimer != 0 { next = min(next, hot.pointee.nextIPsecTimer) }
+        if let t = tcpDeadline { next = min(next, t) }
         return next == .max ? nil : Timestamp(nanoseconds: next)
     }
 

@@ -147,6 +147,8 @@ public final class Stack {
     var twins: [InterfaceIndex: TwinState] = [:]
     /// What removed interfaces had counted (the ledger sums live and removed ones).
     var retiredCounters = InterfaceCounters()
+    /// TCP: connections, listeners, the SYN cache and the vestiges (`Stack+TCP`).
+    let tcp: TCPTable
     /// Route-cache counters of the stack's sockets.
     public internal(set) var routeCacheStatistics = RouteCache.Statistics()
 
@@ -226,6 +228,7 @@ public final class Stack {
                                      maxPieces: configuration.reassembly.maxPieces,
                                      timeout: configuration.reassembly.timeout)
         events.reserveCapacity(configuration.eventCapacity)
+        tcp = TCPTable(configuration: configuration.tcp, random: hypercalls.random, now: hypercalls.now().nanoseconds)
         hot.pointee.nextIPID = UInt16(truncatingIfNeeded: hypercalls.random())
         hot.pointee.now = hypercalls.now().nanoseconds
         hot.pointee.icmpBucket = TokenBucket(rate: configuration.icmp.errorsPerSecond, burst: configuration.icmp.errorBurst,

@@ -29,6 +29,8 @@ public struct StackConfiguration: Sendable {
     /// Whether the stack keeps its own FIB or writes or reads one shared
     /// with other replicas (`SharedFIB`).
     public var fib = FIBSharing.own
+    /// The stack's TCP: buffers, timers, limits, MSLT and VTW (`TCPTable`).
+    public var tcp = TCP()
 
     public enum Replica: Sendable, Equatable {
         /// The only stack: it runs the tunnels' keepalives and judges their lines.

@@ -48,6 +48,10 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
     /// A datagram for a socket that reports instead of queueing
     /// (`Stack.setReportsDatagrams`): its payload, copied.
     case datagram(socket: SocketID, from: IPAddress, port: UInt16, bytes: [UInt8])
+    /// Something changed on a TCP connection (`Stack.tcpTakeNotices` says what).
+    case tcp(TCPSocketID)
+    /// A listener has connections waiting for `Stack.tcpAccept`.
+    case tcpAcceptable(TCPListenerID)
 
     public var description: String {
         switch self {
@@ -70,6 +74,8 @@ public enum StackEvent: Hashable, Sendable, CustomStringConvertible {
         case let .saExpiring(i, spi, inbound): "\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) of #\(i) expiring"
         case let .saExpired(i, spi, inbound): "\(inbound ? "inbound" : "outbound") SA 0x\(String(spi, radix: 16)) of #\(i) expired"
         case let .datagram(socket, from, port, bytes): "\(bytes.count) bytes from \(from) port \(port) for socket \(socket.value)"
+        case let .tcp(id): "\(id) changed"
+        case let .tcpAcceptable(l): "\(l) has connections to accept"
         }
     }
 }

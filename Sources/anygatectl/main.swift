@@ -18,10 +18,17 @@ struct Anygatectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "anygatectl",
         abstract: "Show and change the state of a running anygated.",
-        subcommands: [Show.self, RouteCommand.self, AddressCommand.self, Explain.self, Trace.self, Flows.self, Reload.self])
+        subcommands: [Show.self, RouteCommand.self, AddressCommand.self, Explain.self, Trace.self, Flows.self, Reload.self,
+                      BandwidthTest.self])
 
     @Option(name: .long, help: "The daemon's control socket.")
     var socket = "/run/anygate/control.sock"
+
+    @Option(name: .long, help: "Reach the daemon through its stack instead: control.listen's ADDR:PORT (needs --token-file).")
+    var connect: String?
+
+    @Option(name: .long, help: "The file holding control.listen's token.")
+    var tokenFile: String?
 
     @Flag(name: .long, help: "Print one JSON document instead of a table.")
     var json = false
@@ -34,7 +41,16 @@ func fail(_ error: any Error) -> Never {
 }
 
 func call<T: Codable>(_ request: ControlRequest, _ parent: Anygatectl, as type: T.Type) -> T {
-    do { return try ControlClient.call(request, socketPath: parent.socket, as: type) } catch { fail(error) }
+    guard let connect = parent.connect else {
+        do { return try ControlClient.call(request, socketPath: parent.socket, as: type) } catch { fail(error) }
+    }
+    let parts = connect.split(separator: ":")
+    guard parts.count == 2, let port = UInt16(parts[1]) else { fail(ValidationError("--connect wants ADDR:PORT, got \(connect)")) }
+    guard let path = parent.tokenFile else { fail(ValidationError("--connect needs --token-file")) }
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { fail(ValidationError("cannot read \(path)")) }
+    var r = request
+    r.token = String(text.prefix { $0 != "\n" && $0 != "\r" })
+    do { return try ControlClient.call(r, endpoint: .tcp(host: String(parts[0]), port: port), as: type) } catch { fail(error) }
 }
 
 func printJSON<T: Encodable>(_ value: T) {
@@ -309,6 +325,42 @@ struct Trace: ParsableCommand {
             Swift.print("  " + s.detail)
         }
         Swift.print("")
+    }
+}
+
+struct BandwidthTest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bandwidth-test",
+        abstract: "bandwidth-test PEER [--seconds N] [--streams N]: TCP throughput from this appliance's stack to another's.",
+        discussion: """
+            PEER is ADDR[:PORT] of another anygated's services.bandwidth-test responder (port 5201 by default). \
+            The streams upload for the given time; the result is the bytes the peer acknowledged, the \
+            retransmissions, and the smoothed RTT at the end.
+            """)
+    @ParentCommand var root: Anygatectl
+    @Argument(help: "The responder: ADDR[:PORT].") var peer: String
+    @Option(name: .long, help: "How long (1-3600).") var seconds = 10
+    @Option(name: .long, help: "Parallel TCP streams (1-64).") var streams = 1
+
+    func validate() throws {
+        guard (1...3600).contains(seconds) else { throw ValidationError("--seconds must be 1 to 3600") }
+        guard (1...64).contains(streams) else { throw ValidationError("--streams must be 1 to 64") }
+    }
+
+    func run() {
+        var info = call(ControlRequest(verb: .bandwidthTest, destination: peer, count: streams, seconds: seconds), root,
+                        as: BandwidthTestInfo.self)
+        let deadline = Date().addingTimeInterval(Double(seconds) + 15)
+        while info.state == "running" && Date() < deadline {
+            usleep(250_000)
+            info = call(ControlRequest(verb: .bandwidthTestShow), root, as: BandwidthTestInfo.self)
+        }
+        if root.json { return printJSON(info) }
+        guard info.state == "done" else { fail(ValidationError("bandwidth test to \(info.peer): \(info.error ?? info.state)")) }
+        let rate = String(format: "%.2f", info.bitsPerSecond / 1e6), secs = String(format: "%.1f", info.seconds)
+        let rtt = String(format: "%.2f", info.rttMilliseconds)
+        print("\(info.peer)  \(info.streams) stream\(info.streams == 1 ? "" : "s")  \(secs) s  \(rate) Mbit/s  \(info.bytes) bytes  "
+              + "\(info.retransmits) retransmits  rtt \(rtt) ms")
     }
 }
 

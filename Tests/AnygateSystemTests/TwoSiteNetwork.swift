@@ -19,6 +19,8 @@ final class TwoSiteNetwork {
     let encapsulation: String, backend: String
     /// `stack.workers` of both gateways.
     let workers: Int
+    /// Top-level keys added to a side's config (metrics, control, services…).
+    var topLevel: (Int) -> String = { _ in "" }
     let anygated = SystemEnvironment.binary("anygated")
     let anygatectl = SystemEnvironment.binary("anygatectl")
 
@@ -65,8 +67,9 @@ final class TwoSiteNetwork {
         let (lan, local, remote, tunnelAddr, peerTunnel, sitePrefix, gw, uplink) = side == 1
             ? ("10.1.0.1/24", "198.51.100.1", "203.0.113.2", "172.16.0.1/30", "172.16.0.2", "10.2.0.0/16", "198.51.100.254", "\(p)-g1u")
             : ("10.2.0.1/24", "203.0.113.2", "198.51.100.1", "172.16.0.2/30", "172.16.0.1", "10.1.0.0/16", "203.0.113.254", "\(p)-g2u")
-        var y = """
-        control: {socket: \(dir)/gw\(side).sock}
+        let extra = topLevel(side)
+        var y = extra.contains("control:") ? "" : "control: {socket: \(dir)/gw\(side).sock}\n"
+        y += """
         state: {directory: \(dir)/state\(side)}
         stack: {workers: \(workers)}
         interfaces:
@@ -100,7 +103,7 @@ final class TwoSiteNetwork {
 
         """
         if backend == "stack" { y += "  - {to: 0.0.0.0/0, via: \(gw)}\n" }
-        return y
+        return y + extra
     }
 
     /// Starts both gateways and moves each TAP into its site.
