@@ -5,7 +5,8 @@
 #   ns ${P}B  host B: ${P}-tb 10.2.0.2/24 (TAP to anygated)
 #   ns ${P}R  anygated, attached to both TAPs
 # and writes the daemon's config to $DIR/anygate.yaml ($WORKERS workers, default 1;
-# TWINS=1: a host twin of each interface, tw-lan0 and tw-lan1, in ${P}R).
+# TWINS=1: a host twin of each interface, tw-lan0 and tw-lan1, in ${P}R;
+# STACK_EXTRA: more keys of stack:, EXTRA_YAML: more top-level keys).
 # With one worker the links are dual-stack: A 2001:db8:1::2/64, B 2001:db8:2::2/64,
 # the gateway ::1 on each (IPv6 is not yet there with several workers).
 
@@ -29,8 +30,9 @@ ns_config() {
 control: {socket: $DIR/control.sock}
 state: {directory: $DIR/state}
 log: {level: warning}
-stack: {workers: ${WORKERS:-1}}
+stack: {workers: ${WORKERS:-1}${STACK_EXTRA:+, $STACK_EXTRA}}
 ${TWINS:+host-twins: all}
+${EXTRA_YAML:-}
 interfaces:
   - name: lan0
     attach: {tap: ${P}-ta}
