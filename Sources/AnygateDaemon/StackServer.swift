@@ -34,6 +34,8 @@ final class StackStreamServer: StackTCPService {
         var lastActivity: ContinuousClock.Instant
     }
     private var connections: [TCPSocketID: Connection] = [:]
+    /// What reads go through (one for all connections).
+    private var buffer = [UInt8](repeating: 0, count: 16384)
     /// Connections reset because too many were open, sent too much, or idled.
     private(set) var refusedBusy: UInt64 = 0
     private(set) var refusedTooLarge: UInt64 = 0
@@ -67,11 +69,10 @@ final class StackStreamServer: StackTCPService {
         let notices = stack.tcpTakeNotices(id)
         c.lastActivity = .now
         if !c.answered {
-            var buf = [UInt8](repeating: 0, count: 16384)
             while true {
-                let n = buf.withUnsafeMutableBytes { stack.tcpReceive(id, into: $0) }
+                let n = buffer.withUnsafeMutableBytes { stack.tcpReceive(id, into: $0) }
                 if n == 0 { break }
-                c.input += buf[0..<n]
+                c.input += buffer[0..<n]
                 if c.input.count > maxRequest {
                     refusedTooLarge &+= 1
                     stack.tcpAbort(id)

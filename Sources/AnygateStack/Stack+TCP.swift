@@ -195,12 +195,7 @@ extension Stack {
         default: return 0
         }
         let n = c.sendRing.append(bytes)
-        if n > 0 && c.state.synchronized {
-            enter()
-            c.output(now: hot.pointee.now, tcpTransmitter)
-            afterActivity(c)
-            flush()
-        }
+        if n > 0 && c.state.synchronized { settle(c) { c, now, tx in c.output(now: now, tx) } }
         return n
     }
 
@@ -209,12 +204,7 @@ extension Stack {
     public func tcpReceive(_ id: TCPSocketID, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         guard let c = tcp.connection(id) else { return 0 }
         let n = c.read(into: buffer)
-        if c.ackNow {
-            enter()
-            c.output(now: hot.pointee.now, tcpTransmitter)
-            afterActivity(c)
-            flush()
-        }
+        if c.ackNow { settle(c) { c, now, tx in c.output(now: now, tx) } }
         return n
     }
 
@@ -233,10 +223,7 @@ extension Stack {
     /// Closes our sending side (FIN after the buffered data); reading goes on.
     public func tcpShutdown(_ id: TCPSocketID) {
         guard let c = tcp.connection(id) else { return }
-        enter()
-        c.shutdownSend(now: hot.pointee.now, tcpTransmitter)
-        afterActivity(c)
-        flush()
+        settle(c) { c, now, tx in c.shutdownSend(now: now, tx) }
     }
 
     /// Closes the connection and lets go of its handle: buffered data is
@@ -245,11 +232,18 @@ extension Stack {
     /// becomes a vestige with VTW on).
     public func tcpClose(_ id: TCPSocketID) {
         guard let c = tcp.connection(id) else { return }
-        enter()
         c.released = true
         c.receiveClosed = true
         c.receiveRing.consume(c.receiveRing.count)
-        c.shutdownSend(now: hot.pointee.now, tcpTransmitter)
+        settle(c) { c, now, tx in c.shutdownSend(now: now, tx) }
+    }
+
+    /// Runs what the owner asked of `c` inside the stack (its segments
+    /// leave when it is done), then settles the connection: notices,
+    /// timers, and freeing or a vestige if it ended.
+    private func settle(_ c: TCPConnection, _ body: (TCPConnection, Int64, StackTCPTransmitter) -> Void) {
+        enter()
+        body(c, hot.pointee.now, tcpTransmitter)
         afterActivity(c)
         flush()
     }
