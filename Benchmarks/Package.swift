@@ -55,6 +55,16 @@ let package = Package(
             ],
             path: "FIBMemory"
         ),
+        // Memory per TIME-WAIT connection, VTW on and off: swift run -c release TimeWaitMemory [N]
+        .executableTarget(
+            name: "TimeWaitMemory",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "AnygateStack", package: "anygate"),
+                .product(name: "AnygateWire", package: "anygate"),
+            ],
+            path: "TimeWaitMemory"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +47,21 @@ int main(int argc, char **argv) {
     }
     if (argc < 5) return 2;
     double end = now() + atof(argv[4]);
+    struct sockaddr_in from = { .sin_family = AF_INET };
+    long sources = 0, turn = 0;
+    if (argc >= 7) {
+        if (inet_pton(AF_INET, argv[5], &from.sin_addr) != 1) { fprintf(stderr, "bad source address\n"); return 2; }
+        sources = atol(argv[6]);
+    }
+    uint32_t first = ntohl(from.sin_addr.s_addr);
     long done = 0, failed = 0;
     while (now() < end) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         if (s < 0) { failed++; continue; }
+        if (sources > 0) {
+            from.sin_addr.s_addr = htonl(first + (uint32_t)(turn++ % sources));
+            if (bind(s, (struct sockaddr *)&from, sizeof from) != 0) { failed++; close(s); continue; }
+        }
         if (connect(s, (struct sockaddr *)&a, sizeof a) != 0 || write(s, line, sizeof line - 1) != (ssize_t)sizeof line - 1) {
             failed++; close(s); usleep(1000); continue;
         }

@@ -13,11 +13,16 @@
 #     TIME-WAIT connections at the end and the memory each takes.
 # (b) Bulk: the stack sends to a Linux reader in A for SECONDS (download
 #     mode), beside iperf3 from A to B forwarded by the same daemon.
-# Medians of ROUNDS rounds. Usage: Benchmarks/e2e-tcp.sh [SECONDS] [ROUNDS]
+#     Churn runs twice: from one client address (its ephemeral ports come
+#     back within TIME-WAIT and reopen four-tuples under RFC 6191, so about
+#     14 000 TIME-WAITs are held), and from SOURCES addresses (default 16),
+#     so that every connection's TIME-WAIT is held to its end.
+# Medians of ROUNDS rounds. Usage: [SOURCES=N] Benchmarks/e2e-tcp.sh [SECONDS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${2:-3}
+SOURCES=${SOURCES:-16}   # client addresses for the second churn
 [ "$(id -u)" = 0 ] || { echo "e2e-tcp.sh needs root"; exit 1; }
 swift build -c release --product anygated >/dev/null
 swift build -c release --product anygatectl >/dev/null
@@ -39,15 +44,15 @@ stop_daemon() {
     for n in A B R; do ip netns del "${P}$n" 2>/dev/null || true; done
     rm -f "$DIR/control.sock"
 }
-for vtw in true false; do
-    export STACK_EXTRA="tcp: {vtw: $vtw, max-connections: 400000, time-wait: {max: 400000}}"
-    ns_start .build/release/anygated
-    ip netns exec "${P}A" ping -c 1 -W 2 10.1.0.1 >/dev/null
+# Rounds of churn against the running daemon; extra arguments go to the
+# client (FROM COUNT: spread over several source addresses).
+churn_rounds() {
+    local label=$1; shift
     : > "$DIR/rate" ; : > "$DIR/cpu"; : > "$DIR/tw"; : > "$DIR/mem"
     for r in $(seq "$ROUNDS"); do
         sleep 11   # the last round's TIME-WAIT (local class: 10 s) is over
         c0=$(cpu_ticks "$DAEMON_PID"); m0=$(rss_kib "$DAEMON_PID")
-        read -r done failed < <(ip netns exec "${P}A" "$DIR/churn" client 10.1.0.1 5201 "$SECS")
+        read -r done failed < <(ip netns exec "${P}A" "$DIR/churn" client 10.1.0.1 5201 "$SECS" "$@")
         c1=$(cpu_ticks "$DAEMON_PID"); m1=$(rss_kib "$DAEMON_PID")
         tw=$(( $(metric 'anygate_tcp_time_wait{as="vestige"}') + $(metric 'anygate_tcp_time_wait{as="connection"}') ))
         awk -v d="$done" -v s="$SECS" 'BEGIN { printf "%.0f\n", d / s }' >> "$DIR/rate"
@@ -56,7 +61,15 @@ for vtw in true false; do
         awk -v m=$((m1 - m0)) -v tw="$tw" 'BEGIN { if (tw > 0) printf "%.0f\n", m * 1024 / tw; else print 0 }' >> "$DIR/mem"
         [ "$failed" = 0 ] || echo "   (round $r: $failed failed connections)"
     done
-    echo "churn against the stack, vtw: $vtw: $(median < "$DIR/rate") connections/s, $(median < "$DIR/cpu") ms CPU per 1000 connections, $(median < "$DIR/tw") in TIME-WAIT at the end, RSS growth $(median < "$DIR/mem") B per TIME-WAIT connection"
+    echo "$label: $(median < "$DIR/rate") connections/s, $(median < "$DIR/cpu") ms CPU per 1000 connections, $(median < "$DIR/tw") in TIME-WAIT at the end, RSS growth $(median < "$DIR/mem") B per TIME-WAIT connection"
+}
+for vtw in true false; do
+    export STACK_EXTRA="tcp: {vtw: $vtw, max-connections: 400000, time-wait: {max: 400000}}"
+    ns_start .build/release/anygated
+    ip netns exec "${P}A" ping -c 1 -W 2 10.1.0.1 >/dev/null
+    for i in $(seq 0 $((SOURCES - 1))); do ip -n "${P}A" addr add "10.1.0.$((100 + i))/24" dev "${P}-ta"; done
+    churn_rounds "churn against the stack, vtw: $vtw, one client address"
+    churn_rounds "churn against the stack, vtw: $vtw, $SOURCES client addresses" 10.1.0.100 "$SOURCES"
     if [ "$vtw" = true ]; then
         # (b) Bulk: the stack sends for SECS seconds to a reader in A.
         : > "$DIR/bulk"; : > "$DIR/fwd"
@@ -90,14 +103,21 @@ ip -n "${P}A" addr add 10.9.0.1/24 dev "${P}-la"; ip -n "${P}L" addr add 10.9.0.
 ip -n "${P}A" link set "${P}-la" up; ip -n "${P}L" link set "${P}-ll" up
 ip netns exec "${P}L" "$DIR/churn" server 10.9.0.2 5201 & SERVER=$!
 sleep 0.5
-: > "$DIR/rate"; : > "$DIR/tw"
-for r in $(seq "$ROUNDS"); do
-    sleep 2
-    read -r done failed < <(ip netns exec "${P}A" "$DIR/churn" client 10.9.0.2 5201 "$SECS")
-    awk -v d="$done" -v s="$SECS" 'BEGIN { printf "%.0f\n", d / s }' >> "$DIR/rate"
-    ip netns exec "${P}L" ss -tan state time-wait | tail -n +2 | wc -l >> "$DIR/tw"
-done
+for i in $(seq 0 $((SOURCES - 1))); do ip -n "${P}A" addr add "10.9.0.$((100 + i))/24" dev "${P}-la"; done
+linux_rounds() {
+    local label=$1; shift
+    : > "$DIR/rate"; : > "$DIR/tw"
+    for r in $(seq "$ROUNDS"); do
+        sleep 2
+        read -r done failed < <(ip netns exec "${P}A" "$DIR/churn" client 10.9.0.2 5201 "$SECS" "$@")
+        awk -v d="$done" -v s="$SECS" 'BEGIN { printf "%.0f\n", d / s }' >> "$DIR/rate"
+        ip netns exec "${P}L" ss -tan state time-wait | tail -n +2 | wc -l >> "$DIR/tw"
+    done
+    echo "$label: $(median < "$DIR/rate") connections/s, $(median < "$DIR/tw") in TIME-WAIT at the end (Linux TIME-WAIT: 60 s)"
+}
+linux_rounds "churn against Linux, one client address"
+linux_rounds "churn against Linux, $SOURCES client addresses" 10.9.0.100 "$SOURCES"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 TWSIZE=$(awk '$1 == "tw_sock_TCP" { print $4 }' /proc/slabinfo 2>/dev/null || echo "?")
-echo "churn against Linux: $(median < "$DIR/rate") connections/s, $(median < "$DIR/tw") in TIME-WAIT at the end (Linux TIME-WAIT: 60 s), tw_sock_TCP object $TWSIZE B"
+echo "Linux tw_sock_TCP object: $TWSIZE B"
 ip netns del "${P}L"

@@ -41,9 +41,9 @@ final class BandwidthResponder: StackTCPService {
     private(set) var completed: UInt64 = 0
     private var buffer = [UInt8](repeating: 0, count: 65536)
 
-    init(stack: Stack, address: SocketAddress) throws(SocketError) {
+    init(stack: Stack, address: StackAddress) throws(SocketError) {
         self.stack = stack
-        listener = try stack.tcpListen(address: .v4(address.host), port: address.port, backlog: 32)
+        listener = try stack.tcpListen(address: address.host, port: address.port, backlog: 32)
     }
 
     func acceptable(_ l: TCPListenerID) -> Bool {
@@ -152,7 +152,7 @@ final class BandwidthResponder: StackTCPService {
 /// connections upload to the peer's responder for `seconds`.
 final class BandwidthTestRun: StackTCPService {
     let stack: Stack
-    let peer: SocketAddress
+    let peer: StackAddress
     let seconds: Int
     private var ids: [TCPSocketID] = []
     private var offsets: [TCPSocketID: Int] = [:]
@@ -162,14 +162,14 @@ final class BandwidthTestRun: StackTCPService {
     private(set) var result: BandwidthTestInfo
     private var finished = false
 
-    init(stack: Stack, peer: SocketAddress, seconds: Int, streams: Int) throws(SocketError) {
+    init(stack: Stack, peer: StackAddress, seconds: Int, streams: Int) throws(SocketError) {
         self.stack = stack
         self.peer = peer
         self.seconds = seconds
         result = BandwidthTestInfo(peer: "\(peer)", streams: streams, seconds: 0, state: "running", bytes: 0, bitsPerSecond: 0,
                                    retransmits: 0, rttMilliseconds: 0, error: nil)
         do {
-            for _ in 0..<streams { ids.append(try stack.tcpConnect(to: .v4(peer.host), port: peer.port)) }
+            for _ in 0..<streams { ids.append(try stack.tcpConnect(to: peer.host, port: peer.port)) }
         } catch {
             for id in ids { stack.tcpAbort(id) }
             throw error

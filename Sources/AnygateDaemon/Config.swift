@@ -9,13 +9,13 @@ public struct DaemonConfig: Equatable, Sendable {
     /// A second way in for `anygatectl --connect`: a TCP listener on one of
     /// the stack's own addresses (`control.listen: stack:ADDR:PORT`), for
     /// sources in `controlAllow` that present the token in `controlTokenFile`.
-    public var controlListen: SocketAddress? = nil
+    public var controlListen: StackAddress? = nil
     public var controlAllow: [IPPrefix] = []
     public var controlTokenFile: String? = nil
     /// Where to serve Prometheus metrics; nil (the default) serves none.
     public var metricsListen: ServiceAddress? = nil
     /// The bandwidth-test responder (`services.bandwidth-test.listen`), on the stack.
-    public var bandwidthTestListen: SocketAddress? = nil
+    public var bandwidthTestListen: StackAddress? = nil
     /// `stack.tcp`: MSLs per class, VTW, and how many TIME-WAIT vestiges are kept.
     public var tcpMSLLoopback = Interval.seconds(1)
     public var tcpMSLLocal = Interval.seconds(5)
@@ -101,7 +101,7 @@ public struct DaemonConfig: Equatable, Sendable {
 /// is reached through the appliance's interfaces and tunnels.
 public enum ServiceAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
     case host(SocketAddress)
-    case stack(SocketAddress)
+    case stack(StackAddress)
     public var description: String {
         switch self {
         case .host(let a): "\(a)"
@@ -116,6 +116,39 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
     public var port: UInt16
     public init(host: IPv4Address, port: UInt16) { self.host = host; self.port = port }
     public var description: String { "\(host):\(port)" }
+}
+
+/// One of the stack's addresses (IPv4 or IPv6) and a TCP port: where a
+/// service on the stack's own TCP listens, or a peer it connects to
+/// ("10.1.0.1:9100", "[2001:db8::1]:9100").
+public struct StackAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var host: IPAddress
+    public var port: UInt16
+    public init(host: IPAddress, port: UInt16) { self.host = host; self.port = port }
+    public var description: String { host.isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// "ADDR:PORT" or "[ADDR6]:PORT"; without a port, `defaultPort` if
+    /// given ("ADDR", "ADDR6" or "[ADDR6]").
+    public init?(parsing text: Substring, defaultPort: UInt16? = nil) {
+        var addr = text, portText: Substring? = nil
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            addr = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return nil }
+                portText = rest.dropFirst()
+            }
+        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
+            addr = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        let host: IPAddress
+        if let a = IPv4Address(String(addr)) { host = .v4(a) } else if let a = IPv6Address(String(addr)) { host = .v6(a) } else { return nil }
+        guard !host.isUnspecified else { return nil }
+        guard let port = portText.map({ UInt16($0) }) ?? defaultPort, port > 0 else { return nil }
+        self.init(host: host, port: port)
+    }
 }
 
 /// One interface of the stack and the host device it is attached to.

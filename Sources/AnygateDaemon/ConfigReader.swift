@@ -816,11 +816,10 @@ public struct ConfigReader {
     func serviceAddress(_ node: Node, _ path: String) throws(ConfigError) -> ServiceAddress {
         let text = try string(node, path)
         guard text.hasPrefix("stack:") else { return .host(try socketAddress(node, path)) }
-        let parts = text.dropFirst(6).split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 2, let host = IPv4Address(parts[0]), !host.isUnspecified, let port = UInt16(parts[1]), port > 0 else {
-            throw fail(path, node, "\"\(text)\" is not stack:IPV4:PORT")
+        guard let a = StackAddress(parsing: text.dropFirst(6)) else {
+            throw fail(path, node, "\"\(text)\" is not stack:IPV4:PORT or stack:[IPV6]:PORT")
         }
-        return .stack(SocketAddress(host: host, port: port))
+        return .stack(a)
     }
 
     func socketAddress(_ node: Node, _ path: String) throws(ConfigError) -> SocketAddress {

@@ -153,7 +153,7 @@ extension Daemon {
             family("anygate_tcp_challenge_acks_total", "counter", "Challenge ACKs (RFC 5961), sent and suppressed by the rate limit.",
                    [("{outcome=\"sent\"}", t.challengeACKs), ("{outcome=\"suppressed\"}", t.challengeACKsSuppressed)])
             family("anygate_tcp_vestige_segments_total", "counter", "Segments answered or absorbed by a TIME-WAIT vestige.", [("", t.vestigeSegments)])
-            family("anygate_tcp_vestiges_reopened_total", "counter", "New SYNs accepted on a vestige's four-tuple (RFC 6191).",
+            family("anygate_tcp_vestiges_reopened_total", "counter", "New SYNs accepted on a TIME-WAIT four-tuple, vestige or connection (RFC 6191).",
                    [("", t.vestigesReopened)])
             family("anygate_tcp_vestige_operations_total", "counter", "Vestige table operations (IPv4).",
                    [("{op=\"insert\"}", v.inserts), ("{op=\"delete\"}", v.deletes), ("{op=\"kill\"}", v.kills),

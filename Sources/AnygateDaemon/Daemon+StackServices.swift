@@ -122,21 +122,19 @@ extension Daemon {
         guard config.workers == 1 else { return fail("bandwidth-test needs stack.workers: 1") }
         if let run = bandwidthRun, !run.isFinished { return fail("a bandwidth test to \(run.peer) is running") }
         guard let text = r.destination else { return fail("bandwidth-test needs a peer: ADDR[:PORT]") }
-        let parts = text.split(separator: ":")
-        guard (1...2).contains(parts.count), let host = IPv4Address(parts[0]),
-              let port = parts.count == 2 ? UInt16(parts[1]) : 5201, port > 0 else {
-            return fail("bad peer \"\(text)\": expected IPV4[:PORT]")
+        guard let peer = StackAddress(parsing: text[...], defaultPort: 5201) else {
+            return fail("bad peer \"\(text)\": expected IPV4[:PORT], IPV6 or [IPV6]:PORT")
         }
         let seconds = r.seconds ?? 10, streams = r.count ?? 1
         guard (1...3600).contains(seconds) else { return fail("--seconds must be 1 to 3600") }
         guard (1...64).contains(streams) else { return fail("--streams must be 1 to 64") }
         do {
-            let run = try BandwidthTestRun(stack: stack, peer: SocketAddress(host: host, port: port), seconds: seconds, streams: streams)
+            let run = try BandwidthTestRun(stack: stack, peer: peer, seconds: seconds, streams: streams)
             bandwidthRun = run
-            logger.notice("bandwidth test started", metadata: ["peer": "\(host):\(port)", "seconds": "\(seconds)", "streams": "\(streams)"])
+            logger.notice("bandwidth test started", metadata: ["peer": "\(peer)", "seconds": "\(seconds)", "streams": "\(streams)"])
             return encode(ControlResponse(ok: true, result: run.result))
         } catch {
-            return fail("cannot connect to \(host):\(port): \(error)")
+            return fail("cannot connect to \(peer): \(error)")
         }
     }
 }

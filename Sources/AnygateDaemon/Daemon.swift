@@ -36,7 +36,7 @@ public final class Daemon {
     var traceSession: (filter: String, interface: String?)?
     var metrics: StreamServer?
     /// Services on the stack's own TCP, and the bandwidth test running from it.
-    var stackServices: [StackTCPService] = []
+    var stackServices: [any StackTCPService] = []
     var stackMetrics: StackStreamServer?
     var stackControl: StackStreamServer?
     var bandwidthResponder: BandwidthResponder?

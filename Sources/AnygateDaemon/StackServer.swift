@@ -42,12 +42,12 @@ final class StackStreamServer: StackTCPService {
     private(set) var timedOut: UInt64 = 0
     private(set) var served: UInt64 = 0
 
-    init(stack: Stack, address: SocketAddress, allow: [IPPrefix] = [], isComplete: @escaping ([UInt8]) -> Bool,
+    init(stack: Stack, address: StackAddress, allow: [IPPrefix] = [], isComplete: @escaping ([UInt8]) -> Bool,
          respond: @escaping (_ request: [UInt8], _ from: IPAddress) -> [UInt8]) throws(SocketError) {
         self.stack = stack
         self.isComplete = isComplete
         self.respond = respond
-        listener = try stack.tcpListen(address: .v4(address.host), port: address.port, backlog: 16, allow: allow)
+        listener = try stack.tcpListen(address: address.host, port: address.port, backlog: 16, allow: allow)
     }
 
     func acceptable(_ l: TCPListenerID) -> Bool {

@@ -70,6 +70,8 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
     case hostSocketSendFailed
     /// Datagrams for a socket closed while they were on their way.
     case socketClosed
+    /// More packets to the stack's own addresses than its loopback queue holds.
+    case loopbackOverflow
     /// A packet the stack originated had no source address to leave with.
     case noSourceAddress
     case hostOwned
@@ -225,6 +227,7 @@ public enum DropReason: Int, CaseIterable, Hashable, Sendable, CustomStringConve
         case .tunnelDown: "tunnel-down"
         case .hostSocketSendFailed: "host-socket-send-failed"
         case .socketClosed: "socket-closed"
+        case .loopbackOverflow: "loopback-overflow"
         case .noSourceAddress: "no-source-address"
         case .hostOwned: "host-owned"
         case .rpfFailed: "rpf-failed"

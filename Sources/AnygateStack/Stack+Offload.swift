@@ -214,16 +214,7 @@ extension Stack {
             pool.setLength(&s, length)
             s.offload = PacketHandle.checksumVerified  // each checksum was just computed here
             hot.pointee.counters.unbundledPackets &+= 1
-            if l.isIPv6 {
-                // No extension headers (the layout has none): the chain is the UDP header.
-                guard let chain = try? IPv6HeaderChain(walking: IPv6Packet(unchecked: pool.bytes(s))) else {
-                    drop(s, .ipv6HeaderChain, rx: rx)
-                    continue
-                }
-                localInput6(s, chain: chain, rx: rx)
-            } else {
-                localInput(s, rx: rx, broadcast: broadcast)
-            }
+            localInputWhole(s, ipv6: l.isIPv6, rx: rx, broadcast: broadcast)
         }
         pool.free(p)
     }

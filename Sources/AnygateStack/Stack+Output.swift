@@ -65,9 +65,8 @@ extension Stack {
         hot.pointee.counters.ipSent &+= 1
         switch route.kind {
         case .local:
-            // To ourselves: deliver without a wire.
-            hot.pointee.counters.looped &+= 1
-            localInput(p, rx: Int(route.interface), broadcast: false)
+            // To ourselves: delivered without a wire, once this send is over.
+            loopBack(p, rx: Int(route.interface))
         case .broadcast:
             // A subnet's directed broadcast goes out as a link-layer broadcast, unfragmented.
             let out = Int(route.interface)
@@ -305,5 +304,38 @@ extension Stack {
         hot.pointee.counters.arpRequestsSent += 1
         hot.pointee.counters.originated &+= 1
         sendFrame(p, on: out, to: unicastTo ?? MACAddress.broadcast.rawValue, type: .arp)
+    }
+}
+
+extension Stack {
+    /// Queues a packet for one of our own addresses (see `loopback`).
+    func loopBack(_ p: PacketHandle, rx: InterfaceIndex) {
+        guard loopback.count < Stack.loopbackLimit else { return drop(p, .loopbackOverflow, side: .output) }
+        if loopback.capacity == 0 { loopback.reserveCapacity(Stack.loopbackLimit) }
+        loopback.append((p, rx))
+    }
+
+    /// Delivers what the stack sent to itself, and what that delivery sends
+    /// to itself in turn, up to the queue's bound per call.
+    func drainLoopback() {
+        var k = 0
+        while k < loopback.count && k < 4 * Stack.loopbackLimit {
+            let (p, rx) = loopback[k]
+            k += 1
+            hot.pointee.counters.looped &+= 1
+            localInputWhole(p, ipv6: pool.bytes(p).be8(0) >> 4 == 6, rx: rx, broadcast: false)
+        }
+        loopback.removeFirst(k)
+    }
+
+    /// A whole packet the stack made (looped back, or cut from a
+    /// super-frame) for one of our addresses: to local input of its version.
+    func localInputWhole(_ p: PacketHandle, ipv6: Bool, rx: InterfaceIndex, broadcast: Bool) {
+        guard ipv6 else { return localInput(p, rx: rx, broadcast: broadcast) }
+        let chain: IPv6HeaderChain
+        do { chain = try IPv6HeaderChain(walking: IPv6Packet(unchecked: pool.bytes(p))) } catch {
+            return drop(p, .ipv6HeaderChain, rx: rx)
+        }
+        localInput6(p, chain: chain, rx: rx)
     }
 }

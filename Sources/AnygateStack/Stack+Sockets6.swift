@@ -98,6 +98,44 @@ extension Stack {
         resolveAndSend6(packet, out: out, nextHop: nextHop)
     }
 
+    /// Sends an IPv6 packet the stack made whole (its header, no extension
+    /// headers, then a transport whose checksum is done): by the route to
+    /// its destination, to ourselves without a wire. Never fragmented (what
+    /// the stack's TCP sends fits its MSS). False when it was dropped (counted).
+    func outputLocal6(_ p: PacketHandle) -> Bool {
+        let ip = IPv6Packet(unchecked: pool.bytes(p))
+        let dst = ip.destination
+        guard let best = fib6View.pointee.lookup(dst) else {
+            drop(p, .noRoute, side: .output)
+            return false
+        }
+        let view = fib6View.pointee
+        let slot = best.pointee.memberCount > 1
+            ? view.member(of: best, hash: (dst.low ^ ip.source.low) &* 0x9E37_79B9_7F4A_7C15) : best
+        let route = slot.pointee
+        hot.pointee.counters.ipSent &+= 1
+        switch route.kind {
+        case .local:
+            loopBack(p, rx: Int(route.interface))
+            return true
+        case .blackhole, .broadcast:
+            drop(p, route.kind == .blackhole ? .blackhole : .noRoute, side: .output)
+            return false
+        case .connected, .gateway:
+            let out = Int(route.interface)
+            guard ifs[out].up else {
+                drop(p, .interfaceDown, tx: out)
+                return false
+            }
+            guard Int(p.length) <= ifs[out].mtu else {
+                drop(p, .fragmentationNeeded, tx: out)
+                return false
+            }
+            resolveAndSend6(p, out: out, nextHop: route.kind == .gateway ? route.gateway : dst)
+            return true
+        }
+    }
+
     /// Cuts a packet this stack made (an IPv6 header with no extension
     /// headers, then the payload) into fragments that fit `mtu`, each with
     /// a fragment header (RFC 8200 section 4.5). Consumes `p`.
@@ -172,6 +210,20 @@ extension Stack {
             pool.setLength(&p, length)
             hot.pointee.counters.ipDelivered &+= 1
             return deliver(p, to: k, from: .v6(source), port: port, outerTOS: ip.trafficClass, rx: rx)
+        }
+        if chain.upperLayer == .tcp {
+            // The stack's own TCP: a connection, vestige or listener takes it, else a twin, else a RST.
+            if tcpInput(p, local: .v6(destination), remote: .v6(source), segment: upper, rx: rx) {
+                hot.pointee.counters.ipDelivered &+= 1
+                return
+            }
+            if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }
+            if _slowPath(ifs[rx].twin), twinWants(rx: rx, proto: IPProtocol.tcp.rawValue, transport: upper, group: nil) {
+                return punt(p, rx: rx)
+            }
+            hot.pointee.counters.ipDelivered &+= 1
+            let key = TCPKey(local: .v6(destination), remote: .v6(source), localPort: 0, remotePort: 0)
+            return tcpRefuse(p, key: key, segment: upper, rx: rx)
         }
         guard let k = demux6(.raw(chain.upperLayer), destination: destination, destinationPort: 0, source: source, sourcePort: 0) else {
             if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }

@@ -107,19 +107,30 @@ extension Stack {
                            keepalive: Bool = false) throws(SocketError) -> TCPSocketID {
         enter()
         defer { flush() }
-        guard case .v4(let dst) = remote else { throw .noRoute(remote) }
         let now = hot.pointee.now
         var route = RouteCache()
-        guard let r = route.route(to: dst, in: fibView.pointee, statistics: &routeCacheStatistics) else { throw .noRoute(remote) }
-        let src: IPv4Address
-        if case .v4(let a)? = from, !a.isUnspecified { src = a } else { src = selectSource(destination: dst, route: r) }
+        let src: IPAddress
+        switch remote {
+        case .v4(let dst):
+            guard let r = route.route(to: dst, in: fibView.pointee, statistics: &routeCacheStatistics) else { throw .noRoute(remote) }
+            if case .v4(let a)? = from, !a.isUnspecified { src = .v4(a) } else { src = .v4(selectSource(destination: dst, route: r)) }
+        case .v6(let dst):
+            guard let r = fib6View.pointee.lookup(dst), r.pointee.kind != .blackhole else { throw .noRoute(remote) }
+            if case .v6(let a)? = from, !a.isUnspecified {
+                src = .v6(a)
+            } else if r.pointee.kind == .local {
+                src = remote
+            } else {
+                guard let a = source6(on: Int(r.pointee.interface), to: dst) else { throw .noSourceAddress }
+                src = .v6(a)
+            }
+        }
         guard !src.isUnspecified else { throw .noSourceAddress }
-        var key = TCPKey(local: .v4(src), remote: remote, localPort: localPort, remotePort: port)
+        var key = TCPKey(local: src, remote: remote, localPort: localPort, remotePort: port)
         if localPort == 0 {
             guard let p = ephemeralPort(for: key) else { throw .addressInUse(0) }
             key.localPort = p
-        } else if tcp.byKey[key] != nil
-                    || tcp.vestiges4.lookup(local: src.rawValue, remote: dst.rawValue, localPort: localPort, remotePort: port) != nil {
+        } else if tcp.byKey[key] != nil || vestigeLookup(key) != nil {
             // A live connection or a vestige holds the four-tuple (NetBSD: EADDRINUSE).
             throw .addressInUse(localPort)
         }
@@ -167,17 +178,38 @@ extension Stack {
     /// The MSS the route to `remote` allows: its interface's MTU (a
     /// tunnel's follows its path MTU) less the IP and TCP headers.
     func localMSS(to remote: IPAddress) -> Int {
-        guard case .v4(let dst) = remote, let r = fibView.pointee.lookupRoute(dst) else { return 536 }
-        let mtu = r.kind == .local ? 65535 : ifs[Int(r.interface)].mtu
-        return max(536, min(mtu, 65535) - IPv4Packet.minimumHeaderLength - TCPHeader.minimumLength)
+        // A segment is built in one pool buffer (the IP header goes in its headroom).
+        min(routeMSS(to: remote), pool.dataCapacity - 60)  // 60: the largest TCP header
+    }
+
+    private func routeMSS(to remote: IPAddress) -> Int {
+        switch remote {
+        case .v4(let dst):
+            guard let r = fibView.pointee.lookupRoute(dst) else { return 536 }
+            let mtu = r.kind == .local ? 65535 : ifs[Int(r.interface)].mtu
+            return max(536, min(mtu, 65535) - IPv4Packet.minimumHeaderLength - TCPHeader.minimumLength)
+        case .v6(let dst):
+            // IPv6 links carry at least 1280 bytes (RFC 8200 section 5).
+            guard let r = fib6View.pointee.lookup(dst) else { return 1280 - IPv6Packet.headerLength - TCPHeader.minimumLength }
+            let mtu = r.pointee.kind == .local ? 65535 : ifs[Int(r.pointee.interface)].mtu
+            return max(1280, min(mtu, 65535)) - IPv6Packet.headerLength - TCPHeader.minimumLength
+        }
     }
 
     /// MSLT (NetBSD `tcp_established`): the peer is ourselves, on a connected subnet, or beyond a gateway.
     func mslClass(local: IPAddress, remote: IPAddress) -> MSLClass {
         guard tcp.configuration.mslt else { return .classless }
         if local == remote { return .loopback }
-        guard case .v4(let dst) = remote, let r = fibView.pointee.lookupRoute(dst) else { return .remote }
-        switch r.kind {
+        let kind: RouteKind
+        switch remote {
+        case .v4(let dst):
+            guard let r = fibView.pointee.lookupRoute(dst) else { return .remote }
+            kind = r.kind
+        case .v6(let dst):
+            guard let r = fib6View.pointee.lookup(dst) else { return .remote }
+            kind = r.pointee.kind
+        }
+        switch kind {
         case .local: return .loopback
         case .connected, .broadcast: return .local
         case .gateway, .blackhole: return .remote
@@ -407,25 +439,43 @@ extension Stack {
     /// from `offset`). False when no buffer or route took it (counted where it failed).
     func tcpTransmit(from local: IPAddress, to remote: IPAddress, _ repr: TCPRepr, data: ByteRing?, offset: Int,
                      length: Int) -> Bool {
-        guard case .v4(let src) = local, case .v4(let dst) = remote else { return false }
         guard var p = pool.allocate() else { return false }
         let h = repr.headerLength
         pool.setLength(&p, h + length)
         let b = pool.bytes(p)
         repr.emitHeader(into: b)
         if let data, length > 0 { data.copy(from: offset, into: b.slice(h, length)) }
-        TCPRepr.finish(b, pseudo: InternetChecksum.pseudoHeaderSum(source: src, destination: dst, protocol: .tcp, length: h + length))
-        guard pool.prepend(&p, IPv4Packet.minimumHeaderLength) else {
-            drop(p, .headroomExhausted, side: .output)
+        TCPRepr.finish(b, pseudo: tcpPseudoHeaderSum(source: local, destination: remote, length: h + length))
+        func sent() {
+            hot.pointee.counters.originated &+= 1
+            tcp.statistics.segmentsSent &+= 1
+            if repr.flags & TCPHeader.flagRST != 0 { tcp.statistics.resetsSent &+= 1 }
+        }
+        switch (local, remote) {
+        case (.v4(let src), .v4(let dst)):
+            guard pool.prepend(&p, IPv4Packet.minimumHeaderLength) else {
+                drop(p, .headroomExhausted, side: .output)
+                return false
+            }
+            IPv4Repr(source: src, destination: dst, proto: .tcp, payloadLength: h + length, ttl: configuration.defaultTTL, tos: 0,
+                     identification: nextIPID(), dontFragment: true)
+                .emit(into: pool.bytes(p))
+            sent()
+            do { try outputLocal(p) } catch { return false }
+            return true
+        case (.v6(let src), .v6(let dst)):
+            guard pool.prepend(&p, IPv6Packet.headerLength) else {
+                drop(p, .headroomExhausted, side: .output)
+                return false
+            }
+            IPv6Repr(source: src, destination: dst, nextHeader: .tcp, payloadLength: h + length, hopLimit: configuration.defaultTTL,
+                     trafficClass: 0, flowLabel: 0)
+                .emit(into: pool.bytes(p))
+            sent()
+            return outputLocal6(p)
+        default:
+            drop(p, .noRoute, side: .output)
             return false
         }
-        IPv4Repr(source: src, destination: dst, proto: .tcp, payloadLength: h + length, ttl: configuration.defaultTTL, tos: 0,
-                 identification: nextIPID(), dontFragment: true)
-            .emit(into: pool.bytes(p))
-        hot.pointee.counters.originated &+= 1
-        tcp.statistics.segmentsSent &+= 1
-        if repr.flags & TCPHeader.flagRST != 0 { tcp.statistics.resetsSent &+= 1 }
-        do { try outputLocal(p) } catch { return false }
-        return true
     }
 }

@@ -3,22 +3,25 @@ import AnygateWire
 extension Stack {
     // MARK: Demultiplexing
 
-    /// A TCP segment addressed to one of our IPv4 addresses: to its
-    /// connection, else its vestige (consulted only after the connection
-    /// lookup missed), else a listener. Returns false when none takes it
-    /// (the caller answers with a RST). Consumes the packet when it returns true.
+    /// A TCP segment addressed to one of our IPv4 addresses (see below).
     func tcpInput(_ p: PacketHandle, ip: IPv4Packet, rx: InterfaceIndex) -> Bool {
-        let bytes = ip.payload
+        tcpInput(p, local: .v4(ip.destination), remote: .v4(ip.source), segment: ip.payload, rx: rx)
+    }
+
+    /// A TCP segment (`segment`, the bytes after the IP header or header
+    /// chain) addressed to one of our addresses: to its connection, else its
+    /// vestige (consulted only after the connection lookup missed), else a
+    /// listener. Returns false when none takes it (the caller answers with a
+    /// RST, or a twin takes it). Consumes the packet when it returns true.
+    func tcpInput(_ p: PacketHandle, local: IPAddress, remote: IPAddress, segment bytes: UnsafeMutableRawBufferPointer,
+                  rx: InterfaceIndex) -> Bool {
         // The ports say whose it is; only then is the rest checked, so what
         // no one here takes goes on (to a twin, or to be refused) untouched.
         guard bytes.count >= 4 else { return false }
-        let key = TCPKey(local: .v4(ip.destination), remote: .v4(ip.source), localPort: bytes.be16(TCPHeader.Field.destinationPort),
+        let key = TCPKey(local: local, remote: remote, localPort: bytes.be16(TCPHeader.Field.destinationPort),
                          remotePort: bytes.be16(TCPHeader.Field.sourcePort))
         let connection = tcp.byKey[key].flatMap { tcp.connections[$0] }
-        let vestige = connection == nil
-            ? tcp.vestiges4.lookup(local: ip.destination.rawValue, remote: ip.source.rawValue, localPort: key.localPort,
-                                   remotePort: key.remotePort)
-            : nil
+        let vestige = connection == nil ? vestigeLookup(key) : nil
         let listener = connection == nil ? listener(for: key) : nil
         guard connection != nil || vestige != nil || listener != nil else { return false }
         guard let h = try? TCPHeader(validating: bytes) else {
@@ -26,9 +29,7 @@ extension Stack {
             return true
         }
         if p.offload == 0 {
-            let pseudo = InternetChecksum.pseudoHeaderSum(source: ip.source, destination: ip.destination, protocol: .tcp,
-                                                          length: bytes.count)
-            guard TCPRepr.verify(bytes, pseudo: pseudo) else {
+            guard TCPRepr.verify(bytes, pseudo: tcpPseudoHeaderSum(source: remote, destination: local, length: bytes.count)) else {
                 drop(p, .tcpBadChecksum, rx: rx)
                 return true
             }
@@ -38,6 +39,14 @@ extension Stack {
                              options: h.options, payload: UnsafeRawBufferPointer(h.payload))
         if seg.rst { tcp.statistics.resetsReceived &+= 1 }
         let now = hot.pointee.now
+        if let c = connection, c.state == .timeWait, c.released, seg.syn && !seg.ack,
+           Stack.isNewSYN(seg, timestamps: c.timestamps, tsRecent: c.tsRecent, rcvNxt: c.rcvNxt), let l = self.listener(for: key) {
+            // RFC 6191 on a full TIME-WAIT connection (VTW off), as on a vestige below.
+            freeConnection(c)
+            tcp.statistics.vestigesReopened &+= 1
+            listenerInput(l, key: key, seg, p, rx: rx, now: now)
+            return true
+        }
         if let c = connection {
             let taken = c.input(seg, now: now, tcpTransmitter)
             afterActivity(c)
@@ -52,7 +61,7 @@ extension Stack {
             // RFC 6191: a SYN that is provably new reopens the four-tuple (below, to a listener).
         }
         guard let l = listener else {
-            tcpRefuse(p, ip: ip, rx: rx)
+            tcpRefuse(p, key: key, segment: bytes, rx: rx)
             return true
         }
         listenerInput(l, key: key, seg, p, rx: rx, now: now)
@@ -74,12 +83,38 @@ extension Stack {
         return wildcard
     }
 
+    /// The vestige of `key`'s four-tuple, in the table of its family.
+    func vestigeLookup(_ key: TCPKey) -> Int? {
+        switch (key.local, key.remote) {
+        case (.v4(let l), .v4(let r)):
+            tcp.vestiges4.lookup(local: l.rawValue, remote: r.rawValue, localPort: key.localPort, remotePort: key.remotePort)
+        case (.v6(let l), .v6(let r)):
+            tcp.vestiges6.lookup(local: l, remote: r, localPort: key.localPort, remotePort: key.remotePort)
+        default:
+            nil
+        }
+    }
+
+    /// The sum of TCP's pseudo-header over either family.
+    func tcpPseudoHeaderSum(source: IPAddress, destination: IPAddress, length: Int) -> UInt32 {
+        switch (source, destination) {
+        case (.v6(let s), .v6(let d)): InternetChecksum.pseudoHeaderSum(source: s, destination: d, nextHeader: .tcp, length: length)
+        case (.v4(let s), .v4(let d)): InternetChecksum.pseudoHeaderSum(source: s, destination: d, protocol: .tcp, length: length)
+        default: 0
+        }
+    }
+
     /// No connection, vestige or listener: a RST (RFC 9293 3.10.7.1), never for a RST.
     func tcpRefuse(_ p: PacketHandle, ip: IPv4Packet, rx: InterfaceIndex) {
-        guard let h = try? TCPHeader(validating: ip.payload) else { return drop(p, .tcpMalformed, rx: rx) }
+        let key = TCPKey(local: .v4(ip.destination), remote: .v4(ip.source), localPort: 0, remotePort: 0)
+        tcpRefuse(p, key: key, segment: ip.payload, rx: rx)
+    }
+
+    /// The same for a segment of either family (`key`'s ports are read from it).
+    func tcpRefuse(_ p: PacketHandle, key: TCPKey, segment: UnsafeMutableRawBufferPointer, rx: InterfaceIndex) {
+        guard let h = try? TCPHeader(validating: segment) else { return drop(p, .tcpMalformed, rx: rx) }
         if h.flags & TCPHeader.flagRST == 0 {
-            let key = TCPKey(local: .v4(ip.destination), remote: .v4(ip.source), localPort: h.destinationPort,
-                             remotePort: h.sourcePort)
+            let key = TCPKey(local: key.local, remote: key.remote, localPort: h.destinationPort, remotePort: h.sourcePort)
             let seg = TCPSegment(sequence: h.sequence, acknowledgment: h.acknowledgment, flags: h.flags, window: h.window,
                                  options: TCPOptions(), payload: UnsafeRawBufferPointer(h.payload))
             sendReset(for: seg, key: key)
@@ -103,15 +138,28 @@ extension Stack {
 
     // MARK: Vestiges (NetBSD tcp_vtw_input)
 
+    /// RFC 6191: a SYN on a TIME-WAIT four-tuple is provably new when its
+    /// timestamp is newer than the last one seen or, without timestamps,
+    /// its sequence is past RCV.NXT.
+    static func isNewSYN(_ seg: TCPSegment, timestamps: Bool, tsRecent: UInt32, rcvNxt: UInt32) -> Bool {
+        if let ts = seg.options.timestamp, timestamps { return seqGT(ts.value, tsRecent) }
+        return seqGT(seg.sequence, rcvNxt)
+    }
+
     /// Answers a segment from the vestige of its four-tuple. Returns false
     /// only for a SYN that RFC 6191 lets reopen the four-tuple (the vestige
     /// is gone then, and the SYN goes on to a listener).
     func vestigeInput(_ i: Int, key: TCPKey, _ seg: TCPSegment, now: Int64) -> Bool {
         tcp.statistics.vestigeSegments &+= 1
-        let v = tcp.vestiges4.entries[i]
+        return key.local.isIPv6 ? vestigeInput(tcp.vestiges6, i, key: key, seg, now: now)
+            : vestigeInput(tcp.vestiges4, i, key: key, seg, now: now)
+    }
+
+    private func vestigeInput<A>(_ table: Vestiges<A>, _ i: Int, key: TCPKey, _ seg: TCPSegment, now: Int64) -> Bool {
+        let v = table.entries[i]
         func answer(_ flags: UInt8, sequence: UInt32, acknowledgment: UInt32) {
             var o = TCPOptions()
-            if v.flags & Vestige<UInt32>.timestamps != 0 {
+            if v.flags & Vestige<A>.timestamps != 0 {
                 let off = tcp.timestampOffset(key)
                 o.timestamp = TCPTimestamp(value: UInt32(truncatingIfNeeded: now / 1_000_000) &+ off, echo: v.tsRecent)
             }
@@ -122,7 +170,7 @@ extension Stack {
         if seg.rst {
             // Exactly at RCV.NXT it ends the vestige; elsewhere a (rate-limited) challenge ACK (RFC 5961).
             if seg.sequence == v.rcvNxt {
-                tcp.vestiges4.remove(i)
+                table.remove(i)
             } else if tcp.mayChallenge(now: now) {
                 answer(TCPHeader.flagACK, sequence: v.sndNxt, acknowledgment: v.rcvNxt)
             }
@@ -132,14 +180,9 @@ extension Stack {
             // RFC 6191: a SYN whose timestamp is newer than the last one seen,
             // or (without timestamps) whose sequence is past RCV.NXT, is a new
             // connection; a listener may take it. Anything else gets a RST, as NetBSD answers.
-            let newer: Bool
-            if let ts = seg.options.timestamp, v.flags & Vestige<UInt32>.timestamps != 0 {
-                newer = seqGT(ts.value, v.tsRecent)
-            } else {
-                newer = seqGT(seg.sequence, v.rcvNxt)
-            }
+            let newer = Stack.isNewSYN(seg, timestamps: v.flags & Vestige<A>.timestamps != 0, tsRecent: v.tsRecent, rcvNxt: v.rcvNxt)
             if newer && listener(for: key) != nil {
-                tcp.vestiges4.remove(i)
+                table.remove(i)
                 tcp.statistics.vestigesReopened &+= 1
                 return false
             }
@@ -154,7 +197,7 @@ extension Stack {
             } else {
                 // New data after the peer's FIN: nobody can take it.
                 answer(TCPHeader.flagRST, sequence: v.sndNxt, acknowledgment: 0)
-                tcp.vestiges4.remove(i)
+                table.remove(i)
             }
             return true
         }
@@ -162,7 +205,7 @@ extension Stack {
             // A retransmitted FIN: our last ACK was lost. ACK it and start TIME-WAIT again.
             answer(TCPHeader.flagACK, sequence: v.sndNxt, acknowledgment: v.rcvNxt)
             let msl = tcp.configuration.msl(v.mslClass)
-            tcp.vestiges4.restart(i, expire: tcp.vestigeClock(now + 2 * msl))
+            table.restart(i, expire: tcp.vestigeClock(now + 2 * msl))
         }
         // A bare ACK needs no answer.
         return true

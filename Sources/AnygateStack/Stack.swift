@@ -149,6 +149,12 @@ public final class Stack {
     var retiredCounters = InterfaceCounters()
     /// TCP: connections, listeners, the SYN cache and the vestiges (`Stack+TCP`).
     let tcp: TCPTable
+    /// What the stack sent to its own addresses, with the interface that
+    /// owns the address: delivered at the next `flush`, after the output
+    /// that made it has finished (as a loopback interface's queue), so no
+    /// input runs inside the send that caused it. Bounded by `loopbackLimit`.
+    var loopback: [(packet: PacketHandle, rx: InterfaceIndex)] = []
+    static let loopbackLimit = 256
     /// Route-cache counters of the stack's sockets.
     public internal(set) var routeCacheStatistics = RouteCache.Statistics()
 
@@ -744,6 +750,7 @@ public final class Stack {
     /// Hands every queued frame to the host, one call per interface.
     /// The host must not re-enter the stack from `transmit`.
     public func flush() {
+        if _slowPath(!loopback.isEmpty) { drainLoopback() }
         let n = hot.pointee.dirtyCount
         guard n > 0 else { return }
         for k in 0..<n { handOver(dirty[k]) }

@@ -108,11 +108,8 @@ public struct VestigeStatistics: Hashable, Sendable {
     public let capacity: Int
     /// Entries and their FIFOs.
     let entries: UnsafeMutablePointer<Vestige<A>>
-    /// Per class: first slot, slot count, next insert (offset), entries in use.
-    private var base: [Int] = [0, 0, 0, 0]
-    private var size: [Int] = [0, 0, 0, 0]
-    private var headOffset: [Int] = [0, 0, 0, 0]
-    private var used: [Int] = [0, 0, 0, 0]
+    /// Per class: its VestigeFIFO (four, by class number).
+    private let fifos: UnsafeMutablePointer<VestigeFIFO>
     private(set) var mslt: Bool
     /// Hash lines (16 words each) and the slot encoding.
     let lines: UnsafeMutablePointer<UInt32>
@@ -143,6 +140,8 @@ public struct VestigeStatistics: Hashable, Sendable {
         indexBits = b
         portCounts = .allocate(capacity: 65536)
         portCounts.initialize(repeating: 0, count: 65536)
+        fifos = .allocate(capacity: 4)
+        fifos.initialize(repeating: VestigeFIFO(), count: 4)
         layOut()
     }
 
@@ -150,23 +149,22 @@ public struct VestigeStatistics: Hashable, Sendable {
         entries.deallocate()
         UnsafeMutableRawPointer(lines).deallocate()
         portCounts.deallocate()
+        fifos.deallocate()
     }
 
-    /// Divides the slots among the classes (and empties every FIFO).
+    /// Divides the slots among the classes (and empties every VestigeFIFO).
     private func layOut() {
         for k in 0..<capacity { (entries + k).pointee.expire = 0; (entries + k).pointee.flags = 0 }
         lines.update(repeating: 0, count: lineCount * 16)
         portCounts.update(repeating: 0, count: 65536)
         count = 0
-        used = [0, 0, 0, 0]
-        headOffset = [0, 0, 0, 0]
+        fifos.update(repeating: VestigeFIFO(), count: 4)
         if mslt {
+            // As NetBSD: equal thirds; a remainder of 1 or 2 slots stays unused.
             let third = capacity / 3
-            base = [0, 0, third, 2 * third]
-            size = [0, third, third, third]  // as NetBSD: a remainder of 1 or 2 slots stays unused
+            for k in 1...3 { fifos[k].base = (k - 1) * third; fifos[k].size = third }
         } else {
-            base = [0, 0, 0, 0]
-            size = [capacity, 0, 0, 0]
+            fifos[0].size = capacity
         }
     }
 
@@ -178,8 +176,8 @@ public struct VestigeStatistics: Hashable, Sendable {
     }
 
     /// Slots a class owns.
-    func slots(of c: MSLClass) -> Int { size[Int(c.rawValue)] }
-    func inUse(of c: MSLClass) -> Int { used[Int(c.rawValue)] }
+    func slots(of c: MSLClass) -> Int { fifos[Int(c.rawValue)].size }
+    func inUse(of c: MSLClass) -> Int { fifos[Int(c.rawValue)].used }
 
     // MARK: Hash
 
@@ -289,25 +287,26 @@ public struct VestigeStatistics: Hashable, Sendable {
 
     // MARK: FIFOs
 
-    /// Adds a vestige to its class's FIFO (evicting the class's oldest if
+    /// Adds a vestige to its class's VestigeFIFO (evicting the class's oldest if
     /// full) and to the hash. Returns its index.
     @discardableResult
     public func insert(_ v: Vestige<A>, class c: MSLClass, expire: UInt32) -> Int {
         // A connection classed before MSLT was turned on counts as remote.
         let k = Int((mslt ? (c == .classless ? .remote : c) : .classless).rawValue)
-        precondition(size[k] > 0)
-        if used[k] == size[k] {
-            let oldest = base[k] + (headOffset[k] - used[k] + size[k]) % size[k]
+        let f = fifos + k
+        precondition(f.pointee.size > 0)
+        if f.pointee.used == f.pointee.size {
+            let oldest = f.pointee.slot(0)
             if entries[oldest].isHashed {
                 hashOut(oldest)
                 statistics.kills &+= 1
             }
             entries[oldest].expire = 0
-            used[k] -= 1
+            f.pointee.used -= 1
         }
-        let i = base[k] + headOffset[k]
-        headOffset[k] = (headOffset[k] + 1) % size[k]
-        used[k] += 1
+        let i = f.pointee.base + f.pointee.head
+        f.pointee.head = f.pointee.head + 1 == f.pointee.size ? 0 : f.pointee.head + 1
+        f.pointee.used += 1
         var e = v
         e.expire = expire == 0 ? 1 : expire
         e.flags = (e.flags & ~(3 | Vestige<A>.hashed)) | UInt8(k)
@@ -318,7 +317,7 @@ public struct VestigeStatistics: Hashable, Sendable {
     }
 
     /// Removes a vestige from the hash; its slot is reclaimed when its
-    /// FIFO's tail reaches it.
+    /// VestigeFIFO's tail reaches it.
     public func remove(_ i: Int) {
         guard entries[i].isHashed else { return }
         hashOut(i)
@@ -326,7 +325,7 @@ public struct VestigeStatistics: Hashable, Sendable {
     }
 
     /// A retransmitted FIN: the vestige starts its time again (a new slot
-    /// at its FIFO's head, the old one unhashed). Returns the new index.
+    /// at its VestigeFIFO's head, the old one unhashed). Returns the new index.
     @discardableResult
     func restart(_ i: Int, expire: UInt32) -> Int {
         let v = entries[i]
@@ -339,9 +338,9 @@ public struct VestigeStatistics: Hashable, Sendable {
     @discardableResult
     public func expire(now: UInt32) -> Int {
         var n = 0
-        for k in 0..<4 where size[k] > 0 {
-            while used[k] > 0 {
-                let oldest = base[k] + (headOffset[k] - used[k] + size[k]) % size[k]
+        for k in 0..<4 where fifos[k].size > 0 {
+            while fifos[k].used > 0 {
+                let oldest = fifos[k].slot(0)
                 let e = entries + oldest
                 guard !e.pointee.isHashed || Int32(bitPattern: e.pointee.expire &- now) <= 0 else { break }
                 if e.pointee.isHashed {
@@ -349,7 +348,7 @@ public struct VestigeStatistics: Hashable, Sendable {
                     n += 1
                 }
                 e.pointee.expire = 0
-                used[k] -= 1
+                fifos[k].used -= 1
             }
         }
         statistics.expired &+= UInt64(n)
@@ -359,16 +358,14 @@ public struct VestigeStatistics: Hashable, Sendable {
     /// The earliest expiry of a live entry, or nil.
     func nextExpiry(now: UInt32) -> UInt32? {
         var best: UInt32? = nil
-        for k in 0..<4 where used[k] > 0 {
+        for k in 0..<4 where fifos[k].used > 0 {
             // The oldest live entry of the class (dead ones ahead of it go with it).
-            var o = (headOffset[k] - used[k] + size[k]) % size[k]
-            for _ in 0..<used[k] {
-                let e = entries[base[k] + o]
+            for j in 0..<fifos[k].used {
+                let e = entries[fifos[k].slot(j)]
                 if e.isHashed {
                     if best == nil || Int32(bitPattern: e.expire &- best!) < 0 { best = e.expire }
                     break
                 }
-                o = (o + 1) % size[k]
             }
         }
         return best
@@ -380,9 +377,9 @@ public struct VestigeStatistics: Hashable, Sendable {
     func checkInvariants() -> Bool {
         var live = 0
         var overflow = [UInt32](repeating: 0, count: lineCount)
-        for k in 0..<4 where size[k] > 0 {
-            for j in 0..<used[k] {
-                let i = base[k] + (headOffset[k] - used[k] + j + size[k]) % size[k]
+        for k in 0..<4 where fifos[k].size > 0 {
+            for j in 0..<fifos[k].used {
+                let i = fifos[k].slot(j)
                 let e = entries[i]
                 guard e.isHashed else { continue }
                 live += 1
@@ -400,5 +397,20 @@ public struct VestigeStatistics: Hashable, Sendable {
         }
         guard live == count else { return false }
         return (0..<lineCount).allSatisfy { overflow[$0] == lines[$0 * 16] }
+    }
+}
+
+/// One MSL class's ring of vestige slots: `size` slots from `base`, the
+/// next insert at offset `head`, the `used` before it alive or waiting to be reclaimed.
+struct VestigeFIFO {
+    var base = 0
+    var size = 0
+    var head = 0
+    var used = 0
+
+    /// The slot of the `j`th oldest entry.
+    @inline(__always) func slot(_ j: Int) -> Int {
+        let o = head - used + j
+        return base + (o < 0 ? o + size : o)
     }
 }

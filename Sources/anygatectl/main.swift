@@ -333,7 +333,7 @@ struct BandwidthTest: ParsableCommand {
         commandName: "bandwidth-test",
         abstract: "bandwidth-test PEER [--seconds N] [--streams N]: TCP throughput from this appliance's stack to another's.",
         discussion: """
-            PEER is ADDR[:PORT] of another anygated's services.bandwidth-test responder (port 5201 by default). \
+            PEER is ADDR[:PORT] or [ADDR6]:PORT of another anygated's services.bandwidth-test responder (port 5201 by default). \
             The streams upload for the given time; the result is the bytes the peer acknowledged, the \
             retransmissions, and the smoothed RTT at the end.
             """)

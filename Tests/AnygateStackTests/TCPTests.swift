@@ -143,6 +143,20 @@ import Testing
         #expect(t.server.drops(.tcpNoListener, on: t.serverEth) == 1)
     }
 
+    @Test func aConnectionToOurOwnAddressIsLoopbackClassAndNeverTouchesTheWire() throws {
+        let t = try TCPLink()
+        let before = t.seen.count
+        let l = try t.server.tcpListen(address: .v4(TCPLink.serverAddr), port: 80)
+        let c = try t.server.tcpConnect(to: .v4(TCPLink.serverAddr), port: 80)
+        t.net.run()
+        let s = try #require(t.server.tcpAccept(l))
+        #expect(t.server.state(c) == .established && t.server.state(s) == .established)
+        #expect(t.server.tcpInfo(c)?.mslClass == .loopback)
+        let data = pattern(200_000, seed: 9)
+        #expect(sha256(pump(t.net, from: t.server, c, to: t.server, s, data)) == sha256(data))
+        #expect(t.seen.count == before)
+    }
+
     @Test func synRetriesGiveUpWhenNothingAnswers() throws {
         let t = try TCPLink()
         t.net.loss = { from, _ in from.stack == 0 }

@@ -134,18 +134,24 @@ import Testing
         #expect(answer.count == 1 && answer[0].rst)
     }
 
-    @Test func aNewerSYNOnAListenersVestigeOpensANewConnection() throws {
-        // RFC 6191 (NetBSD answers RST here): a SYN whose timestamp is newer reuses the four-tuple.
-        let t = try TCPLink()
+    @Test(arguments: [true, false])
+    func aNewerSYNOnAListenersTimeWaitOpensANewConnection(vtw: Bool) throws {
+        // RFC 6191 (NetBSD answers RST here): a SYN whose timestamp is newer
+        // reuses the four-tuple, from a vestige and from a full TIME-WAIT
+        // connection alike, so VTW on and off differ only in memory and CPU.
+        var cfg = StackConfiguration()
+        cfg.tcp.vtw = vtw
+        let t = try TCPLink(server: cfg)
         let (_, port, l) = try Self.serverClosesFirst(t)
-        #expect(t.server.tcpStatistics.vestiges == 1)
+        #expect(t.server.tcpStatistics.vestiges == (vtw ? 1 : 0))
+        #expect(t.server.tcpStatistics.timeWaitConnections == (vtw ? 0 : 1))
         t.net.advance(by: .seconds(1))
         let c2 = try t.client.tcpConnect(to: .v4(TCPLink.serverAddr), port: 80, localPort: port)
         t.net.run()
         #expect(t.client.state(c2) == .established)
         #expect(t.server.tcpAccept(l) != nil)
         #expect(t.server.tcpStatistics.vestigesReopened == 1)
-        #expect(t.server.tcpStatistics.vestiges == 0)
+        #expect(t.server.tcpStatistics.vestiges == 0 && t.server.tcpStatistics.timeWaitConnections == 0)
     }
 
     @Test func connectOnAVestigesFourTupleIsRefusedAndEphemeralPortsSkipVestiges() throws {
