@@ -33,6 +33,10 @@ final class IKEPeer {
     var childInstalled: Int64 = 0
     /// When to try a rekey the byte lifetime asked for; 0: none wanted.
     var rekeyWanted: Int64 = 0
+    /// Inbound SPIs of child SAs deleted after a rekey, and when they go:
+    /// kept a moment for what the peer sent on them before the delete and
+    /// is still queued in a port or another worker.
+    var retiring: [(spi: UInt32, at: Int64)] = []
     /// When the IKE SA was made or last rekeyed.
     var ikeInstalled: Int64 = 0
     /// When the next NAT keepalive is due.
@@ -221,6 +225,14 @@ extension Daemon {
                now - peer.childInstalled >= Int64(peer.config.rekey) * 1_000_000_000 {
                 handle(peer, s.rekeyChild(now: now), arrivedOn4500: nil)
             }
+            if let first = peer.retiring.first, now >= first.at {
+                let tunnel = peer.tunnel
+                let gone = peer.retiring.filter { now >= $0.at }.map(\.spi)
+                peer.retiring.removeAll { now >= $0.at }
+                _ = changeSAs(peer, "remove a retired inbound SA") { st in
+                    for spi in gone { _ = st.removeSA(tunnel: tunnel, spi: spi, inbound: true) }
+                }
+            }
             if peer.retryAt != 0, now >= peer.retryAt, peer.config.start == .initiate {
                 peer.retryAt = 0
                 initiate(peer, now: now)
@@ -338,7 +350,10 @@ extension Daemon {
                 ikeMetrics.ikeRekeys += 1
                 logger.info("IKE SA rekeyed", metadata: ["tunnel": "\(peer.name)", "role": "\(s.role == .initiator ? "initiator" : "responder")"])
             case .childDeleted(let old):
-                removeSAs(peer, old)
+                // Nothing more goes out on it; what comes in on it is still opened for a second.
+                let tunnel = peer.tunnel, outbound = old.outboundSPI
+                _ = changeSAs(peer, "remove a child SA") { st in _ = st.removeSA(tunnel: tunnel, spi: outbound, inbound: false) }
+                peer.retiring.append((old.inboundSPI, runtime.clock + Daemon.inboundGrace))
             case .established:
                 peer.ikeInstalled = runtime.clock
                 // encapsulation: auto — ESP in UDP only across a NAT (RFC 3948).
@@ -460,6 +475,9 @@ extension Daemon {
     }
 
     /// Removes a child SA's pair wherever it lives.
+    /// How long an inbound SA outlives its child SA's delete after a rekey.
+    static let inboundGrace: Int64 = 1_000_000_000
+
     func removeSAs(_ peer: IKEPeer, _ c: ChildSAKeys) {
         let tunnel = peer.tunnel, inbound = c.inboundSPI, outbound = c.outboundSPI
         _ = changeSAs(peer, "remove a child SA") { st in

@@ -261,6 +261,7 @@ final class Worker: @unchecked Sendable {
             runtime.handOffs = owned.handOffs
             try loop.register(bell.fd) { [unowned self] _ in
                 bell.answer()
+                runtime.serveHandOffs()
                 runJobs(runtime)
             }
         } catch {
@@ -272,6 +273,10 @@ final class Worker: @unchecked Sendable {
         loop.run { [unowned self] in
             inbox.awake()
             runtime.handOffs?.awake()
+            // Packets handed over before a job was sent go first: an SA the
+            // job removes (the peer deleted it after a rekey) still opens
+            // what the peer sent on it before the delete.
+            runtime.serveHandOffs()
             runJobs(runtime)
             if stopping.load(ordering: .acquiring) {
                 loop.stop()
