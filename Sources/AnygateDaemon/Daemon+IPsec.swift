@@ -226,12 +226,8 @@ extension Daemon {
                 handle(peer, s.rekeyChild(now: now), arrivedOn4500: nil)
             }
             if let first = peer.retiring.first, now >= first.at {
-                let tunnel = peer.tunnel
-                let gone = peer.retiring.filter { now >= $0.at }.map(\.spi)
+                removeSAs(peer, inbound: peer.retiring.filter { now >= $0.at }.map(\.spi), outbound: nil)
                 peer.retiring.removeAll { now >= $0.at }
-                _ = changeSAs(peer, "remove a retired inbound SA") { st in
-                    for spi in gone { _ = st.removeSA(tunnel: tunnel, spi: spi, inbound: true) }
-                }
             }
             if peer.retryAt != 0, now >= peer.retryAt, peer.config.start == .initiate {
                 peer.retryAt = 0
@@ -351,8 +347,7 @@ extension Daemon {
                 logger.info("IKE SA rekeyed", metadata: ["tunnel": "\(peer.name)", "role": "\(s.role == .initiator ? "initiator" : "responder")"])
             case .childDeleted(let old):
                 // Nothing more goes out on it; what comes in on it is still opened for a second.
-                let tunnel = peer.tunnel, outbound = old.outboundSPI
-                _ = changeSAs(peer, "remove a child SA") { st in _ = st.removeSA(tunnel: tunnel, spi: outbound, inbound: false) }
+                removeSAs(peer, inbound: [], outbound: old.outboundSPI)
                 peer.retiring.append((old.inboundSPI, runtime.clock + Daemon.inboundGrace))
             case .established:
                 peer.ikeInstalled = runtime.clock
@@ -474,15 +469,20 @@ extension Daemon {
         }
     }
 
-    /// Removes a child SA's pair wherever it lives.
     /// How long an inbound SA outlives its child SA's delete after a rekey.
     static let inboundGrace: Int64 = 1_000_000_000
 
+    /// Removes a child SA's pair wherever it lives.
     func removeSAs(_ peer: IKEPeer, _ c: ChildSAKeys) {
-        let tunnel = peer.tunnel, inbound = c.inboundSPI, outbound = c.outboundSPI
+        removeSAs(peer, inbound: [c.inboundSPI], outbound: c.outboundSPI)
+    }
+
+    /// Removes inbound SAs and an outbound one of the peer's tunnel wherever they live.
+    func removeSAs(_ peer: IKEPeer, inbound: [UInt32], outbound: UInt32?) {
+        let tunnel = peer.tunnel
         _ = changeSAs(peer, "remove a child SA") { st in
-            st.removeSA(tunnel: tunnel, spi: inbound, inbound: true)
-            st.removeSA(tunnel: tunnel, spi: outbound, inbound: false)
+            for spi in inbound { st.removeSA(tunnel: tunnel, spi: spi, inbound: true) }
+            if let outbound { st.removeSA(tunnel: tunnel, spi: outbound, inbound: false) }
         }
     }
 

@@ -261,7 +261,6 @@ final class Worker: @unchecked Sendable {
             runtime.handOffs = owned.handOffs
             try loop.register(bell.fd) { [unowned self] _ in
                 bell.answer()
-                runtime.serveHandOffs()
                 runJobs(runtime)
             }
         } catch {
@@ -273,10 +272,6 @@ final class Worker: @unchecked Sendable {
         loop.run { [unowned self] in
             inbox.awake()
             runtime.handOffs?.awake()
-            // Packets handed over before a job was sent go first: an SA the
-            // job removes (the peer deleted it after a rekey) still opens
-            // what the peer sent on it before the delete.
-            runtime.serveHandOffs()
             runJobs(runtime)
             if stopping.load(ordering: .acquiring) {
                 loop.stop()
@@ -308,7 +303,15 @@ final class Worker: @unchecked Sendable {
         // Between two jobs the replica holds nothing from a shared FIB: a
         // quiescent point each, so a long run of jobs does not hold up the
         // reuse of the FIB's freed route slots.
+        var first = true
         while let job = inbox.pop() {
+            if first {
+                // Packets handed over before the job was sent go first: an SA
+                // a job removes (the peer deleted it after a rekey) still
+                // opens what the peer sent on it before the delete.
+                runtime.serveHandOffs()
+                first = false
+            }
             runtime.stack.resumeReading()
             job(runtime)
         }

@@ -222,8 +222,7 @@ extension Stack {
                 return punt(p, rx: rx)
             }
             hot.pointee.counters.ipDelivered &+= 1
-            let key = TCPKey(local: .v6(destination), remote: .v6(source), localPort: 0, remotePort: 0)
-            return tcpRefuse(p, key: key, segment: upper, rx: rx)
+            return tcpRefuse(p, local: .v6(destination), remote: .v6(source), segment: upper, rx: rx)
         }
         guard let k = demux6(.raw(chain.upperLayer), destination: destination, destinationPort: 0, source: source, sourcePort: 0) else {
             if ifs[rx].hostOwned { return drop(p, .hostOwned, rx: rx) }

@@ -61,7 +61,7 @@ extension Stack {
             // RFC 6191: a SYN that is provably new reopens the four-tuple (below, to a listener).
         }
         guard let l = listener else {
-            tcpRefuse(p, key: key, segment: bytes, rx: rx)
+            tcpRefuse(p, local: local, remote: remote, segment: bytes, rx: rx)
             return true
         }
         listenerInput(l, key: key, seg, p, rx: rx, now: now)
@@ -106,15 +106,15 @@ extension Stack {
 
     /// No connection, vestige or listener: a RST (RFC 9293 3.10.7.1), never for a RST.
     func tcpRefuse(_ p: PacketHandle, ip: IPv4Packet, rx: InterfaceIndex) {
-        let key = TCPKey(local: .v4(ip.destination), remote: .v4(ip.source), localPort: 0, remotePort: 0)
-        tcpRefuse(p, key: key, segment: ip.payload, rx: rx)
+        tcpRefuse(p, local: .v4(ip.destination), remote: .v4(ip.source), segment: ip.payload, rx: rx)
     }
 
-    /// The same for a segment of either family (`key`'s ports are read from it).
-    func tcpRefuse(_ p: PacketHandle, key: TCPKey, segment: UnsafeMutableRawBufferPointer, rx: InterfaceIndex) {
+    /// The same for a segment of either family.
+    func tcpRefuse(_ p: PacketHandle, local: IPAddress, remote: IPAddress, segment: UnsafeMutableRawBufferPointer,
+                   rx: InterfaceIndex) {
         guard let h = try? TCPHeader(validating: segment) else { return drop(p, .tcpMalformed, rx: rx) }
         if h.flags & TCPHeader.flagRST == 0 {
-            let key = TCPKey(local: key.local, remote: key.remote, localPort: h.destinationPort, remotePort: h.sourcePort)
+            let key = TCPKey(local: local, remote: remote, localPort: h.destinationPort, remotePort: h.sourcePort)
             let seg = TCPSegment(sequence: h.sequence, acknowledgment: h.acknowledgment, flags: h.flags, window: h.window,
                                  options: TCPOptions(), payload: UnsafeRawBufferPointer(h.payload))
             sendReset(for: seg, key: key)

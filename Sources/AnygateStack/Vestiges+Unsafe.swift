@@ -108,7 +108,7 @@ public struct VestigeStatistics: Hashable, Sendable {
     public let capacity: Int
     /// Entries and their FIFOs.
     let entries: UnsafeMutablePointer<Vestige<A>>
-    /// Per class: its VestigeFIFO (four, by class number).
+    /// Per class: its FIFO (four, by class number).
     private let fifos: UnsafeMutablePointer<VestigeFIFO>
     private(set) var mslt: Bool
     /// Hash lines (16 words each) and the slot encoding.
@@ -152,7 +152,7 @@ public struct VestigeStatistics: Hashable, Sendable {
         fifos.deallocate()
     }
 
-    /// Divides the slots among the classes (and empties every VestigeFIFO).
+    /// Divides the slots among the classes (and empties every FIFO).
     private func layOut() {
         for k in 0..<capacity { (entries + k).pointee.expire = 0; (entries + k).pointee.flags = 0 }
         lines.update(repeating: 0, count: lineCount * 16)
@@ -287,7 +287,7 @@ public struct VestigeStatistics: Hashable, Sendable {
 
     // MARK: FIFOs
 
-    /// Adds a vestige to its class's VestigeFIFO (evicting the class's oldest if
+    /// Adds a vestige to its class's FIFO (evicting the class's oldest if
     /// full) and to the hash. Returns its index.
     @discardableResult
     public func insert(_ v: Vestige<A>, class c: MSLClass, expire: UInt32) -> Int {
@@ -317,7 +317,7 @@ public struct VestigeStatistics: Hashable, Sendable {
     }
 
     /// Removes a vestige from the hash; its slot is reclaimed when its
-    /// VestigeFIFO's tail reaches it.
+    /// FIFO's tail reaches it.
     public func remove(_ i: Int) {
         guard entries[i].isHashed else { return }
         hashOut(i)
@@ -325,7 +325,7 @@ public struct VestigeStatistics: Hashable, Sendable {
     }
 
     /// A retransmitted FIN: the vestige starts its time again (a new slot
-    /// at its VestigeFIFO's head, the old one unhashed). Returns the new index.
+    /// at its FIFO's head, the old one unhashed). Returns the new index.
     @discardableResult
     func restart(_ i: Int, expire: UInt32) -> Int {
         let v = entries[i]
