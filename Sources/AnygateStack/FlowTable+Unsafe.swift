@@ -281,13 +281,17 @@ struct FlowSeed {
     }
 
     /// The same for a neighbour key (address, interface), IPv4 or IPv6:
-    /// every bit of the address goes through a secret multiplier.
+    /// every bit of the address goes through a secret multiplier, and a
+    /// final xor-shift and multiply spreads keys that differ only in a few
+    /// high bits (IPv6 prefixes, the top of an interface identifier), whose
+    /// products alone fall into a few clusters for some multipliers.
     @inlinable @inline(__always)
     func hash(address: some LPMKey, interface: UInt16) -> UInt64 {
         let (high, low) = address.words
-        let h = ((low << 16 | UInt64(interface)) ^ k0) &* k1
+        var h = ((low << 16 | UInt64(interface)) ^ k0) &* k1
         // The bits the shift dropped, and the high word, only when there are
         // any (never for an IPv4 key, where this folds away).
-        return high == 0 && low >> 48 == 0 ? h : h &+ ((high ^ low >> 48) ^ k0 >> 7) &* k2
+        if high != 0 || low >> 48 != 0 { h &+= ((high ^ low >> 48) ^ k0 >> 7) &* k2 }
+        return (h ^ h >> 32) &* k1
     }
 }
