@@ -3,7 +3,7 @@
 
 SWIFT ?= swift
 # System packages the build, the tests and the demo use.
-APT_PACKAGES := libnl-3-dev libnl-route-3-dev libssl-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark systemd libcap2-bin util-linux python3 \
+APT_PACKAGES := libpcap-dev libnl-3-dev libnl-route-3-dev libssl-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark systemd libcap2-bin util-linux python3 \
 	nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins bird2
 
 .PHONY: all deps build test demo demo-router bench bench-e2e bench-e2e-tunnel bench-mirror clean

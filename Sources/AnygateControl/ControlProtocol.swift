@@ -34,6 +34,9 @@ public struct ControlRequest: Codable, Equatable, Sendable {
     public var seconds: Int?
     /// Over `control.listen` (the stack's TCP): the token from the daemon's token file.
     public var token: String?
+    /// For `capture-start`: rx, tx or both (default), and how many bytes of each packet.
+    public var direction: String?
+    public var snaplen: Int?
 
     public enum Verb: String, Codable, Sendable {
         case show
@@ -52,17 +55,25 @@ public struct ControlRequest: Codable, Equatable, Sendable {
         /// port 5201) with `count` streams for `seconds`; `bandwidth-test-show` reads it.
         case bandwidthTest = "bandwidth-test"
         case bandwidthTestShow = "bandwidth-test-show"
+        /// Starts a capture on `dev` (`direction`, `count`, `snaplen`,
+        /// `filter`: a tcpdump expression); `capture-read` takes what it
+        /// copied since the last read; `capture-stop` ends it. A capture
+        /// nobody reads for 10 seconds ends by itself.
+        case captureStart = "capture-start"
+        case captureRead = "capture-read"
+        case captureStop = "capture-stop"
     }
 
     public init(verb: Verb, what: String? = nil, prefix: String? = nil, via: String? = nil, dev: String? = nil, metric: UInt32? = nil,
                 address: String? = nil, preference: Int? = nil, destination: String? = nil, source: String? = nil,
                 sourcePort: UInt16? = nil, destinationPort: UInt16? = nil, count: Int? = nil, filter: String? = nil,
-                seconds: Int? = nil, token: String? = nil) {
+                seconds: Int? = nil, token: String? = nil, direction: String? = nil, snaplen: Int? = nil) {
         self.verb = verb; self.what = what; self.prefix = prefix; self.via = via; self.dev = dev; self.metric = metric
         self.address = address; self.preference = preference; self.destination = destination
         self.source = source; self.sourcePort = sourcePort; self.destinationPort = destinationPort
         self.count = count; self.filter = filter
         self.seconds = seconds; self.token = token
+        self.direction = direction; self.snaplen = snaplen
     }
 
     public static let showTopics = ["interfaces", "addresses", "routes", "neighbors", "flows", "tunnels", "mirror", "stats", "sas"]
@@ -97,6 +108,44 @@ public struct BandwidthTestInfo: Codable, Equatable, Sendable {
                 rttMilliseconds: Double, error: String?) {
         self.peer = peer; self.streams = streams; self.seconds = seconds; self.state = state; self.bytes = bytes
         self.bitsPerSecond = bitsPerSecond; self.retransmits = retransmits; self.rttMilliseconds = rttMilliseconds; self.error = error
+    }
+}
+
+/// A capture that started (`capture-start`).
+public struct CaptureInfo: Codable, Equatable, Sendable {
+    public var interface: String
+    /// The capture file's link type: 1 Ethernet, 101 raw IP (a tunnel's inner packets).
+    public var linkType: UInt16
+    public var snaplen: Int
+    /// rx | tx | both
+    public var direction: String
+    public var filter: String
+    public init(interface: String, linkType: UInt16, snaplen: Int, direction: String, filter: String) {
+        self.interface = interface; self.linkType = linkType; self.snaplen = snaplen; self.direction = direction; self.filter = filter
+    }
+}
+
+/// One captured packet: nanoseconds since 1970, which way, its whole
+/// length, and the bytes kept (base64 in JSON).
+public struct CaptureRecord: Codable, Equatable, Sendable {
+    public var time: Int64
+    public var outbound: Bool
+    public var length: Int
+    public var data: Data
+    public init(time: Int64, outbound: Bool, length: Int, data: Data) {
+        self.time = time; self.outbound = outbound; self.length = length; self.data = data
+    }
+}
+
+/// What a capture copied since the last read (`capture-read`).
+public struct CaptureChunk: Codable, Equatable, Sendable {
+    public var packets: [CaptureRecord]
+    /// Copies lost so far because the reader was slow (the packets themselves went on).
+    public var lost: UInt64
+    /// The capture has its count, or its interface went away: nothing more will come.
+    public var finished: Bool
+    public init(packets: [CaptureRecord], lost: UInt64, finished: Bool) {
+        self.packets = packets; self.lost = lost; self.finished = finished
     }
 }
 

@@ -19,7 +19,8 @@ extension Daemon {
 
     /// Decodes one request line and encodes one response line. Nothing a
     /// client sends can stop the daemon: bad requests get an error answer.
-    func handleControl(_ input: [UInt8]) -> [UInt8] {
+    /// `local`: it came over the control socket (not a stack listener).
+    func handleControl(_ input: [UInt8], local: Bool = true) -> [UInt8] {
         let line = input.prefix { $0 != 0x0A }
         let request: ControlRequest
         do {
@@ -57,6 +58,8 @@ extension Daemon {
             return trace(request)
         case .bandwidthTest, .bandwidthTestShow:
             return bandwidthTest(request)
+        case .captureStart, .captureRead, .captureStop:
+            return capture(request, local: local)
         case .flowsFlush:
             let n = workers.map { $0.gather { $0.stack.flushFlows() }?.reduce(0, +) ?? 0 } ?? stack.flushFlows()
             logger.notice("flows flushed", metadata: ["flows": "\(n)"])
@@ -265,8 +268,19 @@ extension Daemon {
                 guard let idx = stack.interface(named: dev) else { return fail("no interface named \(dev)") }
                 rx = idx
             }
+            // A tcpdump expression, compiled by libpcap for frames and for a tunnel's inner packets.
             let filter: PacketFilter
-            do { filter = try PacketFilter(r.filter ?? "") } catch { return fail("bad filter: \(error)") }
+            let expression = r.filter ?? ""
+            if expression.isEmpty {
+                filter = .all
+            } else {
+                do {
+                    filter = PacketFilter(frame: try FilterCompiler.compile(expression, linkType: .ethernet),
+                                          inner: try FilterCompiler.compile(expression, linkType: .raw), description: expression)
+                } catch {
+                    return fail("bad filter \"\(expression)\": \(error)")
+                }
+            }
             let interface = rx
             change { $0.startTrace(count: count, interface: interface, filter: filter) }
             traceSession = (filter.description, r.dev)

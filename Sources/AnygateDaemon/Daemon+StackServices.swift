@@ -96,7 +96,7 @@ extension Daemon {
             logger.warning("control request refused: \(token == nil ? "no token" : "wrong token")", metadata: ["from": "\(from)"])
             return encode(ControlResponse<Done>(ok: false, error: "refused: the request needs the token from control.token-file"))
         }
-        return handleControl(input)
+        return handleControl(input, local: false)
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

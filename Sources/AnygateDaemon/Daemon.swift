@@ -34,6 +34,8 @@ public final class Daemon {
     var control: StreamServer?
     /// The trace session the control socket started: its filter and interface, as asked.
     var traceSession: (filter: String, interface: String?)?
+    /// Captures running, by interface name (`Daemon+Capture`).
+    var captureSessions: [String: CaptureSession] = [:]
     var metrics: StreamServer?
     /// Services on the stack's own TCP, and the bandwidth test running from it.
     var stackServices: [any StackTCPService] = []
@@ -364,6 +366,7 @@ public final class Daemon {
         loop.run { [self] in
             var next = runtime.runTimers()
             if let ike = serviceIKE() { next = min(next ?? ike, ike) }
+            if let c = expireCaptures() { next = min(next ?? c, c) }
             if stack.hasEvents { handleStackEvents() }
             if let workers {
                 collectFromWorkers()

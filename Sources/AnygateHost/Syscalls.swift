@@ -225,11 +225,27 @@ enum Sys {
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
+    /// Wall-clock time in nanoseconds since 1970.
+    static func realtimeNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
     static func randomUInt64() -> UInt64 {
         var v: UInt64 = 0
         _ = withUnsafeMutableBytes(of: &v) { getrandom($0.baseAddress, 8, 0) }
         return v
     }
+}
+
+/// The host's clocks, for what the daemon reports in wall-clock time.
+public enum HostClock {
+    /// The stack's clock (monotonic) in nanoseconds.
+    public static func monotonicNanoseconds() -> Int64 { Sys.monotonicNanoseconds() }
+    /// How far the wall clock is ahead of the stack's: a stack time plus
+    /// this is nanoseconds since 1970 (a capture's timestamps).
+    public static func wallClockOffset() -> Int64 { Sys.realtimeNanoseconds() - Sys.monotonicNanoseconds() }
 }
 
 /// Host network interfaces, by name, in the daemon's namespace.

@@ -7,6 +7,8 @@ struct InterfaceSlot {
     @usableFromInline var mtu: Int
     @usableFromInline var up: Bool
     @usableFromInline var exists: Bool
+    /// A capture looks at this interface: `CaptureDirections` bits, 0 when none.
+    @usableFromInline var capture: UInt8 = 0
     /// The first IPv4 address, or 0.
     @usableFromInline var primaryAddress: UInt32
     @usableFromInline var counters: InterfaceCounters

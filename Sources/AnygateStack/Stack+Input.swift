@@ -55,6 +55,7 @@ extension Stack {
     func linkInput(_ packet: PacketHandle, on rx: InterfaceIndex) {
         let slot = ifs + rx
         guard slot.pointee.exists, slot.pointee.up else { return inputOnDeadInterface(packet, rx: rx) }
+        if _slowPath(slot.pointee.capture & CaptureDirections.rx.rawValue != 0) { captureCopy(packet, interface: rx, outbound: false) }
         slot.pointee.counters.rxPackets &+= 1
         slot.pointee.counters.rxBytes &+= UInt64(packet.length)
         let bytes = pool.bytes(packet)

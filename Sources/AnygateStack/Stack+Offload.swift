@@ -69,7 +69,8 @@ extension Stack {
     /// tunnel's interface and encapsulated.
     @inline(never)
     func tunnelOutputWithoutOffloads(_ t: Int, _ p: PacketHandle, interface out: InterfaceIndex) {
-        if tunnelOutputAsUDPSuperFrames(t, p, interface: out) { return }
+        // While a capture looks at the tunnel, its segments pass one by one (each copied in `tunnelOutput`).
+        if ifs[out].capture == 0 && tunnelOutputAsUDPSuperFrames(t, p, interface: out) { return }
         withoutOffloads(p, out: out) { s in
             ifs[out].counters.txPackets &+= 1
             ifs[out].counters.txBytes &+= UInt64(s.length)

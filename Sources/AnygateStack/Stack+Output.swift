@@ -257,6 +257,7 @@ extension Stack {
     @inline(__always)
     func enqueueTransmit(_ p: PacketHandle, on out: InterfaceIndex) {
         let o = ifs + out
+        if _slowPath(o.pointee.capture & CaptureDirections.tx.rawValue != 0) { captureCopy(p, interface: out, outbound: true) }
         let n = o.pointee.txCount
         guard n < txCapacity else { return enqueueAfterHandingOver(p, on: out) }
         if n == 0 {

@@ -143,6 +143,8 @@ public final class Stack {
     var failedNextHops: [NextHopKey: Int64] = [:]
     /// The trace session, if one runs (`startTrace`).
     var tracer: Tracer?
+    /// Captures by interface (`Stack+Capture`); an interface's `capture` bits say which way.
+    var captures: [InterfaceIndex: Capturer] = [:]
     /// Interfaces with a host twin: what they punt and their rate limit (`Stack+Twins`).
     var twins: [InterfaceIndex: TwinState] = [:]
     /// What removed interfaces had counted (the ledger sums live and removed ones).
@@ -356,6 +358,7 @@ public final class Stack {
         }
         ifs[index] = InterfaceSlot(mac: mac.rawValue, mtu: mtu, up: false, exists: true, primaryAddress: 0,
                                    counters: InterfaceCounters(), txCount: 0)
+        captures[index] = nil
         (interfaceDropCounters + index &* DropReason.counterCount).update(repeating: 0, count: DropReason.counterCount)
         if writesFIB { fib.setInterface(index, up: false) }
         fib6.setInterface(index, up: false)
@@ -375,6 +378,9 @@ public final class Stack {
         for j in 0..<ifs[i].txCount { pool.free(txQueues[i * txCapacity + j]) }
         ifs[i].txCount = 0
         ifs[i].exists = false
+        // A capture on it ends: what it holds can still be read.
+        ifs[i].capture = 0
+        captures[i]?.remaining = 0
         // The ledger keeps what the interface counted.
         retiredCounters.add(ifs[i].counters)
         ifs[i].counters = InterfaceCounters()

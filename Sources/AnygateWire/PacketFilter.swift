@@ -1,4 +1,6 @@
-/// A small match language over frames, for `trace` (and later `capture`):
+/// What `trace` matches: a tcpdump expression compiled by libpcap (the
+/// daemon's, `init(frame:inner:description:)`), or a small match language
+/// of the stack's own, for in-process use where libpcap is not at hand:
 ///
 ///     expr      := and-expr ("or" and-expr)*
 ///     and-expr  := unary ("and" unary)*
@@ -26,6 +28,8 @@ public struct PacketFilter: Sendable, CustomStringConvertible {
 
     let root: Node
     public let description: String
+    /// Classic BPF for Ethernet frames and for IP packets (a tunnel's inner ones), when set.
+    let programs: (frame: BPFProgram, inner: BPFProgram)?
 
     /// Matches everything.
     public static let all = PacketFilter(root: .all, description: "")
@@ -33,6 +37,15 @@ public struct PacketFilter: Sendable, CustomStringConvertible {
     init(root: Node, description: String) {
         self.root = root
         self.description = description
+        self.programs = nil
+    }
+
+    /// A filter of two programs of one expression: `frame` runs on Ethernet
+    /// frames, `inner` on a bare IP packet (what a GRE header carries).
+    public init(frame: BPFProgram, inner: BPFProgram, description: String) {
+        self.root = .all
+        self.description = description
+        self.programs = (frame, inner)
     }
 
     /// What a filter is matched against: the facts of one packet.
@@ -48,6 +61,13 @@ public struct PacketFilter: Sendable, CustomStringConvertible {
 
     /// Whether an Ethernet frame matches.
     public func matches(frame bytes: UnsafeMutableRawBufferPointer) -> Bool {
+        if let programs {
+            if programs.frame.run(UnsafeRawBufferPointer(bytes)) > 0 { return true }
+            guard bytes.count >= EthernetFrame.headerLength, bytes.be16(EthernetFrame.Field.etherType) == EtherType.ipv4.rawValue,
+                  let (_, gre) = PacketFilter.facts(ipv4: bytes.tail(from: EthernetFrame.headerLength)),
+                  let gre, let inner = PacketFilter.innerOfGRE(gre) else { return false }
+            return programs.inner.run(UnsafeRawBufferPointer(inner)) > 0
+        }
         if case .all = root { return true }
         guard bytes.count >= EthernetFrame.headerLength else { return false }
         let type = bytes.be16(EthernetFrame.Field.etherType)
@@ -69,6 +89,10 @@ public struct PacketFilter: Sendable, CustomStringConvertible {
 
     /// Whether a GRE packet (bytes from its GRE header) carries a match.
     public func matches(gre bytes: UnsafeMutableRawBufferPointer) -> Bool {
+        if let programs {
+            guard let inner = PacketFilter.innerOfGRE(bytes) else { return false }
+            return programs.inner.run(UnsafeRawBufferPointer(inner)) > 0
+        }
         if case .all = root { return true }
         guard let inner = PacketFilter.innerOfGRE(bytes), let (facts, _) = PacketFilter.facts(ipv4: inner) else { return false }
         return evaluate(root, facts)

@@ -19,7 +19,7 @@ struct Anygatectl: ParsableCommand {
         commandName: "anygatectl",
         abstract: "Show and change the state of a running anygated.",
         subcommands: [Show.self, RouteCommand.self, AddressCommand.self, Explain.self, Trace.self, Flows.self, Reload.self,
-                      BandwidthTest.self])
+                      BandwidthTest.self, Capture.self])
 
     @Option(name: .long, help: "The daemon's control socket.")
     var socket = "/run/anygate/control.sock"
@@ -282,9 +282,9 @@ struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "trace [--count N] [--interface IF] [--filter EXPR]: each step the stack takes with the next N matching packets.",
         discussion: """
-            EXPR: host|net|port with optional src|dst, proto N, icmp, tcp, udp, gre, ip, arp, joined by and, or, not \
-            and parentheses, e.g. "icmp and host 10.2.0.2" or "udp and dst port 53". A packet in GRE matches by its \
-            inner packet too. Waits until N packets were traced or --timeout passed, then ends the trace.
+            EXPR: a tcpdump filter expression (pcap-filter(7)), e.g. "icmp and host 10.2.0.2" or "udp and dst port 53", \
+            compiled by libpcap and run in the stack. A packet in GRE matches by its inner packet too. Waits until N \
+            packets were traced or --timeout passed, then ends the trace.
             """)
     @ParentCommand var root: Anygatectl
     @Option(name: .long, help: "How many packets (1-1000).") var count = 10
