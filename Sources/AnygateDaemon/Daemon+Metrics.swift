@@ -167,11 +167,35 @@ extension Daemon {
         family("anygate_pool_super_frame_buffers_free", "gauge", "64 KiB super-frame buffers free (ports with offloads read into them).",
                [("", UInt64(view.superFramesFree))])
         family("anygate_pool_exhausted_total", "counter", "Packet buffer allocations refused.", [("", view.poolExhausted)])
+        let servers = serviceCounters
+        family("anygate_service_requests_total", "counter", "Requests answered by the control socket, the metrics endpoint and the stack's listeners.",
+               servers.map { ("{listener=\"\($0.listener)\"}", $0.counters.served) })
+        family("anygate_service_connections_cut_total", "counter",
+               "Connections cut before an answer: too many open, a request too large, too slow, or given up by the client.",
+               servers.flatMap { s in
+                   [("too-many", s.counters.tooMany), ("too-large", s.counters.tooLarge), ("timeout", s.counters.timedOut),
+                    ("unfinished", s.counters.unfinished)].map { ("{listener=\"\(s.listener)\",reason=\"\($0.0)\"}", $0.1) }
+               })
         if workers != nil {
             family("anygate_worker_rx_packets_total", "counter", "Frames a worker's replica received.",
                    view.replicas.enumerated().map { k, r in ("{worker=\"\(k)\"}", r.interfaces.reduce(0) { $0 &+ $1.counters.rxPackets }) })
             family("anygate_worker_tx_packets_total", "counter", "Frames a worker's replica queued for transmit.",
                    view.replicas.enumerated().map { k, r in ("{worker=\"\(k)\"}", r.interfaces.reduce(0) { $0 &+ $1.counters.txPackets }) })
+        }
+        return out
+    }
+
+    /// Each listener's requests and cuts: the control socket, the metrics
+    /// endpoint (host or stack) and a stack control listener.
+    var serviceCounters: [(listener: String, counters: StreamServer.Counters)] {
+        var out: [(String, StreamServer.Counters)] = []
+        if let control { out.append(("control", control.counters)) }
+        if let metrics { out.append(("metrics", metrics.counters)) }
+        for (name, s) in [("stack-metrics", stackMetrics), ("stack-control", stackControl)] {
+            guard let s else { continue }
+            var c = StreamServer.Counters()
+            c.served = s.served; c.tooMany = s.refusedBusy; c.tooLarge = s.refusedTooLarge; c.timedOut = s.timedOut
+            out.append((name, c))
         }
         return out
     }

@@ -16,8 +16,10 @@ protocol StackTCPService: AnyObject {
 /// A request–response server on the stack's own TCP (the stack-address
 /// counterpart of `StreamServer`): it reads a request until `isComplete`,
 /// writes `respond`'s answer and closes. Bounded: at most `maxConnections`
-/// at once (more are reset and counted), requests of at most
-/// `maxRequest` bytes, and connections idle for `idleTimeout` are reset.
+/// at once (a new one resets the oldest still sending its request, or is
+/// reset itself when all are being answered), requests of at most
+/// `maxRequest` bytes that must be complete within `requestTimeout`, and
+/// connections idle for `idleTimeout` are reset; each cut is counted.
 final class StackStreamServer: StackTCPService {
     let stack: Stack
     let listener: TCPListenerID
@@ -26,7 +28,9 @@ final class StackStreamServer: StackTCPService {
     var maxConnections = 32
     var maxRequest = 65536
     var idleTimeout = Duration.seconds(10)
+    var requestTimeout = Duration.seconds(10)
     private struct Connection {
+        let accepted: ContinuousClock.Instant
         var input: [UInt8] = []
         var output: [UInt8] = []
         var sent = 0
@@ -34,6 +38,8 @@ final class StackStreamServer: StackTCPService {
         var lastActivity: ContinuousClock.Instant
     }
     private var connections: [TCPSocketID: Connection] = [:]
+    /// Connections in the order they came, for eviction.
+    private var arrivals: [TCPSocketID] = []
     /// What reads go through (one for all connections).
     private var buffer = [UInt8](repeating: 0, count: 16384)
     /// Connections reset because too many were open, sent too much, or idled.
@@ -55,10 +61,15 @@ final class StackStreamServer: StackTCPService {
         while let id = stack.tcpAccept(listener) {
             if connections.count >= maxConnections {
                 refusedBusy &+= 1
-                stack.tcpAbort(id)
-                continue
+                guard let oldest = arrivals.first(where: { connections[$0]?.answered == false }) else {
+                    stack.tcpAbort(id)
+                    continue
+                }
+                cut(oldest)
             }
-            connections[id] = Connection(lastActivity: .now)
+            let now = ContinuousClock.now
+            connections[id] = Connection(accepted: now, lastActivity: now)
+            arrivals.append(id)
             _ = handle(id)
         }
         return true
@@ -75,8 +86,7 @@ final class StackStreamServer: StackTCPService {
                 c.input += buffer[0..<n]
                 if c.input.count > maxRequest {
                     refusedTooLarge &+= 1
-                    stack.tcpAbort(id)
-                    connections[id] = nil
+                    cut(id)
                     return true
                 }
             }
@@ -110,16 +120,25 @@ final class StackStreamServer: StackTCPService {
     }
 
     func sweep(now: ContinuousClock.Instant) {
-        for (id, c) in connections where now - c.lastActivity > idleTimeout {
+        for (id, c) in connections where now - c.lastActivity > idleTimeout || (!c.answered && now - c.accepted > requestTimeout) {
             timedOut &+= 1
-            stack.tcpAbort(id)
-            connections[id] = nil
+            cut(id)
         }
+        // Connections that ended on their own leave the arrival list here.
+        arrivals.removeAll { connections[$0] == nil }
+    }
+
+    /// Resets a connection and forgets it.
+    private func cut(_ id: TCPSocketID) {
+        stack.tcpAbort(id)
+        connections[id] = nil
+        if let k = arrivals.firstIndex(of: id) { arrivals.remove(at: k) }
     }
 
     func close() {
         for id in connections.keys { stack.tcpAbort(id) }
         connections = [:]
+        arrivals = []
         stack.tcpCloseListener(listener)
     }
 }

@@ -157,6 +157,19 @@ enum Sys {
         try socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, "interface control")
     }
 
+    /// One waiting connection, made non-blocking and close-on-exec; nil when none waits.
+    static func accept(_ fd: Int32) -> Int32? {
+        let c = Glibc.accept(fd, nil, nil)
+        guard c >= 0 else { return nil }
+        setNonBlocking(c)
+        _ = fcntl(c, F_SETFD, FD_CLOEXEC)
+        return c
+    }
+
+    static func listen(_ fd: Int32, backlog: Int32, _ object: String) throws(SystemError) {
+        _ = try check(Glibc.listen(fd, backlog), "listen", object)
+    }
+
     static func setNonBlocking(_ fd: Int32) {
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
