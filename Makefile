@@ -6,7 +6,7 @@ SWIFT ?= swift
 APT_PACKAGES := libpcap-dev libnl-3-dev libnl-route-3-dev libssl-dev pkg-config iproute2 iputils-ping netcat-openbsd iperf3 ethtool curl tcpdump tshark systemd libcap2-bin util-linux python3 \
 	nftables strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins bird2
 
-.PHONY: all deps build test demo demo-router bench bench-e2e bench-e2e-tunnel bench-mirror clean
+.PHONY: all deps build test fuzz demo demo-router bench bench-e2e bench-e2e-tunnel bench-mirror clean
 
 all: build
 
@@ -33,6 +33,18 @@ test: deps
 	@echo "==> ThreadSanitizer: the net-channel tests, built apart in .build-tsan (a report fails the run)"
 	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
 	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --disable-xctest --sanitize=thread --build-path .build-tsan --filter 'AnygateHostTests'
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=8
+
+# libFuzzer harnesses for every parser, Stack.receive, the config reader
+# and the control protocol (FUZZING.md), built apart in .build-fuzz;
+# each runs FUZZ_SECONDS from its seed corpus (FUZZ_JOBS processes).
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+fuzz: deps
+	@echo "==> building the fuzz harnesses (release, libFuzzer and AddressSanitizer) in .build-fuzz"
+	ANYGATE_FUZZ=1 $(SWIFT) build -c release --build-path .build-fuzz --product anygate-fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -enable-testing
+	@echo "==> fuzzing each harness for $(FUZZ_SECONDS) s; a crash fails the run and keeps its input in Fuzz/artifacts/"
+	./scripts/fuzz.sh .build-fuzz/release/anygate-fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS)
 
 # The appliance's main job: two sites joined by a GRE tunnel between two
 # gateways. As root with /dev/net/tun, real anygated daemons between

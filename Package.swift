@@ -75,3 +75,15 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The libFuzzer harnesses (Fuzz/, FUZZING.md): built only by `make fuzz`,
+// with ANYGATE_FUZZ=1 and --sanitize=fuzzer, since their entry point is
+// libFuzzer's and not a main of their own.
+if Context.environment["ANYGATE_FUZZ"] != nil {
+    package.targets.append(.executableTarget(
+        name: "anygate-fuzz",
+        dependencies: ["AnygateWire", "AnygateStack", "AnygateCrypto", "AnygateIKE", "AnygateDaemon",
+                       .product(name: "Logging", package: "swift-log")],
+        path: "Fuzz/Harness"))
+    package.products.append(.executable(name: "anygate-fuzz", targets: ["anygate-fuzz"]))
+}

@@ -20,6 +20,11 @@
 # runs over the IPv6 underlay (encapsulation $ENCAP6, default gre). IPv6
 # site traffic then goes inside gre0 (over IPv4) and IPv4 site traffic
 # inside gre6 (over IPv6).
+#
+# Hooks for longer runs (Benchmarks/soak.sh): PROTECT_EXTRA adds lines to
+# the protection block (e.g. "      rekey: 30s"), EXTRA_YAML_1 top-level
+# keys to gw1's config, and a function sites_pre_start, when defined, runs
+# after the namespaces exist and before the daemons start.
 
 SITES_PIDS=()
 
@@ -75,6 +80,7 @@ YAML
       esp-proposals: [aes128gcm16]
       start: $([ "$1" = 1 ] && echo initiate || echo respond)
 YAML
+            if [ -n "${PROTECT_EXTRA:-}" ]; then printf '%s\n' "$PROTECT_EXTRA"; fi
         fi
         [ "${DUAL_STACK:-0}" = 1 ] && cat <<YAML
     ipv6: {addresses: ["fd00:16::$1/64"]}
@@ -102,6 +108,7 @@ YAML
 "
         fi
         [ -n "$routes" ] && printf "routes:\n%s" "$routes"
+        if [ "$1" = 1 ] && [ -n "${EXTRA_YAML_1:-}" ]; then printf '%s\n' "$EXTRA_YAML_1"; fi
         true
     } > "$DIR/gw$1.yaml"
 }
@@ -137,6 +144,7 @@ sites_start() {
     fi
     sites_config 1 10.1.0.1/24 198.51.100.1 203.0.113.2 172.16.0.1/30 172.16.0.2 198.51.100.254 "${P}-g1u" 10.2.0.0/16
     sites_config 2 10.2.0.1/24 203.0.113.2 198.51.100.1 172.16.0.2/30 172.16.0.1 203.0.113.254 "${P}-g2u" 10.1.0.0/16
+    if declare -F sites_pre_start >/dev/null; then sites_pre_start; fi
     local side
     for side in 1 2; do
         ip netns exec "${P}G$side" "$BIN/anygated" --config "$DIR/gw$side.yaml" 2>"$DIR/gw$side.log" &

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Runs every libFuzzer harness for SECONDS each (FUZZ_TARGETS to choose),
+# from its seed corpus in Fuzz/corpus/NAME, new inputs kept in a temporary
+# directory. A crash, a leak or a timeout fails the run; its input is kept
+# in Fuzz/artifacts/ to become a regression test. Prints executions per harness.
+# usage: scripts/fuzz.sh BINARY SECONDS [JOBS]
+set -u
+bin=$1; seconds=$2; jobs=${3:-1}
+targets=${FUZZ_TARGETS:-"ethernet ipv4 ipv6 nd gre esp tcp bpf ike stack config control"}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p Fuzz/artifacts
+status=0
+printf '%-10s %14s %10s %s\n' harness executions exec/s result
+for t in $targets; do
+    mkdir -p "$work/$t"
+    log="$work/$t.log"
+    # Inputs that once failed (FUZZING.md) run first, each once.
+    if [ -d Fuzz/regressions/"$t" ] && [ -n "$(ls Fuzz/regressions/"$t")" ]; then
+        if ! FUZZ_TARGET=$t SWIFT_BACKTRACE=enable=no "$bin" Fuzz/regressions/"$t"/* >"$log.regressions" 2>&1; then
+            echo "$t: a regression input fails again" >&2; tail -30 "$log.regressions" >&2; status=1
+        fi
+    fi
+    if [ "$jobs" -gt 1 ]; then
+        FUZZ_TARGET=$t SWIFT_BACKTRACE=enable=no "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096 \
+            -jobs="$jobs" -workers="$jobs" -artifact_prefix=Fuzz/artifacts/"$t"- "$work/$t" Fuzz/corpus/"$t" >"$log" 2>&1
+        rc=$?
+        cat fuzz-*.log >>"$log" 2>/dev/null; rm -f fuzz-*.log
+    else
+        FUZZ_TARGET=$t SWIFT_BACKTRACE=enable=no "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096 \
+            -artifact_prefix=Fuzz/artifacts/"$t"- "$work/$t" Fuzz/corpus/"$t" >"$log" 2>&1
+        rc=$?
+    fi
+    execs=$(grep -h 'stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
+    rate=$(grep -h 'stat::average_exec_per_sec' "$log" | awk '{s += $2} END {print s + 0}')
+    if ! grep -q 'inline 8-bit counters' "$log"; then echo "$t: no coverage instrumentation in the binary" >&2; rc=1; fi
+    if [ $rc -eq 0 ]; then result=ok; else result="FAILED ($rc)"; status=1; tail -40 "$log" >&2; fi
+    printf '%-10s %14s %10s %s\n' "$t" "$execs" "$rate" "$result"
+done
+exit $status
