@@ -69,6 +69,7 @@ extension Stack {
         captures[interface] = Capturer(directions: directions, program: program, snaplen: max(1, snaplen), count: count,
                                        bufferBytes: max(4096, bufferBytes))
         ifs[interface].capture = count == 0 ? 0 : directions.rawValue
+        hot.pointee.capturing = true
     }
 
     /// The copies since the last read (nil: no capture on `interface`).
@@ -82,6 +83,7 @@ extension Stack {
         guard interface >= 0 && interface < configuration.maxInterfaces else { return }
         captures[interface] = nil
         ifs[interface].capture = 0
+        hot.pointee.capturing = !captures.isEmpty
     }
 
     /// Whether `interface` is a tunnel's (its packets are IP, not Ethernet).
@@ -101,6 +103,16 @@ extension Stack {
     public var capturedInterfaces: [InterfaceIndex] { captures.keys.sorted() }
 
     // MARK: The tap
+
+    /// A tunnel's inner packet passes its interface: copied when a capture
+    /// looks at it that way. Off, this is one test of a flag in the stack's
+    /// hot state.
+    @inline(__always)
+    func captureTunnelPacket(_ p: PacketHandle, interface: InterfaceIndex, outbound: Bool) {
+        guard _slowPath(hot.pointee.capturing) else { return }
+        let bit = outbound ? CaptureDirections.tx.rawValue : CaptureDirections.rx.rawValue
+        if ifs[interface].capture & bit != 0 { captureCopy(p, interface: interface, outbound: outbound) }
+    }
 
     /// A packet passes an interface with a capture on (the caller checked
     /// the interface's direction bit): a copy if the filter takes it and the

@@ -274,9 +274,7 @@ extension Stack {
     func tunnelOutput(_ t: Int, _ packet: PacketHandle) {
         let st = tunnelStates + t
         if _slowPath(st.pointee.saOwner >= 0) { return handTunnelOutput(t, packet) }
-        if _slowPath(ifs[st.pointee.interface].capture & CaptureDirections.tx.rawValue != 0) {
-            captureCopy(packet, interface: st.pointee.interface, outbound: true)
-        }
+        captureTunnelPacket(packet, interface: st.pointee.interface, outbound: true)
         hot.pointee.counters.originated &+= 1
         guard st.pointee.inUse else { return drop(packet, .tunnelDown, side: .output) }
         if st.pointee.espTunnelMode { return ipsecTunnelOutput(t, packet) }
@@ -477,7 +475,7 @@ extension Stack {
         if wellFormed, st.pointee.mssClamp != .off { clampMSS(inner, tunnel: t) }
         ifs[interface].counters.rxBytes &+= UInt64(p.length)
         guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
-        if _slowPath(ifs[interface].capture & CaptureDirections.rx.rawValue != 0) { captureCopy(p, interface: interface, outbound: false) }
+        captureTunnelPacket(p, interface: interface, outbound: false)
         // Decapsulated packets meet the flow cache at the top of IP input,
         // like any other (NetBSD: ipflow at the head of ip_input).
         if flows.meta.pointee.count > 0 && fastForwardDecapsulated(p, rx: interface) { return }
@@ -512,7 +510,7 @@ extension Stack {
         if wellFormed, st.pointee.mssClamp != .off { clampMSS6(inner, tunnel: t) }
         ifs[interface].counters.rxBytes &+= UInt64(p.length)
         guard ifs[interface].up else { return drop(p, .tunnelDown, rx: interface) }
-        if _slowPath(ifs[interface].capture & CaptureDirections.rx.rawValue != 0) { captureCopy(p, interface: interface, outbound: false) }
+        captureTunnelPacket(p, interface: interface, outbound: false)
         ipv6Input(p, rx: interface)
     }
 

@@ -72,6 +72,8 @@ public final class Stack {
         var uncountedReason = -1
         /// A trace session wants packets: the one branch tracing costs when off.
         @usableFromInline var traceArmed = false
+        /// Some interface has a capture on (`Stack+Capture`): the tunnel paths look no further otherwise.
+        @usableFromInline var capturing = false
         /// What `warmRoutes6` read, kept so that its loads are not optimized away.
         var warmSink: UInt32 = 0
         /// The batch position of the frame being processed when `warmRoutes6`
