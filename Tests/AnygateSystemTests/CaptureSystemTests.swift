@@ -103,4 +103,49 @@ struct CaptureSystemTests {
         let arp = net.sh("tcpdump -nr \(net.dir)/arp.pcap 2>/dev/null").output
         #expect(arp.contains("ARP, Request who-has 10.1.0.1") || arp.contains("ARP, Reply 10.1.0.1"), "\(arp)")
     }
+
+    @Test("GRE over IPsec: the local operator sees the tunnel's plaintext and the underlay's ESP; through the stack's control listener the plaintext is refused")
+    func protectedTunnel() throws {
+        let net = try TwoSiteNetwork()
+        let token = "\(net.dir)/control.token"
+        try "0123456789abcdef0123456789abcdef\n".write(toFile: token, atomically: true, encoding: .utf8)
+        chmod(token, 0o600)
+        net.topLevel = { side in
+            side == 1 ? """
+            control:
+              socket: \(net.dir)/gw1.sock
+              listen: "stack:10.1.0.1:7000"
+              allow: [10.1.0.0/24]
+              token-file: \(token)
+
+            """ : ""
+        }
+        var captures: [Process] = []
+        defer {
+            for c in captures where c.isRunning { c.terminate() }
+            net.close()
+        }
+        try net.build()
+        _ = try net.startProtected(capture: false)
+        let ctl = "\(net.anygatectl) --socket \(net.dir)/gw1.sock capture"
+        let f = net.dir
+        captures.append(try Shell.spawn("exec \(ctl) gre0 --filter icmp --count 2 --seconds 30", output: "\(f)/inner.pcapng"))
+        captures.append(try Shell.spawn("exec \(ctl) wan0 --direction tx --filter 'udp port 4500' --count 2 --seconds 30",
+                                        output: "\(f)/esp.pcapng"))
+        try #require(DaemonProcess.wait(seconds: 10) { net.daemons[0].log.components(separatedBy: "capture started").count - 1 >= 2 })
+        #expect(net.sh("ip netns exec \(net.ns.a) ping -c 1 -W 2 10.2.0.2", timeout: 10).status == 0)
+        #expect(DaemonProcess.wait(seconds: 20) { captures.allSatisfy { !$0.isRunning } }, "both captures end")
+        let inner = net.sh("tcpdump -nr \(f)/inner.pcapng 2>/dev/null").output
+        #expect(inner.contains("10.1.0.2 > 10.2.0.2: ICMP echo request") && inner.contains("10.2.0.2 > 10.1.0.2: ICMP echo reply"), "\(inner)")
+        let esp = net.sh("tshark -r \(f)/esp.pcapng -T fields -e esp.spi 2>/dev/null").output
+        #expect(esp.split(separator: "\n").count == 2, "ESP on the underlay: \(esp)")
+        // From site A through the stack's control listener, with the token: the plaintext is refused, the underlay is not.
+        let remote = "ip netns exec \(net.ns.a) \(net.anygatectl) --connect 10.1.0.1:7000 --token-file \(token) capture"
+        let refused = net.sh("\(remote) gre0 --count 1 --seconds 5 2>&1 >/dev/null", timeout: 20)
+        #expect(refused.status == 1 && refused.output.contains("captured only over the local control socket"), "\(refused.output)")
+        let underlay = net.sh("\(remote) wan0 --count 1 --seconds 10 > \(f)/remote.pcapng & sleep 1; "
+                              + "ip netns exec \(net.ns.a) ping -c 1 -W 2 10.2.0.2 >/dev/null; wait", timeout: 30)
+        #expect(underlay.status == 0, "\(underlay.output)")
+        #expect(net.sh("tcpdump -nr \(f)/remote.pcapng 2>/dev/null | wc -l").output.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+    }
 }
