@@ -107,19 +107,7 @@ struct CaptureSystemTests {
     @Test("GRE over IPsec: the local operator sees the tunnel's plaintext and the underlay's ESP; through the stack's control listener the plaintext is refused")
     func protectedTunnel() throws {
         let net = try TwoSiteNetwork()
-        let token = "\(net.dir)/control.token"
-        try "0123456789abcdef0123456789abcdef\n".write(toFile: token, atomically: true, encoding: .utf8)
-        chmod(token, 0o600)
-        net.topLevel = { side in
-            side == 1 ? """
-            control:
-              socket: \(net.dir)/gw1.sock
-              listen: "stack:10.1.0.1:7000"
-              allow: [10.1.0.0/24]
-              token-file: \(token)
-
-            """ : ""
-        }
+        let token = try net.controlListenerOnGateway1()
         var captures: [Process] = []
         defer {
             for c in captures where c.isRunning { c.terminate() }

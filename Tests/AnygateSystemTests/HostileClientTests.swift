@@ -84,20 +84,7 @@ struct HostileClientTests {
     @Test("a thousand idle connections, garbage and unfinished lines on three listeners are cut and counted; a transfer and other clients go on")
     func hostile() throws {
         let net = try TwoSiteNetwork()
-        let token = "\(net.dir)/control.token"
-        try "0123456789abcdef0123456789abcdef\n".write(toFile: token, atomically: true, encoding: .utf8)
-        chmod(token, 0o600)
-        net.topLevel = { side in
-            side == 1 ? """
-            metrics: {listen: "127.0.0.1:9100"}
-            control:
-              socket: \(net.dir)/gw1.sock
-              listen: "stack:10.1.0.1:7000"
-              allow: [10.1.0.0/24]
-              token-file: \(token)
-
-            """ : ""
-        }
+        let token = try net.controlListenerOnGateway1(extra: "metrics: {listen: \"127.0.0.1:9100\"}\n")
         var background: [Process] = []
         defer {
             for p in background where p.isRunning { p.terminate() }

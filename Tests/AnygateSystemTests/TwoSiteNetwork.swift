@@ -34,6 +34,27 @@ final class TwoSiteNetwork {
 
     func sh(_ cmd: String, timeout: Int = 60) -> (status: Int32, output: String) { Shell.run(cmd, timeout: timeout) }
 
+    /// gw1 also takes control requests on its LAN address (stack TCP 7000)
+    /// from site A with a token (written here, mode 0600); `extra`: more
+    /// top-level keys for gw1. Returns the token file's path.
+    func controlListenerOnGateway1(extra: String = "") throws -> String {
+        let token = "\(dir)/control.token"
+        try "0123456789abcdef0123456789abcdef\n".write(toFile: token, atomically: true, encoding: .utf8)
+        chmod(token, 0o600)
+        let socket = "\(dir)/gw1.sock"
+        topLevel = { side in
+            side == 1 ? extra + """
+            control:
+              socket: \(socket)
+              listen: "stack:10.1.0.1:7000"
+              allow: [10.1.0.0/24]
+              token-file: \(token)
+
+            """ : ""
+        }
+        return token
+    }
+
     func close() {
         for d in daemons { _ = d.stop() }
         for n in [ns.a, ns.g1, ns.u, ns.g2, ns.b] { sh("ip netns del \(n) 2>/dev/null") }
