@@ -618,13 +618,15 @@ struct GREOverIPsecSystemTests {
         let before = try [1, 2].map { try stats($0).drops }
         // 64 UDP flows from each site: each TAP's queues spread them over its
         // gateway's two workers, so both workers route packets into the tunnel
-        // on both gateways. (ESP between the gateways is one flow to the
-        // kernel's hash and may land on the SA's owner every time; the TCP
-        // transfer's ACKs are one flow too: neither alone makes a handoff sure.)
-        for (site, peer) in [(net.ns.a, "10.2.0.2"), (net.ns.b, "10.1.0.2")] {
+        // on both gateways. ESP between the gateways is one flow to the
+        // kernel's hash and may land on the SA's owner every time; and a TAP
+        // steers a flow to the queue that last wrote its reverse (the
+        // symmetric hash of addresses and ports), so site B's flows use other
+        // ports than site A's, whose packets gw2's SA owner wrote.
+        for (site, peer, ports, port) in [(net.ns.a, "10.2.0.2", 30000, 9), (net.ns.b, "10.1.0.2", 40000, 7)] {
             let flows = net.sh("ip netns exec \(site) python3 -c \"import socket, time\nfor f in range(64):\n"
-                               + "  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', 30000 + f))\n"
-                               + "  for i in range(50): s.sendto(b'y' * 64, ('\(peer)', 9))\n  s.close()\n  time.sleep(0.005)\"", timeout: 60)
+                               + "  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', \(ports) + f))\n"
+                               + "  for i in range(50): s.sendto(b'y' * 64, ('\(peer)', \(port)))\n  s.close()\n  time.sleep(0.005)\"", timeout: 60)
             #expect(flows.status == 0, "\(flows.output)")
         }
         #expect(try net.transfer(megabytes: 30) == nil, "\(net.daemons.map(\.log))")
@@ -633,7 +635,7 @@ struct GREOverIPsecSystemTests {
             let handed = st.counters["handedOff"] ?? 0, taken = st.counters["takenOver"] ?? 0
             // Out: the worker without the SA hands inner packets over; in: ESP
             // that reaches the worker without the SA goes over too.
-            #expect(handed > 0 && taken == handed, "gw\(side): handed off \(handed), taken over \(taken)")
+            #expect(handed > 0 && taken == handed, "gw\(side): handed off \(handed), taken over \(taken); \(st.counters) \(st.drops)")
             let lost = ["handoff-refused", "esp-replayed", "esp-out-of-window", "esp-unknown-spi", "esp-auth-failed", "ipsec-no-sa"]
                 .filter { (st.drops[$0] ?? 0) != (before[side - 1][$0] ?? 0) }
             #expect(lost.isEmpty, "gw\(side): \(lost) rose during the traffic: before \(before[side - 1]), after \(st.drops)")
