@@ -108,8 +108,9 @@ final class StackHarness {
         stack.flush()
         let l = stack.ledger
         precondition(l.balanced, "ledger: \(l.violations)")
-        let held = Int(l.heldForReassembly + l.heldForNeighbor)
-        precondition(pool.inUse == held, "buffers in use \(pool.inUse), held by the stack \(held): a buffer leaked")
+        precondition(pool.inUse == stack.buffersHeld,
+                     "buffers in use \(pool.inUse), held by the stack \(stack.buffersHeld) (fragments held \(l.heldForReassembly),"
+                     + " for neighbours \(l.heldForNeighbor)): a buffer leaked")
         inputs &+= 1
         stack.checkInvariants(fibs: inputs % 1024 == 0)
         pool.checkInvariants()

@@ -104,6 +104,18 @@ public struct PacketLedger: Hashable, Sendable {
 }
 
 extension Stack {
+    /// Pool buffers the stack holds between entry points: one per open
+    /// reassembly queue (fragments are copied into it and let go, so this
+    /// is not the ledger's `heldForReassembly`, which counts fragments),
+    /// each packet waiting for a neighbour, each datagram in a socket's
+    /// receive queue and each packet on the loopback. With the transmit
+    /// queues flushed, a pool used by one stack alone has exactly this many
+    /// buffers out; more is a leak.
+    public var buffersHeld: Int {
+        reassembly.active + neighbors.pendingTotal + neighbors6.pendingTotal
+            + socketQueues.values.reduce(0) { $0 + $1.count } + loopback.count
+    }
+
     /// The ledger as of now. Call it between entry points (the transmit
     /// queues are flushed then); O(interfaces + neighbours + reassembly queues).
     public var ledger: PacketLedger {

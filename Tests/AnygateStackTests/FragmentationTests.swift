@@ -146,4 +146,34 @@ struct FragmentationTests {
         #expect(t.b.drops(.reassemblyTimeout) == 16)
         #expect(t.net.pool.inUse == 0)
     }
+
+    /// The stack fuzzer's first finding (FUZZING.md): its harness took the
+    /// ledger's fragments held for reassembly for buffers held, but a queue
+    /// copies its fragments into one buffer and lets them go.
+    @Test("a reassembly queue holds one pool buffer however many fragments it took; buffersHeld accounts for every buffer out")
+    func buffersHeldPerQueue() throws {
+        let (net, s, eth) = try singleStack(.host, mac: MACAddress(2, 0, 0, 0, 0, 0x0B), address: "10.2.0.2/24")
+        func piece(_ id: UInt16, offset: Int, more: Bool) -> [UInt8] {
+            FrameBuilder.ipv4(to: MACAddress(2, 0, 0, 0, 0, 0x0B),
+                              IPv4Repr(source: IPv4Address(10, 2, 0, 9), destination: IPv4Address(10, 2, 0, 2), proto: .udp,
+                                       payloadLength: 0, identification: id, moreFragments: more, fragmentOffset: offset),
+                              // The first piece starts with a UDP header (port 1000 to 9, 48 bytes, no checksum).
+                              payload: offset == 0 ? [0x03, 0xE8, 0, 9, 0, 48, 0, 0] + [UInt8](repeating: 0, count: 8)
+                                                   : [UInt8](repeating: 0, count: 16))
+        }
+        net.inject(piece(1, offset: 0, more: true), into: s, on: eth)
+        net.inject(piece(1, offset: 16, more: true), into: s, on: eth)
+        net.inject(piece(2, offset: 16, more: true), into: s, on: eth)
+        #expect(s.ledger.heldForReassembly == 3)
+        #expect(s.buffersHeld == 2 && net.pool.inUse == 2)
+        // Datagram 1 completes: UDP to a closed port, answered with port
+        // unreachable, which waits for 10.2.0.9's address (nobody answers ARP).
+        net.inject(piece(1, offset: 32, more: false), into: s, on: eth)
+        #expect(s.counters.datagramsReassembled == 1)
+        #expect(s.ledger.heldForReassembly == 1 && s.ledger.heldForNeighbor == 1, "\(s.dropCounts)")
+        #expect(s.buffersHeld == 2 && net.pool.inUse == 2)
+        #expect(s.ledger.balanced, "\(s.ledger.violations)")
+        net.advance(by: .seconds(31))
+        #expect(s.buffersHeld == 0 && net.pool.inUse == 0)
+    }
 }
