@@ -38,11 +38,15 @@ test: deps
 # libFuzzer harnesses for every parser, Stack.receive, the config reader
 # and the control protocol (FUZZING.md), built apart in .build-fuzz;
 # each runs FUZZ_SECONDS from its seed corpus (FUZZ_JOBS processes).
+# swiftc keeps only the last -sanitize= it is given, so SwiftPM's two
+# flags leave Swift code with AddressSanitizer and no coverage: the
+# coverage is asked for by name (scripts/fuzz.sh checks it is there).
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 1
 fuzz: deps
 	@echo "==> building the fuzz harnesses (release, libFuzzer and AddressSanitizer) in .build-fuzz"
-	ANYGATE_FUZZ=1 $(SWIFT) build -c release --build-path .build-fuzz --product anygate-fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -enable-testing
+	ANYGATE_FUZZ=1 $(SWIFT) build -c release --build-path .build-fuzz --product anygate-fuzz --sanitize=fuzzer --sanitize=address \
+	  -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table -Xswiftc -enable-testing
 	@echo "==> fuzzing each harness for $(FUZZ_SECONDS) s; a crash fails the run and keeps its input in Fuzz/artifacts/"
 	./scripts/fuzz.sh .build-fuzz/release/anygate-fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS)
 

@@ -27,7 +27,12 @@ public struct ConfigReader {
     public func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            // Scalars stay text (the basic resolver): the reader parses each
+            // value itself, by what its key means, so YAML 1.1's implicit
+            // types (yes as true, 010 as octal, 1:20 as sexagesimal) never
+            // apply, and no key lookup runs the default resolver's regular
+            // expressions.
+            root = try Yams.compose(yaml: text, .basic)
         } catch let e as YamlError {
             throw ConfigError(file: file, keyPath: "", line: yamlLine(e), reason: "not valid YAML: \(yamlProblem(e))")
         } catch {
